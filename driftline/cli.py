@@ -1,0 +1,64 @@
+"""The ``driftline`` command line: one front door, one module per command.
+
+Each command lives in ``driftline/commands/<name>.py`` with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only
+when their command runs, so ``driftline config check`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from driftline import __version__
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("driftline.commands.demo", "embedded stack + simulated traffic with incidents, live view"),
+    "up": ("driftline.commands.up", "start the embedded stack (broker, collector, worker)"),
+    "worker": ("driftline.commands.worker", "run the stream worker against the configured Kafka"),
+    "simulate": ("driftline.commands.simulate", "send realistic GenAI traffic through OTLP"),
+    "normalize": ("driftline.commands.normalize", "decode an OTLP file and print normalized events"),
+    "replay": ("driftline.commands.replay", "run the detectors offline over normalized events"),
+    "load": ("driftline.commands.load", "load normalized events (NDJSON) into the store"),
+    "sql": ("driftline.commands.sql", "run analyst SQL against the store"),
+    "dashboards": ("driftline.commands.dashboards", "build Grafana dashboards as JSON"),
+    "report": ("driftline.commands.report", "render a static HTML report from the store"),
+    "config": ("driftline.commands.config", "check and print the resolved configuration"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    found = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (module, help_text)
+    return found
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="driftline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"driftline {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="driftline.toml (default: ./driftline.toml if present)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules: dict[str, object] = {}
+    for name, (module_name, help_text) in _available().items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    module = modules[args.command]
+    code: int = module.run(args)  # type: ignore[attr-defined]
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``driftline`` command: ``add_arguments`` and ``run``."""

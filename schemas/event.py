@@ -1,0 +1,165 @@
+"""The normalized request event and the trace summary: field names, types, order.
+
+One event per LLM-call span (DESIGN.md, "Normalized request event"). Events move
+between stages as plain dicts keyed by these names; this module is the one place
+that says which names exist, their types, and how they look on the wire and in
+Arrow (the ClickHouse sink and ``driftline normalize`` both use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+FieldKind = Literal["str", "int", "float", "bool", "ts", "map"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: FieldKind
+    nullable: bool = False
+
+
+EVENT_FIELDS: Final[tuple[Field, ...]] = (
+    # identity
+    Field("trace_id", "str"),
+    Field("span_id", "str"),
+    Field("parent_span_id", "str"),  # "" for a root span
+    Field("start_ts", "ts"),  # microseconds since the Unix epoch, UTC
+    Field("end_ts", "ts"),
+    Field("service", "str"),
+    Field("environment", "str"),
+    Field("workflow", "str"),
+    Field("agent", "str"),
+    Field("tenant", "str"),
+    Field("user_hash", "str"),
+    Field("session_id", "str"),
+    Field("route", "str"),
+    # model
+    Field("operation", "str"),
+    Field("provider", "str"),
+    Field("request_model", "str"),
+    Field("response_model", "str"),
+    # artifact bundle
+    Field("model_version", "str"),
+    Field("prompt_version", "str"),
+    Field("retrieval_index_version", "str"),
+    Field("router_version", "str"),
+    Field("bundle_id", "str"),
+    # usage and cost
+    Field("input_tokens", "int"),
+    Field("output_tokens", "int"),
+    Field("cache_read_tokens", "int"),
+    Field("cache_write_tokens", "int"),
+    Field("reasoning_tokens", "int"),
+    Field("cost_usd", "float", nullable=True),
+    Field("price_source", "str"),
+    # runtime
+    Field("latency_ms", "float"),
+    Field("ttft_ms", "float", nullable=True),
+    Field("queue_ms", "float", nullable=True),
+    Field("kv_cache_usage", "float", nullable=True),
+    Field("retry_attempt", "int"),
+    Field("loop_depth", "int"),
+    Field("tool_calls", "int"),
+    # output
+    Field("finish_reason", "str"),
+    Field("output_chars", "int", nullable=True),
+    Field("validation_failed", "bool"),
+    Field("error_type", "str"),
+    Field("status", "str"),  # "ok" | "error" | "unset"
+    Field("attributes", "map"),
+)
+EVENT_FIELD_NAMES: Final = tuple(f.name for f in EVENT_FIELDS)
+
+TRACE_FIELDS: Final[tuple[Field, ...]] = (
+    Field("trace_id", "str"),
+    Field("workflow", "str"),
+    Field("service", "str"),
+    Field("environment", "str"),
+    Field("tenant", "str"),
+    Field("route", "str"),
+    Field("root_span_id", "str"),
+    Field("start_ts", "ts"),
+    Field("end_ts", "ts"),
+    Field("span_count", "int"),
+    Field("llm_call_count", "int"),
+    Field("max_loop_depth", "int"),
+    Field("input_tokens", "int"),
+    Field("output_tokens", "int"),
+    Field("total_tokens", "int"),
+    Field("cost_usd", "float", nullable=True),
+    Field("unpriced_calls", "int"),
+    Field("amplification", "float", nullable=True),  # trace tokens / first call's tokens
+    Field("retries", "int"),
+    Field("error_count", "int"),
+    Field("closed_by", "str"),  # "root_end" | "timeout" | "flush"
+)
+TRACE_FIELD_NAMES: Final = tuple(f.name for f in TRACE_FIELDS)
+
+# Bound on the free-form attributes map carried with each event.
+MAX_EVENT_ATTRIBUTES: Final = 32
+MAX_ATTRIBUTE_VALUE_CHARS: Final = 256
+
+PRICE_SOURCE_UNKNOWN: Final = "unknown"
+PRICE_SOURCE_CONFIG: Final = "config"
+PRICE_SOURCE_GENAI_PRICES: Final = "genai-prices"
+
+
+def bundle_id(
+    model: str,
+    model_version: str,
+    prompt_version: str,
+    retrieval_index_version: str,
+    router_version: str,
+) -> str:
+    """Stable 16-hex-digit id of what was validated together.
+
+    >>> bundle_id("gpt-4o", "", "p3", "idx-7", "r1")
+    '1b5333fe3ace7580'
+    """
+    joined = "\x1f".join((model, model_version, prompt_version, retrieval_index_version, router_version))
+    return hashlib.blake2b(joined.encode(), digest_size=8).hexdigest()
+
+
+def micros_to_iso(ts_us: int) -> str:
+    """ISO 8601 UTC with microseconds, as ``driftline normalize`` prints timestamps."""
+    return datetime.fromtimestamp(ts_us / 1_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_to_micros(text: str) -> int:
+    """Inverse of :func:`micros_to_iso`; also accepts offsets like ``+00:00``."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1_000_000)
+
+
+def to_wire(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:
+    """A record as it is printed and published: timestamps as ISO 8601 strings."""
+    out = {}
+    for f in fields:
+        value = record.get(f.name)
+        if f.kind == "ts" and isinstance(value, int):
+            value = micros_to_iso(value)
+        out[f.name] = value
+    return out
+
+
+def from_wire(doc: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:
+    """A published record back to internal form; unknown keys are ignored."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        value = doc.get(f.name)
+        if f.kind == "ts" and isinstance(value, str):
+            value = iso_to_micros(value)
+        elif value is None and not f.nullable:
+            value = _EMPTY[f.kind]
+        out[f.name] = value
+    return out
+
+
+_EMPTY: Final[dict[str, Any]] = {"str": "", "int": 0, "float": 0.0, "bool": False, "ts": 0, "map": {}}

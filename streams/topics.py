@@ -1,0 +1,20 @@
+"""Kafka topic names and message header names: declared once, used everywhere."""
+
+from __future__ import annotations
+
+from typing import Final
+
+OTLP_SPANS: Final = "otlp_spans"  # collector output: OTLP protobuf (or JSON) TracesData
+OTLP_SPANS_DLQ: Final = "otlp_spans_dlq"  # rejected input, with a reason header
+LLM_SPANS: Final = "llm_spans"  # normalized spans, partitioned by trace id
+LLM_EVENTS: Final = "llm_events"  # request events and trace summaries, keyed by workflow
+LLM_ALERTS: Final = "llm_alerts"  # alert lifecycle records, keyed by dedup key
+
+ALL_TOPICS: Final = (OTLP_SPANS, OTLP_SPANS_DLQ, LLM_SPANS, LLM_EVENTS, LLM_ALERTS)
+
+HEADER_REASON: Final = "driftline-reason"  # why a record went to the DLQ
+HEADER_SOURCE_TOPIC: Final = "driftline-source-topic"
+HEADER_SOURCE_PARTITION: Final = "driftline-source-partition"
+HEADER_SOURCE_OFFSET: Final = "driftline-source-offset"
+HEADER_RECORD_TYPE: Final = "driftline-record-type"  # "events" | "traces" | "spans"
+HEADER_CONTENT_TYPE: Final = "content-type"
