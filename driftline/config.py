@@ -72,7 +72,8 @@ class EmbeddedSettings(_Section):
 
 
 class StoreSettings(_Section):
-    url: str = "chdb:///var/chdb"
+    # chdb://RELATIVE/PATH or chdb:///ABSOLUTE/PATH (embedded); clickhouse://user@host:8123/db (server)
+    url: str = "chdb://var/chdb"
     password_env: str = "CLICKHOUSE_PASSWORD"
     secure: bool = False
     ttl_days: int = Field(90, ge=1, le=3650)
