@@ -1,0 +1,106 @@
+"""``driftline normalize FILE``: decode recorded OTLP traces and print normalized events.
+
+FILE holds one OTLP protobuf message (``TracesData`` or ``ExportTraceServiceRequest``)
+or OTLP/JSON: one document, or NDJSON with one document per line as the
+OpenTelemetry collector's file exporter writes it. Events go to stdout as NDJSON
+(one per LLM-call span, in start order, timestamps ISO 8601 UTC); each rejected
+span or document is one JSON line on stderr. Exit status: 0 when the file was
+read, 2 when it is missing, not OTLP at all, or the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from driftline.config import ConfigError, load_settings
+from schemas.event import EVENT_FIELDS, TRACE_FIELDS, to_wire
+
+EXIT_OK = 0
+EXIT_UNUSABLE_INPUT = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE", help="OTLP protobuf, OTLP/JSON or NDJSON of OTLP/JSON"
+    )
+    parser.add_argument(
+        "--traces",
+        metavar="FILE",
+        help="also write one trace summary per trace to FILE as NDJSON",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.pipeline import OfflinePipeline, split_otlp_file
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNUSABLE_INPUT
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        print(f"driftline normalize: {path}: no such file", file=sys.stderr)
+        return EXIT_UNUSABLE_INPUT
+    except OSError as exc:
+        print(f"driftline normalize: {path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_UNUSABLE_INPUT
+
+    pipeline = OfflinePipeline.from_settings(settings)
+    for payload, content_type in split_otlp_file(data):
+        pipeline.feed(payload, content_type)
+    result = pipeline.finish()
+
+    if result.documents and not result.otlp_documents:
+        first = result.rejects[0].reject if result.rejects else None
+        why = f" ({first.reason}: {first.detail})" if first is not None else ""
+        print(
+            f"driftline normalize: {path} is not OTLP traces{why}; expected an OTLP protobuf "
+            "TracesData/ExportTraceServiceRequest, OTLP/JSON, or NDJSON of OTLP/JSON documents",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE_INPUT
+
+    for sourced in result.rejects:
+        reject = sourced.reject
+        line = {
+            "reason": reject.reason,
+            "detail": reject.detail,
+            "trace_id": reject.trace_id,
+            "span_id": reject.span_id,
+            "document": sourced.document,
+        }
+        print(json.dumps(line), file=sys.stderr)
+
+    if args.traces:
+        try:
+            with open(args.traces, "w", encoding="utf-8") as out:
+                _write_ndjson(out, (to_wire(t, TRACE_FIELDS) for t in result.traces))
+        except OSError as exc:
+            print(
+                f"driftline normalize: cannot write {args.traces}: {exc.strerror}", file=sys.stderr
+            )
+            return EXIT_UNUSABLE_INPUT
+    try:
+        _write_ndjson(sys.stdout, (to_wire(e, EVENT_FIELDS) for e in result.events))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (``| head``) has gone; that is not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _write_ndjson(out: IO[str], records: Iterable[dict[str, Any]]) -> None:
+    for record in records:
+        out.write(json.dumps(record, separators=(",", ":")))
+        out.write("\n")

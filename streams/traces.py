@@ -1,0 +1,409 @@
+"""Trace assembly: buffer the spans of each trace, close it, complete its events.
+
+Spans of one trace arrive in any order, split across messages (and, before the
+stream is repartitioned by trace id, across partitions). :class:`TraceAssembler`
+keeps them per trace id and closes a trace
+
+* ``grace_s`` after its root span (the span without a parent) was received:
+  a root span is exported when it ends, so by then most children are in;
+* ``timeout_s`` after the trace was first seen, when no root has arrived;
+* when more than ``max_open_traces`` are open: the oldest first ("evicted");
+* on :meth:`TraceAssembler.flush`.
+
+Times are processing-time seconds supplied by the caller (``now_s``); use the
+wall clock (``time.time()``) when traces are checkpointed, so deadlines survive a
+restart.
+
+On close each LLM-call event is completed:
+
+``loop_depth``
+    The number of LLM calls and tool executions (operation ``execute_tool``) on
+    the path from the root span to the call, the call itself included. Agent,
+    workflow and other spans do not count. A top-level call (under the root or
+    an agent span) is 1; a call inside a tool that the planner agent called is 2
+    (tool, call); a tool span that an instrumentation nests under the chat span
+    that requested it adds that call too (3). A parent that was never received
+    breaks the chain: only the known part counts.
+``workflow``
+    When empty: the nearest ancestor span's workflow, else any span of the trace
+    with a workflow (the root first, then by start time), else the root span's
+    agent name, else the event's service.
+``tenant``, ``route``, ``session_id``
+    When empty: the nearest ancestor's value, else the root's, else any span's
+    (by start time).
+
+The trace summary has exactly the fields of ``schemas.event.TRACE_FIELD_NAMES``;
+``amplification`` is the trace's total tokens over the tokens (input + output) of
+its first LLM call by start time. Re-delivered spans (same span id) count once.
+The result depends only on the set of spans received, not on their order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from schemas.attributes import OP_EXECUTE_TOOL
+from schemas.event import TRACE_FIELD_NAMES
+
+__all__ = ["ClosedTraces", "TraceAssembler"]
+
+CLOSED_BY_ROOT_END: Final = "root_end"
+CLOSED_BY_TIMEOUT: Final = "timeout"
+CLOSED_BY_FLUSH: Final = "flush"
+CLOSED_BY_EVICTED: Final = "evicted"
+
+_INHERITED_FIELDS: Final = ("tenant", "route", "session_id")
+_EXPORT_VERSION: Final = 1
+
+
+@dataclass(slots=True)
+class ClosedTraces:
+    """Completed events (by trace, each trace's in start order) and trace summaries."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: ClosedTraces) -> None:
+        self.events.extend(other.events)
+        self.traces.extend(other.traces)
+
+
+@dataclass(slots=True)
+class _OpenTrace:
+    first_seen_s: float
+    root_seen_s: float | None = None
+    spans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def deadline(self, grace_s: float, timeout_s: float) -> float:
+        if self.root_seen_s is not None:
+            return self.root_seen_s + grace_s
+        return self.first_seen_s + timeout_s
+
+
+class TraceAssembler:
+    """Per-trace buffer that closes traces and completes their events.
+
+    Parameters
+    ----------
+    grace_s
+        Seconds to wait after a trace's root span arrived, for late children.
+    timeout_s
+        Seconds after a trace was first seen to close it when no root arrived.
+    max_open_traces
+        Open traces kept at most; beyond it the oldest (first seen) is closed.
+
+    Examples
+    --------
+    >>> asm = TraceAssembler(grace_s=5, timeout_s=60, max_open_traces=1000)
+    >>> root = {"trace_id": "t", "span_id": "a", "parent_span_id": "", "name": "agent",
+    ...         "start_ts": 0, "end_ts": 9, "operation": "invoke_agent", "is_llm_call": False,
+    ...         "agent": "planner", "workflow": "", "service": "svc", "environment": "",
+    ...         "tenant": "", "route": "", "session_id": "", "status": "ok"}
+    >>> call = {"trace_id": "t", "span_id": "b", "parent_span_id": "a", "start_ts": 1,
+    ...         "workflow": "", "service": "svc", "input_tokens": 10, "output_tokens": 5,
+    ...         "cost_usd": None, "retry_attempt": 0, "status": "ok"}
+    >>> asm.add([call], [root], now_s=100.0)
+    >>> asm.close_due(now_s=104.0).traces
+    []
+    >>> closed = asm.close_due(now_s=105.0)
+    >>> closed.events[0]["loop_depth"], closed.events[0]["workflow"]
+    (1, 'planner')
+    >>> closed.traces[0]["closed_by"], closed.traces[0]["span_count"]
+    ('root_end', 2)
+    """
+
+    def __init__(self, grace_s: float, timeout_s: float, max_open_traces: int) -> None:
+        if grace_s < 0:
+            raise ValueError(f"grace_s must be >= 0, got {grace_s}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_open_traces < 1:
+            raise ValueError(f"max_open_traces must be >= 1, got {max_open_traces}")
+        self.grace_s = grace_s
+        self.timeout_s = timeout_s
+        self.max_open_traces = max_open_traces
+        # Insertion order is first-seen order: eviction pops from the front.
+        self._open: dict[str, _OpenTrace] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._evicted: list[str] = []  # closed for room, emitted by the next close
+        self._evicted_traces = ClosedTraces()
+        self._dirty: set[str] = set()
+        self.closed_trace_ids: list[str] = []
+        self.closed_counts: Counter[str] = Counter()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
+    def evicted_count(self) -> int:
+        return self.closed_counts[CLOSED_BY_EVICTED]
+
+    def add(self, events: list[dict[str, Any]], spans: list[dict[str, Any]], now_s: float) -> None:
+        """Buffer events (LLM-call spans) and spans (all spans) of any traces."""
+        for span in spans:
+            trace = self._trace(span["trace_id"], now_s)
+            span_id = span["span_id"]
+            if span_id in trace.spans:
+                continue  # re-delivery
+            trace.spans[span_id] = span
+            if not span.get("parent_span_id") and trace.root_seen_s is None:
+                trace.root_seen_s = now_s
+                self._push_deadline(span["trace_id"], trace)
+        for event in events:
+            trace = self._trace(event["trace_id"], now_s)
+            trace.events.setdefault(event["span_id"], event)
+        self._evict_beyond_limit()
+
+    def close_due(self, now_s: float) -> ClosedTraces:
+        """Close traces whose deadline has passed, plus any evicted since the last call."""
+        out, self._evicted_traces = self._evicted_traces, ClosedTraces()
+        closed_ids, self._evicted = self._evicted, []
+        while self._deadlines and self._deadlines[0][0] <= now_s:
+            _, trace_id = heapq.heappop(self._deadlines)
+            trace = self._open.get(trace_id)
+            # Entries are not removed when a deadline moves; skip stale ones.
+            if trace is None or trace.deadline(self.grace_s, self.timeout_s) > now_s:
+                continue
+            closed_by = CLOSED_BY_TIMEOUT if trace.root_seen_s is None else CLOSED_BY_ROOT_END
+            out.extend(self._close(trace_id, closed_by))
+            closed_ids.append(trace_id)
+        self._mark_reopened(closed_ids)
+        self.closed_trace_ids = closed_ids
+        return out
+
+    def flush(self) -> ClosedTraces:
+        """Close every open trace (closed_by "flush"), after any evicted ones."""
+        out, self._evicted_traces = self._evicted_traces, ClosedTraces()
+        closed_ids, self._evicted = self._evicted, []
+        for trace_id in list(self._open):
+            out.extend(self._close(trace_id, CLOSED_BY_FLUSH))
+            closed_ids.append(trace_id)
+        self._deadlines.clear()
+        self.closed_trace_ids = closed_ids
+        return out
+
+    def dirty_trace_ids(self) -> set[str]:
+        """Open traces touched since the last call (to write to a changelog table).
+
+        A checkpointing agent deletes :attr:`closed_trace_ids` first and then
+        writes these: an evicted trace id can be open again by then.
+        """
+        dirty, self._dirty = self._dirty, set()
+        return {trace_id for trace_id in dirty if trace_id in self._open}
+
+    def export_trace(self, trace_id: str) -> dict[str, Any]:
+        """JSON-able state of one open trace; :meth:`import_trace` restores it."""
+        trace = self._open[trace_id]
+        return {
+            "version": _EXPORT_VERSION,
+            "first_seen_s": trace.first_seen_s,
+            "root_seen_s": trace.root_seen_s,
+            "spans": list(trace.spans.values()),
+            "events": list(trace.events.values()),
+        }
+
+    def import_trace(self, trace_id: str, state: dict[str, Any]) -> None:
+        """Restore a trace exported by :meth:`export_trace` (replaces an open one)."""
+        if state.get("version") != _EXPORT_VERSION:
+            raise ValueError(
+                f"trace state of {trace_id} has version {state.get('version')!r}, "
+                f"expected {_EXPORT_VERSION}; drop the checkpoint table to start fresh"
+            )
+        trace = _OpenTrace(first_seen_s=float(state["first_seen_s"]))
+        root_seen = state.get("root_seen_s")
+        trace.root_seen_s = None if root_seen is None else float(root_seen)
+        trace.spans = {span["span_id"]: span for span in state["spans"]}
+        trace.events = {event["span_id"]: event for event in state["events"]}
+        self._open.pop(trace_id, None)
+        self._open[trace_id] = trace
+        self._push_deadline(trace_id, trace)
+        self._evict_beyond_limit()
+
+    # -- internals -------------------------------------------------------------
+
+    def _trace(self, trace_id: str, now_s: float) -> _OpenTrace:
+        self._dirty.add(trace_id)
+        trace = self._open.get(trace_id)
+        if trace is None:
+            trace = self._open[trace_id] = _OpenTrace(first_seen_s=now_s)
+            self._push_deadline(trace_id, trace)
+        return trace
+
+    def _mark_reopened(self, closed_ids: list[str]) -> None:
+        # An evicted trace whose spans kept coming is open again under the same id: a
+        # checkpointing caller deletes closed ids, so this one must be written again.
+        self._dirty.update(trace_id for trace_id in closed_ids if trace_id in self._open)
+
+    def _push_deadline(self, trace_id: str, trace: _OpenTrace) -> None:
+        deadline = trace.deadline(self.grace_s, self.timeout_s)
+        heapq.heappush(self._deadlines, (deadline, trace_id))
+
+    def _evict_beyond_limit(self) -> None:
+        while len(self._open) > self.max_open_traces:
+            oldest = next(iter(self._open))
+            self._evicted_traces.extend(self._close(oldest, CLOSED_BY_EVICTED))
+            self._evicted.append(oldest)
+        if len(self._deadlines) > 4 * len(self._open) + 64:
+            # Stale heap entries pile up when evictions outpace deadlines.
+            self._deadlines = [(d, t) for d, t in self._deadlines if t in self._open]
+            heapq.heapify(self._deadlines)
+
+    def _close(self, trace_id: str, closed_by: str) -> ClosedTraces:
+        trace = self._open.pop(trace_id)
+        self.closed_counts[closed_by] += 1
+        events, summary = complete_trace(
+            trace_id, trace.spans.values(), trace.events.values(), closed_by
+        )
+        return ClosedTraces(events=events, traces=[summary])
+
+
+def _start_key(record: dict[str, Any]) -> tuple[int, str]:
+    return (record.get("start_ts") or 0, record["span_id"])
+
+
+def _span_from_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A span record for an event whose span record was not received."""
+    return {
+        "trace_id": event["trace_id"],
+        "span_id": event["span_id"],
+        "parent_span_id": event.get("parent_span_id") or "",
+        "start_ts": event.get("start_ts") or 0,
+        "end_ts": event.get("end_ts") or 0,
+        "operation": event.get("operation") or "",
+        "is_llm_call": True,
+        "agent": event.get("agent") or "",
+        "workflow": event.get("workflow") or "",
+        "service": event.get("service") or "",
+        "environment": event.get("environment") or "",
+        "tenant": event.get("tenant") or "",
+        "route": event.get("route") or "",
+        "session_id": event.get("session_id") or "",
+        "status": event.get("status") or "",
+    }
+
+
+class _TraceTree:
+    """Parent links and per-span depth of one trace's known spans."""
+
+    def __init__(self, spans: dict[str, dict[str, Any]]) -> None:
+        self.spans = spans
+        self._depth: dict[str, int] = {}
+        roots = sorted((s for s in spans.values() if not s.get("parent_span_id")), key=_start_key)
+        self.root: dict[str, Any] | None = roots[0] if roots else None
+        self.by_start = sorted(spans.values(), key=_start_key)
+
+    def ancestors(self, span_id: str) -> Iterable[dict[str, Any]]:
+        """Known ancestors, nearest first; stops at a missing parent or a cycle."""
+        seen = {span_id}
+        parent_id = self.spans[span_id].get("parent_span_id") or ""
+        while parent_id and parent_id not in seen and parent_id in self.spans:
+            seen.add(parent_id)
+            parent = self.spans[parent_id]
+            yield parent
+            parent_id = parent.get("parent_span_id") or ""
+
+    def depth(self, span_id: str) -> int:
+        depth = self._depth.get(span_id)
+        if depth is None:
+            chain = [self.spans[span_id], *self.ancestors(span_id)]
+            depth = sum(1 for span in chain if _counts_for_depth(span))
+            self._depth[span_id] = depth
+        return depth
+
+    def first_with(self, name: str) -> str:
+        """The root's value of ``name``, else the first span's (by start) that has one."""
+        if self.root is not None and self.root.get(name):
+            return str(self.root[name])
+        for span in self.by_start:
+            if span.get(name):
+                return str(span[name])
+        return ""
+
+    def inherited(self, span_id: str, name: str) -> str:
+        for ancestor in self.ancestors(span_id):
+            if ancestor.get(name):
+                return str(ancestor[name])
+        return self.first_with(name)
+
+    def workflow_of(self, span_id: str, service: str) -> str:
+        own = self.spans[span_id].get("workflow")
+        if own:
+            return str(own)
+        workflow = self.inherited(span_id, "workflow")
+        if not workflow and self.root is not None:
+            workflow = self.root.get("agent") or ""
+        return workflow or service
+
+
+def _counts_for_depth(span: dict[str, Any]) -> bool:
+    return bool(span.get("is_llm_call")) or span.get("operation") == OP_EXECUTE_TOOL
+
+
+def complete_trace(
+    trace_id: str,
+    spans: Iterable[dict[str, Any]],
+    events: Iterable[dict[str, Any]],
+    closed_by: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Complete the events of one trace in place and summarize the trace."""
+    span_index = {span["span_id"]: span for span in spans}
+    event_list = sorted(events, key=_start_key)
+    for event in event_list:
+        if event["span_id"] not in span_index:
+            span_index[event["span_id"]] = _span_from_event(event)
+    tree = _TraceTree(span_index)
+
+    for event in event_list:
+        span_id = event["span_id"]
+        # An event is an LLM call even if its span record says otherwise: count it.
+        own = 0 if _counts_for_depth(span_index[span_id]) else 1
+        event["loop_depth"] = tree.depth(span_id) + own
+        if not event.get("workflow"):
+            event["workflow"] = tree.workflow_of(span_id, event.get("service") or "")
+        for name in _INHERITED_FIELDS:
+            if not event.get(name):
+                event[name] = tree.inherited(span_id, name)
+
+    top = tree.root or (tree.by_start[0] if tree.by_start else {})
+    top_id = top.get("span_id", "")
+    input_tokens = sum(e.get("input_tokens") or 0 for e in event_list)
+    output_tokens = sum(e.get("output_tokens") or 0 for e in event_list)
+    total_tokens = input_tokens + output_tokens
+    priced = [e["cost_usd"] for e in event_list if e.get("cost_usd") is not None]
+    amplification = None
+    if event_list:
+        first = event_list[0]
+        first_tokens = (first.get("input_tokens") or 0) + (first.get("output_tokens") or 0)
+        if first_tokens > 0:
+            amplification = total_tokens / first_tokens
+    summary = {
+        "trace_id": trace_id,
+        "workflow": tree.workflow_of(top_id, top.get("service") or "") if top_id else "",
+        "service": top.get("service") or "",
+        "environment": top.get("environment") or tree.first_with("environment"),
+        "tenant": tree.inherited(top_id, "tenant") if top_id else "",
+        "route": tree.inherited(top_id, "route") if top_id else "",
+        "root_span_id": tree.root["span_id"] if tree.root is not None else "",
+        "start_ts": min((s.get("start_ts") or 0 for s in span_index.values()), default=0),
+        "end_ts": max((s.get("end_ts") or 0 for s in span_index.values()), default=0),
+        "span_count": len(span_index),
+        "llm_call_count": len(event_list),
+        "max_loop_depth": max((e["loop_depth"] for e in event_list), default=0),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": total_tokens,
+        "cost_usd": round(sum(priced), 12) if priced else None,
+        "unpriced_calls": len(event_list) - len(priced),
+        "amplification": amplification,
+        "retries": sum(1 for e in event_list if (e.get("retry_attempt") or 0) > 0),
+        "error_count": sum(1 for s in span_index.values() if s.get("status") == "error"),
+        "closed_by": closed_by,
+    }
+    assert tuple(summary) == TRACE_FIELD_NAMES, "trace summary fields drifted from the schema"
+    return event_list, summary
