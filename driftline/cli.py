@@ -16,11 +16,17 @@ from driftline import __version__
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("driftline.commands.demo", "embedded stack + simulated traffic with incidents, live view"),
+    "demo": (
+        "driftline.commands.demo",
+        "embedded stack + simulated traffic with incidents, live view",
+    ),
     "up": ("driftline.commands.up", "start the embedded stack (broker, collector, worker)"),
     "worker": ("driftline.commands.worker", "run the stream worker against the configured Kafka"),
     "simulate": ("driftline.commands.simulate", "send realistic GenAI traffic through OTLP"),
-    "normalize": ("driftline.commands.normalize", "decode an OTLP file and print normalized events"),
+    "normalize": (
+        "driftline.commands.normalize",
+        "decode an OTLP file and print normalized events",
+    ),
     "replay": ("driftline.commands.replay", "run the detectors offline over normalized events"),
     "load": ("driftline.commands.load", "load normalized events (NDJSON) into the store"),
     "sql": ("driftline.commands.sql", "run analyst SQL against the store"),
@@ -41,7 +47,9 @@ def _available() -> dict[str, tuple[str, str]]:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(prog="driftline", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"driftline {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="driftline.toml (default: ./driftline.toml if present)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="driftline.toml (default: ./driftline.toml if present)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules: dict[str, object] = {}
     for name, (module_name, help_text) in _available().items():

@@ -72,7 +72,8 @@ class EmbeddedSettings(_Section):
 
 
 class StoreSettings(_Section):
-    # chdb://RELATIVE/PATH or chdb:///ABSOLUTE/PATH (embedded); clickhouse://user@host:8123/db (server)
+    # Embedded: chdb://RELATIVE/PATH or chdb:///ABSOLUTE/PATH.
+    # Server: clickhouse://user@host:8123/db (clickhouses:// for TLS).
     url: str = "chdb://var/chdb"
     password_env: str = "CLICKHOUSE_PASSWORD"
     secure: bool = False
@@ -86,7 +87,10 @@ class StoreSettings(_Section):
         if not url.startswith(("chdb://", "clickhouse://", "clickhouses://")):
             raise ValueError("must start with chdb://, clickhouse:// or clickhouses://")
         if "@" in url and ":" in url.split("://", 1)[1].split("@", 1)[0]:
-            raise ValueError("must not contain a password; set it in the environment variable named by store.password_env")
+            raise ValueError(
+                "must not contain a password; set it in the environment variable "
+                "named by store.password_env"
+            )
         return url
 
     @property
@@ -132,6 +136,10 @@ class DetectorSettings(_Section):
     # (workflow, bundle); split evenly across metrics.
     arl0_events: float = Field(1_000_000.0, ge=1000)
     enabled_metrics: list[str] | None = None  # None: all
+    # Bundles tracked per workflow (least recently seen is dropped): bounds the state.
+    max_bundles_per_workflow: int = Field(3, ge=1, le=16)
+    # Two bundles with events within this much event time serve "at once" (canary).
+    canary_active_s: float = Field(600.0, gt=0)
 
 
 class AlertSettings(_Section):

@@ -85,6 +85,24 @@ DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"  # deprecated
 VLLM_REQUEST_SPAN_NAME: Final = "llm_request"
 VLLM_PROVIDER: Final = "vllm"
 
+# Prompt, completion and tool-payload content: never stored (keys starting with these).
+CONTENT_KEY_PREFIXES: Final = (
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "llm.input_messages",
+    "llm.output_messages",
+    "llm.prompts",
+    "input.value",
+    "output.value",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+)
+
 # --- precedence lists (first present wins) -------------------------------------------
 INPUT_TOKENS_KEYS: Final = (
     GEN_AI_USAGE_INPUT_TOKENS,
@@ -154,7 +172,9 @@ OP_RETRIEVAL: Final = "retrieval"
 OP_WORKFLOW: Final = "workflow"
 
 # Operations that are one call to a model: each becomes a normalized request event.
-LLM_CALL_OPERATIONS: Final = frozenset({OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CONTENT, OP_EMBEDDINGS})
+LLM_CALL_OPERATIONS: Final = frozenset(
+    {OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CONTENT, OP_EMBEDDINGS}
+)
 
 OPENINFERENCE_KIND_TO_OPERATION: Final = {
     "LLM": OP_CHAT,

@@ -121,7 +121,9 @@ def bundle_id(
     >>> bundle_id("gpt-4o", "", "p3", "idx-7", "r1")
     '1b5333fe3ace7580'
     """
-    joined = "\x1f".join((model, model_version, prompt_version, retrieval_index_version, router_version))
+    joined = "\x1f".join(
+        (model, model_version, prompt_version, retrieval_index_version, router_version)
+    )
     return hashlib.blake2b(joined.encode(), digest_size=8).hexdigest()
 
 
@@ -166,4 +168,11 @@ def from_wire(doc: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> 
     return out
 
 
-_EMPTY: Final[dict[str, Any]] = {"str": "", "int": 0, "float": 0.0, "bool": False, "ts": 0, "map": {}}
+_EMPTY: Final[dict[str, Any]] = {
+    "str": "",
+    "int": 0,
+    "float": 0.0,
+    "bool": False,
+    "ts": 0,
+    "map": {},
+}

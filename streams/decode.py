@@ -1,0 +1,423 @@
+"""Decode one Kafka message of OTLP traces (protobuf or OTLP/JSON) into the lean schema.
+
+Protobuf is parsed with :mod:`schemas.otlp_lean_pb2`, which reads the same bytes as
+``opentelemetry.proto.trace.v1.TracesData`` but skips what driftline never reads (see the
+``.proto`` for why that is fast). ``TracesData`` and ``ExportTraceServiceRequest`` share
+the wire format: field 1 holds the resource spans in both.
+
+OTLP/JSON is converted into the same lean messages, so one normalizer serves both
+encodings and gives identical events. JSON follows the OTLP/JSON rules: hex trace and
+span ids, int64 as strings or numbers, lowerCamelCase keys (the proto field names are
+accepted too, as the protobuf JSON mapping requires of parsers).
+
+Each decoded message also knows how to re-encode one span, with its resource and scope,
+for the dead-letter topic, in the encoding it arrived in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from google.protobuf.message import DecodeError
+
+from schemas import otlp_lean_pb2
+
+# Generated code has no type stubs here; the lean classes are used dynamically.
+lean: Any = otlp_lean_pb2
+
+ContentType = Literal["otlp_proto", "otlp_json"]
+SpanIndex = tuple[int, int, int]  # (resource, scope, span) positions in the message
+
+_JSON_WHITESPACE: Final = b" \t\r\n"
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_UINT64_MAX: Final = 2**64 - 1
+_unpack_double: Final = struct.Struct("<d").unpack_from
+_STATUS_CODES: Final = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+class NotOtlpError(ValueError):
+    """The bytes are not an OTLP traces message; send them to the dead-letter topic as is."""
+
+
+@dataclass(slots=True)
+class DecodedTraces:
+    data: Any  # schemas.otlp_lean_pb2.TracesData
+    encode_span: Callable[[SpanIndex], bytes]
+    # Spans whose fields could not be carried into the lean message (JSON only):
+    # the normalizer rejects them with this (reason, detail).
+    span_errors: dict[SpanIndex, tuple[str, str]] = field(default_factory=dict)
+
+
+def sniff_content_type(payload: bytes) -> ContentType:
+    """OTLP/JSON is an object, so it starts with ``{`` after optional whitespace."""
+    return "otlp_json" if payload.lstrip(_JSON_WHITESPACE)[:1] == b"{" else "otlp_proto"
+
+
+def decode_traces(payload: bytes, content_type: ContentType | None = None) -> DecodedTraces:
+    """Parse ``payload``; raise :class:`NotOtlpError` if it is not OTLP traces."""
+    if content_type is None:
+        content_type = sniff_content_type(payload)
+    if content_type == "otlp_json":
+        return _decode_json(payload)
+    return _decode_proto(payload)
+
+
+# --- attribute values ----------------------------------------------------------------------
+
+
+class UndecodableValue:
+    """An attribute value whose bytes are not a valid AnyValue."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UndecodableValue()"
+
+
+UNDECODABLE: Final = UndecodableValue()
+
+
+def any_value_to_python(raw: bytes) -> Any:
+    """The Python value of an encoded OTLP AnyValue: ``str``, ``bool``, ``int``, ``float``,
+    ``bytes``, ``list`` (array), ``dict`` (key-value list), ``None`` (empty) or
+    :data:`UNDECODABLE`.
+
+    The encodings OTel SDKs produce for one scalar (a single field filling the buffer) are
+    read here directly; anything else goes through the AnyValue message, which is exact.
+
+    >>> any_value_to_python(b"\\x0a\\x04chat"), any_value_to_python(b"\\x18\\xb0\\x09")
+    ('chat', 1200)
+    """
+    size = len(raw)
+    if size < 2:
+        return None if not size else _any_value_slow(raw)
+    tag = raw[0]
+    if tag == 0x0A:  # field 1 string_value, length-delimited
+        length = raw[1]
+        if length < 0x80:
+            if size == length + 2:
+                return raw[2:].decode("utf-8", "replace")
+        elif size > 2 and raw[2] < 0x80 and size == (length & 0x7F) + (raw[2] << 7) + 3:
+            return raw[3:].decode("utf-8", "replace")
+    elif tag == 0x18:  # field 3 int_value, varint
+        if size == 2 and raw[1] < 0x80:
+            return raw[1]
+        value = shift = 0
+        for position in range(1, min(size, 11)):
+            byte = raw[position]
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if position + 1 == size:
+                    return value - (1 << 64) if value >= 1 << 63 else value
+                break
+            shift += 7
+    elif tag == 0x21:  # field 4 double_value, fixed64
+        if size == 9:
+            return _unpack_double(raw, 1)[0]
+    elif tag == 0x10 and size == 2 and raw[1] < 2:  # field 2 bool_value
+        return raw[1] == 1
+    return _any_value_slow(raw)
+
+
+def _any_value_slow(raw: bytes) -> Any:
+    try:
+        message = lean.AnyValue.FromString(raw)
+    except DecodeError:
+        return UNDECODABLE
+    return _any_value_message_to_python(message)
+
+
+def _any_value_message_to_python(message: Any) -> Any:
+    kind = message.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "string_value":
+        text = message.string_value
+        return text if type(text) is str else text.decode("utf-8", "replace")
+    if kind == "array_value":
+        return [_any_value_message_to_python(item) for item in message.array_value.values]
+    if kind == "kvlist_value":
+        return kvlist_to_python(message.kvlist_value)
+    return getattr(message, kind)
+
+
+def kvlist_to_python(raw: bytes) -> dict[str, Any] | UndecodableValue:
+    """An encoded KeyValueList (the bytes of a lean Resource) as a dict; keys that are not
+    valid UTF-8 are dropped."""
+    try:
+        attrs = lean.Resource.FromString(raw).attributes
+    except DecodeError:
+        return UNDECODABLE
+    return {key: any_value_to_python(attrs[key]) for key in list(attrs) if type(key) is str}
+
+
+# --- protobuf -------------------------------------------------------------------------
+
+
+def _decode_proto(payload: bytes) -> DecodedTraces:
+    try:
+        data = lean.TracesData.FromString(payload)
+    except DecodeError as exc:
+        raise NotOtlpError(f"protobuf does not parse as OTLP TracesData: {exc}") from exc
+    # Bytes that parse but hold no resource spans were not OTLP: every field was unknown.
+    if payload and not len(data.resource_spans):
+        raise NotOtlpError("protobuf holds no resource spans")
+
+    def encode_span(index: SpanIndex) -> bytes:
+        ri, si, pi = index
+        rs = data.resource_spans[ri]
+        ss = rs.scope_spans[si]
+        out = lean.TracesData()
+        rs_out = out.resource_spans.add()
+        if rs.HasField("resource"):
+            rs_out.resource.CopyFrom(rs.resource)  # unknown fields travel along
+        if rs.HasField("schema_url"):
+            rs_out.schema_url = rs.schema_url
+        ss_out = rs_out.scope_spans.add()
+        if ss.HasField("scope"):
+            ss_out.scope = ss.scope
+        if ss.HasField("schema_url"):
+            ss_out.schema_url = ss.schema_url
+        ss_out.spans.add().CopyFrom(ss.spans[pi])
+        return bytes(out.SerializeToString())
+
+    return DecodedTraces(data, encode_span)
+
+
+# --- OTLP/JSON ---------------------------------------------------------------------------
+
+
+def _decode_json(payload: bytes) -> DecodedTraces:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise NotOtlpError(f"not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise NotOtlpError("OTLP/JSON must be an object with resourceSpans")
+    resource_docs = _list(doc, "resourceSpans", "resource_spans")
+    if resource_docs is None:
+        raise NotOtlpError("JSON object has no resourceSpans list")
+    data = lean.TracesData()
+    errors: dict[SpanIndex, tuple[str, str]] = {}
+    for ri, rs_doc in enumerate(resource_docs):
+        _require_object(rs_doc, "resourceSpans entry")
+        rs = data.resource_spans.add()
+        resource_doc = rs_doc.get("resource")
+        if isinstance(resource_doc, dict):
+            _set_attributes(rs.resource.attributes, resource_doc.get("attributes"))
+        schema_url = _get(rs_doc, "schemaUrl", "schema_url")
+        if isinstance(schema_url, str):
+            rs.schema_url = _text(schema_url)
+        for si, ss_doc in enumerate(_list(rs_doc, "scopeSpans", "scope_spans") or ()):
+            _require_object(ss_doc, "scopeSpans entry")
+            ss = rs.scope_spans.add()
+            for pi, span_doc in enumerate(_list(ss_doc, "spans", "spans") or ()):
+                _require_object(span_doc, "span")
+                error = _set_span(ss.spans.add(), span_doc)
+                if error is not None:
+                    errors[(ri, si, pi)] = error
+
+    def encode_span(index: SpanIndex) -> bytes:
+        # The original JSON of the span, resource and scope: lossless, in the input encoding.
+        ri, si, pi = index
+        rs_doc = resource_docs[ri]
+        ss_doc = _list(rs_doc, "scopeSpans", "scope_spans")[si]  # type: ignore[index]
+        span_doc = _list(ss_doc, "spans", "spans")[pi]  # type: ignore[index]
+        scope_out = {k: v for k, v in ss_doc.items() if k not in ("spans",)}
+        rs_out = {k: v for k, v in rs_doc.items() if k not in ("scopeSpans", "scope_spans")}
+        rs_out["scopeSpans"] = [{**scope_out, "spans": [span_doc]}]
+        return json.dumps({"resourceSpans": [rs_out]}).encode()
+
+    return DecodedTraces(data, encode_span, errors)
+
+
+def _get(doc: dict[str, Any], camel: str, snake: str) -> Any:
+    value = doc.get(camel)
+    return doc.get(snake) if value is None else value
+
+
+def _list(doc: dict[str, Any], camel: str, snake: str) -> list[Any] | None:
+    value = _get(doc, camel, snake)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NotOtlpError(f"{camel} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _require_object(value: Any, what: str) -> None:
+    if not isinstance(value, dict):
+        raise NotOtlpError(f"each {what} must be an object, got {type(value).__name__}")
+
+
+def _set_span(span: Any, doc: dict[str, Any]) -> tuple[str, str] | None:
+    """Fill a lean span from its JSON; return (reason, detail) if the span is malformed."""
+    error: tuple[str, str] | None = None
+    for camel, snake in (
+        ("traceId", "trace_id"),
+        ("spanId", "span_id"),
+        ("parentSpanId", "parent_span_id"),
+    ):
+        text = _get(doc, camel, snake)
+        if text is None or text == "":
+            continue
+        raw = _hex_id(text)
+        if raw is None:
+            error = error or ("bad_id_encoding", f"{camel} {str(text)[:64]!r} is not hex")
+        else:
+            setattr(span, snake, raw)
+    name = doc.get("name")
+    if isinstance(name, str):
+        span.name = _text(name)
+    for camel, snake in (
+        ("startTimeUnixNano", "start_time_unix_nano"),
+        ("endTimeUnixNano", "end_time_unix_nano"),
+    ):
+        value = _get(doc, camel, snake)
+        if value is None:
+            continue
+        nanos = _uint64(value)
+        if nanos is None:
+            error = error or ("bad_timestamps", f"{camel} {str(value)[:64]!r} is not a uint64")
+        else:
+            setattr(span, snake, nanos)
+    _set_attributes(span.attributes, doc.get("attributes"))
+    status = doc.get("status")
+    if isinstance(status, dict):
+        code = status.get("code")
+        if isinstance(code, str):
+            code = _STATUS_CODES.get(code, _uint64(code) or 0)
+        if isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 2**31 - 1:
+            span.status.code = code
+        message = status.get("message")
+        if isinstance(message, str):
+            span.status.message = _text(message)
+    return error
+
+
+def _hex_id(text: Any) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return binascii.a2b_hex(text.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def _uint64(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= 20):
+            return None
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _UINT64_MAX:
+        return value
+    return None
+
+
+def _set_attributes(target: Any, docs: Any) -> None:
+    """Copy an OTLP/JSON ``[{key, value}]`` list into a lean attribute map (last key wins,
+    as in protobuf map parsing). Entries without a string key are dropped."""
+    if not isinstance(docs, list):
+        return
+    for kv in docs:
+        if isinstance(kv, dict) and isinstance(kv.get("key"), str):
+            value = lean.AnyValue()
+            _set_any_value(value, kv.get("value"))
+            target[_text(kv["key"])] = value.SerializeToString()
+
+
+def _set_any_value(target: Any, doc: Any) -> None:
+    """Fill a lean AnyValue from OTLP/JSON. A value of the wrong JSON type is kept as a
+    string, so typed fields downstream reject it as ``wrong_type`` instead of losing it."""
+    if not isinstance(doc, dict):
+        return
+    if (v := _get(doc, "stringValue", "string_value")) is not None:
+        target.string_value = _as_text(v)
+    elif (v := _get(doc, "intValue", "int_value")) is not None:
+        number = _int64(v)
+        if number is None:
+            target.string_value = _as_text(v)
+        else:
+            target.int_value = number
+    elif (v := _get(doc, "doubleValue", "double_value")) is not None:
+        real = _double(v)
+        if real is None:
+            target.string_value = _as_text(v)
+        else:
+            target.double_value = real
+    elif (v := _get(doc, "boolValue", "bool_value")) is not None:
+        if isinstance(v, bool):
+            target.bool_value = v
+        else:
+            target.string_value = _as_text(v)
+    elif (v := _get(doc, "arrayValue", "array_value")) is not None:
+        target.array_value.SetInParent()
+        items = v.get("values") if isinstance(v, dict) else None
+        for item in items if isinstance(items, list) else ():
+            _set_any_value(target.array_value.values.add(), item)
+    elif (v := _get(doc, "kvlistValue", "kvlist_value")) is not None:
+        # A KeyValueList is field 1 = repeated KeyValue: the bytes of a lean Resource.
+        holder = lean.Resource()
+        _set_attributes(holder.attributes, v.get("values") if isinstance(v, dict) else None)
+        target.kvlist_value = holder.SerializeToString()
+    elif (v := _get(doc, "bytesValue", "bytes_value")) is not None:
+        try:
+            target.bytes_value = base64.b64decode(v, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            target.string_value = _as_text(v)
+
+
+def _int64(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if len(value) > 24:
+            return None
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    return None
+
+
+def _double(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return float(value) if abs(value) < 2**1023 else None
+    if isinstance(value, str):
+        try:
+            real = float(value)  # accepts "NaN", "Infinity", "-Infinity" as OTLP/JSON does
+        except ValueError:
+            return None
+        return real if math.isfinite(real) or value in ("NaN", "Infinity", "-Infinity") else None
+    return None
+
+
+def _text(value: str) -> str:
+    """JSON may carry lone surrogates (``"\\ud800"``), which protobuf cannot store."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _as_text(value: Any) -> str:
+    return _text(value) if isinstance(value, str) else json.dumps(value)

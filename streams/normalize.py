@@ -1,0 +1,664 @@
+"""Normalize one OTLP traces message into request events, span records and rejects.
+
+The ingestion hot path. :func:`normalize_message` turns a Kafka message from the
+collector into:
+
+- ``events``: one dict per LLM-call span, keyed exactly by ``schemas.event.EVENT_FIELD_NAMES``;
+- ``spans``: one record per span of any kind (:data:`SPAN_RECORD_FIELDS`), for trace assembly;
+- ``rejects``: spans (or the whole message) that cannot be trusted, each with the bytes to
+  dead-letter so nothing is lost.
+
+It never raises. Attribute precedence follows DESIGN.md through the tuples in
+:mod:`schemas.attributes`: the first key present with a non-empty value wins, and only the
+winning value is type-checked. Later stages fill ``cost_usd``/``price_source`` (pricing),
+``loop_depth`` and the workflow fallbacks (trace assembly).
+
+Choices the contract left open:
+
+- vLLM's ``llm_request`` span has no operation; it is recorded as ``chat``: vLLM serves chat
+  and text completions under the same span name, chat is the common case, and both are
+  priced per token alike.
+- A span with token counts and a model but no operation is an LLM call with operation ``""``.
+- ``driftline.tenant``, ``driftline.route`` and the four bundle version keys fall back to the
+  resource attributes when the span lacks them (a deployment-wide version is natural there).
+- The ``attributes`` map holds strings: numbers and booleans as text, arrays and key-value
+  lists as JSON. When more than ``max_attributes`` keys qualify, the alphabetically first
+  are kept, so the result does not depend on wire order.
+- A rejected span appears in neither ``events`` nor ``spans``.
+- Reject payloads are in the encoding the message arrived in (protobuf or OTLP/JSON), except
+  ``not_otlp``, whose payload is the original bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from schemas import attributes as a
+from schemas.event import (
+    MAX_ATTRIBUTE_VALUE_CHARS,
+    MAX_EVENT_ATTRIBUTES,
+    bundle_id,
+)
+from streams.decode import (
+    UNDECODABLE,
+    ContentType,
+    NotOtlpError,
+    SpanIndex,
+    any_value_to_python,
+    decode_traces,
+)
+
+__all__ = [
+    "SPAN_RECORD_FIELDS",
+    "NormalizedBatch",
+    "Reject",
+    "normalize_message",
+]
+
+SPAN_RECORD_FIELDS: Final = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "start_ts",
+    "end_ts",
+    "operation",
+    "is_llm_call",
+    "agent",
+    "workflow",
+    "service",
+    "environment",
+    "tenant",
+    "route",
+    "session_id",
+    "status",
+)
+
+# Identity values longer than this are rejected rather than truncated: a truncated model or
+# workflow name would silently merge distinct series.
+MAX_IDENTITY_CHARS: Final = 512
+
+_STATUS_NAMES: Final = ("unset", "ok", "error")
+_TRACE_ID_BYTES: Final = 16
+_SPAN_ID_BYTES: Final = 8
+_ZERO_TRACE_ID: Final = bytes(_TRACE_ID_BYTES)
+_ZERO_SPAN_ID: Final = bytes(_SPAN_ID_BYTES)
+_MAX_EXACT_DOUBLE: Final = 2.0**53
+_MAPPED_KEYS: Final = a.MAPPED_KEYS
+_LLM_CALL_OPERATIONS: Final = a.LLM_CALL_OPERATIONS
+_TOKEN_KEYS: Final = frozenset(a.INPUT_TOKENS_KEYS + a.OUTPUT_TOKENS_KEYS)
+_MODEL_KEYS: Final = frozenset(a.MODEL_KEYS)
+_OPERATION_KEYS: Final = frozenset(
+    (a.GEN_AI_OPERATION_NAME, a.OPENINFERENCE_SPAN_KIND, a.TRACELOOP_SPAN_KIND)
+)
+_RESOURCE_FALLBACK_KEYS: Final = (
+    a.DRIFTLINE_TENANT,
+    a.DRIFTLINE_ROUTE,
+    a.DRIFTLINE_MODEL_VERSION,
+    a.DRIFTLINE_PROMPT_VERSION,
+    a.DRIFTLINE_RETRIEVAL_INDEX_VERSION,
+    a.DRIFTLINE_ROUTER_VERSION,
+)
+# One-key precedence lists, built once.
+_MODEL_VERSION: Final = (a.DRIFTLINE_MODEL_VERSION,)
+_PROMPT_VERSION: Final = (a.DRIFTLINE_PROMPT_VERSION,)
+_INDEX_VERSION: Final = (a.DRIFTLINE_RETRIEVAL_INDEX_VERSION,)
+_ROUTER_VERSION: Final = (a.DRIFTLINE_ROUTER_VERSION,)
+_USER_HASH: Final = (a.DRIFTLINE_USER_HASH,)
+_ERROR_TYPE: Final = (a.ERROR_TYPE,)
+_RETRY_ATTEMPT: Final = (a.DRIFTLINE_RETRY_ATTEMPT,)
+_TOOL_CALLS: Final = (a.DRIFTLINE_TOOL_CALLS,)
+_FINISH_REASONS: Final = (a.GEN_AI_RESPONSE_FINISH_REASONS,)
+_LLM_FINISH_REASON: Final = (a.LLM_FINISH_REASON,)
+_TYPE_NAMES: Final[dict[type, str]] = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a double",
+    bytes: "bytes",
+    list: "an array",
+    dict: "a key-value list",
+}
+_RESOURCE_KEYS: Final = frozenset((a.SERVICE_NAME, *a.ENVIRONMENT_KEYS, *_RESOURCE_FALLBACK_KEYS))
+# "RateLimitError: slow down" -> "RateLimitError" (the OTel SDKs' status description form).
+_EXCEPTION_CLASS: Final = re.compile(r"([A-Za-z_][\w.]*):")
+
+
+@dataclass(slots=True)
+class Reject:
+    reason: str  # short machine code, e.g. "missing_trace_id", "wrong_type:<key>"
+    detail: str  # human sentence
+    trace_id: str  # hex, "" if unknown
+    span_id: str
+    payload: bytes  # dead-letter bytes: the span with its resource and scope, or the message
+
+
+@dataclass(slots=True)
+class NormalizedBatch:
+    events: list[dict[str, Any]]
+    spans: list[dict[str, Any]]
+    rejects: list[Reject]
+    span_count: int
+
+
+class _SpanRejected(Exception):
+    """Raised inside span normalization; becomes a :class:`Reject` for that span only."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def normalize_message(
+    payload: bytes,
+    *,
+    content_type: Literal["otlp_proto", "otlp_json"] | None = None,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
+    max_attribute_chars: int = MAX_ATTRIBUTE_VALUE_CHARS,
+) -> NormalizedBatch:
+    """Normalize one OTLP traces message (``TracesData`` or ``ExportTraceServiceRequest``,
+    protobuf or OTLP/JSON; ``content_type=None`` sniffs). Never raises.
+
+    >>> batch = normalize_message(b"not otlp")
+    >>> [r.reason for r in batch.rejects], batch.events
+    (['not_otlp'], [])
+    """
+    try:
+        return _normalize(payload, content_type, max_attributes, max_attribute_chars)
+    except NotOtlpError as exc:
+        return _whole_message_reject(payload, "not_otlp", str(exc))
+    except Exception as exc:  # the contract is "never raises": keep the bytes, say why
+        return _whole_message_reject(payload, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _whole_message_reject(payload: Any, reason: str, detail: str) -> NormalizedBatch:
+    raw = bytes(payload) if isinstance(payload, bytes | bytearray | memoryview) else b""
+    return NormalizedBatch([], [], [Reject(reason, detail, "", "", raw)], 0)
+
+
+def _normalize(
+    payload: bytes,
+    content_type: ContentType | None,
+    max_attributes: int,
+    max_attribute_chars: int,
+) -> NormalizedBatch:
+    decoded = decode_traces(payload, content_type)
+    events: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    span_count = 0
+    span_errors = decoded.span_errors
+    for ri, resource_spans in enumerate(decoded.data.resource_spans):
+        resource = _ResourceContext(resource_spans.resource.attributes)
+        for si, scope_spans in enumerate(resource_spans.scope_spans):
+            for pi, span in enumerate(scope_spans.spans):
+                span_count += 1
+                try:
+                    if span_errors:
+                        preset = span_errors.get((ri, si, pi))
+                        if preset is not None:
+                            raise _SpanRejected(*preset)
+                    _normalize_span(
+                        span, resource, events, records, max_attributes, max_attribute_chars
+                    )
+                except _SpanRejected as exc:
+                    rejects.append(_span_reject(decoded.encode_span, (ri, si, pi), span, exc))
+                except Exception as exc:  # one odd span must not cost the rest of the message
+                    error = _SpanRejected("internal_error", f"{type(exc).__name__}: {exc}")
+                    rejects.append(_span_reject(decoded.encode_span, (ri, si, pi), span, error))
+    return NormalizedBatch(events, records, rejects, span_count)
+
+
+def _span_reject(encode_span: Any, index: SpanIndex, span: Any, exc: _SpanRejected) -> Reject:
+    return Reject(
+        exc.reason,
+        exc.detail,
+        bytes(span.trace_id).hex(),
+        bytes(span.span_id).hex(),
+        encode_span(index),
+    )
+
+
+class _ResourceContext:
+    """What every span of one resource shares, read once."""
+
+    __slots__ = ("environment", "fallbacks", "service")
+
+    def __init__(self, attrs: Any) -> None:
+        values = _mapped_values(attrs, _RESOURCE_KEYS)
+        self.service = _resource_text(values, (a.SERVICE_NAME,))
+        self.environment = _resource_text(values, a.ENVIRONMENT_KEYS)
+        self.fallbacks = {key: _resource_text(values, (key,)) for key in _RESOURCE_FALLBACK_KEYS}
+
+
+def _resource_text(values: dict[str, Any], keys: tuple[str, ...]) -> str:
+    # Resource values shared by many spans are not grounds to reject each span: a value of
+    # the wrong type or size is dropped instead.
+    try:
+        return _text(values, keys)
+    except _SpanRejected:
+        return ""
+
+
+def _mapped_values(attrs: Any, wanted: frozenset[str]) -> dict[str, Any]:
+    """Decoded values of the ``wanted`` keys present in a lean attribute map."""
+    if not len(attrs):
+        return {}
+    return {key: any_value_to_python(attrs[key]) for key in wanted.intersection(attrs)}
+
+
+def _normalize_span(
+    span: Any,
+    resource: _ResourceContext,
+    events: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    max_attributes: int,
+    max_attribute_chars: int,
+) -> None:
+    trace_id, span_id, parent_span_id = _ids(span)
+    start_ns = span.start_time_unix_nano
+    end_ns = span.end_time_unix_nano
+    if not start_ns or not end_ns or end_ns < start_ns:
+        raise _SpanRejected(
+            "bad_timestamps", f"span runs from {start_ns} ns to {end_ns} ns (need 0 < start <= end)"
+        )
+    attrs = span.attributes
+    # Keys are cheap to list; values are decoded only for the keys that are used.
+    # Listing keys is cheap; values are decoded only for keys that are used. Spans from one
+    # instrumentation share a key set, so which keys are mapped and which go to the free
+    # attributes map is worked out once per key set.
+    mapped_keys, free_keys = _key_plan(tuple(attrs)) if len(attrs) else _EMPTY_PLAN
+    values = {}
+    for key in mapped_keys:
+        raw = attrs[key]
+        value = _value_cache_get(raw, _MISS)
+        values[key] = _decode_and_cache(raw) if value is _MISS else value
+    name = span.name
+    if type(name) is not str:  # proto2 strings with invalid UTF-8 arrive as bytes
+        name = name.decode("utf-8", "replace")
+
+    operation = _operation(values)
+    is_llm_call = operation in _LLM_CALL_OPERATIONS
+    vllm_request = False
+    if not operation:
+        if name == a.VLLM_REQUEST_SPAN_NAME:
+            operation = a.OP_CHAT
+            is_llm_call = vllm_request = True
+        elif not (_TOKEN_KEYS.isdisjoint(values) or _MODEL_KEYS.isdisjoint(values)):
+            is_llm_call = True
+
+    status_code = span.status.code
+    status = _STATUS_NAMES[status_code] if 0 <= status_code <= 2 else "unset"
+    fallbacks = resource.fallbacks
+    agent = _text(values, (a.GEN_AI_AGENT_NAME,))
+    workflow = _text(values, a.WORKFLOW_KEYS)
+    tenant = _text(values, (a.DRIFTLINE_TENANT,)) or fallbacks[a.DRIFTLINE_TENANT]
+    route = _text(values, (a.DRIFTLINE_ROUTE,)) or fallbacks[a.DRIFTLINE_ROUTE]
+    session_id = _text(values, a.SESSION_KEYS)
+    start_ts = start_ns // 1000
+    end_ts = end_ns // 1000
+    record = {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent_span_id,
+        "name": name,
+        "start_ts": start_ts,
+        "end_ts": end_ts,
+        "operation": operation,
+        "is_llm_call": is_llm_call,
+        "agent": agent,
+        "workflow": workflow,
+        "service": resource.service,
+        "environment": resource.environment,
+        "tenant": tenant,
+        "route": route,
+        "session_id": session_id,
+        "status": status,
+    }
+    if not is_llm_call:
+        records.append(record)
+        return
+
+    input_tokens = _count(values, a.INPUT_TOKENS_KEYS, "negative_tokens")
+    output_tokens = _count(values, a.OUTPUT_TOKENS_KEYS, "negative_tokens")
+    cache_read = _count(values, a.CACHE_READ_TOKENS_KEYS, "negative_tokens")
+    cache_write = _count(values, a.CACHE_WRITE_TOKENS_KEYS, "negative_tokens")
+    if cache_read + cache_write > input_tokens:
+        # Cached tokens are part of input tokens (OTel GenAI semconv). A count smaller than
+        # its cached part means the instrumentation reported them exclusive, as Anthropic's
+        # API does; add them so input_tokens means the same thing for every provider.
+        input_tokens += cache_read + cache_write
+    provider = _text(values, a.PROVIDER_KEYS).lower()
+    if not provider and vllm_request:
+        provider = a.VLLM_PROVIDER
+    request_model = _text(values, a.REQUEST_MODEL_KEYS)
+    response_model = _text(values, a.RESPONSE_MODEL_KEYS)
+    model_version = _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
+    prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
+    index_version = _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
+    router_version = _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
+    error_type = _text(values, _ERROR_TYPE)
+    if not error_type and status == "error":
+        error_type = _exception_class(span.status.message)
+    events.append(
+        {
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "parent_span_id": parent_span_id,
+            "start_ts": start_ts,
+            "end_ts": end_ts,
+            "service": resource.service,
+            "environment": resource.environment,
+            "workflow": workflow,
+            "agent": agent,
+            "tenant": tenant,
+            "user_hash": _text(values, _USER_HASH),
+            "session_id": session_id,
+            "route": route,
+            "operation": operation,
+            "provider": provider,
+            "request_model": request_model,
+            "response_model": response_model,
+            "model_version": model_version,
+            "prompt_version": prompt_version,
+            "retrieval_index_version": index_version,
+            "router_version": router_version,
+            "bundle_id": _bundle_id(
+                response_model or request_model,
+                model_version,
+                prompt_version,
+                index_version,
+                router_version,
+            ),
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_tokens": cache_read,
+            "cache_write_tokens": cache_write,
+            "reasoning_tokens": _count(values, a.REASONING_TOKENS_KEYS, "negative_tokens"),
+            "cost_usd": None,
+            "price_source": "",
+            "latency_ms": (end_ns - start_ns) / 1e6,
+            "ttft_ms": _seconds_as_ms(values, a.TTFT_SECONDS_KEYS),
+            "queue_ms": _seconds_as_ms(values, a.QUEUE_SECONDS_KEYS),
+            "kv_cache_usage": _fraction(values, a.DRIFTLINE_KV_CACHE_USAGE),
+            "retry_attempt": _count(values, _RETRY_ATTEMPT, "out_of_range"),
+            "loop_depth": 0,
+            "tool_calls": _count(values, _TOOL_CALLS, "out_of_range"),
+            "finish_reason": _finish_reason(values),
+            "output_chars": _optional_count(values, a.DRIFTLINE_OUTPUT_CHARS),
+            "validation_failed": _flag(values, a.DRIFTLINE_OUTPUT_VALIDATION_FAILED),
+            "error_type": error_type,
+            "status": status,
+            "attributes": _free_attributes(attrs, free_keys, max_attributes, max_attribute_chars),
+        }
+    )
+    records.append(record)
+
+
+# --- ids -----------------------------------------------------------------------------------
+
+
+def _ids(span: Any) -> tuple[str, str, str]:
+    trace_id = span.trace_id
+    span_id = span.span_id
+    if not trace_id or trace_id == _ZERO_TRACE_ID:
+        raise _SpanRejected("missing_trace_id", "span has no trace id (empty or all zero)")
+    if not span_id or span_id == _ZERO_SPAN_ID:
+        raise _SpanRejected("missing_span_id", "span has no span id (empty or all zero)")
+    if len(trace_id) != _TRACE_ID_BYTES or len(span_id) != _SPAN_ID_BYTES:
+        raise _SpanRejected(
+            "bad_id_length",
+            f"trace id has {len(trace_id)} bytes and span id {len(span_id)} "
+            f"(need {_TRACE_ID_BYTES} and {_SPAN_ID_BYTES})",
+        )
+    parent = span.parent_span_id
+    if not parent or parent == _ZERO_SPAN_ID:
+        return trace_id.hex(), span_id.hex(), ""
+    if len(parent) != _SPAN_ID_BYTES:
+        raise _SpanRejected(
+            "bad_id_length", f"parent span id has {len(parent)} bytes (need {_SPAN_ID_BYTES})"
+        )
+    return trace_id.hex(), span_id.hex(), parent.hex()
+
+
+# --- typed readers over decoded values (first key with a value wins) --------------------------
+
+
+def _operation(values: dict[str, Any]) -> str:
+    if _OPERATION_KEYS.isdisjoint(values):
+        return ""
+    operation = _text(values, (a.GEN_AI_OPERATION_NAME,))
+    if operation:
+        return operation
+    kind = _text(values, (a.OPENINFERENCE_SPAN_KIND,))
+    if kind in a.OPENINFERENCE_KIND_TO_OPERATION:
+        return a.OPENINFERENCE_KIND_TO_OPERATION[kind]
+    return a.TRACELOOP_KIND_TO_OPERATION.get(_text(values, (a.TRACELOOP_SPAN_KIND,)), "")
+
+
+def _text(values: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """An identity string; integers are accepted as text (``prompt.version = 3``)."""
+    for key in keys:
+        value = values.get(key)
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is int:
+            return str(value)
+        if kind is not str:
+            raise _wrong_type(key, value, "a string")
+        if not value:
+            continue
+        if len(value) > MAX_IDENTITY_CHARS:
+            raise _SpanRejected(
+                f"oversize_value:{key}",
+                f"{key} has {len(value)} characters; identity values are limited to "
+                f"{MAX_IDENTITY_CHARS}",
+            )
+        return value
+    return ""
+
+
+def _count(values: dict[str, Any], keys: tuple[str, ...], negative_reason: str) -> int:
+    for key in keys:
+        value = values.get(key)
+        if value is None:
+            continue
+        number = _integer(key, value)
+        if number < 0:
+            raise _SpanRejected(f"{negative_reason}:{key}", f"{key} is negative ({number})")
+        return number
+    return 0
+
+
+def _optional_count(values: dict[str, Any], key: str) -> int | None:
+    value = values.get(key)
+    if value is None:
+        return None
+    number = _integer(key, value)
+    if number < 0:
+        raise _SpanRejected(f"out_of_range:{key}", f"{key} is negative ({number})")
+    return number
+
+
+def _integer(key: str, value: Any) -> int:
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is float:
+        # Integral doubles are counts too (some SDKs send every number as a double).
+        if value.is_integer() and abs(value) <= _MAX_EXACT_DOUBLE:
+            return int(value)
+        raise _SpanRejected(f"wrong_type:{key}", f"{key} is {value!r}, not an integer")
+    raise _wrong_type(key, value, "an integer")
+
+
+def _real(key: str, value: Any) -> float:
+    kind = type(value)
+    if kind is not float and kind is not int:
+        raise _wrong_type(key, value, "a number")
+    if value != value:
+        raise _SpanRejected(f"out_of_range:{key}", f"{key} is NaN")
+    return float(value)
+
+
+def _seconds_as_ms(values: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        value = values.get(key)
+        if value is None:
+            continue
+        seconds = _real(key, value)
+        if not 0.0 <= seconds < math.inf:
+            raise _SpanRejected(f"out_of_range:{key}", f"{key} is {seconds!r} seconds")
+        return seconds * 1000.0
+    return None
+
+
+def _fraction(values: dict[str, Any], key: str) -> float | None:
+    value = values.get(key)
+    if value is None:
+        return None
+    real = _real(key, value)
+    if not 0.0 <= real <= 1.0:
+        raise _SpanRejected(f"out_of_range:{key}", f"{key} is {real!r}, outside [0, 1]")
+    return real
+
+
+def _flag(values: dict[str, Any], key: str) -> bool:
+    value = values.get(key)
+    if value is None:
+        return False
+    if type(value) is bool:
+        return value
+    if type(value) is int and value in (0, 1):
+        return value == 1
+    raise _wrong_type(key, value, "a boolean")
+
+
+def _finish_reason(values: dict[str, Any]) -> str:
+    reasons = values.get(a.GEN_AI_RESPONSE_FINISH_REASONS)
+    if type(reasons) is list:
+        # A string array; an empty one means "not reported", so the next key may answer.
+        first = {a.GEN_AI_RESPONSE_FINISH_REASONS: reasons[0]} if reasons else {}
+        return _text(first, _FINISH_REASONS) or _text(values, _LLM_FINISH_REASON)
+    # Some instrumentations send one string instead of an array.
+    return _text(values, a.FINISH_REASON_KEYS)
+
+
+def _wrong_type(key: str, value: Any, wanted: str) -> _SpanRejected:
+    return _SpanRejected(
+        f"wrong_type:{key}",
+        f"{key} holds {_TYPE_NAMES.get(type(value), 'an undecodable value')}, expected {wanted}",
+    )
+
+
+def _exception_class(message: Any) -> str:
+    if type(message) is not str:
+        message = message.decode("utf-8", "replace")
+    match = _EXCEPTION_CLASS.match(message)
+    return match.group(1)[:MAX_IDENTITY_CHARS] if match else ""
+
+
+# --- the bounded free-form map ----------------------------------------------------------------
+
+
+def _free_attributes(
+    attrs: Any, free_keys: tuple[str, ...], max_attributes: int, max_chars: int
+) -> dict[str, str]:
+    out = {}
+    for key in free_keys[:max_attributes]:
+        raw = attrs[key]
+        text = _display_cache_get(raw)
+        if text is None:
+            text = _display_and_cache(raw)
+        out[key if len(key) <= max_chars else key[:max_chars]] = (
+            text if len(text) <= max_chars else text[:max_chars]
+        )
+    return out
+
+
+def _key_plan(keys: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(mapped keys present, keys for the free attributes map in alphabetical order)."""
+    plan = _plans.get(keys)
+    if plan is None:
+        mapped = tuple(_MAPPED_KEYS.intersection(keys))
+        free = sorted(
+            key
+            for key in keys
+            # prompt/completion content is dropped, and so are keys that are not valid
+            # UTF-8 (they arrive as bytes and cannot be looked up again)
+            if type(key) is str
+            and key not in _MAPPED_KEYS
+            and not key.startswith(a.CONTENT_KEY_PREFIXES)
+        )
+        plan = (mapped, tuple(free))
+        if len(_plans) >= _PLAN_LIMIT:
+            _plans.clear()
+        _plans[keys] = plan
+    return plan
+
+
+# --- caches ------------------------------------------------------------------------------------
+# Attribute values repeat across spans (models, workflows, tenants, URLs): decoding each
+# distinct encoded value once removes most of the per-value work. Key sets repeat per
+# instrumentation. The caches hold immutable results (decoded lists and dicts are only
+# read, never handed out), are bounded, and reset when full.
+_CACHE_LIMIT: Final = 1 << 16
+_CACHEABLE_BYTES: Final = 1024
+_MISS: Final = object()
+_value_cache: dict[bytes, Any] = {}
+_display_cache: dict[bytes, str] = {}
+_PLAN_LIMIT: Final = 4096
+_EMPTY_PLAN: Final[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ())
+_plans: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_value_cache_get = _value_cache.get
+_display_cache_get = _display_cache.get
+_bundle_id: Final = functools.lru_cache(maxsize=4096)(bundle_id)
+
+
+def _decode_and_cache(raw: bytes) -> Any:
+    value = any_value_to_python(raw)
+    if len(raw) <= _CACHEABLE_BYTES:
+        if len(_value_cache) >= _CACHE_LIMIT:
+            _value_cache.clear()
+        _value_cache[raw] = value
+    return value
+
+
+def _display_and_cache(raw: bytes) -> str:
+    text = _display(any_value_to_python(raw))
+    if len(raw) <= _CACHEABLE_BYTES:
+        if len(_display_cache) >= _CACHE_LIMIT:
+            _display_cache.clear()
+        _display_cache[raw] = text
+    return text
+
+
+def _display(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return repr(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None or value is UNDECODABLE:
+        return ""
+    if kind is bytes:
+        return base64.b64encode(value).decode("ascii")
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return None  # an undecodable value inside an array or key-value list

@@ -1,0 +1,1 @@
+"""Shared test helpers: builders for OTLP messages (:mod:`tests.utils.otlp_factory`)."""
