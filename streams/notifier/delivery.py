@@ -1,0 +1,450 @@
+"""The notifier: routes alert transitions, paces, retries and records every attempt.
+
+``await notifier.deliver(transitions)`` returns once every transition reached a
+final outcome on every route it goes to, so the stream worker can commit Kafka
+offsets after it. Per route, events leave in arrival order (a resolve is never
+sent before its trigger); an ``update`` still waiting behind the rate limit or an
+outage is replaced by a newer update of the same alert (latest state wins),
+while opens and resolves are never dropped. Time comes from the injected
+``clock``/``sleep``, so tests simulate a five-minute outage without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from driftline.config import PagerDutySettings
+from streams.notifier import payload, records, webhook
+from streams.notifier.ledger import DeliveryLedger, skip_reason
+from streams.notifier.ratelimit import TokenBucket
+from streams.notifier.records import delivery_record
+from streams.notifier.retry import RetryPolicy
+from streams.notifier.routing import (
+    Destination,
+    MissingSecretError,
+    Route,
+    Router,
+    scrub,
+)
+from streams.notifier.transport import HttpxTransport, Transport, TransportError
+
+logger = logging.getLogger("driftline.notifier")
+
+DEFAULT_BURST: Final = 10
+DEFAULT_TIMEOUT_S: Final = 10.0
+DEFAULT_MATERIAL_CHANGE: Final = 0.05  # an update moving the value less than 5% is not re-sent
+TRANSITION_ACTIONS: Final = {"open": "trigger", "update": "trigger", "resolve": "resolve"}
+# Loggers of the HTTP stack print request URLs; a webhook URL carries its secret.
+HTTP_LOGGERS: Final = ("httpx", "httpcore")
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces registered secrets in records of the HTTP client's loggers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            cleaned = scrub(message, sorted(self.secrets, key=len, reverse=True))
+            if cleaned != message:
+                record.msg, record.args = cleaned, ()
+        return True
+
+
+_REDACT = _RedactSecrets()
+for _name in HTTP_LOGGERS:
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
+def event_action(transition: Mapping[str, Any]) -> str:
+    """``trigger`` for open and update, ``resolve`` for resolve (state decides if absent)."""
+    name = transition.get("transition")
+    if name is None:
+        name = "resolve" if transition.get("state") == "resolved" else "open"
+    try:
+        return TRANSITION_ACTIONS[str(name)]
+    except KeyError:
+        raise ValueError(
+            f"alert {transition.get('alert_id')}: transition must be open, update or resolve, "
+            f"got {name!r}"
+        ) from None
+
+
+def _is_retryable(status_code: int) -> bool:
+    return status_code in (408, 429) or status_code >= 500
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    transition: dict[str, Any]
+    route: Route
+    event_action: str
+    future: asyncio.Future[list[dict[str, Any]]]
+    in_flight: bool = False
+
+
+class Notifier:
+    """Delivers alert transitions to PagerDuty Events API v2 and generic webhooks.
+
+    Parameters
+    ----------
+    router
+        Which routes an alert goes to; holds no secret values itself.
+    transport
+        Sender of one JSON body; default :class:`HttpxTransport`.
+    clock
+        Seconds since the Unix epoch (``time.time``); stamps ``sent_at`` and paces sends.
+    sleep
+        Awaitable sleep in seconds (``asyncio.sleep``); tests advance a fake clock.
+    rng
+        Source of backoff jitter; pass a seeded :class:`random.Random` for reproducible runs.
+    retry
+        Backoff bounds; after them the outcome is ``gave_up``.
+    max_events_per_minute, burst
+        Token bucket per route (PagerDuty allows about 120 events/min per routing key).
+    timeout_s
+        Per-attempt HTTP timeout; a hanging endpoint counts as a retryable failure.
+    material_change
+        Relative change of ``current_value`` or ``score`` below which an ``update`` with
+        unchanged severity is not re-sent.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        retry: RetryPolicy | None = None,
+        max_events_per_minute: int = 120,
+        burst: int = DEFAULT_BURST,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        material_change: float = DEFAULT_MATERIAL_CHANGE,
+    ) -> None:
+        if max_events_per_minute < 1:
+            raise ValueError(f"max_events_per_minute must be >= 1, got {max_events_per_minute}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if material_change < 0:
+            raise ValueError(f"material_change must be >= 0, got {material_change}")
+        self.router = router
+        self.transport: Transport = transport if transport is not None else HttpxTransport()
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng if rng is not None else random.Random()
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.max_events_per_minute = max_events_per_minute
+        self.burst = burst
+        self.timeout_s = timeout_s
+        self.material_change = material_change
+        self.ledger = DeliveryLedger()
+        self._queues: dict[str, deque[_Pending]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: PagerDutySettings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Notifier:
+        router = Router.from_settings(settings, environ)
+        kwargs.setdefault("max_events_per_minute", settings.max_events_per_minute)
+        return cls(router, **kwargs)
+
+    def __repr__(self) -> str:
+        names = ", ".join(route.name for route in self.router.routes)
+        return f"Notifier(routes=[{names}], pending={self.pending()})"
+
+    # -- state across restarts ---------------------------------------------------------
+
+    def export_state(self) -> dict[str, dict[str, Any]]:
+        """Last delivered event per (route, dedup key); feed to :meth:`import_state`."""
+        return self.ledger.export()
+
+    def import_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        self.ledger.load(state)
+
+    def pending(self) -> int:
+        return sum(len(queue) for queue in self._queues.values())
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def deliver(self, transitions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Send ``transitions`` and return their delivery records once all are final."""
+        slots = [self._submit(dict(transition)) for transition in transitions]
+        out: list[dict[str, Any]] = []
+        for slot in slots:
+            for item in slot:
+                out.extend(item if isinstance(item, list) else await item)
+        return out
+
+    def deliver_sync(self, transitions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`deliver` for synchronous callers such as ``driftline replay --notify``."""
+
+        async def run() -> list[dict[str, Any]]:
+            try:
+                return await self.deliver(transitions)
+            finally:
+                await self.transport.aclose()
+
+        return asyncio.run(run())
+
+    async def aclose(self) -> None:
+        for task in list(self._workers.values()):
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await self.transport.aclose()
+
+    def _now_us(self) -> int:
+        return int(self.clock() * 1_000_000)
+
+    def _routes_for(self, transition: Mapping[str, Any], action: str) -> list[Route]:
+        routes = self.router.match(transition)
+        if action == "resolve":
+            # A resolve goes wherever the trigger went, even if the severity dropped since.
+            dedup_key = str(transition.get("dedup_key", ""))
+            for route in self.router.routes:
+                if route in routes:
+                    continue
+                last = self.ledger.get(route.route_id, dedup_key)
+                queued = any(
+                    p.transition.get("dedup_key") == dedup_key
+                    for p in self._queues.get(route.route_id, ())
+                )
+                if queued or (last is not None and last.get("event_action") == "trigger"):
+                    routes.append(route)
+        return routes
+
+    def _submit(
+        self, transition: dict[str, Any]
+    ) -> list[list[dict[str, Any]] | asyncio.Future[list[dict[str, Any]]]]:
+        try:
+            action = event_action(transition)
+        except ValueError as exc:
+            logger.error("alert transition rejected: %s", exc)
+            rejected = records.FAILED_PERMANENT
+            return [[self._record(transition, "trigger", 0, rejected, "", str(exc))]]
+        routes = self._routes_for(transition, action)
+        if not routes:
+            reason = (
+                f"no route matches workflow {transition.get('workflow')!r} "
+                f"severity {transition.get('severity')!r}"
+            )
+            logger.warning("alert %s unrouted: %s", transition.get("dedup_key"), reason)
+            return [[self._record(transition, action, 0, records.UNROUTED, "", reason)]]
+        return [self._enqueue(transition, route, action) for route in routes]
+
+    def _enqueue(
+        self, transition: dict[str, Any], route: Route, action: str
+    ) -> asyncio.Future[list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.setdefault(route.route_id, deque())
+        item = _Pending(transition, route, action, loop.create_future())
+        if transition.get("transition") == "update":
+            for index in range(len(queue) - 1, -1, -1):
+                waiting = queue[index]
+                if waiting.transition.get("dedup_key") != transition.get("dedup_key"):
+                    continue
+                # Only the newest queued event of this alert may be replaced, and only by
+                # an update of the same alert: order with opens and resolves is kept.
+                if (
+                    not waiting.in_flight
+                    and waiting.transition.get("transition") == "update"
+                    and waiting.transition.get("alert_id") == transition.get("alert_id")
+                ):
+                    queue[index] = item
+                    waiting.future.set_result(
+                        [
+                            self._record(
+                                waiting.transition,
+                                waiting.event_action,
+                                0,
+                                records.COALESCED,
+                                self._target_name(route),
+                                "superseded by a newer update of the same alert while queued",
+                            )
+                        ]
+                    )
+                    return item.future
+                break
+        queue.append(item)
+        if route.route_id not in self._workers:
+            self._workers[route.route_id] = loop.create_task(self._drain(route.route_id))
+        return item.future
+
+    async def _drain(self, route_id: str) -> None:
+        queue = self._queues[route_id]
+        try:
+            while queue:
+                item = queue[0]
+                item.in_flight = True
+                try:
+                    result = await self._send(item)
+                except Exception as exc:  # a bug must not wedge every later alert on the route
+                    logger.error(
+                        "internal error delivering %s: %s", item.transition.get("dedup_key"),
+                        type(exc).__name__,
+                    )
+                    result = [
+                        self._record(
+                            item.transition, item.event_action, 0, records.FAILED_PERMANENT,
+                            self._target_name(item.route), f"internal error: {type(exc).__name__}",
+                        )
+                    ]
+                queue.popleft()
+                if not item.future.done():
+                    item.future.set_result(result)
+        finally:
+            self._workers.pop(route_id, None)
+            if queue and asyncio.current_task() is not None:
+                for item in queue:
+                    if not item.future.done():
+                        item.future.cancel()
+                queue.clear()
+
+    def _target_name(self, route: Route) -> str:
+        try:
+            return self.router.destination(route).target
+        except MissingSecretError:
+            return f"{route.name}@?"
+
+    def _record(
+        self,
+        transition: Mapping[str, Any],
+        action: str,
+        attempt: int,
+        outcome: records.Outcome,
+        target: str,
+        error: str = "",
+        status_code: int = 0,
+        latency_ms: float = 0.0,
+        sent_at: int | None = None,
+    ) -> dict[str, Any]:
+        return delivery_record(
+            dict(transition),
+            event_action=action,
+            attempt=attempt,
+            outcome=outcome,
+            sent_at=self._now_us() if sent_at is None else sent_at,
+            target=target,
+            status_code=status_code,
+            error=error,
+            latency_ms=latency_ms,
+        )
+
+    def _body(self, destination: Destination, transition: Mapping[str, Any], action: str) -> bytes:
+        route = destination.route
+        if route.kind == "webhook":
+            if route.webhook_format == "alertmanager":
+                doc = webhook.alertmanager_body(transition, receiver=route.name)
+            else:
+                doc = webhook.slack_body(transition)
+            return payload.encode_body(doc, None)
+        if action == "trigger":
+            event = payload.trigger_event(transition)
+        else:
+            event = payload.resolve_event(transition)
+        key = destination.routing_key.reveal() if destination.routing_key else None
+        return payload.encode_body(event, key)
+
+    def _bucket(self, route_id: str) -> TokenBucket:
+        if route_id not in self._buckets:
+            self._buckets[route_id] = TokenBucket(
+                self.max_events_per_minute / 60.0, self.burst, self.clock()
+            )
+        return self._buckets[route_id]
+
+    async def _send(self, item: _Pending) -> list[dict[str, Any]]:
+        transition, route, action = item.transition, item.route, item.event_action
+        dedup_key = str(transition.get("dedup_key", ""))
+        try:
+            destination = self.router.destination(route)
+        except MissingSecretError as exc:
+            logger.error("alert %s not sent: %s", dedup_key, exc)
+            target = f"{route.name}@?"
+            return [self._record(transition, action, 0, records.FAILED_PERMANENT, target, str(exc))]
+        target = destination.target
+        secrets = self.router.known_secrets()
+        _REDACT.secrets.update(secrets)
+
+        last = self.ledger.get(route.route_id, dedup_key)
+        if reason := skip_reason(last, transition, action, self.material_change):
+            logger.info("alert %s %s to %s skipped: %s", dedup_key, action, target, reason)
+            return [self._record(transition, action, 0, records.COALESCED, target, reason)]
+        try:
+            body = self._body(destination, transition, action)
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = scrub(f"cannot build the event: {type(exc).__name__}: {exc}", secrets)
+            logger.error("alert %s to %s: %s", dedup_key, target, reason)
+            return [self._record(transition, action, 0, records.FAILED_PERMANENT, target, reason)]
+
+        bucket = self._bucket(route.route_id)
+        started = self.clock()
+        log: list[dict[str, Any]] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            while (wait := bucket.wait_time(self.clock())) > 0:
+                await self.sleep(wait)
+            bucket.take(self.clock())
+            sent_at = self._now_us()
+            began = time.perf_counter()
+            status, error, retry_after = 0, "", None
+            try:
+                response = await self.transport.post(destination.url, body, self.timeout_s)
+                status, retry_after = response.status_code, response.retry_after_s
+                if not 200 <= status < 300:
+                    error = scrub(f"HTTP {status}: {response.text.strip()}", secrets)
+            except TransportError as exc:
+                error = scrub(str(exc), secrets)
+            latency_ms = (time.perf_counter() - began) * 1000.0
+
+            record = functools.partial(
+                self._record, transition, action, attempt, target=target,
+                status_code=status, latency_ms=latency_ms, sent_at=sent_at,
+            )
+
+            if 200 <= status < 300:
+                self.ledger.record(route.route_id, transition, action, sent_at)
+                log.append(record(records.DELIVERED, error=error))
+                logger.info(
+                    "alert %s %s delivered to %s (attempt %d)", dedup_key, action, target, attempt
+                )
+                return log
+            if status and not _is_retryable(status):
+                log.append(record(records.FAILED_PERMANENT, error=error))
+                logger.error("alert %s %s rejected by %s: %s", dedup_key, action, target, error)
+                return log
+            delay = self.retry.delay(attempt, self.rng)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.retry.cap_s))
+            elapsed = self.clock() - started
+            if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_s:
+                note = f"{error}; gave up after {attempt} attempts over {elapsed:.0f} s"
+                log.append(record(records.GAVE_UP, error=note))
+                logger.error("alert %s %s to %s: %s", dedup_key, action, target, note)
+                return log
+            log.append(record(records.RETRYING, error=f"{error}; retrying in {delay:.1f} s"))
+            logger.warning(
+                "alert %s %s to %s failed (%s), retry %d in %.1f s",
+                dedup_key, action, target, error, attempt, delay,
+            )
+            if status == 429:
+                bucket.empty(self.clock())
+            await self.sleep(delay)

@@ -1,0 +1,121 @@
+"""What was last delivered per (route, dedup key): the notifier's memory across restarts.
+
+The stream worker stores :meth:`DeliveryLedger.pop_changes` in a changelog-backed
+table and feeds :meth:`DeliveryLedger.load` at start, so a transition replayed
+from Kafka after a restart is recognised: an alert already resolved is not
+re-triggered and an open one is not paged twice.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+MaterialFields = ("severity", "current_value", "score")
+
+
+def ledger_key(route_id: str, dedup_key: str) -> str:
+    return f"{route_id}:{dedup_key}"
+
+
+def _relative_change(before: object, after: object) -> float:
+    if not isinstance(before, int | float) or not isinstance(after, int | float):
+        return 0.0 if before == after else float("inf")
+    if before == after:
+        return 0.0
+    return abs(after - before) / abs(before) if before else float("inf")
+
+
+def skip_reason(
+    last: Mapping[str, Any] | None,
+    transition: Mapping[str, Any],
+    event_action: str,
+    material_change: float,
+) -> str | None:
+    """Why this transition must not be sent given the last delivered state, or None.
+
+    >>> last = {"alert_id": "a1", "event_action": "resolve"}
+    >>> skip_reason(last, {"alert_id": "a1", "transition": "open"}, "trigger", 0.05)
+    'alert a1 is already resolved on this route; not re-triggering'
+    """
+    if last is None or last.get("alert_id") != transition.get("alert_id"):
+        return None
+    alert_id = transition.get("alert_id")
+    if last.get("event_action") == "resolve":
+        if event_action == "resolve":
+            return f"resolve of alert {alert_id} already delivered"
+        return f"alert {alert_id} is already resolved on this route; not re-triggering"
+    if event_action == "resolve":
+        return None
+    if transition.get("transition") != "update":
+        return f"trigger of alert {alert_id} already delivered"
+    if last.get("severity") != transition.get("severity"):
+        return None
+    change = max(
+        _relative_change(last.get(name), transition.get(name))
+        for name in ("current_value", "score")
+    )
+    if change >= material_change and change > 0:
+        return None
+    return (
+        f"update of alert {alert_id} is not a material change since the last delivered "
+        f"trigger (relative change {change:.3g} < {material_change:g})"
+    )
+
+
+class DeliveryLedger:
+    """Last delivered event per (route, dedup key), exportable as a plain dict."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._changed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, route_id: str, dedup_key: str) -> dict[str, Any] | None:
+        return self._entries.get(ledger_key(route_id, dedup_key))
+
+    def record(
+        self, route_id: str, transition: Mapping[str, Any], event_action: str, delivered_at: int
+    ) -> None:
+        key = ledger_key(route_id, str(transition.get("dedup_key", "")))
+        self._entries[key] = {
+            "alert_id": transition.get("alert_id"),
+            "dedup_key": transition.get("dedup_key"),
+            "event_action": event_action,
+            "delivered_at": delivered_at,
+            **{name: transition.get(name) for name in MaterialFields},
+        }
+        self._changed.add(key)
+
+    def export(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self._entries)
+
+    def load(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Merge exported state in (a newer ``delivered_at`` wins per key)."""
+        for key, entry in state.items():
+            mine = self._entries.get(key)
+            newer = mine is None or int(entry.get("delivered_at", 0)) >= int(mine["delivered_at"])
+            if newer:
+                self._entries[key] = dict(entry)
+
+    def pop_changes(self) -> dict[str, dict[str, Any]]:
+        """Entries changed since the last call: what to write to the changelog table."""
+        changes = {key: dict(self._entries[key]) for key in self._changed}
+        self._changed.clear()
+        return changes
+
+    def prune(self, delivered_before: int) -> list[str]:
+        """Forget resolved alerts delivered before a time; returns the keys to delete."""
+        gone = [
+            key
+            for key, entry in self._entries.items()
+            if entry.get("event_action") == "resolve"
+            and int(entry.get("delivered_at", 0)) < delivered_before
+        ]
+        for key in gone:
+            del self._entries[key]
+            self._changed.discard(key)
+        return gone
