@@ -37,6 +37,7 @@ GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_OLD: Final = "gen_ai.usage.cache_read_input_tokens"
 GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS_OLD: Final = "gen_ai.usage.cache_creation_input_tokens"
+GEN_AI_USAGE_REASONING_TOKENS: Final = "gen_ai.usage.reasoning_tokens"  # OpenLLMetry
 GEN_AI_LATENCY_TIME_TO_FIRST_TOKEN: Final = "gen_ai.latency.time_to_first_token"  # vLLM, seconds
 GEN_AI_LATENCY_TIME_IN_QUEUE: Final = "gen_ai.latency.time_in_queue"  # vLLM, seconds
 
@@ -52,6 +53,7 @@ LLM_SYSTEM: Final = "llm.system"
 LLM_MODEL_NAME: Final = "llm.model_name"
 LLM_RESPONSE_MODEL_NAME: Final = "llm.response.model_name"
 LLM_FINISH_REASON: Final = "llm.finish_reason"
+EMBEDDING_MODEL_NAME: Final = "embedding.model_name"
 SESSION_ID: Final = "session.id"
 
 # --- OpenLLMetry (Traceloop) and Langfuse ------------------------------------------
@@ -127,6 +129,7 @@ CACHE_WRITE_TOKENS_KEYS: Final = (
 )
 REASONING_TOKENS_KEYS: Final = (
     GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    GEN_AI_USAGE_REASONING_TOKENS,
     LLM_TOKEN_COUNT_REASONING,
 )
 PROVIDER_KEYS: Final = (GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, LLM_PROVIDER, LLM_SYSTEM)
@@ -135,8 +138,10 @@ MODEL_KEYS: Final = (
     GEN_AI_REQUEST_MODEL,
     LLM_RESPONSE_MODEL_NAME,
     LLM_MODEL_NAME,
+    EMBEDDING_MODEL_NAME,
 )
-REQUEST_MODEL_KEYS: Final = (GEN_AI_REQUEST_MODEL, LLM_MODEL_NAME)
+# OpenInference's llm.model_name is read as the request model; pricing falls back to it.
+REQUEST_MODEL_KEYS: Final = (GEN_AI_REQUEST_MODEL, LLM_MODEL_NAME, EMBEDDING_MODEL_NAME)
 RESPONSE_MODEL_KEYS: Final = (GEN_AI_RESPONSE_MODEL, LLM_RESPONSE_MODEL_NAME)
 # The root span's gen_ai.agent.name and the resource's service.name are the last
 # two workflow fallbacks; they need trace context, so the normalizer adds them.
