@@ -63,6 +63,11 @@ class CollectorSettings(_Section):
     traces_batch_max_size: int = Field(1000, ge=1, le=100_000)
     batch_timeout_ms: int = Field(200, ge=1, le=60_000)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    # Off: each OTLP export request becomes one Kafka message (SDKs already batch). rotel's
+    # batcher (0.0.1-alpha10) drops the resource of spans split across batches, and drops
+    # whole requests larger than traces_batch_max_size; the two settings above apply only
+    # when this is on.
+    batching: bool = False
 
 
 class EmbeddedSettings(_Section):
@@ -137,7 +142,7 @@ class DetectorSettings(_Section):
     arl0_events: float = Field(1_000_000.0, ge=1000)
     enabled_metrics: list[str] | None = None  # None: all
     # Bundles tracked per workflow (least recently seen is dropped): bounds the state.
-    max_bundles_per_workflow: int = Field(3, ge=1, le=16)
+    max_bundles_per_workflow: int = Field(2, ge=1, le=16)
     # Two bundles with events within this much event time serve "at once" (canary).
     canary_active_s: float = Field(600.0, gt=0)
 

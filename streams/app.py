@@ -1,0 +1,388 @@
+"""The Faust app: topics, tables and agents of the driftline stream, declared in one place.
+
+Topology (DESIGN.md, "Data flow")::
+
+    otlp_spans --decode--> llm_spans (partition = murmur2(trace id))   rejects --> otlp_spans_dlq
+    llm_spans --assemble--> llm_events (key workflow; events + trace summaries)
+
+``create_app(settings)`` builds the app. Each stage is one ``_add_<stage>`` function
+registering a thin agent that calls pure functions (``streams.normalize``,
+``streams.pricing``, ``streams.traces`` and the helpers below); adding a stage is a
+topic in :class:`Topics` and one more ``_add_`` call in :func:`create_app`.
+
+Crash safety of trace assembly: after each batch from ``llm_spans`` the touched
+open traces are written to the changelog-backed table ``open_traces`` (key: trace
+id bytes; value: the assembler's export), and closed traces are deleted from it.
+The table's changelog is partitioned by the producer's default partitioner
+(``use_partitioner=True``: murmur2 of the key), which is exactly how decode picks
+the ``llm_spans`` partition of a trace, so the worker that owns a ``llm_spans``
+partition also holds the checkpoints of that partition's traces. On a crash the
+input offsets not yet committed are re-read, the assemblers are rebuilt from the
+table on assignment, and re-delivered spans count once (the assembler keys them by
+span id): delivery to ``llm_events`` is at least once (a trace closed just before
+the crash may be published again; the store deduplicates by span id / trace id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import faust
+from aiokafka.partitioner import murmur2
+
+from driftline.config import Settings
+from schemas.event import TRACE_FIELDS, to_wire
+from streams import topics as names
+from streams.kafka import faust_settings
+
+__all__ = ["Pipeline", "create_app", "group_by_workflow", "route_by_trace", "target_partition"]
+
+log = logging.getLogger(__name__)
+
+OPEN_TRACES_TABLE: Final = "open_traces"
+CLOSE_INTERVAL_S: Final = 0.5  # how often due traces are closed and published
+STATS_INTERVAL_S: Final = 30.0
+RECORD_TYPE_SPANS: Final = b"spans"
+RECORD_TYPE_CLOSED: Final = b"events+traces"  # llm_events value: {"events": [...], "traces": [...]}
+
+
+# -- pure helpers ---------------------------------------------------------------
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def target_partition(trace_id: str, partitions: int) -> int:
+    """Partition of a trace: Kafka's default key partitioner on the trace id bytes.
+
+    The same function places the trace's checkpoint in the ``open_traces`` changelog,
+    so the spans and the saved state of a trace always live on the same partition.
+
+    >>> target_partition("4bf92f3577b34da6a3ce929d0e0e4736", 4)
+    2
+    >>> from aiokafka.partitioner import DefaultPartitioner
+    >>> DefaultPartitioner()(b"4bf92f3577b34da6a3ce929d0e0e4736", [0, 1, 2, 3], [0])
+    2
+    """
+    return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    spans: list[dict[str, Any]] = field(default_factory=list)
+
+
+def route_by_trace(
+    events: Iterable[dict[str, Any]], spans: Iterable[dict[str, Any]], partitions: int
+) -> dict[int, PartitionBatch]:
+    """Group events and spans by the partition of their trace id: one message per partition.
+
+    >>> spans = [{"trace_id": "a"}, {"trace_id": "b"}, {"trace_id": "c"}]
+    >>> out = route_by_trace([{"trace_id": "a"}], spans, 4)
+    >>> sorted((p, len(b.events), len(b.spans)) for p, b in out.items())
+    [(0, 1, 2), (2, 0, 1)]
+    """
+    out: dict[int, PartitionBatch] = {}
+    memo: dict[str, int] = {}
+    for kind, records in (("events", events), ("spans", spans)):
+        for record in records:
+            trace_id = record["trace_id"]
+            partition = memo.get(trace_id)
+            if partition is None:
+                partition = memo[trace_id] = target_partition(trace_id, partitions)
+            batch = out.get(partition)
+            if batch is None:
+                batch = out[partition] = PartitionBatch()
+            (batch.events if kind == "events" else batch.spans).append(record)
+    return out
+
+
+def group_by_workflow(
+    events: Iterable[dict[str, Any]], traces: Iterable[dict[str, Any]]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Closed events and trace summaries in wire form, grouped by workflow.
+
+    >>> out = group_by_workflow([{"workflow": "w", "start_ts": 0}], [{"workflow": "w"}])
+    >>> list(out), len(out["w"]["events"]), out["w"]["events"][0]["start_ts"]
+    (['w'], 1, '1970-01-01T00:00:00.000000Z')
+    """
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for kind, records, fields in (("events", events, None), ("traces", traces, TRACE_FIELDS)):
+        for record in records:
+            workflow = record.get("workflow") or ""
+            group = out.setdefault(workflow, {"events": [], "traces": []})
+            group[kind].append(to_wire(record) if fields is None else to_wire(record, fields))
+    return out
+
+
+def dlq_headers(
+    reason: str, detail: str, source_topic: str, source_partition: int, source_offset: int
+) -> list[tuple[str, bytes]]:
+    return [
+        (names.HEADER_REASON, reason.encode()),
+        ("driftline-detail", detail.encode()[:1024]),
+        (names.HEADER_SOURCE_TOPIC, source_topic.encode()),
+        (names.HEADER_SOURCE_PARTITION, str(source_partition).encode()),
+        (names.HEADER_SOURCE_OFFSET, str(source_offset).encode()),
+    ]
+
+
+# -- declarations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topics:
+    otlp_spans: Any
+    otlp_spans_dlq: Any
+    llm_spans: Any
+    llm_events: Any
+    llm_alerts: Any
+
+
+@dataclass
+class Pipeline:
+    """The app plus what its agents share; tests and commands reach parts through it."""
+
+    settings: Settings
+    app: faust.App
+    topics: Topics
+    open_traces: Any  # faust Table: trace id bytes -> TraceAssembler.export_trace(...)
+    counters: Counter[str] = field(default_factory=Counter)
+    assemblers: dict[int, Any] = field(default_factory=dict)  # llm_spans partition -> assembler
+
+
+def _declare_topics(app: faust.App, partitions: int) -> Topics:
+    def raw(name: str) -> Any:
+        return app.topic(
+            name,
+            partitions=partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
+
+    return Topics(
+        otlp_spans=raw(names.OTLP_SPANS),
+        otlp_spans_dlq=raw(names.OTLP_SPANS_DLQ),
+        llm_spans=raw(names.LLM_SPANS),
+        llm_events=raw(names.LLM_EVENTS),
+        llm_alerts=raw(names.LLM_ALERTS),
+    )
+
+
+def _build_faust_app(settings: Settings, bootstrap_servers: str | None) -> faust.App:
+    # The app id is the consumer group and the prefix of Faust's internal topics.
+    return faust.App(
+        settings.kafka.consumer_group,
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        table_standby_replicas=0,
+        processing_guarantee="at_least_once",
+        **faust_settings(settings.kafka, bootstrap_servers),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    bootstrap_servers: str | None = None,
+    ready_file: Path | None = None,
+) -> Pipeline:
+    """The configured app with every stage registered.
+
+    ``ready_file`` is written once the first partition assignment has completed
+    (tables recovered, agents consuming): ``driftline up`` waits for it.
+    """
+    app = _build_faust_app(settings, bootstrap_servers)
+    partitions = settings.kafka.partitions
+    topics = _declare_topics(app, partitions)
+    open_traces = app.Table(
+        OPEN_TRACES_TABLE,
+        default=None,
+        partitions=partitions,
+        use_partitioner=True,  # written from inside take_events() batches and a timer
+        key_type=bytes,  # raw key bytes: the changelog partition is murmur2(trace id)
+    )
+    pipeline = Pipeline(settings=settings, app=app, topics=topics, open_traces=open_traces)
+    _add_decode(pipeline)
+    _add_assemble(pipeline)
+    _add_readiness(pipeline, ready_file)
+    _add_stats(pipeline)
+    return pipeline
+
+
+# -- stage: decode + normalize + price + repartition by trace id -------------------
+
+
+def _add_decode(p: Pipeline) -> None:
+    from streams.normalize import normalize_message
+    from streams.pricing import PriceBook
+
+    settings = p.settings
+    prices = PriceBook(settings.prices)
+    partitions = settings.kafka.partitions
+
+    @p.app.agent(p.topics.otlp_spans, name="decode")
+    async def decode(stream: Any) -> None:
+        async for batch in stream.take_events(
+            settings.streams.batch_max_messages, within=settings.streams.batch_max_wait_s
+        ):
+            events: list[dict[str, Any]] = []
+            spans: list[dict[str, Any]] = []
+            for event in batch:
+                message = event.message
+                payload = event.value if event.value is not None else b""
+                result = normalize_message(
+                    payload,
+                    content_type=settings.kafka.input_format,
+                    max_attributes=settings.streams.max_span_attributes,
+                    max_attribute_chars=settings.streams.max_attribute_chars,
+                )
+                for reject in result.rejects:
+                    p.counters[f"rejects.{reject.reason}"] += 1
+                    await p.topics.otlp_spans_dlq.send(
+                        value=reject.payload if reject.payload is not None else payload,
+                        headers=dlq_headers(
+                            reject.reason,
+                            reject.detail,
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                        ),
+                    )
+                events.extend(result.events)
+                spans.extend(result.spans)
+                p.counters["spans.in"] += result.span_count
+            prices.apply(events)
+            p.counters["events.decoded"] += len(events)
+            for partition, routed in route_by_trace(events, spans, partitions).items():
+                await p.topics.llm_spans.send(
+                    value=dumps({"events": routed.events, "spans": routed.spans}),
+                    partition=partition,
+                    headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_SPANS)],
+                )
+
+
+# -- stage: trace assembly, checkpointed in a changelog-backed table -----------------
+
+
+def _add_assemble(p: Pipeline) -> None:
+    from streams.traces import TraceAssembler
+
+    settings = p.settings
+    partitions = settings.kafka.partitions
+    table = p.open_traces
+
+    def assembler_for(partition: int) -> TraceAssembler:
+        assembler = p.assemblers.get(partition)
+        if assembler is None:
+            assembler = p.assemblers[partition] = TraceAssembler(
+                settings.streams.trace_grace_s,
+                settings.streams.trace_timeout_s,
+                settings.streams.max_open_traces,
+            )
+            restored = 0
+            for key, state in list(table.items()):
+                trace_id = key.decode() if isinstance(key, bytes) else str(key)
+                if state is not None and target_partition(trace_id, partitions) == partition:
+                    assembler.import_trace(trace_id, state)
+                    restored += 1
+            if restored:
+                log.info("partition %d: restored %d open traces", partition, restored)
+        return assembler
+
+    def checkpoint(assembler: TraceAssembler) -> None:
+        for trace_id in assembler.dirty_trace_ids():
+            table[trace_id.encode()] = assembler.export_trace(trace_id)
+
+    @p.app.agent(p.topics.llm_spans, name="assemble")
+    async def assemble(stream: Any) -> None:
+        async for batch in stream.take_events(
+            settings.streams.batch_max_messages, within=settings.streams.batch_max_wait_s
+        ):
+            now_s = time.time()
+            touched = set()
+            for event in batch:
+                doc = loads(event.value)
+                assembler = assembler_for(event.message.partition)
+                assembler.add(doc["events"], doc["spans"], now_s)
+                touched.add(event.message.partition)
+            for partition in touched:
+                checkpoint(p.assemblers[partition])
+
+    @p.app.timer(CLOSE_INTERVAL_S, name="close_traces")
+    async def close_traces() -> None:
+        now_s = time.time()
+        for assembler in list(p.assemblers.values()):
+            closed = assembler.close_due(now_s)
+            for trace_id in assembler.closed_trace_ids:
+                table.pop(trace_id.encode(), None)
+            checkpoint(assembler)  # traces restored or evicted since the last batch
+            if closed.traces:
+                await publish_closed(p, closed.events, closed.traces)
+
+    async def restore_assemblers(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Traces checkpointed on partitions this worker now owns resume here, even if
+        # no new span arrives for them.
+        owned = {
+            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == names.LLM_SPANS
+        }
+        for partition in list(p.assemblers):
+            if partition not in owned:
+                del p.assemblers[partition]  # another worker rebuilds it from the table
+        for partition in owned:
+            assembler_for(partition)
+
+    p.app.on_rebalance_complete.connect(restore_assemblers)  # type: ignore[arg-type]
+
+
+async def publish_closed(
+    p: Pipeline, events: Sequence[dict[str, Any]], traces: Sequence[dict[str, Any]]
+) -> None:
+    """One ``llm_events`` message per workflow: its closed events and trace summaries."""
+    for workflow, group in group_by_workflow(events, traces).items():
+        await p.topics.llm_events.send(
+            key=workflow.encode(),
+            value=dumps(group),
+            headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)],
+        )
+    p.counters["events.out"] += len(events)
+    p.counters["traces.out"] += len(traces)
+
+
+# -- readiness and counters ---------------------------------------------------------
+
+
+def _add_readiness(p: Pipeline, ready_file: Path | None) -> None:
+    async def signal_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if p.counters["worker.ready"]:
+            return
+        p.counters["worker.ready"] = 1
+        log.info("driftline worker ready")
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(f"{time.time():.3f}\n")
+
+    p.app.on_rebalance_complete.connect(signal_ready)  # type: ignore[arg-type]
+
+
+def _add_stats(p: Pipeline) -> None:
+    @p.app.timer(STATS_INTERVAL_S, name="log_stats")
+    async def log_stats() -> None:
+        open_traces = sum(a.open_count for a in p.assemblers.values())
+        stats = " ".join(f"{k}={v}" for k, v in sorted(p.counters.items()))
+        log.info("stats: %s open_traces=%d", stats, open_traces)
