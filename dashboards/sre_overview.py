@@ -1,0 +1,162 @@
+"""SRE overview: traffic, latency, TTFT, KV-cache pressure, retries, errors, open alerts.
+
+Everything but KV-cache pressure and the alert panels reads ``rollup_model_1m`` (per minute,
+workflow and model), so the workflow and model filters apply; the rollups carry no
+environment, so the environment filter applies to the raw-row panels only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from dashboards.panels import AnnotationSpec, BuildContext, DashboardSpec, PanelSpec
+from dashboards.variables import ENVIRONMENT, MODEL, WORKFLOW, condition, filter_variables, where
+from schemas.alert import SEVERITIES
+
+UID: Final = "driftline-sre"
+TITLE: Final = "driftline / SRE overview"
+
+_ROLLUP: Final = "driftline.rollup_model_1m"
+_ROLLUP_WHERE: Final = where("minute", WORKFLOW, MODEL)
+_RAW_WHERE: Final = where("start_ts", ENVIRONMENT, WORKFLOW, MODEL)
+_SEVERITY_RANK: Final = "indexOf([" + ", ".join(f"'{s}'" for s in SEVERITIES) + "], severity)"
+
+
+def _per_workflow(values: str) -> str:
+    return f"""SELECT $__timeInterval(minute) AS time, workflow, {values}
+FROM {_ROLLUP}
+WHERE {_ROLLUP_WHERE}
+GROUP BY time, workflow
+ORDER BY time, workflow"""
+
+
+def _percentiles(state: str) -> str:
+    return f"""SELECT time, workflow, q[1] AS p50, q[2] AS p95, q[3] AS p99
+FROM
+(
+    SELECT $__timeInterval(minute) AS time, workflow,
+           quantilesTDigestMerge(0.5, 0.95, 0.99)({state}) AS q
+    FROM {_ROLLUP}
+    WHERE {_ROLLUP_WHERE}
+    GROUP BY time, workflow
+)
+WHERE NOT isNaN(p50)
+ORDER BY time, workflow"""
+
+
+def _stat(value: str) -> str:
+    return f"SELECT {value}\nFROM {_ROLLUP}\nWHERE {_ROLLUP_WHERE}"
+
+
+PANELS: Final = (
+    PanelSpec(
+        "Requests", "stat", _stat("sum(requests) AS requests"), ("requests",), width=6, height=4
+    ),
+    PanelSpec(
+        "Error rate", "stat", _stat("sum(errors) / sum(requests) AS error_rate"),
+        ("error_rate",), unit="percentunit", width=6, height=4,
+    ),
+    PanelSpec(
+        "p95 latency", "stat",
+        _stat("quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_ms_q)[2] AS p95_latency_ms"),
+        ("p95_latency_ms",), unit="ms", width=6, height=4,
+    ),
+    PanelSpec(
+        "Open alerts", "stat",
+        "SELECT count() AS open_alerts\nFROM driftline.llm_alerts_current\n"
+        f"WHERE state = 'open' AND opened_at <= $__toTime AND {condition(WORKFLOW)}",
+        ("open_alerts",), width=6, height=4,
+    ),
+    PanelSpec(
+        "Requests per second", "timeseries",
+        # A bucket is at least one minute: the rollup's resolution.
+        _per_workflow("sum(requests) / greatest($__interval_s, 60) AS requests_per_s"),
+        ("time", "workflow", "requests_per_s"), labels=("workflow",), unit="reqps",
+    ),
+    PanelSpec(
+        "Latency p50 / p95 / p99", "timeseries", _percentiles("latency_ms_q"),
+        ("time", "workflow", "p50", "p95", "p99"), labels=("workflow",), unit="ms",
+    ),
+    PanelSpec(
+        "Time to first token p50 / p95 / p99", "timeseries", _percentiles("ttft_ms_q"),
+        ("time", "workflow", "p50", "p95", "p99"), labels=("workflow",), unit="ms",
+        description="Streaming calls only: requests without a TTFT are not in the digest.",
+    ),
+    PanelSpec(
+        "KV-cache pressure", "timeseries",
+        f"""SELECT $__timeInterval(start_ts) AS time, workflow,
+       avg(kv_cache_usage) AS mean_usage, max(kv_cache_usage) AS max_usage
+FROM driftline.llm_requests
+WHERE {_RAW_WHERE} AND kv_cache_usage IS NOT NULL
+GROUP BY time, workflow
+ORDER BY time, workflow""",
+        ("time", "workflow", "mean_usage", "max_usage"), labels=("workflow",),
+        unit="percentunit", raw=True,
+        description="vLLM KV-cache usage (0..1) reported with each request; raw rows.",
+    ),
+    PanelSpec(
+        "Retries per request", "timeseries",
+        _per_workflow("sum(retries) / sum(requests) AS retries_per_request"),
+        ("time", "workflow", "retries_per_request"), labels=("workflow",),
+    ),
+    PanelSpec(
+        "Error and validation-failure rate", "timeseries",
+        _per_workflow(
+            "sum(errors) / sum(requests) AS error_rate,\n"
+            "       sum(validation_failures) / sum(requests) AS validation_failure_rate"
+        ),
+        ("time", "workflow", "error_rate", "validation_failure_rate"), labels=("workflow",),
+        unit="percentunit",
+    ),
+    PanelSpec(
+        "Open alerts by severity", "table",
+        f"""SELECT opened_at, severity, kind, workflow, metric, bundle_id,
+       baseline_value, current_value, score, threshold, dashboard_url
+FROM driftline.llm_alerts_current
+WHERE state = 'open' AND opened_at <= $__toTime AND {condition(WORKFLOW)}
+ORDER BY {_SEVERITY_RANK}, opened_at DESC
+LIMIT 100""",
+        ("opened_at", "severity", "kind", "workflow", "metric", "bundle_id", "baseline_value",
+         "current_value", "score", "threshold", "dashboard_url"),
+        width=24,
+    ),
+)
+
+_ALERT_TEXT: Final = "concat(severity, ' ', kind, ' alert {verb}: ', workflow, ' / ', metric)"
+_ALERT_TAGS: Final = "arrayStringConcat([kind, severity, workflow, metric], ',')"
+
+ANNOTATIONS: Final = (
+    AnnotationSpec(
+        "Alerts opened",
+        f"""SELECT opened_at AS time, {_ALERT_TEXT.format(verb="opened")} AS text,
+       {_ALERT_TAGS} AS tags
+FROM driftline.llm_alerts
+WHERE $__timeFilter(opened_at) AND {condition(WORKFLOW)}
+ORDER BY alert_id, event_ts
+LIMIT 1 BY alert_id""",
+        color="red",
+    ),
+    AnnotationSpec(
+        "Alerts resolved",
+        f"""SELECT assumeNotNull(resolved_at) AS time,
+       {_ALERT_TEXT.format(verb="resolved")} AS text, {_ALERT_TAGS} AS tags
+FROM driftline.llm_alerts
+WHERE state = 'resolved' AND resolved_at IS NOT NULL AND $__timeFilter(resolved_at)
+  AND {condition(WORKFLOW)}
+ORDER BY alert_id, event_ts DESC
+LIMIT 1 BY alert_id""",
+        color="green",
+    ),
+)
+
+
+def spec(context: BuildContext | None = None) -> DashboardSpec:
+    return DashboardSpec(
+        uid=UID,
+        title=TITLE,
+        description="Traffic, latency, KV-cache pressure, retries, errors and open alerts.",
+        panels=PANELS,
+        annotations=ANNOTATIONS,
+        variables=tuple(filter_variables()),
+        links=(("Cost attribution", "/d/driftline-cost"), ("Drift", "/d/driftline-drift")),
+    )

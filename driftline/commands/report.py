@@ -1,0 +1,103 @@
+"""``driftline report --out DIR``: the dashboards as a static HTML page with PNG charts.
+
+For the embedded mode, where there is no Grafana: the same panel queries run against the
+store for one time range (``--from``/``--to`` in ISO 8601, or ``--last 6h``; default the last
+6 hours) and ``DIR/index.html`` shows the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from driftline.config import ConfigError, load_settings
+
+EXIT_OK = 0
+EXIT_QUERY_FAILED = 1
+EXIT_UNUSABLE = 2
+DEFAULT_LAST = "6h"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    parser.add_argument("--from", dest="start", metavar="ISO", help="range start (UTC if no zone)")
+    parser.add_argument("--to", dest="end", metavar="ISO", help="range end (default: now)")
+    parser.add_argument("--last", metavar="DURATION", help="range ending now: 15m, 1h, 7d")
+    parser.add_argument("--store", metavar="URL", help="store URL (default: store.url)")
+    parser.add_argument("--workflow", action="append", default=[], help="only this workflow")
+    parser.add_argument("--model", action="append", default=[], help="only this model")
+    parser.add_argument("--environment", action="append", default=[], help="only this environment")
+    parser.add_argument("--metric", help="drift dashboard metric (default: output_tokens)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``1h``, ``7d``, ``2w``.
+
+    >>> parse_duration("1h"), parse_duration("15m")
+    (datetime.timedelta(seconds=3600), datetime.timedelta(seconds=900))
+    """
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"duration {text!r}: write a positive number and a unit, e.g. 1h or 15m")
+    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+
+
+def parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def time_range_of(
+    args: argparse.Namespace, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    if args.last and (args.start or args.end):
+        raise ValueError("give --last or --from/--to, not both")
+    end = parse_time(args.end) if args.end else (now or datetime.now(UTC))
+    if args.start:
+        return parse_time(args.start), end
+    return end - parse_duration(args.last or DEFAULT_LAST), end
+
+
+def run(args: argparse.Namespace) -> int:
+    from dashboards.macros import ALL, TimeRange
+    from dashboards.panels import BuildContext
+    from dashboards.report import default_variables, render_report
+    from driftline.store import StoreError, StoreQueryError, open_store
+
+    try:
+        settings = load_settings(args.config)
+        start, end = time_range_of(args)
+        time_range = TimeRange.between(start, end)
+    except (ConfigError, ValueError) as exc:
+        print(f"driftline report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    variables = default_variables(args.metric) if args.metric else default_variables()
+    for name in ("workflow", "model", "environment"):
+        chosen = getattr(args, name)
+        variables[name] = chosen or [ALL]
+    try:
+        store = open_store(args.store, settings.store)
+    except StoreError as exc:
+        print(f"driftline report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        report = render_report(
+            store, args.out, time_range, BuildContext.from_settings(settings), variables
+        )
+    except StoreQueryError as exc:
+        print(f"driftline report: a panel query failed: {exc}", file=sys.stderr)
+        return EXIT_QUERY_FAILED
+    except StoreError as exc:
+        print(f"driftline report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    finally:
+        store.close()
+    empty = [p.title for p in report.panels if p.rows == 0]
+    print(report.index)
+    if empty:
+        print(f"no data in the range for: {', '.join(empty)}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,85 @@
+"""ClickHouse storage behind one small interface: embedded chdb or a ClickHouse server.
+
+``open_store(url, settings)`` picks the backend from the URL and brings the schema up to date:
+
+- ``chdb://relative/path`` or ``chdb:///absolute/path``: a chdb session in this process;
+- ``clickhouse://user@host:8123/driftline`` (``clickhouses://`` for TLS): a server through
+  clickhouse-connect, password from the environment variable named by ``store.password_env``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from driftline.config import StoreSettings
+from driftline.store.base import (
+    SkipExisting,
+    Store,
+    StoreError,
+    StoreQueryError,
+    StoreUnavailableError,
+    StoreUrlError,
+)
+from driftline.store.chdb_store import ChdbPathInUseError, ChdbStore
+from driftline.store.migrations import MigrationChangedError, SchemaTooNewError, migrate
+
+__all__ = [
+    "ChdbPathInUseError",
+    "ChdbStore",
+    "MigrationChangedError",
+    "SchemaTooNewError",
+    "SkipExisting",
+    "Store",
+    "StoreError",
+    "StoreQueryError",
+    "StoreUnavailableError",
+    "StoreUrlError",
+    "chdb_path",
+    "connect",
+    "open_store",
+]
+
+
+def chdb_path(url: str) -> Path:
+    """The directory of a ``chdb://`` URL.
+
+    >>> chdb_path("chdb:///var/lib/driftline").as_posix()
+    '/var/lib/driftline'
+    >>> chdb_path("chdb://var/chdb").as_posix()
+    'var/chdb'
+    """
+    rest = url.removeprefix("chdb://")
+    if not rest:
+        raise StoreUrlError(f"{url!r}: give a path, e.g. chdb://var/chdb or chdb:///abs/path")
+    return Path(rest)
+
+
+def connect(url: str, settings: StoreSettings | None = None) -> Store:
+    """A store for ``url`` without touching the schema."""
+    settings = settings or StoreSettings.model_validate({})
+    if url.startswith("chdb://"):
+        return ChdbStore(chdb_path(url))
+    if url.startswith(("clickhouse://", "clickhouses://")):
+        from driftline.store.server_store import ServerStore
+
+        return ServerStore(url, settings)
+    raise StoreUrlError(
+        f"store URL {url!r} must start with chdb://, clickhouse:// or clickhouses://"
+    )
+
+
+def open_store(
+    url: str | None = None, settings: StoreSettings | None = None, *, read_only: bool = False
+) -> Store:
+    """Connect to ``url`` (default: ``settings.url``), creating database and schema if missing.
+
+    ``read_only``: for analysts; an up-to-date store then gets no DDL, not even a TTL change.
+    """
+    settings = settings or StoreSettings.model_validate({})
+    store = connect(url or settings.url, settings)
+    try:
+        migrate(store, settings.ttl_days, manage_ttl=not read_only)
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -1,0 +1,125 @@
+"""Apply the versioned DDL in ``schemas/ddl/`` to a store, once per version.
+
+The ``driftline.schema_migrations`` table records each applied version with the checksum of
+its file. Applying again does nothing; a store whose schema is newer than this code, or whose
+applied file has since been edited, is refused with a message that says what to do. The TTL
+follows ``store.ttl_days`` at every start, also for tables created with another value.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from driftline.store.base import Store, StoreError, StoreQueryError
+from schemas.ddl import DATABASE, MIGRATIONS_TABLE, Migration, load_migrations
+
+
+class SchemaTooNewError(StoreError):
+    """The store was migrated by a newer driftline than this one."""
+
+
+class MigrationChangedError(StoreError):
+    """A migration file differs from the one applied to this store."""
+
+
+_BOOTSTRAP = (
+    f"CREATE DATABASE IF NOT EXISTS {DATABASE}",
+    f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}
+(
+    version    UInt32,
+    name       String,
+    checksum   String,
+    applied_at DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+ORDER BY version""",
+)
+
+
+def applied_versions(store: Store) -> dict[int, str]:
+    """Version -> checksum of every migration applied to ``store``."""
+    table = store.query(f"SELECT version, checksum FROM {MIGRATIONS_TABLE} FINAL ORDER BY version")
+    versions = table.column("version").to_pylist()
+    return dict(zip(versions, table.column("checksum").to_pylist(), strict=True))
+
+
+def migrate(
+    store: Store,
+    ttl_days: int,
+    migrations: list[Migration] | None = None,
+    *,
+    manage_ttl: bool = True,
+) -> list[int]:
+    """Bring ``store`` to the newest schema; return the versions applied now (often none).
+
+    A store already at the newest schema gets no DDL at all (a read-only user can open it);
+    ``manage_ttl=False`` also leaves its TTL alone.
+    """
+    known = load_migrations() if migrations is None else migrations
+    try:
+        applied = applied_versions(store)
+    except StoreQueryError:  # no migrations table yet: a new store
+        applied = {}
+    newest_known = known[-1].version if known else 0
+    if applied and max(applied) > newest_known:
+        raise SchemaTooNewError(
+            f"the store at {store.url} has schema version {max(applied)}, this driftline knows "
+            f"up to {newest_known}; upgrade driftline or point store.url at another store"
+        )
+    if len(applied) < len(known):
+        for statement in _BOOTSTRAP:
+            store.command(statement)
+    done = []
+    for migration in known:
+        checksum = applied.get(migration.version)
+        if checksum is not None:
+            if checksum != migration.checksum:
+                raise MigrationChangedError(
+                    f"schemas/ddl/{migration.version:04d}_{migration.name}.sql changed after it "
+                    f"was applied to {store.url}; restore it and put the change in a new migration"
+                )
+            continue
+        for statement in migration.statements(ttl_days):
+            store.command(statement)
+        store.insert_arrow(
+            MIGRATIONS_TABLE,
+            pa.table(
+                {
+                    "version": pa.array([migration.version], pa.uint32()),
+                    "name": [migration.name],
+                    "checksum": [migration.checksum],
+                    "applied_at": pa.array([datetime.now(UTC)], pa.timestamp("us", "UTC")),
+                }
+            ),
+        )
+        done.append(migration.version)
+    if manage_ttl:
+        apply_ttl(store, ttl_days)
+    return done
+
+
+_TTL = re.compile(r"\bTTL\s+(.*?toIntervalDay\((\d+)\))", re.DOTALL)
+
+
+def apply_ttl(store: Store, ttl_days: int) -> list[str]:
+    """Bring every table's TTL to ``ttl_days`` (the setting may change after the tables exist).
+
+    Returns the tables changed. ClickHouse rewrites affected parts in the background.
+    """
+    tables = store.query(
+        "SELECT name, create_table_query FROM system.tables"
+        " WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+        {"db": DATABASE},
+    )
+    changed = []
+    for name, ddl in zip(tables.column(0).to_pylist(), tables.column(1).to_pylist(), strict=True):
+        match = _TTL.search(ddl)
+        if match is None or int(match.group(2)) == ttl_days:
+            continue
+        expression = match.group(1)[: -len(f"{match.group(2)})")] + f"{int(ttl_days)})"
+        store.command(f"ALTER TABLE {DATABASE}.{name} MODIFY TTL {expression}")
+        changed.append(name)
+    return changed

@@ -1,0 +1,54 @@
+"""The analyst query library: one parameterized ``.sql`` file per question in ``schemas/queries/``.
+
+Parameters use ClickHouse's ``{name:Type}`` syntax, so a file runs unchanged in
+``clickhouse-client --param_from=...``, in Grafana, and through :func:`run_query`.
+
+>>> "cost_by_workflow" in query_names()
+True
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+
+from driftline.store.base import Store
+
+QUERY_DIR: Final = Path(__file__).resolve().parents[2] / "schemas" / "queries"
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):([^}]+)\}")
+
+
+class UnknownQueryError(KeyError):
+    """No file schemas/queries/<name>.sql."""
+
+
+def query_names(query_dir: Path = QUERY_DIR) -> list[str]:
+    return sorted(p.stem for p in query_dir.glob("*.sql"))
+
+
+def load_query(name: str, query_dir: Path = QUERY_DIR) -> str:
+    path = query_dir / f"{name}.sql"
+    if not path.is_file():
+        raise UnknownQueryError(f"no query {name!r}; known: {', '.join(query_names(query_dir))}")
+    return path.read_text()
+
+
+def query_params(sql: str) -> dict[str, str]:
+    """Parameter name -> ClickHouse type, as declared in the query text.
+
+    >>> query_params("SELECT {a:UInt32} + {a:UInt32}, {at:DateTime64(6)}")
+    {'a': 'UInt32', 'at': 'DateTime64(6)'}
+    """
+    return {name: type_ for name, type_ in _PARAM.findall(sql)}
+
+
+def run_query(store: Store, name: str, **params: Any) -> pa.Table:
+    """Run library query ``name`` with its parameters; a missing one is named in the error."""
+    sql = load_query(name)
+    missing = sorted(set(query_params(sql)) - set(params))
+    if missing:
+        raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
+    return store.query(sql, params)
