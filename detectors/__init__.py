@@ -1,1 +1,37 @@
+"""Drift, shape, creep and budget detectors: pure numpy/scipy, no I/O.
 
+Every detector follows river's contract (``update(x)``, a ``drift_detected`` flag
+true for exactly one observation, a reset after a detection) and adds
+``update_many(values) -> indices`` for batches.
+"""
+
+from detectors.burn_rate import BurnRate, BurnVerdict, WindowSum
+from detectors.calibration import cusum_thresholds, ewma_limits
+from detectors.categorical import CategoricalShift
+from detectors.composite import Detection, MetricDetector
+from detectors.cusum import CUSUM, cusum_bank_rows, cusum_rows
+from detectors.ewma import EWMA
+from detectors.ks import KSWindow
+from detectors.metrics import METRIC_NAMES, METRICS, METRICS_BY_NAME, Metric
+from detectors.reference import FrozenReference
+
+__all__ = [
+    "CUSUM",
+    "EWMA",
+    "METRICS",
+    "METRICS_BY_NAME",
+    "METRIC_NAMES",
+    "BurnRate",
+    "BurnVerdict",
+    "CategoricalShift",
+    "Detection",
+    "FrozenReference",
+    "KSWindow",
+    "Metric",
+    "MetricDetector",
+    "WindowSum",
+    "cusum_bank_rows",
+    "cusum_rows",
+    "cusum_thresholds",
+    "ewma_limits",
+]

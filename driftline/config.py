@@ -79,7 +79,7 @@ class EmbeddedSettings(_Section):
 class StoreSettings(_Section):
     # Embedded: chdb://RELATIVE/PATH or chdb:///ABSOLUTE/PATH.
     # Server: clickhouse://user@host:8123/db (clickhouses:// for TLS).
-    url: str = "chdb://var/chdb"
+    url: str = "chdb://var/chdb"  # default: embedded.data_dir + "/chdb"
     password_env: str = "CLICKHOUSE_PASSWORD"
     secure: bool = False
     ttl_days: int = Field(90, ge=1, le=3650)
@@ -195,6 +195,32 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
     prices: dict[str, PriceOverride] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_beside_embedded_data(cls, data: Any) -> Any:
+        # With no store.url given, the embedded store lives in embedded.data_dir, so one
+        # setting moves all local state.
+        if not isinstance(data, dict):
+            return data
+        store = data.get("store")
+        if isinstance(store, dict) and "url" in store:
+            return data
+        if isinstance(store, StoreSettings) and "url" in store.model_fields_set:
+            return data
+        embedded = data.get("embedded")
+        if isinstance(embedded, EmbeddedSettings):
+            data_dir = str(embedded.data_dir)
+        elif isinstance(embedded, dict) and embedded.get("data_dir"):
+            data_dir = str(embedded["data_dir"])
+        else:
+            return data
+        url = f"chdb://{data_dir}/chdb"
+        if isinstance(store, StoreSettings):
+            data = {**data, "store": store.model_copy(update={"url": url})}
+        else:
+            data = {**data, "store": {**(store or {}), "url": url}}
+        return data
 
     @model_validator(mode="after")
     def _no_secret_values_in_env_names(self) -> Settings:

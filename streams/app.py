@@ -4,6 +4,7 @@ Topology (DESIGN.md, "Data flow")::
 
     otlp_spans --decode--> llm_spans (partition = murmur2(trace id))   rejects --> otlp_spans_dlq
     llm_spans --assemble--> llm_events (key workflow; events + trace summaries)
+    llm_events, llm_alerts --> storage, monitoring, paging (streams/stages.py)
 
 ``create_app(settings)`` builds the app. Each stage is one ``_add_<stage>`` function
 registering a thin agent that calls pure functions (``streams.normalize``,
@@ -41,6 +42,12 @@ from driftline.config import Settings
 from schemas.event import TRACE_FIELDS, to_wire
 from streams import topics as names
 from streams.kafka import faust_settings
+from streams.stages import (
+    MONITOR_STATE_TABLE,
+    NOTIFIER_LEDGER_TABLE,
+    add_governance,
+    build_state,
+)
 
 __all__ = ["Pipeline", "create_app", "group_by_workflow", "route_by_trace", "target_partition"]
 
@@ -160,6 +167,7 @@ class Pipeline:
     app: faust.App
     topics: Topics
     open_traces: Any  # faust Table: trace id bytes -> TraceAssembler.export_trace(...)
+    tables: dict[str, Any] = field(default_factory=dict)  # every state table, by name
     counters: Counter[str] = field(default_factory=Counter)
     assemblers: dict[int, Any] = field(default_factory=dict)  # llm_spans partition -> assembler
 
@@ -201,9 +209,11 @@ def create_app(
     *,
     bootstrap_servers: str | None = None,
     ready_file: Path | None = None,
+    with_governance: bool = True,
 ) -> Pipeline:
     """The configured app with every stage registered.
 
+    ``with_governance`` adds storage, monitoring and paging (:mod:`streams.stages`).
     ``ready_file`` is written once the first partition assignment has completed
     (tables recovered, agents consuming): ``driftline up`` waits for it.
     """
@@ -217,9 +227,33 @@ def create_app(
         use_partitioner=True,  # written from inside take_events() batches and a timer
         key_type=bytes,  # raw key bytes: the changelog partition is murmur2(trace id)
     )
-    pipeline = Pipeline(settings=settings, app=app, topics=topics, open_traces=open_traces)
+    tables = {
+        OPEN_TRACES_TABLE: open_traces,
+        # workflow bytes -> Monitor.snapshot(workflow): baselines, budgets, open alerts
+        MONITOR_STATE_TABLE: app.Table(
+            MONITOR_STATE_TABLE,
+            default=None,
+            partitions=partitions,
+            use_partitioner=True,
+            key_type=bytes,
+            value_type=bytes,  # raw changelog values
+        ),
+        # dedup key bytes -> {ledger key: last delivered event}: no page twice after a restart
+        NOTIFIER_LEDGER_TABLE: app.Table(
+            NOTIFIER_LEDGER_TABLE,
+            default=None,
+            partitions=partitions,
+            use_partitioner=True,
+            key_type=bytes,
+        ),
+    }
+    pipeline = Pipeline(
+        settings=settings, app=app, topics=topics, open_traces=open_traces, tables=tables
+    )
     _add_decode(pipeline)
     _add_assemble(pipeline)
+    if with_governance:
+        add_governance(pipeline, build_state(pipeline))
     _add_readiness(pipeline, ready_file)
     _add_stats(pipeline)
     return pipeline

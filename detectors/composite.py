@@ -1,0 +1,227 @@
+"""All tests of one metric behind one warm-up: what the monitor runs per (workflow, bundle, metric).
+
+Continuous signals get a CUSUM bank (level), a KS window (shape), an EWMA
+(creep) and a CUSUM on squared standardized values (spread) on one frozen
+reference; counts and rates get a CUSUM on their model's scale; categorical mixes
+a G-test on two windows. The metric's ARL0 is split evenly over its tests.
+
+State bound (float32 samples, ``W`` = warm-up, ``N`` = window): before freezing, a
+``4 W`` byte warm-up buffer; after, a continuous metric holds the warm-up sample
+twice (standardized for calibration, sorted for KS) plus one window,
+``4 (2W + N)`` bytes, a count or rate metric ``4 W`` (only until calibrated);
+plus about 2 KB of Python objects. With the defaults (500, 500): at most 8 KB.
+A categorical metric keeps two windows of int8 codes (``N`` and ``4 N``): 2.5 KB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors._kernels import FloatArray, ewma_filter
+from detectors.categorical import CategoricalShift
+from detectors.cusum import CUSUM
+from detectors.ewma import EWMA
+from detectors.ks import KSWindow
+from detectors.metrics import Kind
+from detectors.reference import FrozenReference
+
+# CUSUM bank (level), KS (shape), EWMA (creep), CUSUM on squares (spread).
+CONTINUOUS_TESTS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    index: int  # into the batch passed to update_many
+    test: str  # "cusum" | "ks" | "ewma" | "g_test"
+    score: float  # statistic / threshold (> 1 at a detection)
+    statistic: float
+    threshold: float
+    baseline_value: float  # on the natural scale
+    current_value: float
+    effect: float  # (current - baseline) in reference standard deviations; JSD if categorical
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricDetector:
+    """The tests of one metric: ``update_many`` returns :class:`Detection` s in index order.
+
+    Parameters
+    ----------
+    kind
+        ``"continuous"`` (values on their natural scale), ``"poisson"``,
+        ``"bernoulli"`` or ``"categorical"`` (labels).
+    warmup
+        Observations frozen as the reference.
+    window
+        Rolling window of the KS and G tests (the G test also runs on ``4 * window``).
+    arl0
+        In-control run length of the metric as a whole, split evenly over its tests.
+    ewma_lam
+        Weight of the newest observation in the creep EWMA.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(11)
+    >>> stream = np.concatenate([rng.normal(6, 0.5, 2000), rng.normal(6.7, 0.5, 500)])
+    >>> det = MetricDetector("continuous", warmup=500, window=500, arl0=1e6)
+    >>> [(d.index, d.test) for d in det.update_many(stream)][:2]
+    [(2015, 'cusum'), (2016, 'ewma')]
+
+    References
+    ----------
+    See :class:`detectors.CUSUM`, :class:`detectors.KSWindow`, :class:`detectors.EWMA`
+    and :class:`detectors.CategoricalShift`.
+    """
+
+    # Slots: thousands of these live per worker, a __dict__ each would double the state.
+    __slots__ = (
+        "_categorical",
+        "_cusum",
+        "_ewma",
+        "_ks",
+        "_n_warm",
+        "_recent_mean",
+        "_spread",
+        "_warm",
+        "arl0",
+        "ewma_lam",
+        "kind",
+        "warmup",
+        "window",
+    )
+
+    def __init__(
+        self,
+        kind: Kind,
+        warmup: int = 500,
+        window: int = 500,
+        arl0: float = 1e6,
+        ewma_lam: float = 0.02,
+    ) -> None:
+        if warmup < 20 or window < 20:
+            raise ValueError("warmup and window must be >= 20 observations")
+        self.kind = kind
+        self.warmup = warmup
+        self.window = window
+        self.arl0 = arl0
+        self.ewma_lam = ewma_lam
+        self._warm = np.zeros(warmup, dtype=np.float32)
+        self._n_warm = 0
+        self._cusum: CUSUM | None = None
+        self._ks: KSWindow | None = None
+        self._ewma: EWMA | None = None
+        self._spread: CUSUM | None = None
+        # A categorical mix is tested on two windows: the short one reacts to large
+        # shifts, the long one (4x) has the power for small ones; the budget is split.
+        self._categorical: tuple[CategoricalShift, ...] | None = None
+        if kind == "categorical":
+            self._categorical = tuple(
+                CategoricalShift(warmup, w, max(1, w // 10), 2.0 * arl0)
+                for w in (window, 4 * window)
+            )
+        # Exponential mean over about one window of the natural-scale value, for evidence.
+        self._recent_mean = 0.0
+
+    @property
+    def frozen(self) -> bool:
+        if self._categorical is not None:
+            return bool(self._categorical[0].categories)
+        return self._cusum is not None
+
+    @property
+    def n_warm(self) -> int:
+        return self._n_warm
+
+    def recent_values(self) -> FloatArray | None:
+        """The latest ``window`` values (natural scale), or ``None`` if fewer were seen.
+
+        During warm-up these are the warm-up values; the canary compares bundles with it.
+        """
+        if self._ks is not None:
+            return self._ks.window_values()
+        if self._cusum is None and self._n_warm >= self.window:
+            return self._warm[self._n_warm - self.window : self._n_warm].astype(np.float64)
+        return None
+
+    def _freeze(self) -> None:
+        values = self._warm.astype(np.float64)
+        assert self.kind != "categorical"
+        ref = FrozenReference.from_values(values, self.kind)
+        tests = CONTINUOUS_TESTS if self.kind == "continuous" else 1
+        share = self.arl0 * tests
+        self._cusum = CUSUM.from_reference(ref, arl0=share)
+        if self.kind == "continuous":
+            self._ks = KSWindow.from_reference(values, ref, self.window, self.window // 5, share)
+            self._ewma = EWMA.from_reference(ref, self.ewma_lam, share)
+            # Spread: a CUSUM on squared standardized values (calibrated on their own
+            # warm-up distribution) sees a variance change long before a KS window does.
+            squares = FrozenReference.from_values(ref.standardize(values) ** 2)
+            self._spread = CUSUM.from_reference(squares, shifts=(1.0,), arl0=share)
+        self._warm = np.zeros(0, dtype=np.float32)
+        self._recent_mean = ref.mean
+
+    def update_many(self, values: FloatArray | list[str]) -> list[Detection]:
+        if self._categorical is not None:
+            return self._update_categorical([str(v) for v in values])
+        x = np.asarray(values, dtype=np.float64)
+        start = 0
+        if self._cusum is None:
+            take = min(self.warmup - self._n_warm, x.shape[0])
+            self._warm[self._n_warm : self._n_warm + take] = x[:take]
+            self._n_warm += take
+            start = take
+            if self._n_warm < self.warmup:
+                return []
+            self._freeze()
+        assert self._cusum is not None
+        rest = x[start:]
+        if not rest.shape[0]:
+            return []
+        found: list[Detection] = []
+        ref = self._cusum.reference
+        assert ref is not None
+        alpha = 2.0 / (self.window + 1.0)
+        recent = ewma_filter(rest, alpha, self._recent_mean)
+        self._recent_mean = float(recent[-1])
+        for i in self._cusum.update_many(rest):
+            ev = self._cusum.last_detection
+            found.append(self._make(start + i, "cusum", ev, recent[i], ref.mean))
+        if self._ks is not None:
+            for i in self._ks.update_many(rest):
+                ev = self._ks.last_detection
+                found.append(self._make(start + i, "ks", ev, recent[i], ref.mean))
+        if self._ewma is not None:
+            for i in self._ewma.update_many(rest):
+                ev = self._ewma.last_detection
+                found.append(self._make(start + i, "ewma", ev, recent[i], ref.mean))
+        if self._spread is not None:
+            for i in self._spread.update_many(ref.standardize(rest) ** 2):
+                ev = self._spread.last_detection
+                found.append(self._make(start + i, "cusum_spread", ev, recent[i], ref.mean))
+        found.sort(key=lambda d: (d.index, d.test))
+        return found
+
+    def _make(
+        self, index: int, test: str, ev: dict[str, Any], current: float, base: float
+    ) -> Detection:
+        stat, thr = float(ev["statistic"]), float(ev["threshold"])
+        assert self._cusum is not None and self._cusum.reference is not None
+        effect = (float(current) - base) / self._cusum.reference.scale
+        return Detection(
+            index, test, abs(stat) / thr, stat, thr, base, float(current), effect, dict(ev)
+        )
+
+    def _update_categorical(self, values: list[str]) -> list[Detection]:
+        assert self._categorical is not None
+        found = []
+        for det in self._categorical:
+            for i in det.update_many(values):
+                ev = det.last_detection
+                stat, thr = float(ev["statistic"]), float(ev["threshold"])
+                js = float(ev["jensen_shannon"])
+                found.append(Detection(i, "g_test", stat / thr, stat, thr, 0.0, js, js, dict(ev)))
+        found.sort(key=lambda d: (d.index, -d.score))
+        return found

@@ -1,0 +1,71 @@
+"""Finish-reason mix detector: exact index, pooled categories, budget, range checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import CategoricalShift
+from detectors.categorical import OTHER, g_statistic, jensen_shannon
+
+REASONS = ["stop", "length", "tool_calls"]
+
+
+def mix(seed: int, p_after: list[float]) -> list[str]:
+    rng = np.random.default_rng(seed)
+    before = rng.choice(REASONS, 1500, p=[0.9, 0.07, 0.03])
+    after = rng.choice(REASONS, 1500, p=p_after)
+    return [str(x) for x in (*before, *after)]
+
+
+def test_detects_mix_shift_at_known_index() -> None:
+    det = CategoricalShift(warmup=500, window=500, stride=50, arl0=1e5)
+    assert det.update_many(mix(5, [0.8, 0.17, 0.03]))[:1] == [2299]
+    assert (
+        det.last_detection["window_mix"]["length"] > det.last_detection["reference_mix"]["length"]
+    )
+
+
+def test_unseen_categories_pool_into_other() -> None:
+    det = CategoricalShift(warmup=20, window=20, stride=5, arl0=1e4, max_categories=3)
+    det.update_many(["stop"] * 15 + ["length"] * 4 + ["tool_calls"])
+    assert det.categories == ["stop", "length", OTHER]
+    found = det.update_many(["content_filter"] * 20)
+    assert found == [19]
+
+
+def test_statistics() -> None:
+    assert g_statistic(np.array([90.0, 10.0]), np.array([50.0, 50.0])) > 30
+    assert jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"warmup": 1}, "warmup"),
+        ({"window": 5}, "window"),
+        ({"stride": 0}, "stride"),
+        ({"arl0": 10}, "arl0"),
+        ({"max_categories": 1}, "max_categories"),
+    ],
+)
+def test_constructor_arguments_are_range_checked(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CategoricalShift(**kwargs)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_stationary_mix_stays_within_false_alarm_budget(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = [str(x) for x in rng.choice(REASONS, 20_500, p=[0.9, 0.07, 0.03])]
+    assert len(CategoricalShift(500, 500, 50, 1e6).update_many(labels)) <= 1
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_large_mix_shift_is_detected(seed: int) -> None:
+    found = CategoricalShift(500, 500, 50, 1e6).update_many(mix(seed, [0.5, 0.4, 0.1]))
+    assert found and 1500 <= found[0] < 1800

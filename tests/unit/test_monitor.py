@@ -1,0 +1,206 @@
+"""The monitor engine: alert lifecycle, budgets, routing, canary, snapshot/restore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftline.config import AlertSettings, DetectorSettings, Settings
+from schemas.alert import TRANSITION_FIELD_NAMES
+from schemas.event import EVENT_FIELDS, TRACE_FIELDS, from_wire
+from streams.monitor import Monitor, SnapshotError
+
+T0 = 1_700_000_000_000_000
+S = 1_000_000
+
+
+def event(i: int, ts: int, tokens: float, **fields: Any) -> dict[str, Any]:
+    e = from_wire({}, EVENT_FIELDS)
+    e.update(
+        trace_id=f"t{i}",
+        span_id=f"s{i}",
+        start_ts=ts - 1000,
+        end_ts=ts,
+        workflow="chat",
+        bundle_id="b1",
+        input_tokens=int(tokens),
+        output_tokens=int(tokens) // 4,
+        latency_ms=2.0 * tokens,
+        finish_reason="stop",
+        response_model="gpt-4o",
+    )
+    e.update(fields)
+    return e
+
+
+def settings(metrics: list[str] | None = None, hold_s: float = 300.0, **workflows: Any) -> Settings:
+    return Settings(
+        detectors=DetectorSettings(warmup_events=200, window_events=100, enabled_metrics=metrics),
+        alerts=AlertSettings(hold_down_s=hold_s),
+        workflows=workflows,
+    )
+
+
+def token_stream(seed: int, n: int, shift_at: int, shift_end: int, factor: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tokens = np.exp(rng.normal(np.log(400), 0.5, n))
+    tokens[shift_at:shift_end] *= factor
+    return tokens
+
+
+def run(monitor: Monitor, events: list[dict], batch: int = 97) -> list[dict]:
+    out: list[dict] = []
+    for start in range(0, len(events), batch):
+        out.extend(monitor.process(events[start : start + batch], []))
+    return out
+
+
+def of(transitions: list[dict], key_part: str) -> list[dict]:
+    return [t for t in transitions if key_part in t["dedup_key"]]
+
+
+def test_drift_opens_once_updates_and_resolves_after_hold_down() -> None:
+    tokens = token_stream(0, 3000, 1000, 1600, 2.0)
+    events = [event(i, T0 + i * S, t) for i, t in enumerate(tokens)]
+    out = run(Monitor(settings(["input_tokens"])), events)
+    drift = of(out, "drift/chat/input_tokens/b1")
+    kinds = [t["transition"] for t in drift]
+    assert kinds[0] == "open" and kinds[-1] == "resolve"
+    assert kinds.count("open") == 1 and kinds.count("resolve") == 1
+    opened, resolved = drift[0], drift[-1]
+    assert T0 + 1000 * S <= opened["event_ts"] < T0 + 1040 * S  # x2: found within 40 events
+    assert opened["severity"] == "error" and opened["current_value"] > opened["baseline_value"]
+    assert resolved["alert_id"] == opened["alert_id"]
+    # Hits that change nothing material are not published; the record keeps the last one.
+    last_hit = resolved["evidence"]["window_end"]
+    assert last_hit >= max(t["event_ts"] for t in drift[:-1])
+    assert resolved["resolved_at"] == resolved["event_ts"] == last_hit + 300 * S
+    assert T0 + 1500 * S <= last_hit < T0 + 1800 * S  # the shift lasts until 1600
+    assert [t["event_ts"] for t in out] == sorted(t["event_ts"] for t in out)
+
+
+def test_alert_record_carries_design_fields_and_links() -> None:
+    tokens = token_stream(0, 1300, 1000, 1300, 2.0)
+    out = run(
+        Monitor(settings(["input_tokens"])), [event(i, T0 + i * S, t) for i, t in enumerate(tokens)]
+    )
+    record = out[0]
+    assert set(TRANSITION_FIELD_NAMES) <= set(record)
+    assert record["runbook_url"] == "https://runbooks.example.com/driftline/drift/input_tokens"
+    assert record["dashboard_url"].startswith(
+        "http://localhost:3000/d/driftline-drift?var-workflow=chat&from="
+    )
+    ev = record["evidence"]
+    assert ev["window_start"] < ev["window_end"] == record["event_ts"]
+    assert ev["reference_events"] == 200 and ev["window_events"] == 100
+    assert ev["test"] in {"cusum", "ks", "ewma"} and ev["threshold"] == record["threshold"]
+
+
+def test_stationary_traffic_raises_no_drift_alert() -> None:
+    tokens = token_stream(5, 6000, 6000, 6000, 1.0)
+    out = run(Monitor(settings()), [event(i, T0 + i * S, t) for i, t in enumerate(tokens)])
+    assert out == []
+
+
+def test_budget_hovering_at_threshold_does_not_flap() -> None:
+    cfg = settings(["input_tokens"], chat={"budgets": {"max_tokens_per_request": 5000}})
+    monitor = Monitor(cfg)
+    # input + output tokens alternate just above and below the 5,000 ceiling every 10 s.
+    events = [event(i, T0 + i * 10 * S, 4010 if i % 2 else 3990) for i in range(200)]
+    events += [event(200 + i, T0 + (2000 + i * 10) * S, 3000) for i in range(100)]
+    out = of(run(monitor, events), "budget/chat/tokens_per_request")
+    assert [t["transition"] for t in out] == ["open", "resolve"]
+    assert out[1]["event_ts"] == T0 + 1990 * S + 300 * S  # last breach + hold-down
+
+
+def test_snapshot_restore_continues_identically() -> None:
+    cfg = settings(["input_tokens", "latency"], chat={"budgets": {"max_tokens_per_request": 4000}})
+    tokens = token_stream(3, 2400, 1200, 1800, 1.6)
+    events = [event(i, T0 + i * S, t) for i, t in enumerate(tokens)]
+    whole = run(Monitor(cfg), events, batch=100)
+
+    first = Monitor(cfg)
+    before = run(first, events[:1300], batch=100)
+    snapshots = {wf: first.snapshot(wf) for wf in first.dirty_workflows()}
+    second = Monitor(cfg)
+    for wf, blob in snapshots.items():
+        second.restore(wf, blob)
+    after = run(second, events[1300:], batch=100)
+    assert before + after == whole
+    assert any(t["transition"] == "open" for t in before)  # an alert was open across the restart
+    assert len(of(whole, "drift/chat/input_tokens")) >= 2
+
+
+def test_routing_shadow_model_and_ghost_bundle() -> None:
+    cfg = settings(
+        ["input_tokens"], chat={"allowed_models": ["gpt-4o"], "registered_bundles": ["b1"]}
+    )
+    events = [
+        event(0, T0, 400),
+        event(1, T0 + S, 400, response_model="gpt-4o-mini"),
+        event(2, T0 + 2 * S, 400, bundle_id="b9"),
+    ]
+    out = Monitor(cfg).process(events, [])
+    opened = {(t["metric"], t["bundle_id"], t["severity"]) for t in out}
+    assert opened == {("unallowed_model", "b1", "critical"), ("unregistered_bundle", "b9", "error")}
+    assert out[0]["evidence"]["model"] == "gpt-4o-mini"
+
+
+def test_burn_rate_alert_on_monthly_cost() -> None:
+    cfg = settings(["input_tokens"], chat={"budgets": {"monthly_cost_usd": 720.0}})
+    events = [event(i, T0 + i * 60 * S, 400, cost_usd=0.5) for i in range(61)]
+    out = of(run(Monitor(cfg), events), "cost_burn_rate")
+    assert out[0]["transition"] == "open" and out[0]["severity"] == "critical"
+    assert out[0]["evidence"]["short_window_s"] == 300.0
+
+
+def test_tenant_window_budget_and_trace_limits() -> None:
+    cfg = settings(
+        ["input_tokens"],
+        chat={
+            "budgets": {"max_loop_depth": 3, "max_amplification": 5.0},
+            "tenants": {"acme": {"tokens_per_window": 3000, "window_s": 600}},
+        },
+    )
+    events = [event(i, T0 + i * S, 400, tenant="acme") for i in range(10)]
+    trace = from_wire({}, TRACE_FIELDS) | {
+        "trace_id": "t1",
+        "workflow": "chat",
+        "end_ts": T0 + 20 * S,
+        "max_loop_depth": 7,
+        "amplification": 9.0,
+    }
+    out = Monitor(cfg).process(events, [trace])
+    metrics = {t["metric"] for t in out if t["transition"] == "open"}
+    assert metrics == {"tokens_per_window[tenant=acme]", "loop_depth", "amplification"}
+
+
+def test_canary_compares_two_bundles_serving_at_once() -> None:
+    rng = np.random.default_rng(9)
+    events = []
+    for i in range(600):
+        b1 = float(np.exp(rng.normal(np.log(400), 0.5)))
+        b2 = float(np.exp(rng.normal(np.log(400 * 1.8), 0.5)))
+        events.append(event(2 * i, T0 + i * S, b1))
+        events.append(event(2 * i + 1, T0 + i * S + 1, b2, bundle_id="b2"))
+    out = run(Monitor(settings(["input_tokens"])), events)
+    canary = of(out, "drift/chat/input_tokens:canary/b2")
+    assert canary and canary[0]["evidence"]["baseline_bundle_id"] == "b1"
+    assert canary[0]["event_ts"] < T0 + 200 * S  # before b2 even has its own baseline
+
+
+def test_dirty_workflows_and_bad_snapshots() -> None:
+    monitor = Monitor(settings(["input_tokens"]))
+    monitor.process([event(0, T0, 400), event(1, T0, 400, workflow="other")], [])
+    assert monitor.dirty_workflows() == {"chat", "other"}
+    assert monitor.dirty_workflows() == set()
+    assert monitor.workflows() == ["chat", "other"]
+    with pytest.raises(SnapshotError, match="delete it"):
+        monitor.restore("chat", b"not a snapshot")
+
+
+def test_unknown_metric_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="enabled_metrics"):
+        Monitor(settings(["tokens_in"]))
