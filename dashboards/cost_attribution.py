@@ -30,8 +30,8 @@ FAST_BURN: Final = 14.4
 SLOW_BURN: Final = 6.0
 _MONTH_S: Final = 30 * 86400
 
-_MODEL_WHERE: Final = where("minute", WORKFLOW, MODEL)
-_WORKFLOW_WHERE: Final = where("minute", WORKFLOW)
+_MODEL_WHERE: Final = where("minute", ENVIRONMENT, WORKFLOW, MODEL)
+_WORKFLOW_WHERE: Final = where("minute", ENVIRONMENT, WORKFLOW)
 
 
 def budgets_literal(budgets: Mapping[str, float]) -> str:
@@ -66,7 +66,7 @@ def _burn_rate_sql(budgets: Mapping[str, float]) -> str:
         SELECT minute, workflow, sum(cost_usd) AS cost_usd
         FROM driftline.rollup_model_1m
         WHERE minute >= $__fromTime - INTERVAL 6 HOUR AND minute <= $__toTime
-          AND {condition(WORKFLOW)} AND {condition(MODEL)}
+          AND {condition(ENVIRONMENT)} AND {condition(WORKFLOW)} AND {condition(MODEL)}
         GROUP BY minute, workflow
     ),
     trailing AS

@@ -1,8 +1,8 @@
 """SRE overview: traffic, latency, TTFT, KV-cache pressure, retries, errors, open alerts.
 
 Everything but KV-cache pressure and the alert panels reads ``rollup_model_1m`` (per minute,
-workflow and model), so the workflow and model filters apply; the rollups carry no
-environment, so the environment filter applies to the raw-row panels only.
+workflow, model and environment), so every filter applies; the alert panels filter by
+workflow only (alerts carry no environment or model).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ UID: Final = "driftline-sre"
 TITLE: Final = "driftline / SRE overview"
 
 _ROLLUP: Final = "driftline.rollup_model_1m"
-_ROLLUP_WHERE: Final = where("minute", WORKFLOW, MODEL)
+_ROLLUP_WHERE: Final = where("minute", ENVIRONMENT, WORKFLOW, MODEL)
 _RAW_WHERE: Final = where("start_ts", ENVIRONMENT, WORKFLOW, MODEL)
 _SEVERITY_RANK: Final = "indexOf([" + ", ".join(f"'{s}'" for s in SEVERITIES) + "], severity)"
 

@@ -4,9 +4,10 @@
 All. A panel filters on one only through :func:`condition`, which wraps the condition in
 ``$__conditionalAll`` so that All costs nothing (``1=1``) instead of a long ``IN`` list.
 
-Not every table carries every dimension: the per-minute rollups have no ``environment``, and
-only ``rollup_model_1m`` has ``model``. Each panel applies the filters its table supports
-(:data:`ROLLUP_FILTERS` and friends) and says so in its description.
+Not every table carries every dimension: every per-minute rollup has ``environment`` and
+``workflow`` (schemas/ddl/0003), only ``rollup_model_1m`` has ``model``, and the alert tables
+have neither environment nor model. Each panel applies the filters its table supports and says
+so in its description when one does not apply.
 
 >>> condition("workflow")
 '$__conditionalAll(workflow IN (${workflow:singlequote}), $workflow)'
@@ -35,16 +36,19 @@ FILTER_VARIABLES: Final = (ENVIRONMENT, WORKFLOW, MODEL)
 # The queries behind the drop-downs; they are panel-like SQL and are tested the same way.
 VARIABLE_QUERIES: Final[dict[str, str]] = {
     ENVIRONMENT: (
-        "SELECT DISTINCT environment FROM driftline.llm_traces"
-        " WHERE $__timeFilter(start_ts) ORDER BY environment"
+        "SELECT DISTINCT environment FROM driftline.rollup_workflow_1m"
+        " WHERE $__timeFilter(minute) ORDER BY environment"
     ),
     WORKFLOW: (
         "SELECT DISTINCT workflow FROM driftline.rollup_workflow_1m"
-        " WHERE $__timeFilter(minute) ORDER BY workflow"
+        " WHERE $__timeFilter(minute) AND "
+        "$__conditionalAll(environment IN (${environment:singlequote}), $environment)"
+        " ORDER BY workflow"
     ),
     MODEL: (
         "SELECT DISTINCT model FROM driftline.rollup_model_1m"
         " WHERE $__timeFilter(minute) AND "
+        "$__conditionalAll(environment IN (${environment:singlequote}), $environment) AND "
         "$__conditionalAll(workflow IN (${workflow:singlequote}), $workflow) ORDER BY model"
     ),
 }
@@ -79,7 +83,7 @@ def _query_variable(name: str, label: str) -> dash.QueryVariable:
 
 
 def filter_variables() -> list[dash.QueryVariable]:
-    """environment, workflow (which narrows model), model."""
+    """environment (which narrows workflow and model), workflow (which narrows model), model."""
     return [
         _query_variable(ENVIRONMENT, "Environment"),
         _query_variable(WORKFLOW, "Workflow"),

@@ -21,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     source = config_path(args.config)
-    print(
-        f"# configuration OK (file: {source or 'none, defaults'}; secrets come from the environment)"
-    )
+    origin = source or "none, defaults"
+    print(f"# configuration OK (file: {origin}; secrets come from the environment)")
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
     return 0

@@ -1,7 +1,9 @@
 -- Per-minute traffic, cost and latency percentiles of each workflow over [from, to), from the
 -- rollup the dashboards read (exact counts and sums; t-digest latency percentiles). `time` is a
 -- DateTime64 so that Arrow clients get a timestamp, not seconds.
--- Params: from, to (DateTime64(6), UTC).
+-- Params: from, to (DateTime64(6), UTC); environments (Array(String)): the environments to
+-- count, [] for all.
+-- Default: environments = []
 SELECT
     toDateTime64(minute, 0, 'UTC') AS time,
     workflow,
@@ -13,5 +15,6 @@ SELECT
     quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_ms_q) AS latency_ms_p50_p95_p99
 FROM driftline.rollup_workflow_1m
 WHERE minute >= toStartOfMinute({from:DateTime64(6)}) AND minute < {to:DateTime64(6)}
+  AND (empty({environments:Array(String)}) OR has({environments:Array(String)}, environment))
 GROUP BY time, workflow
 ORDER BY time, workflow

@@ -92,9 +92,10 @@ def test_selection_narrows_the_result(store: ChdbStore) -> None:
 
 
 def test_variable_queries(store: ChdbStore) -> None:
-    values = {name: store.query(expand(sql, RANGE, {"workflow": [ALL]})).column(0).to_pylist()
+    values = {name: store.query(expand(sql, RANGE, {"environment": [ALL], "workflow": [ALL]}))
+              .column(0).to_pylist()
               for name, sql in VARIABLE_QUERIES.items()}
-    assert values["environment"] == ["prod"]
+    assert values["environment"] == ["prod", dashboard_data.STAGING]
     assert "support-chat" in values["workflow"] and "llama-3.1-8b" in values["model"]
 
 
@@ -124,3 +125,29 @@ def test_a_panel_with_a_missing_column_or_table_fails(store: ChdbStore, bad_sql:
     panel = PanelSpec("bad", "timeseries", bad_sql, ("time", "workflow", "v"), labels=("workflow",))
     with pytest.raises(StoreQueryError):
         check(store, panel, default_variables())
+
+
+@pytest.mark.parametrize(
+    ("uid", "title"),
+    [("driftline-cost", "Spend"), ("driftline-cost", "Spend by tenant"),
+     ("driftline-cost", "Spend by route"), ("driftline-sre", "Requests")],
+)
+def test_environment_filter_reaches_the_rollups(store: ChdbStore, uid: str, title: str) -> None:
+    panel = panels_by_title(next(s for s in SPECS if s.uid == uid))[title]
+    value = panel.value_columns[-1] if panel.kind == "timeseries" else panel.columns[0]
+    raw = {
+        r["environment"]: r for r in store.query(
+            "SELECT environment, count() AS requests, sum(ifNull(cost_usd, 0)) AS spend_usd"
+            " FROM driftline.llm_requests"
+            " WHERE toStartOfMinute(start_ts) BETWEEN {a:DateTime64(6)} AND {b:DateTime64(6)}"
+            " GROUP BY environment",
+            {"a": RANGE.start, "b": RANGE.end},
+        ).to_pylist()
+    }
+    assert set(raw) == {"prod", dashboard_data.STAGING}
+    for environment, expected in raw.items():
+        rows = store.query(expand(panel.sql, RANGE, {**default_variables(),
+                                                     "environment": [environment]}))
+        total = sum(rows.column(value).to_pylist())
+        want = expected["requests"] if value == "requests" else expected["spend_usd"]
+        assert total == pytest.approx(want, rel=1e-9), environment

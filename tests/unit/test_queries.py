@@ -103,7 +103,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore]:
 
 def _rows(store: ChdbStore, name: str, **extra: Any) -> pa.Table:
     params = {**WINDOW, **extra}
-    return run_query(store, name, **{k: params[k] for k in query_params(load_query(name))})
+    return run_query(store, name, **{k: params[k] for k in query_params(load_query(name))
+                                     if k in params})
 
 
 def _by(rows: Any, key: str, value: str = "spend_usd") -> dict[Any, Any]:
@@ -227,3 +228,14 @@ def test_every_query_is_covered_and_unchanged_by_redelivery(loaded: ChdbStore) -
     _load(loaded, offset=1000)  # the whole stream again, from other offsets
     after = {name: _rows(loaded, name, **extra).to_pylist() for name in tested}
     assert after == before
+
+
+def test_rollup_queries_filter_environments(loaded: ChdbStore) -> None:
+    # Every event of the data set is in "prod"; [] (the default) means every environment.
+    for name in ("rollup_workflow_minutely", "rollup_cost_by_model_hourly",
+                 "rollup_tenant_daily", "rollup_route_latency"):
+        everything = _rows(loaded, name).to_pylist()
+        assert everything
+        assert _rows(loaded, name, environments=[]).to_pylist() == everything
+        assert _rows(loaded, name, environments=["prod", "dev"]).to_pylist() == everything
+        assert _rows(loaded, name, environments=["staging"]).num_rows == 0

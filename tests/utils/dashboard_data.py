@@ -2,7 +2,8 @@
 
 Two hours of seeded traffic (tests.utils.events) written through the real sink, with a canary
 bundle (prompt ``p4``) taking part of ``support-chat`` in the second hour and answering longer,
-KV-cache usage on the vLLM-served model, alert transitions (a drift alert still open, a budget
+KV-cache usage on the vLLM-served model, a share of the traces in a second environment
+(``staging``, so that the environment filter has something to narrow), alert transitions (a drift alert still open, a budget
 alert opened and resolved), frozen baseline snapshots computed from the first hour, and model
 prices for the cache-savings panel.
 """
@@ -32,6 +33,8 @@ SPAN = timedelta(hours=2)
 END = START + SPAN
 CANARY_WORKFLOW = "support-chat"
 CANARY_PROMPT = "p4"
+STAGING = "staging"
+STAGING_SHARE = 0.15  # of the traces; the rest stay in "prod"
 # Monthly USD: close to what the traffic spends, so burn rates hover around 1.
 BUDGETS = {
     "support-chat": 800.0, "code-review": 1500.0, "doc-summarize": 1500.0, "rag-search": 200.0
@@ -73,7 +76,13 @@ def traffic(n_traces: int = 1500, seed: int = 7) -> tuple[Records, Records]:
         if e["workflow"] == CANARY_WORKFLOW and e["parent_span_id"] == ""
         and e["start_ts"] >= half_us and rng.random() < 0.4
     }
+    staging_rng = random.Random(seed + 2)
+    staging_traces = {
+        t for t in sorted({e["trace_id"] for e in events}) if staging_rng.random() < STAGING_SHARE
+    }
     for e in events:
+        if e["trace_id"] in staging_traces:
+            e["environment"] = STAGING
         if e["trace_id"] in canary_traces:
             e["prompt_version"] = CANARY_PROMPT
             e["output_tokens"] = int(e["output_tokens"] * 1.8)
