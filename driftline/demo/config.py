@@ -1,0 +1,106 @@
+"""The demo's ``driftline.toml``, written into its data directory at start.
+
+Tuned so a two-minute run shows every scripted incident: small warm-up and windows (the
+baselines are ready within about 15 s at the demo's traffic rate), a short hold-down (an
+alert resolves about 20 s after its incident ends), every model each simulated workflow
+may use listed as allowed, and budgets placed well above normal traffic but below the
+incidents (normal agent-planner spend is about 7-8 USD a minute at 50 requests/s, at most
+16.3 over two minutes in a 30-minute simulation; a runaway spends about 50 a minute).
+
+The cost window is two minutes, not one: budget windows are summed in calendar-minute
+buckets and a long agent trace's calls carry their own (earlier) times, so a one-minute
+window sees a runaway late when it starts near a minute boundary.
+
+The file is an ordinary configuration: ``driftline --config <data-dir>/driftline.toml sql``
+or ``report`` read the demo's store with it after the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final
+
+from driftline.simulator.workflows import agent_planner, batch_summarizer, rag_search, support_chat
+
+CONFIG_NAME: Final = "driftline.toml"
+RATE_PER_S: Final = 50.0
+HOLD_DOWN_S: Final = 20.0
+WARMUP_EVENTS: Final = 250
+WINDOW_EVENTS: Final = 150
+BATCH_SECONDS: Final = 1.0
+TRACE_GRACE_S: Final = 1.0
+AGENT_COST_WINDOW_S: Final = 120
+AGENT_COST_PER_WINDOW_USD: Final = 20.0
+RAG_MAX_RETRIES: Final = 2
+
+
+def allowed_models() -> dict[str, list[str]]:
+    """Per workflow, the approved models under both names the providers answer with
+    (``gpt-4o-mini`` is answered as ``gpt-4o-mini-2024-07-18``)."""
+    out = {}
+    for module in (support_chat, rag_search, agent_planner, batch_summarizer):
+        snapshots: dict[str, str] = getattr(module, "SNAPSHOTS", {})
+        names = list(module.APPROVED_MODELS)
+        names += [snapshots[m] for m in module.APPROVED_MODELS if m in snapshots]
+        out[module.NAME] = names
+    return out
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def demo_config_text(data_dir: Path, consumer_group: str = "driftline-demo") -> str:
+    allowed = allowed_models()
+    workflows = "\n".join(
+        f'[workflows."{name}"]\nallowed_models = {_toml_list(models)}\n'
+        for name, models in allowed.items()
+    )
+    return f"""# Written by `driftline demo`; a fresh copy at every run.
+
+[kafka]
+partitions = 4
+consumer_group = "{consumer_group}"
+
+[collector]
+grpc_port = 0  # free ports: the demo may run beside another stack
+http_port = 0
+batch_timeout_ms = 100
+
+[embedded]
+data_dir = {json.dumps(str(data_dir))}
+start_timeout_s = 60
+
+[store]
+batch_seconds = {BATCH_SECONDS}
+
+[streams]
+trace_grace_s = {TRACE_GRACE_S}
+trace_timeout_s = 10
+batch_max_wait_s = 0.2
+
+[detectors]
+warmup_events = {WARMUP_EVENTS}
+window_events = {WINDOW_EVENTS}
+# Every model a workflow calls is its own bundle: keep them all.
+max_bundles_per_workflow = 8
+canary_active_s = 60
+
+[alerts]
+hold_down_s = {HOLD_DOWN_S}
+
+{workflows}
+[workflows."rag-search".budgets]
+max_retries_per_request = {RAG_MAX_RETRIES}
+
+[workflows."agent-planner".budgets]
+cost_usd_per_window = {AGENT_COST_PER_WINDOW_USD}
+window_s = {AGENT_COST_WINDOW_S}
+"""
+
+
+def write_demo_config(data_dir: Path, consumer_group: str = "driftline-demo") -> Path:
+    path = data_dir / CONFIG_NAME
+    path.write_text(demo_config_text(data_dir, consumer_group))
+    return path
