@@ -8,6 +8,13 @@ with ``--updates``), in event-time order. The same input always gives the same b
 An alert still open when the recording ends stays open: no resolve is invented.
 Events go through the monitor in event-time batches of ``BATCH_EVENTS``; the stream
 batches differently, which can move a canary comparison by a few events.
+
+With ``--notify`` the printed transitions are then sent through the stream's notifier
+and routing (``[pagerduty]`` config; with no routes, ``$PAGERDUTY_ROUTING_KEY`` to
+``$PAGERDUTY_EVENTS_URL``), paced by the rate limit but never by event time. stdout
+stays the NDJSON alerts; a summary of delivery outcomes goes to stderr (targets as
+route@host, never a routing key). Exit 1 when a delivery failed for good (rejected or
+gave up), 2 when a route's secret is not set (nothing is sent then).
 """
 
 from __future__ import annotations
@@ -17,14 +24,17 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from driftline.config import ConfigError, Settings, load_settings
 from schemas.alert import TRANSITION_FIELDS
 from schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
 from streams.monitor import Monitor, event_time
+from streams.notifier import replay as notify
 
 BATCH_EVENTS = 2048
+EXIT_DELIVERY_FAILED: Final = 1
+EXIT_USAGE: Final = 2
 
 
 class ReplayInputError(ValueError):
@@ -42,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--updates", action="store_true", help="also print 'update' transitions of open alerts"
+    )
+    parser.add_argument(
+        "--notify",
+        action="store_true",
+        help="also send the alerts through the configured PagerDuty/webhook routing "
+        "(no routes configured: $PAGERDUTY_ROUTING_KEY to $PAGERDUTY_EVENTS_URL)",
     )
 
 
@@ -101,18 +117,55 @@ def to_json_line(record: dict) -> str:
     return json.dumps(to_wire(record, TRANSITION_FIELDS), sort_keys=False, separators=(",", ":"))
 
 
+def notify_alerts(
+    records: list[dict],
+    settings: Settings,
+    *,
+    stderr: TextIO | None = None,
+    environ: dict[str, str] | None = None,
+    **notifier_options: Any,
+) -> int:
+    """Send replayed transitions through the notifier; report on ``stderr``; exit code.
+
+    ``notifier_options`` reach :class:`streams.notifier.Notifier` (tests inject
+    ``clock`` and ``sleep`` there to check pacing without waiting).
+    """
+    err = stderr or sys.stderr
+    problems = notify.missing_secrets(records, settings.pagerduty, environ=environ)
+    if problems:
+        for problem in problems:
+            print(f"driftline replay --notify: {problem}", file=err)
+        print("driftline replay --notify: nothing sent", file=err)
+        return EXIT_USAGE
+    deliveries = notify.notify_sync(
+        records, settings.pagerduty, environ=environ, **notifier_options
+    )
+    for failed in notify.failures(deliveries):
+        print(
+            f"driftline replay --notify: {failed['event_action']} {failed['dedup_key']} "
+            f"to {failed['target']}: {failed['outcome']}: {failed['error']}",
+            file=err,
+        )
+    print(f"driftline replay --notify: {notify.summary(deliveries, len(records))}", file=err)
+    return EXIT_DELIVERY_FAILED if notify.failures(deliveries) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.replay_config or args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         events = read_ndjson(args.events, EVENT_FIELDS)
         traces = read_ndjson(args.traces, TRACE_FIELDS) if args.traces else []
     except (OSError, ReplayInputError) as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
-        return 2
-    for record in replay(settings, events, traces, include_updates=args.updates):
+        return EXIT_USAGE
+    records = replay(settings, events, traces, include_updates=args.updates)
+    for record in records:
         sys.stdout.write(to_json_line(record) + "\n")
-    return 0
+    if not getattr(args, "notify", False):
+        return 0
+    sys.stdout.flush()  # alerts are out before the (paced) deliveries start
+    return notify_alerts(records, settings)

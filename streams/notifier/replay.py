@@ -2,17 +2,23 @@
 
 Replay sends through the real routes so an operator can test routing against a
 staging service before enabling paging. Deliveries are paced by the rate limit
-on the wall clock; event time is never slept through.
+on the wall clock; event time is never slept through: alerts recorded hours apart
+leave as fast as the rate limit allows.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from driftline.config import PagerDutySettings
+from streams.notifier import records
 from streams.notifier.delivery import Notifier
+from streams.notifier.routing import MissingSecretError, Router
+
+# Outcomes that mean an alert did not reach a destination it was routed to.
+FAILED_OUTCOMES: Final = frozenset({records.FAILED_PERMANENT, records.GAVE_UP})
 
 
 def as_transitions(alerts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -34,6 +40,37 @@ def as_transitions(alerts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _settings(settings: PagerDutySettings | None) -> PagerDutySettings:
+    return settings if settings is not None else PagerDutySettings.model_validate({})
+
+
+def missing_secrets(
+    alerts: Iterable[Mapping[str, Any]],
+    settings: PagerDutySettings | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """What stops a route that some of ``alerts`` would go to, one message per route.
+
+    Checked before sending so a forgotten ``export PAGERDUTY_ROUTING_KEY=...`` fails
+    once with a clear message instead of once per alert.
+
+    >>> missing_secrets([{"workflow": "w", "severity": "error"}], environ={})
+    ['route default: environment variable PAGERDUTY_ROUTING_KEY is not set; export the PagerDuty integration (routing) key in it']
+    """  # noqa: E501
+    router = Router.from_settings(_settings(settings), environ)
+    used = {route for alert in as_transitions(alerts) for route in router.match(alert)}
+    problems = []
+    for route in router.routes:
+        if route not in used:
+            continue
+        try:
+            router.destination(route)
+        except MissingSecretError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def notify_sync(
     alerts: Iterable[Mapping[str, Any]],
     settings: PagerDutySettings | None = None,
@@ -41,15 +78,46 @@ def notify_sync(
     environ: Mapping[str, str] | None = None,
     **notifier_options: Any,
 ) -> list[dict[str, Any]]:
-    """Deliver replayed alerts; returns one delivery record per attempt or decision."""
-    notifier = Notifier.from_settings(
-        settings if settings is not None else PagerDutySettings.model_validate({}),
-        environ=environ,
-        **notifier_options,
-    )
+    """Deliver replayed alerts; returns one delivery record per attempt or decision.
+
+    ``notifier_options`` go to :class:`Notifier` (``clock``, ``sleep``, ``retry``,
+    ``burst``, ...); the rate limit defaults to ``settings.max_events_per_minute``.
+    """
+    notifier = Notifier.from_settings(_settings(settings), environ=environ, **notifier_options)
     return notifier.deliver_sync(as_transitions(alerts))
 
 
 def outcome_counts(delivery_records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Final outcomes by name, for the one-line summary replay prints to stderr."""
     return dict(Counter(str(r["outcome"]) for r in delivery_records if r["outcome"] != "retrying"))
+
+
+def failures(delivery_records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The records of deliveries that failed for good (rejected, or gave up retrying)."""
+    return [dict(r) for r in delivery_records if r["outcome"] in FAILED_OUTCOMES]
+
+
+def summary(delivery_records: Iterable[Mapping[str, Any]], transitions: int) -> str:
+    """One line for stderr: outcome counts and the targets (route@host, never a key).
+
+    >>> summary([{"outcome": "retrying", "target": "default@pd"},
+    ...          {"outcome": "delivered", "target": "default@pd"}], 1)
+    'notified 1 alert transitions: delivered=1 (targets: default@pd)'
+    """
+    rows = list(delivery_records)
+    counts = outcome_counts(rows)
+    outcome_text = " ".join(f"{name}={counts[name]}" for name in sorted(counts)) or "nothing sent"
+    targets = sorted({str(r["target"]) for r in rows if r.get("target")})
+    where = f" (targets: {', '.join(targets)})" if targets else ""
+    return f"notified {transitions} alert transitions: {outcome_text}{where}"
+
+
+__all__ = [
+    "FAILED_OUTCOMES",
+    "as_transitions",
+    "failures",
+    "missing_secrets",
+    "notify_sync",
+    "outcome_counts",
+    "summary",
+]

@@ -1,0 +1,235 @@
+"""Alert latency from span end to the PagerDuty receiver, through the whole embedded stack.
+
+Starts tansu, rotel and the worker (chdb store, notifier), and a real local HTTP receiver
+standing in for the Events API v2 (``PAGERDUTY_ROUTING_KEY`` / ``PAGERDUTY_EVENTS_URL``
+in the worker's environment). The simulator sends support-chat traffic in realtime at a
+fixed rate through the OTel SDK and OTLP gRPC to the collector; after a warm-up a small
+share of calls goes to a model outside ``allowed_models``. Each such call opens a routing
+alert, which resolves after ``hold_down_s`` without one, so the next one pages again.
+
+For every trigger the receiver got, the latency is arrival time minus the end time of the
+span that opened it (``payload.timestamp`` is the alert's event time, and
+``custom_details.evidence.span_id`` names the span). Same host, same wall clock. The
+latency is split at the Kafka timestamps of the ``llm_events`` message that carried the
+span (collector + decode + trace assembly, which waits ``trace_grace_s`` after the root)
+and of the alert on ``llm_alerts`` (monitor), the rest being the notifier. The fixed wait
+for late spans (``trace_grace_s``) is printed as the floor the p50 is compared with.
+
+    .venv/bin/python bench/bench_span_to_page.py [--rate 5] [--duration 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+
+from collectors.stack import EmbeddedStack  # noqa: E402
+from driftline.config import Settings, load_settings  # noqa: E402
+from driftline.simulator import (  # noqa: E402
+    Simulator,
+    SimulatorConfig,
+    network_exporter,
+    parse_incident,
+)
+from streams import topics  # noqa: E402
+from streams.kafka import consumer_config  # noqa: E402
+from streams.notifier.routing import ENV_EVENTS_URL, ENV_ROUTING_KEY  # noqa: E402
+from tests.utils.http_receiver import HttpReceiver  # noqa: E402
+
+PARTITIONS = 4
+WORKFLOW = "support-chat"
+ALLOWED_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
+ROUTING_KEY = "bench-routing-key-" + uuid.uuid4().hex[:12]
+DRAIN_QUIET_S = 10.0  # after the traffic: stop waiting when no page came for this long
+
+
+def write_config(directory: Path, hold_down_s: float, trace_grace_s: float | None) -> Path:
+    grace = f"trace_grace_s = {trace_grace_s}" if trace_grace_s is not None else ""
+    path = directory / "driftline.toml"
+    path.write_text(
+        f"""
+[kafka]
+partitions = {PARTITIONS}
+consumer_group = "driftline-bench-page-{uuid.uuid4().hex[:8]}"
+
+[collector]
+grpc_port = 0
+http_port = 0
+
+[embedded]
+data_dir = "{directory / "var"}"
+start_timeout_s = 90
+
+[streams]
+{grace}
+
+[alerts]
+hold_down_s = {hold_down_s}
+
+[workflows.{WORKFLOW}]
+allowed_models = {ALLOWED_MODELS!r}
+"""
+    )
+    return path
+
+
+def read_topic(settings: Settings, bootstrap: str, topic: str) -> list[tuple[float, Any]]:
+    """(Kafka timestamp in s, JSON value) of every record, read from the beginning."""
+    consumer = Consumer(consumer_config(
+        settings.kafka, f"bench-read-{uuid.uuid4().hex[:8]}", bootstrap,
+        **{"enable.auto.commit": False},
+    ))
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    out: list[tuple[float, Any]] = []
+    idle_until = time.monotonic() + 3.0
+    try:
+        while time.monotonic() < idle_until:
+            batch = consumer.consume(1000, timeout=0.5)
+            for message in batch:
+                if message.error() is None:
+                    value = json.loads(message.value() or b"{}")
+                    out.append((message.timestamp()[1] / 1000.0, value))
+            if batch:
+                idle_until = time.monotonic() + 3.0  # tansu's watermark is unreliable
+    finally:
+        consumer.close()
+    return out
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if len(ordered) < 2:
+        return {"p50": ordered[0], "p95": ordered[0], "max": ordered[0]} if ordered else {}
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": round(q[49], 3), "p95": round(q[94], 3), "max": round(ordered[-1], 3)}
+
+
+def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    config_file = write_config(directory, args.hold_down, args.trace_grace_s)
+    settings = load_settings(config_file)
+    with HttpReceiver() as receiver:
+        os.environ[ENV_ROUTING_KEY] = ROUTING_KEY
+        os.environ[ENV_EVENTS_URL] = receiver.url
+        stack = EmbeddedStack(settings, config_file=config_file)
+        try:
+            endpoints = stack.start()
+            simulator = SimulatorConfig(
+                rate=args.rate,
+                duration_s=args.duration,
+                seed=args.seed,
+                clock="realtime",
+                workflows=(WORKFLOW,),
+                incidents=(parse_incident(f"unapproved-model@{args.warmup}:{WORKFLOW}="
+                                          f"{args.share}"),),
+            )
+            print(f"simulating {args.duration:g} s at {args.rate:g} req/s ...", file=sys.stderr)
+            result = Simulator(simulator).run([network_exporter("grpc", endpoints.otlp_grpc)])
+            if any(result.failed):
+                raise RuntimeError(f"spans failed to export: {result.failed}")
+            last = time.monotonic()
+            seen = len(receiver.requests)
+            while time.monotonic() - last < DRAIN_QUIET_S:
+                time.sleep(0.5)
+                if len(receiver.requests) != seen:
+                    seen, last = len(receiver.requests), time.monotonic()
+            events = read_topic(settings, endpoints.bootstrap_servers, topics.LLM_EVENTS)
+            alerts = read_topic(settings, endpoints.bootstrap_servers, topics.LLM_ALERTS)
+        finally:
+            stack.stop()
+            for name in (ENV_ROUTING_KEY, ENV_EVENTS_URL):
+                os.environ.pop(name, None)
+        requests = receiver.requests
+    return analyse(settings, result.traces, requests, events, alerts)
+
+
+def analyse(settings: Settings, traces: int, requests: list[Any],
+            events: list[tuple[float, Any]], alerts: list[tuple[float, Any]]) -> dict[str, Any]:
+    published_at = {  # span id -> when its event left trace assembly
+        e["span_id"]: ts for ts, doc in events for e in doc.get("events", ())
+    }
+    alert_at = {(doc["alert_id"], doc["transition"]): ts for ts, doc in alerts}
+    total, to_events, to_alert, to_receiver = [], [], [], []
+    dedup = []
+    for request in requests:
+        body = request.json()
+        if body.get("event_action") != "trigger" or request.answered != 202:
+            continue
+        details = body["payload"]["custom_details"]
+        span_end = parse_iso(body["payload"]["timestamp"])
+        total.append(request.arrived_at - span_end)
+        dedup.append(body["dedup_key"])
+        assembled = published_at.get(details["evidence"].get("span_id", ""))
+        alerted = alert_at.get((details["alert_id"], details["transition"]))
+        if assembled is not None and alerted is not None:
+            to_events.append(assembled - span_end)
+            to_alert.append(alerted - assembled)
+            to_receiver.append(request.arrived_at - alerted)
+    if not total:
+        raise RuntimeError("no trigger reached the receiver; see the worker log")
+    grace = settings.streams.trace_grace_s
+    p50 = percentiles(total)["p50"]
+    return {
+        "traces_sent": traces,
+        "pages": len(total),
+        "alerts_paged": len(set(dedup)),
+        "requests_at_receiver": len(requests),
+        "span_end_to_page_s": percentiles(total),
+        "breakdown_s": {
+            "span_end_to_llm_events": percentiles(to_events),
+            "llm_events_to_llm_alerts": percentiles(to_alert),
+            "llm_alerts_to_receiver": percentiles(to_receiver),
+            "matched_pages": len(to_events),
+        },
+        "trace_grace_s": grace,
+        "ratio_p50_to_trace_grace": round(p50 / grace, 2) if grace else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=5.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the incident")
+    parser.add_argument("--share", type=float, default=0.05,
+                        help="share of calls sent to an unapproved model")
+    parser.add_argument("--hold-down", type=float, default=2.0,
+                        help="alerts.hold_down_s: a quiet gap this long resolves the alert")
+    parser.add_argument("--trace-grace-s", type=float, default=None,
+                        help="streams.trace_grace_s (default: the config default)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = parser.parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix="driftline-bench-page-"))
+    try:
+        report = measure(args, directory)
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
+    report = {"rate_per_s": args.rate, "duration_s": args.duration, **report}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
