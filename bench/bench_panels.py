@@ -94,13 +94,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--path", type=Path, help="chdb directory (default: a temporary one)")
+    parser.add_argument(
+        "--path", type=Path,
+        help="chdb directory (default: a temporary one); reused when it holds --rows events",
+    )
     args = parser.parse_args()
     path = args.path or Path(tempfile.mkdtemp(prefix="bench-panels-"))
     store = open_store(f"chdb://{path}", StoreSettings(ttl_days=3650))
-    t0 = time.perf_counter()
-    load(store, args.rows)
-    print(f"loaded {args.rows:,} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    have = store.query("SELECT count() FROM driftline.llm_requests_raw").column(0)[0].as_py()
+    if have != args.rows:
+        store.command("DROP DATABASE driftline SYNC")
+        store.close()
+        store = open_store(f"chdb://{path}", StoreSettings(ttl_days=3650))
+        t0 = time.perf_counter()
+        load(store, args.rows)
+        print(f"loaded {args.rows:,} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     counts = store.query(
         "SELECT (SELECT count() FROM driftline.llm_requests_raw) AS events,"
         " (SELECT count() FROM driftline.llm_traces_raw) AS traces"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from driftline.config import PriceOverride, StoreSettings
 from driftline.store import ChdbStore, open_store
 from driftline.store.prices import write_model_prices
-from driftline.store.queries import load_query, query_names, query_params
+from driftline.store.queries import load_query, query_defaults, query_names, query_params
 from streams.pricing import PriceBook
 from tests.utils.events import RATES, event_table
 
@@ -84,8 +84,9 @@ def _report(store: ChdbStore, state: str, whole: dict[str, object], day: dict[st
     for name in query_names():
         sql = load_query(name)
         names = query_params(sql)
-        seconds, rows = _best(store, sql, {k: whole[k] for k in names}, repeat)
-        one_day, _ = _best(store, sql, {k: {**whole, **day}[k] for k in names}, repeat)
+        params = {**query_defaults(sql), **whole}
+        seconds, rows = _best(store, sql, {k: params[k] for k in names}, repeat)
+        one_day, _ = _best(store, sql, {k: {**params, **day}[k] for k in names}, repeat)
         within += seconds <= GOAL_S
         mark = "" if seconds <= GOAL_S else "  over goal"
         print(f"{name:<30} {rows:>6} {seconds:>10.3f} {one_day:>8.3f}{mark}")

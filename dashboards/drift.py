@@ -278,14 +278,15 @@ ANNOTATIONS: Final = (
     AnnotationSpec(
         "Bundle changes",
         # First appearance ever (min over the raw table: duplicates cannot move a minimum),
-        # shown when it falls in the range.
+        # shown when it falls in the range. Rows after the range cannot hold a first
+        # appearance inside it, so only partitions up to $__toTime are read.
         f"""SELECT min(start_ts) AS time,
        concat('bundle ', bundle_id, ' (prompt ', any(prompt_version), ', ',
               any(if(response_model != '', response_model, request_model)),
               ') first served ', workflow) AS text,
        arrayStringConcat(['bundle', workflow], ',') AS tags
 FROM driftline.llm_requests_raw
-WHERE {condition(ENVIRONMENT)} AND {condition(WORKFLOW)}
+WHERE start_ts <= $__toTime AND {condition(ENVIRONMENT)} AND {condition(WORKFLOW)}
 GROUP BY workflow, bundle_id
 HAVING time >= $__fromTime AND time <= $__toTime
 ORDER BY time""",

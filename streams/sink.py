@@ -304,7 +304,7 @@ class EventSink:
         partitions = set(self._seen)
         for b in self._buffers.values():
             partitions.update(b.bounds)
-        for tp in partitions:
+        for tp in sorted(partitions):  # a stable order (sets follow the string hash seed)
             lows = [b.bounds[tp][0] for b in self._buffers.values() if tp in b.bounds]
             out[tp] = min(lows) if lows else self._seen[tp] + 1
         return out

@@ -20,7 +20,7 @@ from driftline.store.base import (
     StoreUnavailableError,
     StoreUrlError,
 )
-from driftline.store.chdb_store import ChdbPathInUseError, ChdbStore
+from driftline.store.chdb_store import ChdbPathInUseError, ChdbStore, StoreInUseError
 from driftline.store.migrations import MigrationChangedError, SchemaTooNewError, migrate
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "SkipExisting",
     "Store",
     "StoreError",
+    "StoreInUseError",
     "StoreQueryError",
     "StoreUnavailableError",
     "StoreUrlError",

@@ -3,10 +3,16 @@
 chdb runs one embedded engine per process, bound to one data path: opening a second path
 while the first is open fails. Stores on the same path share one session (reference-counted);
 the session closes with the last of them, after which another path may be opened.
+
+A data path is also held by one process at a time: the engine takes an exclusive ``flock`` on
+``<path>/status`` (which records the holder's PID). Opening a path another process holds
+raises :class:`StoreInUseError` instead of chdb's "Error initializing EmbeddedServer".
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,12 +38,51 @@ class ChdbPathInUseError(StoreError):
     """This process already has a chdb session on another path."""
 
 
+class StoreInUseError(StoreError):
+    """Another process (a running ``driftline up``, ``demo`` or ``worker``) holds the path."""
+
+
+def held_by_another_process(path: Path) -> str | None:
+    """What ``<path>/status`` says about the process holding ``path``, or None if it is free.
+
+    Probes the engine's lock without keeping it: a free path stays free.
+    """
+    status = path / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except FileNotFoundError:  # removed by a clean shutdown; never created on a new path
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace")
+            return ", ".join(line.strip() for line in holder.splitlines() if line.strip())
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _in_use(path: Path, holder: str) -> StoreInUseError:
+    return StoreInUseError(
+        f"the store at {path} is in use by another driftline process ({holder or 'PID unknown'})"
+        ", for example a running `driftline up`, `driftline demo` or `driftline worker`. An "
+        "embedded (chdb) store can be open in one process at a time: stop that process first, "
+        "or point this command at another store (--store chdb:///other/path), or serve the data "
+        "from a ClickHouse server (store.url = clickhouse://...) that several processes can share."
+    )
+
+
 def _acquire(path: Path) -> chdb_session.Session:
     with _lock:
         if path in _open:
             session, count = _open[path]
             _open[path] = (session, count + 1)
             return session
+        holder = held_by_another_process(path)
+        if holder is not None:
+            raise _in_use(path, holder)
         if _open:
             other = next(iter(_open))
             raise ChdbPathInUseError(
@@ -45,7 +90,13 @@ def _acquire(path: Path) -> chdb_session.Session:
                 "Close the other store first or use the same path."
             )
         path.mkdir(parents=True, exist_ok=True)
-        session = chdb_session.Session(str(path))
+        try:
+            session = chdb_session.Session(str(path))
+        except RuntimeError as exc:
+            holder = held_by_another_process(path)  # it may have started since the check above
+            if holder is not None:
+                raise _in_use(path, holder) from exc
+            raise StoreError(f"chdb could not open the store at {path}: {exc}") from exc
         _open[path] = (session, 1)
         return session
 

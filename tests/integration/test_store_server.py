@@ -32,6 +32,7 @@ PARAMS = {
     "from": datetime(2026, 1, 1, tzinfo=UTC), "to": datetime(2026, 1, 2, tzinfo=UTC),
     "at": datetime(2026, 1, 2, tzinfo=UTC), "limit": 5,
     "budgets": {"support-chat": 100.0, "rag-search": 5.0},
+    "environments": ["prod", "staging"],  # an Array(String) parameter through both backends
 }
 
 

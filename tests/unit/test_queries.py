@@ -29,7 +29,13 @@ import pytest
 from driftline.config import PriceOverride, StoreSettings
 from driftline.store import ChdbStore, open_store
 from driftline.store.prices import write_model_prices
-from driftline.store.queries import load_query, query_names, query_params, run_query
+from driftline.store.queries import (
+    load_query,
+    query_defaults,
+    query_names,
+    query_params,
+    run_query,
+)
 from streams.pricing import PriceBook
 from streams.sink import EventSink
 from tests.utils.events import RATES, make_event, reset_store, summarize_trace
@@ -239,3 +245,14 @@ def test_rollup_queries_filter_environments(loaded: ChdbStore) -> None:
         assert _rows(loaded, name, environments=[]).to_pylist() == everything
         assert _rows(loaded, name, environments=["prod", "dev"]).to_pylist() == everything
         assert _rows(loaded, name, environments=["staging"]).num_rows == 0
+
+
+def test_time_range_prunes_partitions(loaded: ChdbStore) -> None:
+    # force_index_by_date fails a query that would read every day partition of a table it
+    # filters: the range must reach llm_requests_raw and llm_traces_raw through the FINAL views.
+    extra = {"limit": 10, "budgets": {"support-chat": 30.0}, "at": WINDOW["to"]}
+    for name in query_names():
+        sql = load_query(name)
+        params = {**WINDOW, **extra, **query_defaults(sql)}
+        loaded.query(f"SELECT * FROM ({sql}) SETTINGS force_index_by_date = 1",
+                     {k: params[k] for k in query_params(sql)})

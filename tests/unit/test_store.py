@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +18,13 @@ from driftline.store import (
     MigrationChangedError,
     SchemaTooNewError,
     SkipExisting,
+    StoreInUseError,
     StoreQueryError,
     StoreUrlError,
     connect,
     open_store,
 )
+from driftline.store.chdb_store import held_by_another_process
 from driftline.store.migrations import applied_versions, migrate
 from schemas.ddl import Migration, latest_version, load_migrations
 from schemas.event import EVENT_FIELDS, TRACE_FIELDS
@@ -190,3 +194,44 @@ def test_second_chdb_path_in_one_process_is_refused(store: ChdbStore, tmp_path: 
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(StoreUrlError):
         connect(url, StoreSettings(url="chdb://var/chdb"))
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# A second process that holds a store open until told to stop, as `driftline up` would.
+_HOLDER = """
+import sys
+from driftline.store import ChdbStore
+store = ChdbStore(sys.argv[1])
+store.query("SELECT 1")
+print("ready", flush=True)
+sys.stdin.readline()
+store.close()
+"""
+
+
+def test_a_path_held_by_another_process_is_refused_clearly(
+    store: ChdbStore, tmp_path: Path
+) -> None:
+    held = tmp_path / "held"
+    assert held_by_another_process(held) is None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(held)], cwd=ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        assert f"PID: {holder.pid}" in (held_by_another_process(held) or "")
+        message = rf"in use by another driftline process \(PID: {holder.pid}.*driftline up"
+        with pytest.raises(StoreInUseError, match=message):
+            ChdbStore(held)
+        with pytest.raises(StoreInUseError, match="stop that process first"):
+            open_store(f"chdb://{held}")
+    finally:
+        holder.communicate("stop\n", timeout=60)
+    assert holder.returncode == 0
+    # Released: what stops this process now is only its own store on another path.
+    assert held_by_another_process(held) is None
+    with pytest.raises(ChdbPathInUseError):
+        ChdbStore(held)
+    assert store.query("SELECT 1 AS one").column(0)[0].as_py() == 1

@@ -18,7 +18,8 @@ executes every statement on a chdb session (the same engine as the embedded stor
 Request bodies compressed with gzip, deflate or lz4 (frame) are decompressed (zstd too when the
 zstandard package is installed). Responses are never compressed (clickhouse-connect accepts
 that). ``fail_with(code)`` makes the server answer every request with an error until
-``recover()``, to exercise retry paths; ``stop()`` takes it down entirely. The chdb session belongs to the caller (one per process).
+``recover()``, to exercise retry paths; ``stop()`` takes it down entirely. The chdb session
+belongs to the caller (one per process).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Two hours of seeded traffic (tests.utils.events) written through the real sink, with a canary
 bundle (prompt ``p4``) taking part of ``support-chat`` in the second hour and answering longer,
 KV-cache usage on the vLLM-served model, a share of the traces in a second environment
-(``staging``, so that the environment filter has something to narrow), alert transitions (a drift alert still open, a budget
-alert opened and resolved), frozen baseline snapshots computed from the first hour, and model
-prices for the cache-savings panel.
+(``staging``, so that the environment filter has something to narrow), alert transitions (a
+drift alert still open, a budget alert opened and resolved), frozen baseline snapshots computed
+from the first hour, and model prices for the cache-savings panel.
 """
 
 from __future__ import annotations
