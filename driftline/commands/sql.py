@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from driftline.store import StoreError, StoreQueryError, open_store
-    from driftline.store.queries import load_query, query_names
+    from driftline.store.queries import load_query, query_defaults, query_names, query_params
 
     try:
         settings = load_settings(args.config)
@@ -54,7 +54,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"driftline sql: --param {item!r}: write NAME=VALUE", file=sys.stderr)
             return EXIT_UNUSABLE
         params[name] = value
-    sql = load_query(args.query) if args.query in query_names() else args.query
+    sql = args.query
+    if args.query in query_names():
+        sql = load_query(args.query)
+        params = {**query_defaults(sql), **params}
+        missing = sorted(set(query_params(sql)) - set(params))
+        if missing:
+            needed = " ".join(f"--param {name}=..." for name in missing)
+            print(f"driftline sql: query {args.query!r} needs {needed}", file=sys.stderr)
+            return EXIT_UNUSABLE
     if not args.write and not _is_reading(sql):
         print(
             "driftline sql: only SELECT/WITH/SHOW/DESCRIBE/EXPLAIN run without --write",
