@@ -27,6 +27,12 @@ Choices the contract left open:
 - A rejected span appears in neither ``events`` nor ``spans``.
 - Reject payloads are in the encoding the message arrived in (protobuf or OTLP/JSON), except
   ``not_otlp``, whose payload is the original bytes.
+
+Two paths give the same result. :func:`_normalize_span` reads the contract straightforwardly
+and decides every reject. :func:`_normalize_span_fast` runs first and relies on repetition:
+plans per attribute key set, a memo of everything derived from the low-cardinality values,
+and caches keyed by encoded values; at the first doubt it hands the span to the exact path.
+``tests/unit/test_normalize.py`` compares the output with a stored reference.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import base64
 import functools
 import json
 import math
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -195,6 +202,7 @@ def _normalize(
     rejects: list[Reject] = []
     span_count = 0
     span_errors = decoded.span_errors
+    limits = _limits_for(max_attributes, max_attribute_chars)
     for ri, resource_spans in enumerate(decoded.data.resource_spans):
         resource = _ResourceContext(resource_spans.resource.attributes)
         for si, scope_spans in enumerate(resource_spans.scope_spans):
@@ -205,9 +213,15 @@ def _normalize(
                         preset = span_errors.get((ri, si, pi))
                         if preset is not None:
                             raise _SpanRejected(*preset)
-                    _normalize_span(
-                        span, resource, events, records, max_attributes, max_attribute_chars
-                    )
+                    try:
+                        _normalize_span_fast(span, resource, events, records, limits)
+                    except Exception:
+                        # The fast path checks fields in another order and may stop at a
+                        # value the exact path never reads (a non-LLM span's provider, say):
+                        # the exact path gives the contract's answer, reject or event.
+                        _normalize_span(
+                            span, resource, events, records, max_attributes, max_attribute_chars
+                        )
                 except _SpanRejected as exc:
                     rejects.append(_span_reject(decoded.encode_span, (ri, si, pi), span, exc))
                 except Exception as exc:  # one odd span must not cost the rest of the message
@@ -229,13 +243,15 @@ def _span_reject(encode_span: Any, index: SpanIndex, span: Any, exc: _SpanReject
 class _ResourceContext:
     """What every span of one resource shares, read once."""
 
-    __slots__ = ("environment", "fallbacks", "service")
+    __slots__ = ("environment", "fallbacks", "memo_key", "service")
 
     def __init__(self, attrs: Any) -> None:
         values = _mapped_values(attrs, _RESOURCE_KEYS)
         self.service = _resource_text(values, (a.SERVICE_NAME,))
         self.environment = _resource_text(values, a.ENVIRONMENT_KEYS)
         self.fallbacks = {key: _resource_text(values, (key,)) for key in _RESOURCE_FALLBACK_KEYS}
+        # Everything of the resource that reaches an event, as part of the identity memo key.
+        self.memo_key = (self.service, self.environment, *self.fallbacks.values())
 
 
 def _resource_text(values: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -662,3 +678,403 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     return None  # an undecodable value inside an array or key-value list
+
+
+# --- the fast path ------------------------------------------------------------------------------
+# Spans of one instrumentation share a key set, and most attribute values repeat (models,
+# workflows, tenants, versions, finish reasons). So, per span, the fast path:
+#   - looks up a plan for the span's key set: which keys feed which fields, and which go to
+#     the free attributes map (in order, with their truncated names);
+#   - looks up everything derived from the low-cardinality values (identity, model, bundle,
+#     retry/tool/validation fields) in a memo keyed by the encoded bytes of those values,
+#     the resource and the plan; a miss computes them with the exact readers;
+#   - reads only the per-request values (tokens, timings, session, user) one by one.
+# It produces exactly what _normalize_span produces; on any error it hands the span to
+# _normalize_span, which decides the reject reason in the contract's order.
+
+# Values that differ from request to request: read per span, never memoized.
+_PER_SPAN_KEYS: Final = frozenset(
+    (
+        *a.SESSION_KEYS,
+        a.DRIFTLINE_USER_HASH,
+        *a.INPUT_TOKENS_KEYS,
+        *a.OUTPUT_TOKENS_KEYS,
+        *a.CACHE_READ_TOKENS_KEYS,
+        *a.CACHE_WRITE_TOKENS_KEYS,
+        *a.REASONING_TOKENS_KEYS,
+        *a.TTFT_SECONDS_KEYS,
+        *a.QUEUE_SECONDS_KEYS,
+        a.DRIFTLINE_KV_CACHE_USAGE,
+        a.DRIFTLINE_OUTPUT_CHARS,
+    )
+)
+# Everything else that is mapped: few distinct values, memoized together.
+_MEMO_KEYS: Final = _MAPPED_KEYS - _PER_SPAN_KEYS
+_CACHE_TOKEN_KEYS: Final = frozenset(a.CACHE_READ_TOKENS_KEYS + a.CACHE_WRITE_TOKENS_KEYS)
+
+
+# Per-span values are converted by the exact readers, on one value at a time. The fast path
+# remembers, per kind, each encoded value that won a field and what it became: token counts,
+# session ids and the like repeat too, so most fields cost one lookup.
+def _as_count(key: str, value: Any) -> int:
+    return _count({key: value}, (key,), "negative")  # the exact path words any reject
+
+
+def _as_text(key: str, value: Any) -> str:
+    return _text({key: value}, (key,))
+
+
+def _as_millis(key: str, value: Any) -> float | None:
+    return _seconds_as_ms({key: value}, (key,))
+
+
+def _as_fraction(key: str, value: Any) -> float | None:
+    return _fraction({key: value}, key)
+
+
+_known_counts: dict[bytes, int] = {}
+_known_texts: dict[bytes, str] = {}
+_known_millis: dict[bytes, float | None] = {}
+_known_fractions: dict[bytes, float | None] = {}
+
+# (event field, precedence list, converter, remembered results, value when no key is present)
+# for the per-span fields of an LLM call.
+_PER_SPAN_FIELDS: Final[tuple[tuple[str, tuple[str, ...], Any, dict[bytes, Any], Any], ...]] = (
+    ("user_hash", _USER_HASH, _as_text, _known_texts, ""),
+    ("input_tokens", a.INPUT_TOKENS_KEYS, _as_count, _known_counts, 0),
+    ("output_tokens", a.OUTPUT_TOKENS_KEYS, _as_count, _known_counts, 0),
+    ("cache_read_tokens", a.CACHE_READ_TOKENS_KEYS, _as_count, _known_counts, 0),
+    ("cache_write_tokens", a.CACHE_WRITE_TOKENS_KEYS, _as_count, _known_counts, 0),
+    ("reasoning_tokens", a.REASONING_TOKENS_KEYS, _as_count, _known_counts, 0),
+    ("ttft_ms", a.TTFT_SECONDS_KEYS, _as_millis, _known_millis, None),
+    ("queue_ms", a.QUEUE_SECONDS_KEYS, _as_millis, _known_millis, None),
+    ("kv_cache_usage", (a.DRIFTLINE_KV_CACHE_USAGE,), _as_fraction, _known_fractions, None),
+    ("output_chars", (a.DRIFTLINE_OUTPUT_CHARS,), _as_count, _known_counts, None),
+)
+
+
+def _read(
+    attrs: Any, present: tuple[str, ...], known: dict[bytes, Any], convert: Any, default: Any
+) -> Any:
+    """The first present key with a value (a non-empty one, for text), converted."""
+    for key in present:
+        raw = attrs[key]
+        result = known.get(raw)
+        if result is not None:
+            return result
+        value = _value_cache_get(raw, _MISS)
+        if value is _MISS:
+            value = _decode_and_cache(raw)
+        if value is None:
+            continue
+        result = convert(key, value)
+        if result == "":
+            continue
+        if len(raw) <= _CACHEABLE_BYTES:
+            if len(known) >= _CACHE_LIMIT:
+                known.clear()
+            known[raw] = result
+        return result
+    return default
+
+
+class _Plan:
+    """What a span with a given attribute key set reads, worked out once per key set."""
+
+    __slots__ = (
+        "adds_cached_tokens",
+        "free_keys",
+        "free_names",
+        "free_values",
+        "memo_keys",
+        "memo_values",
+        "readers",
+        "session_keys",
+        "tokens_and_model",
+    )
+
+    def __init__(self, keys: tuple[Any, ...], max_attributes: int, max_chars: int) -> None:
+        present = _MAPPED_KEYS.intersection(keys)
+        self.memo_keys = tuple(sorted(_MEMO_KEYS.intersection(present)))
+        self.session_keys = tuple(key for key in a.SESSION_KEYS if key in present)
+        self.readers = tuple(
+            (field, found[0], known, found, convert, default)
+            for field, precedence, convert, known, default in _PER_SPAN_FIELDS
+            if (found := tuple(key for key in precedence if key in present))
+        )
+        self.adds_cached_tokens = not _CACHE_TOKEN_KEYS.isdisjoint(present)
+        self.tokens_and_model = not (
+            _TOKEN_KEYS.isdisjoint(present) or _MODEL_KEYS.isdisjoint(present)
+        )
+        kept = _key_plan(keys)[1][:max_attributes]
+        self.free_keys = kept
+        self.free_names = tuple(key if len(key) <= max_chars else key[:max_chars] for key in kept)
+        self.memo_values = _values_getter(self.memo_keys)
+        self.free_values = _values_getter(kept)
+
+
+def _values_getter(keys: tuple[str, ...]) -> Any:
+    """A function giving the encoded values of ``keys`` (all present) as a tuple.
+
+    ``operator.itemgetter`` calls the map's lookup slot directly: about half the cost of
+    ``map(attrs.__getitem__, keys)`` on protobuf maps.
+    """
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)
+    if keys:
+        key = keys[0]
+        return lambda attrs: (attrs[key],)
+    return lambda attrs: ()
+
+
+class _Limits:
+    """Plans and displayed attribute texts for one (max_attributes, max_chars) setting."""
+
+    __slots__ = ("max_attributes", "max_chars", "plans", "texts")
+
+    def __init__(self, max_attributes: int, max_chars: int) -> None:
+        self.max_attributes = max_attributes
+        self.max_chars = max_chars
+        self.plans: dict[tuple[Any, ...], _Plan] = {}
+        self.texts: dict[bytes, str] = {}  # encoded AnyValue -> its truncated display text
+
+    def plan(self, keys: tuple[Any, ...]) -> _Plan:
+        plan = _Plan(keys, self.max_attributes, self.max_chars)
+        if len(self.plans) >= _PLAN_LIMIT:
+            self.plans.clear()
+        self.plans[keys] = plan
+        return plan
+
+    def text(self, raw: bytes) -> str:
+        text = _display(any_value_to_python(raw))
+        if len(text) > self.max_chars:
+            text = text[: self.max_chars]
+        if len(raw) <= _CACHEABLE_BYTES:
+            if len(self.texts) >= _CACHE_LIMIT:
+                self.texts.clear()
+            self.texts[raw] = text
+        return text
+
+
+_limits: dict[tuple[int, int], _Limits] = {}
+
+
+def _limits_for(max_attributes: int, max_chars: int) -> _Limits:
+    limits = _limits.get((max_attributes, max_chars))
+    if limits is None:
+        if len(_limits) >= 16:  # callers use one or two settings; stay bounded anyway
+            _limits.clear()
+        limits = _limits[(max_attributes, max_chars)] = _Limits(max_attributes, max_chars)
+    return limits
+
+
+def _normalize_span_fast(
+    span: Any,
+    resource: _ResourceContext,
+    events: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    limits: _Limits,
+) -> None:
+    trace_id = span.trace_id
+    span_id = span.span_id
+    parent = span.parent_span_id
+    start_ns = span.start_time_unix_nano
+    end_ns = span.end_time_unix_nano
+    # Any doubt about ids or times: the exact path words the reject.
+    if (
+        len(trace_id) != _TRACE_ID_BYTES
+        or len(span_id) != _SPAN_ID_BYTES
+        or trace_id == _ZERO_TRACE_ID
+        or span_id == _ZERO_SPAN_ID
+        or (parent and len(parent) != _SPAN_ID_BYTES)
+        or not start_ns
+        or end_ns < start_ns
+    ):
+        raise _SpanRejected("exact_path_decides", "")
+    parent_span_id = parent.hex() if parent and parent != _ZERO_SPAN_ID else ""
+    trace_id = trace_id.hex()
+    span_id = span_id.hex()
+    attrs = span.attributes
+    keys = tuple(attrs)
+    plan = limits.plans.get(keys)
+    if plan is None:
+        plan = limits.plan(keys)
+    name = span.name
+    if type(name) is not str:  # proto2 strings with invalid UTF-8 arrive as bytes
+        name = name.decode("utf-8", "replace")
+
+    memo_key = (
+        plan,
+        name == a.VLLM_REQUEST_SPAN_NAME,
+        resource.memo_key,
+        plan.memo_values(attrs),
+    )
+    memo = _memo_get(memo_key)
+    if memo is None:
+        memo = _remember(memo_key, resource)
+    operation, is_llm_call, agent, workflow, tenant, route, template = memo
+
+    session_keys = plan.session_keys
+    session_id = (
+        (
+            _known_texts.get(attrs[session_keys[0]])
+            or _read(attrs, session_keys, _known_texts, _as_text, "")
+        )
+        if session_keys
+        else ""
+    )
+    status_code = span.status.code
+    status = _STATUS_NAMES[status_code] if 0 <= status_code <= 2 else "unset"
+    start_ts = start_ns // 1000
+    end_ts = end_ns // 1000
+    record = {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent_span_id,
+        "name": name,
+        "start_ts": start_ts,
+        "end_ts": end_ts,
+        "operation": operation,
+        "is_llm_call": is_llm_call,
+        "agent": agent,
+        "workflow": workflow,
+        "service": resource.service,
+        "environment": resource.environment,
+        "tenant": tenant,
+        "route": route,
+        "session_id": session_id,
+        "status": status,
+    }
+    if not is_llm_call:
+        records.append(record)
+        return
+
+    event = dict(template)
+    event["trace_id"] = trace_id
+    event["span_id"] = span_id
+    event["parent_span_id"] = parent_span_id
+    event["start_ts"] = start_ts
+    event["end_ts"] = end_ts
+    event["session_id"] = session_id
+    for field, first, known, present, convert, default in plan.readers:
+        result = known.get(attrs[first])
+        event[field] = (
+            result if result is not None else _read(attrs, present, known, convert, default)
+        )
+    if plan.adds_cached_tokens:
+        cached = event["cache_read_tokens"] + event["cache_write_tokens"]
+        if cached > event["input_tokens"]:
+            event["input_tokens"] += cached  # see _normalize_span
+    event["latency_ms"] = (end_ns - start_ns) / 1e6
+    event["status"] = status
+    if status == "error" and not event["error_type"]:
+        event["error_type"] = _exception_class(span.status.message)
+    free_keys = plan.free_keys
+    if free_keys:
+        shown = list(map(limits.texts.get, plan.free_values(attrs)))
+        if None in shown:
+            shown = [
+                text if text is not None else limits.text(attrs[key])
+                for key, text in zip(free_keys, shown, strict=True)
+            ]
+        event["attributes"] = dict(zip(plan.free_names, shown, strict=False))
+    else:
+        event["attributes"] = {}
+    events.append(event)
+    records.append(record)
+
+
+_Memo = tuple[str, bool, str, str, str, str, dict[str, Any]]
+_MEMO_LIMIT: Final = 1 << 14
+_memo: dict[Any, _Memo] = {}
+_memo_get = _memo.get
+
+
+def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
+    """Everything derived from a span's low-cardinality values, by the exact readers."""
+    plan, vllm_name, _, raws = memo_key
+    values = {key: _decode_and_cache(raw) for key, raw in zip(plan.memo_keys, raws, strict=True)}
+    operation = _operation(values)
+    is_llm_call = operation in _LLM_CALL_OPERATIONS
+    vllm_request = False
+    if not operation:
+        if vllm_name:
+            operation = a.OP_CHAT
+            is_llm_call = vllm_request = True
+        elif plan.tokens_and_model:
+            is_llm_call = True
+    fallbacks = resource.fallbacks
+    agent = _text(values, (a.GEN_AI_AGENT_NAME,))
+    workflow = _text(values, a.WORKFLOW_KEYS)
+    tenant = _text(values, (a.DRIFTLINE_TENANT,)) or fallbacks[a.DRIFTLINE_TENANT]
+    route = _text(values, (a.DRIFTLINE_ROUTE,)) or fallbacks[a.DRIFTLINE_ROUTE]
+    template: dict[str, Any] = {}  # only LLM calls become events
+    if is_llm_call:
+        provider = _text(values, a.PROVIDER_KEYS).lower()
+        if not provider and vllm_request:
+            provider = a.VLLM_PROVIDER
+        request_model = _text(values, a.REQUEST_MODEL_KEYS)
+        response_model = _text(values, a.RESPONSE_MODEL_KEYS)
+        model_version = _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
+        prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
+        index_version = (
+            _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
+        )
+        router_version = _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
+        # Field order is the event's: per-span fields are overwritten in place.
+        template = {
+            "trace_id": "",
+            "span_id": "",
+            "parent_span_id": "",
+            "start_ts": 0,
+            "end_ts": 0,
+            "service": resource.service,
+            "environment": resource.environment,
+            "workflow": workflow,
+            "agent": agent,
+            "tenant": tenant,
+            "user_hash": "",
+            "session_id": "",
+            "route": route,
+            "operation": operation,
+            "provider": provider,
+            "request_model": request_model,
+            "response_model": response_model,
+            "model_version": model_version,
+            "prompt_version": prompt_version,
+            "retrieval_index_version": index_version,
+            "router_version": router_version,
+            "bundle_id": _bundle_id(
+                response_model or request_model,
+                model_version,
+                prompt_version,
+                index_version,
+                router_version,
+            ),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
+            "cost_usd": None,
+            "price_source": "",
+            "latency_ms": 0.0,
+            "ttft_ms": None,
+            "queue_ms": None,
+            "kv_cache_usage": None,
+            "retry_attempt": _count(values, _RETRY_ATTEMPT, "out_of_range"),
+            "loop_depth": 0,
+            "tool_calls": _count(values, _TOOL_CALLS, "out_of_range"),
+            "finish_reason": _finish_reason(values),
+            "output_chars": None,
+            "validation_failed": _flag(values, a.DRIFTLINE_OUTPUT_VALIDATION_FAILED),
+            "error_type": _text(values, _ERROR_TYPE),
+            "status": "",
+            "attributes": None,
+        }
+    memo: _Memo = (operation, is_llm_call, agent, workflow, tenant, route, template)
+    if sum(map(len, raws)) <= _CACHEABLE_BYTES * 4:  # huge values are not worth keeping
+        if len(_memo) >= _MEMO_LIMIT:
+            _memo.clear()
+        _memo[memo_key] = memo
+    return memo

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import lzma
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +15,14 @@ from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from schemas import attributes as a
-from schemas.event import EVENT_FIELD_NAMES, bundle_id
+from schemas import otlp_lean_pb2
+from schemas.event import (
+    EVENT_FIELD_NAMES,
+    MAX_ATTRIBUTE_VALUE_CHARS,
+    MAX_EVENT_ATTRIBUTES,
+    bundle_id,
+)
+from streams.decode import sniff_content_type
 from streams.normalize import (
     SPAN_RECORD_FIELDS,
     NormalizedBatch,
@@ -764,3 +774,223 @@ def test_some_bad_spans_are_rejected_exactly_and_good_spans_kept(
     assert [(r.reason, r.span_id) for r in batch.rejects] == expected_rejects
     assert [e["span_id"] for e in batch.events] == expected_events
     assert batch.span_count == 12
+
+
+# --- reference output: speed work must not change results ---------------------------------------
+# A few thousand mixed spans (every convention, odd types, rejects, both encodings, small
+# attribute bounds) normalized by the straightforward implementation this module was first
+# tested against; its output is stored compressed. Regenerate only for an intended change:
+#   python -c "from tests.unit.test_normalize import write_reference; write_reference()"
+
+lean: Any = otlp_lean_pb2  # generated code, no stubs
+REFERENCE_FILE = Path(__file__).parent / "data" / "normalize_reference.json.xz"
+_ODD_VALUES: tuple[Any, ...] = (
+    "",
+    "x" * 600,
+    "12",
+    "Stop",
+    "LLM",
+    "llm",
+    "TOOL",
+    "EMBEDDING",
+    "chat",
+    "embeddings",
+    "execute_tool",
+    "gpt-4o",
+    "über-modell",
+    -3,
+    0,
+    1,
+    7,
+    2**40,
+    2.0,
+    2.5,
+    0.5,
+    1.5,
+    -0.1,
+    float("nan"),
+    float("inf"),
+    True,
+    False,
+    [],
+    ["length", "stop"],
+    [3],
+    {"k": 1},
+    b"\x00\x01",
+)
+_RESOURCE_ODDITIES: tuple[dict[str, Any], ...] = (
+    {},
+    {a.DRIFTLINE_TENANT: "tenant-r", a.DRIFTLINE_ROUTE: "/r"},
+    {a.DRIFTLINE_PROMPT_VERSION: 4, a.DRIFTLINE_MODEL_VERSION: "mv-r"},
+    {a.DRIFTLINE_TENANT: ["bad"], a.DRIFTLINE_ROUTER_VERSION: "v" * 700},
+    {a.DEPLOYMENT_ENVIRONMENT: "staging", a.DRIFTLINE_RETRIEVAL_INDEX_VERSION: "idx-r"},
+    {a.SERVICE_NAME: 5, a.DEPLOYMENT_ENVIRONMENT_NAME: ""},
+)
+_CONVENTIONS = (
+    f.semconv_chat_attributes,
+    f.deprecated_semconv_attributes,
+    f.openinference_llm_attributes,
+    f.openllmetry_attributes,
+    f.langfuse_attributes,
+    f.vllm_request_attributes,
+)
+_MAPPED_KEY_LIST = sorted(a.MAPPED_KEYS)
+
+
+def _mixed_span(rng: random.Random, trace_id: bytes, index: int, parent: bytes) -> Span:
+    convention = rng.randrange(len(_CONVENTIONS) + 2)
+    if convention < len(_CONVENTIONS):
+        attrs: dict[str, Any] = dict(_CONVENTIONS[convention]())
+        if rng.random() < 0.7:
+            attrs.update(f.driftline_attributes(workflow=rng.choice(("wf-a", "wf-b", ""))))
+    elif convention == len(_CONVENTIONS):
+        attrs = {a.GEN_AI_OPERATION_NAME: a.OP_EXECUTE_TOOL, a.GEN_AI_TOOL_NAME: "search"}
+    else:
+        attrs = {a.GEN_AI_OPERATION_NAME: a.OP_INVOKE_AGENT, a.GEN_AI_AGENT_NAME: "agent"}
+    if rng.random() < 0.35:
+        for _ in range(rng.randint(1, 3)):
+            key = rng.choice(_MAPPED_KEY_LIST)
+            if rng.random() < 0.2:
+                attrs.pop(key, None)
+            else:
+                attrs[key] = rng.choice(_ODD_VALUES)
+    if rng.random() < 0.15:
+        for i in range(rng.randint(1, 40)):
+            attrs[f"app.k{rng.randrange(60):02d}"] = rng.choice(
+                ("v" * rng.randint(0, 300), i, 0.1 * i, True, ["a", 1, 2.5], {"n": i}, b"b")
+            )
+        attrs["k" * rng.choice((5, 300))] = "long key"
+        attrs["gen_ai.prompt.3.content"] = "content is never stored"
+    fields: dict[str, Any] = {
+        "trace_id": trace_id,
+        "span_id": (index + 1).to_bytes(8, "big"),
+        "parent_span_id": parent,
+        "name": rng.choice(("chat", "llm_request", "ChatCompletion", "tool")),
+        "start_ns": f.BASE_TIME_NS + index * 1_000_000_007,
+        "end_ns": f.BASE_TIME_NS + index * 1_000_000_007 + rng.randint(0, 9_000_000_000),
+        "attributes": attrs,
+    }
+    if rng.random() < 0.2:
+        fields["status_code"] = rng.choice((f.STATUS_OK, f.STATUS_ERROR, f.STATUS_ERROR))
+        fields["status_message"] = rng.choice(
+            ("RateLimitError: slow down", "timeout", "", "openai.APIError: 500", "ü: x")
+        )
+    if rng.random() < 0.08:
+        fields.update(rng.choice([override for _, override in BAD_SPANS]))
+        if "attributes" in fields and fields["attributes"] is not attrs:
+            fields["attributes"] = {**attrs, **fields["attributes"]}
+    return f.make_span(**fields)
+
+
+def _mixed_message(rng: random.Random, first_index: int, spans: int) -> TracesData:
+    resources = []
+    index = first_index
+    for r in range(rng.randint(1, 3)):
+        resource_attrs = {a.SERVICE_NAME: f"svc-{r}", a.DEPLOYMENT_ENVIRONMENT_NAME: "prod"}
+        resource_attrs.update(rng.choice(_RESOURCE_ODDITIES))
+        trace_id = (index + 1).to_bytes(16, "big")
+        built = []
+        for _ in range(spans // 2 if r == 0 else spans // 4):
+            parent = b"" if rng.random() < 0.2 else (index // 7 + 1).to_bytes(8, "big")
+            built.append(_mixed_span(rng, trace_id, index, parent))
+            index += 1
+        rs = f.make_resource_spans(built[: len(built) // 2], resource_attributes=resource_attrs)
+        rs.scope_spans.add().spans.extend(built[len(built) // 2 :])
+        resources.append(rs)
+    return f.traces_data(*resources)
+
+
+def _sequential_ids(message: TracesData) -> TracesData:
+    """Counters instead of random ids, so the stored reference compresses well."""
+    seen: dict[bytes, bytes] = {}
+    for rs in message.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                for field, size in (("trace_id", 16), ("span_id", 8), ("parent_span_id", 8)):
+                    raw = getattr(span, field)
+                    if raw:
+                        setattr(
+                            span, field, seen.setdefault(raw, (len(seen) + 1).to_bytes(size, "big"))
+                        )
+    return message
+
+
+def reference_corpus() -> list[tuple[bytes, int, int]]:
+    """(payload, max_attributes, max_attribute_chars) for every corpus message."""
+    default = (MAX_EVENT_ATTRIBUTES, MAX_ATTRIBUTE_VALUE_CHARS)
+    corpus: list[tuple[bytes, int, int]] = [
+        (_sequential_ids(f.realistic_message(1000, seed=seed)).SerializeToString(), *default)
+        for seed in (11, 12)
+    ]
+    rng = random.Random(2026)
+    for number in range(24):
+        message = _mixed_message(rng, number * 1000, 80)
+        payload = f.to_otlp_json(message) if number % 4 == 3 else message.SerializeToString()
+        if number % 6 == 5 and number % 4 != 3:
+            # Invalid UTF-8 in a key and a value: the lean proto2 schema must keep the span.
+            payload = payload.replace(b"gen_ai.response.id", b"gen_ai.resp\xffnse.id")
+            payload = payload.replace(b"gpt-4o-mini", b"gpt-4\xff-mini")
+        limits = (3, 8) if number % 5 == 4 else default
+        corpus.append((payload, *limits))
+    return corpus
+
+
+def _batch_document(batch: NormalizedBatch) -> dict[str, Any]:
+    return {
+        "events": batch.events,
+        "spans": batch.spans,
+        "rejects": [
+            [r.reason, r.detail, r.trace_id, r.span_id, _payload_digest(r.payload)]
+            for r in batch.rejects
+        ],
+        "span_count": batch.span_count,
+    }
+
+
+def _payload_digest(payload: bytes) -> str:
+    if sniff_content_type(payload) == "otlp_proto":
+        # Protobuf writes map entries in no fixed order; compare them sorted.
+        payload = lean.TracesData.FromString(payload).SerializeToString(deterministic=True)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _normalized_corpus() -> list[str]:
+    # JSON text keeps what == would blur: key order, and 1 vs 1.0 vs true.
+    return [
+        json.dumps(
+            _batch_document(
+                normalize_message(payload, max_attributes=most, max_attribute_chars=chars)
+            )
+        )
+        for payload, most, chars in reference_corpus()
+    ]
+
+
+def write_reference() -> None:
+    REFERENCE_FILE.parent.mkdir(exist_ok=True)
+    with lzma.open(REFERENCE_FILE, "wt", encoding="utf-8", preset=9) as out:
+        json.dump([json.loads(text) for text in _normalized_corpus()], out)
+
+
+def _first_difference(expected: dict[str, Any], actual: dict[str, Any]) -> str:
+    for part in ("events", "spans", "rejects"):
+        for index, (want, got) in enumerate(zip(expected[part], actual[part], strict=False)):
+            if json.dumps(want) != json.dumps(got):
+                return f"{part}[{index}]:\n  expected {want}\n  actual   {got}"
+        if len(expected[part]) != len(actual[part]):
+            return f"{part}: {len(expected[part])} expected, {len(actual[part])} actual"
+    return "span_count"
+
+
+def test_output_matches_the_stored_reference_cold_and_warm() -> None:
+    with lzma.open(REFERENCE_FILE, "rt", encoding="utf-8") as stored:
+        expected = [json.dumps(doc) for doc in json.load(stored)]
+    span_total = sum(json.loads(text)["span_count"] for text in expected)
+    assert span_total > 3000
+    for _ in range(2):  # the second pass runs on warm caches
+        actual = _normalized_corpus()
+        assert len(actual) == len(expected)
+        for number, (want, got) in enumerate(zip(expected, actual, strict=True)):
+            if want != got:
+                detail = _first_difference(json.loads(want), json.loads(got))
+                pytest.fail(f"message {number} differs from the reference: {detail}")
