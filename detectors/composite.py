@@ -6,15 +6,17 @@ reference; counts and rates get a CUSUM on their model's scale; categorical mixe
 a G-test on two windows. The metric's ARL0 is split evenly over its tests.
 
 State bound (float32 samples, ``W`` = warm-up, ``N`` = window): before freezing, a
-``4 W`` byte warm-up buffer; after, a continuous metric holds the warm-up sample
-twice (standardized for calibration, sorted for KS) plus one window,
-``4 (2W + N)`` bytes, a count or rate metric ``4 W`` (only until calibrated);
-plus about 2 KB of Python objects. With the defaults (500, 500): at most 8 KB.
+``4 W`` byte warm-up buffer (``12 W`` with the int64 trace codes of the values);
+after, a continuous metric holds the warm-up sample twice (standardized for
+calibration, sorted for KS) plus one window, ``4 (2W + N)`` bytes, a count or rate
+metric ``4 W`` (only until calibrated); plus about 2 KB of Python objects. With the
+defaults (500, 500): at most 8 KB (14 KB while warming up).
 A categorical metric keeps two windows of int8 codes (``N`` and ``4 N``): 2.5 KB.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from detectors._kernels import FloatArray, ewma_filter
 from detectors.categorical import CategoricalShift
-from detectors.cusum import CUSUM
+from detectors.cusum import CUSUM, DEFAULT_SHIFTS
 from detectors.ewma import EWMA
 from detectors.ks import KSWindow
 from detectors.metrics import Kind
@@ -30,6 +32,16 @@ from detectors.reference import FrozenReference
 
 # CUSUM bank (level), KS (shape), EWMA (creep), CUSUM on squares (spread).
 CONTINUOUS_TESTS = 4
+# A test is armed only when the shift it targets is at least this many standard errors
+# of the frozen mean (effective sample size): a 0.2 sd CUSUM member or the creep EWMA
+# run on a 250-event reference would mostly be measuring the reference's own error
+# (1.5 standard errors of it are guarded; the rest alarms for ever). 5 SE arms the 0.2 sd
+# member and the EWMA from 625 effective events, the 0.5 sd member from 100. Measured on
+# simulated traffic with 500-event references: at 4 SE about one reference in 30 sat
+# more than 2 SE off its steady mean and alarmed about once an hour.
+ARMING_SE = 5.0
+# The creep EWMA (lam 0.02) is aimed at shifts of about this size (reference sd).
+CREEP_SHIFT = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +80,7 @@ class MetricDetector:
     >>> stream = np.concatenate([rng.normal(6, 0.5, 2000), rng.normal(6.7, 0.5, 500)])
     >>> det = MetricDetector("continuous", warmup=500, window=500, arl0=1e6)
     >>> [(d.index, d.test) for d in det.update_many(stream)][:2]
-    [(2015, 'cusum'), (2016, 'ewma')]
+    [(2015, 'cusum'), (2029, 'cusum')]
 
     References
     ----------
@@ -81,6 +93,7 @@ class MetricDetector:
         "_categorical",
         "_cusum",
         "_ewma",
+        "_groups",
         "_ks",
         "_n_warm",
         "_recent_mean",
@@ -109,6 +122,8 @@ class MetricDetector:
         self.arl0 = arl0
         self.ewma_lam = ewma_lam
         self._warm = np.zeros(warmup, dtype=np.float32)
+        # Cluster codes of the warm-up values (trace ids): the reference's design effect.
+        self._groups: np.ndarray | None = None
         self._n_warm = 0
         self._cusum: CUSUM | None = None
         self._ks: KSWindow | None = None
@@ -149,27 +164,45 @@ class MetricDetector:
     def _freeze(self) -> None:
         values = self._warm.astype(np.float64)
         assert self.kind != "categorical"
-        ref = FrozenReference.from_values(values, self.kind)
+        ref = FrozenReference.from_values(values, self.kind, self._groups)
         tests = CONTINUOUS_TESTS if self.kind == "continuous" else 1
         share = self.arl0 * tests
-        self._cusum = CUSUM.from_reference(ref, arl0=share)
+        shifts: tuple[float, ...] = DEFAULT_SHIFTS
+        if self.kind == "continuous":
+            standard_error = 1.0 / math.sqrt(ref.n_effective)
+            shifts = tuple(s for s in DEFAULT_SHIFTS if s >= ARMING_SE * standard_error)
+            shifts = shifts or DEFAULT_SHIFTS[-1:]
+        # A count or rate (retries, validation failures) alarms on increases only.
+        self._cusum = CUSUM.from_reference(
+            ref, shifts, arl0=share, upward_only=self.kind != "continuous"
+        )
         if self.kind == "continuous":
             self._ks = KSWindow.from_reference(values, ref, self.window, self.window // 5, share)
-            self._ewma = EWMA.from_reference(ref, self.ewma_lam, share)
+            if ARMING_SE * standard_error <= CREEP_SHIFT:
+                self._ewma = EWMA.from_reference(ref, self.ewma_lam, share)
             # Spread: a CUSUM on squared standardized values (calibrated on their own
             # warm-up distribution) sees a variance change long before a KS window does.
             squares = FrozenReference.from_values(ref.standardize(values) ** 2)
             self._spread = CUSUM.from_reference(squares, shifts=(1.0,), arl0=share)
         self._warm = np.zeros(0, dtype=np.float32)
+        self._groups = None
         self._recent_mean = ref.mean
 
-    def update_many(self, values: FloatArray | list[str]) -> list[Detection]:
+    def update_many(
+        self, values: FloatArray | list[str], groups: np.ndarray | None = None
+    ) -> list[Detection]:
+        """Feed a batch; ``groups`` (int64 per value, e.g. hashed trace ids) marks values
+        that are not independent of each other, for the reference's effective size."""
         if self._categorical is not None:
             return self._update_categorical([str(v) for v in values])
         x = np.asarray(values, dtype=np.float64)
         start = 0
         if self._cusum is None:
             take = min(self.warmup - self._n_warm, x.shape[0])
+            if groups is not None and self.kind == "continuous":
+                if self._groups is None:
+                    self._groups = np.arange(-self.warmup, 0, dtype=np.int64)  # distinct
+                self._groups[self._n_warm : self._n_warm + take] = groups[:take]
             self._warm[self._n_warm : self._n_warm + take] = x[:take]
             self._n_warm += take
             start = take

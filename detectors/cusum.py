@@ -39,6 +39,8 @@ class CUSUM:
         Standard errors of the frozen mean assumed against the detector in calibration.
     seed
         Seed of the calibration simulation.
+    upward_only
+        Watch increases only (failures, retries: fewer of them is not an incident).
 
     Examples
     --------
@@ -75,6 +77,7 @@ class CUSUM:
         "model",
         "seed",
         "shifts",
+        "upward_only",
         "warmup",
     )
 
@@ -86,6 +89,7 @@ class CUSUM:
         model: Model = "continuous",
         guard: float = DEFAULT_GUARD,
         seed: int = 0,
+        upward_only: bool = False,
     ) -> None:
         if warmup < 20:
             raise ValueError(f"warmup must be >= 20 observations, got {warmup}")
@@ -103,13 +107,15 @@ class CUSUM:
         self.model = model
         self.guard = guard
         self.seed = seed
+        self.upward_only = upward_only
         m = len(self.shifts)
-        self._directions = np.repeat([1.0, -1.0], m)
-        self._drifts = np.tile(np.asarray(self.shifts) / 2.0, 2)
+        sides = (1.0,) if upward_only else (1.0, -1.0)
+        self._directions = np.repeat(sides, m)
+        self._drifts = np.tile(np.asarray(self.shifts) / 2.0, len(sides))
         self._warm: list[float] = []
         self._ref: FrozenReference | None = None
-        self._thresholds = np.full(2 * m, np.inf)
-        self._s = np.zeros(2 * m)
+        self._thresholds = np.full(len(sides) * m, np.inf)
+        self._s = np.zeros(len(sides) * m)
         self._drift_detected = False
         self._last: dict[str, Any] = {}
 
@@ -120,9 +126,10 @@ class CUSUM:
         shifts: tuple[float, ...] = DEFAULT_SHIFTS,
         arl0: float = 1e6,
         guard: float = DEFAULT_GUARD,
+        upward_only: bool = False,
     ) -> CUSUM:
         """A detector already past warm-up, sharing a reference frozen elsewhere."""
-        det = cls(max(20, ref.n), shifts, arl0, ref.model, guard)
+        det = cls(max(20, ref.n), shifts, arl0, ref.model, guard, upward_only=upward_only)
         det._set_reference(ref)
         return det
 

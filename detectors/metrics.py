@@ -4,6 +4,11 @@ Token counts, latency, TTFT and output length are close to lognormal, so they ar
 compared on ``log1p``; KV-cache pressure lives in (0, 1) and is compared on the
 logit; retries are counts (Poisson), validation failures 0/1 (Bernoulli), and finish
 reasons a multinomial mix.
+
+A failed call (``error_type`` set) used nothing and answered nothing: its zero tokens
+and its time-out latency are not measurements of the signal, and a retry burst would
+otherwise look like a level shift in every usage metric. Failed calls count only in
+the retry metric (the attempt number is what they do measure).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class Metric:
     def raw_value(self, event: dict[str, Any]) -> Any:
         """The event's value for this metric, or ``None`` when it was not measured."""
         value = event.get(self.field)
+        if self.kind != "poisson" and event.get("error_type"):
+            return None  # a failed call measured no usage, output or validity
         if self.kind == "categorical":
             return str(value) if value else None
         if self.kind == "bernoulli":

@@ -5,8 +5,9 @@ Detectors standardize every later observation by it: ``z = (y - mean) / scale``
 ``scale`` is the *long-run* standard deviation (the marginal one inflated by the lag-1
 autocorrelation of the reference), so autocorrelated streams do not look like level
 shifts. Count and rate signals (retries, validation failures) use their model's
-variance instead of the sample's, smoothed so a reference without a single failure
-still has a finite scale.
+variance instead of the sample's, at the upper Jeffreys bound of the rate
+(``RATE_BOUND``), so a reference without a single failure still has a finite scale and
+one that saw few failures by chance does not alarm on the true rate.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import beta, gamma
 
 from detectors._kernels import FloatArray, lag1_autocorrelation
 
@@ -24,6 +27,11 @@ MODELS: tuple[Model, ...] = ("continuous", "poisson", "bernoulli")
 # then keep the run length their calibration promises.
 CLIP = 3.0
 MIN_SCALE = 1e-3
+# A rare count's rate is known to a factor, not to a standard error: 1 retry in 250
+# events says the rate is somewhere in 0.001..0.02. Counts and rates are therefore
+# watched against the upper Jeffreys bound at this level, so a reference that happened
+# to catch few failures does not alarm forever on the true rate.
+RATE_BOUND = 0.995
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +45,25 @@ class FrozenReference:
     inflation: float  # long-run variance / marginal variance, >= 1
     z_sample: FloatArray  # the warm-up sample standardized (float32 to halve the bound)
 
+    @property
+    def n_effective(self) -> float:
+        """Independent observations the reference is worth (``n / inflation``)."""
+        return self.n / self.inflation
+
     @classmethod
-    def from_values(cls, values: FloatArray, model: Model = "continuous") -> FrozenReference:
+    def from_values(
+        cls,
+        values: FloatArray,
+        model: Model = "continuous",
+        groups: NDArray[np.int64] | None = None,
+    ) -> FrozenReference:
         """Freeze ``values`` (already on the natural scale).
+
+        ``groups`` (one code per value, e.g. a hash of the trace id) marks values that
+        are not independent: the calls of one agent trace share its context. Their
+        design effect (the variance of the mean relative to independent values) then
+        inflates the scale when it exceeds the lag-1 inflation, because the calls of one
+        trace interleave with other traces' and lag-1 in arrival order does not see them.
 
         >>> ref = FrozenReference.from_values(np.array([1.0, 2.0, 3.0, 4.0]))
         >>> round(ref.mean, 2), ref.n
@@ -52,10 +76,10 @@ class FrozenReference:
         if n < 2:
             raise ValueError("a reference needs at least 2 observations; raise warmup_events")
         if model == "bernoulli":
-            mean = (float(y.sum()) + 0.5) / (n + 1.0)  # Jeffreys-smoothed rate
+            mean = float(beta.ppf(RATE_BOUND, y.sum() + 0.5, n - y.sum() + 0.5))
             var = mean * (1.0 - mean)
         elif model == "poisson":
-            mean = (float(y.sum()) + 0.5) / n
+            mean = float(gamma.ppf(RATE_BOUND, y.sum() + 0.5)) / n
             var = mean
         else:
             mean = float(y.mean())
@@ -66,6 +90,8 @@ class FrozenReference:
         if rho > 2.0 / np.sqrt(n):
             rho = min(rho, 0.9)
             inflation = (1.0 + rho) / (1.0 - rho)
+        if groups is not None and var > 0 and model == "continuous":
+            inflation = max(inflation, design_effect(y, groups))
         # A constant warm-up (a fixed TTFT, a pinned KV limit) still needs a finite scale;
         # on the log and logit scales 1e-3 is a 0.1% change.
         scale = float(np.sqrt(max(var, MIN_SCALE**2) * inflation))
@@ -98,6 +124,30 @@ class FrozenReference:
 
     def nbytes(self) -> int:
         return int(self.z_sample.nbytes) + 64
+
+
+def design_effect(values: FloatArray, groups: NDArray[np.int64]) -> float:
+    """Variance of the mean under clustering by ``groups`` over the iid variance, if real.
+
+    Returns 1.0 unless the effect exceeds its sampling noise (about
+    ``2 sqrt(2 / clusters)`` for iid values), and at most 10.
+
+    >>> y = np.repeat(np.random.default_rng(0).normal(size=100), 4)  # 4 equal per group
+    >>> round(design_effect(y, np.repeat(np.arange(100), 4)), 1)
+    4.0
+    """
+    y = np.asarray(values, dtype=np.float64)
+    y = y - y.mean()
+    denom = float(np.dot(y, y))
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+    clusters = int(codes.max()) + 1 if codes.size else 0
+    if denom <= 0.0 or clusters < 2 or clusters == y.shape[0]:
+        return 1.0
+    sums = np.bincount(codes, weights=y)
+    effect = float(np.dot(sums, sums)) / denom
+    if effect <= 1.0 + 2.0 * np.sqrt(2.0 / clusters):
+        return 1.0
+    return min(effect, 10.0)
 
 
 def _huber_location(y: FloatArray, start: float, scale: float, iterations: int = 20) -> float:

@@ -143,6 +143,9 @@ class DetectorSettings(_Section):
     enabled_metrics: list[str] | None = None  # None: all
     # Bundles tracked per workflow (least recently seen is dropped): bounds the state.
     max_bundles_per_workflow: int = Field(2, ge=1, le=16)
+    # A new bundle's first seconds of event time are left out of its reference: they are
+    # the early steps of its traces, not a sample of its steady traffic.
+    settle_s: float = Field(60.0, ge=0)
     # Two bundles with events within this much event time serve "at once" (canary).
     canary_active_s: float = Field(600.0, gt=0)
 

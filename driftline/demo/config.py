@@ -86,6 +86,8 @@ window_events = {WINDOW_EVENTS}
 # Every model a workflow calls is its own bundle: keep them all.
 max_bundles_per_workflow = 8
 canary_active_s = 60
+# The run is short: start baselines 20 s after a bundle appears, not 60 s.
+settle_s = 20
 
 [alerts]
 hold_down_s = {HOLD_DOWN_S}

@@ -120,6 +120,8 @@ def test_unapproved_model_opens_one_routing_alert(run: Run) -> None:
         assert alert["severity"] in ("critical", "error", "warning")
         assert alert["dashboard_url"] and alert["runbook_url"]
         assert alert["bundle_id"] in alert["dedup_key"]
+        # Only the swapped-in model: dated snapshot names of allowed models are in policy.
+        assert alert["evidence"]["request_model"] not in ALLOWED, alert["evidence"]
 
 
 def test_alert_is_paged_once_without_leaking_the_key(run: Run) -> None:

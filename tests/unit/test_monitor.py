@@ -12,6 +12,8 @@ from schemas.alert import TRANSITION_FIELD_NAMES
 from schemas.event import EVENT_FIELDS, TRACE_FIELDS, from_wire
 from streams.monitor import Monitor, SnapshotError
 
+SETTLE_S_DEFAULT = DetectorSettings().settle_s
+
 T0 = 1_700_000_000_000_000
 S = 1_000_000
 
@@ -188,7 +190,8 @@ def test_canary_compares_two_bundles_serving_at_once() -> None:
     out = run(Monitor(settings(["input_tokens"])), events)
     canary = of(out, "drift/chat/input_tokens:canary/b2")
     assert canary and canary[0]["evidence"]["baseline_bundle_id"] == "b1"
-    assert canary[0]["event_ts"] < T0 + 200 * S  # before b2 even has its own baseline
+    # Before b2 even has its own baseline (its first detectors.settle_s are not a reference).
+    assert canary[0]["event_ts"] < T0 + (SETTLE_S_DEFAULT + 200) * S
 
 
 def test_dirty_workflows_and_bad_snapshots() -> None:
@@ -204,3 +207,33 @@ def test_dirty_workflows_and_bad_snapshots() -> None:
 def test_unknown_metric_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="enabled_metrics"):
         Monitor(settings(["tokens_in"]))
+
+
+def test_routing_accepts_a_dated_response_to_an_allowed_request_model() -> None:
+    dated = event(1, T0, 400, request_model="gpt-4o-mini", response_model="gpt-4o-mini-2024-07-18")
+    shadow = event(2, T0 + S, 400, request_model="gpt-4-turbo", response_model="gpt-4-turbo-2024")
+    monitor = Monitor(settings(["input_tokens"], chat={"allowed_models": ["gpt-4o-mini"]}))
+    routing = of(monitor.process([dated, shadow], []), "routing/chat/unallowed_model")
+    assert [r["evidence"]["span_id"] for r in routing] == ["s2"]
+    assert routing[0]["evidence"]["request_model"] == "gpt-4-turbo"
+
+
+def test_canary_compares_only_bundles_of_one_slot() -> None:
+    rng = np.random.default_rng(4)
+    events = []
+    for i in range(800):
+        mini = float(np.exp(rng.normal(np.log(400), 0.5)))
+        embed = float(np.exp(rng.normal(np.log(40), 0.5)))  # a different call, not a rollout
+        events.append(event(2 * i, T0 + i * S, mini, operation="chat"))
+        events.append(
+            event(
+                2 * i + 1,
+                T0 + i * S + 1,
+                embed,
+                bundle_id="emb",
+                operation="embeddings",
+                response_model="text-embedding-3-small",
+            )
+        )
+    out = run(Monitor(settings(["input_tokens"])), events)
+    assert [t for t in out if ":canary" in t["dedup_key"]] == []
