@@ -26,6 +26,7 @@ the crash may be published again; the store deduplicates by span id / trace id).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -47,6 +48,7 @@ from streams.stages import (
     NOTIFIER_LEDGER_TABLE,
     add_governance,
     build_state,
+    changelog_tail,
 )
 
 __all__ = ["Pipeline", "create_app", "group_by_workflow", "route_by_trace", "target_partition"]
@@ -71,6 +73,11 @@ def loads(data: bytes) -> Any:
     return json.loads(data)
 
 
+def message_limit(settings: Settings) -> int:
+    """Bytes one internal message may take: the producer's limit less room for headers."""
+    return settings.kafka.max_message_bytes * 9 // 10
+
+
 def target_partition(trace_id: str, partitions: int) -> int:
     """Partition of a trace: Kafka's default key partitioner on the trace id bytes.
 
@@ -84,6 +91,27 @@ def target_partition(trace_id: str, partitions: int) -> int:
     2
     """
     return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
+    """JSON messages of the records in ``lists``, split in halves until each fits ``limit``.
+
+    A backlog makes batches large; one message over the broker's limit would fail every
+    retry and stall the stage, so a batch is cut rather than sent whole. A single record
+    larger than the limit is still sent alone (and fails loudly).
+
+    >>> parts = encode_bounded({"events": list(range(1000)), "spans": []}, 1000)
+    >>> len(parts) > 1, all(len(p) <= 1000 for p in parts)
+    (True, True)
+    >>> sum(len(loads(p)["events"]) for p in parts)
+    1000
+    """
+    value = dumps(lists)
+    if len(value) <= limit or sum(len(v) for v in lists.values()) <= 1:
+        return [value]
+    first = {k: v[: len(v) // 2] for k, v in lists.items()}
+    second = {k: v[len(v) // 2 :] for k, v in lists.items()}
+    return encode_bounded(first, limit) + encode_bounded(second, limit)
 
 
 @dataclass(slots=True)
@@ -135,6 +163,23 @@ def group_by_workflow(
     return out
 
 
+def describe_assignment(assigned: Iterable[Any]) -> str:
+    """Assigned topic partitions as ``topic=0,2 topic2=1`` (source topics, no changelogs).
+
+    >>> from collections import namedtuple
+    >>> TP = namedtuple("TP", "topic partition")
+    >>> describe_assignment([TP("llm_events", 2), TP("llm_events", 0), TP("x-changelog", 1)])
+    'llm_events=0,2'
+    """
+    by_topic: dict[str, list[int]] = {}
+    for tp in assigned:
+        if not tp.topic.endswith("-changelog"):
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(
+        f"{topic}={','.join(map(str, sorted(parts)))}" for topic, parts in sorted(by_topic.items())
+    )
+
+
 def dlq_headers(
     reason: str, detail: str, source_topic: str, source_partition: int, source_offset: int
 ) -> list[tuple[str, bytes]]:
@@ -170,6 +215,7 @@ class Pipeline:
     tables: dict[str, Any] = field(default_factory=dict)  # every state table, by name
     counters: Counter[str] = field(default_factory=Counter)
     assemblers: dict[int, Any] = field(default_factory=dict)  # llm_spans partition -> assembler
+    bootstrap_servers: str | None = None  # the explicit --bootstrap-servers, if any
 
 
 def _declare_topics(app: faust.App, partitions: int) -> Topics:
@@ -248,7 +294,12 @@ def create_app(
         ),
     }
     pipeline = Pipeline(
-        settings=settings, app=app, topics=topics, open_traces=open_traces, tables=tables
+        settings=settings,
+        app=app,
+        topics=topics,
+        open_traces=open_traces,
+        tables=tables,
+        bootstrap_servers=bootstrap_servers,
     )
     _add_decode(pipeline)
     _add_assemble(pipeline)
@@ -304,11 +355,13 @@ def _add_decode(p: Pipeline) -> None:
             prices.apply(events)
             p.counters["events.decoded"] += len(events)
             for partition, routed in route_by_trace(events, spans, partitions).items():
-                await p.topics.llm_spans.send(
-                    value=dumps({"events": routed.events, "spans": routed.spans}),
-                    partition=partition,
-                    headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_SPANS)],
-                )
+                records = {"events": routed.events, "spans": routed.spans}
+                for value in encode_bounded(records, message_limit(settings)):
+                    await p.topics.llm_spans.send(
+                        value=value,
+                        partition=partition,
+                        headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_SPANS)],
+                    )
 
 
 # -- stage: trace assembly, checkpointed in a changelog-backed table -----------------
@@ -321,7 +374,9 @@ def _add_assemble(p: Pipeline) -> None:
     partitions = settings.kafka.partitions
     table = p.open_traces
 
-    def assembler_for(partition: int) -> TraceAssembler:
+    def assembler_for(
+        partition: int, tail: dict[bytes, bytes | None] | None = None
+    ) -> TraceAssembler:
         assembler = p.assemblers.get(partition)
         if assembler is None:
             assembler = p.assemblers[partition] = TraceAssembler(
@@ -329,8 +384,16 @@ def _add_assemble(p: Pipeline) -> None:
                 settings.streams.trace_timeout_s,
                 settings.streams.max_open_traces,
             )
+            saved = dict(table.items())
+            # Records recovery may have missed: a closed trace's deletion among them, which
+            # would otherwise reopen the trace and publish its events a second time, late.
+            for key, raw in (tail or {}).items():
+                if raw is None:
+                    saved.pop(key, None)
+                else:
+                    saved[key] = loads(raw)
             restored = 0
-            for key, state in list(table.items()):
+            for key, state in saved.items():
                 trace_id = key.decode() if isinstance(key, bytes) else str(key)
                 if state is not None and target_partition(trace_id, partitions) == partition:
                     assembler.import_trace(trace_id, state)
@@ -363,11 +426,14 @@ def _add_assemble(p: Pipeline) -> None:
         now_s = time.time()
         for assembler in list(p.assemblers.values()):
             closed = assembler.close_due(now_s)
+            if closed.traces:
+                await publish_closed(p, closed.events, closed.traces)
+                # Delivered before the checkpoints are deleted: were the deletion to reach
+                # the changelog and the events not, a crash would lose these traces.
+                await p.app.producer.flush()
             for trace_id in assembler.closed_trace_ids:
                 table.pop(trace_id.encode(), None)
             checkpoint(assembler)  # traces restored or evicted since the last batch
-            if closed.traces:
-                await publish_closed(p, closed.events, closed.traces)
 
     async def restore_assemblers(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Traces checkpointed on partitions this worker now owns resume here, even if
@@ -378,8 +444,12 @@ def _add_assemble(p: Pipeline) -> None:
         for partition in list(p.assemblers):
             if partition not in owned:
                 del p.assemblers[partition]  # another worker rebuilds it from the table
+        moved = owned - set(p.assemblers)
+        tail = await asyncio.get_running_loop().run_in_executor(
+            None, changelog_tail, p, table, moved
+        )
         for partition in owned:
-            assembler_for(partition)
+            assembler_for(partition, tail)
 
     p.app.on_rebalance_complete.connect(restore_assemblers)  # type: ignore[arg-type]
 
@@ -389,11 +459,12 @@ async def publish_closed(
 ) -> None:
     """One ``llm_events`` message per workflow: its closed events and trace summaries."""
     for workflow, group in group_by_workflow(events, traces).items():
-        await p.topics.llm_events.send(
-            key=workflow.encode(),
-            value=dumps(group),
-            headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)],
-        )
+        for value in encode_bounded(group, message_limit(p.settings)):
+            await p.topics.llm_events.send(
+                key=workflow.encode(),
+                value=value,
+                headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)],
+            )
     p.counters["events.out"] += len(events)
     p.counters["traces.out"] += len(traces)
 
@@ -403,6 +474,9 @@ async def publish_closed(
 
 def _add_readiness(p: Pipeline, ready_file: Path | None) -> None:
     async def signal_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Which partitions (and so which workflows' state) this worker owns now: the one
+        # line an operator needs to follow a rebalance across workers.
+        log.info("partitions assigned: %s", describe_assignment(p.app.assignor.assigned_actives()))
         if p.counters["worker.ready"]:
             return
         p.counters["worker.ready"] = 1

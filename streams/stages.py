@@ -13,6 +13,18 @@ with it, so every body below writes (store, alerts topic, pages) before it retur
 before that re-reads the batch, and every write is idempotent (insert dedup tokens and span
 keys in the store, deterministic alert ids, the delivery ledger).
 
+Re-delivery after a crash: Faust flushes the producer (alerts, changelogs) before it commits
+offsets, so a restarted worker's state is never older than its committed offsets, but it can
+be newer: the batches after the last commit are read again. Each ``monitor_state`` value
+therefore carries the highest ``llm_events`` offset applied to that workflow (all of a
+workflow's messages are on one partition), and the monitor skips what it has applied already;
+otherwise baselines and budget windows would count those events twice, and a hit replayed
+after its alert resolved would open (and page) the alert again.
+
+Rebalance: on ``on_rebalance_complete`` (sent after the tables are recovered) the monitor keeps
+the workflows it still owns from memory and resumes the ones that moved to it from the table;
+batches from partitions revoked while they were buffered are left to their new owner.
+
 Store unavailable: the body retries with exponential backoff and does not return, so the
 agent stops taking from its topic (consumption pauses, memory stays bounded by Faust's stream
 buffer) and resumes where it was when the store is back.
@@ -48,6 +60,9 @@ T = TypeVar("T")
 
 MONITOR_STATE_TABLE: Final = "monitor_state"
 NOTIFIER_LEDGER_TABLE: Final = "notifier_ledger"
+CHANGELOG_TAIL_MARGIN: Final = 1000
+CHANGELOG_TAIL_IDLE_POLLS: Final = 3  # 3 x 0.2 s without a record: the end of the changelog
+CHECKPOINT_MAGIC: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
 STORE_BATCH_MESSAGES: Final = 1000
 MAX_STORE_BACKOFF_S: Final = 30.0
 DELIVERY_TABLE: Final = "driftline.alert_deliveries"
@@ -101,6 +116,9 @@ class GovernanceState:
     monitor: Monitor
     notifier: Notifier | None
     sinks: dict[str, EventSink] = field(default_factory=dict)
+    # workflow -> highest llm_events offset already applied to its monitor state
+    applied_offsets: dict[str, int] = field(default_factory=dict)
+    owned_partitions: set[int] = field(default_factory=set)  # llm_events partitions, last seen
 
 
 async def flush_until_stored(
@@ -139,6 +157,102 @@ def decode_closed(value: bytes) -> tuple[list[dict[str, Any]], list[dict[str, An
     events = [from_wire(e) for e in doc.get("events", ())]
     traces = [from_wire(t, TRACE_FIELDS) for t in doc.get("traces", ())]
     return events, traces
+
+
+def checkpoint_value(offset: int, snapshot: bytes) -> bytes:
+    """A ``monitor_state`` value: the last applied ``llm_events`` offset, then the snapshot.
+
+    >>> parse_checkpoint(checkpoint_value(41, b"DLMON1\\n..."))
+    (41, b'DLMON1\\n...')
+    """
+    return CHECKPOINT_MAGIC + str(offset).encode() + b"\n" + snapshot
+
+
+def parse_checkpoint(value: bytes) -> tuple[int, bytes]:
+    """(offset, snapshot) of a ``monitor_state`` value; a bare snapshot has offset -1."""
+    if not value.startswith(CHECKPOINT_MAGIC):
+        return -1, value
+    offset, _, snapshot = value[len(CHECKPOINT_MAGIC) :].partition(b"\n")
+    return int(offset), snapshot
+
+
+def changelog_tail(
+    p: Pipeline, table: Any, partitions: set[int], margin: int = CHANGELOG_TAIL_MARGIN
+) -> dict[bytes, bytes | None]:
+    """The last value per key in the tail of ``table``'s changelog partitions (None: deleted).
+
+    Faust's recovery stops at the broker's high watermark; tansu reports it at the start of
+    the last record batch, so the newest records of a partition can be missing from a
+    recovered table. This reads from ``margin`` records before that watermark until nothing
+    more arrives, counting records read rather than trusting offsets. Blocking: run it in an
+    executor.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.kafka import consumer_config
+
+    if not partitions:
+        return {}
+    topic = table.changelog_topic.get_topic_name()
+    consumer = Consumer(
+        consumer_config(
+            p.settings.kafka,
+            f"{p.settings.kafka.consumer_group}-tail",
+            p.bootstrap_servers,
+            **{"enable.auto.commit": False},
+        )
+    )
+    latest: dict[bytes, bytes | None] = {}
+    try:
+        assigned = []
+        for partition in sorted(partitions):
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10
+            )
+            assigned.append(TopicPartition(topic, partition, max(0, high - margin)))
+        consumer.assign(assigned)
+        idle_polls = 0
+        while idle_polls < CHANGELOG_TAIL_IDLE_POLLS:
+            messages = consumer.consume(1000, timeout=0.2)
+            idle_polls = 0 if messages else idle_polls + 1
+            for message in messages:
+                key = message.key()
+                if message.error() is None and key is not None:
+                    latest[bytes(key)] = message.value() or None
+    finally:
+        consumer.close()
+    return latest
+
+
+def fresh_records(
+    events: list[dict[str, Any]],
+    traces: list[dict[str, Any]],
+    offset: int,
+    applied: dict[str, int],
+    advanced: dict[str, int],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records of one ``llm_events`` message not yet applied to their workflow's state.
+
+    All of a workflow's messages are on one partition, so its state remembers the offset it
+    has applied up to; a message at or below it is a re-delivery after a crash (offsets are
+    committed after the state is checkpointed) and must not count twice. ``advanced``
+    collects the new offset per workflow.
+
+    >>> applied = {"w": 7}
+    >>> fresh_records([{"workflow": "w"}], [], 7, applied, {})
+    ([], [])
+    >>> advanced = {}
+    >>> fresh_records([{"workflow": "w"}], [], 8, applied, advanced), advanced
+    (([{'workflow': 'w'}], []), {'w': 8})
+    """
+    out: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for records, kept in ((events, out[0]), (traces, out[1])):
+        for record in records:
+            workflow = str(record.get("workflow") or "")
+            if offset > applied.get(workflow, -1):
+                kept.append(record)
+                advanced[workflow] = max(offset, advanced.get(workflow, -1))
+    return out
 
 
 def build_state(p: Pipeline) -> GovernanceState:
@@ -218,25 +332,41 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
 
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
-    from streams.app import dumps
+    from streams.app import dumps, target_partition
 
     settings = p.settings
     table = p.tables[MONITOR_STATE_TABLE]
     partitions = settings.kafka.partitions
+    events_topic = p.topics.llm_events.get_topic_name()
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in p.app.consumer.assignment() if tp.topic == events_topic}
 
     @p.app.agent(p.topics.llm_events, name="monitor")
     async def monitor_events(stream: Any) -> None:
         async for batch in stream.take_events(
             settings.streams.batch_max_messages, within=settings.streams.batch_max_wait_s
         ):
-            events: list[dict[str, Any]] = []
-            traces: list[dict[str, Any]] = []
-            for event in batch:
-                e, t = decode_closed(event.value)
-                events.extend(e)
-                traces.extend(t)
+            owned = owned_partitions()
+            applied = state.applied_offsets
             monitor = state.monitor
-            transitions = monitor.process(events, traces)
+            transitions: list[dict[str, Any]] = []
+            advanced: dict[str, int] = {}
+            for event in batch:
+                m = event.message
+                if m.partition not in owned:
+                    # Revoked while buffered: its new owner re-reads it from the committed
+                    # offset; applying it here would write state this worker no longer owns.
+                    p.counters["monitor.revoked_skipped"] += 1
+                    continue
+                e, t = decode_closed(event.value)
+                fresh_e, fresh_t = fresh_records(e, t, m.offset, applied, advanced)
+                if len(fresh_e) + len(fresh_t) < len(e) + len(t):
+                    p.counters["monitor.redelivered_skipped"] += 1
+                # One message at a time, not the whole batch: batches are cut differently
+                # when a message is read again after a crash, messages are not, so a
+                # re-derived alert gets the same first hit, hence the same alert id.
+                transitions.extend(monitor.process(fresh_e, fresh_t))
             # Publish before checkpointing: a crash in between re-derives the same
             # transitions (deterministic ids) instead of losing them.
             for record in transitions:
@@ -245,28 +375,60 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     value=dumps(to_wire(record, TRANSITION_FIELDS)),
                 )
                 p.counters[f"alerts.{record['transition']}"] += 1
-            for workflow in monitor.dirty_workflows():
-                table[workflow.encode()] = monitor.snapshot(workflow)
+            if transitions:
+                # Delivered before the state that remembers them is checkpointed: a crash in
+                # between must re-derive them, not find them applied and lose them.
+                await p.app.producer.flush()
+            applied.update(advanced)
+            for workflow in monitor.dirty_workflows() | set(advanced):
+                if target_partition(workflow, partitions) in owned:
+                    table[workflow.encode()] = checkpoint_value(
+                        applied.get(workflow, -1), monitor.snapshot(workflow)
+                    )
 
     async def restore_monitor(sender: Any, *args: Any, **kwargs: Any) -> None:
-        from streams.app import target_partition
         from streams.monitor import Monitor
 
         owned = {
             tp.partition
             for tp in p.app.assignor.assigned_actives()
-            if tp.topic == p.topics.llm_events.get_topic_name()
+            if tp.topic == events_topic
         }
-        fresh = Monitor(settings)
-        restored = 0
-        for key, snapshot in list(table.items()):
-            workflow = key.decode() if isinstance(key, bytes) else str(key)
-            if snapshot and target_partition(workflow, partitions) in owned:
+        previous, fresh = state.monitor, Monitor(settings)
+        applied: dict[str, int] = {}
+        kept = restored = 0
+        # Workflows this worker keeps: its own memory is the newest state (a batch may have
+        # been applied after its changelog write was read back by recovery).
+        for workflow in previous.workflows():
+            if target_partition(workflow, partitions) in owned:
+                fresh.restore(workflow, previous.snapshot(workflow))
+                applied[workflow] = state.applied_offsets.get(workflow, -1)
+                kept += 1
+        # Workflows that moved here: their state as the previous owner checkpointed it,
+        # completed from the changelog's tail (see changelog_tail).
+        values = {k if isinstance(k, bytes) else str(k).encode(): v for k, v in table.items()}
+        moved = owned - state.owned_partitions
+        tail = await asyncio.get_running_loop().run_in_executor(
+            None, changelog_tail, p, table, moved
+        )
+        values.update(tail)
+        state.owned_partitions = owned
+        for key, value in values.items():
+            workflow = key.decode()
+            if not value or workflow in applied:
+                continue
+            if target_partition(workflow, partitions) in owned:
+                offset, snapshot = parse_checkpoint(value)
                 fresh.restore(workflow, snapshot)
+                applied[workflow] = offset
                 restored += 1
         state.monitor = fresh
-        if restored:
-            log.info("monitor: resumed baselines of %d workflows", restored)
+        state.applied_offsets = applied
+        log.info(
+            "monitor: %d workflows kept, baselines of %d resumed from the changelog",
+            kept,
+            restored,
+        )
 
     p.app.on_rebalance_complete.connect(restore_monitor)  # type: ignore[arg-type]
 
@@ -329,15 +491,37 @@ def _add_notify(p: Pipeline, state: GovernanceState) -> None:
                 merged = dict(table.get(dedup_key.encode()) or {})
                 merged.update(entries)
                 table[dedup_key.encode()] = merged
+            if changed:
+                # Pages are rare and a lost ledger entry means paging again after a crash:
+                # get it to the changelog now rather than at the next offset commit.
+                await p.app.producer.flush()
             for record in records:
                 p.counters[f"pages.{record['outcome']}"] += 1
             await store_deliveries(records)
 
+    alerts_topic = p.topics.llm_alerts.get_topic_name()
+    owned_before: set[int] = set()
+
     async def restore_ledger(sender: Any, *args: Any, **kwargs: Any) -> None:
+        from streams.app import loads
+
+        nonlocal owned_before
+        owned = {
+            tp.partition
+            for tp in p.app.assignor.assigned_actives()
+            if tp.topic == alerts_topic
+        }
+        tail = await asyncio.get_running_loop().run_in_executor(
+            None, changelog_tail, p, table, owned - owned_before
+        )
+        owned_before = owned
         entries: dict[str, dict[str, Any]] = {}
         for _key, value in list(table.items()):
             if value:
                 entries.update(value)
+        for raw in tail.values():  # newer than what recovery read (see changelog_tail)
+            if raw:
+                entries.update(loads(raw))
         if entries:
             notifier.import_state(entries)
             log.info("notifier: resumed delivery state of %d alerts", len(entries))

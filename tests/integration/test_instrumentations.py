@@ -189,7 +189,9 @@ def test_message_content_is_not_kept(captured: tuple[Expect, Captured]) -> None:
     _, got = captured
     for e in got.events.values():
         for key, value in e["attributes"].items():
-            assert "What is the answer?" not in value and "42" not in value, key
+            # The stub's prompt and its completion ("The answer is 42.") never appear; "42"
+            # alone could be part of a random port number in a URL attribute.
+            assert "What is the answer?" not in value and "answer is 42" not in value, key
 
 
 def test_report_attribute_names(
