@@ -86,8 +86,10 @@ window_events = {WINDOW_EVENTS}
 # Every model a workflow calls is its own bundle: keep them all.
 max_bundles_per_workflow = 8
 canary_active_s = 60
-# The run is short: start baselines 20 s after a bundle appears, not 60 s.
-settle_s = 20
+# The run is short: start baselines 40 s after a bundle appears, not 60 s (agent traces'
+# early calls differ from steady traffic for ~30 s; support-chat must be armed before its
+# scripted drift at 72 s).
+settle_s = 40
 
 [alerts]
 hold_down_s = {HOLD_DOWN_S}

@@ -37,7 +37,21 @@ _EVIDENCE_METRICS: Final[dict[str, frozenset[str]]] = {
     RETRY_STORM: frozenset({"retries", "retries_per_request"}),
     UNAPPROVED_MODEL: frozenset({"unallowed_model"}),
     TOKEN_DRIFT: frozenset({"output_tokens", "output_length", "latency", "tokens_per_request"}),
-    COST_RUNAWAY: frozenset({"cost_usd_per_window", "cost_burn_rate", "tokens_per_window"}),
+    # Longer agent loops on bigger prompts: spend first, and the calls themselves change.
+    COST_RUNAWAY: frozenset(
+        {
+            "cost_usd_per_window",
+            "cost_burn_rate",
+            "tokens_per_window",
+            "input_tokens",
+            "output_tokens",
+            "output_length",
+            "latency",
+            "finish_reason",
+            "loop_depth",
+            "amplification",
+        }
+    ),
 }
 # An alert seen this long after its incident ended still counts as its evidence (the last
 # traces of an incident close and reach the detectors a little after it).
