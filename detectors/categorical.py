@@ -10,6 +10,7 @@ import numpy as np
 from scipy.special import chdtri
 
 from detectors._kernels import FloatArray
+from detectors.reference import fill_warmup
 
 OTHER = "(other)"
 
@@ -166,9 +167,7 @@ class CategoricalShift:
         found: list[int] = []
         i = 0
         if not self._categories:
-            take = min(self.warmup - len(self._warm), len(values))
-            self._warm.extend(str(v) for v in values[:take])
-            i = take
+            i = fill_warmup(self._warm, self.warmup, [str(v) for v in values])
             if len(self._warm) < self.warmup:
                 return found
             self._freeze()

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from detectors._kernels import SCAN_CHUNK, FloatArray, cusum_path, scan_with_resets
 from detectors.calibration import DEFAULT_GUARD, cusum_thresholds
-from detectors.reference import MODELS, FrozenReference, Model
+from detectors.reference import MODELS, FrozenReference, Model, fill_warmup
 
 DEFAULT_SHIFTS = (0.2, 0.5, 1.5)
 
@@ -197,9 +197,7 @@ class CUSUM:
         found: list[int] = []
         start = 0
         if self._ref is None:
-            take = min(self.warmup - len(self._warm), x.shape[0])
-            self._warm.extend(x[:take].tolist())
-            start = take
+            start = fill_warmup(self._warm, self.warmup, x.tolist())
             if len(self._warm) < self.warmup:
                 return found
             self._freeze()

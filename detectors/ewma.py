@@ -9,7 +9,7 @@ import numpy as np
 
 from detectors._kernels import SCAN_CHUNK, FloatArray, ewma_filter
 from detectors.calibration import DEFAULT_GUARD, ewma_limits
-from detectors.reference import FrozenReference
+from detectors.reference import FrozenReference, fill_warmup
 
 
 class EWMA:
@@ -125,9 +125,7 @@ class EWMA:
         found: list[int] = []
         start = 0
         if self._ref is None:
-            take = min(self.warmup - len(self._warm), x.shape[0])
-            self._warm.extend(x[:take].tolist())
-            start = take
+            start = fill_warmup(self._warm, self.warmup, x.tolist())
             if len(self._warm) < self.warmup:
                 return found
             self._set_reference(FrozenReference.from_values(np.asarray(self._warm)))

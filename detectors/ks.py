@@ -9,7 +9,7 @@ import numpy as np
 from scipy.special import kolmogi
 
 from detectors._kernels import FloatArray
-from detectors.reference import FrozenReference
+from detectors.reference import FrozenReference, fill_warmup
 
 
 def ks_statistic(ref_sorted: FloatArray, window: FloatArray) -> float:
@@ -170,9 +170,7 @@ class KSWindow:
         found: list[int] = []
         i = 0
         if self._ref_sorted is None:
-            take = min(self.warmup - len(self._warm), x.shape[0])
-            self._warm.extend(x[:take].tolist())
-            i = take
+            i = fill_warmup(self._warm, self.warmup, x.tolist())
             if len(self._warm) < self.warmup:
                 return found
             self._freeze(np.asarray(self._warm))

@@ -12,8 +12,9 @@ one that saw few failures by chance does not alarm on the true rate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -124,6 +125,21 @@ class FrozenReference:
 
     def nbytes(self) -> int:
         return int(self.z_sample.nbytes) + 64
+
+
+def fill_warmup(warm: list[Any], warmup: int, values: Sequence[Any]) -> int:
+    """Move leading ``values`` into ``warm`` until it holds ``warmup``; return how many moved.
+
+    Every detector buffers its first ``warmup`` observations before freezing a reference;
+    the caller freezes once ``len(warm) == warmup`` and scans ``values[returned:]``.
+
+    >>> warm: list[float] = [1.0]
+    >>> fill_warmup(warm, 3, [2.0, 3.0, 4.0]), warm
+    (2, [1.0, 2.0, 3.0])
+    """
+    take = max(min(warmup - len(warm), len(values)), 0)
+    warm.extend(values[i] for i in range(take))
+    return take
 
 
 def design_effect(values: FloatArray, groups: NDArray[np.int64]) -> float:
