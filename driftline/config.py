@@ -168,6 +168,7 @@ class PagerDutyRoute(_Section):
 class PagerDutySettings(_Section):
     events_url: str = DEFAULT_PAGERDUTY_EVENTS_URL
     max_events_per_minute: int = Field(120, ge=1)
+    ledger_retention_s: float = Field(7 * 86400.0, gt=0)
     routes: list[PagerDutyRoute] = []
 
 

@@ -19,9 +19,13 @@ The table's changelog is partitioned by the producer's default partitioner
 the ``llm_spans`` partition of a trace, so the worker that owns a ``llm_spans``
 partition also holds the checkpoints of that partition's traces. On a crash the
 input offsets not yet committed are re-read, the assemblers are rebuilt from the
-table on assignment, and re-delivered spans count once (the assembler keys them by
-span id): delivery to ``llm_events`` is at least once (a trace closed just before
-the crash may be published again; the store deduplicates by span id / trace id).
+table on assignment, and re-delivered spans count once: every span record carries
+its ``otlp_spans`` position and each partition's checkpoint the highest position it
+applied (``streams.positions``), so a span decoded or read again is dropped even when
+its trace has closed since. Delivery to ``llm_events`` is at least once only in one
+narrow window: a crash after a closed trace was published and before its deletion
+reached the changelog publishes that trace again (the store deduplicates by span id /
+trace id).
 """
 
 from __future__ import annotations
@@ -37,21 +41,28 @@ from pathlib import Path
 from typing import Any, Final
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from driftline.config import Settings
 from schemas.event import TRACE_FIELDS, to_wire
 from streams import topics as names
 from streams.kafka import faust_settings
+from streams.paging import NOTIFIER_LEDGER_TABLE
+from streams.positions import (
+    MARKS_KEY_PREFIX,
+    SourceMarks,
+    encode_ordered,
+    marks_key,
+    route_sourced,
+    target_partition,
+)
 from streams.stages import (
     MONITOR_STATE_TABLE,
-    NOTIFIER_LEDGER_TABLE,
     add_governance,
     build_state,
     changelog_tail,
 )
 
-__all__ = ["Pipeline", "create_app", "group_by_workflow", "route_by_trace", "target_partition"]
+__all__ = ["Pipeline", "create_app", "group_by_workflow", "target_partition"]
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +89,6 @@ def message_limit(settings: Settings) -> int:
     return settings.kafka.max_message_bytes * 9 // 10
 
 
-def target_partition(trace_id: str, partitions: int) -> int:
-    """Partition of a trace: Kafka's default key partitioner on the trace id bytes.
-
-    The same function places the trace's checkpoint in the ``open_traces`` changelog,
-    so the spans and the saved state of a trace always live on the same partition.
-
-    >>> target_partition("4bf92f3577b34da6a3ce929d0e0e4736", 4)
-    2
-    >>> from aiokafka.partitioner import DefaultPartitioner
-    >>> DefaultPartitioner()(b"4bf92f3577b34da6a3ce929d0e0e4736", [0, 1, 2, 3], [0])
-    2
-    """
-    return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions
-
-
 def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
     """JSON messages of the records in ``lists``, split in halves until each fits ``limit``.
 
@@ -112,37 +108,6 @@ def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
     first = {k: v[: len(v) // 2] for k, v in lists.items()}
     second = {k: v[len(v) // 2 :] for k, v in lists.items()}
     return encode_bounded(first, limit) + encode_bounded(second, limit)
-
-
-@dataclass(slots=True)
-class PartitionBatch:
-    events: list[dict[str, Any]] = field(default_factory=list)
-    spans: list[dict[str, Any]] = field(default_factory=list)
-
-
-def route_by_trace(
-    events: Iterable[dict[str, Any]], spans: Iterable[dict[str, Any]], partitions: int
-) -> dict[int, PartitionBatch]:
-    """Group events and spans by the partition of their trace id: one message per partition.
-
-    >>> spans = [{"trace_id": "a"}, {"trace_id": "b"}, {"trace_id": "c"}]
-    >>> out = route_by_trace([{"trace_id": "a"}], spans, 4)
-    >>> sorted((p, len(b.events), len(b.spans)) for p, b in out.items())
-    [(0, 1, 2), (2, 0, 1)]
-    """
-    out: dict[int, PartitionBatch] = {}
-    memo: dict[str, int] = {}
-    for kind, records in (("events", events), ("spans", spans)):
-        for record in records:
-            trace_id = record["trace_id"]
-            partition = memo.get(trace_id)
-            if partition is None:
-                partition = memo[trace_id] = target_partition(trace_id, partitions)
-            batch = out.get(partition)
-            if batch is None:
-                batch = out[partition] = PartitionBatch()
-            (batch.events if kind == "events" else batch.spans).append(record)
-    return out
 
 
 def group_by_workflow(
@@ -215,6 +180,7 @@ class Pipeline:
     tables: dict[str, Any] = field(default_factory=dict)  # every state table, by name
     counters: Counter[str] = field(default_factory=Counter)
     assemblers: dict[int, Any] = field(default_factory=dict)  # llm_spans partition -> assembler
+    marks: dict[int, SourceMarks] = field(default_factory=dict)  # llm_spans partition -> marks
     bootstrap_servers: str | None = None  # the explicit --bootstrap-servers, if any
 
 
@@ -239,15 +205,49 @@ def _declare_topics(app: faust.App, partitions: int) -> Topics:
 
 def _build_faust_app(settings: Settings, bootstrap_servers: str | None) -> faust.App:
     # The app id is the consumer group and the prefix of Faust's internal topics.
-    return faust.App(
+    # Faust keeps a directory per app even with in-memory tables; not in the working dir.
+    datadir = settings.embedded.data_dir / "faust" / settings.kafka.consumer_group
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
         settings.kafka.consumer_group,
         autodiscover=False,
         web_enabled=False,
         store="memory://",
+        datadir=datadir,
         table_standby_replicas=0,
         processing_guarantee="at_least_once",
         **faust_settings(settings.kafka, bootstrap_servers),
     )
+    _seek_uncommitted_to_beginning(app)
+    return app
+
+
+def _seek_uncommitted_to_beginning(app: faust.App) -> None:
+    """After every seek to the committed offsets, put never-committed partitions at offset 0.
+
+    Faust drops the records it fetches while its flow is paused (during recovery, right
+    after a rebalance) and then seeks back to the committed offsets; aiokafka's
+    ``seek_to_committed`` skips a partition whose committed offset is absent or 0, so a
+    message that reached such a partition in that window was silently lost (measured:
+    every time when a span arrived within a second of a worker's start on a partition that
+    had never been committed). Seeking them to the beginning is what
+    ``auto.offset.reset = earliest`` means, and re-reading is safe: every stage is
+    idempotent for a record read twice.
+    """
+    consumer: Any = app.consumer  # the aiokafka driver's Consumer
+    perform_seek = consumer.perform_seek
+    sources = set(names.SOURCE_TOPICS)
+
+    async def seek_then_rewind_uncommitted() -> None:
+        await perform_seek()
+        committed = consumer._committed_offset  # filled by perform_seek
+        for tp in consumer.assignment():
+            if tp.topic in sources and not committed.get(tp):
+                # Offset 0 (or, when retention removed it, the earliest kept: the fetcher
+                # resets an out-of-range position by auto.offset.reset = earliest).
+                await consumer.seek(tp, 0)
+
+    consumer.perform_seek = seek_then_rewind_uncommitted
 
 
 def create_app(
@@ -326,8 +326,7 @@ def _add_decode(p: Pipeline) -> None:
         async for batch in stream.take_events(
             settings.streams.batch_max_messages, within=settings.streams.batch_max_wait_s
         ):
-            events: list[dict[str, Any]] = []
-            spans: list[dict[str, Any]] = []
+            routed: dict[int, list[tuple[str, dict[str, Any]]]] = {}
             for event in batch:
                 message = event.message
                 payload = event.value if event.value is not None else b""
@@ -349,14 +348,19 @@ def _add_decode(p: Pipeline) -> None:
                             message.offset,
                         ),
                     )
-                events.extend(result.events)
-                spans.extend(result.spans)
+                prices.apply(result.events)
+                route_sourced(
+                    result.events,
+                    result.spans,
+                    (message.partition, message.offset),
+                    partitions,
+                    routed,
+                )
                 p.counters["spans.in"] += result.span_count
-            prices.apply(events)
-            p.counters["events.decoded"] += len(events)
-            for partition, routed in route_by_trace(events, spans, partitions).items():
-                records = {"events": routed.events, "spans": routed.spans}
-                for value in encode_bounded(records, message_limit(settings)):
+                p.counters["events.decoded"] += len(result.events)
+            p.counters["events.unpriced"] = sum(prices.unknown_models.values())
+            for partition, records in routed.items():
+                for value in encode_ordered(records, message_limit(settings)):
                     await p.topics.llm_spans.send(
                         value=value,
                         partition=partition,
@@ -392,9 +396,13 @@ def _add_assemble(p: Pipeline) -> None:
                     saved.pop(key, None)
                 else:
                     saved[key] = loads(raw)
+            saved_marks = saved.get(marks_key(partition, partitions).encode())
+            p.marks[partition] = SourceMarks.load(saved_marks)
             restored = 0
             for key, state in saved.items():
                 trace_id = key.decode() if isinstance(key, bytes) else str(key)
+                if trace_id.startswith(MARKS_KEY_PREFIX):
+                    continue
                 if state is not None and target_partition(trace_id, partitions) == partition:
                     assembler.import_trace(trace_id, state)
                     restored += 1
@@ -402,9 +410,14 @@ def _add_assemble(p: Pipeline) -> None:
                 log.info("partition %d: restored %d open traces", partition, restored)
         return assembler
 
-    def checkpoint(assembler: TraceAssembler) -> None:
+    def checkpoint(partition: int, marks_changed: bool = False) -> None:
+        assembler = p.assemblers[partition]
         for trace_id in assembler.dirty_trace_ids():
             table[trace_id.encode()] = assembler.export_trace(trace_id)
+        if marks_changed:
+            # After the traces it covers, on the same changelog partition: recovery that
+            # sees these marks sees those traces too.
+            table[marks_key(partition, partitions).encode()] = p.marks[partition].export()
 
     @p.app.agent(p.topics.llm_spans, name="assemble")
     async def assemble(stream: Any) -> None:
@@ -415,16 +428,21 @@ def _add_assemble(p: Pipeline) -> None:
             touched = set()
             for event in batch:
                 doc = loads(event.value)
-                assembler = assembler_for(event.message.partition)
-                assembler.add(doc["events"], doc["spans"], now_s)
-                touched.add(event.message.partition)
+                partition = event.message.partition
+                assembler = assembler_for(partition)
+                marks = p.marks[partition]
+                skipped = marks.skipped
+                events, spans = marks.fresh(doc["events"], doc["spans"])
+                p.counters["spans.redelivered_skipped"] += marks.skipped - skipped
+                assembler.add(events, spans, now_s)
+                touched.add(partition)
             for partition in touched:
-                checkpoint(p.assemblers[partition])
+                checkpoint(partition, marks_changed=True)
 
     @p.app.timer(CLOSE_INTERVAL_S, name="close_traces")
     async def close_traces() -> None:
         now_s = time.time()
-        for assembler in list(p.assemblers.values()):
+        for partition, assembler in list(p.assemblers.items()):
             closed = assembler.close_due(now_s)
             if closed.traces:
                 await publish_closed(p, closed.events, closed.traces)
@@ -433,7 +451,7 @@ def _add_assemble(p: Pipeline) -> None:
                 await p.app.producer.flush()
             for trace_id in assembler.closed_trace_ids:
                 table.pop(trace_id.encode(), None)
-            checkpoint(assembler)  # traces restored or evicted since the last batch
+            checkpoint(partition)  # traces restored or evicted since the last batch
 
     async def restore_assemblers(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Traces checkpointed on partitions this worker now owns resume here, even if
@@ -444,6 +462,7 @@ def _add_assemble(p: Pipeline) -> None:
         for partition in list(p.assemblers):
             if partition not in owned:
                 del p.assemblers[partition]  # another worker rebuilds it from the table
+                p.marks.pop(partition, None)
         moved = owned - set(p.assemblers)
         tail = await asyncio.get_running_loop().run_in_executor(
             None, changelog_tail, p, table, moved

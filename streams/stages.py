@@ -6,7 +6,7 @@ Topology (DESIGN.md, "Data flow")::
     llm_events --monitor-------> llm_alerts (key dedup key)   state: table monitor_state
     llm_alerts --store_alerts--> ClickHouse llm_alerts
     llm_alerts --notify--------> PagerDuty / webhooks, delivery log --> ClickHouse alert_deliveries
-                                                                state: table notifier_ledger
+                                 state: table notifier_ledger (streams/paging.py)
 
 Offsets: Faust acknowledges a ``take_events`` batch only after the agent body has finished
 with it, so every body below writes (store, alerts topic, pages) before it returns; a crash
@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from schemas.alert import TRANSITION_FIELDS
 from schemas.event import TRACE_FIELDS, Field, from_wire, to_wire
+from streams.notifier.routing import ENV_ROUTING_KEY
+from streams.paging import add_notify
 
 if TYPE_CHECKING:
     from driftline.store import Store
@@ -59,7 +61,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MONITOR_STATE_TABLE: Final = "monitor_state"
-NOTIFIER_LEDGER_TABLE: Final = "notifier_ledger"
 CHANGELOG_TAIL_MARGIN: Final = 1000
 CHANGELOG_TAIL_IDLE_POLLS: Final = 3  # 3 x 0.2 s without a record: the end of the changelog
 CHECKPOINT_MAGIC: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
@@ -78,7 +79,6 @@ DELIVERY_COLUMNS: Final[tuple[Field, ...]] = (
     Field("sent_at", "ts"),
     Field("target", "str"),
 )
-ENV_ROUTING_KEY: Final = "PAGERDUTY_ROUTING_KEY"
 
 
 class StoreWriter:
@@ -300,7 +300,7 @@ def add_governance(p: Pipeline, state: GovernanceState) -> None:
     _add_monitor(p, state)
     _add_store_alerts(p, state)
     if state.notifier is not None:
-        _add_notify(p, state)
+        add_notify(p, state)
 
     async def close_store(sender: Any, *args: Any, **kwargs: Any) -> None:
         if state.notifier is not None:
@@ -332,7 +332,8 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
 
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
-    from streams.app import dumps, target_partition
+    from streams.app import dumps
+    from streams.positions import target_partition
 
     settings = p.settings
     table = p.tables[MONITOR_STATE_TABLE]
@@ -433,6 +434,27 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
     p.app.on_rebalance_complete.connect(restore_monitor)  # type: ignore[arg-type]
 
 
+async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, Any]]) -> None:
+    """Write delivery records to ``alert_deliveries``, retrying while the store is down."""
+    from driftline.store import StoreError
+    from streams.sink import to_arrow
+
+    if not records:
+        return
+    store = await state.writer.store()
+    data = to_arrow(records, DELIVERY_COLUMNS)
+    attempt = 0
+    while True:
+        try:
+            await state.writer.run(store.insert_arrow, DELIVERY_TABLE, data, None)
+            return
+        except StoreError as exc:
+            attempt += 1
+            delay = min(0.5 * 2 ** (attempt - 1), MAX_STORE_BACKOFF_S)
+            log.warning("store unavailable writing deliveries (%s); retry in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+
+
 def _add_store_alerts(p: Pipeline, state: GovernanceState) -> None:
     sink = state.sinks["alerts"]
 
@@ -447,83 +469,3 @@ def _add_store_alerts(p: Pipeline, state: GovernanceState) -> None:
                 record = from_wire(loads(event.value), TRANSITION_FIELDS)
                 sink.add("alerts", record, (m.topic, m.partition, m.offset))
             await flush_until_stored(state.writer, sink, p.counters, "alerts")
-
-
-def _add_notify(p: Pipeline, state: GovernanceState) -> None:
-    from driftline.store import StoreError
-    from streams.sink import to_arrow
-
-    notifier = state.notifier
-    assert notifier is not None
-    table = p.tables[NOTIFIER_LEDGER_TABLE]
-
-    async def store_deliveries(records: Sequence[dict[str, Any]]) -> None:
-        if not records:
-            return
-        store = await state.writer.store()
-        data = to_arrow(records, DELIVERY_COLUMNS)
-        attempt = 0
-        while True:
-            try:
-                await state.writer.run(store.insert_arrow, DELIVERY_TABLE, data, None)
-                return
-            except StoreError as exc:
-                attempt += 1
-                delay = min(0.5 * 2 ** (attempt - 1), MAX_STORE_BACKOFF_S)
-                log.warning(
-                    "store unavailable writing deliveries (%s); retry in %.1f s", exc, delay
-                )
-                await asyncio.sleep(delay)
-
-    @p.app.agent(p.topics.llm_alerts, name="notify")
-    async def notify(stream: Any) -> None:
-        from streams.app import loads
-
-        async for batch in stream.take_events(
-            p.settings.streams.batch_max_messages, within=p.settings.streams.batch_max_wait_s
-        ):
-            transitions = [from_wire(loads(e.value), TRANSITION_FIELDS) for e in batch]
-            records = await notifier.deliver(transitions)
-            changed: dict[str, dict[str, dict[str, Any]]] = {}
-            for ledger_key, entry in notifier.ledger.pop_changes().items():
-                changed.setdefault(str(entry.get("dedup_key", "")), {})[ledger_key] = entry
-            for dedup_key, entries in changed.items():
-                merged = dict(table.get(dedup_key.encode()) or {})
-                merged.update(entries)
-                table[dedup_key.encode()] = merged
-            if changed:
-                # Pages are rare and a lost ledger entry means paging again after a crash:
-                # get it to the changelog now rather than at the next offset commit.
-                await p.app.producer.flush()
-            for record in records:
-                p.counters[f"pages.{record['outcome']}"] += 1
-            await store_deliveries(records)
-
-    alerts_topic = p.topics.llm_alerts.get_topic_name()
-    owned_before: set[int] = set()
-
-    async def restore_ledger(sender: Any, *args: Any, **kwargs: Any) -> None:
-        from streams.app import loads
-
-        nonlocal owned_before
-        owned = {
-            tp.partition
-            for tp in p.app.assignor.assigned_actives()
-            if tp.topic == alerts_topic
-        }
-        tail = await asyncio.get_running_loop().run_in_executor(
-            None, changelog_tail, p, table, owned - owned_before
-        )
-        owned_before = owned
-        entries: dict[str, dict[str, Any]] = {}
-        for _key, value in list(table.items()):
-            if value:
-                entries.update(value)
-        for raw in tail.values():  # newer than what recovery read (see changelog_tail)
-            if raw:
-                entries.update(loads(raw))
-        if entries:
-            notifier.import_state(entries)
-            log.info("notifier: resumed delivery state of %d alerts", len(entries))
-
-    p.app.on_rebalance_complete.connect(restore_ledger)  # type: ignore[arg-type]

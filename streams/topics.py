@@ -11,6 +11,7 @@ LLM_EVENTS: Final = "llm_events"  # request events and trace summaries, keyed by
 LLM_ALERTS: Final = "llm_alerts"  # alert lifecycle records, keyed by dedup key
 
 ALL_TOPICS: Final = (OTLP_SPANS, OTLP_SPANS_DLQ, LLM_SPANS, LLM_EVENTS, LLM_ALERTS)
+SOURCE_TOPICS: Final = (OTLP_SPANS, LLM_SPANS, LLM_EVENTS, LLM_ALERTS)  # what the worker reads
 
 HEADER_REASON: Final = "driftline-reason"  # why a record went to the DLQ
 HEADER_SOURCE_TOPIC: Final = "driftline-source-topic"

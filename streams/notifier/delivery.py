@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from driftline.config import PagerDutySettings
 from streams.notifier import payload, records, webhook
-from streams.notifier.ledger import DeliveryLedger, skip_reason
+from streams.notifier.ledger import SOURCE_OFFSET, DeliveryLedger, skip_reason
 from streams.notifier.ratelimit import TokenBucket
 from streams.notifier.records import delivery_record
 from streams.notifier.retry import RetryPolicy
@@ -151,6 +151,10 @@ class Notifier:
         self.timeout_s = timeout_s
         self.material_change = material_change
         self.ledger = DeliveryLedger()
+        # Awaited with each ledger entry right after a delivery succeeded, so the caller can
+        # make it durable before the next send instead of after a whole batch (a crash in
+        # between would page again).
+        self.on_delivered: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._queues: dict[str, deque[_Pending]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -421,10 +425,15 @@ class Notifier:
             )
 
             if 200 <= status < 300:
-                self.ledger.record(route.route_id, transition, action, sent_at)
+                entry = self.ledger.record(route.route_id, transition, action, sent_at)
                 log.append(record(records.DELIVERED, error=error))
+                if self.on_delivered is not None:
+                    await self.on_delivered(entry)
                 logger.info(
-                    "alert %s %s delivered to %s (attempt %d)", dedup_key, action, target, attempt
+                    "alert %s %s (%s of %s, llm_alerts offset %s) delivered to %s (attempt %d)",
+                    dedup_key, action, transition.get("transition"),
+                    str(transition.get("alert_id", ""))[:12], transition.get(SOURCE_OFFSET, "-"),
+                    target, attempt,
                 )
                 return log
             if status and not _is_retryable(status):

@@ -1,9 +1,15 @@
 """What was last delivered per (route, dedup key): the notifier's memory across restarts.
 
-The stream worker stores :meth:`DeliveryLedger.pop_changes` in a changelog-backed
-table and feeds :meth:`DeliveryLedger.load` at start, so a transition replayed
+The stream worker stores each entry in a changelog-backed table as soon as it is
+recorded and feeds :meth:`DeliveryLedger.load` at start, so a transition replayed
 from Kafka after a restart is recognised: an alert already resolved is not
 re-triggered and an open one is not paged twice.
+
+A transition read from ``llm_alerts`` carries its offset (:data:`SOURCE_OFFSET`);
+the entry keeps the offset of the last transition delivered on its route, and any
+transition at or below it is skipped whatever its alert. The alert-level checks alone
+miss one case: a dedup key that opened, resolved and opened again, re-read from an
+offset before the first open, would page the first (older) alert again.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 MaterialFields = ("severity", "current_value", "score")
+SOURCE_OFFSET = "source_offset"  # a transition's llm_alerts offset, set by the stream worker
 
 
 def ledger_key(route_id: str, dedup_key: str) -> str:
@@ -35,11 +42,22 @@ def skip_reason(
 ) -> str | None:
     """Why this transition must not be sent given the last delivered state, or None.
 
-    >>> last = {"alert_id": "a1", "event_action": "resolve"}
+    >>> last = {"alert_id": "a1", "event_action": "resolve", "offset": 9}
     >>> skip_reason(last, {"alert_id": "a1", "transition": "open"}, "trigger", 0.05)
     'alert a1 is already resolved on this route; not re-triggering'
+    >>> older = {"alert_id": "a0", "transition": "open", SOURCE_OFFSET: 4}
+    >>> skip_reason(last, older, "trigger", 0.05)
+    'llm_alerts offset 4 was handled already on this route (last delivered: offset 9)'
     """
-    if last is None or last.get("alert_id") != transition.get("alert_id"):
+    if last is None:
+        return None
+    offset, handled = transition.get(SOURCE_OFFSET), last.get("offset")
+    if offset is not None and handled is not None and int(offset) <= int(handled):
+        return (
+            f"llm_alerts offset {offset} was handled already on this route "
+            f"(last delivered: offset {handled})"
+        )
+    if last.get("alert_id") != transition.get("alert_id"):
         return None
     alert_id = transition.get("alert_id")
     if last.get("event_action") == "resolve":
@@ -79,16 +97,19 @@ class DeliveryLedger:
 
     def record(
         self, route_id: str, transition: Mapping[str, Any], event_action: str, delivered_at: int
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Remember a delivered event; returns ``{ledger key: entry}`` (a copy)."""
         key = ledger_key(route_id, str(transition.get("dedup_key", "")))
         self._entries[key] = {
             "alert_id": transition.get("alert_id"),
             "dedup_key": transition.get("dedup_key"),
             "event_action": event_action,
             "delivered_at": delivered_at,
+            "offset": transition.get(SOURCE_OFFSET),
             **{name: transition.get(name) for name in MaterialFields},
         }
         self._changed.add(key)
+        return {key: dict(self._entries[key])}
 
     def export(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self._entries)
@@ -106,6 +127,10 @@ class DeliveryLedger:
         changes = {key: dict(self._entries[key]) for key in self._changed}
         self._changed.clear()
         return changes
+
+    def dedup_keys(self) -> set[str]:
+        """Dedup keys with at least one entry."""
+        return {str(entry.get("dedup_key", "")) for entry in self._entries.values()}
 
     def prune(self, delivered_before: int) -> list[str]:
         """Forget resolved alerts delivered before a time; returns the keys to delete."""

@@ -148,6 +148,17 @@ class TopicReader:
                 continue
             self.records.append(_record(message))
 
+    def drain(self, quiet_s: float = 2.0, timeout_s: float = 30.0) -> list[Record]:
+        """Poll until nothing new arrived for ``quiet_s``: everything published so far."""
+        deadline = time.monotonic() + timeout_s
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
+            seen = len(self.records)
+            self.poll()
+            if len(self.records) != seen:
+                quiet_since = time.monotonic()
+        return self.records
+
     def wait_for(
         self, predicate: Callable[[list[Record]], bool], timeout_s: float = 30.0
     ) -> list[Record]:

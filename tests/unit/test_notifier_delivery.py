@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from streams.notifier import Notifier, RetryPolicy, Route, Router
+from streams.notifier.ledger import SOURCE_OFFSET
 from streams.notifier.records import DELIVERY_FIELDS
 from streams.notifier.routing import ENV_ROUTING_KEY
 
@@ -317,6 +318,43 @@ async def test_restart_neither_pages_twice_nor_retriggers(receiver: HttpReceiver
     assert len(receiver.requests) == 4  # a resolved alert is not re-triggered
     reopened = await third.deliver([opened(alert_id="a-0002")])  # a new incident, same key
     assert [r["outcome"] for r in reopened] == ["delivered"]
+
+
+async def test_reread_of_an_older_alert_of_the_same_key_is_not_paged(
+    receiver: HttpReceiver,
+) -> None:
+    """Open a1, resolve a1, open a2 at llm_alerts offsets 3, 4, 7; the topic is read again
+    from offset 3 after a crash. The alert-level checks alone would page a1 again (the
+    ledger's last event is a2's trigger); the offsets say all three were handled."""
+    clock = FakeClock()
+    first = notifier_for(receiver, clock)
+    checkpointed: list[dict[str, Any]] = []
+
+    async def checkpoint(entry: dict[str, Any]) -> None:
+        checkpointed.append(json.loads(json.dumps(entry)))  # as the changelog holds it
+
+    first.on_delivered = checkpoint
+    log = [
+        {**opened(), SOURCE_OFFSET: 3},
+        {**resolved(), SOURCE_OFFSET: 4},
+        {**opened(alert_id="a-0002", event_ts=OPENED + 30 * MIN), SOURCE_OFFSET: 7},
+    ]
+    assert outcomes(await first.deliver(log)) == [
+        ("trigger", "delivered", 202),
+        ("resolve", "delivered", 202),
+        ("trigger", "delivered", 202),
+    ]
+    assert [next(iter(e.values()))["offset"] for e in checkpointed] == [3, 4, 7]
+
+    after = notifier_for(receiver, clock)
+    for entry in checkpointed:
+        after.import_state(entry)
+    replayed = await after.deliver(log)
+    assert [r["outcome"] for r in replayed] == ["coalesced"] * 3
+    assert all("handled already" in r["error"] for r in replayed)
+    assert len(receiver.requests) == 3
+    later = await after.deliver([{**resolved(alert_id="a-0002"), SOURCE_OFFSET: 9}])
+    assert outcomes(later) == [("resolve", "delivered", 202)]
 
 
 async def test_resolve_follows_the_trigger_when_severity_drops(receiver: HttpReceiver) -> None:

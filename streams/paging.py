@@ -1,0 +1,192 @@
+"""The paging stage: ``llm_alerts`` --notify--> PagerDuty / webhooks, delivery log --> ClickHouse.
+
+State: the changelog-backed table ``notifier_ledger``, one value per dedup key,
+``{<route id>:<dedup key>: <last event delivered on that route>}`` (see
+:mod:`streams.notifier.ledger`). Each entry holds the ``llm_alerts`` offset of the
+transition it delivered, so a re-read of the topic after a crash or a rebalance (offsets
+are committed after the deliveries, so the batches since the last commit come again)
+pages nothing twice, even an older alert of the same dedup key.
+
+Durability: an entry is written to the table's changelog as soon as its delivery was
+accepted, before the next send, through a producer of its own (:class:`LedgerWriter`) and
+acknowledged by the broker within milliseconds. Through the worker's shared producer the
+entry would wait behind everything else buffered: under a backlog that took seconds, and a
+worker killed in those seconds paged again after its restart. What remains is the time of
+the HTTP exchange itself plus that write: a worker killed then pages once more, and PagerDuty
+folds the repeat into the same incident by ``dedup_key``. Paging is at least once by design:
+a page must never be lost to a crash between the HTTP response and the ledger write.
+
+Entries of alerts resolved longer than ``pagerduty.ledger_retention_s`` ago are deleted, so
+the table stays bounded by the alerts of that period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+from schemas.alert import TRANSITION_FIELDS
+from schemas.event import from_wire
+from streams.notifier.ledger import SOURCE_OFFSET
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+    from streams.stages import GovernanceState
+
+__all__ = ["NOTIFIER_LEDGER_TABLE", "add_notify", "owned_transitions"]
+
+log = logging.getLogger(__name__)
+
+NOTIFIER_LEDGER_TABLE: Final = "notifier_ledger"
+PRUNE_INTERVAL_S: Final = 600.0
+LEDGER_WRITE_TIMEOUT_S: Final = 10.0
+
+
+class LedgerWriter:
+    """Writes ``notifier_ledger`` values to memory and its changelog, one acknowledged write
+    at a time, through a producer that nothing else uses.
+
+    The changelog record is what Faust itself would write for ``table[key] = value`` (raw key
+    bytes, JSON value, the key's default partition), so recovery reads it like any other.
+    """
+
+    def __init__(self, p: Pipeline, table: Any) -> None:
+        from confluent_kafka import Producer
+
+        from streams.kafka import producer_config
+
+        self._table = table
+        self._topic = table.changelog_topic.get_topic_name()
+        self._partitions = p.settings.kafka.partitions
+        self._producer = Producer(
+            producer_config(p.settings.kafka, p.bootstrap_servers, **{"linger.ms": 0})
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-ledger")
+
+    async def write(self, key: bytes, value: dict[str, Any]) -> None:
+        self._table.data[key] = value  # memory only: the changelog record is sent below
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._send, key, json.dumps(value).encode()
+        )
+
+    def _send(self, key: bytes, value: bytes) -> None:
+        from streams.positions import target_partition
+
+        partition = target_partition(key.decode(), self._partitions)
+        self._producer.produce(self._topic, key=key, value=value, partition=partition)
+        if self._producer.flush(LEDGER_WRITE_TIMEOUT_S):
+            raise RuntimeError(f"ledger entry not acknowledged within {LEDGER_WRITE_TIMEOUT_S} s")
+
+    def close(self) -> None:
+        self._producer.flush(LEDGER_WRITE_TIMEOUT_S)
+        self._executor.shutdown(wait=False)
+
+
+def owned_transitions(
+    batch: Iterable[tuple[int, int, dict[str, Any]]], owned: set[int]
+) -> list[dict[str, Any]]:
+    """Transitions of ``(partition, offset, transition)`` to deliver, each with its offset.
+
+    A partition this worker no longer owns (revoked while its messages were buffered) is
+    left to the new owner, which reads it again from the committed offset.
+
+    >>> owned_transitions([(0, 4, {"alert_id": "a"}), (1, 2, {"alert_id": "b"})], {0})
+    [{'alert_id': 'a', 'source_offset': 4}]
+    """
+    return [
+        {**transition, SOURCE_OFFSET: offset}
+        for partition, offset, transition in batch
+        if partition in owned
+    ]
+
+
+def add_notify(p: Pipeline, state: GovernanceState) -> None:
+    """Register the ``notify`` agent, its ledger checkpoints, restore and pruning."""
+    from streams.app import loads
+    from streams.stages import changelog_tail, store_deliveries
+
+    notifier = state.notifier
+    assert notifier is not None
+    table = p.tables[NOTIFIER_LEDGER_TABLE]
+    alerts_topic = p.topics.llm_alerts.get_topic_name()
+    retention_s = p.settings.pagerduty.ledger_retention_s
+    owned_before: set[int] = set()
+    writer: LedgerWriter | None = None
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in p.app.consumer.assignment() if tp.topic == alerts_topic}
+
+    async def checkpoint_delivery(entry: dict[str, Any]) -> None:
+        nonlocal writer
+        if writer is None:
+            writer = LedgerWriter(p, table)
+        for ledger_key, value in entry.items():
+            key = str(value.get("dedup_key", "")).encode()
+            merged = dict(table.get(key) or {})
+            merged[ledger_key] = value
+            await writer.write(key, merged)
+
+    notifier.on_delivered = checkpoint_delivery
+
+    @p.app.agent(p.topics.llm_alerts, name="notify")
+    async def notify(stream: Any) -> None:
+        async for batch in stream.take_events(
+            p.settings.streams.batch_max_messages, within=p.settings.streams.batch_max_wait_s
+        ):
+            items = [
+                (m.partition, m.offset, from_wire(loads(e.value), TRANSITION_FIELDS))
+                for e in batch
+                for m in (e.message,)
+            ]
+            records = await notifier.deliver(owned_transitions(items, owned_partitions()))
+            notifier.ledger.pop_changes()  # each was checkpointed when it was delivered
+            for record in records:
+                p.counters[f"pages.{record['outcome']}"] += 1
+            await store_deliveries(state, records)
+
+    @p.app.timer(PRUNE_INTERVAL_S, name="prune_ledger")
+    async def prune_ledger() -> None:
+        cutoff_us = int((time.time() - retention_s) * 1_000_000)
+        gone = notifier.ledger.prune(cutoff_us)
+        if not gone:
+            return
+        remaining = notifier.ledger.dedup_keys()
+        for dedup_key in {key.split(":", 1)[1] for key in gone}:
+            key = dedup_key.encode()
+            if dedup_key not in remaining:
+                table.pop(key, None)
+            else:
+                table[key] = {k: v for k, v in (table.get(key) or {}).items() if k not in gone}
+        log.info("notifier: forgot %d deliveries of alerts resolved long ago", len(gone))
+
+    async def restore_ledger(sender: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal owned_before
+        owned = {
+            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == alerts_topic
+        }
+        tail = await asyncio.get_running_loop().run_in_executor(
+            None, changelog_tail, p, table, owned - owned_before
+        )
+        owned_before = owned
+        entries: dict[str, dict[str, Any]] = {}
+        for _key, value in list(table.items()):
+            if value:
+                entries.update(value)
+        for raw in tail.values():  # newer than what recovery read (see changelog_tail)
+            if raw:
+                entries.update(loads(raw))
+        if entries:
+            notifier.import_state(entries)
+            log.info("notifier: resumed delivery state of %d alerts", len(entries))
+
+    async def close_writer(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if writer is not None:
+            writer.close()
+
+    p.app.on_rebalance_complete.connect(restore_ledger)  # type: ignore[arg-type]
+    p.app.on_before_shutdown.connect(close_writer)  # type: ignore[arg-type]
