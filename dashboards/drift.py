@@ -1,9 +1,10 @@
 """Drift: per workflow and metric, the frozen baseline against the current window; detector
 scores against their thresholds; bundle changes as annotations; canary against stable.
 
-Baselines come from ``workflow_baselines`` (the latest frozen snapshot per workflow, bundle
-and metric, in the signal's own units); current values are computed from raw rows over the
-dashboard range, because the rollups keep no per-bundle distributions. Alert records link
+Baselines and detector scores come from ``workflow_baselines`` (the worker's snapshots, see
+``streams.baselines``: the latest frozen one per workflow, bundle and metric, in the signal's
+own units); current values are computed from raw rows over the dashboard range, because the
+rollups keep no per-bundle distributions. Alert records link
 here as ``/d/driftline-drift?var-workflow=<workflow>``.
 """
 
@@ -145,10 +146,15 @@ INNER JOIN baseline AS b ON c.workflow = b.workflow
 WHERE NOT isNaN(current_p50)
 ORDER BY workflow"""
 
-_SCORES: Final = f"""SELECT event_ts AS time, concat(workflow, ' ', metric) AS detector,
-       score, threshold
-FROM driftline.llm_alerts
-WHERE kind = 'drift' AND $__timeFilter(event_ts) AND {condition(WORKFLOW)}
+# The level test's statistic over its threshold, as the worker snapshots it (streams.baselines).
+_SCORES: Final = f"""SELECT $__timeInterval(snapshot_ts) AS time,
+       concat(workflow, ' ', metric, ' ', substring(bundle_id, 1, 8)) AS detector,
+       max(JSONExtractFloat(extra, 'score')) AS score,
+       any(JSONExtractFloat(extra, 'threshold')) AS threshold
+FROM driftline.workflow_baselines
+WHERE frozen AND $__timeFilter(snapshot_ts) AND {condition(WORKFLOW)}
+  AND metric = {_SELECTED_METRIC} AND JSONHas(extra, 'score')
+GROUP BY time, detector
 ORDER BY time, detector"""
 
 _DRIFT_ALERTS: Final = f"""SELECT opened_at, state, severity, workflow, metric, bundle_id,
@@ -234,9 +240,10 @@ PANELS: Final = (
         raw=True,
     ),
     PanelSpec(
-        "Detector scores vs thresholds", "timeseries", _SCORES,
+        "Detector score vs threshold: $metric", "timeseries", _SCORES,
         ("time", "detector", "score", "threshold"), labels=("detector",), width=24,
-        description="Scores recorded with each alert transition (open, update, resolve).",
+        description="Level test (CUSUM) statistic over its threshold per bundle, from the "
+        "worker's baseline snapshots; 1.0 alarms.",
     ),
     PanelSpec(
         "Canary vs stable: p95 latency", "timeseries",

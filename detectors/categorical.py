@@ -142,6 +142,10 @@ class CategoricalShift:
     def categories(self) -> list[str]:
         return list(self._categories)
 
+    def reference_counts(self) -> np.ndarray:
+        """Reference count per category, in the order of :attr:`categories`."""
+        return self._ref_counts.copy()
+
     def _freeze(self) -> None:
         common = Counter(self._warm).most_common(self.max_categories - 1)
         self._categories = {name: i for i, (name, _) in enumerate(common)}

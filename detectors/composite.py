@@ -95,6 +95,7 @@ class MetricDetector:
         "_ewma",
         "_groups",
         "_ks",
+        "_moments",
         "_n_warm",
         "_recent_mean",
         "_spread",
@@ -139,6 +140,9 @@ class MetricDetector:
             )
         # Exponential mean over about one window of the natural-scale value, for evidence.
         self._recent_mean = 0.0
+        # (n, mean, std) of the warm-up sample as observed, for baseline snapshots (the
+        # reference itself holds a robust location and, for counts, an upper bound).
+        self._moments: tuple[int, float, float] | None = None
 
     @property
     def frozen(self) -> bool:
@@ -161,9 +165,56 @@ class MetricDetector:
             return self._warm[self._n_warm - self.window : self._n_warm].astype(np.float64)
         return None
 
+    def summary(self) -> dict[str, Any]:
+        """What a baseline snapshot shows: reference and current state, natural scale.
+
+        ``frozen``, ``n`` (reference size, or values seen so far while warming up),
+        ``mean``/``std`` of the reference sample, ``sorted`` (the continuous reference,
+        ascending, else None), ``mix`` (categorical reference shares), ``recent_mean``
+        (about one window, exponentially weighted) and ``score`` (the level test's
+        statistic over its threshold: 1.0 alarms).
+
+        >>> det = MetricDetector("poisson", warmup=50, window=50)
+        >>> _ = det.update_many(np.r_[np.zeros(45), np.ones(5)])
+        >>> s = det.summary()
+        >>> s["frozen"], s["n"], round(s["mean"], 2), s["score"]
+        (True, 50, 0.1, 0.0)
+        """
+        out: dict[str, Any] = {
+            "frozen": self.frozen,
+            "n": self._n_warm,
+            "mean": math.nan,
+            "std": math.nan,
+            "sorted": None,
+            "mix": None,
+            "recent_mean": None,
+            "score": None,
+        }
+        if self._categorical is not None:
+            shift = self._categorical[0]
+            if shift.categories:
+                counts = shift.reference_counts()
+                out["n"] = int(counts.sum())
+                out["mix"] = {
+                    c: round(float(k / counts.sum()), 4)
+                    for c, k in zip(shift.categories, counts, strict=True)
+                }
+            return out
+        moments = getattr(self, "_moments", None)  # absent in snapshots of older versions
+        if moments is not None:
+            out["n"], out["mean"], out["std"] = moments
+        if self._ks is not None:
+            out["sorted"] = self._ks.reference_sorted()
+        if self._cusum is not None:
+            out["recent_mean"] = self._recent_mean
+            out["score"] = self._cusum.score()
+        return out
+
     def _freeze(self) -> None:
         values = self._warm.astype(np.float64)
         assert self.kind != "categorical"
+        std = float(values.std(ddof=1)) if values.shape[0] > 1 else 0.0
+        self._moments = (int(values.shape[0]), float(values.mean()), std)
         ref = FrozenReference.from_values(values, self.kind, self._groups)
         tests = CONTINUOUS_TESTS if self.kind == "continuous" else 1
         share = self.arl0 * tests

@@ -225,6 +225,10 @@ class KSWindow:
         self._since_test = 0
         return True
 
+    def reference_sorted(self) -> FloatArray | None:
+        """The frozen reference sample, ascending (None before it is frozen)."""
+        return None if self._ref_sorted is None else self._ref_sorted.astype(np.float64)
+
     def window_values(self) -> FloatArray | None:
         """The current window in arrival order, or ``None`` until it is full."""
         if self._count < self.window:

@@ -85,6 +85,7 @@ class StoreSettings(_Section):
     ttl_days: int = Field(90, ge=1, le=3650)
     batch_rows: int = Field(50_000, ge=1)
     batch_seconds: float = Field(2.0, gt=0)
+    baseline_snapshot_s: float = Field(60.0, gt=0)
 
     @field_validator("url")
     @classmethod

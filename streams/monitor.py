@@ -126,6 +126,8 @@ class _Bundle:
     frozen_at: dict[str, int] = field(default_factory=dict)
     # (operation, model): bundles of one slot are alternatives for the same call (canary).
     slot: tuple[str, str] = ("", "")
+    # What the bundle is (service, model, versions): evidence a responder needs on a page.
+    context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -264,6 +266,25 @@ class Monitor:
     def workflows(self) -> list[str]:
         return sorted(self._states)
 
+    @property
+    def watermark(self) -> int:
+        """The latest event time seen (microseconds): the monitor's clock."""
+        return self._watermark
+
+    def detector_summaries(
+        self, workflow: str
+    ) -> Iterable[tuple[str, Metric, dict[str, Any], dict[str, str]]]:
+        """(bundle id, metric, :meth:`MetricDetector.summary`, bundle context) per detector."""
+        state = self._states.get(workflow)
+        if state is None:
+            return
+        for bundle_id, bundle in sorted(state.bundles.items()):
+            context = getattr(bundle, "context", None) or {}
+            for metric in self._metrics:
+                detector = bundle.detectors.get(metric.name)
+                if detector is not None:
+                    yield bundle_id, metric, detector.summary(), context
+
     def dirty_workflows(self) -> set[str]:
         """Workflows changed since the previous call (the call clears the set)."""
         dirty, self._dirty = self._dirty, set()
@@ -344,6 +365,8 @@ class Monitor:
                 continue
             if bundle.slot == ("", ""):
                 bundle.slot = canary_slot(batch[0])
+            if not getattr(bundle, "context", None):  # absent in older snapshots
+                bundle.context = bundle_context(batch[0])
             settled = bundle.first_ts + self._settle_us
             if ts[0] < settled:
                 bundle.last_ts = max(bundle.last_ts, int(ts[-1]))
@@ -431,6 +454,7 @@ class Monitor:
             "reference_end": bundle.frozen_at.get(metric.name, bundle.first_ts),
             "reference_events": det.warmup_events,
             "bundle_id": bundle_id,
+            **getattr(bundle, "context", {}),
             **{k: v for k, v in d.evidence.items() if k not in {"statistic", "threshold"}},
         }
         return _Hit(
@@ -590,6 +614,8 @@ class Monitor:
             "window_s": budget.window_s,
             "trace_id": e.get("trace_id", ""),
             "span_id": e.get("span_id", ""),
+            "service": e.get("service", ""),
+            "model": e.get("response_model") or e.get("request_model") or "",
         }
         hits = [
             _limit_hit(ts, workflow, metric, label, severity, float(observed), limit, context)
@@ -653,6 +679,7 @@ class Monitor:
                 "trace_id": e.get("trace_id", ""),
                 "span_id": e.get("span_id", ""),
                 "bundle_id": bundle_id,
+                "service": e.get("service", ""),
             }
             yield _Hit(
                 ts,
@@ -674,6 +701,7 @@ class Monitor:
         ts = event_time(trace)
         context = {
             "trace_id": trace.get("trace_id", ""),
+            "service": trace.get("service", ""),
             "llm_call_count": trace.get("llm_call_count", 0),
             "total_tokens": trace.get("total_tokens", 0),
         }
@@ -828,6 +856,29 @@ def _burn_hit(
         slower,
         evidence,
     )
+
+
+BUNDLE_CONTEXT_FIELDS: Final = (
+    "service",
+    "operation",
+    "provider",
+    "model_version",
+    "prompt_version",
+    "retrieval_index_version",
+    "router_version",
+)
+
+
+def bundle_context(event: dict[str, Any]) -> dict[str, str]:
+    """The bundle an event ran under, as evidence: its model and artifact versions.
+
+    >>> context = bundle_context({"service": "chat", "request_model": "gpt-4o"})
+    >>> context["model"], context["service"], context["prompt_version"]
+    ('gpt-4o', 'chat', '')
+    """
+    out = {name: str(event.get(name) or "") for name in BUNDLE_CONTEXT_FIELDS}
+    out["model"] = str(event.get("response_model") or event.get("request_model") or "")
+    return out
 
 
 def ts_len(bundle: _Bundle) -> int:

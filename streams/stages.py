@@ -119,6 +119,7 @@ class GovernanceState:
     # workflow -> highest llm_events offset already applied to its monitor state
     applied_offsets: dict[str, int] = field(default_factory=dict)
     owned_partitions: set[int] = field(default_factory=set)  # llm_events partitions, last seen
+    baselines_due: set[str] = field(default_factory=set)  # workflows changed since a snapshot
 
 
 async def flush_until_stored(
@@ -381,7 +382,9 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 # between must re-derive them, not find them applied and lose them.
                 await p.app.producer.flush()
             applied.update(advanced)
-            for workflow in monitor.dirty_workflows() | set(advanced):
+            dirty = monitor.dirty_workflows()
+            state.baselines_due |= dirty
+            for workflow in dirty | set(advanced):
                 if target_partition(workflow, partitions) in owned:
                     table[workflow.encode()] = checkpoint_value(
                         applied.get(workflow, -1), monitor.snapshot(workflow)
@@ -433,6 +436,10 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
 
     p.app.on_rebalance_complete.connect(restore_monitor)  # type: ignore[arg-type]
 
+    @p.app.timer(settings.store.baseline_snapshot_s, name="snapshot_baselines")
+    async def snapshot_baselines() -> None:
+        await write_baselines(state, p.counters)
+
 
 async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, Any]]) -> None:
     """Write delivery records to ``alert_deliveries``, retrying while the store is down."""
@@ -453,6 +460,30 @@ async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, A
             delay = min(0.5 * 2 ** (attempt - 1), MAX_STORE_BACKOFF_S)
             log.warning("store unavailable writing deliveries (%s); retry in %.1f s", exc, delay)
             await asyncio.sleep(delay)
+
+
+async def write_baselines(state: GovernanceState, counters: Any) -> None:
+    """Write the baselines of workflows changed since the last snapshot (best effort: on a
+    store error they stay due and go with the next one)."""
+    from driftline.store import StoreError
+    from streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
+    from streams.sink import to_arrow
+
+    due = sorted(w for w in state.baselines_due if w in set(state.monitor.workflows()))
+    if not due:
+        return
+    rows = baseline_rows(state.monitor, due, state.monitor.watermark)
+    state.baselines_due.clear()
+    if not rows:
+        return
+    try:
+        store = await state.writer.store()
+        data = to_arrow(rows, BASELINE_COLUMNS)
+        await state.writer.run(store.insert_arrow, BASELINE_TABLE, data, None)
+        counters["baselines.rows"] += len(rows)
+    except StoreError as exc:
+        state.baselines_due.update(due)
+        log.warning("baseline snapshot not written (%s); retrying with the next one", exc)
 
 
 def _add_store_alerts(p: Pipeline, state: GovernanceState) -> None:

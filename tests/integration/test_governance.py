@@ -58,6 +58,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 [alerts]
 hold_down_s = 600
 
+[store]
+baseline_snapshot_s = 1.0
+
+[detectors]
+warmup_events = 200
+window_events = 100
+
 [workflows.{WORKFLOW}]
 allowed_models = {ALLOWED!r}
 """
@@ -169,6 +176,22 @@ def test_store_holds_every_event_once_and_the_delivery_log(run: Run) -> None:
         ).to_pylist()
         assert any(d["outcome"] == "delivered" for d in deliveries), deliveries
         assert all(ROUTING_KEY not in str(d) for d in deliveries)
+        # The worker snapshots the baselines it froze: the reference of each bundle's output
+        # tokens is 200 of that bundle's calls, in tokens (not on the log scale).
+        baselines = store.query(
+            "SELECT bundle_id, argMax(n, snapshot_ts) AS n, argMax(p50, snapshot_ts) AS p50,"
+            " argMax(extra, snapshot_ts) AS extra FROM driftline.workflow_baselines"
+            f" WHERE frozen AND workflow = '{WORKFLOW}' AND metric = 'output_tokens'"
+            " GROUP BY bundle_id"
+        ).to_pylist()
+        assert baselines, "no frozen baseline was written"
+        for b in baselines:
+            served = sorted(
+                e["output_tokens"] for e in expected
+                if e["bundle_id"] == b["bundle_id"] and not e["error_type"]
+            )
+            assert b["n"] == 200 and served[0] <= b["p50"] <= served[-1], (b, served[:5])
+            assert '"score"' in b["extra"]
     finally:
         store.close()
     log_text = "".join(

@@ -100,6 +100,30 @@ def test_alert_record_carries_design_fields_and_links() -> None:
     assert ev["test"] in {"cusum", "ks", "ewma"} and ev["threshold"] == record["threshold"]
 
 
+def test_drift_page_names_the_bundle_a_responder_must_look_at() -> None:
+    """The versions and service of the drifting bundle reach the PagerDuty event."""
+    from streams.notifier.payload import trigger_event
+
+    tokens = token_stream(0, 1300, 1000, 1300, 2.0)
+    versions = {
+        "service": "support-api",
+        "prompt_version": "p-42",
+        "retrieval_index_version": "idx-2026-11",
+        "model_version": "2024-07-18",
+    }
+    events = [event(i, T0 + i * S, t, **versions) for i, t in enumerate(tokens)]
+    opened = run(Monitor(settings(["input_tokens"])), events)[0]
+    ev = opened["evidence"]
+    assert (ev["model"], ev["prompt_version"], ev["retrieval_index_version"]) == (
+        "gpt-4o", "p-42", "idx-2026-11"
+    )
+    payload = trigger_event(opened)["payload"]
+    assert payload["group"] == "support-api" and payload["component"] == "chat"
+    details = payload["custom_details"]["evidence"]
+    assert details["model_version"] == "2024-07-18"
+    assert (details["reference_events"], details["window_events"]) == (200, 100)
+
+
 def test_stationary_traffic_raises_no_drift_alert() -> None:
     tokens = token_stream(5, 6000, 6000, 6000, 1.0)
     out = run(Monitor(settings()), [event(i, T0 + i * S, t) for i, t in enumerate(tokens)])

@@ -105,7 +105,8 @@ async def test_trigger_then_resolve_payloads_field_by_field(receiver: HttpReceiv
     assert (details["baseline_value"], details["current_value"]) == (400.0, 552.0)
     assert (details["score"], details["threshold"]) == (9.5, 5.0)
     assert details["evidence"]["test"] == "cusum"
-    assert details["evidence"]["baseline_n"] == 500 and details["evidence"]["current_n"] == 212
+    assert details["evidence"]["reference_events"] == 500
+    assert details["evidence"]["window_events"] == 212
     assert details["evidence"]["model"] == "gpt-4o-mini"
     assert details["evidence"]["retrieval_index_version"] == "idx-2026-11"
     assert [link["text"] for link in body["links"]] == [

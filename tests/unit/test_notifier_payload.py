@@ -51,8 +51,8 @@ def make_alert(**overrides: Any) -> dict[str, Any]:
             "test": "cusum",
             "window_start": OPENED - 10 * MIN,
             "window_end": OPENED + 4 * MIN,
-            "baseline_n": 500,
-            "current_n": 212,
+            "reference_events": 500,
+            "window_events": 212,
             "model": "gpt-4o-mini",
             "prompt_version": "p-17",
             "retrieval_index_version": "idx-2026-11",
@@ -152,7 +152,7 @@ def test_trigger_event_fields() -> None:
     assert details["baseline_value"] == 400.0 and details["current_value"] == 552.0
     assert details["change"] == "+38%"
     assert details["score"] == 9.5 and details["threshold"] == 5.0
-    assert details["evidence"]["current_n"] == 212
+    assert details["evidence"]["window_events"] == 212
     assert details["evidence"]["prompt_version"] == "p-17"
     assert details["opened_at"] == "2026-09-21T14:13:20.000+00:00"
     assert "routing_key" not in event

@@ -4,8 +4,9 @@ Two hours of seeded traffic (tests.utils.events) written through the real sink, 
 bundle (prompt ``p4``) taking part of ``support-chat`` in the second hour and answering longer,
 KV-cache usage on the vLLM-served model, a share of the traces in a second environment
 (``staging``, so that the environment filter has something to narrow), alert transitions (a
-drift alert still open, a budget alert opened and resolved), frozen baseline snapshots computed
-from the first hour, and model prices for the cache-savings panel.
+drift alert still open, a budget alert opened and resolved), baseline snapshots written by the
+real monitor (streams.baselines) as the worker writes them, and model prices for the
+cache-savings panel.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from driftline.config import PriceOverride
@@ -39,19 +39,6 @@ STAGING_SHARE = 0.15  # of the traces; the rest stay in "prod"
 BUDGETS = {
     "support-chat": 800.0, "code-review": 1500.0, "doc-summarize": 1500.0, "rag-search": 200.0
 }
-
-# Raw-unit signal per detector metric (baselines are snapshots of these).
-_METRIC_FIELDS = {
-    "input_tokens": "input_tokens",
-    "output_tokens": "output_tokens",
-    "retries": "retry_attempt",
-    "kv_pressure": "kv_cache_usage",
-    "latency": "latency_ms",
-    "ttft": "ttft_ms",
-    "output_length": "output_chars",
-    "validation_failure": "validation_failed",
-}
-
 
 def price_book() -> PriceBook:
     """The real price book, with tests.utils.events.RATES as configured overrides."""
@@ -133,33 +120,28 @@ def alert_transitions() -> list[dict[str, Any]]:
 
 
 def baseline_table(events: list[dict[str, Any]]) -> pa.Table:
-    """Frozen reference stats per (workflow, bundle, metric) from the first hour, raw units."""
-    cutoff = START_US + 3600 * 1_000_000
-    groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for e in events:
-        if e["start_ts"] >= cutoff:
-            continue
-        for metric, field in _METRIC_FIELDS.items():
-            value = e[field]
-            if value is not None:
-                groups[(e["workflow"], e["bundle_id"], metric)].append(float(value))
-    rows: dict[str, list[Any]] = defaultdict(list)
-    snapshot = START + timedelta(hours=1)
-    for (workflow, bundle, metric), values in sorted(groups.items()):
-        x = np.asarray(values)
-        rows["snapshot_ts"].append(snapshot)
-        rows["workflow"].append(workflow)
-        rows["bundle_id"].append(bundle)
-        rows["metric"].append(metric)
-        rows["frozen"].append(True)
-        rows["n"].append(len(x))
-        rows["mean"].append(float(x.mean()))
-        rows["std"].append(float(x.std()))
-        for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
-            rows[name].append(float(np.percentile(x, q)))
-        rows["extra"].append("{}")
-    table = pa.table(dict(rows))
-    return table.set_column(0, "snapshot_ts", table.column(0).cast(pa.timestamp("us", "UTC")))
+    """Baseline snapshots as the worker writes them: the real monitor over the traffic in
+    event-time order, the rows of the workflows that changed written once a minute."""
+    from driftline.config import DetectorSettings, Settings
+    from streams.baselines import BASELINE_COLUMNS, baseline_rows
+    from streams.monitor import Monitor, event_time
+    from streams.sink import to_arrow
+
+    detectors = DetectorSettings(warmup_events=60, window_events=30, max_bundles_per_workflow=8)
+    monitor = Monitor(Settings(detectors=detectors))
+    rows: list[dict[str, Any]] = []
+    ordered = sorted(events, key=event_time)
+    minute = 60_000_000
+    start = 0
+    while start < len(ordered):
+        end = start
+        boundary = (event_time(ordered[start]) // minute + 1) * minute
+        while end < len(ordered) and event_time(ordered[end]) < boundary:
+            end += 1
+        monitor.process([dict(e) for e in ordered[start:end]], [])
+        rows += baseline_rows(monitor, sorted(monitor.dirty_workflows()), monitor.watermark)
+        start = end
+    return to_arrow(rows, BASELINE_COLUMNS)
 
 
 def fill(store: Store, n_traces: int = 1500) -> dict[str, int]:
