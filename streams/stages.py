@@ -97,8 +97,27 @@ class StoreWriter:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def store(self) -> Store:
-        if self._store is None:
-            self._store = await self.run(self._open)
+        """The open store; while it cannot be reached, retry with backoff (never give up).
+
+        A store that answers but is wrong for this worker (schema newer than the code, an
+        embedded store held by another process) is raised: waiting would not fix it.
+        """
+        from driftline.store import StoreError
+        from driftline.store.chdb_store import ChdbPathInUseError, StoreInUseError
+        from driftline.store.migrations import MigrationChangedError, SchemaTooNewError
+
+        fatal = (SchemaTooNewError, MigrationChangedError, StoreInUseError, ChdbPathInUseError)
+        attempt = 0
+        while self._store is None:
+            try:
+                self._store = await self.run(self._open)
+            except fatal:
+                raise
+            except StoreError as exc:
+                attempt += 1
+                delay = min(0.5 * 2 ** (attempt - 1), MAX_STORE_BACKOFF_S)
+                log.warning("store unavailable at start (%s); retry in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
         return self._store
 
     async def close(self) -> None:
@@ -329,6 +348,10 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
                     sink.add("traces", record, position)
                 if not events and not traces:
                     sink.seen(position)
+                if sink.pending_rows >= sink.batch_rows:
+                    # A backlog batch holds many full messages: write as it fills, so memory
+                    # stays at one insert batch whatever the backlog.
+                    await flush_until_stored(state.writer, sink, p.counters, "events")
             await flush_until_stored(state.writer, sink, p.counters, "events")
 
 

@@ -131,11 +131,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(directory: Path, extra_config: str) -> Iterator[Cluster]:
+def cluster(directory: Path, extra_config: str, store_config: str = "") -> Iterator[Cluster]:
     """A running broker and collector, a ClickHouse HTTP endpoint and a PagerDuty receiver.
 
     ``extra_config`` is appended to the test ``driftline.toml`` (no ``[streams]``, ``[kafka]``,
-    ``[store]`` sections: those are set here).
+    ``[store]`` sections: those are set here; ``store_config`` adds keys to ``[store]``).
     """
     chdb = ChdbStore(directory / "chdb")
     server = ChdbHttpServer(chdb.session).start()
@@ -143,7 +143,10 @@ def cluster(directory: Path, extra_config: str) -> Iterator[Cluster]:
     store_url = f"clickhouse://default@127.0.0.1:{server.port}/driftline"
     config_file = write_config(directory, f"driftline-scale-{uuid.uuid4().hex[:8]}")
     with config_file.open("a") as f:
-        f.write(f'\n[store]\nurl = "{store_url}"\nbatch_seconds = 0.5\n{extra_config}\n')
+        f.write(
+            f'\n[store]\nurl = "{store_url}"\nbatch_seconds = 0.5\n{store_config}\n'
+            f"{extra_config}\n"
+        )
     settings = load_settings(config_file)
     env = {
         **os.environ,
