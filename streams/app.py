@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +45,7 @@ import faust
 from driftline.config import Settings
 from schemas.event import TRACE_FIELDS, to_wire
 from streams import topics as names
+from streams.changelog import ChangelogWriter
 from streams.kafka import faust_settings
 from streams.paging import NOTIFIER_LEDGER_TABLE
 from streams.positions import (
@@ -410,14 +411,25 @@ def _add_assemble(p: Pipeline) -> None:
                 log.info("partition %d: restored %d open traces", partition, restored)
         return assembler
 
-    def checkpoint(partition: int, marks_changed: bool = False) -> None:
+    writer: ChangelogWriter | None = None
+
+    async def checkpoint(
+        partition: int, closed: Sequence[str] = (), marks_changed: bool = False
+    ) -> None:
+        """Deletions of closed traces, then touched open traces, then the marks covering them:
+        one acknowledged write, in that order (an evicted trace can be open again by now)."""
+        nonlocal writer
+        if writer is None:
+            writer = ChangelogWriter(p, table)
         assembler = p.assemblers[partition]
-        for trace_id in assembler.dirty_trace_ids():
-            table[trace_id.encode()] = assembler.export_trace(trace_id)
+        changes: list[tuple[bytes, Any]] = [(trace_id.encode(), None) for trace_id in closed]
+        changes += [
+            (trace_id.encode(), assembler.export_trace(trace_id))
+            for trace_id in assembler.dirty_trace_ids()
+        ]
         if marks_changed:
-            # After the traces it covers, on the same changelog partition: recovery that
-            # sees these marks sees those traces too.
-            table[marks_key(partition, partitions).encode()] = p.marks[partition].export()
+            changes.append((marks_key(partition, partitions).encode(), p.marks[partition].export()))
+        await writer.write(changes)
 
     @p.app.agent(p.topics.llm_spans, name="assemble")
     async def assemble(stream: Any) -> None:
@@ -437,7 +449,7 @@ def _add_assemble(p: Pipeline) -> None:
                 assembler.add(events, spans, now_s)
                 touched.add(partition)
             for partition in touched:
-                checkpoint(partition, marks_changed=True)
+                await checkpoint(partition, marks_changed=True)
 
     @p.app.timer(CLOSE_INTERVAL_S, name="close_traces")
     async def close_traces() -> None:
@@ -445,13 +457,14 @@ def _add_assemble(p: Pipeline) -> None:
         for partition, assembler in list(p.assemblers.items()):
             closed = assembler.close_due(now_s)
             if closed.traces:
-                await publish_closed(p, closed.events, closed.traces)
                 # Delivered before the checkpoints are deleted: were the deletion to reach
-                # the changelog and the events not, a crash would lose these traces.
-                await p.app.producer.flush()
-            for trace_id in assembler.closed_trace_ids:
-                table.pop(trace_id.encode(), None)
-            checkpoint(partition)  # traces restored or evicted since the last batch
+                # the changelog and the events not, a crash would lose these traces. Only
+                # these sends are awaited, not the whole producer buffer, and the deletion
+                # is acknowledged right after: a crash in between (the one way a trace is
+                # published twice) has milliseconds to strike, not a backlog's flush time.
+                await asyncio.gather(*await publish_closed(p, closed.events, closed.traces))
+            # Also traces restored or evicted since the last batch.
+            await checkpoint(partition, closed=assembler.closed_trace_ids)
 
     async def restore_assemblers(sender: Any, *args: Any, **kwargs: Any) -> None:
         # Traces checkpointed on partitions this worker now owns resume here, even if
@@ -475,17 +488,24 @@ def _add_assemble(p: Pipeline) -> None:
 
 async def publish_closed(
     p: Pipeline, events: Sequence[dict[str, Any]], traces: Sequence[dict[str, Any]]
-) -> None:
-    """One ``llm_events`` message per workflow: its closed events and trace summaries."""
+) -> list[Awaitable[Any]]:
+    """One ``llm_events`` message per workflow: its closed events and trace summaries.
+
+    Returns the deliveries to await: each resolves once the broker has the message.
+    """
+    deliveries = []
     for workflow, group in group_by_workflow(events, traces).items():
         for value in encode_bounded(group, message_limit(p.settings)):
-            await p.topics.llm_events.send(
-                key=workflow.encode(),
-                value=value,
-                headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)],
+            deliveries.append(
+                await p.topics.llm_events.send(
+                    key=workflow.encode(),
+                    value=value,
+                    headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)],
+                )
             )
     p.counters["events.out"] += len(events)
     p.counters["traces.out"] += len(traces)
+    return deliveries
 
 
 # -- readiness and counters ---------------------------------------------------------

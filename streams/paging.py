@@ -8,10 +8,10 @@ are committed after the deliveries, so the batches since the last commit come ag
 pages nothing twice, even an older alert of the same dedup key.
 
 Durability: an entry is written to the table's changelog as soon as its delivery was
-accepted, before the next send, through a producer of its own (:class:`LedgerWriter`) and
-acknowledged by the broker within milliseconds. Through the worker's shared producer the
-entry would wait behind everything else buffered: under a backlog that took seconds, and a
-worker killed in those seconds paged again after its restart. What remains is the time of
+accepted, before the next send, and acknowledged by the broker within milliseconds
+(:class:`streams.changelog.ChangelogWriter`). Through the worker's shared producer the entry
+would wait behind everything else buffered: under a backlog that took seconds, and a worker
+killed in those seconds paged again after its restart. What remains is the time of
 the HTTP exchange itself plus that write: a worker killed then pages once more, and PagerDuty
 folds the repeat into the same incident by ``dedup_key``. Paging is at least once by design:
 a page must never be lost to a crash between the HTTP response and the ledger write.
@@ -23,15 +23,14 @@ the table stays bounded by the alerts of that period.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from schemas.alert import TRANSITION_FIELDS
 from schemas.event import from_wire
+from streams.changelog import ChangelogWriter
 from streams.notifier.ledger import SOURCE_OFFSET
 
 if TYPE_CHECKING:
@@ -44,47 +43,6 @@ log = logging.getLogger(__name__)
 
 NOTIFIER_LEDGER_TABLE: Final = "notifier_ledger"
 PRUNE_INTERVAL_S: Final = 600.0
-LEDGER_WRITE_TIMEOUT_S: Final = 10.0
-
-
-class LedgerWriter:
-    """Writes ``notifier_ledger`` values to memory and its changelog, one acknowledged write
-    at a time, through a producer that nothing else uses.
-
-    The changelog record is what Faust itself would write for ``table[key] = value`` (raw key
-    bytes, JSON value, the key's default partition), so recovery reads it like any other.
-    """
-
-    def __init__(self, p: Pipeline, table: Any) -> None:
-        from confluent_kafka import Producer
-
-        from streams.kafka import producer_config
-
-        self._table = table
-        self._topic = table.changelog_topic.get_topic_name()
-        self._partitions = p.settings.kafka.partitions
-        self._producer = Producer(
-            producer_config(p.settings.kafka, p.bootstrap_servers, **{"linger.ms": 0})
-        )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-ledger")
-
-    async def write(self, key: bytes, value: dict[str, Any]) -> None:
-        self._table.data[key] = value  # memory only: the changelog record is sent below
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._send, key, json.dumps(value).encode()
-        )
-
-    def _send(self, key: bytes, value: bytes) -> None:
-        from streams.positions import target_partition
-
-        partition = target_partition(key.decode(), self._partitions)
-        self._producer.produce(self._topic, key=key, value=value, partition=partition)
-        if self._producer.flush(LEDGER_WRITE_TIMEOUT_S):
-            raise RuntimeError(f"ledger entry not acknowledged within {LEDGER_WRITE_TIMEOUT_S} s")
-
-    def close(self) -> None:
-        self._producer.flush(LEDGER_WRITE_TIMEOUT_S)
-        self._executor.shutdown(wait=False)
 
 
 def owned_transitions(
@@ -116,7 +74,7 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
     alerts_topic = p.topics.llm_alerts.get_topic_name()
     retention_s = p.settings.pagerduty.ledger_retention_s
     owned_before: set[int] = set()
-    writer: LedgerWriter | None = None
+    writer: ChangelogWriter | None = None
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in p.app.consumer.assignment() if tp.topic == alerts_topic}
@@ -124,12 +82,12 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
     async def checkpoint_delivery(entry: dict[str, Any]) -> None:
         nonlocal writer
         if writer is None:
-            writer = LedgerWriter(p, table)
+            writer = ChangelogWriter(p, table)
         for ledger_key, value in entry.items():
             key = str(value.get("dedup_key", "")).encode()
             merged = dict(table.get(key) or {})
             merged[ledger_key] = value
-            await writer.write(key, merged)
+            await writer.write([(key, merged)])
 
     notifier.on_delivered = checkpoint_delivery
 
@@ -155,13 +113,16 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
         gone = notifier.ledger.prune(cutoff_us)
         if not gone:
             return
+        nonlocal writer
+        if writer is None:
+            writer = ChangelogWriter(p, table)
         remaining = notifier.ledger.dedup_keys()
+        changes: list[tuple[bytes, Any]] = []
         for dedup_key in {key.split(":", 1)[1] for key in gone}:
             key = dedup_key.encode()
-            if dedup_key not in remaining:
-                table.pop(key, None)
-            else:
-                table[key] = {k: v for k, v in (table.get(key) or {}).items() if k not in gone}
+            kept = {k: v for k, v in (table.get(key) or {}).items() if k not in gone}
+            changes.append((key, kept if dedup_key in remaining and kept else None))
+        await writer.write(changes)
         log.info("notifier: forgot %d deliveries of alerts resolved long ago", len(gone))
 
     async def restore_ledger(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -41,8 +41,8 @@ MARKS_KEY_PREFIX: Final = "\x00source-marks/"  # never a trace id (those are hex
 Position = tuple[int, int]  # (source offset, index)
 
 
-def target_partition(key: str, partitions: int) -> int:
-    """Partition of a key: Kafka's default key partitioner on its UTF-8 bytes.
+def target_partition(key: str | bytes, partitions: int) -> int:
+    """Partition of a key: Kafka's default key partitioner on its (UTF-8) bytes.
 
     The same function places a trace's spans on ``llm_spans`` and its checkpoint in the
     ``open_traces`` changelog, so both always live on the same partition.
@@ -53,7 +53,8 @@ def target_partition(key: str, partitions: int) -> int:
     >>> DefaultPartitioner()(b"4bf92f3577b34da6a3ce929d0e0e4736", [0, 1, 2, 3], [0])
     2
     """
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    raw = key.encode() if isinstance(key, str) else key
+    return (murmur2(raw) & 0x7FFFFFFF) % partitions
 
 
 def marks_key(partition: int, partitions: int) -> str:

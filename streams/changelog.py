@@ -1,0 +1,86 @@
+"""Writing a Faust table's changelog directly, acknowledged before the caller goes on.
+
+Faust writes a table change to its changelog through the worker's shared producer buffer, in
+the background; the change is durable only after a later flush, and a flush waits for
+everything else buffered (under a backlog: seconds). Two kinds of state cannot wait that long:
+
+* the trace assembler's checkpoints: a closed trace's deletion must be durable right after its
+  events were published, or a crash in between publishes the trace again;
+* the notifier's delivery ledger: an entry must be durable right after PagerDuty accepted the
+  event, or a crash in between pages again.
+
+:class:`ChangelogWriter` writes such a table's changes in memory and to its changelog through a
+producer of its own, and returns once the broker acknowledged them (milliseconds). The records
+are what Faust itself writes (raw key bytes, JSON value or a tombstone, the key's default
+partition), so recovery reads them like any other. All writes of one table must go through one
+writer: mixed with Faust's own buffered writes, an older value could land after a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+from streams.positions import target_partition
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+__all__ = ["ChangelogWriter"]
+
+WRITE_TIMEOUT_S: Final = 30.0
+
+
+class ChangelogWriterError(RuntimeError):
+    """The broker did not acknowledge a changelog write in time."""
+
+
+class ChangelogWriter:
+    """Acknowledged writes of one table: ``await write([(key, value or None), ...])``."""
+
+    def __init__(self, p: Pipeline, table: Any) -> None:
+        from confluent_kafka import Producer
+
+        from streams.kafka import producer_config
+
+        self._table = table
+        self._topic: str = table.changelog_topic.get_topic_name()
+        self._partitions = p.settings.kafka.partitions
+        self._producer = Producer(
+            producer_config(p.settings.kafka, p.bootstrap_servers, **{"linger.ms": 1})
+        )
+        # One thread: writes reach the broker in the order they were asked for.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._topic[-40:])
+
+    async def write(self, changes: Sequence[tuple[bytes, Any]]) -> None:
+        """Apply ``changes`` (value None deletes) in memory, then durably to the changelog."""
+        if not changes:
+            return
+        data = self._table.data
+        records: list[tuple[bytes, bytes | None]] = []
+        for key, value in changes:
+            if value is None:
+                data.pop(key, None)
+                records.append((key, None))
+            else:
+                data[key] = value
+                records.append((key, json.dumps(value, separators=(",", ":")).encode()))
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._send, records)
+
+    def _send(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        produce = self._producer.produce
+        for key, value in records:
+            partition = target_partition(key, self._partitions)
+            produce(self._topic, key=key, value=value, partition=partition)
+        if self._producer.flush(WRITE_TIMEOUT_S):
+            raise ChangelogWriterError(
+                f"{self._topic}: the broker did not acknowledge {len(records)} writes within "
+                f"{WRITE_TIMEOUT_S:.0f} s"
+            )
+
+    def close(self) -> None:
+        self._producer.flush(WRITE_TIMEOUT_S)
+        self._executor.shutdown(wait=False)
