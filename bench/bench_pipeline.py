@@ -54,11 +54,8 @@ PARTITIONS = 4
 TRACE_GRACE_S = 1.0  # traces close this long after their root arrived (wall clock)
 STALL_TIMEOUT_S = 60.0  # give up when no new event arrived for this long
 PAGING_ENV = ("PAGERDUTY_ROUTING_KEY", "PAGERDUTY_EVENTS_URL")
-# The decode stage sends one llm_spans message per partition per take_events batch, about
-# 1.2 MB of JSON per 1000-span input message spread over the partitions: with the default
-# batch of 64 messages and a backlog, that message outgrows kafka.max_message_bytes (4 MiB)
-# and decode crashes (MessageSizeTooLargeError). 8 keeps it near 3 MB.
-DEFAULT_BATCH_MESSAGES = 8
+# The shipped default of streams.batch_max_messages (decode splits what outgrows a message).
+DEFAULT_BATCH_MESSAGES = 64
 
 
 @dataclass

@@ -8,6 +8,7 @@ Arrow (the ClickHouse sink and ``driftline normalize`` both use it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -131,40 +132,73 @@ _EPOCH: Final = datetime(1970, 1, 1)
 
 
 def micros_to_iso(ts_us: int) -> str:
-    """ISO 8601 UTC with microseconds, as ``driftline normalize`` prints timestamps."""
-    # Integer timedelta arithmetic: exact to the microsecond and ~2x faster than strftime.
-    return (_EPOCH + timedelta(microseconds=ts_us)).isoformat(timespec="microseconds") + "Z"
+    """ISO 8601 UTC with microseconds, as ``driftline normalize`` prints timestamps.
+
+    >>> micros_to_iso(1_767_225_600_000_123)
+    '2026-01-01T00:00:00.000123Z'
+    """
+    seconds, micros = divmod(ts_us, 1_000_000)
+    return f"{_second_prefix(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=65_536)
+def _second_prefix(seconds: int) -> str:
+    # Events of a batch share their seconds: formatting each second once is most of the cost.
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 def iso_to_micros(text: str) -> int:
-    """Inverse of :func:`micros_to_iso`; also accepts offsets like ``+00:00``."""
+    """Inverse of :func:`micros_to_iso`; also accepts offsets like ``+00:00``.
+
+    >>> iso_to_micros("2026-01-01T00:00:00.000123Z"), iso_to_micros("2026-01-01T01:00:00+01:00")
+    (1767225600000123, 1767225600000000)
+    """
+    if len(text) == 27 and text[19] == "." and text[26] == "Z":  # what micros_to_iso writes
+        return _prefix_seconds(text[:19]) * 1_000_000 + int(text[20:26])
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1_000_000)
+    delta = dt - _EPOCH.replace(tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@functools.lru_cache(maxsize=65_536)
+def _prefix_seconds(prefix: str) -> int:
+    delta = datetime.fromisoformat(prefix) - _EPOCH
+    return delta.days * 86_400 + delta.seconds
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(fields: tuple[Field, ...]) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """Field names, timestamp names and defaults of non-nullable fields, computed once."""
+    names = tuple(f.name for f in fields)
+    stamps = tuple(f.name for f in fields if f.kind == "ts")
+    defaults = {f.name: _EMPTY[f.kind] for f in fields if not f.nullable}
+    return names, stamps, defaults
 
 
 def to_wire(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:
     """A record as it is printed and published: timestamps as ISO 8601 strings."""
-    out = {}
-    for f in fields:
-        value = record.get(f.name)
-        if f.kind == "ts" and isinstance(value, int):
-            value = micros_to_iso(value)
-        out[f.name] = value
+    names, stamps, _ = _plan(fields)
+    out = {name: record.get(name) for name in names}
+    for name in stamps:
+        value = out[name]
+        if isinstance(value, int):
+            out[name] = micros_to_iso(value)
     return out
 
 
 def from_wire(doc: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:
     """A published record back to internal form; unknown keys are ignored."""
-    out: dict[str, Any] = {}
-    for f in fields:
-        value = doc.get(f.name)
-        if f.kind == "ts" and isinstance(value, str):
-            value = iso_to_micros(value)
-        elif value is None and not f.nullable:
-            value = _EMPTY[f.kind]
-        out[f.name] = value
+    names, stamps, defaults = _plan(fields)
+    out = {name: doc.get(name) for name in names}
+    for name in stamps:
+        value = out[name]
+        if isinstance(value, str):
+            out[name] = iso_to_micros(value)
+    for name, empty in defaults.items():
+        if out[name] is None:
+            out[name] = empty
     return out
 
 

@@ -31,7 +31,6 @@ trace id).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -46,6 +45,7 @@ from driftline.config import Settings
 from schemas.event import TRACE_FIELDS, to_wire
 from streams import topics as names
 from streams.changelog import ChangelogWriter
+from streams.codec import dumps, loads
 from streams.kafka import faust_settings
 from streams.paging import NOTIFIER_LEDGER_TABLE
 from streams.positions import (
@@ -75,14 +75,6 @@ RECORD_TYPE_CLOSED: Final = b"events+traces"  # llm_events value: {"events": [..
 
 
 # -- pure helpers ---------------------------------------------------------------
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def loads(data: bytes) -> Any:
-    return json.loads(data)
 
 
 def message_limit(settings: Settings) -> int:

@@ -19,11 +19,11 @@ writer: mixed with Faust's own buffered writes, an older value could land after 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
+from streams.codec import dumps
 from streams.positions import target_partition
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class ChangelogWriter:
                 records.append((key, None))
             else:
                 data[key] = value
-                records.append((key, json.dumps(value, separators=(",", ":")).encode()))
+                records.append((key, dumps(value)))
         await asyncio.get_running_loop().run_in_executor(self._executor, self._send, records)
 
     def _send(self, records: list[tuple[bytes, bytes | None]]) -> None:

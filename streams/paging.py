@@ -65,7 +65,7 @@ def owned_transitions(
 
 def add_notify(p: Pipeline, state: GovernanceState) -> None:
     """Register the ``notify`` agent, its ledger checkpoints, restore and pruning."""
-    from streams.app import loads
+    from streams.codec import loads
     from streams.stages import changelog_tail, store_deliveries
 
     notifier = state.notifier

@@ -20,11 +20,12 @@ it: a re-decoded or re-read record is recognised whatever its trace's state.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, Final
 
 from aiokafka.partitioner import murmur2
+
+from streams.codec import dumps
 
 __all__ = [
     "SEQ_FIELD",
@@ -111,13 +112,14 @@ def encode_ordered(records: list[tuple[str, dict[str, Any]]], limit: int) -> lis
     >>> parts = encode_ordered(records, 200)
     >>> len(parts) > 1, all(len(p) <= 200 for p in parts)
     (True, True)
-    >>> [s["i"] for p in parts for s in json.loads(p)["spans"]] == list(range(100))
+    >>> from streams.codec import loads
+    >>> [s["i"] for p in parts for s in loads(p)["spans"]] == list(range(100))
     True
     """
     doc: dict[str, list[dict[str, Any]]] = {"events": [], "spans": []}
     for kind, record in records:
         doc[kind].append(record)
-    value = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    value = dumps(doc)
     if len(value) <= limit or len(records) <= 1:
         return [value]
     half = len(records) // 2

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -139,6 +140,7 @@ class GovernanceState:
     applied_offsets: dict[str, int] = field(default_factory=dict)
     owned_partitions: set[int] = field(default_factory=set)  # llm_events partitions, last seen
     baselines_due: set[str] = field(default_factory=set)  # workflows changed since a snapshot
+    decoded: DecodedMessages = field(default_factory=lambda: DecodedMessages())
 
 
 async def flush_until_stored(
@@ -169,14 +171,48 @@ async def flush_until_stored(
         sink.rejected.clear()
 
 
-def decode_closed(value: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Decoded = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def decode_closed(value: bytes) -> Decoded:
     """One ``llm_events`` message back to internal events and trace summaries."""
-    from streams.app import loads
+    from streams.codec import loads
 
     doc = loads(value)
     events = [from_wire(e) for e in doc.get("events", ())]
     traces = [from_wire(t, TRACE_FIELDS) for t in doc.get("traces", ())]
     return events, traces
+
+
+class DecodedMessages:
+    """``llm_events`` messages decoded once for the two agents that read each of them.
+
+    The store and the monitor consume the same messages at about the same pace; the first to
+    reach a message decodes it and leaves it here, the second takes it. Bounded by count: a
+    reader that falls further behind decodes for itself. Neither reader changes the records.
+
+    >>> cache = DecodedMessages(size=2)
+    >>> first = cache.get(0, 5, b'{"events": [], "traces": []}')
+    >>> cache.get(0, 5, b"not read again") is first, len(cache)
+    (True, 0)
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[int, int], Decoded] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, partition: int, offset: int, value: bytes) -> Decoded:
+        decoded = self._items.pop((partition, offset), None)
+        if decoded is not None:
+            return decoded
+        decoded = decode_closed(value)
+        self._items[(partition, offset)] = decoded
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return decoded
 
 
 def checkpoint_value(offset: int, snapshot: bytes) -> bytes:
@@ -341,7 +377,7 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
             for event in batch:
                 m = event.message
                 position = (m.topic, m.partition, m.offset)
-                events, traces = decode_closed(event.value)
+                events, traces = state.decoded.get(m.partition, m.offset, event.value)
                 for record in events:
                     sink.add("events", record, position)
                 for record in traces:
@@ -356,7 +392,7 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
 
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
-    from streams.app import dumps
+    from streams.codec import dumps
     from streams.positions import target_partition
 
     settings = p.settings
@@ -384,7 +420,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     # offset; applying it here would write state this worker no longer owns.
                     p.counters["monitor.revoked_skipped"] += 1
                     continue
-                e, t = decode_closed(event.value)
+                e, t = state.decoded.get(m.partition, m.offset, event.value)
                 fresh_e, fresh_t = fresh_records(e, t, m.offset, applied, advanced)
                 if len(fresh_e) + len(fresh_t) < len(e) + len(t):
                     p.counters["monitor.redelivered_skipped"] += 1
@@ -514,7 +550,7 @@ def _add_store_alerts(p: Pipeline, state: GovernanceState) -> None:
 
     @p.app.agent(p.topics.llm_alerts, name="store_alerts")
     async def store_alerts(stream: Any) -> None:
-        from streams.app import loads
+        from streams.codec import loads
 
         await _attach_store(state)
         async for batch in stream.take_events(STORE_BATCH_MESSAGES, within=0.5):
