@@ -15,6 +15,13 @@ and routing (``[pagerduty]`` config; with no routes, ``$PAGERDUTY_ROUTING_KEY`` 
 stays the NDJSON alerts; a summary of delivery outcomes goes to stderr (targets as
 route@host, never a routing key). Exit 1 when a delivery failed for good (rejected or
 gave up), 2 when a route's secret is not set (nothing is sent then).
+
+With ``--store URL`` (``chdb:///path`` or ``clickhouse://...``; created with the schema when
+new) the replay is also written where analysts and dashboards read the stream's results:
+every transition (updates included) to ``llm_alerts``, the final baseline of each detector
+to ``workflow_baselines`` and, with ``--notify``, every delivery attempt to
+``alert_deliveries``. Writing the same replay twice changes nothing (alert ids and insert
+tokens are deterministic).
 """
 
 from __future__ import annotations
@@ -54,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--updates", action="store_true", help="also print 'update' transitions of open alerts"
     )
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="also write the alerts, final baselines and deliveries to this store "
+        "(chdb:///path or clickhouse://user@host:8123/driftline)",
+    )
+    parser.add_argument(
         "--notify",
         action="store_true",
         help="also send the alerts through the configured PagerDuty/webhook routing "
@@ -87,13 +100,15 @@ def replay(
     events: list[dict],
     traces: list[dict] | None = None,
     include_updates: bool = False,
+    monitor: Monitor | None = None,
 ) -> list[dict]:
     """Alert transitions of ``events`` (and ``traces``) through a fresh monitor.
 
     The seam for notification: callers get the transition records and decide where
     they go. Input order does not matter; records are processed in event-time order.
+    Pass ``monitor`` to read its baselines afterwards.
     """
-    monitor = Monitor(settings)
+    monitor = monitor or Monitor(settings)
     ordered = sorted(events, key=lambda e: (event_time(e), e["trace_id"], e["span_id"]))
     pending = sorted(traces or [], key=lambda t: (event_time(t), t["trace_id"]))
     out: list[dict] = []
@@ -123,12 +138,14 @@ def notify_alerts(
     *,
     stderr: TextIO | None = None,
     environ: dict[str, str] | None = None,
+    deliveries_out: list[dict] | None = None,
     **notifier_options: Any,
 ) -> int:
     """Send replayed transitions through the notifier; report on ``stderr``; exit code.
 
     ``notifier_options`` reach :class:`streams.notifier.Notifier` (tests inject
-    ``clock`` and ``sleep`` there to check pacing without waiting).
+    ``clock`` and ``sleep`` there to check pacing without waiting); the delivery records
+    are appended to ``deliveries_out`` when given.
     """
     err = stderr or sys.stderr
     problems = notify.missing_secrets(records, settings.pagerduty, environ=environ)
@@ -140,6 +157,8 @@ def notify_alerts(
     deliveries = notify.notify_sync(
         records, settings.pagerduty, environ=environ, **notifier_options
     )
+    if deliveries_out is not None:
+        deliveries_out.extend(deliveries)
     for failed in notify.failures(deliveries):
         print(
             f"driftline replay --notify: {failed['event_action']} {failed['dedup_key']} "
@@ -150,7 +169,34 @@ def notify_alerts(
     return EXIT_DELIVERY_FAILED if notify.failures(deliveries) else 0
 
 
+def write_to_store(
+    url: str, settings: Settings, records: list[dict], monitor: Monitor, deliveries: list[dict]
+) -> None:
+    """The replay's transitions, final baselines and deliveries, as the worker writes them."""
+    from driftline.store import open_store
+    from streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
+    from streams.sink import EventSink, to_arrow
+    from streams.stages import DELIVERY_COLUMNS, DELIVERY_TABLE
+
+    store = open_store(url, settings.store)
+    try:
+        sink = EventSink(store, batch_rows=max(len(records), 1))
+        for record in records:
+            sink.add("alerts", record)
+        if records:
+            sink.flush()
+        baselines = baseline_rows(monitor, monitor.workflows(), monitor.watermark)
+        if baselines:
+            store.insert_arrow(BASELINE_TABLE, to_arrow(baselines, BASELINE_COLUMNS), None)
+        if deliveries:
+            store.insert_arrow(DELIVERY_TABLE, to_arrow(deliveries, DELIVERY_COLUMNS), None)
+    finally:
+        store.close()
+
+
 def run(args: argparse.Namespace) -> int:
+    from driftline.store import StoreError
+
     try:
         settings = load_settings(args.replay_config or args.config)
     except ConfigError as exc:
@@ -162,10 +208,25 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ReplayInputError) as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    records = replay(settings, events, traces, include_updates=args.updates)
+    monitor = Monitor(settings)
+    every = replay(settings, events, traces, include_updates=True, monitor=monitor)
+    records = every if args.updates else [r for r in every if r["transition"] != "update"]
     for record in records:
         sys.stdout.write(to_json_line(record) + "\n")
-    if not getattr(args, "notify", False):
-        return 0
-    sys.stdout.flush()  # alerts are out before the (paced) deliveries start
-    return notify_alerts(records, settings)
+    code = 0
+    deliveries: list[dict] = []
+    if getattr(args, "notify", False):
+        sys.stdout.flush()  # alerts are out before the (paced) deliveries start
+        code = notify_alerts(records, settings, deliveries_out=deliveries)
+    if getattr(args, "store", None):
+        try:
+            write_to_store(args.store, settings, every, monitor, deliveries)
+        except StoreError as exc:
+            print(f"driftline replay: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"driftline replay: wrote {len(every)} alert transitions, the final baselines and "
+            f"{len(deliveries)} deliveries to the store",
+            file=sys.stderr,
+        )
+    return code

@@ -136,3 +136,36 @@ def test_bad_line_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text('{"trace_id": "a"}\nnot json\n')
     assert main(["replay", str(bad)]) == 2
     assert f"{bad}:2: not JSON" in capsys.readouterr().err
+
+
+def test_store_gets_the_replay_once_however_often_it_runs(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from driftline.store import open_store
+
+    events, config = files
+    config.write_text(CONFIG + "\n[store]\nttl_days = 3650\n")  # the events are from 2023
+    url = f"chdb://{tmp_path / 'replayed'}"
+    code, out = replay(capsys, str(events), "--config", str(config), "--store", url)
+    _, verbose = replay(capsys, str(events), "--config", str(config), "--updates")
+    assert code == 0
+    assert replay(capsys, str(events), "--config", str(config), "--store", url)[1] == out
+    store = open_store(url, read_only=True)  # no TTL change: these events are from 2023
+    try:
+        alerts = store.query(
+            "SELECT alert_id, transition FROM driftline.llm_alerts ORDER BY event_ts, alert_id"
+        ).to_pylist()
+        baselines = store.query(
+            "SELECT metric, n, p50 FROM driftline.workflow_baselines FINAL"
+            " WHERE frozen ORDER BY metric"
+        ).to_pylist()
+    finally:
+        store.close()
+    transitions = [json.loads(line) for line in verbose.splitlines()]
+    assert len(alerts) == len(transitions)  # updates too, and each once after two runs
+    assert {(a["alert_id"], a["transition"]) for a in alerts} == {
+        (t["alert_id"], t["transition"]) for t in transitions
+    }
+    assert [b["metric"] for b in baselines] == ["finish_reason", "input_tokens", "output_tokens"]
+    tokens = next(b for b in baselines if b["metric"] == "input_tokens")
+    assert tokens["n"] == 200 and 300 < tokens["p50"] < 550  # lognormal around 400 tokens
