@@ -36,13 +36,24 @@ KEY = "bench0routing0key000000000000000"
 
 def alert(i: int, now_us: int) -> dict[str, Any]:
     return {
-        "alert_id": f"bench-{i}", "dedup_key": f"drift:wf{i % 50}:output_tokens:{i}",
-        "kind": "drift", "severity": "error", "state": "open", "opened_at": now_us,
-        "resolved_at": None, "workflow": f"wf{i % 50}", "metric": "output_tokens",
-        "baseline_value": 400.0, "current_value": 552.0, "score": 9.5, "threshold": 5.0,
-        "bundle_id": "3f2a9c0e", "evidence": {"test": "cusum", "baseline_n": 500, "current_n": 200},
+        "alert_id": f"bench-{i}",
+        "dedup_key": f"drift:wf{i % 50}:output_tokens:{i}",
+        "kind": "drift",
+        "severity": "error",
+        "state": "open",
+        "opened_at": now_us,
+        "resolved_at": None,
+        "workflow": f"wf{i % 50}",
+        "metric": "output_tokens",
+        "baseline_value": 400.0,
+        "current_value": 552.0,
+        "score": 9.5,
+        "threshold": 5.0,
+        "bundle_id": "3f2a9c0e",
+        "evidence": {"test": "cusum", "baseline_n": 500, "current_n": 200},
         "runbook_url": "https://runbooks.example.com/driftline/drift",
-        "dashboard_url": "http://localhost:3000/d/driftline-workflow", "transition": "open",
+        "dashboard_url": "http://localhost:3000/d/driftline-workflow",
+        "transition": "open",
         "event_ts": now_us,
     }
 
@@ -70,9 +81,7 @@ async def paced(rate: float, count: int, send: Any) -> dict[int, float]:
 
 def latencies(receiver: HttpReceiver, handed: dict[int, float]) -> list[float]:
     arrived = {r.json()["dedup_key"]: r.arrived_perf for r in receiver.requests}
-    return [
-        (arrived[f"drift:wf{i % 50}:output_tokens:{i}"] - t) * 1000 for i, t in handed.items()
-    ]
+    return [(arrived[f"drift:wf{i % 50}:output_tokens:{i}"] - t) * 1000 for i, t in handed.items()]
 
 
 async def run(rate: float, count: int, max_per_minute: int) -> dict[str, Any]:
@@ -83,16 +92,18 @@ async def run(rate: float, count: int, max_per_minute: int) -> dict[str, Any]:
             bodies = [encode_body(trigger_event(a), KEY) for a in alerts]
 
             async def post(i: int) -> None:
-                await client.post(receiver.url, content=bodies[i],
-                                  headers={"Content-Type": "application/json"})
+                await client.post(
+                    receiver.url, content=bodies[i], headers={"Content-Type": "application/json"}
+                )
 
             await post(0)  # warm the connection pool like the notifier's first send
             receiver.clear()
             baseline = latencies(receiver, await paced(rate, count, post))
         receiver.clear()
 
-        router = Router((Route("bench", min_severity="info", url=receiver.url),),
-                        environ={ENV_ROUTING_KEY: KEY})
+        router = Router(
+            (Route("bench", min_severity="info", url=receiver.url),), environ={ENV_ROUTING_KEY: KEY}
+        )
         notifier = Notifier(router, max_events_per_minute=max_per_minute, burst=10)
         await notifier.deliver([{**alert(-1, now_us), "dedup_key": "warmup"}])
         receiver.clear()
@@ -100,6 +111,7 @@ async def run(rate: float, count: int, max_per_minute: int) -> dict[str, Any]:
         async def deliver(i: int) -> None:
             records = await notifier.deliver([alerts[i]])
             assert records[-1]["outcome"] == "delivered", records
+
         measured = latencies(receiver, await paced(rate, count, deliver))
         await notifier.aclose()
     base, note = percentiles(baseline), percentiles(measured)
@@ -118,8 +130,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=20.0, help="transitions per second")
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--max-per-minute", type=int, default=6000,
-                        help="notifier rate limit (120 shows PagerDuty pacing instead)")
+    parser.add_argument(
+        "--max-per-minute",
+        type=int,
+        default=6000,
+        help="notifier rate limit (120 shows PagerDuty pacing instead)",
+    )
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args.rate, args.count, args.max_per_minute)), indent=2))
 

@@ -61,8 +61,12 @@ def load(store: Store, rows: int) -> None:
     chunks = max(1, -(-rows // CHUNK_ROWS))
     for i in range(chunks):
         n = min(CHUNK_ROWS, rows - i * CHUNK_ROWS)
-        table = event_table(n, seed=100 + i, start_us=start_us + i * span_us // chunks,
-                            span_s=span_us / chunks / 1e6)
+        table = event_table(
+            n,
+            seed=100 + i,
+            start_us=start_us + i * span_us // chunks,
+            span_s=span_us / chunks / 1e6,
+        )
         store.insert_arrow("driftline.llm_requests_raw", table)
         print(f"  loaded {min((i + 1) * CHUNK_ROWS, rows):,} rows", file=sys.stderr)
     store.command(_TRACES_FROM_EVENTS)
@@ -95,7 +99,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
-        "--path", type=Path,
+        "--path",
+        type=Path,
         help="chdb directory (default: a temporary one); reused when it holds --rows events",
     )
     args = parser.parse_args()
@@ -114,8 +119,10 @@ def main() -> int:
         " (SELECT count() FROM driftline.llm_traces_raw) AS traces"
     ).to_pylist()[0]
     baseline, _ = best_of(store, "SELECT sum(cost_usd) FROM driftline.llm_requests_raw", 3)
-    print(f"events {counts['events']:,}, traces {counts['traces']:,}; "
-          f"baseline full scan {baseline * 1000:.0f} ms")
+    print(
+        f"events {counts['events']:,}, traces {counts['traces']:,}; "
+        f"baseline full scan {baseline * 1000:.0f} ms"
+    )
     end = dashboard_data.START + timedelta(days=DAYS)
     context = BuildContext(dashboard_data.BUDGETS)
     results = []
@@ -134,11 +141,15 @@ def main() -> int:
     print(f"{'range':5} {'ms':>8} {'x scan':>7} {'rows':>6}  panel")
     for seconds, label, uid, title, rows, raw in sorted(results, reverse=True):
         source = "raw rows" if raw else "rollup or small table"
-        print(f"{label:5} {seconds * 1000:8.0f} {seconds / baseline:7.2f} {rows:6}  "
-              f"{uid} / {title} [{source}]")
+        print(
+            f"{label:5} {seconds * 1000:8.0f} {seconds / baseline:7.2f} {rows:6}  "
+            f"{uid} / {title} [{source}]"
+        )
     slowest = max(results)
-    print(f"slowest: {slowest[2]} / {slowest[3]} ({slowest[1]}): {slowest[0] * 1000:.0f} ms, "
-          f"{slowest[0] / baseline:.2f}x a full scan")
+    print(
+        f"slowest: {slowest[2]} / {slowest[3]} ({slowest[1]}): {slowest[0] * 1000:.0f} ms, "
+        f"{slowest[0] / baseline:.2f}x a full scan"
+    )
     store.close()
     return 0
 

@@ -195,8 +195,9 @@ def stored_counts(settings: Settings) -> dict[str, int]:
     return {"rows": int(row["rows"]), "distinct_spans": int(row["spans"])}
 
 
-def run_stack(settings: Settings, config_file: Path, payloads: list[bytes],
-              expected: Expected) -> dict[str, Any]:
+def run_stack(
+    settings: Settings, config_file: Path, payloads: list[bytes], expected: Expected
+) -> dict[str, Any]:
     stack = EmbeddedStack(settings, config_file=config_file)
     group_consumer: Consumer | None = None
     reader: EventsReader | None = None
@@ -204,18 +205,26 @@ def run_stack(settings: Settings, config_file: Path, payloads: list[bytes],
         endpoints = stack.start()
         bootstrap = endpoints.bootstrap_servers
         worker_pid = stack.worker.pid if stack.worker else None
-        consumer = Consumer(consumer_config(
-            settings.kafka, f"bench-reader-{uuid.uuid4().hex[:8]}", bootstrap,
-            **{"enable.auto.commit": False},
-        ))
+        consumer = Consumer(
+            consumer_config(
+                settings.kafka,
+                f"bench-reader-{uuid.uuid4().hex[:8]}",
+                bootstrap,
+                **{"enable.auto.commit": False},
+            )
+        )
         consumer.assign(
             [TopicPartition(topics.LLM_EVENTS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
         )
         reader = EventsReader(consumer)
-        group_consumer = Consumer(consumer_config(
-            settings.kafka, settings.kafka.consumer_group, bootstrap,
-            **{"enable.auto.commit": False},
-        ))
+        group_consumer = Consumer(
+            consumer_config(
+                settings.kafka,
+                settings.kafka.consumer_group,
+                bootstrap,
+                **{"enable.auto.commit": False},
+            )
+        )
         cpu_before = cpu_seconds(worker_pid)
 
         started = time.perf_counter()
@@ -264,11 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=100, help="OTLP messages to produce")
     parser.add_argument("--spans-per-message", type=int, default=1000)
     parser.add_argument(
-        "--batch-max-messages", type=int, default=DEFAULT_BATCH_MESSAGES,
+        "--batch-max-messages",
+        type=int,
+        default=DEFAULT_BATCH_MESSAGES,
         help="streams.batch_max_messages for the worker (see DEFAULT_BATCH_MESSAGES)",
     )
     parser.add_argument(
-        "--max-message-mb", type=int, default=None,
+        "--max-message-mb",
+        type=int,
+        default=None,
         help="kafka.max_message_bytes in MiB (default: the config default)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
@@ -276,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in PAGING_ENV:  # the worker must not page anything from a benchmark
         os.environ.pop(name, None)
 
-    print(f"building {args.messages} messages of {args.spans_per_message} spans ...",
-          file=sys.stderr)
+    print(
+        f"building {args.messages} messages of {args.spans_per_message} spans ...", file=sys.stderr
+    )
     payloads = build_messages(args.messages, args.spans_per_message)
     before = normalize_all(payloads)
 
@@ -313,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         "into_clickhouse_events_per_s": round(stored_events),
         "spans_per_worker_cpu_s": round(spans / max(measured["worker_cpu_s_to_events"], 1e-9)),
         "ratio_end_to_end_vs_normalize": round(e2e_spans / baseline, 3),
-        "ratio_into_store_vs_normalize": round(spans / measured["stored_and_committed_s"]
-                                               / baseline, 3),
+        "ratio_into_store_vs_normalize": round(
+            spans / measured["stored_and_committed_s"] / baseline, 3
+        ),
         # Per CPU-second of the worker, so a machine shared with other work does not move it.
         "ratio_worker_cpu_vs_normalize": round(
             spans / max(measured["worker_cpu_s_to_events"], 1e-9) / baseline, 3

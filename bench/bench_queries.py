@@ -59,8 +59,12 @@ def _load(store: ChdbStore, rows: int) -> None:
     traces = store.query("SELECT count() FROM driftline.llm_traces_raw").column(0)[0].as_py()
     print(f"derived {traces:,} traces in {time.perf_counter() - t0:.1f} s")
     overrides = {
-        name: PriceOverride(input_per_mtok=r.input, output_per_mtok=r.output,
-                            cache_read_per_mtok=r.cache_read, cache_write_per_mtok=r.cache_write)
+        name: PriceOverride(
+            input_per_mtok=r.input,
+            output_per_mtok=r.output,
+            cache_read_per_mtok=r.cache_read,
+            cache_write_per_mtok=r.cache_write,
+        )
         for name, r in RATES.items()
     }
     write_model_prices(store, PriceBook(overrides))
@@ -75,8 +79,9 @@ def _best(store: ChdbStore, sql: str, params: dict[str, object], repeat: int) ->
     return min(times), rows
 
 
-def _report(store: ChdbStore, state: str, whole: dict[str, object], day: dict[str, object],
-            repeat: int) -> None:
+def _report(
+    store: ChdbStore, state: str, whole: dict[str, object], day: dict[str, object], repeat: int
+) -> None:
     floor, _ = _best(store, "SELECT count() FROM driftline.llm_requests_raw", {}, repeat)
     print(f"\n{state}; best of {repeat}; goal <= {GOAL_S} s")
     print(f"{'query':<30} {'rows':>6} {'14 days s':>10} {'1 day s':>8}")
@@ -90,8 +95,10 @@ def _report(store: ChdbStore, state: str, whole: dict[str, object], day: dict[st
         within += seconds <= GOAL_S
         mark = "" if seconds <= GOAL_S else "  over goal"
         print(f"{name:<30} {rows:>6} {seconds:>10.3f} {one_day:>8.3f}{mark}")
-    print(f"floor: SELECT count() on the raw table {floor * 1000:.1f} ms; "
-          f"{within}/{len(query_names())} queries over 14 days within the goal")
+    print(
+        f"floor: SELECT count() on the raw table {floor * 1000:.1f} ms; "
+        f"{within}/{len(query_names())} queries over 14 days within the goal"
+    )
 
 
 def main() -> int:
@@ -114,8 +121,11 @@ def main() -> int:
             _load(store, args.rows)
         end = datetime.fromtimestamp(START_US / 1e6 + SPAN_S, UTC)
         params: dict[str, object] = {
-            "from": datetime.fromtimestamp(START_US / 1e6, UTC), "to": end, "at": end,
-            "limit": 20, "budgets": {"support-chat": 5000.0, "rag-search": 100.0},
+            "from": datetime.fromtimestamp(START_US / 1e6, UTC),
+            "to": end,
+            "at": end,
+            "limit": 20,
+            "budgets": {"support-chat": 5000.0, "rag-search": 100.0},
         }
         day: dict[str, object] = {
             "from": datetime.fromtimestamp(START_US / 1e6 + 6 * 86400, UTC),
@@ -123,12 +133,23 @@ def main() -> int:
         }
         _report(store, "as inserted (several parts per day)", params, day, args.repeat)
         t0 = time.perf_counter()
-        for table in ("llm_requests_raw", "llm_traces_raw", "rollup_workflow_1m",
-                      "rollup_model_1m", "rollup_route_1m", "rollup_tenant_1m"):
+        for table in (
+            "llm_requests_raw",
+            "llm_traces_raw",
+            "rollup_workflow_1m",
+            "rollup_model_1m",
+            "rollup_route_1m",
+            "rollup_tenant_1m",
+        ):
             store.command(f"OPTIMIZE TABLE driftline.{table} FINAL")
         print(f"\nOPTIMIZE ... FINAL in {time.perf_counter() - t0:.1f} s")
-        _report(store, "merged (one part per day, as background merges leave past days)",
-                params, day, args.repeat)
+        _report(
+            store,
+            "merged (one part per day, as background merges leave past days)",
+            params,
+            day,
+            args.repeat,
+        )
         store.close()
     return 0
 

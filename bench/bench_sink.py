@@ -88,9 +88,7 @@ def main() -> int:
         raw_rates, plain_rates, sink_rates, replay_rates = [], [], [], []
         for _ in range(args.rounds):
             reset_store(store)
-            store.command(
-                "CREATE TABLE driftline.bench_plain AS driftline.llm_requests_raw"
-            )
+            store.command("CREATE TABLE driftline.bench_plain AS driftline.llm_requests_raw")
             plain_rates.append(raw("driftline.bench_plain"))
             raw_rates.append(raw("driftline.llm_requests_raw"))
             reset_store(store)
@@ -108,9 +106,11 @@ def main() -> int:
     print(f"sink, full re-delivery: {replay_rate:>12,.0f} rows/s (all rows filtered as duplicates)")
     us = 1e6 / len(events)
     add_us, convert_us = min(add_s) * us, min(convert_s) * us
-    print(f"per sink row (µs)     : add {add_us:.2f} + Arrow conversion {convert_us:.2f} + "
-          f"INSERT and the rest {1e6 / sink_rate - add_us - convert_us:.2f} "
-          f"= {1e6 / sink_rate:.2f}; raw insert {1e6 / raw_rate:.2f}")
+    print(
+        f"per sink row (µs)     : add {add_us:.2f} + Arrow conversion {convert_us:.2f} + "
+        f"INSERT and the rest {1e6 / sink_rate - add_us - convert_us:.2f} "
+        f"= {1e6 / sink_rate:.2f}; raw insert {1e6 / raw_rate:.2f}"
+    )
     ratio = sink_rate / raw_rate
     verdict = "OK" if ratio >= 0.5 else "BELOW GOAL"
     print(f"ratio sink / raw      : {ratio:.2f} (goal >= 0.5) {verdict}")

@@ -90,10 +90,14 @@ allowed_models = {ALLOWED_MODELS!r}
 
 def read_topic(settings: Settings, bootstrap: str, topic: str) -> list[tuple[float, Any]]:
     """(Kafka timestamp in s, JSON value) of every record, read from the beginning."""
-    consumer = Consumer(consumer_config(
-        settings.kafka, f"bench-read-{uuid.uuid4().hex[:8]}", bootstrap,
-        **{"enable.auto.commit": False},
-    ))
+    consumer = Consumer(
+        consumer_config(
+            settings.kafka,
+            f"bench-read-{uuid.uuid4().hex[:8]}",
+            bootstrap,
+            **{"enable.auto.commit": False},
+        )
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     out: list[tuple[float, Any]] = []
     idle_until = time.monotonic() + 3.0
@@ -138,8 +142,9 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 seed=args.seed,
                 clock="realtime",
                 workflows=(WORKFLOW,),
-                incidents=(parse_incident(f"unapproved-model@{args.warmup}:{WORKFLOW}="
-                                          f"{args.share}"),),
+                incidents=(
+                    parse_incident(f"unapproved-model@{args.warmup}:{WORKFLOW}={args.share}"),
+                ),
             )
             print(f"simulating {args.duration:g} s at {args.rate:g} req/s ...", file=sys.stderr)
             result = Simulator(simulator).run([network_exporter("grpc", endpoints.otlp_grpc)])
@@ -161,8 +166,13 @@ def measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     return analyse(settings, result.traces, requests, events, alerts)
 
 
-def analyse(settings: Settings, traces: int, requests: list[Any],
-            events: list[tuple[float, Any]], alerts: list[tuple[float, Any]]) -> dict[str, Any]:
+def analyse(
+    settings: Settings,
+    traces: int,
+    requests: list[Any],
+    events: list[tuple[float, Any]],
+    alerts: list[tuple[float, Any]],
+) -> dict[str, Any]:
     published_at = {  # span id -> when its event left trace assembly
         e["span_id"]: ts for ts, doc in events for e in doc.get("events", ())
     }
@@ -209,12 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the incident")
-    parser.add_argument("--share", type=float, default=0.05,
-                        help="share of calls sent to an unapproved model")
-    parser.add_argument("--hold-down", type=float, default=2.0,
-                        help="alerts.hold_down_s: a quiet gap this long resolves the alert")
-    parser.add_argument("--trace-grace-s", type=float, default=None,
-                        help="streams.trace_grace_s (default: the config default)")
+    parser.add_argument(
+        "--share", type=float, default=0.05, help="share of calls sent to an unapproved model"
+    )
+    parser.add_argument(
+        "--hold-down",
+        type=float,
+        default=2.0,
+        help="alerts.hold_down_s: a quiet gap this long resolves the alert",
+    )
+    parser.add_argument(
+        "--trace-grace-s",
+        type=float,
+        default=None,
+        help="streams.trace_grace_s (default: the config default)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)

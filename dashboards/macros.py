@@ -43,7 +43,20 @@ Variables = Mapping[str, VariableValue]
 
 # Intervals a report may pick (seconds): the per-minute rollups make one minute the floor.
 NICE_INTERVALS_S: Final = (
-    60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800
+    60,
+    120,
+    300,
+    600,
+    900,
+    1200,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+    604800,
 )
 
 
@@ -111,7 +124,7 @@ def apply_conditional_all(sql: str, variables: Variables) -> str:
         if len(args) != 2:
             raise MacroError(
                 f"$__conditionalAll takes (condition, $variable), got {len(args)} argument(s) "
-                f"at: {sql[index:index + 80]!r}"
+                f"at: {sql[index : index + 80]!r}"
             )
         condition, variable = args[0], args[1].strip()
         name = variable[1:]
@@ -148,7 +161,7 @@ def _split_args(sql: str, open_index: int) -> tuple[list[str], int]:
         elif char == "," and depth == 1:
             args.append(sql[start:i])
             start = i + 1
-    raise MacroError(f"unbalanced parentheses after: {sql[max(open_index - 20, 0):][:80]!r}")
+    raise MacroError(f"unbalanced parentheses after: {sql[max(open_index - 20, 0) :][:80]!r}")
 
 
 # -- step 2: template variables (Grafana) -------------------------------------------------
@@ -231,7 +244,7 @@ def apply_macros(sql: str, time_range: TimeRange) -> str:
             args = [a.strip() for a in raw_args]
             if args == [""]:
                 args = []
-        out.append(sql[position:match.start()])
+        out.append(sql[position : match.start()])
         out.append(expander(time_range, args, name))
         position = end
     out.append(sql[position:])

@@ -131,8 +131,11 @@ class DashboardSpec:
             )
         for title, url in self.links:
             board = board.link(
-                dash.DashboardLink(title).type(dashboard.DashboardLinkType.LINK).url(url)
-                .keep_time(True).include_vars(True)
+                dash.DashboardLink(title)
+                .type(dashboard.DashboardLinkType.LINK)
+                .url(url)
+                .keep_time(True)
+                .include_vars(True)
             )
         grids = layout(self.panels)
         for panel_id, (panel, grid) in enumerate(zip(self.panels, grids, strict=True), 1):

@@ -145,8 +145,9 @@ def _render_panel(
         result = PanelResult(uid, title, "stat", table.num_rows, points=int(value is not None))
         body = f"<p class='stat'>{html.escape(_format(value, panel.unit))}</p>"
     else:
-        result = PanelResult(uid, title, "table", table.num_rows,
-                             points=table.num_rows * table.num_columns)
+        result = PanelResult(
+            uid, title, "table", table.num_rows, points=table.num_rows * table.num_columns
+        )
         body = _html_table(table, panel.unit)
     return result, f"<div class='panel'>{heading}{body}</div>"
 
@@ -192,8 +193,13 @@ def _time_series_chart(
     figure = Figure(figsize=(10, 3.6), dpi=96, layout="constrained")
     axes = figure.subplots()
     for (label, column), (xs, ys) in sorted(series.items()):
-        axes.plot(date2num(xs), ys, linewidth=1.1, color=palette[labels.index(label)],
-                  linestyle=_LINE_STYLES[columns.index(column) % len(_LINE_STYLES)])
+        axes.plot(
+            date2num(xs),
+            ys,
+            linewidth=1.1,
+            color=palette[labels.index(label)],
+            linestyle=_LINE_STYLES[columns.index(column) % len(_LINE_STYLES)],
+        )
     handles: list[Any] = []
     names: list[str] = []
     shown = labels[:MAX_LEGEND_ENTRIES]

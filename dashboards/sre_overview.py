@@ -53,71 +53,113 @@ PANELS: Final = (
         "Requests", "stat", _stat("sum(requests) AS requests"), ("requests",), width=6, height=4
     ),
     PanelSpec(
-        "Error rate", "stat", _stat("sum(errors) / sum(requests) AS error_rate"),
-        ("error_rate",), unit="percentunit", width=6, height=4,
+        "Error rate",
+        "stat",
+        _stat("sum(errors) / sum(requests) AS error_rate"),
+        ("error_rate",),
+        unit="percentunit",
+        width=6,
+        height=4,
     ),
     PanelSpec(
-        "p95 latency", "stat",
+        "p95 latency",
+        "stat",
         _stat("quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_ms_q)[2] AS p95_latency_ms"),
-        ("p95_latency_ms",), unit="ms", width=6, height=4,
+        ("p95_latency_ms",),
+        unit="ms",
+        width=6,
+        height=4,
     ),
     PanelSpec(
-        "Open alerts", "stat",
+        "Open alerts",
+        "stat",
         "SELECT count() AS open_alerts\nFROM driftline.llm_alerts_current\n"
         f"WHERE state = 'open' AND opened_at <= $__toTime AND {condition(WORKFLOW)}",
-        ("open_alerts",), width=6, height=4,
+        ("open_alerts",),
+        width=6,
+        height=4,
     ),
     PanelSpec(
-        "Requests per second", "timeseries",
+        "Requests per second",
+        "timeseries",
         # A bucket is at least one minute: the rollup's resolution.
         _per_workflow("sum(requests) / greatest($__interval_s, 60) AS requests_per_s"),
-        ("time", "workflow", "requests_per_s"), labels=("workflow",), unit="reqps",
+        ("time", "workflow", "requests_per_s"),
+        labels=("workflow",),
+        unit="reqps",
     ),
     PanelSpec(
-        "Latency p50 / p95 / p99", "timeseries", _percentiles("latency_ms_q"),
-        ("time", "workflow", "p50", "p95", "p99"), labels=("workflow",), unit="ms",
+        "Latency p50 / p95 / p99",
+        "timeseries",
+        _percentiles("latency_ms_q"),
+        ("time", "workflow", "p50", "p95", "p99"),
+        labels=("workflow",),
+        unit="ms",
     ),
     PanelSpec(
-        "Time to first token p50 / p95 / p99", "timeseries", _percentiles("ttft_ms_q"),
-        ("time", "workflow", "p50", "p95", "p99"), labels=("workflow",), unit="ms",
+        "Time to first token p50 / p95 / p99",
+        "timeseries",
+        _percentiles("ttft_ms_q"),
+        ("time", "workflow", "p50", "p95", "p99"),
+        labels=("workflow",),
+        unit="ms",
         description="Streaming calls only: requests without a TTFT are not in the digest.",
     ),
     PanelSpec(
-        "KV-cache pressure", "timeseries",
+        "KV-cache pressure",
+        "timeseries",
         f"""SELECT $__timeInterval(start_ts) AS time, workflow,
        avg(kv_cache_usage) AS mean_usage, max(kv_cache_usage) AS max_usage
 FROM driftline.llm_requests
 WHERE {_RAW_WHERE} AND kv_cache_usage IS NOT NULL
 GROUP BY time, workflow
 ORDER BY time, workflow""",
-        ("time", "workflow", "mean_usage", "max_usage"), labels=("workflow",),
-        unit="percentunit", raw=True,
+        ("time", "workflow", "mean_usage", "max_usage"),
+        labels=("workflow",),
+        unit="percentunit",
+        raw=True,
         description="vLLM KV-cache usage (0..1) reported with each request; raw rows.",
     ),
     PanelSpec(
-        "Retries per request", "timeseries",
+        "Retries per request",
+        "timeseries",
         _per_workflow("sum(retries) / sum(requests) AS retries_per_request"),
-        ("time", "workflow", "retries_per_request"), labels=("workflow",),
+        ("time", "workflow", "retries_per_request"),
+        labels=("workflow",),
     ),
     PanelSpec(
-        "Error and validation-failure rate", "timeseries",
+        "Error and validation-failure rate",
+        "timeseries",
         _per_workflow(
             "sum(errors) / sum(requests) AS error_rate,\n"
             "       sum(validation_failures) / sum(requests) AS validation_failure_rate"
         ),
-        ("time", "workflow", "error_rate", "validation_failure_rate"), labels=("workflow",),
+        ("time", "workflow", "error_rate", "validation_failure_rate"),
+        labels=("workflow",),
         unit="percentunit",
     ),
     PanelSpec(
-        "Open alerts by severity", "table",
+        "Open alerts by severity",
+        "table",
         f"""SELECT opened_at, severity, kind, workflow, metric, bundle_id,
        baseline_value, current_value, score, threshold, dashboard_url
 FROM driftline.llm_alerts_current
 WHERE state = 'open' AND opened_at <= $__toTime AND {condition(WORKFLOW)}
 ORDER BY {_SEVERITY_RANK}, opened_at DESC
 LIMIT 100""",
-        ("opened_at", "severity", "kind", "workflow", "metric", "bundle_id", "baseline_value",
-         "current_value", "score", "threshold", "dashboard_url"),
+        (
+            "opened_at",
+            "severity",
+            "kind",
+            "workflow",
+            "metric",
+            "bundle_id",
+            "baseline_value",
+            "current_value",
+            "score",
+            "threshold",
+            "dashboard_url",
+        ),
         width=24,
     ),
 )

@@ -168,7 +168,7 @@ def _prefix_seconds(prefix: str) -> int:
     return delta.days * 86_400 + delta.seconds
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plan(fields: tuple[Field, ...]) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
     """Field names, timestamp names and defaults of non-nullable fields, computed once."""
     names = tuple(f.name for f in fields)

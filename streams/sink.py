@@ -92,7 +92,11 @@ def _key_getter(key: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any
 
 _KEY_GETTERS: Final = {kind: _key_getter(spec.key) for kind, spec in TABLES.items()}
 _CONVERSION_ERRORS: Final = (
-    pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    TypeError,
+    ValueError,
+    OverflowError,
 )
 
 
@@ -353,11 +357,15 @@ class EventSink:
         if spec.table not in self._columns:
             assert self.store is not None
             database, table = spec.table.split(".")
-            names = self.store.query(
-                "SELECT name FROM system.columns"
-                " WHERE database = {db:String} AND table = {t:String}",
-                {"db": database, "t": table},
-            ).column("name").to_pylist()
+            names = (
+                self.store.query(
+                    "SELECT name FROM system.columns"
+                    " WHERE database = {db:String} AND table = {t:String}",
+                    {"db": database, "t": table},
+                )
+                .column("name")
+                .to_pylist()
+            )
             if not names:
                 raise StoreError(
                     f"table {spec.table} does not exist; open the store with open_store()"

@@ -453,9 +453,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         from streams.monitor import Monitor
 
         owned = {
-            tp.partition
-            for tp in p.app.assignor.assigned_actives()
-            if tp.topic == events_topic
+            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == events_topic
         }
         previous, fresh = state.monitor, Monitor(settings)
         applied: dict[str, int] = {}

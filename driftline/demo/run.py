@@ -388,9 +388,7 @@ def _live(
             events_seen=watch.events,
             events_per_s=events_rate,
             workflows=dict(watch.workflows),
-            incidents=[
-                (i, _incident_state(i, elapsed), detected.get(i.title)) for i in timeline
-            ],
+            incidents=[(i, _incident_state(i, elapsed), detected.get(i.title)) for i in timeline],
             alerts=list(watch.alerts.values()),
             explained_by=explained,
             pages=pager.pages(),

@@ -194,7 +194,6 @@ def format_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     return {name: format_param(value) for name, value in (params or {}).items()}
 
 
-
 # ClickHouse error codes that say "try again later" rather than "this statement is wrong".
 _TRANSIENT_CODES = frozenset(
     {

@@ -40,8 +40,13 @@ def write_model_prices(
     rows: dict[str, list[object]] = {
         k: []
         for k in (
-            "provider", "model", "input_per_mtok", "output_per_mtok",
-            "cache_read_per_mtok", "cache_write_per_mtok", "source",
+            "provider",
+            "model",
+            "input_per_mtok",
+            "output_per_mtok",
+            "cache_read_per_mtok",
+            "cache_write_per_mtok",
+            "source",
         )
     }
     for provider, model in seen_models(store) if models is None else models:

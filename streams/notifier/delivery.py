@@ -302,13 +302,18 @@ class Notifier:
                     result = await self._send(item)
                 except Exception as exc:  # a bug must not wedge every later alert on the route
                     logger.error(
-                        "internal error delivering %s: %s", item.transition.get("dedup_key"),
+                        "internal error delivering %s: %s",
+                        item.transition.get("dedup_key"),
                         type(exc).__name__,
                     )
                     result = [
                         self._record(
-                            item.transition, item.event_action, 0, records.FAILED_PERMANENT,
-                            self._target_name(item.route), f"internal error: {type(exc).__name__}",
+                            item.transition,
+                            item.event_action,
+                            0,
+                            records.FAILED_PERMANENT,
+                            self._target_name(item.route),
+                            f"internal error: {type(exc).__name__}",
                         )
                     ]
                 queue.popleft()
@@ -420,8 +425,14 @@ class Notifier:
             latency_ms = (time.perf_counter() - began) * 1000.0
 
             record = functools.partial(
-                self._record, transition, action, attempt, target=target,
-                status_code=status, latency_ms=latency_ms, sent_at=sent_at,
+                self._record,
+                transition,
+                action,
+                attempt,
+                target=target,
+                status_code=status,
+                latency_ms=latency_ms,
+                sent_at=sent_at,
             )
 
             if 200 <= status < 300:
@@ -431,9 +442,13 @@ class Notifier:
                     await self.on_delivered(entry)
                 logger.info(
                     "alert %s %s (%s of %s, llm_alerts offset %s) delivered to %s (attempt %d)",
-                    dedup_key, action, transition.get("transition"),
-                    str(transition.get("alert_id", ""))[:12], transition.get(SOURCE_OFFSET, "-"),
-                    target, attempt,
+                    dedup_key,
+                    action,
+                    transition.get("transition"),
+                    str(transition.get("alert_id", ""))[:12],
+                    transition.get(SOURCE_OFFSET, "-"),
+                    target,
+                    attempt,
                 )
                 return log
             if status and not _is_retryable(status):
@@ -452,7 +467,12 @@ class Notifier:
             log.append(record(records.RETRYING, error=f"{error}; retrying in {delay:.1f} s"))
             logger.warning(
                 "alert %s %s to %s failed (%s), retry %d in %.1f s",
-                dedup_key, action, target, error, attempt, delay,
+                dedup_key,
+                action,
+                target,
+                error,
+                attempt,
+                delay,
             )
             if status == 429:
                 bucket.empty(self.clock())

@@ -121,8 +121,10 @@ def _routing_summary(alert: Mapping[str, Any], workflow: str, metric: str) -> st
     if metric == "unallowed_model":
         return f"{workflow}: model {model or '?'} is not in the allowed list (shadow routing)"
     if metric == "unregistered_bundle":
-        parts = [f"model {model}" if model else "", f"prompt {evidence.get('prompt_version')}"
-                 if evidence.get("prompt_version") else ""]
+        parts = [
+            f"model {model}" if model else "",
+            f"prompt {evidence.get('prompt_version')}" if evidence.get("prompt_version") else "",
+        ]
         known = ", ".join(p for p in parts if p)
         return f"{workflow}: bundle {bundle[:8] or '?'} is not registered" + (
             f" ({known})" if known else ""

@@ -28,7 +28,9 @@ SPECS = dashboard_specs(CONTEXT)
 ITEMS = [(s.uid, item) for s in SPECS for item in (*s.panels, *s.annotations)]
 IDS = [f"{uid}:{getattr(item, 'title', None) or getattr(item, 'name', '')}" for uid, item in ITEMS]
 SELECTION: Variables = {
-    "environment": ["prod"], "workflow": ["support-chat", "rag-search"], "model": ["gpt-4o"],
+    "environment": ["prod"],
+    "workflow": ["support-chat", "rag-search"],
+    "model": ["gpt-4o"],
     "metric": "latency",
 }
 _NUMERIC = ("UInt", "Int", "Float", "Nullable(UInt", "Nullable(Int", "Nullable(Float")
@@ -85,16 +87,20 @@ def test_query_runs_with_a_concrete_selection(
 def test_selection_narrows_the_result(store: ChdbStore) -> None:
     panel = panels_by_title(SPECS[1])["Spend by workflow"]
     everything = store.query(expand(panel.sql, RANGE, default_variables()))
-    narrowed = store.query(expand(panel.sql, RANGE, {**default_variables(),
-                                                     "workflow": ["support-chat"]}))
+    narrowed = store.query(
+        expand(panel.sql, RANGE, {**default_variables(), "workflow": ["support-chat"]})
+    )
     assert set(narrowed.column("workflow").to_pylist()) == {"support-chat"}
     assert 0 < narrowed.num_rows < everything.num_rows
 
 
 def test_variable_queries(store: ChdbStore) -> None:
-    values = {name: store.query(expand(sql, RANGE, {"environment": [ALL], "workflow": [ALL]}))
-              .column(0).to_pylist()
-              for name, sql in VARIABLE_QUERIES.items()}
+    values = {
+        name: store.query(expand(sql, RANGE, {"environment": [ALL], "workflow": [ALL]}))
+        .column(0)
+        .to_pylist()
+        for name, sql in VARIABLE_QUERIES.items()
+    }
     assert values["environment"] == ["prod", dashboard_data.STAGING]
     assert "support-chat" in values["workflow"] and "llama-3.1-8b" in values["model"]
 
@@ -106,8 +112,9 @@ def test_burn_panel_without_budgets_runs_empty(store: ChdbStore) -> None:
 
 def test_canary_is_the_bundle_seen_last(store: ChdbStore) -> None:
     panel = panels_by_title(SPECS[2])["Canary vs stable side by side"]
-    rows = store.query(expand(panel.sql, RANGE, {**default_variables(),
-                                                 "workflow": ["support-chat"]})).to_pylist()
+    rows = store.query(
+        expand(panel.sql, RANGE, {**default_variables(), "workflow": ["support-chat"]})
+    ).to_pylist()
     canaries = [r for r in rows if r["role"] == "canary"]
     assert [r["prompt_version"] for r in canaries] == [dashboard_data.CANARY_PROMPT]
 
@@ -129,14 +136,19 @@ def test_a_panel_with_a_missing_column_or_table_fails(store: ChdbStore, bad_sql:
 
 @pytest.mark.parametrize(
     ("uid", "title"),
-    [("driftline-cost", "Spend"), ("driftline-cost", "Spend by tenant"),
-     ("driftline-cost", "Spend by route"), ("driftline-sre", "Requests")],
+    [
+        ("driftline-cost", "Spend"),
+        ("driftline-cost", "Spend by tenant"),
+        ("driftline-cost", "Spend by route"),
+        ("driftline-sre", "Requests"),
+    ],
 )
 def test_environment_filter_reaches_the_rollups(store: ChdbStore, uid: str, title: str) -> None:
     panel = panels_by_title(next(s for s in SPECS if s.uid == uid))[title]
     value = panel.value_columns[-1] if panel.kind == "timeseries" else panel.columns[0]
     raw = {
-        r["environment"]: r for r in store.query(
+        r["environment"]: r
+        for r in store.query(
             "SELECT environment, count() AS requests, sum(ifNull(cost_usd, 0)) AS spend_usd"
             " FROM driftline.llm_requests"
             " WHERE toStartOfMinute(start_ts) BETWEEN {a:DateTime64(6)} AND {b:DateTime64(6)}"
@@ -146,8 +158,9 @@ def test_environment_filter_reaches_the_rollups(store: ChdbStore, uid: str, titl
     }
     assert set(raw) == {"prod", dashboard_data.STAGING}
     for environment, expected in raw.items():
-        rows = store.query(expand(panel.sql, RANGE, {**default_variables(),
-                                                     "environment": [environment]}))
+        rows = store.query(
+            expand(panel.sql, RANGE, {**default_variables(), "environment": [environment]})
+        )
         total = sum(rows.column(value).to_pylist())
         want = expected["requests"] if value == "requests" else expected["spend_usd"]
         assert total == pytest.approx(want, rel=1e-9), environment
@@ -155,8 +168,13 @@ def test_environment_filter_reaches_the_rollups(store: ChdbStore, uid: str, titl
 
 # Panels that may read every partition: alert tables are small and an alert opened before the
 # range can still be open in it; alert scores are filtered by event time, not the partition key.
-_UNPRUNED = {"Open alerts", "Open alerts by severity", "Alerts resolved", "Drift alerts",
-             "Detector scores vs thresholds"}
+_UNPRUNED = {
+    "Open alerts",
+    "Open alerts by severity",
+    "Alerts resolved",
+    "Drift alerts",
+    "Detector scores vs thresholds",
+}
 
 
 @pytest.mark.parametrize(("uid", "item"), ITEMS, ids=IDS)

@@ -57,8 +57,17 @@ class DemoProcess:
 def _start(data_dir: Path) -> tuple[subprocess.Popen[str], DemoProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAGERDUTY_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli", "demo", "--duration", str(DURATION_S),
-         "--data-dir", str(data_dir), "--plain"],
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "demo",
+            "--duration",
+            str(DURATION_S),
+            "--data-dir",
+            str(data_dir),
+            "--plain",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -165,7 +174,10 @@ def test_cost_table_totals_equal_what_the_store_holds(demo: DemoProcess) -> None
     assert sum(r["requests"] for r in by_workflow) == held["n"]
     assert sum(r["spend_usd"] or 0.0 for r in by_workflow) == pytest.approx(held["cost"])
     assert {r["workflow"] for r in by_workflow} == {
-        "support-chat", "rag-search", "agent-planner", "batch-summarizer"
+        "support-chat",
+        "rag-search",
+        "agent-planner",
+        "batch-summarizer",
     }
 
 
@@ -219,21 +231,22 @@ def test_receiver_answers_like_the_events_api() -> None:
         "routing_key": "secret-key",
         "event_action": "trigger",
         "dedup_key": "drift/support-chat/output_tokens/abc",
-        "payload": {"summary": "output tokens doubled", "source": "driftline",
-                    "severity": "error", "component": "support-chat", "class": "drift"},
+        "payload": {
+            "summary": "output tokens doubled",
+            "source": "driftline",
+            "severity": "error",
+            "component": "support-chat",
+            "class": "drift",
+        },
         "links": [{"href": "http://localhost:3000/d/driftline-drift", "text": "dashboard"}],
     }
     with PagerDutyReceiver() as receiver:
         status, body = _post(receiver.events_url, trigger)
-        assert (status, body["status"], body["dedup_key"]) == (
-            202, "success", trigger["dedup_key"]
-        )
+        assert (status, body["status"], body["dedup_key"]) == (202, "success", trigger["dedup_key"])
         status, body = _post(receiver.events_url, {**trigger, "payload": {"summary": "x"}})
         assert status == 400 and body["status"] == "invalid event"
         assert any("severity" in e for e in body["errors"])
-        status, body = _post(
-            receiver.events_url, {"routing_key": "k", "event_action": "resolve"}
-        )
+        status, body = _post(receiver.events_url, {"routing_key": "k", "event_action": "resolve"})
         assert status == 400 and body["errors"] == ["dedup_key is required for resolve"]
         status, _ = _post(receiver.events_url, {**trigger, "dedup_key": "k" * 256})
         assert status == 400
@@ -248,7 +261,8 @@ def test_receiver_answers_like_the_events_api() -> None:
         assert status == 202
         pages = receiver.pages()
         assert [(p.action, p.dedup_key) for p in pages] == [
-            ("trigger", trigger["dedup_key"]), ("resolve", trigger["dedup_key"])
+            ("trigger", trigger["dedup_key"]),
+            ("resolve", trigger["dedup_key"]),
         ]
         assert pages[0].severity == "error" and pages[0].component == "support-chat"
         assert receiver.rejected == 4  # the 404 was not an event

@@ -187,7 +187,8 @@ def test_store_holds_every_event_once_and_the_delivery_log(run: Run) -> None:
         assert baselines, "no frozen baseline was written"
         for b in baselines:
             served = sorted(
-                e["output_tokens"] for e in expected
+                e["output_tokens"]
+                for e in expected
                 if e["bundle_id"] == b["bundle_id"] and not e["error_type"]
             )
             assert b["n"] == 200 and served[0] <= b["p50"] <= served[-1], (b, served[:5])

@@ -85,10 +85,14 @@ def test_real_timeout_then_delivery() -> None:
         env = {ENV_ROUTING_KEY: KEY}
         notifier = Notifier.from_settings(
             PagerDutySettings(events_url=receiver.url, max_events_per_minute=120),
-            environ=env, timeout_s=0.3, retry=RetryPolicy(base_s=0.05, cap_s=0.2),
+            environ=env,
+            timeout_s=0.3,
+            retry=RetryPolicy(base_s=0.05, cap_s=0.2),
         )
         records = notifier.deliver_sync(as_transitions([make_alert(transition="open")]))
     assert [(r["outcome"], r["status_code"]) for r in records] == [
-        ("retrying", 0), ("retrying", 500), ("delivered", 202)
+        ("retrying", 0),
+        ("retrying", 500),
+        ("delivered", 202),
     ]
     assert 300 <= records[0]["latency_ms"] < 2000

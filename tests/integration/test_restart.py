@@ -208,11 +208,14 @@ allowed_models = {allowed[RESOLVING]!r}
             if b["dedup_key"] == key and b["event_action"] == "trigger"
         ]
         assert "open" not in paged_again, (key, paged_again)
-        assert sum(
-            1
-            for b in bodies
-            if details(b).get("alert_id") == alert and details(b).get("transition") == "open"
-        ) == 1, key
+        assert (
+            sum(
+                1
+                for b in bodies
+                if details(b).get("alert_id") == alert and details(b).get("transition") == "open"
+            )
+            == 1
+        ), key
 
     # The rag-search alerts resolved before the kill (their incident ended with phase 1):
     # nothing new after it, neither published nor paged.
@@ -248,8 +251,11 @@ allowed_models = {allowed[RESOLVING]!r}
     drift = [
         t
         for t in after
-        if t["transition"] == "open" and t["kind"] == "drift" and t["workflow"] == DRIFTING
-        and t["metric"] == "output_tokens" and t["opened_at"] >= killed_at_us
+        if t["transition"] == "open"
+        and t["kind"] == "drift"
+        and t["workflow"] == DRIFTING
+        and t["metric"] == "output_tokens"
+        and t["opened_at"] >= killed_at_us
     ]
     assert drift, "the output-token drift after the restart was not detected"
     first = min(drift, key=lambda t: t["opened_at"])
@@ -258,15 +264,16 @@ allowed_models = {allowed[RESOLVING]!r}
     offline = [
         t
         for t in replay_opens(c.settings, events_reader.records, DRIFTING)
-        if t["kind"] == "drift" and t["metric"] == "output_tokens"
+        if t["kind"] == "drift"
+        and t["metric"] == "output_tokens"
         and t["opened_at"] >= killed_at_us
     ]
     assert offline, "the uninterrupted replay detects no drift"
     reference = min(offline, key=lambda t: t["opened_at"])
     drift_events = sorted(
-        e["end_ts"] for e in sent if e["workflow"] == DRIFTING and e["bundle_id"] == first[
-            "bundle_id"
-        ]
+        e["end_ts"]
+        for e in sent
+        if e["workflow"] == DRIFTING and e["bundle_id"] == first["bundle_id"]
     )
     apart = abs(
         sum(1 for ts in drift_events if ts <= first["opened_at"])

@@ -146,8 +146,7 @@ def cluster(directory: Path, extra_config: str, store_config: str = "") -> Itera
     config_file = write_config(directory, f"driftline-scale-{uuid.uuid4().hex[:8]}")
     with config_file.open("a") as f:
         f.write(
-            f'\n[store]\nurl = "{store_url}"\nbatch_seconds = 0.5\n{store_config}\n'
-            f"{extra_config}\n"
+            f'\n[store]\nurl = "{store_url}"\nbatch_seconds = 0.5\n{store_config}\n{extra_config}\n'
         )
     settings = load_settings(config_file)
     env = {
@@ -193,9 +192,7 @@ def models_by_workflow(events: list[dict[str, Any]]) -> dict[str, list[str]]:
 def expected_opens(settings: Settings, events: list[dict[str, Any]], kinds: set[str]) -> set[str]:
     """Dedup keys of ``kinds`` that the detectors open over the ground truth, offline."""
     transitions = Monitor(settings).process(list(events), [])
-    return {
-        t["dedup_key"] for t in transitions if t["transition"] == "open" and t["kind"] in kinds
-    }
+    return {t["dedup_key"] for t in transitions if t["transition"] == "open" and t["kind"] in kinds}
 
 
 def stored_totals(store: Store) -> tuple[int, float, int]:
@@ -371,8 +368,7 @@ max_tokens_per_request = {token_limit}
         # baselines from the changelog rather than warming up again.
         moved = {w for w in WORKFLOWS if target_partition(w, PARTITIONS) in victim_partitions}
         resumed = [
-            int(n)
-            for n in RESUMED_LINE.findall(c.workers["worker-a"].log_path.read_text("utf-8"))
+            int(n) for n in RESUMED_LINE.findall(c.workers["worker-a"].log_path.read_text("utf-8"))
         ]
         assert moved and resumed and resumed[-1] >= len(moved), (moved, resumed)
 

@@ -34,8 +34,12 @@ def test_worker_rides_out_clickhouse_outages(tmp_path: Path) -> None:
         workflows=("support-chat", "rag-search"),
     )
     first, second = (
-        dataclasses.replace(traffic, seed=traffic.seed + i, start=traffic.start + timedelta(
-            seconds=i * traffic.duration_s)) for i in range(2)
+        dataclasses.replace(
+            traffic,
+            seed=traffic.seed + i,
+            start=traffic.start + timedelta(seconds=i * traffic.duration_s),
+        )
+        for i in range(2)
     )
     # Small insert batches: the backlog after an outage then spans many inserts, and a batch
     # of consumed messages holds far more rows than the sink may buffer.

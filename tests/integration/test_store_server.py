@@ -29,8 +29,10 @@ pytestmark = pytest.mark.integration
 
 SETTINGS = StoreSettings(ttl_days=3650)
 PARAMS = {
-    "from": datetime(2026, 1, 1, tzinfo=UTC), "to": datetime(2026, 1, 2, tzinfo=UTC),
-    "at": datetime(2026, 1, 2, tzinfo=UTC), "limit": 5,
+    "from": datetime(2026, 1, 1, tzinfo=UTC),
+    "to": datetime(2026, 1, 2, tzinfo=UTC),
+    "at": datetime(2026, 1, 2, tzinfo=UTC),
+    "limit": 5,
     "budgets": {"support-chat": 100.0, "rag-search": 5.0},
     "environments": ["prod", "staging"],  # an Array(String) parameter through both backends
 }
@@ -111,8 +113,16 @@ def test_clickhouse_connect_native_insert_path(remote: Store, server: ChdbHttpSe
     client.insert(
         "driftline.model_prices",
         [["openai", "gpt-4o", 2.5, 10.0, 1.25, 2.5, "config", datetime(2026, 1, 1, tzinfo=UTC)]],
-        column_names=["provider", "model", "input_per_mtok", "output_per_mtok",
-                      "cache_read_per_mtok", "cache_write_per_mtok", "source", "updated_at"],
+        column_names=[
+            "provider",
+            "model",
+            "input_per_mtok",
+            "output_per_mtok",
+            "cache_read_per_mtok",
+            "cache_write_per_mtok",
+            "source",
+            "updated_at",
+        ],
     )
     assert client.command("SELECT count() FROM driftline.model_prices") == 1
     rows = remote.query("SELECT model, input_per_mtok FROM driftline.model_prices").to_pylist()
@@ -121,7 +131,10 @@ def test_clickhouse_connect_native_insert_path(remote: Store, server: ChdbHttpSe
 
 
 def test_load_and_sql_commands_against_a_server(
-    remote: Store, server: ChdbHttpServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    remote: Store,
+    server: ChdbHttpServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DRIFTLINE_STORE__TTL_DAYS", "3650")
@@ -135,8 +148,19 @@ def test_load_and_sql_commands_against_a_server(
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith(f"{len(events)} requests, {len(traces)} traces")
     assert out[1].endswith("0 requests, 0 traces")
-    assert main(["sql", "SELECT count() AS n FROM driftline.llm_requests", "--format", "json",
-                 "--store", url]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "SELECT count() AS n FROM driftline.llm_requests",
+                "--format",
+                "json",
+                "--store",
+                url,
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out) == {"n": len(events)}
 
 
@@ -150,8 +174,9 @@ def test_read_only_open_of_a_current_store_sends_no_ddl(
 ) -> None:
     first = len(server.requests)
     other_ttl = StoreSettings(ttl_days=30)  # differs from the store's: still no ALTER
-    store = open_store(f"clickhouse://default@127.0.0.1:{server.port}/driftline", other_ttl,
-                       read_only=True)
+    store = open_store(
+        f"clickhouse://default@127.0.0.1:{server.port}/driftline", other_ttl, read_only=True
+    )
     store.close()
     sent = server.requests[first:]
     assert sent, "the open should have read the migrations table"

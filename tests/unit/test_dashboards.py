@@ -48,8 +48,14 @@ def test_every_panel_has_one_plugin_target(boards: dict[str, dict[str, Any]]) ->
         assert board["panels"], uid
         for panel in board["panels"]:
             (target,) = panel["targets"]
-            assert set(target) == {"refId", "datasource", "editorType", "queryType", "format",
-                                   "rawSql"}, (uid, panel["title"])
+            assert set(target) == {
+                "refId",
+                "datasource",
+                "editorType",
+                "queryType",
+                "format",
+                "rawSql",
+            }, (uid, panel["title"])
             assert target["datasource"] == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
             assert target["editorType"] == "sql"
             assert (target["queryType"], target["format"]) in {("timeseries", 0), ("table", 1)}
@@ -89,8 +95,11 @@ def test_panels_do_not_overlap_and_fit_the_grid(boards: dict[str, dict[str, Any]
         for panel in board["panels"]:
             g = panel["gridPos"]
             assert g["x"] + g["w"] <= 24, (uid, panel["title"])
-            area = {(x, y) for x in range(g["x"], g["x"] + g["w"])
-                    for y in range(g["y"], g["y"] + g["h"])}
+            area = {
+                (x, y)
+                for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])
+            }
             assert not area & cells, (uid, panel["title"])
             cells |= area
 

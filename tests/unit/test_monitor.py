@@ -115,7 +115,9 @@ def test_drift_page_names_the_bundle_a_responder_must_look_at() -> None:
     opened = run(Monitor(settings(["input_tokens"])), events)[0]
     ev = opened["evidence"]
     assert (ev["model"], ev["prompt_version"], ev["retrieval_index_version"]) == (
-        "gpt-4o", "p-42", "idx-2026-11"
+        "gpt-4o",
+        "p-42",
+        "idx-2026-11",
     )
     payload = trigger_event(opened)["payload"]
     assert payload["group"] == "support-api" and payload["component"] == "chat"

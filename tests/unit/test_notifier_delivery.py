@@ -70,8 +70,12 @@ def opened(**overrides: Any) -> dict[str, Any]:
 
 
 def resolved(**overrides: Any) -> dict[str, Any]:
-    fields = {"transition": "resolve", "state": "resolved", "resolved_at": OPENED + 20 * MIN,
-              "event_ts": OPENED + 20 * MIN}
+    fields = {
+        "transition": "resolve",
+        "state": "resolved",
+        "resolved_at": OPENED + 20 * MIN,
+        "event_ts": OPENED + 20 * MIN,
+    }
     return make_alert(**{**fields, **overrides})
 
 
@@ -97,7 +101,11 @@ async def test_trigger_then_resolve_payloads_field_by_field(receiver: HttpReceiv
         "support-bot: output tokens/request +38% vs baseline (bundle 3f2a..), CUSUM over threshold"
     )
     assert (p["source"], p["component"], p["group"], p["class"], p["severity"]) == (
-        "support-bot", "support-bot", "support-bot", "drift", "error"
+        "support-bot",
+        "support-bot",
+        "support-bot",
+        "drift",
+        "error",
     )
     assert p["timestamp"] == "2026-09-21T14:13:20.000+00:00"
     details = p["custom_details"]
@@ -110,7 +118,8 @@ async def test_trigger_then_resolve_payloads_field_by_field(receiver: HttpReceiv
     assert details["evidence"]["model"] == "gpt-4o-mini"
     assert details["evidence"]["retrieval_index_version"] == "idx-2026-11"
     assert [link["text"] for link in body["links"]] == [
-        "Grafana: support-bot output_tokens", "Runbook: drift alert"
+        "Grafana: support-bot output_tokens",
+        "Runbook: drift alert",
     ]
     assert "var-workflow=support-bot" in body["links"][0]["href"]
     assert body["client_url"] == body["links"][0]["href"]
@@ -179,8 +188,16 @@ async def test_outage_longer_than_the_policy_gives_up(receiver: HttpReceiver) ->
 
 async def test_400_is_not_retried_and_the_reason_is_recorded(receiver: HttpReceiver) -> None:
     clock = FakeClock()
-    receiver.script(Reply(400, body={"status": "invalid event", "message": "Event object is "
-                                     "invalid", "errors": ["'payload.summary' is missing"]}))
+    receiver.script(
+        Reply(
+            400,
+            body={
+                "status": "invalid event",
+                "message": "Event object is invalid",
+                "errors": ["'payload.summary' is missing"],
+            },
+        )
+    )
     records = await notifier_for(receiver, clock).deliver([opened()])
     assert outcomes(records) == [("trigger", "failed_permanent", 400)]
     assert "'payload.summary' is missing" in records[0]["error"]
@@ -204,8 +221,11 @@ async def test_network_error_is_retried() -> None:
         url = closed.url
     route = Route("default", min_severity="info", url=url)  # nothing listens there any more
     notifier = Notifier(
-        Router((route,), environ={ENV_ROUTING_KEY: KEY}), clock=clock, sleep=clock.sleep,
-        rng=random.Random(1), retry=RetryPolicy(max_attempts=3),
+        Router((route,), environ={ENV_ROUTING_KEY: KEY}),
+        clock=clock,
+        sleep=clock.sleep,
+        rng=random.Random(1),
+        retry=RetryPolicy(max_attempts=3),
     )
     records = await notifier.deliver([opened()])
     assert [r["outcome"] for r in records] == ["retrying", "retrying", "gave_up"]
@@ -262,7 +282,12 @@ async def test_coalescing_under_the_rate_limit(receiver: HttpReceiver) -> None:
     latest = sent[2]["payload"]
     assert latest["custom_details"]["current_value"] == 800.0 and latest["severity"] == "critical"
     assert [r["outcome"] for r in records] == [
-        "delivered", "delivered", "coalesced", "coalesced", "delivered", "delivered"
+        "delivered",
+        "delivered",
+        "coalesced",
+        "coalesced",
+        "delivered",
+        "delivered",
     ]
     # 4 sends at 6/min with a burst of 1: three waits of 10 s, no more.
     assert clock.now - START == pytest.approx(30.0)
@@ -285,7 +310,9 @@ async def test_updates_arriving_during_an_outage_coalesce_behind_it(
     )
     await first
     assert [r["outcome"] for batch in later for r in batch] == [
-        "coalesced", "delivered", "delivered"
+        "coalesced",
+        "delivered",
+        "delivered",
     ]
     delivered = [r.json() for r in receiver.requests if r.answered == 202]
     assert [b["event_action"] for b in delivered] == ["trigger", "trigger", "resolve"]
@@ -384,8 +411,13 @@ async def test_webhook_routes_slack_and_alertmanager(receiver: HttpReceiver) -> 
     receiver.default = Reply(200, body="ok")
     clock = FakeClock()
     slack = Route("slack", kind="webhook", min_severity="info", url=receiver.base_url + "/slack")
-    am = Route("am", kind="webhook", min_severity="info", url=receiver.base_url + "/am",
-               webhook_format="alertmanager")
+    am = Route(
+        "am",
+        kind="webhook",
+        min_severity="info",
+        url=receiver.base_url + "/am",
+        webhook_format="alertmanager",
+    )
     records = await notifier_for(receiver, clock, slack, am).deliver([opened(), resolved()])
     assert [r["outcome"] for r in records] == ["delivered"] * 4
     by_path: dict[str, list[Any]] = {}

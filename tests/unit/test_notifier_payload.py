@@ -81,15 +81,24 @@ def test_summary_without_duration_on_open_and_with_shape_tests() -> None:
     assert payload.summary(opened) == (
         "support-bot: output tokens/request -25% vs baseline (bundle 3f2a..), CUSUM over threshold"
     )
-    js = make_alert(metric="finish_reason", baseline_value=0.0, current_value=0.083,
-                    evidence={"test": "g_test", "score_units": "jensen_shannon"})
+    js = make_alert(
+        metric="finish_reason",
+        baseline_value=0.0,
+        current_value=0.083,
+        evidence={"test": "g_test", "score_units": "jensen_shannon"},
+    )
     assert payload.summary(js) == (
         "support-bot: finish-reason mix shifted vs baseline (bundle 3f2a..) (JS divergence 0.083),"
         " G-test over threshold for 4 min"
     )
     categorical = make_alert(
-        metric="finish_reason", baseline_value=None, current_value=None, score=0.31,
-        threshold=0.2, evidence={"test": "psi"}, event_ts=OPENED + 75 * MIN,
+        metric="finish_reason",
+        baseline_value=None,
+        current_value=None,
+        score=0.31,
+        threshold=0.2,
+        evidence={"test": "psi"},
+        event_ts=OPENED + 75 * MIN,
     )
     assert payload.summary(categorical) == (
         "support-bot: finish-reason mix shifted vs baseline (bundle 3f2a..) (score 0.31 > 0.2), "
@@ -98,28 +107,56 @@ def test_summary_without_duration_on_open_and_with_shape_tests() -> None:
 
 
 def test_budget_and_routing_summaries() -> None:
-    budget = make_alert(kind="budget", metric="cost_usd", current_value=12.4, threshold=10.0,
-                        baseline_value=None, transition="open", event_ts=OPENED)
+    budget = make_alert(
+        kind="budget",
+        metric="cost_usd",
+        current_value=12.4,
+        threshold=10.0,
+        baseline_value=None,
+        transition="open",
+        event_ts=OPENED,
+    )
     assert payload.summary(budget) == (
         "support-bot: cost/request 12.4 over budget 10 (124% of budget) (bundle 3f2a..)"
     )
-    routing = make_alert(kind="routing", metric="unallowed_model", severity="critical",
-                         evidence={"model": "gpt-5-preview"}, transition="open", event_ts=OPENED)
+    routing = make_alert(
+        kind="routing",
+        metric="unallowed_model",
+        severity="critical",
+        evidence={"model": "gpt-5-preview"},
+        transition="open",
+        event_ts=OPENED,
+    )
     assert payload.summary(routing) == (
         "support-bot: model gpt-5-preview is not in the allowed list (shadow routing)"
     )
-    ghost = make_alert(kind="routing", metric="unregistered_bundle", transition="open",
-                       evidence={"model": "gpt-4o", "prompt_version": "p-18"}, event_ts=OPENED)
+    ghost = make_alert(
+        kind="routing",
+        metric="unregistered_bundle",
+        transition="open",
+        evidence={"model": "gpt-4o", "prompt_version": "p-18"},
+        event_ts=OPENED,
+    )
     assert payload.summary(ghost) == (
         "support-bot: bundle 3f2a9c0e is not registered (model gpt-4o, prompt p-18)"
     )
-    version = make_alert(kind="routing", metric="unregistered_model_version",
-                         evidence={"model": "llama-3", "model_version": "v9"}, event_ts=OPENED)
+    version = make_alert(
+        kind="routing",
+        metric="unregistered_model_version",
+        evidence={"model": "llama-3", "model_version": "v9"},
+        event_ts=OPENED,
+    )
     assert payload.summary(version) == (
         "support-bot: model version v9 of llama-3 is not registered"
     )
-    burn = make_alert(kind="budget", metric="cost_burn_rate[tenant=acme]", current_value=16.2,
-                      threshold=14.4, bundle_id="", event_ts=OPENED + 5 * MIN)
+    burn = make_alert(
+        kind="budget",
+        metric="cost_burn_rate[tenant=acme]",
+        current_value=16.2,
+        threshold=14.4,
+        bundle_id="",
+        event_ts=OPENED + 5 * MIN,
+    )
     assert payload.summary(burn) == (
         "support-bot: cost burn rate [tenant=acme] 16.2 over threshold 14.4 (112% of threshold)"
         " for 5 min"
@@ -135,8 +172,9 @@ def test_summary_is_cut_to_1024_chars() -> None:
 
 
 def test_trigger_event_fields() -> None:
-    event = payload.trigger_event(make_alert(evidence={**make_alert()["evidence"],
-                                                       "service": "support-api"}))
+    event = payload.trigger_event(
+        make_alert(evidence={**make_alert()["evidence"], "service": "support-api"})
+    )
     assert set(event) == {"event_action", "dedup_key", "payload", "client", "client_url", "links"}
     assert event["event_action"] == "trigger"
     assert event["dedup_key"] == "drift:support-bot:output_tokens:3f2a9c0e11"
@@ -161,7 +199,8 @@ def test_trigger_event_fields() -> None:
 def test_links_set_time_range_and_workflow_variable() -> None:
     links = payload.links(make_alert())
     assert [link["text"] for link in links] == [
-        "Grafana: support-bot output_tokens", "Runbook: drift alert"
+        "Grafana: support-bot output_tokens",
+        "Runbook: drift alert",
     ]
     dashboard = urlsplit(links[0]["href"])
     query = parse_qs(dashboard.query)
@@ -244,8 +283,9 @@ def test_slack_body_for_trigger_and_resolve() -> None:
         "|dashboard> | <https://runbooks.example.com/driftline/drift#output_tokens|runbook>"
     )
     assert key == "dedup_key `drift:support-bot:output_tokens:3f2a9c0e11`"
-    resolved = slack_body(make_alert(transition="resolve", state="resolved",
-                                     resolved_at=OPENED + 42 * MIN))["text"]
+    resolved = slack_body(
+        make_alert(transition="resolve", state="resolved", resolved_at=OPENED + 42 * MIN)
+    )["text"]
     assert resolved.startswith(":white_check_mark: *RESOLVED after 42 min* support-bot:")
 
 
@@ -256,8 +296,12 @@ def test_alertmanager_body_shape() -> None:
     assert body["groupKey"] == "drift:support-bot:output_tokens:3f2a9c0e11"
     (alert,) = body["alerts"]
     assert alert["labels"] == {
-        "alertname": "driftline_drift", "workflow": "support-bot", "metric": "output_tokens",
-        "severity": "error", "kind": "drift", "bundle_id": "3f2a9c0e11",
+        "alertname": "driftline_drift",
+        "workflow": "support-bot",
+        "metric": "output_tokens",
+        "severity": "error",
+        "kind": "drift",
+        "bundle_id": "3f2a9c0e11",
         "dedup_key": "drift:support-bot:output_tokens:3f2a9c0e11",
     }
     assert alert["startsAt"] == "2026-09-21T14:13:20.000+00:00"
@@ -298,8 +342,13 @@ def test_routes_fan_out_by_workflow_glob_and_severity() -> None:
         max_events_per_minute=120,
         routes=[
             PagerDutyRoute(workflow="support-*", min_severity="critical", routing_key_env="PD_SUP"),
-            PagerDutyRoute(workflow="*", min_severity="info", kind="webhook",
-                           routing_key_env="CHAT_HOOK", webhook_format="alertmanager"),
+            PagerDutyRoute(
+                workflow="*",
+                min_severity="info",
+                kind="webhook",
+                routing_key_env="CHAT_HOOK",
+                webhook_format="alertmanager",
+            ),
         ],
     )
     env = {"PD_SUP": KEY, "CHAT_HOOK": "https://hooks.local/T/B/s3cr3t"}
@@ -327,23 +376,36 @@ def test_secrets_never_print() -> None:
 
 
 def test_skip_rules_after_restart() -> None:
-    delivered = {"alert_id": "a-0001", "event_action": "trigger", "severity": "error",
-                 "current_value": 552.0, "score": 9.5}
+    delivered = {
+        "alert_id": "a-0001",
+        "event_action": "trigger",
+        "severity": "error",
+        "current_value": 552.0,
+        "score": 9.5,
+    }
     assert skip_reason(None, make_alert(transition="open"), "trigger", 0.05) is None
-    assert "already delivered" in str(skip_reason(delivered, make_alert(transition="open"),
-                                                  "trigger", 0.05))
+    assert "already delivered" in str(
+        skip_reason(delivered, make_alert(transition="open"), "trigger", 0.05)
+    )
     assert "not a material change" in str(
         skip_reason(delivered, make_alert(current_value=560.0), "trigger", 0.05)
     )
     assert skip_reason(delivered, make_alert(current_value=700.0), "trigger", 0.05) is None
-    assert skip_reason(delivered, make_alert(severity="critical", current_value=552.0),
-                       "trigger", 0.05) is None
+    assert (
+        skip_reason(
+            delivered, make_alert(severity="critical", current_value=552.0), "trigger", 0.05
+        )
+        is None
+    )
     assert skip_reason(delivered, make_alert(transition="resolve"), "resolve", 0.05) is None
     resolved = {**delivered, "event_action": "resolve"}
-    assert "already resolved" in str(skip_reason(resolved, make_alert(transition="open"),
-                                                 "trigger", 0.05))
-    assert skip_reason(resolved, make_alert(alert_id="a-0002", transition="open"),
-                       "trigger", 0.05) is None
+    assert "already resolved" in str(
+        skip_reason(resolved, make_alert(transition="open"), "trigger", 0.05)
+    )
+    assert (
+        skip_reason(resolved, make_alert(alert_id="a-0002", transition="open"), "trigger", 0.05)
+        is None
+    )
 
 
 def test_ledger_export_load_changes_and_prune() -> None:

@@ -21,9 +21,7 @@ PARTITIONS = 3
 SOURCES = 2
 
 
-def decode(
-    messages: list[tuple[int, int, list[str]]], limit: int
-) -> dict[int, list[bytes]]:
+def decode(messages: list[tuple[int, int, list[str]]], limit: int) -> dict[int, list[bytes]]:
     """What decode sends for ``(source partition, offset, trace ids)`` messages, per target."""
     routed: dict[int, list[tuple[str, dict[str, Any]]]] = {}
     for source, offset, trace_ids in messages:

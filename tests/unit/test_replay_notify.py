@@ -151,9 +151,7 @@ def test_rejected_delivery_is_reported_and_fails_the_run(
 ) -> None:
     monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", KEY)
     monkeypatch.setenv("PAGERDUTY_EVENTS_URL", receiver.url)
-    receiver.respond_with(
-        lambda request: 400 if request.json()["dedup_key"] == BUDGET_KEY else 202
-    )
+    receiver.respond_with(lambda request: 400 if request.json()["dedup_key"] == BUDGET_KEY else 202)
 
     code, out, err = run_replay(capsys, events, write_config(tmp_path), "--notify")
 
@@ -212,9 +210,7 @@ def test_paced_by_rate_limit_not_by_event_time(
     env = {"PAGERDUTY_ROUTING_KEY": KEY, "PAGERDUTY_EVENTS_URL": receiver.url}
 
     started = time.monotonic()
-    code = notify_alerts(
-        records, settings, environ=env, clock=clock, sleep=clock.sleep, burst=1
-    )
+    code = notify_alerts(records, settings, environ=env, clock=clock, sleep=clock.sleep, burst=1)
     wall_s = time.monotonic() - started
 
     assert code == 0

@@ -72,8 +72,19 @@ def test_html_links_every_chart_and_titles_every_panel(report: Report) -> None:
 def test_command_writes_a_report_for_an_empty_range(
     store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["report", "--out", str(tmp_path), "--store", store.url,
-                 "--from", "2025-01-01T00:00:00Z", "--to", "2025-01-01T01:00:00Z"])
+    code = main(
+        [
+            "report",
+            "--out",
+            str(tmp_path),
+            "--store",
+            store.url,
+            "--from",
+            "2025-01-01T00:00:00Z",
+            "--to",
+            "2025-01-01T01:00:00Z",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "index.html").is_file()
     assert "no data in the range" in capsys.readouterr().err

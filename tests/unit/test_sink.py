@@ -114,8 +114,11 @@ def test_outage_keeps_rows_backs_off_bounds_memory_and_catches_up(store: ChdbSto
     events, _ = generate_traffic(40, seed=9)
     clock = Clock()
     with ChdbHttpServer(store.session) as server:
-        remote = ServerStore(f"clickhouse://default@127.0.0.1:{server.port}/driftline",
-                             StoreSettings(), query_retries=0)
+        remote = ServerStore(
+            f"clickhouse://default@127.0.0.1:{server.port}/driftline",
+            StoreSettings(),
+            query_retries=0,
+        )
         sink = EventSink(remote, batch_rows=20, max_buffer_rows=40, clock=clock, seed=1)
         for offset, event in enumerate(events[:20]):
             sink.add("events", event, ("llm_events", 0, offset))
@@ -151,8 +154,9 @@ def test_outage_keeps_rows_backs_off_bounds_memory_and_catches_up(store: ChdbSto
 
 def test_store_that_went_away_is_unavailable(store: ChdbStore) -> None:
     server = ChdbHttpServer(store.session).start()
-    remote = ServerStore(f"clickhouse://default@127.0.0.1:{server.port}/driftline",
-                         StoreSettings(), query_retries=0)
+    remote = ServerStore(
+        f"clickhouse://default@127.0.0.1:{server.port}/driftline", StoreSettings(), query_retries=0
+    )
     sink = EventSink(remote, batch_rows=10)
     events, _ = generate_traffic(2, seed=1)
     sink.add("events", events[0], ("llm_events", 0, 0))
@@ -178,18 +182,36 @@ def test_a_bad_record_is_set_aside_and_the_rest_is_written(store: ChdbStore) -> 
 
 def test_alert_lifecycle_rows_and_current_state(store: ChdbStore) -> None:
     opened = {
-        "alert_id": "a-1", "dedup_key": "drift:support-chat:input_tokens:b1", "kind": "drift",
-        "severity": "error", "state": "open", "opened_at": 1_767_225_600_000_000,
-        "resolved_at": None, "workflow": "support-chat", "metric": "input_tokens",
-        "baseline_value": 900.0, "current_value": 1800.0, "score": 12.5, "threshold": 5.0,
-        "bundle_id": "b1", "evidence": {"test": "cusum", "n_baseline": 500, "n_current": 200},
-        "runbook_url": "https://runbooks/x", "dashboard_url": "http://grafana/d/x",
-        "transition": "open", "event_ts": 1_767_225_600_000_000,
+        "alert_id": "a-1",
+        "dedup_key": "drift:support-chat:input_tokens:b1",
+        "kind": "drift",
+        "severity": "error",
+        "state": "open",
+        "opened_at": 1_767_225_600_000_000,
+        "resolved_at": None,
+        "workflow": "support-chat",
+        "metric": "input_tokens",
+        "baseline_value": 900.0,
+        "current_value": 1800.0,
+        "score": 12.5,
+        "threshold": 5.0,
+        "bundle_id": "b1",
+        "evidence": {"test": "cusum", "n_baseline": 500, "n_current": 200},
+        "runbook_url": "https://runbooks/x",
+        "dashboard_url": "http://grafana/d/x",
+        "transition": "open",
+        "event_ts": 1_767_225_600_000_000,
     }
-    updated = dict(opened, transition="update", current_value=2000.0,
-                   event_ts=1_767_225_660_000_000)
-    resolved = dict(opened, state="resolved", resolved_at=1_767_229_200_000_000,
-                    transition="resolve", event_ts=1_767_229_200_000_000)
+    updated = dict(
+        opened, transition="update", current_value=2000.0, event_ts=1_767_225_660_000_000
+    )
+    resolved = dict(
+        opened,
+        state="resolved",
+        resolved_at=1_767_229_200_000_000,
+        transition="resolve",
+        event_ts=1_767_229_200_000_000,
+    )
     sink = EventSink(store)
     sink.add("alerts", opened, ("llm_alerts", 0, 0))
     sink.flush()

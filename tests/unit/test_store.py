@@ -58,9 +58,17 @@ def _schema(store: ChdbStore) -> dict[str, str]:
 def test_open_store_creates_every_table_and_view(store: ChdbStore) -> None:
     names = set(_schema(store))
     expected = {
-        "llm_requests_raw", "llm_requests", "llm_traces_raw", "llm_traces", "llm_alerts_log",
-        "llm_alerts", "llm_alerts_current", "alert_deliveries", "workflow_baselines",
-        "model_prices", "schema_migrations",
+        "llm_requests_raw",
+        "llm_requests",
+        "llm_traces_raw",
+        "llm_traces",
+        "llm_alerts_log",
+        "llm_alerts",
+        "llm_alerts_current",
+        "alert_deliveries",
+        "workflow_baselines",
+        "model_prices",
+        "schema_migrations",
     }
     expected |= {f"rollup_{d}_1m" for d in ("workflow", "model", "route", "tenant")}
     expected |= {f"rollup_{d}_1m_mv" for d in ("workflow", "model", "route", "tenant")}
@@ -124,16 +132,18 @@ def test_request_and_trace_columns_follow_the_event_schema(store: ChdbStore) -> 
 
 def test_insert_arrow_skips_keys_already_stored(store: ChdbStore) -> None:
     ts = pa.timestamp("us", "UTC")
-    rows = pa.table({
-        "provider": ["openai", "openai"],
-        "model": ["a", "b"],
-        "input_per_mtok": [1.0, 2.0],
-        "output_per_mtok": [1.0, 2.0],
-        "cache_read_per_mtok": [0.5, 1.0],
-        "cache_write_per_mtok": [1.0, 2.0],
-        "source": ["config", "config"],
-        "updated_at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)] * 2, ts),
-    })
+    rows = pa.table(
+        {
+            "provider": ["openai", "openai"],
+            "model": ["a", "b"],
+            "input_per_mtok": [1.0, 2.0],
+            "output_per_mtok": [1.0, 2.0],
+            "cache_read_per_mtok": [0.5, 1.0],
+            "cache_write_per_mtok": [1.0, 2.0],
+            "source": ["config", "config"],
+            "updated_at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)] * 2, ts),
+        }
+    )
     skip = SkipExisting(("provider", "model", "updated_at"), "updated_at")
     store.insert_arrow("driftline.model_prices", rows.slice(0, 1), skip_existing=skip)
     store.insert_arrow("driftline.model_prices", rows, skip_existing=skip)
@@ -144,12 +154,20 @@ def test_insert_arrow_skips_keys_already_stored(store: ChdbStore) -> None:
 
 
 def test_dedup_token_drops_a_repeated_insert(store: ChdbStore) -> None:
-    row = pa.table({
-        "alert_id": ["a1"], "dedup_key": ["k"], "event_action": ["trigger"], "attempt": [1],
-        "status_code": [202], "outcome": ["accepted"], "error": [""], "latency_ms": [12.5],
-        "sent_at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)], pa.timestamp("us", "UTC")),
-        "target": ["pagerduty"],
-    })
+    row = pa.table(
+        {
+            "alert_id": ["a1"],
+            "dedup_key": ["k"],
+            "event_action": ["trigger"],
+            "attempt": [1],
+            "status_code": [202],
+            "outcome": ["accepted"],
+            "error": [""],
+            "latency_ms": [12.5],
+            "sent_at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)], pa.timestamp("us", "UTC")),
+            "target": ["pagerduty"],
+        }
+    )
     store.insert_arrow("driftline.alert_deliveries", row, "deliveries:0:1-1")
     store.insert_arrow("driftline.alert_deliveries", row, "deliveries:0:1-1")
     count = store.query("SELECT count() FROM driftline.alert_deliveries").column(0)[0].as_py()
@@ -215,8 +233,11 @@ def test_a_path_held_by_another_process_is_refused_clearly(
     held = tmp_path / "held"
     assert held_by_another_process(held) is None
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(held)], cwd=ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", _HOLDER, str(held)],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
         assert holder.stdout is not None

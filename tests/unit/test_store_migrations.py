@@ -29,8 +29,16 @@ ROLLUPS = {
     "rollup_tenant_1m": ("tenant", "workflow"),
 }
 COUNTERS = (
-    "requests", "errors", "validation_failures", "retries", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "unpriced",
+    "requests",
+    "errors",
+    "validation_failures",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "unpriced",
 )
 ENVIRONMENTS = ("prod", "staging", "dev")
 HOUR_US = 3_600_000_000

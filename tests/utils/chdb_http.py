@@ -44,8 +44,18 @@ _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECAS
 _INPUT_FUNCTION = re.compile(r"\binput\s*\(\s*'(?:[^'\\]|\\.)*'\s*\)", re.IGNORECASE)
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\b", re.IGNORECASE)
 _CODE = re.compile(r"Code: (\d+)")
-_TEXT_FORMATS = {"TabSeparated", "TSV", "JSON", "JSONEachRow", "CSV", "CSVWithNames",
-                 "TabSeparatedWithNames", "TSVWithNames", "Pretty", "JSONCompact"}
+_TEXT_FORMATS = {
+    "TabSeparated",
+    "TSV",
+    "JSON",
+    "JSONEachRow",
+    "CSV",
+    "CSVWithNames",
+    "TabSeparatedWithNames",
+    "TSVWithNames",
+    "Pretty",
+    "JSONCompact",
+}
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
@@ -67,8 +77,9 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     raise ValueError(f"unsupported Content-Encoding {encoding!r}")
 
 
-_BODY_INSERT = re.compile(rb"^\s*(INSERT\s+INTO\b.*?\bFORMAT\s+[A-Za-z0-9_]+)[ \t]*\r?\n?",
-                          re.IGNORECASE | re.DOTALL)
+_BODY_INSERT = re.compile(
+    rb"^\s*(INSERT\s+INTO\b.*?\bFORMAT\s+[A-Za-z0-9_]+)[ \t]*\r?\n?", re.IGNORECASE | re.DOTALL
+)
 
 
 def _split_body(body: bytes) -> tuple[str, bytes]:
@@ -76,7 +87,7 @@ def _split_body(body: bytes) -> tuple[str, bytes]:
     match = _BODY_INSERT.match(body)
     if match is None:
         return body.decode("utf-8"), b""
-    return match.group(1).decode("utf-8"), body[match.end():]
+    return match.group(1).decode("utf-8"), body[match.end() :]
 
 
 class ChdbHttpServer:
@@ -134,7 +145,7 @@ class ChdbHttpServer:
         if self._failure is not None:
             code, message = self._failure
             raise RuntimeError(f"Code: {code}. DB::Exception: {message}. (NETWORK_ERROR)")
-        params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
+        params = {k[len("param_") :]: v for k, v in args.items() if k.startswith("param_")}
         match = _FORMAT_CLAUSE.search(sql)
         fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
         with self._lock:
@@ -219,19 +230,25 @@ def _handler_for(server: ChdbHttpServer) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # every engine error goes back as ClickHouse would send it
                 message = str(exc)
                 code = _CODE.search(message)
-                self._reply(500, (message + "\n").encode(), {
-                    "X-ClickHouse-Exception-Code": code.group(1) if code else "1001",
-                    "X-ClickHouse-Query-Id": query_id,
-                })
+                self._reply(
+                    500,
+                    (message + "\n").encode(),
+                    {
+                        "X-ClickHouse-Exception-Code": code.group(1) if code else "1001",
+                        "X-ClickHouse-Query-Id": query_id,
+                    },
+                )
                 return
             elapsed_ns = int((time.perf_counter() - started) * 1e9)
             headers = {
                 "X-ClickHouse-Query-Id": query_id,
                 "X-ClickHouse-Timezone": "UTC",
                 "X-ClickHouse-Server-Display-Name": "chdb-http",
-                "X-ClickHouse-Summary": json.dumps({"read_rows": "0", "written_rows": "0",
-                                                    "elapsed_ns": str(elapsed_ns)}),
-                "Content-Type": "text/plain; charset=UTF-8" if fmt in _TEXT_FORMATS
+                "X-ClickHouse-Summary": json.dumps(
+                    {"read_rows": "0", "written_rows": "0", "elapsed_ns": str(elapsed_ns)}
+                ),
+                "Content-Type": "text/plain; charset=UTF-8"
+                if fmt in _TEXT_FORMATS
                 else "application/octet-stream",
             }
             if data or not _INSERT.match(sql):

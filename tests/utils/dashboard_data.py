@@ -37,16 +37,26 @@ STAGING = "staging"
 STAGING_SHARE = 0.15  # of the traces; the rest stay in "prod"
 # Monthly USD: close to what the traffic spends, so burn rates hover around 1.
 BUDGETS = {
-    "support-chat": 800.0, "code-review": 1500.0, "doc-summarize": 1500.0, "rag-search": 200.0
+    "support-chat": 800.0,
+    "code-review": 1500.0,
+    "doc-summarize": 1500.0,
+    "rag-search": 200.0,
 }
+
 
 def price_book() -> PriceBook:
     """The real price book, with tests.utils.events.RATES as configured overrides."""
-    return PriceBook({
-        r.model: PriceOverride(input_per_mtok=r.input, output_per_mtok=r.output,
-                               cache_read_per_mtok=r.cache_read, cache_write_per_mtok=r.cache_write)
-        for r in RATES.values()
-    })
+    return PriceBook(
+        {
+            r.model: PriceOverride(
+                input_per_mtok=r.input,
+                output_per_mtok=r.output,
+                cache_read_per_mtok=r.cache_read,
+                cache_write_per_mtok=r.cache_write,
+            )
+            for r in RATES.values()
+        }
+    )
 
 
 Records = list[dict[str, Any]]
@@ -54,14 +64,18 @@ Records = list[dict[str, Any]]
 
 def traffic(n_traces: int = 1500, seed: int = 7) -> tuple[Records, Records]:
     """Events and trace summaries with a canary bundle and KV-cache usage."""
-    events, _ = generate_traffic(n_traces, seed=seed, start_us=START_US,
-                                 span_s=SPAN.total_seconds())
+    events, _ = generate_traffic(
+        n_traces, seed=seed, start_us=START_US, span_s=SPAN.total_seconds()
+    )
     rng = random.Random(seed + 1)
     half_us = START_US + int(SPAN.total_seconds() / 2 * 1e6)
     canary_traces = {
-        e["trace_id"] for e in events
-        if e["workflow"] == CANARY_WORKFLOW and e["parent_span_id"] == ""
-        and e["start_ts"] >= half_us and rng.random() < 0.4
+        e["trace_id"]
+        for e in events
+        if e["workflow"] == CANARY_WORKFLOW
+        and e["parent_span_id"] == ""
+        and e["start_ts"] >= half_us
+        and rng.random() < 0.4
     }
     staging_rng = random.Random(seed + 2)
     staging_traces = {
@@ -75,10 +89,20 @@ def traffic(n_traces: int = 1500, seed: int = 7) -> tuple[Records, Records]:
             e["output_tokens"] = int(e["output_tokens"] * 1.8)
             e["output_chars"] = e["output_tokens"] * 4
             model = e["response_model"]
-            e["bundle_id"] = bundle_id(model, e["model_version"], CANARY_PROMPT,
-                                       e["retrieval_index_version"], e["router_version"])
-            e["cost_usd"] = price(model, e["input_tokens"], e["output_tokens"],
-                                  e["cache_read_tokens"], e["cache_write_tokens"])
+            e["bundle_id"] = bundle_id(
+                model,
+                e["model_version"],
+                CANARY_PROMPT,
+                e["retrieval_index_version"],
+                e["router_version"],
+            )
+            e["cost_usd"] = price(
+                model,
+                e["input_tokens"],
+                e["output_tokens"],
+                e["cache_read_tokens"],
+                e["cache_write_tokens"],
+            )
         if RATES[e["response_model"]].provider == "vllm":
             e["kv_cache_usage"] = round(min(0.99, max(0.05, rng.gauss(0.55, 0.15))), 4)
     by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -100,22 +124,45 @@ def alert_transitions() -> list[dict[str, Any]]:
         opened = START + timedelta(minutes=opened_min)
         opened_us = int(opened.timestamp() * 1e6)
         base = {
-            "alert_id": alert_id(key, opened_us), "dedup_key": key, "kind": kind,
-            "severity": severity, "state": "open", "opened_at": opened_us, "resolved_at": None,
-            "workflow": workflow, "metric": metric, "baseline_value": 180.0,
-            "current_value": 320.0, "score": score, "threshold": threshold, "bundle_id": bundle,
+            "alert_id": alert_id(key, opened_us),
+            "dedup_key": key,
+            "kind": kind,
+            "severity": severity,
+            "state": "open",
+            "opened_at": opened_us,
+            "resolved_at": None,
+            "workflow": workflow,
+            "metric": metric,
+            "baseline_value": 180.0,
+            "current_value": 320.0,
+            "score": score,
+            "threshold": threshold,
+            "bundle_id": bundle,
             "evidence": {"test": "cusum", "window_events": "500"},
             "runbook_url": f"https://runbooks.example.com/driftline/{kind}",
             "dashboard_url": f"http://localhost:3000/d/driftline-drift?var-workflow={workflow}",
         }
         records.append({**base, "transition": "open", "event_ts": opened_us})
-        records.append({**base, "transition": "update", "event_ts": opened_us + 300_000_000,
-                        "score": score * 1.2})
+        records.append(
+            {
+                **base,
+                "transition": "update",
+                "event_ts": opened_us + 300_000_000,
+                "score": score * 1.2,
+            }
+        )
         if resolved_min is not None:
             resolved_us = int((START + timedelta(minutes=resolved_min)).timestamp() * 1e6)
-            records.append({**base, "state": "resolved", "resolved_at": resolved_us,
-                            "score": threshold * 0.5, "transition": "resolve",
-                            "event_ts": resolved_us})
+            records.append(
+                {
+                    **base,
+                    "state": "resolved",
+                    "resolved_at": resolved_us,
+                    "score": threshold * 0.5,
+                    "transition": "resolve",
+                    "event_ts": resolved_us,
+                }
+            )
     return records
 
 
@@ -159,5 +206,10 @@ def fill(store: Store, n_traces: int = 1500) -> dict[str, int]:
     baselines = baseline_table(events)
     store.insert_arrow("driftline.workflow_baselines", baselines)
     prices = write_model_prices(store, price_book())
-    return {"events": len(events), "traces": len(traces), "alerts": len(alerts),
-            "baselines": baselines.num_rows, "prices": prices}
+    return {
+        "events": len(events),
+        "traces": len(traces),
+        "alerts": len(alerts),
+        "baselines": baselines.num_rows,
+        "prices": prices,
+    }

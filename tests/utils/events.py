@@ -56,46 +56,88 @@ TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
 PROMPT_VERSIONS = ("p1", "p2", "p3")
 
 
-def price(model: str, input_tokens: int, output_tokens: int, cache_read: int = 0,
-          cache_write: int = 0) -> float | None:
+def price(
+    model: str, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
+) -> float | None:
     """USD for one call at :data:`RATES`; None for a model without rates."""
     rates = RATES.get(model)
     if rates is None:
         return None
     uncached = max(input_tokens - cache_read - cache_write, 0)
-    usd = (uncached * rates.input + cache_read * rates.cache_read
-           + cache_write * rates.cache_write + output_tokens * rates.output) / 1e6
+    usd = (
+        uncached * rates.input
+        + cache_read * rates.cache_read
+        + cache_write * rates.cache_write
+        + output_tokens * rates.output
+    ) / 1e6
     return round(usd, 10)
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
     """One request event; priced from :data:`RATES` unless ``cost_usd`` is given."""
     event: dict[str, Any] = {
-        "trace_id": "t" * 32, "span_id": "s" * 16, "parent_span_id": "",
+        "trace_id": "t" * 32,
+        "span_id": "s" * 16,
+        "parent_span_id": "",
         "start_ts": 1_767_225_600_000_000,  # 2026-01-01T00:00:00Z
-        "end_ts": 0, "service": "svc", "environment": "prod", "workflow": "support-chat",
-        "agent": "", "tenant": "acme", "user_hash": "", "session_id": "", "route": "/chat",
-        "operation": "chat", "provider": "openai", "request_model": "gpt-4o",
-        "response_model": "gpt-4o", "model_version": "", "prompt_version": "p1",
-        "retrieval_index_version": "", "router_version": "", "bundle_id": "",
-        "input_tokens": 1000, "output_tokens": 100, "cache_read_tokens": 0,
-        "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": None,
-        "price_source": "config", "latency_ms": 800.0, "ttft_ms": 200.0, "queue_ms": None,
-        "kv_cache_usage": None, "retry_attempt": 0, "loop_depth": 1, "tool_calls": 0,
-        "finish_reason": "stop", "output_chars": 400, "validation_failed": False,
-        "error_type": "", "status": "ok", "attributes": {},
+        "end_ts": 0,
+        "service": "svc",
+        "environment": "prod",
+        "workflow": "support-chat",
+        "agent": "",
+        "tenant": "acme",
+        "user_hash": "",
+        "session_id": "",
+        "route": "/chat",
+        "operation": "chat",
+        "provider": "openai",
+        "request_model": "gpt-4o",
+        "response_model": "gpt-4o",
+        "model_version": "",
+        "prompt_version": "p1",
+        "retrieval_index_version": "",
+        "router_version": "",
+        "bundle_id": "",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_usd": None,
+        "price_source": "config",
+        "latency_ms": 800.0,
+        "ttft_ms": 200.0,
+        "queue_ms": None,
+        "kv_cache_usage": None,
+        "retry_attempt": 0,
+        "loop_depth": 1,
+        "tool_calls": 0,
+        "finish_reason": "stop",
+        "output_chars": 400,
+        "validation_failed": False,
+        "error_type": "",
+        "status": "ok",
+        "attributes": {},
     }
     event.update(overrides)
     if not event["end_ts"]:
         event["end_ts"] = event["start_ts"] + int(event["latency_ms"] * 1000)
     if not event["bundle_id"]:
-        event["bundle_id"] = bundle_id(event["response_model"] or event["request_model"],
-                                       event["model_version"], event["prompt_version"],
-                                       event["retrieval_index_version"], event["router_version"])
+        event["bundle_id"] = bundle_id(
+            event["response_model"] or event["request_model"],
+            event["model_version"],
+            event["prompt_version"],
+            event["retrieval_index_version"],
+            event["router_version"],
+        )
     if "cost_usd" not in overrides:
-        event["cost_usd"] = price(event["response_model"] or event["request_model"],
-                                  event["input_tokens"], event["output_tokens"],
-                                  event["cache_read_tokens"], event["cache_write_tokens"])
+        event["cost_usd"] = price(
+            event["response_model"] or event["request_model"],
+            event["input_tokens"],
+            event["output_tokens"],
+            event["cache_read_tokens"],
+            event["cache_write_tokens"],
+        )
         if event["cost_usd"] is None:
             event["price_source"] = "unknown"
     assert set(event) == {f.name for f in EVENT_FIELDS}, set(event) ^ {f.name for f in EVENT_FIELDS}
@@ -111,25 +153,35 @@ def summarize_trace(events: list[dict[str, Any]], closed_by: str = "root_end") -
     costs = [e["cost_usd"] for e in events if e["cost_usd"] is not None]
     root_tokens = root["input_tokens"] + root["output_tokens"]
     trace = {
-        "trace_id": root["trace_id"], "workflow": root["workflow"], "service": root["service"],
-        "environment": root["environment"], "tenant": root["tenant"], "route": root["route"],
-        "root_span_id": root["span_id"], "start_ts": root["start_ts"],
-        "end_ts": max(e["end_ts"] for e in events), "span_count": len(events),
-        "llm_call_count": len(events), "max_loop_depth": max(e["loop_depth"] for e in events),
-        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "trace_id": root["trace_id"],
+        "workflow": root["workflow"],
+        "service": root["service"],
+        "environment": root["environment"],
+        "tenant": root["tenant"],
+        "route": root["route"],
+        "root_span_id": root["span_id"],
+        "start_ts": root["start_ts"],
+        "end_ts": max(e["end_ts"] for e in events),
+        "span_count": len(events),
+        "llm_call_count": len(events),
+        "max_loop_depth": max(e["loop_depth"] for e in events),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
         "total_tokens": input_tokens + output_tokens,
         "cost_usd": round(sum(costs), 10) if costs else None,
         "unpriced_calls": sum(e["cost_usd"] is None for e in events),
         "amplification": (input_tokens + output_tokens) / root_tokens if root_tokens else None,
         "retries": sum(e["retry_attempt"] > 0 for e in events),
-        "error_count": sum(e["status"] == "error" for e in events), "closed_by": closed_by,
+        "error_count": sum(e["status"] == "error" for e in events),
+        "closed_by": closed_by,
     }
     assert set(trace) == {f.name for f in TRACE_FIELDS}
     return trace
 
 
-def generate_traffic(n_traces: int, *, seed: int = 7, start_us: int = 1_767_225_600_000_000,
-                     span_s: float = 3600.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def generate_traffic(
+    n_traces: int, *, seed: int = 7, start_us: int = 1_767_225_600_000_000, span_s: float = 3600.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Seeded traffic: ``n_traces`` traces over ``span_s`` seconds; (events, traces)."""
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
@@ -155,18 +207,33 @@ def generate_traffic(n_traces: int, *, seed: int = 7, start_us: int = 1_767_225_
             latency = rng.lognormvariate(6.5, 0.5)
             span_id = f"{rng.getrandbits(64):016x}"
             event = make_event(
-                trace_id=trace_id, span_id=span_id, parent_span_id=parent,
-                start_ts=t0 + int((depth - 1) * 1.5e6), latency_ms=round(latency, 3),
-                ttft_ms=round(latency * 0.25, 3), workflow=workflow, service=f"{workflow}-svc",
-                tenant=tenant, route=route, provider=RATES[model].provider,
-                request_model=model, response_model=model, prompt_version=prompt,
-                input_tokens=input_tokens, output_tokens=output_tokens,
-                cache_read_tokens=cache_read, cache_write_tokens=cache_write,
-                retry_attempt=1 if rng.random() < 0.05 else 0, loop_depth=depth,
-                status="error" if error else "ok", error_type="RateLimitError" if error else "",
-                finish_reason="" if error else "stop", output_chars=output_tokens * 4,
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_span_id=parent,
+                start_ts=t0 + int((depth - 1) * 1.5e6),
+                latency_ms=round(latency, 3),
+                ttft_ms=round(latency * 0.25, 3),
+                workflow=workflow,
+                service=f"{workflow}-svc",
+                tenant=tenant,
+                route=route,
+                provider=RATES[model].provider,
+                request_model=model,
+                response_model=model,
+                prompt_version=prompt,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
+                retry_attempt=1 if rng.random() < 0.05 else 0,
+                loop_depth=depth,
+                status="error" if error else "ok",
+                error_type="RateLimitError" if error else "",
+                finish_reason="" if error else "stop",
+                output_chars=output_tokens * 4,
                 validation_failed=(not error) and rng.random() < 0.02,
-                session_id=f"sess-{i % 97}", user_hash=f"u{i % 211:04d}",
+                session_id=f"sess-{i % 97}",
+                user_hash=f"u{i % 211:04d}",
             )
             trace_events.append(event)
             parent = span_id
@@ -175,8 +242,13 @@ def generate_traffic(n_traces: int, *, seed: int = 7, start_us: int = 1_767_225_
     return events, traces
 
 
-def event_table(n_rows: int, *, seed: int = 11, start_us: int = 1_767_225_600_000_000,
-                span_s: float = 14 * 86400.0) -> pa.Table:
+def event_table(
+    n_rows: int,
+    *,
+    seed: int = 11,
+    start_us: int = 1_767_225_600_000_000,
+    span_s: float = 14 * 86400.0,
+) -> pa.Table:
     """``n_rows`` events as Arrow columns (EVENT_FIELDS order), generated with numpy."""
     rng = np.random.default_rng(seed)
     workflows = np.array(list(WORKFLOWS))
@@ -206,12 +278,14 @@ def event_table(n_rows: int, *, seed: int = 11, start_us: int = 1_767_225_600_00
         hexed[:, 1::2] = digits[as_bytes & 15]
         width = hexed.shape[1]
         offsets = np.arange(0, (len(values) + 1) * width, width, dtype=np.int32)
-        return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets),
-                                           pa.py_buffer(hexed.tobytes()))
+        return pa.StringArray.from_buffers(
+            len(values), pa.py_buffer(offsets), pa.py_buffer(hexed.tobytes())
+        )
 
     def dictionary(choices: np.ndarray, index: np.ndarray) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)),
-                                              pa.array(choices.astype(str))).cast(pa.string())
+        return pa.DictionaryArray.from_arrays(
+            pa.array(index.astype(np.int32)), pa.array(choices.astype(str))
+        ).cast(pa.string())
 
     tenants = np.array(TENANTS)
     prompts = np.array(PROMPT_VERSIONS)
@@ -220,8 +294,9 @@ def event_table(n_rows: int, *, seed: int = 11, start_us: int = 1_767_225_600_00
     ts = pa.timestamp("us", tz="UTC")
     depth = rng.geometric(0.5, n_rows).astype(np.int64)
     columns: dict[str, pa.Array] = {
-        "trace_id": hex_ids(np.stack([trace_ids.astype(np.uint64), ~trace_ids.astype(np.uint64)],
-                                     axis=1), 2),
+        "trace_id": hex_ids(
+            np.stack([trace_ids.astype(np.uint64), ~trace_ids.astype(np.uint64)], axis=1), 2
+        ),
         "span_id": hex_ids(span_ids, 1),
         "parent_span_id": empty,
         "start_ts": pa.array(start, ts),

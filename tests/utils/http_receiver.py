@@ -131,9 +131,7 @@ def _default_body(status: int, request_body: bytes) -> Any:
 class HttpReceiver:
     """Threaded HTTP server on ``127.0.0.1:<free port>``; use as a context manager."""
 
-    def __init__(
-        self, default: ReplySpec = 202, *, validate_pagerduty: bool = False
-    ) -> None:
+    def __init__(self, default: ReplySpec = 202, *, validate_pagerduty: bool = False) -> None:
         self.default = as_reply(default)
         self.validate_pagerduty = validate_pagerduty
         self._script: deque[Reply] = deque()
@@ -260,12 +258,12 @@ class HttpReceiver:
         if accepting and validating and (errors := pagerduty_errors(body)):
             status = 400
             response_body = {
-                "status": "invalid event", "message": "Event object is invalid", "errors": errors,
+                "status": "invalid event",
+                "message": "Event object is invalid",
+                "errors": errors,
             }
         with self._arrived:
-            self._requests.append(
-                ReceivedRequest(**{**probe.__dict__, "answered": status})
-            )
+            self._requests.append(ReceivedRequest(**{**probe.__dict__, "answered": status}))
             self._arrived.notify_all()
         if reply.hang_s is not None:
             self._release.wait(None if reply.hang_s == FOREVER else reply.hang_s)
