@@ -48,7 +48,9 @@ def budgets_literal(budgets: Mapping[str, float]) -> str:
 
 
 def _spend_by(dimension: str, table: str, condition: str) -> str:
-    return f"""SELECT $__timeInterval(minute) AS time, {dimension}, sum(cost_usd) AS cost_usd
+    # A bucket in which no request had a price is unknown spend (NULL, a gap), never $0.
+    return f"""SELECT $__timeInterval(minute) AS time, {dimension},
+       if(sum(unpriced) = sum(requests), NULL, sum(cost_usd)) AS cost_usd
 FROM driftline.{table}
 WHERE {condition}
 GROUP BY time, {dimension}

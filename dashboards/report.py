@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 from matplotlib import colormaps
-from matplotlib.dates import DateFormatter, date2num
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -229,7 +229,10 @@ def _time_series_chart(
     axes.margins(x=0)
     axes.legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     axes.xaxis_date(tz=UTC)
-    axes.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=UTC))
+    # Concise labels adapt to the range: no repeated "08:47" ticks on a few minutes' chart.
+    locator = AutoDateLocator(tz=UTC)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))
     figure.autofmt_xdate()
     figure.savefig(path)
     return len(series), sum(len(ys) for _, ys in series.values())

@@ -74,6 +74,7 @@ start_timeout_s = 60
 
 [store]
 batch_seconds = {BATCH_SECONDS}
+baseline_snapshot_s = 5  # the run is minutes long: a score point every 5 s, not every minute
 
 [streams]
 trace_grace_s = {TRACE_GRACE_S}
