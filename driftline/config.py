@@ -81,15 +81,20 @@ class StoreSettings(_Section):
     # Server: clickhouse://user@host:8123/db (clickhouses:// for TLS).
     url: str = "chdb://var/chdb"  # default: embedded.data_dir + "/chdb"
     password_env: str = "CLICKHOUSE_PASSWORD"
+    # What `driftline sql` connects as without --store/--write: a read-only server user.
+    reader_url: str | None = None
+    reader_password_env: str = "CLICKHOUSE_READER_PASSWORD"
     secure: bool = False
     ttl_days: int = Field(90, ge=1, le=3650)
     batch_rows: int = Field(50_000, ge=1)
     batch_seconds: float = Field(2.0, gt=0)
     baseline_snapshot_s: float = Field(60.0, gt=0)
 
-    @field_validator("url")
+    @field_validator("url", "reader_url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         if not url.startswith(("chdb://", "clickhouse://", "clickhouses://")):
             raise ValueError("must start with chdb://, clickhouse:// or clickhouses://")
         if "@" in url and ":" in url.split("://", 1)[1].split("@", 1)[0]:

@@ -69,8 +69,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_UNUSABLE
+    url, store_settings = args.store, settings.store
+    if url is None and not args.write and settings.store.reader_url:
+        # Analysts read as the read-only user; --write and --store choose for themselves.
+        url = settings.store.reader_url
+        store_settings = settings.store.model_copy(
+            update={"password_env": settings.store.reader_password_env}
+        )
     try:
-        store = open_store(args.store, settings.store, read_only=not args.write)
+        store = open_store(url, store_settings, read_only=not args.write)
     except StoreError as exc:
         print(f"driftline sql: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

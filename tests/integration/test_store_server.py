@@ -164,6 +164,34 @@ def test_load_and_sql_commands_against_a_server(
     assert json.loads(capsys.readouterr().out) == {"n": len(events)}
 
 
+def test_sql_reads_as_the_reader_user_and_writes_as_the_writer(
+    remote: Store,
+    server: ChdbHttpServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "driftline.toml"
+    config.write_text(
+        f"""
+[store]
+url = "clickhouse://driftline_writer@127.0.0.1:{server.port}/driftline"
+reader_url = "clickhouse://driftline_reader@127.0.0.1:{server.port}/driftline"
+ttl_days = 3650
+"""
+    )
+    monkeypatch.setenv("CLICKHOUSE_READER_PASSWORD", "reader-secret")
+    monkeypatch.setenv("CLICKHOUSE_PASSWORD", "writer-secret")
+    del server.users[:]
+    assert main(["--config", str(config), "sql", "SELECT 1 AS one", "--format", "csv"]) == 0
+    assert set(server.users) == {"driftline_reader"}
+    del server.users[:]
+    statement = "OPTIMIZE TABLE driftline.model_prices"
+    assert main(["--config", str(config), "sql", statement, "--write"]) == 0
+    assert set(server.users) == {"driftline_writer"}
+    capsys.readouterr()
+
+
 def test_reset_keeps_embedded_and_server_views_in_step(remote: Store, embedded: ChdbStore) -> None:
     reset_store(embedded)
     assert remote.query("SELECT count() AS n FROM driftline.llm_requests").column(0)[0].as_py() == 0

@@ -24,6 +24,7 @@ belongs to the caller (one per process).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
@@ -99,6 +100,7 @@ class ChdbHttpServer:
         self._lock = threading.Lock()  # chdb runs one statement at a time per session
         self._failure: tuple[int, str] | None = None
         self.connections: set[socket.socket] = set()  # open keep-alive connections
+        self.users: list[str] = []  # the user of each request (credentials are not checked)
         handler = _handler_for(self)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
@@ -173,6 +175,16 @@ class ChdbHttpServer:
         return b""
 
 
+def _user_of(headers: Any) -> str:
+    """The user a ClickHouse HTTP client authenticates as (header or basic auth)."""
+    if user := headers.get("X-ClickHouse-User"):
+        return str(user)
+    auth = headers.get("Authorization") or ""
+    if auth.startswith("Basic "):
+        return base64.b64decode(auth[6:]).decode("utf-8", "replace").split(":", 1)[0]
+    return "default"
+
+
 def _handler_for(server: ChdbHttpServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -217,6 +229,7 @@ def _handler_for(server: ChdbHttpServer) -> type[BaseHTTPRequestHandler]:
                 self.rfile.readline()
 
         def _serve(self, body: bytes) -> None:
+            server.users.append(_user_of(self.headers))
             parts = urlsplit(self.path)
             args = dict(parse_qsl(parts.query, keep_blank_values=True))
             if "query" in args:
