@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import random
 import time
@@ -112,7 +113,8 @@ class Notifier:
     retry
         Backoff bounds; after them the outcome is ``gave_up``.
     max_events_per_minute, burst
-        Token bucket per route (PagerDuty allows about 120 events/min per routing key).
+        Token bucket per routing key (PagerDuty allows about 120 events/min per key), per URL
+        for webhooks.
     timeout_s
         Per-attempt HTTP timeout; a hanging endpoint counts as a retryable failure.
     material_change
@@ -372,12 +374,19 @@ class Notifier:
         key = destination.routing_key.reveal() if destination.routing_key else None
         return payload.encode_body(event, key)
 
-    def _bucket(self, route_id: str) -> TokenBucket:
-        if route_id not in self._buckets:
-            self._buckets[route_id] = TokenBucket(
+    def _bucket(self, destination: Destination) -> TokenBucket:
+        # PagerDuty limits events per routing key: routes sharing a key share one bucket.
+        # Keyed by a digest, so the key itself is never held as a dictionary key.
+        if destination.routing_key is not None:
+            secret = destination.routing_key.reveal().encode()
+            name = "key:" + hashlib.blake2b(secret, digest_size=12).hexdigest()
+        else:
+            name = "url:" + hashlib.blake2b(destination.url.encode(), digest_size=12).hexdigest()
+        if name not in self._buckets:
+            self._buckets[name] = TokenBucket(
                 self.max_events_per_minute / 60.0, self.burst, self.clock()
             )
-        return self._buckets[route_id]
+        return self._buckets[name]
 
     async def _send(self, item: _Pending) -> list[dict[str, Any]]:
         transition, route, action = item.transition, item.route, item.event_action
@@ -403,7 +412,7 @@ class Notifier:
             logger.error("alert %s to %s: %s", dedup_key, target, reason)
             return [self._record(transition, action, 0, records.FAILED_PERMANENT, target, reason)]
 
-        bucket = self._bucket(route.route_id)
+        bucket = self._bucket(destination)
         started = self.clock()
         log: list[dict[str, Any]] = []
         attempt = 0
