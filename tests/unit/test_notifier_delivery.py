@@ -262,9 +262,29 @@ async def test_routing_key_never_in_logs_records_or_reprs(
 async def test_routes_sharing_a_routing_key_share_its_rate_limit(receiver: HttpReceiver) -> None:
     """PagerDuty counts events per routing key: two routes to one key are paced together."""
     clock = FakeClock()
-    support = Route("support", workflow="support-*", min_severity="info", url=receiver.url)
-    billing = Route("billing", workflow="billing", min_severity="info", url=receiver.url)
-    notifier = notifier_for(receiver, clock, support, billing, max_events_per_minute=6, burst=1)
+    support = Route(
+        "support",
+        workflow="support-*",
+        min_severity="info",
+        url=receiver.url,
+        routing_key_env="SUPPORT_KEY",
+    )
+    billing = Route(
+        "billing",
+        workflow="billing",
+        min_severity="info",
+        url=receiver.url,
+        routing_key_env="BILLING_KEY",
+    )
+    router = Router((support, billing), environ={"SUPPORT_KEY": KEY, "BILLING_KEY": KEY})
+    notifier = Notifier(
+        router,
+        clock=clock,
+        sleep=clock.sleep,
+        rng=random.Random(1),
+        max_events_per_minute=6,
+        burst=1,
+    )
     await notifier.deliver([opened(), opened(alert_id="b-1", dedup_key="b", workflow="billing")])
     assert len(receiver.requests) == 2
     assert clock.now - START == pytest.approx(10.0)  # one bucket of 6/min: the second waited
