@@ -51,15 +51,6 @@ _METRIC_VALUE: Final = (
     )
     + ", NULL)"
 )
-_ALL_METRICS: Final = (
-    "["
-    + ", ".join(
-        f"('{name}', CAST({expr}, 'Nullable(Float64)'))"
-        for name, expr in METRIC_EXPRESSIONS.items()
-    )
-    + "]"
-)
-
 _LATEST_BASELINE: Final = f"""SELECT workflow, bundle_id, metric,
                argMax(mean, snapshot_ts) AS baseline_mean,
                argMax(std, snapshot_ts) AS baseline_std,
@@ -70,6 +61,17 @@ _LATEST_BASELINE: Final = f"""SELECT workflow, bundle_id, metric,
         WHERE frozen AND snapshot_ts <= $__toTime AND {condition(WORKFLOW)}
         GROUP BY workflow, bundle_id, metric"""
 
+# Every metric's current level per bundle in one pass over the rows (a tuple per metric,
+# unpivoted after the GROUP BY): an ARRAY JOIN before it would read every row eight times.
+_CURRENT_STATS: Final = (
+    "["
+    + ", ".join(
+        f"('{name}', avg({expr}), quantile(0.95)({expr}), count({expr}))"
+        for name, expr in METRIC_EXPRESSIONS.items()
+    )
+    + "]"
+)
+
 _LEVELS_TABLE: Final = f"""WITH
     baseline AS
     (
@@ -77,13 +79,17 @@ _LEVELS_TABLE: Final = f"""WITH
     ),
     current AS
     (
-        SELECT workflow, bundle_id, sample.1 AS metric,
-               avg(sample.2) AS current_mean, quantile(0.95)(sample.2) AS current_p95,
-               count() AS current_n
-        FROM driftline.llm_requests
-        ARRAY JOIN {_ALL_METRICS} AS sample
-        WHERE {_RAW_WHERE} AND sample.2 IS NOT NULL
-        GROUP BY workflow, bundle_id, metric
+        SELECT workflow, bundle_id, stat.1 AS metric, stat.2 AS current_mean,
+               stat.3 AS current_p95, stat.4 AS current_n
+        FROM
+        (
+            SELECT workflow, bundle_id, {_CURRENT_STATS} AS stats
+            FROM driftline.llm_requests
+            WHERE {_RAW_WHERE}
+            GROUP BY workflow, bundle_id
+        )
+        ARRAY JOIN stats AS stat
+        WHERE current_n > 0
     )
 SELECT b.workflow AS workflow, b.bundle_id AS bundle_id, b.metric AS metric,
        b.baseline_mean AS baseline_mean, c.current_mean AS current_mean,
