@@ -82,6 +82,15 @@ DELIVERY_COLUMNS: Final[tuple[Field, ...]] = (
 )
 
 
+def store_backoff_s(failures: int) -> float:
+    """Wait before the next try after ``failures`` failed ones: 0.5 s doubling, capped.
+
+    >>> [store_backoff_s(n) for n in (1, 2, 3, 10)]
+    [0.5, 1.0, 2.0, 30.0]
+    """
+    return min(0.5 * 2 ** max(failures - 1, 0), MAX_STORE_BACKOFF_S)
+
+
 class StoreWriter:
     """The worker's one store connection, used from one thread.
 
@@ -116,7 +125,7 @@ class StoreWriter:
                 raise
             except StoreError as exc:
                 attempt += 1
-                delay = min(0.5 * 2 ** (attempt - 1), MAX_STORE_BACKOFF_S)
+                delay = store_backoff_s(attempt)
                 log.warning("store unavailable at start (%s); retry in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
         return self._store
@@ -154,7 +163,7 @@ async def flush_until_stored(
             await writer.run(sink.flush)
         except StoreError as exc:
             counters["store.failures"] += 1
-            delay = min(0.5 * 2 ** max(sink.failures - 1, 0), MAX_STORE_BACKOFF_S)
+            delay = store_backoff_s(sink.failures)
             log.warning(
                 "store unavailable writing %s (%s); holding %d rows, consumption paused, "
                 "retry in %.1f s",
@@ -514,7 +523,7 @@ async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, A
             return
         except StoreError as exc:
             attempt += 1
-            delay = min(0.5 * 2 ** (attempt - 1), MAX_STORE_BACKOFF_S)
+            delay = store_backoff_s(attempt)
             log.warning("store unavailable writing deliveries (%s); retry in %.1f s", exc, delay)
             await asyncio.sleep(delay)
 
