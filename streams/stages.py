@@ -106,8 +106,8 @@ class StoreWriter:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def store(self) -> Store:
-        """The open store; while it cannot be reached, retry with backoff (never give up).
+    async def run_until_done(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`run`, retried with backoff while the store is unavailable (never gives up).
 
         A store that answers but is wrong for this worker (schema newer than the code, an
         embedded store held by another process) is raised: waiting would not fix it.
@@ -118,16 +118,21 @@ class StoreWriter:
 
         fatal = (SchemaTooNewError, MigrationChangedError, StoreInUseError, ChdbPathInUseError)
         attempt = 0
-        while self._store is None:
+        while True:
             try:
-                self._store = await self.run(self._open)
+                return await self.run(fn, *args)
             except fatal:
                 raise
             except StoreError as exc:
                 attempt += 1
                 delay = store_backoff_s(attempt)
-                log.warning("store unavailable at start (%s); retry in %.1f s", exc, delay)
+                log.warning("store unavailable %s (%s); retry in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)
+
+    async def store(self) -> Store:
+        """The open store, waiting for it while it cannot be reached."""
+        if self._store is None:
+            self._store = await self.run_until_done("at start", self._open)
         return self._store
 
     async def close(self) -> None:
@@ -509,23 +514,15 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
 
 async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, Any]]) -> None:
     """Write delivery records to ``alert_deliveries``, retrying while the store is down."""
-    from driftline.store import StoreError
     from streams.sink import to_arrow
 
     if not records:
         return
     store = await state.writer.store()
     data = to_arrow(records, DELIVERY_COLUMNS)
-    attempt = 0
-    while True:
-        try:
-            await state.writer.run(store.insert_arrow, DELIVERY_TABLE, data, None)
-            return
-        except StoreError as exc:
-            attempt += 1
-            delay = store_backoff_s(attempt)
-            log.warning("store unavailable writing deliveries (%s); retry in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
+    await state.writer.run_until_done(
+        "writing deliveries", store.insert_arrow, DELIVERY_TABLE, data, None
+    )
 
 
 async def write_baselines(state: GovernanceState, counters: Any) -> None:
