@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streams.notifier import Notifier, Route, Router  # noqa: E402
-from streams.notifier.payload import encode_body, trigger_event  # noqa: E402
-from streams.notifier.routing import ENV_ROUTING_KEY  # noqa: E402
+from driftline.streams.notifier import Notifier, Route, Router  # noqa: E402
+from driftline.streams.notifier.payload import encode_body, trigger_event  # noqa: E402
+from driftline.streams.notifier.routing import ENV_ROUTING_KEY  # noqa: E402
 from tests.utils.http_receiver import HttpReceiver  # noqa: E402
 
 KEY = "bench0routing0key000000000000000"

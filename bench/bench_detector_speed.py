@@ -33,10 +33,10 @@ import tracemalloc
 import numpy as np
 from river import drift
 
-from detectors import CUSUM, MetricDetector, cusum_bank_rows
 from driftline.config import Settings
-from schemas.event import EVENT_FIELDS, from_wire
-from streams.monitor import Monitor
+from driftline.detectors import CUSUM, MetricDetector, cusum_bank_rows
+from driftline.schemas.event import EVENT_FIELDS, from_wire
+from driftline.streams.monitor import Monitor
 
 T0 = 1_700_000_000_000_000
 

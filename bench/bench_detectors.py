@@ -36,7 +36,7 @@ import numpy as np
 from river import drift
 from river.base import DriftDetector
 
-from detectors import MetricDetector
+from driftline.detectors import MetricDetector
 
 MU = math.log(400.0)
 SIGMA = 0.5

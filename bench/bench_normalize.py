@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.utils
 
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from schemas import otlp_lean_pb2
-from streams.normalize import normalize_message
+from driftline.schemas import otlp_lean_pb2
+from driftline.streams.normalize import normalize_message
 from tests.utils.otlp_factory import realistic_message
 
 lean: Any = otlp_lean_pb2  # generated code, no stubs

@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboards.build import dashboard_specs  # noqa: E402
-from dashboards.macros import TimeRange, expand  # noqa: E402
-from dashboards.panels import AnnotationSpec, BuildContext, PanelSpec  # noqa: E402
-from dashboards.report import default_variables  # noqa: E402
 from driftline.config import StoreSettings  # noqa: E402
+from driftline.dashboards.build import dashboard_specs  # noqa: E402
+from driftline.dashboards.macros import TimeRange, expand  # noqa: E402
+from driftline.dashboards.panels import AnnotationSpec, BuildContext, PanelSpec  # noqa: E402
+from driftline.dashboards.report import default_variables  # noqa: E402
 from driftline.store import Store, open_store  # noqa: E402
 from tests.utils import dashboard_data  # noqa: E402
 from tests.utils.events import event_table  # noqa: E402
@@ -72,7 +72,7 @@ def load(store: Store, rows: int) -> None:
     store.command(_TRACES_FROM_EVENTS)
     small, _ = dashboard_data.traffic(200)  # alerts, baselines and prices need a few events
     sink_rows = dashboard_data.alert_transitions()
-    from streams.sink import EventSink
+    from driftline.streams.sink import EventSink
 
     sink = EventSink(store)
     for record in sink_rows:

@@ -42,12 +42,12 @@ if str(ROOT) not in sys.path:
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 
-from collectors.stack import EmbeddedStack  # noqa: E402
 from driftline.config import Settings, load_settings  # noqa: E402
+from driftline.stack import EmbeddedStack  # noqa: E402
 from driftline.store import open_store  # noqa: E402
-from streams import topics  # noqa: E402
-from streams.kafka import consumer_config, producer_config  # noqa: E402
-from streams.normalize import normalize_message  # noqa: E402
+from driftline.streams import topics  # noqa: E402
+from driftline.streams.kafka import consumer_config, producer_config  # noqa: E402
+from driftline.streams.normalize import normalize_message  # noqa: E402
 from tests.utils.otlp_factory import realistic_message  # noqa: E402
 
 PARTITIONS = 4

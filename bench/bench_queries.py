@@ -26,7 +26,7 @@ from driftline.config import PriceOverride, StoreSettings
 from driftline.store import ChdbStore, open_store
 from driftline.store.prices import write_model_prices
 from driftline.store.queries import load_query, query_defaults, query_names, query_params
-from streams.pricing import PriceBook
+from driftline.streams.pricing import PriceBook
 from tests.utils.events import RATES, event_table
 
 START_US = 1_767_225_600_000_000  # 2026-01-01

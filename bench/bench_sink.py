@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from driftline.config import StoreSettings
 from driftline.store import ChdbStore, open_store
-from streams.sink import TABLES, EventSink, to_arrow
+from driftline.streams.sink import TABLES, EventSink, to_arrow
 from tests.utils.events import generate_traffic, reset_store
 
 

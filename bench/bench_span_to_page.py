@@ -38,7 +38,6 @@ if str(ROOT) not in sys.path:
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 
-from collectors.stack import EmbeddedStack  # noqa: E402
 from driftline.config import Settings, load_settings  # noqa: E402
 from driftline.simulator import (  # noqa: E402
     Simulator,
@@ -46,9 +45,10 @@ from driftline.simulator import (  # noqa: E402
     network_exporter,
     parse_incident,
 )
-from streams import topics  # noqa: E402
-from streams.kafka import consumer_config  # noqa: E402
-from streams.notifier.routing import ENV_EVENTS_URL, ENV_ROUTING_KEY  # noqa: E402
+from driftline.stack import EmbeddedStack  # noqa: E402
+from driftline.streams import topics  # noqa: E402
+from driftline.streams.kafka import consumer_config  # noqa: E402
+from driftline.streams.notifier.routing import ENV_EVENTS_URL, ENV_ROUTING_KEY  # noqa: E402
 from tests.utils.http_receiver import HttpReceiver  # noqa: E402
 
 PARTITIONS = 4

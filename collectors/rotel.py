@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from collectors.process import ManagedProcess, ensure_port_free, free_port, port_accepts
+from driftline.collectors.process import ManagedProcess, ensure_port_free, free_port, port_accepts
 from driftline.config import CollectorSettings, KafkaSettings
-from streams.topics import OTLP_SPANS
 
 ROTEL_PASSWORD_ENV = "ROTEL_KAFKA_EXPORTER_SASL_PASSWORD"
 _FORMATS = {"otlp_proto": "protobuf", "otlp_json": "json"}
@@ -52,6 +51,7 @@ def rotel_argv(
     collector: CollectorSettings,
     kafka: KafkaSettings,
     bootstrap_servers: str,
+    spans_topic: str,
     grpc_port: int,
     http_port: int,
     pid_file: Path,
@@ -70,7 +70,7 @@ def rotel_argv(
         "--kafka-exporter-brokers",
         bootstrap_servers,
         "--kafka-exporter-traces-topic",
-        OTLP_SPANS,
+        spans_topic,
         "--kafka-exporter-format",
         _FORMATS[kafka.input_format],
         "--kafka-exporter-max-message-bytes",
@@ -115,6 +115,7 @@ class RotelCollector:
         collector: CollectorSettings,
         kafka: KafkaSettings,
         bootstrap_servers: str,
+        spans_topic: str,
         data_dir: Path,
     ) -> None:
         self.host = collector.host
@@ -128,6 +129,7 @@ class RotelCollector:
             collector,
             kafka,
             bootstrap_servers,
+            spans_topic,
             self.grpc_port,
             self.http_port,
             data_dir / "rotel-agent.pid",

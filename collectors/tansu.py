@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collectors.process import ManagedProcess, ensure_port_free, free_port
+from driftline.collectors.process import ManagedProcess, ensure_port_free, free_port
 
 BROKER_HOST = "127.0.0.1"
 STORAGE_ENGINE = "memory://tansu/"
@@ -30,9 +30,8 @@ def broker_is_ready(bootstrap: str, timeout_s: float = 1.0) -> bool:
     """True when the broker answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    from streams.kafka import QUIET_ADMIN
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET_ADMIN})
+    # log_level 2 (critical): a broker still starting is expected, not worth a log line.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
     try:
         admin.list_topics(timeout=timeout_s)
     except Exception:  # KafkaException or a timeout: not ready yet

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dashboards import cost_attribution, drift, sre_overview
-from dashboards.panels import BuildContext, DashboardSpec
+from driftline.dashboards import cost_attribution, drift, sre_overview
+from driftline.dashboards.panels import BuildContext, DashboardSpec
 
 MODULES = (sre_overview, cost_attribution, drift)
 

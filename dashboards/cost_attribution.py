@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from dashboards.panels import BuildContext, DashboardSpec, PanelSpec
-from dashboards.variables import (
+from driftline.dashboards.panels import BuildContext, DashboardSpec, PanelSpec
+from driftline.dashboards.variables import (
     ENVIRONMENT,
     MODEL,
     WORKFLOW,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.panels import AnnotationSpec, BuildContext, DashboardSpec, PanelSpec
-from dashboards.variables import (
+from driftline.dashboards.panels import AnnotationSpec, BuildContext, DashboardSpec, PanelSpec
+from driftline.dashboards.variables import (
     ENVIRONMENT,
     METRIC,
     MODEL,
@@ -23,7 +23,7 @@ from dashboards.variables import (
     metric_variable,
     where,
 )
-from detectors import metrics as m
+from driftline.detectors import metrics as m
 
 UID: Final = "driftline-drift"
 TITLE: Final = "driftline / Drift"

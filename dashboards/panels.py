@@ -20,7 +20,11 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common, dashboard
 
-from dashboards.query import ClickHouseAnnotationBuilder, ClickHouseQueryBuilder, datasource_ref
+from driftline.dashboards.query import (
+    ClickHouseAnnotationBuilder,
+    ClickHouseQueryBuilder,
+    datasource_ref,
+)
 
 if TYPE_CHECKING:
     from driftline.config import Settings

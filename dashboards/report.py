@@ -24,11 +24,11 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dashboards.build import dashboard_specs
-from dashboards.drift import DEFAULT_METRIC
-from dashboards.macros import TimeRange, Variables, expand
-from dashboards.panels import AnnotationSpec, BuildContext, PanelSpec
-from dashboards.variables import ALL_SELECTED, METRIC
+from driftline.dashboards.build import dashboard_specs
+from driftline.dashboards.drift import DEFAULT_METRIC
+from driftline.dashboards.macros import TimeRange, Variables, expand
+from driftline.dashboards.panels import AnnotationSpec, BuildContext, PanelSpec
+from driftline.dashboards.variables import ALL_SELECTED, METRIC
 from driftline.store import Store
 
 MAX_TABLE_ROWS: Final = 50

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.panels import AnnotationSpec, BuildContext, DashboardSpec, PanelSpec
-from dashboards.variables import ENVIRONMENT, MODEL, WORKFLOW, condition, filter_variables, where
-from schemas.alert import SEVERITIES
+from driftline.dashboards.panels import AnnotationSpec, BuildContext, DashboardSpec, PanelSpec
+from driftline.dashboards.variables import (
+    ENVIRONMENT,
+    MODEL,
+    WORKFLOW,
+    condition,
+    filter_variables,
+    where,
+)
+from driftline.schemas.alert import SEVERITIES
 
 UID: Final = "driftline-sre"
 TITLE: Final = "driftline / SRE overview"

@@ -24,8 +24,8 @@ from typing import Final
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard
 
-from dashboards.macros import ALL
-from dashboards.query import datasource_ref
+from driftline.dashboards.macros import ALL
+from driftline.dashboards.query import datasource_ref
 
 ENVIRONMENT: Final = "environment"
 WORKFLOW: Final = "workflow"

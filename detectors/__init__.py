@@ -5,15 +5,15 @@ true for exactly one observation, a reset after a detection) and adds
 ``update_many(values) -> indices`` for batches.
 """
 
-from detectors.burn_rate import BurnRate, BurnVerdict, WindowSum
-from detectors.calibration import cusum_thresholds, ewma_limits
-from detectors.categorical import CategoricalShift
-from detectors.composite import Detection, MetricDetector
-from detectors.cusum import CUSUM, cusum_bank_rows, cusum_rows
-from detectors.ewma import EWMA
-from detectors.ks import KSWindow
-from detectors.metrics import METRIC_NAMES, METRICS, METRICS_BY_NAME, Metric
-from detectors.reference import FrozenReference
+from driftline.detectors.burn_rate import BurnRate, BurnVerdict, WindowSum
+from driftline.detectors.calibration import cusum_thresholds, ewma_limits
+from driftline.detectors.categorical import CategoricalShift
+from driftline.detectors.composite import Detection, MetricDetector
+from driftline.detectors.cusum import CUSUM, cusum_bank_rows, cusum_rows
+from driftline.detectors.ewma import EWMA
+from driftline.detectors.ks import KSWindow
+from driftline.detectors.metrics import METRIC_NAMES, METRICS, METRICS_BY_NAME, Metric
+from driftline.detectors.reference import FrozenReference
 
 __all__ = [
     "CUSUM",

@@ -27,14 +27,14 @@ from collections import OrderedDict
 
 import numpy as np
 
-from detectors._kernels import (
+from driftline.detectors._kernels import (
     FloatArray,
     adjustment_coefficient,
     block_bootstrap,
     cusum_path,
     ewma_filter,
 )
-from detectors.reference import FrozenReference
+from driftline.detectors.reference import FrozenReference
 
 ROWS = 48
 LENGTH = 2048

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from scipy.special import chdtri
 
-from detectors._kernels import FloatArray
-from detectors.reference import fill_warmup
+from driftline.detectors._kernels import FloatArray
+from driftline.detectors.reference import fill_warmup
 
 OTHER = "(other)"
 

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from detectors._kernels import FloatArray, ewma_filter
-from detectors.categorical import CategoricalShift
-from detectors.cusum import CUSUM, DEFAULT_SHIFTS
-from detectors.ewma import EWMA
-from detectors.ks import KSWindow
-from detectors.metrics import Kind
-from detectors.reference import FrozenReference
+from driftline.detectors._kernels import FloatArray, ewma_filter
+from driftline.detectors.categorical import CategoricalShift
+from driftline.detectors.cusum import CUSUM, DEFAULT_SHIFTS
+from driftline.detectors.ewma import EWMA
+from driftline.detectors.ks import KSWindow
+from driftline.detectors.metrics import Kind
+from driftline.detectors.reference import FrozenReference
 
 # CUSUM bank (level), KS (shape), EWMA (creep), CUSUM on squares (spread).
 CONTINUOUS_TESTS = 4

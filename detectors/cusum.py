@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors._kernels import SCAN_CHUNK, FloatArray, cusum_path, scan_with_resets
-from detectors.calibration import DEFAULT_GUARD, cusum_thresholds
-from detectors.reference import MODELS, FrozenReference, Model, fill_warmup
+from driftline.detectors._kernels import SCAN_CHUNK, FloatArray, cusum_path, scan_with_resets
+from driftline.detectors.calibration import DEFAULT_GUARD, cusum_thresholds
+from driftline.detectors.reference import MODELS, FrozenReference, Model, fill_warmup
 
 DEFAULT_SHIFTS = (0.2, 0.5, 1.5)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from detectors._kernels import SCAN_CHUNK, FloatArray, ewma_filter
-from detectors.calibration import DEFAULT_GUARD, ewma_limits
-from detectors.reference import FrozenReference, fill_warmup
+from driftline.detectors._kernels import SCAN_CHUNK, FloatArray, ewma_filter
+from driftline.detectors.calibration import DEFAULT_GUARD, ewma_limits
+from driftline.detectors.reference import FrozenReference, fill_warmup
 
 
 class EWMA:

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from scipy.special import kolmogi
 
-from detectors._kernels import FloatArray
-from detectors.reference import FrozenReference, fill_warmup
+from driftline.detectors._kernels import FloatArray
+from driftline.detectors.reference import FrozenReference, fill_warmup
 
 
 def ks_statistic(ref_sorted: FloatArray, window: FloatArray) -> float:

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from detectors._kernels import FloatArray
+from driftline.detectors._kernels import FloatArray
 
 Kind = Literal["continuous", "poisson", "bernoulli", "categorical"]
 

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import beta, gamma
 
-from detectors._kernels import FloatArray, lag1_autocorrelation
+from driftline.detectors._kernels import FloatArray, lag1_autocorrelation
 
 Model = Literal["continuous", "poisson", "bernoulli"]
 MODELS: tuple[Model, ...] = ("continuous", "poisson", "bernoulli")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final, Literal
 
-from schemas.event import Field
+from driftline.schemas.event import Field
 
 AlertKind = Literal["drift", "budget", "routing"]
 Severity = Literal["critical", "error", "warning", "info"]

@@ -18,7 +18,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17schemas/otlp_l
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schemas.otlp_lean_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'driftline.schemas.otlp_lean_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESOURCE_ATTRIBUTESENTRY']._loaded_options = None

@@ -42,13 +42,13 @@ from typing import Any, Final
 import faust
 
 from driftline.config import Settings
-from schemas.event import TRACE_FIELDS, to_wire
-from streams import topics as names
-from streams.changelog import ChangelogWriter
-from streams.codec import dumps, loads
-from streams.kafka import faust_settings
-from streams.paging import NOTIFIER_LEDGER_TABLE
-from streams.positions import (
+from driftline.schemas.event import TRACE_FIELDS, to_wire
+from driftline.streams import topics as names
+from driftline.streams.changelog import ChangelogWriter
+from driftline.streams.codec import dumps, loads
+from driftline.streams.kafka import faust_settings
+from driftline.streams.paging import NOTIFIER_LEDGER_TABLE
+from driftline.streams.positions import (
     MARKS_KEY_PREFIX,
     SourceMarks,
     encode_ordered,
@@ -56,7 +56,7 @@ from streams.positions import (
     route_sourced,
     target_partition,
 )
-from streams.stages import (
+from driftline.streams.stages import (
     MONITOR_STATE_TABLE,
     add_governance,
     build_state,
@@ -307,8 +307,8 @@ def create_app(
 
 
 def _add_decode(p: Pipeline) -> None:
-    from streams.normalize import normalize_message
-    from streams.pricing import PriceBook
+    from driftline.streams.normalize import normalize_message
+    from driftline.streams.pricing import PriceBook
 
     settings = p.settings
     prices = PriceBook(settings.prices)
@@ -365,7 +365,7 @@ def _add_decode(p: Pipeline) -> None:
 
 
 def _add_assemble(p: Pipeline) -> None:
-    from streams.traces import TraceAssembler
+    from driftline.streams.traces import TraceAssembler
 
     settings = p.settings
     partitions = settings.kafka.partitions

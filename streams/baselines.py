@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from schemas.event import Field
+from driftline.schemas.event import Field
 
 if TYPE_CHECKING:
-    from streams.monitor import Monitor
+    from driftline.streams.monitor import Monitor
 
 __all__ = ["BASELINE_COLUMNS", "BASELINE_TABLE", "baseline_rows"]
 

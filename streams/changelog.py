@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
-from streams.codec import dumps
-from streams.positions import target_partition
+from driftline.streams.codec import dumps
+from driftline.streams.positions import target_partition
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from driftline.streams.app import Pipeline
 
 __all__ = ["ChangelogWriter"]
 
@@ -44,7 +44,7 @@ class ChangelogWriter:
     def __init__(self, p: Pipeline, table: Any) -> None:
         from confluent_kafka import Producer
 
-        from streams.kafka import producer_config
+        from driftline.streams.kafka import producer_config
 
         self._table = table
         self._topic: str = table.changelog_topic.get_topic_name()

@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 from google.protobuf.message import DecodeError
 
-from schemas import otlp_lean_pb2
+from driftline.schemas import otlp_lean_pb2
 
 # Generated code has no type stubs here; the lean classes are used dynamically.
 lean: Any = otlp_lean_pb2

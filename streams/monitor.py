@@ -65,12 +65,12 @@ from urllib.parse import quote, urlencode
 
 import numpy as np
 
-from detectors import METRICS, BurnRate, BurnVerdict, MetricDetector, WindowSum
-from detectors.composite import CONTINUOUS_TESTS, Detection
-from detectors.ks import ks_critical_value, ks_statistic
-from detectors.metrics import Metric
 from driftline.config import BudgetSettings, Settings, WorkflowSettings
-from schemas.alert import SEVERITIES, alert_id, dedup_key
+from driftline.detectors import METRICS, BurnRate, BurnVerdict, MetricDetector, WindowSum
+from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
+from driftline.detectors.ks import ks_critical_value, ks_statistic
+from driftline.detectors.metrics import Metric
+from driftline.schemas.alert import SEVERITIES, alert_id, dedup_key
 
 SNAPSHOT_MAGIC: Final = b"DLMON1\n"
 MATERIAL_SCORE_CHANGE: Final = 0.25

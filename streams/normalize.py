@@ -46,13 +46,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from schemas import attributes as a
-from schemas.event import (
+from driftline.schemas import attributes as a
+from driftline.schemas.event import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     MAX_EVENT_ATTRIBUTES,
     bundle_id,
 )
-from streams.decode import (
+from driftline.streams.decode import (
     UNDECODABLE,
     ContentType,
     NotOtlpError,

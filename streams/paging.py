@@ -28,14 +28,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from schemas.alert import TRANSITION_FIELDS
-from schemas.event import from_wire
-from streams.changelog import ChangelogWriter
-from streams.notifier.ledger import SOURCE_OFFSET
+from driftline.schemas.alert import TRANSITION_FIELDS
+from driftline.schemas.event import from_wire
+from driftline.streams.changelog import ChangelogWriter
+from driftline.streams.notifier.ledger import SOURCE_OFFSET
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
-    from streams.stages import GovernanceState
+    from driftline.streams.app import Pipeline
+    from driftline.streams.stages import GovernanceState
 
 __all__ = ["NOTIFIER_LEDGER_TABLE", "add_notify", "owned_transitions"]
 
@@ -65,8 +65,8 @@ def owned_transitions(
 
 def add_notify(p: Pipeline, state: GovernanceState) -> None:
     """Register the ``notify`` agent, its ledger checkpoints, restore and pruning."""
-    from streams.codec import loads
-    from streams.stages import changelog_tail, store_deliveries
+    from driftline.streams.codec import loads
+    from driftline.streams.stages import changelog_tail, store_deliveries
 
     notifier = state.notifier
     assert notifier is not None

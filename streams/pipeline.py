@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from driftline.config import Settings
-from schemas.event import MAX_ATTRIBUTE_VALUE_CHARS, MAX_EVENT_ATTRIBUTES
-from streams.decode import ContentType, sniff_content_type
-from streams.normalize import NormalizedBatch, Reject, normalize_message
-from streams.pricing import PriceBook
-from streams.traces import TraceAssembler
+from driftline.schemas.event import MAX_ATTRIBUTE_VALUE_CHARS, MAX_EVENT_ATTRIBUTES
+from driftline.streams.decode import ContentType, sniff_content_type
+from driftline.streams.normalize import NormalizedBatch, Reject, normalize_message
+from driftline.streams.pricing import PriceBook
+from driftline.streams.traces import TraceAssembler
 
 __all__ = ["OfflinePipeline", "OfflineResult", "SourcedReject", "split_otlp_file"]
 

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from aiokafka.partitioner import murmur2
 
-from streams.codec import dumps
+from driftline.streams.codec import dumps
 
 __all__ = [
     "SEQ_FIELD",

@@ -37,7 +37,11 @@ from genai_prices.data_snapshot import find_provider_by_id
 from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 
 from driftline.config import PriceOverride
-from schemas.event import PRICE_SOURCE_CONFIG, PRICE_SOURCE_GENAI_PRICES, PRICE_SOURCE_UNKNOWN
+from driftline.schemas.event import (
+    PRICE_SOURCE_CONFIG,
+    PRICE_SOURCE_GENAI_PRICES,
+    PRICE_SOURCE_UNKNOWN,
+)
 
 __all__ = ["PriceBook", "Rates"]
 

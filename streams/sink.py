@@ -28,9 +28,9 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 
+from driftline.schemas.alert import TRANSITION_FIELDS
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field
 from driftline.store import SkipExisting, Store, StoreError
-from schemas.alert import TRANSITION_FIELDS
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field
 
 RecordKind = Literal["events", "traces", "alerts"]
 KINDS: Final[tuple[RecordKind, ...]] = ("events", "traces", "alerts")

@@ -45,17 +45,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from schemas.alert import TRANSITION_FIELDS
-from schemas.event import TRACE_FIELDS, Field, from_wire, to_wire
-from streams.notifier.routing import ENV_ROUTING_KEY
-from streams.paging import add_notify
+from driftline.schemas.alert import TRANSITION_FIELDS
+from driftline.schemas.event import TRACE_FIELDS, Field, from_wire, to_wire
+from driftline.streams.notifier.routing import ENV_ROUTING_KEY
+from driftline.streams.paging import add_notify
 
 if TYPE_CHECKING:
     from driftline.store import Store
-    from streams.app import Pipeline
-    from streams.monitor import Monitor
-    from streams.notifier import Notifier
-    from streams.sink import EventSink
+    from driftline.streams.app import Pipeline
+    from driftline.streams.monitor import Monitor
+    from driftline.streams.notifier import Notifier
+    from driftline.streams.sink import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ Decoded = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 def decode_closed(value: bytes) -> Decoded:
     """One ``llm_events`` message back to internal events and trace summaries."""
-    from streams.codec import loads
+    from driftline.streams.codec import loads
 
     doc = loads(value)
     events = [from_wire(e) for e in doc.get("events", ())]
@@ -259,7 +259,7 @@ def changelog_tail(
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    from streams.kafka import consumer_config
+    from driftline.streams.kafka import consumer_config
 
     if not partitions:
         return {}
@@ -327,8 +327,8 @@ def fresh_records(
 
 def build_state(p: Pipeline) -> GovernanceState:
     from driftline.store import open_store
-    from streams.monitor import Monitor
-    from streams.sink import EventSink
+    from driftline.streams.monitor import Monitor
+    from driftline.streams.sink import EventSink
 
     settings = p.settings
     writer = StoreWriter(lambda: open_store(settings.store.url, settings.store))
@@ -345,7 +345,7 @@ def build_state(p: Pipeline) -> GovernanceState:
 
 def build_notifier(p: Pipeline) -> Notifier | None:
     """The pager, or None when nothing is configured to receive pages."""
-    from streams.notifier import Notifier
+    from driftline.streams.notifier import Notifier
 
     pagerduty = p.settings.pagerduty
     if not pagerduty.routes and not os.environ.get(ENV_ROUTING_KEY):
@@ -406,8 +406,8 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
 
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
-    from streams.codec import dumps
-    from streams.positions import target_partition
+    from driftline.streams.codec import dumps
+    from driftline.streams.positions import target_partition
 
     settings = p.settings
     table = p.tables[MONITOR_STATE_TABLE]
@@ -464,7 +464,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     )
 
     async def restore_monitor(sender: Any, *args: Any, **kwargs: Any) -> None:
-        from streams.monitor import Monitor
+        from driftline.streams.monitor import Monitor
 
         owned = {
             tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == events_topic
@@ -514,7 +514,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
 
 async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, Any]]) -> None:
     """Write delivery records to ``alert_deliveries``, retrying while the store is down."""
-    from streams.sink import to_arrow
+    from driftline.streams.sink import to_arrow
 
     if not records:
         return
@@ -529,8 +529,8 @@ async def write_baselines(state: GovernanceState, counters: Any) -> None:
     """Write the baselines of workflows changed since the last snapshot (best effort: on a
     store error they stay due and go with the next one)."""
     from driftline.store import StoreError
-    from streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
-    from streams.sink import to_arrow
+    from driftline.streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
+    from driftline.streams.sink import to_arrow
 
     due = sorted(w for w in state.baselines_due if w in set(state.monitor.workflows()))
     if not due:
@@ -554,7 +554,7 @@ def _add_store_alerts(p: Pipeline, state: GovernanceState) -> None:
 
     @p.app.agent(p.topics.llm_alerts, name="store_alerts")
     async def store_alerts(stream: Any) -> None:
-        from streams.codec import loads
+        from driftline.streams.codec import loads
 
         await _attach_store(state)
         async for batch in stream.take_events(STORE_BATCH_MESSAGES, within=0.5):

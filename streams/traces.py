@@ -46,8 +46,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from schemas.attributes import OP_EXECUTE_TOOL
-from schemas.event import TRACE_FIELD_NAMES
+from driftline.schemas.attributes import OP_EXECUTE_TOOL
+from driftline.schemas.event import TRACE_FIELD_NAMES
 
 __all__ = ["ClosedTraces", "TraceAssembler"]
 

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dashboards.build import write_all
-    from dashboards.panels import BuildContext
+    from driftline.dashboards.build import write_all
+    from driftline.dashboards.panels import BuildContext
 
     try:
         settings = load_settings(args.config)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.config import ConfigError, load_settings
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire
 
 EXIT_OK = 0
 EXIT_SOME_REJECTED = 1
@@ -48,8 +48,8 @@ def _records(path: Path, fields: tuple[Field, ...], rejects: list[str]) -> Itera
 def run(args: argparse.Namespace) -> int:
     from driftline.store import StoreError, open_store
     from driftline.store.prices import write_model_prices
-    from streams.pricing import PriceBook
-    from streams.sink import EventSink, RecordKind
+    from driftline.streams.pricing import PriceBook
+    from driftline.streams.sink import EventSink, RecordKind
 
     try:
         settings = load_settings(args.config)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from driftline.config import ConfigError, load_settings
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS, to_wire
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, to_wire
 
 EXIT_OK = 0
 EXIT_UNUSABLE_INPUT = 2
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.pipeline import OfflinePipeline, split_otlp_file
+    from driftline.streams.pipeline import OfflinePipeline, split_otlp_file
 
     try:
         settings = load_settings(args.config)

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from driftline.config import ConfigError, Settings, load_settings
-from schemas.alert import TRANSITION_FIELDS
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
-from streams.monitor import Monitor, event_time
-from streams.notifier import replay as notify
+from driftline.schemas.alert import TRANSITION_FIELDS
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
+from driftline.streams.monitor import Monitor, event_time
+from driftline.streams.notifier import replay as notify
 
 BATCH_EVENTS = 2048
 EXIT_DELIVERY_FAILED: Final = 1
@@ -174,9 +174,9 @@ def write_to_store(
 ) -> None:
     """The replay's transitions, final baselines and deliveries, as the worker writes them."""
     from driftline.store import open_store
-    from streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
-    from streams.sink import EventSink, to_arrow
-    from streams.stages import DELIVERY_COLUMNS, DELIVERY_TABLE
+    from driftline.streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
+    from driftline.streams.sink import EventSink, to_arrow
+    from driftline.streams.stages import DELIVERY_COLUMNS, DELIVERY_TABLE
 
     store = open_store(url, settings.store)
     try:

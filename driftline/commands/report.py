@@ -63,9 +63,9 @@ def time_range_of(
 
 
 def run(args: argparse.Namespace) -> int:
-    from dashboards.macros import ALL, TimeRange
-    from dashboards.panels import BuildContext
-    from dashboards.report import default_variables, render_report
+    from driftline.dashboards.macros import ALL, TimeRange
+    from driftline.dashboards.panels import BuildContext
+    from driftline.dashboards.report import default_variables, render_report
     from driftline.store import StoreError, StoreQueryError, open_store
 
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from driftline.config import ConfigError, load_settings
+from driftline.schemas.event import iso_to_micros, micros_to_iso
 from driftline.simulator import (
     INCIDENT_KINDS,
     WORKFLOW_NAMES,
@@ -24,7 +25,6 @@ from driftline.simulator import (
     network_exporter,
     parse_incident,
 )
-from schemas.event import iso_to_micros, micros_to_iso
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
 
-    from collectors.process import PortInUseError, ProcessStartError
-    from collectors.stack import EmbeddedStack
-    from streams.kafka import KafkaConfigError
+    from driftline.collectors.process import PortInUseError, ProcessStartError
+    from driftline.stack import EmbeddedStack
+    from driftline.streams.kafka import KafkaConfigError
 
     source = config_path(args.config)
     stack = EmbeddedStack(

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     import faust  # heavy; imported only when the worker really runs
 
-    from streams.app import create_app
-    from streams.kafka import KafkaConfigError
+    from driftline.streams.app import create_app
+    from driftline.streams.kafka import KafkaConfigError
 
     try:
         pipeline = create_app(

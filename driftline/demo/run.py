@@ -275,8 +275,8 @@ def _uninterruptible() -> Iterator[None]:
 
 
 def run_demo(options: DemoOptions, out: TextIO) -> DemoOutcome:
-    from collectors.process import ProcessStartError
-    from collectors.stack import EmbeddedStack
+    from driftline.collectors.process import ProcessStartError
+    from driftline.stack import EmbeddedStack
 
     began = time.monotonic()
     outcome = DemoOutcome()
@@ -461,10 +461,10 @@ def _final_report(
     view: LiveView,
     traffic: Traffic | None,
 ) -> None:
-    from dashboards.build import write_all
-    from dashboards.macros import TimeRange
-    from dashboards.panels import BuildContext
-    from dashboards.report import default_variables, render_report
+    from driftline.dashboards.build import write_all
+    from driftline.dashboards.macros import TimeRange
+    from driftline.dashboards.panels import BuildContext
+    from driftline.dashboards.report import default_variables, render_report
     from driftline.store import StoreError, open_store
     from driftline.store.queries import run_query
 

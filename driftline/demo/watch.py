@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from driftline.config import Settings
-from streams import topics
-from streams.kafka import consumer_config
+from driftline.streams import topics
+from driftline.streams.kafka import consumer_config
 
 MAX_MESSAGES_PER_POLL: Final = 500
 
@@ -136,8 +136,8 @@ class PipelineWatch:
             self.requests += 1
 
     def _transition(self, doc: dict[str, Any]) -> None:
-        from schemas.alert import TRANSITION_FIELDS
-        from schemas.event import from_wire
+        from driftline.schemas.alert import TRANSITION_FIELDS
+        from driftline.schemas.event import from_wire
 
         record = from_wire(doc, TRANSITION_FIELDS)
         alert_id = str(record["alert_id"])

@@ -8,7 +8,7 @@ pre-1.27 names), OpenInference, and vLLM's ``llm_request`` server span. Plus the
 
 from __future__ import annotations
 
-from schemas import attributes as a
+from driftline.schemas import attributes as a
 
 from .plan import AttrValue, LlmCall, TraceContext
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from schemas import attributes as a
+from driftline.schemas import attributes as a
 
 from .plan import SpanPlan, TracePlan
 

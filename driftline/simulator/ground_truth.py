@@ -14,14 +14,10 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any
 
-from schemas.event import bundle_id, to_wire
+from driftline.schemas.event import bundle_id, to_wire
+from driftline.streams.pricing import PriceBook
 
 from .plan import LlmCall, SpanPlan, TracePlan
-
-try:  # cost attribution lives in the stream package; without it events stay unpriced
-    from streams.pricing import PriceBook
-except ImportError:  # pragma: no cover - depends on the installed stream package
-    PriceBook = None  # type: ignore[assignment,misc]
 
 
 def call_event(trace: TracePlan, span: SpanPlan, depth: int) -> dict[str, Any]:
@@ -91,7 +87,7 @@ class GroundTruth:
     def __init__(self, out: IO[str] | None = None, keep: bool = True, price: bool = True) -> None:
         self._out = out
         self._keep = keep
-        self._prices = PriceBook(overrides=None) if price and PriceBook is not None else None
+        self._prices = PriceBook(overrides=None) if price else None
         self.events: list[dict[str, Any]] = []
         self.count = 0
 

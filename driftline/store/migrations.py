@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from driftline.schemas.ddl import DATABASE, MIGRATIONS_TABLE, Migration, load_migrations
 from driftline.store.base import Store, StoreError, StoreQueryError
-from schemas.ddl import DATABASE, MIGRATIONS_TABLE, Migration, load_migrations
 
 
 class SchemaTooNewError(StoreError):

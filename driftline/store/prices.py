@@ -1,28 +1,48 @@
 """Write the base token rates of the models a store has seen into ``driftline.model_prices``.
 
 The cache-savings query needs each model's input and cache rates; events carry only the
-resulting cost. Rates come from the price book (``streams.pricing.PriceBook``: config overrides
-over genai-prices); tiered rates are written at their base tier.
+resulting cost. Rates come from a price book (``driftline.streams.pricing.PriceBook``: config
+overrides over genai-prices); tiered rates are written at their base tier. The store layer sits
+below the streams, so it asks only for the small interface below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 
 from driftline.store.base import Store
 
-if TYPE_CHECKING:
-    from streams.pricing import PriceBook
+Tiers = tuple[tuple[int, float], ...]
+
+
+class ModelRates(Protocol):
+    """USD per token of one model, each rate as (from_tokens, rate) tiers."""
+
+    @property
+    def input(self) -> Tiers: ...
+    @property
+    def output(self) -> Tiers: ...
+    @property
+    def cache_read(self) -> Tiers: ...
+    @property
+    def cache_write(self) -> Tiers: ...
+    @property
+    def source(self) -> str: ...
+
+
+class RateBook(Protocol):
+    def rates(self, provider: str, model: str) -> ModelRates | None: ...
+
 
 PRICES_TABLE = "driftline.model_prices"
 _PER_MTOK = 1_000_000
 
 
-def _base(rate: tuple[tuple[int, float], ...]) -> float:
+def _base(rate: Tiers) -> float:
     return rate[-1][1] * _PER_MTOK
 
 
@@ -34,7 +54,7 @@ def seen_models(store: Store) -> list[tuple[str, str]]:
 
 
 def write_model_prices(
-    store: Store, book: PriceBook, models: Iterable[tuple[str, str]] | None = None
+    store: Store, book: RateBook, models: Iterable[tuple[str, str]] | None = None
 ) -> int:
     """Write rates for ``models`` (default: every model seen); return rows written."""
     rows: dict[str, list[object]] = {

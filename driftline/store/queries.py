@@ -17,9 +17,10 @@ from typing import Any, Final
 
 import pyarrow as pa
 
+from driftline import schemas
 from driftline.store.base import Store
 
-QUERY_DIR: Final = Path(__file__).resolve().parents[2] / "schemas" / "queries"
+QUERY_DIR: Final = Path(schemas.__file__).parent / "queries"
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):([^}]+)\}")
 _DEFAULT = re.compile(r"^--\s*Default:\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", re.MULTILINE)
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from driftline.config import StoreSettings
+from driftline.schemas.ddl import DATABASE
 from driftline.store.base import (
     SkipExisting,
     Store,
@@ -31,7 +32,6 @@ from driftline.store.base import (
     format_params,
     insert_statement,
 )
-from schemas.ddl import DATABASE
 
 
 def parse_server_url(url: str, secure_default: bool = False) -> dict[str, Any]:

@@ -5,16 +5,21 @@ writes the returned delivery records to ``alert_deliveries``;
 ``driftline replay --notify`` calls :func:`notify_sync`.
 """
 
-from streams.notifier.delivery import Notifier, event_action
-from streams.notifier.ledger import DeliveryLedger
-from streams.notifier.payload import resolve_event, summary, trigger_event
-from streams.notifier.ratelimit import TokenBucket
-from streams.notifier.records import DELIVERY_FIELDS, FINAL_OUTCOMES
-from streams.notifier.replay import notify_sync
-from streams.notifier.retry import RetryPolicy
-from streams.notifier.routing import MissingSecretError, Route, Router, Secret
-from streams.notifier.transport import HttpxTransport, Transport, TransportError, TransportResponse
-from streams.notifier.webhook import alertmanager_body, slack_body
+from driftline.streams.notifier.delivery import Notifier, event_action
+from driftline.streams.notifier.ledger import DeliveryLedger
+from driftline.streams.notifier.payload import resolve_event, summary, trigger_event
+from driftline.streams.notifier.ratelimit import TokenBucket
+from driftline.streams.notifier.records import DELIVERY_FIELDS, FINAL_OUTCOMES
+from driftline.streams.notifier.replay import notify_sync
+from driftline.streams.notifier.retry import RetryPolicy
+from driftline.streams.notifier.routing import MissingSecretError, Route, Router, Secret
+from driftline.streams.notifier.transport import (
+    HttpxTransport,
+    Transport,
+    TransportError,
+    TransportResponse,
+)
+from driftline.streams.notifier.webhook import alertmanager_body, slack_body
 
 __all__ = [
     "DELIVERY_FIELDS",

@@ -23,19 +23,19 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from driftline.config import PagerDutySettings
-from streams.notifier import payload, records, webhook
-from streams.notifier.ledger import SOURCE_OFFSET, DeliveryLedger, skip_reason
-from streams.notifier.ratelimit import TokenBucket
-from streams.notifier.records import delivery_record
-from streams.notifier.retry import RetryPolicy
-from streams.notifier.routing import (
+from driftline.streams.notifier import payload, records, webhook
+from driftline.streams.notifier.ledger import SOURCE_OFFSET, DeliveryLedger, skip_reason
+from driftline.streams.notifier.ratelimit import TokenBucket
+from driftline.streams.notifier.records import delivery_record
+from driftline.streams.notifier.retry import RetryPolicy
+from driftline.streams.notifier.routing import (
     Destination,
     MissingSecretError,
     Route,
     Router,
     scrub,
 )
-from streams.notifier.transport import HttpxTransport, Transport, TransportError
+from driftline.streams.notifier.transport import HttpxTransport, Transport, TransportError
 
 logger = logging.getLogger("driftline.notifier")
 

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from driftline.config import PagerDutySettings
-from streams.notifier import records
-from streams.notifier.delivery import Notifier
-from streams.notifier.routing import MissingSecretError, Router
+from driftline.streams.notifier import records
+from driftline.streams.notifier.delivery import Notifier
+from driftline.streams.notifier.routing import MissingSecretError, Router
 
 # Outcomes that mean an alert did not reach a destination it was routed to.
 FAILED_OUTCOMES: Final = frozenset({records.FAILED_PERMANENT, records.GAVE_UP})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from streams.notifier.payload import (
+from driftline.streams.notifier.payload import (
     custom_details,
     dashboard_link,
     format_duration,

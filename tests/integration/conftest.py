@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from collectors.stack import EmbeddedStack
 from driftline.config import Settings, load_settings
-from streams.kafka import consumer_config, producer_config
+from driftline.stack import EmbeddedStack
+from driftline.streams.kafka import consumer_config, producer_config
 
 # Test modules import tests.utils and these helpers as packages of the repository root.
 ROOT = Path(__file__).resolve().parents[2]

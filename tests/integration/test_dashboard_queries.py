@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.build import dashboard_specs
-from dashboards.cost_attribution import spec as cost_spec
-from dashboards.macros import ALL, TimeRange, Variables, expand
-from dashboards.panels import AnnotationSpec, BuildContext, PanelSpec, panels_by_title
-from dashboards.report import default_variables
-from dashboards.variables import VARIABLE_QUERIES
 from driftline.config import StoreSettings
+from driftline.dashboards.build import dashboard_specs
+from driftline.dashboards.cost_attribution import spec as cost_spec
+from driftline.dashboards.macros import ALL, TimeRange, Variables, expand
+from driftline.dashboards.panels import AnnotationSpec, BuildContext, PanelSpec, panels_by_title
+from driftline.dashboards.report import default_variables
+from driftline.dashboards.variables import VARIABLE_QUERIES
 from driftline.store import ChdbStore, StoreQueryError, open_store
 from tests.utils import dashboard_data
 

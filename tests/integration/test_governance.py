@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from collectors.stack import EmbeddedStack
 from driftline.config import Settings, load_settings
 from driftline.simulator import (
     GroundTruth,
@@ -27,8 +26,9 @@ from driftline.simulator import (
     network_exporter,
     parse_incident,
 )
+from driftline.stack import EmbeddedStack
 from driftline.store import open_store
-from streams import topics
+from driftline.streams import topics
 from tests.integration.conftest import Kafka, write_config
 from tests.utils.http_receiver import HttpReceiver
 

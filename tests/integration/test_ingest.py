@@ -19,13 +19,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from collectors.stack import EmbeddedStack
 from driftline.config import Settings, load_settings
-from schemas import attributes as a
-from schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES, micros_to_iso, to_wire
-from streams import topics
-from streams.app import OPEN_TRACES_TABLE, target_partition
-from streams.pipeline import OfflinePipeline
+from driftline.schemas import attributes as a
+from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES, micros_to_iso, to_wire
+from driftline.stack import EmbeddedStack
+from driftline.streams import topics
+from driftline.streams.app import OPEN_TRACES_TABLE, target_partition
+from driftline.streams.pipeline import OfflinePipeline
 from tests.integration.conftest import (
     PARTITIONS,
     TRACE_GRACE_S,

@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from schemas import attributes as a
-from streams.normalize import normalize_message
+from driftline.schemas import attributes as a
+from driftline.streams.normalize import normalize_message
 from tests.utils import openai_stub as stub
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from driftline.config import PagerDutySettings
-from streams.notifier import Notifier, RetryPolicy
-from streams.notifier.replay import as_transitions, notify_sync, outcome_counts
-from streams.notifier.routing import ENV_EVENTS_URL, ENV_ROUTING_KEY
+from driftline.streams.notifier import Notifier, RetryPolicy
+from driftline.streams.notifier.replay import as_transitions, notify_sync, outcome_counts
+from driftline.streams.notifier.routing import ENV_EVENTS_URL, ENV_ROUTING_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from driftline.config import Settings
+from driftline.schemas.alert import TRANSITION_FIELDS
+from driftline.schemas.event import TRACE_FIELDS, from_wire
 from driftline.simulator import SimulatorConfig, parse_incident
-from schemas.alert import TRANSITION_FIELDS
-from schemas.event import TRACE_FIELDS, from_wire
-from streams import topics
-from streams.monitor import Monitor
+from driftline.streams import topics
+from driftline.streams.monitor import Monitor
 from tests.integration.conftest import Kafka, Record
 from tests.integration.test_scaling import (
     cluster,

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from collectors.process import ManagedProcess
-from collectors.stack import EmbeddedStack, worker_argv
+from driftline.collectors.process import ManagedProcess
 from driftline.config import Settings, load_settings
 from driftline.simulator import (
     GroundTruth,
@@ -42,10 +41,11 @@ from driftline.simulator import (
     network_exporter,
     parse_incident,
 )
+from driftline.stack import EmbeddedStack, worker_argv
 from driftline.store import ChdbStore, Store, open_store
-from streams import topics
-from streams.monitor import Monitor
-from streams.positions import target_partition
+from driftline.streams import topics
+from driftline.streams.monitor import Monitor
+from driftline.streams.positions import target_partition
 from tests.integration.conftest import PARTITIONS, Kafka, Record, write_config
 from tests.utils.chdb_http import ChdbHttpServer
 from tests.utils.http_receiver import HttpReceiver

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collectors.process import PortInUseError
-from collectors.stack import EmbeddedStack
+from driftline.collectors.process import PortInUseError
 from driftline.config import Settings, load_settings
-from streams.kafka import topic_partition_counts
-from streams.topics import ALL_TOPICS
+from driftline.stack import EmbeddedStack
+from driftline.streams.kafka import topic_partition_counts
+from driftline.streams.topics import ALL_TOPICS
 from tests.integration.conftest import descendants, pid_alive, wait_all_gone, write_config
 
 pytestmark = pytest.mark.integration

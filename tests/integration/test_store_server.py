@@ -16,12 +16,12 @@ import pytest
 
 from driftline.cli import main
 from driftline.config import StoreSettings
+from driftline.schemas.event import TRACE_FIELDS, to_wire
 from driftline.store import ChdbStore, Store, open_store
 from driftline.store.migrations import migrate
 from driftline.store.queries import load_query, query_names, query_params, run_query
 from driftline.store.server_store import ServerStore
-from schemas.event import TRACE_FIELDS, to_wire
-from streams.sink import EventSink
+from driftline.streams.sink import EventSink
 from tests.utils.chdb_http import ChdbHttpServer
 from tests.utils.events import generate_traffic, reset_store
 

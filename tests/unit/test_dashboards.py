@@ -11,17 +11,17 @@ import yaml
 from grafana_foundation_sdk.models.dashboard import Dashboard
 from grafana_foundation_sdk.models.dashboard import Panel as DashboardPanel
 
-from dashboards import cost_attribution, drift, sre_overview
-from dashboards.build import build_all, dashboard_specs, write_all
-from dashboards.panels import (
+from driftline.cli import main
+from driftline.dashboards import cost_attribution, drift, sre_overview
+from driftline.dashboards.build import build_all, dashboard_specs, write_all
+from driftline.dashboards.panels import (
     AnnotationSpec,
     BuildContext,
     DashboardSpec,
     PanelSpec,
     panels_by_title,
 )
-from dashboards.query import DATASOURCE_TYPE, DATASOURCE_UID, ClickHouseQuery
-from driftline.cli import main
+from driftline.dashboards.query import DATASOURCE_TYPE, DATASOURCE_UID, ClickHouseQuery
 
 PROVISIONING = Path(__file__).resolve().parents[2] / "dashboards" / "provisioning"
 CONTEXT = BuildContext({"support-chat": 800.0})

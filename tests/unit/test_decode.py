@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from schemas import attributes as a
-from streams.decode import (
+from driftline.schemas import attributes as a
+from driftline.streams.decode import (
     UNDECODABLE,
     NotOtlpError,
     any_value_to_python,

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors import CUSUM, BurnRate, FrozenReference, MetricDetector, WindowSum, cusum_thresholds
-from detectors.burn_rate import BUCKET_US
+from driftline.detectors import (
+    CUSUM,
+    BurnRate,
+    FrozenReference,
+    MetricDetector,
+    WindowSum,
+    cusum_thresholds,
+)
+from driftline.detectors.burn_rate import BUCKET_US
 
 
 def test_calibrated_bank_meets_its_run_length_on_reference_like_data() -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import CategoricalShift
-from detectors.categorical import OTHER, g_statistic, jensen_shannon
+from driftline.detectors import CategoricalShift
+from driftline.detectors.categorical import OTHER, g_statistic, jensen_shannon
 
 REASONS = ["stop", "length", "tool_calls"]
 

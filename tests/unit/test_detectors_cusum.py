@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import CUSUM, cusum_bank_rows, cusum_rows
+from driftline.detectors import CUSUM, cusum_bank_rows, cusum_rows
 
 
 def detected(detector: CUSUM, stream: np.ndarray) -> list[int]:

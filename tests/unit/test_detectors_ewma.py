@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors import EWMA
-from detectors._kernels import ewma_filter
+from driftline.detectors import EWMA
+from driftline.detectors._kernels import ewma_filter
 
 
 def creep(seed: int) -> np.ndarray:

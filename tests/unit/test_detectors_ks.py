@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import KSWindow
-from detectors.ks import ks_critical_value, ks_statistic
+from driftline.detectors import KSWindow
+from driftline.detectors.ks import ks_critical_value, ks_statistic
 
 
 def detected(detector: KSWindow, stream: np.ndarray) -> list[int]:

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from driftline.config import KafkaSettings
-from streams.kafka import (
+from driftline.streams.kafka import (
     KafkaConfigError,
     bootstrap_of,
     confluent_config,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboards.macros import (
+from driftline.dashboards.macros import (
     ALL,
     MacroError,
     TimeRange,

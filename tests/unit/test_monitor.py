@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from driftline.config import AlertSettings, DetectorSettings, Settings
-from schemas.alert import TRANSITION_FIELD_NAMES
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS, from_wire
-from streams.monitor import Monitor, SnapshotError
+from driftline.schemas.alert import TRANSITION_FIELD_NAMES
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, from_wire
+from driftline.streams.monitor import Monitor, SnapshotError
 
 SETTLE_S_DEFAULT = DetectorSettings().settle_s
 
@@ -102,7 +102,7 @@ def test_alert_record_carries_design_fields_and_links() -> None:
 
 def test_drift_page_names_the_bundle_a_responder_must_look_at() -> None:
     """The versions and service of the drifting bundle reach the PagerDuty event."""
-    from streams.notifier.payload import trigger_event
+    from driftline.streams.notifier.payload import trigger_event
 
     tokens = token_stream(0, 1300, 1000, 1300, 2.0)
     versions = {

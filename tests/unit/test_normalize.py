@@ -14,16 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
-from schemas import attributes as a
-from schemas import otlp_lean_pb2
-from schemas.event import (
+from driftline.schemas import attributes as a
+from driftline.schemas import otlp_lean_pb2
+from driftline.schemas.event import (
     EVENT_FIELD_NAMES,
     MAX_ATTRIBUTE_VALUE_CHARS,
     MAX_EVENT_ATTRIBUTES,
     bundle_id,
 )
-from streams.decode import sniff_content_type
-from streams.normalize import (
+from driftline.streams.decode import sniff_content_type
+from driftline.streams.normalize import (
     SPAN_RECORD_FIELDS,
     NormalizedBatch,
     normalize_message,

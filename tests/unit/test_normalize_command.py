@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from driftline.cli import main
-from schemas import attributes as a
-from schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES, iso_to_micros
-from streams.pipeline import OfflinePipeline, split_otlp_file
+from driftline.schemas import attributes as a
+from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES, iso_to_micros
+from driftline.streams.pipeline import OfflinePipeline, split_otlp_file
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # tests.utils is a package of the repository root

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from streams.notifier import Notifier, RetryPolicy, Route, Router
-from streams.notifier.ledger import SOURCE_OFFSET
-from streams.notifier.records import DELIVERY_FIELDS
-from streams.notifier.routing import ENV_ROUTING_KEY
+from driftline.streams.notifier import Notifier, RetryPolicy, Route, Router
+from driftline.streams.notifier.ledger import SOURCE_OFFSET
+from driftline.streams.notifier.records import DELIVERY_FIELDS
+from driftline.streams.notifier.routing import ENV_ROUTING_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # tests.utils is a package of the repository root

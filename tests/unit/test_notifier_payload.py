@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.config import PagerDutyRoute, PagerDutySettings
-from streams.notifier import payload
-from streams.notifier.ledger import DeliveryLedger, skip_reason
-from streams.notifier.ratelimit import TokenBucket
-from streams.notifier.retry import RetryPolicy
-from streams.notifier.routing import (
+from driftline.streams.notifier import payload
+from driftline.streams.notifier.ledger import DeliveryLedger, skip_reason
+from driftline.streams.notifier.ratelimit import TokenBucket
+from driftline.streams.notifier.retry import RetryPolicy
+from driftline.streams.notifier.routing import (
     ENV_EVENTS_URL,
     ENV_ROUTING_KEY,
     MissingSecretError,
@@ -24,7 +24,7 @@ from streams.notifier.routing import (
     Router,
     Secret,
 )
-from streams.notifier.webhook import alertmanager_body, slack_body
+from driftline.streams.notifier.webhook import alertmanager_body, slack_body
 
 KEY = "dl0test0routing0key0000000000042"
 OPENED = 1_790_000_000_000_000  # microseconds

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.positions import (
+from driftline.streams.positions import (
     SEQ_FIELD,
     SourceMarks,
     encode_ordered,

@@ -11,8 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from driftline.config import PriceOverride
-from schemas.event import PRICE_SOURCE_CONFIG, PRICE_SOURCE_GENAI_PRICES, PRICE_SOURCE_UNKNOWN
-from streams.pricing import PriceBook
+from driftline.schemas.event import (
+    PRICE_SOURCE_CONFIG,
+    PRICE_SOURCE_GENAI_PRICES,
+    PRICE_SOURCE_UNKNOWN,
+)
+from driftline.streams.pricing import PriceBook
 
 # 2025-06-01 12:00 UTC, outside any off-peak window.
 START_TS = 1_748_779_200_000_000

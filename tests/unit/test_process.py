@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.process import (
+from driftline.collectors.process import (
     ManagedProcess,
     PortInUseError,
     ProcessStartError,
@@ -74,7 +74,7 @@ def test_children_die_with_their_parent(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from collectors.process import ManagedProcess
+        from driftline.collectors.process import ManagedProcess
         log = Path({str(tmp_path)!r}) / "c.log"
         child = ManagedProcess("sleeper", ["sleep", "60"], log).start()
         print(child.pid, flush=True)

@@ -36,8 +36,8 @@ from driftline.store.queries import (
     query_params,
     run_query,
 )
-from streams.pricing import PriceBook
-from streams.sink import EventSink
+from driftline.streams.pricing import PriceBook
+from driftline.streams.sink import EventSink
 from tests.utils.events import RATES, make_event, reset_store, summarize_trace
 
 DAY_US = 86_400_000_000

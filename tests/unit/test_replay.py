@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from driftline.cli import main
-from schemas.alert import TRANSITION_FIELD_NAMES
-from schemas.event import EVENT_FIELDS, from_wire, to_wire
+from driftline.schemas.alert import TRANSITION_FIELD_NAMES
+from driftline.schemas.event import EVENT_FIELDS, from_wire, to_wire
 
 T0 = 1_700_000_000_000_000
 S = 1_000_000

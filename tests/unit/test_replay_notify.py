@@ -19,7 +19,7 @@ import pytest
 from driftline.cli import main
 from driftline.commands.replay import notify_alerts, read_ndjson, replay
 from driftline.config import load_settings
-from schemas.event import EVENT_FIELDS
+from driftline.schemas.event import EVENT_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # tests.utils is a package of the repository root

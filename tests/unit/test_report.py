@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from dashboards.build import dashboard_specs
-from dashboards.macros import TimeRange
-from dashboards.panels import BuildContext
-from dashboards.report import Report, render_report
 from driftline.cli import main
 from driftline.commands.report import time_range_of
 from driftline.config import StoreSettings
+from driftline.dashboards.build import dashboard_specs
+from driftline.dashboards.macros import TimeRange
+from driftline.dashboards.panels import BuildContext
+from driftline.dashboards.report import Report, render_report
 from driftline.store import ChdbStore, open_store
 from tests.utils import dashboard_data
 

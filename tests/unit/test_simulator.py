@@ -23,6 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from driftline.cli import main as cli_main
+from driftline.schemas.event import EVENT_FIELD_NAMES, from_wire, iso_to_micros
 from driftline.simulator import (
     GroundTruth,
     Incident,
@@ -33,10 +34,9 @@ from driftline.simulator import (
     parse_incident,
 )
 from driftline.simulator.workflows import agent_planner, support_chat
-from schemas.event import EVENT_FIELD_NAMES, from_wire, iso_to_micros
-from streams.normalize import normalize_message
-from streams.pricing import PriceBook
-from streams.traces import TraceAssembler
+from driftline.streams.normalize import normalize_message
+from driftline.streams.pricing import PriceBook
+from driftline.streams.traces import TraceAssembler
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 START_US = iso_to_micros("2026-03-01T00:00:00Z")

@@ -10,7 +10,7 @@ import pytest
 from driftline.config import StoreSettings
 from driftline.store import ChdbStore, StoreUnavailableError, open_store
 from driftline.store.server_store import ServerStore
-from streams.sink import EventSink, SinkFullError
+from driftline.streams.sink import EventSink, SinkFullError
 from tests.utils.chdb_http import ChdbHttpServer
 from tests.utils.events import generate_traffic, reset_store
 

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pytest
 
 from driftline.config import StoreSettings
+from driftline.schemas.ddl import Migration, latest_version, load_migrations
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS
 from driftline.store import (
     ChdbPathInUseError,
     ChdbStore,
@@ -26,8 +28,6 @@ from driftline.store import (
 )
 from driftline.store.chdb_store import held_by_another_process
 from driftline.store.migrations import applied_versions, migrate
-from schemas.ddl import Migration, latest_version, load_migrations
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS
 from tests.utils.events import reset_store
 
 MIGRATIONS = "SELECT * FROM driftline.schema_migrations ORDER BY version"

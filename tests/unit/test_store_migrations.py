@@ -15,11 +15,11 @@ from typing import Any, get_args
 import pytest
 
 from driftline.config import StoreSettings
+from driftline.schemas.ddl import load_migrations
 from driftline.store import ChdbStore, open_store
 from driftline.store.migrations import applied_versions, migrate
-from schemas.ddl import load_migrations
-from streams.notifier.records import Outcome
-from streams.sink import EventSink
+from driftline.streams.notifier.records import Outcome
+from driftline.streams.sink import EventSink
 from tests.utils.events import generate_traffic
 
 ROLLUPS = {

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES
-from streams.traces import ClosedTraces, TraceAssembler
+from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES
+from driftline.streams.traces import ClosedTraces, TraceAssembler
 
 Record = dict[str, Any]
 

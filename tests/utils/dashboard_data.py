@@ -19,12 +19,12 @@ from typing import Any
 import pyarrow as pa
 
 from driftline.config import PriceOverride
+from driftline.schemas.alert import alert_id, dedup_key
+from driftline.schemas.event import bundle_id
 from driftline.store import Store
 from driftline.store.prices import write_model_prices
-from schemas.alert import alert_id, dedup_key
-from schemas.event import bundle_id
-from streams.pricing import PriceBook
-from streams.sink import EventSink
+from driftline.streams.pricing import PriceBook
+from driftline.streams.sink import EventSink
 from tests.utils.events import RATES, generate_traffic, price, summarize_trace
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -170,9 +170,9 @@ def baseline_table(events: list[dict[str, Any]]) -> pa.Table:
     """Baseline snapshots as the worker writes them: the real monitor over the traffic in
     event-time order, the rows of the workflows that changed written once a minute."""
     from driftline.config import DetectorSettings, Settings
-    from streams.baselines import BASELINE_COLUMNS, baseline_rows
-    from streams.monitor import Monitor, event_time
-    from streams.sink import to_arrow
+    from driftline.streams.baselines import BASELINE_COLUMNS, baseline_rows
+    from driftline.streams.monitor import Monitor, event_time
+    from driftline.streams.sink import to_arrow
 
     detectors = DetectorSettings(warmup_events=60, window_events=30, max_bundles_per_workflow=8)
     monitor = Monitor(Settings(detectors=detectors))

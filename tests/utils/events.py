@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.event import EVENT_FIELDS, TRACE_FIELDS, bundle_id
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, bundle_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import (
     TracesData,
 )
 
-from schemas import attributes as a
+from driftline.schemas import attributes as a
 
 AttrValue = str | bool | int | float | bytes | Sequence[Any] | Mapping[str, Any]
 

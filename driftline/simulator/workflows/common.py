@@ -18,7 +18,7 @@ from typing import Final
 
 import numpy as np
 
-from schemas import attributes as a
+from driftline.schemas import attributes as a
 
 from ..incidents import Effects
 from ..plan import LlmCall, SpanPlan

@@ -11,7 +11,7 @@ from typing import Final
 
 import numpy as np
 
-from schemas import attributes as a
+from driftline.schemas import attributes as a
 
 from .. import conventions
 from ..incidents import Effects

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from collectors.process import ManagedProcess, ProcessStartError
-from collectors.rotel import RotelCollector
-from collectors.tansu import TansuBroker
+from driftline.collectors.process import ManagedProcess, ProcessStartError
+from driftline.collectors.rotel import RotelCollector
+from driftline.collectors.tansu import TansuBroker
 from driftline.config import Settings
-from streams.kafka import create_topics
-from streams.topics import ALL_TOPICS
+from driftline.streams.kafka import create_topics
+from driftline.streams.topics import ALL_TOPICS, OTLP_SPANS
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,9 @@ class EmbeddedStack:
         self.times.topics_s = time.monotonic() - t0
         self.echo(f"topics     {len(created)} created, {kafka.partitions} partitions each")
 
-        self.collector = RotelCollector(self.settings.collector, kafka, bootstrap, self.data_dir)
+        self.collector = RotelCollector(
+            self.settings.collector, kafka, bootstrap, OTLP_SPANS, self.data_dir
+        )
         self.times.collector_s = self.collector.start(timeout_s)
         self.echo(f"collector  rotel, OTLP receivers up ({self.times.collector_s:.2f}s)")
 

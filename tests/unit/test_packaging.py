@@ -1,0 +1,71 @@
+"""The wheel installs one import name, ``driftline``; the layer folders become its subpackages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("collectors", "streams", "detectors", "schemas", "dashboards")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"),
+            *("--no-build-isolation", "--wheel-dir", str(out), str(ROOT)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("driftline-*.whl")
+    return built
+
+
+def test_wheel_has_one_top_level_name_and_its_data_files(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {
+        "driftline",
+        wheel.name.split("-py")[0] + ".dist-info",
+    }
+    for layer in LAYERS:
+        assert f"driftline/{layer}/__init__.py" in names
+    assert "driftline/schemas/ddl/0001_init.sql" in names
+    assert "driftline/schemas/queries/cost_by_workflow.sql" in names
+    assert "driftline/collectors/otelcol.yaml" in names
+
+
+def test_installed_wheel_imports_driftline_layers_and_no_bare_names(
+    wheel: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = (
+        "import importlib, importlib.util, sys\n"
+        f"layers = {LAYERS!r}\n"
+        "for name in layers:\n"
+        "    assert importlib.util.find_spec(name) is None, f'{name} is importable bare'\n"
+        "import driftline.schemas, driftline.store.queries as q\n"
+        f"assert driftline.schemas.__file__.startswith({str(site)!r}), driftline.schemas.__file__\n"
+        "assert 'cost_by_workflow' in q.query_names()\n"
+        "print('ok')\n"
+    )
+    # -P: the working directory is not put on sys.path; the wheel's copy comes first.
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        cwd=elsewhere,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
