@@ -10,9 +10,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # The build context is filtered by .dockerignore (no .venv, tests, local data).
 COPY . .
+# Dependencies from the runtime lock (exact versions, hashes checked), then the project itself.
 RUN python -m venv /opt/driftline \
-    && /opt/driftline/bin/pip install --upgrade pip \
-    && /opt/driftline/bin/pip install .
+    && /opt/driftline/bin/pip install --require-hashes -r requirements.runtime.lock \
+    && /opt/driftline/bin/pip install --no-deps .
 
 # --- runtime: the virtualenv only, run as an unprivileged user ---------------------------------
 FROM python:3.11-slim

@@ -69,3 +69,39 @@ def test_installed_wheel_imports_driftline_layers_and_no_bare_names(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def locked_pins(path: Path) -> dict[str, str]:
+    """``name -> version`` of every ``name==version`` line of a lock file."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            pins[canonicalize_name(name.split("[")[0])] = version
+    return pins
+
+
+def test_locks_pin_every_declared_dependency_within_its_range() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = locked_pins(ROOT / "requirements.lock")
+    runtime = locked_pins(ROOT / "requirements.runtime.lock")
+    for spec, locks in [
+        *((s, (dev, runtime)) for s in project["dependencies"]),
+        *((s, (dev,)) for s in project["optional-dependencies"]["dev"]),
+    ]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        for lock in locks:
+            assert name in lock, f"{name} is not in a lock: run `make lock`"
+            assert requirement.specifier.contains(lock[name], prereleases=True), (
+                f"{name}=={lock[name]} is outside {requirement.specifier}: run `make lock`"
+            )
+    # The image runs what the tests ran: every runtime pin equals the dev lock's.
+    assert {n: v for n, v in runtime.items() if dev.get(n) != v} == {}
