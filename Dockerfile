@@ -13,7 +13,7 @@ COPY . .
 # Dependencies from the runtime lock (exact versions, hashes checked), then the project itself.
 RUN python -m venv /opt/driftline \
     && /opt/driftline/bin/pip install --require-hashes -r requirements.runtime.lock \
-    && /opt/driftline/bin/pip install --no-deps .
+    && /opt/driftline/bin/pip install . --no-deps
 
 # --- runtime: the virtualenv only, run as an unprivileged user ---------------------------------
 FROM python:3.11-slim
