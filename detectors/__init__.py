@@ -2,9 +2,13 @@
 
 Every detector follows river's contract (``update(x)``, a ``drift_detected`` flag
 true for exactly one observation, a reset after a detection) and adds
-``update_many(values) -> indices`` for batches.
+``update_many(values) -> indices`` for batches (:class:`DriftDetector`). What the
+monitor keeps per metric or budget (:class:`MetricDetector`, :class:`WindowSum`,
+:class:`BurnRate`) also offers ``shift_holds()`` (the stay-open bar of an alert),
+``rebaseline()`` and plain ``to_state()`` / ``from_state()``.
 """
 
+from driftline.detectors.base import DriftDetector
 from driftline.detectors.burn_rate import BurnRate, BurnVerdict, WindowSum
 from driftline.detectors.calibration import cusum_thresholds, ewma_limits
 from driftline.detectors.categorical import CategoricalShift
@@ -25,6 +29,7 @@ __all__ = [
     "BurnVerdict",
     "CategoricalShift",
     "Detection",
+    "DriftDetector",
     "FrozenReference",
     "KSWindow",
     "Metric",

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
 
 import numpy as np
 from scipy.special import chdtri
 
 from driftline.detectors._kernels import FloatArray
-from driftline.detectors.reference import fill_warmup
+from driftline.detectors.base import DriftDetector, Field
 
 OTHER = "(other)"
 
@@ -40,7 +39,7 @@ def jensen_shannon(p: FloatArray, q: FloatArray) -> float:
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-class CategoricalShift:
+class CategoricalShift(DriftDetector):
     """Shift of a categorical mix: a windowed G-test with an ARL0 budget.
 
     Categories are the ``max_categories - 1`` most frequent ones of the warm-up plus
@@ -83,18 +82,26 @@ class CategoricalShift:
         "_codes",
         "_count",
         "_critical",
-        "_drift_detected",
-        "_last",
         "_pos",
         "_ref_counts",
         "_since_test",
-        "_warm",
         "arl0",
         "max_categories",
         "stride",
         "warmup",
         "window",
     )
+    _ARGS = ("warmup", "window", "stride", "arl0", "max_categories")
+    _STATE = {
+        "_categories": Field("plain"),
+        "_ref_counts": Field("array", lo=0.0),
+        "_critical": Field("float", lo=0.0, allow_inf=True),
+        "_codes": Field("array", dtype="int8", lo=0),
+        "_pos": Field("int", lo=0),
+        "_count": Field("int", lo=0),
+        "_since_test": Field("int", lo=0),
+    }
+    _WARM_KIND = "strs"
 
     def __init__(
         self,
@@ -104,6 +111,7 @@ class CategoricalShift:
         arl0: float = 1e6,
         max_categories: int = 8,
     ) -> None:
+        super().__init__()
         if warmup < 20:
             raise ValueError(f"warmup must be >= 20 observations, got {warmup}")
         if window < 20:
@@ -119,7 +127,6 @@ class CategoricalShift:
         self.stride = stride
         self.arl0 = arl0
         self.max_categories = max_categories
-        self._warm: list[str] = []
         self._categories: dict[str, int] = {}
         self._ref_counts = np.zeros(0)
         self._critical = math.inf
@@ -127,16 +134,6 @@ class CategoricalShift:
         self._pos = 0
         self._count = 0
         self._since_test = 0
-        self._drift_detected = False
-        self._last: dict[str, Any] = {}
-
-    @property
-    def drift_detected(self) -> bool:
-        return self._drift_detected
-
-    @property
-    def last_detection(self) -> dict[str, Any]:
-        return self._last
 
     @property
     def categories(self) -> list[str]:
@@ -162,18 +159,16 @@ class CategoricalShift:
             (self._categories.get(v, other) for v in values), dtype=np.int8, count=len(values)
         )
 
-    def update(self, x: str) -> None:
-        self.update_many([x])
-
     def update_many(self, values: list[str]) -> list[int]:
         """Feed a batch of category labels; return the indices of detections."""
         self._drift_detected = False
         found: list[int] = []
         i = 0
         if not self._categories:
-            i = fill_warmup(self._warm, self.warmup, [str(v) for v in values])
-            if len(self._warm) < self.warmup:
+            begin = self._warm_up([str(v) for v in values], self.warmup)
+            if begin is None:
                 return found
+            i = begin
             self._freeze()
         codes = self._encode([str(v) for v in values[i:]])
         w = self.window
@@ -195,8 +190,34 @@ class CategoricalShift:
                 self._since_test = 0
                 if self._test():
                     found.append(i + j - 1)
-        self._drift_detected = bool(found) and found[-1] == len(values) - 1
-        return found
+        return self._flag(found, len(values))
+
+    def _check_state(self) -> None:
+        k = len(self._categories)
+        if not all(isinstance(c, int) for c in self._categories.values()):
+            raise ValueError("CategoricalShift._categories: codes must be int")
+        codes = sorted(self._categories.values())
+        if codes != list(range(k)) or (k and OTHER not in self._categories):
+            raise ValueError("CategoricalShift._categories: codes must be 0..k-1 with (other)")
+        if self._ref_counts.shape != (k,):
+            raise ValueError(f"CategoricalShift._ref_counts: expected {k} counts")
+        if self._codes.shape != (self.window,) or (k and self._codes.max() >= k):
+            raise ValueError("CategoricalShift._codes: wrong size or unknown category code")
+        if self._pos >= self.window or self._count > self.window:
+            raise ValueError("CategoricalShift._pos/_count: outside the window")
+
+    def holds(self, p_value: float) -> bool:
+        """Whether the current window differs from the reference at level ``p_value``.
+
+        The ring keeps the latest ``window`` labels through a detection (only the test
+        waits for it to refill), so an open shift keeps holding right after one.
+        """
+        k = len(self._categories)
+        if not k:
+            return False
+        window_counts = np.bincount(self._codes, minlength=k).astype(np.float64)
+        g = g_statistic(self._ref_counts, window_counts)
+        return g > float(chdtri(max(k - 1, 1), p_value))
 
     def _test(self) -> bool:
         k = len(self._categories)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from driftline.detectors._kernels import FloatArray, ewma_filter
+from driftline.detectors.base import STATE_VERSION, Field, check_plain, decode
 from driftline.detectors.categorical import CategoricalShift
 from driftline.detectors.cusum import CUSUM, DEFAULT_SHIFTS
 from driftline.detectors.ewma import EWMA
@@ -42,6 +43,15 @@ CONTINUOUS_TESTS = 4
 ARMING_SE = 5.0
 # The creep EWMA (lam 0.02) is aimed at shifts of about this size (reference sd).
 CREEP_SHIFT = 0.2
+# Stay-open bar of shift_holds, in standard errors of the recent level (an EWMA over
+# about one window) against the reference. Opening an alert takes a test at the
+# metric's ARL0 share (1e8 events by default: about 5.7 standard errors for a window
+# mean), so 3 is the lower, recovery bar: a persistent shift stays above it, and a
+# shift that ended falls below it within about one window.
+HOLD_SE = 3.0
+# Its counterpart for a categorical mix: the G-test of the short window at this level.
+HOLD_P = 1e-3
+UNSEEN = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +104,15 @@ class MetricDetector:
         "_cusum",
         "_ewma",
         "_groups",
+        "_hold",
         "_ks",
+        "_level",
         "_moments",
         "_n_warm",
         "_recent_mean",
+        "_since_detection",
         "_spread",
+        "_square",
         "_warm",
         "arl0",
         "ewma_lam",
@@ -115,14 +129,20 @@ class MetricDetector:
         arl0: float = 1e6,
         ewma_lam: float = 0.02,
     ) -> None:
+        if kind not in ("continuous", "poisson", "bernoulli", "categorical"):
+            raise ValueError(f"kind must be continuous, poisson, bernoulli or categorical: {kind}")
         if warmup < 20 or window < 20:
             raise ValueError("warmup and window must be >= 20 observations")
+        if arl0 <= 4 * window:
+            raise ValueError(f"arl0 must exceed 4 windows ({4 * window} events), got {arl0}")
+        if not 0.0 < ewma_lam <= 1.0:
+            raise ValueError(f"ewma_lam must be in (0, 1], got {ewma_lam}")
         self.kind = kind
         self.warmup = warmup
         self.window = window
         self.arl0 = arl0
         self.ewma_lam = ewma_lam
-        self._warm = np.zeros(warmup, dtype=np.float32)
+        self._warm = np.zeros(0 if kind == "categorical" else warmup, dtype=np.float32)
         # Cluster codes of the warm-up values (trace ids): the reference's design effect.
         self._groups: np.ndarray | None = None
         self._n_warm = 0
@@ -143,6 +163,14 @@ class MetricDetector:
         # (n, mean, std) of the warm-up sample as observed, for baseline snapshots (the
         # reference itself holds a robust location and, for counts, an upper bound).
         self._moments: tuple[int, float, float] | None = None
+        # shift_holds: EWMAs (about one window) of the standardized value and its
+        # square, and the reference's (mean, sd) of the square.
+        self._level = 0.0
+        self._square = 1.0
+        self._hold = (1.0, 1.0)
+        # Values since the latest detection: a shift holds for a window after one, while
+        # the recent level (slower than the test that fired) catches up with it.
+        self._since_detection = UNSEEN
 
     @property
     def frozen(self) -> bool:
@@ -235,6 +263,10 @@ class MetricDetector:
             # warm-up distribution) sees a variance change long before a KS window does.
             squares = FrozenReference.from_values(ref.standardize(values) ** 2)
             self._spread = CUSUM.from_reference(squares, shifts=(1.0,), arl0=share)
+            z2 = ref.standardize(values) ** 2
+            self._hold = (float(z2.mean()), float(z2.std()) + 1e-6)
+        self._level = 0.0
+        self._square = self._hold[0]
         self._warm = np.zeros(0, dtype=np.float32)
         self._groups = None
         self._recent_mean = ref.mean
@@ -270,6 +302,10 @@ class MetricDetector:
         alpha = 2.0 / (self.window + 1.0)
         recent = ewma_filter(rest, alpha, self._recent_mean)
         self._recent_mean = float(recent[-1])
+        z = ref.standardize(rest)
+        self._level = float(ewma_filter(z, alpha, self._level)[-1])
+        if self._spread is not None:
+            self._square = float(ewma_filter(z**2, alpha, self._square)[-1])
         for i in self._cusum.update_many(rest):
             ev = self._cusum.last_detection
             found.append(self._make(start + i, "cusum", ev, recent[i], ref.mean))
@@ -282,11 +318,156 @@ class MetricDetector:
                 ev = self._ewma.last_detection
                 found.append(self._make(start + i, "ewma", ev, recent[i], ref.mean))
         if self._spread is not None:
-            for i in self._spread.update_many(ref.standardize(rest) ** 2):
+            for i in self._spread.update_many(z**2):
                 ev = self._spread.last_detection
                 found.append(self._make(start + i, "cusum_spread", ev, recent[i], ref.mean))
         found.sort(key=lambda d: (d.index, d.test))
+        return self._count_since(found, x.shape[0])
+
+    def _count_since(self, found: list[Detection], n: int) -> list[Detection]:
+        if found:
+            self._since_detection = n - 1 - found[-1].index
+        else:
+            self._since_detection = min(self._since_detection + n, UNSEEN)
         return found
+
+    # --- alert lifecycle ----------------------------------------------------------
+
+    def shift_holds(self) -> bool:
+        """Whether the recent window still differs from the reference at the stay-open bar.
+
+        Continuous: the level (an EWMA of the standardized value over about one window)
+        or the spread (the same of its square) beyond ``HOLD_SE`` standard errors;
+        counts and rates: the level above it; categorical: the short window's G-test at
+        level ``HOLD_P``. False before the reference is frozen. A shift that ends falls
+        below the bar within about one window (500 events by default).
+        """
+        if self._since_detection < self.window:
+            return True
+        if self._categorical is not None:
+            return self._categorical[0].holds(HOLD_P)
+        if self._cusum is None or self._cusum.reference is None:
+            return False
+        ref = self._cusum.reference
+        # Standard error of the recent level against the reference: the window's own
+        # (the EWMA's variance is 1/window in long-run units) and the reference mean's.
+        if self.kind != "continuous":
+            # A count's reference already sits at the upper bound of its rate.
+            return self._level > HOLD_SE * math.sqrt(1.0 / self.window)
+        se = math.sqrt(1.0 / self.window + 1.0 / ref.n_effective)
+        if abs(self._level) > HOLD_SE * se:
+            return True
+        m2, sd2 = self._hold
+        se_square = sd2 * math.sqrt(1.0 / self.window + ref.inflation / ref.n)
+        return abs(self._square - m2) > HOLD_SE * se_square
+
+    def rebaseline(self) -> None:
+        """Accept the current behaviour: forget the reference and re-warm from the next values.
+
+        The next ``warmup`` values form the new reference (no detection meanwhile). A
+        fresh sample is used rather than the recent window because the window may
+        straddle the change being accepted.
+        """
+        fresh = MetricDetector(self.kind, self.warmup, self.window, self.arl0, self.ewma_lam)
+        for name in self.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+    # --- plain state --------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data (see :mod:`detectors.base`) to continue exactly from here."""
+
+        def sub(det: Any) -> Any:
+            return None if det is None else det.to_state()
+
+        return {
+            "class": "MetricDetector",
+            "version": STATE_VERSION,
+            "args": {
+                "kind": self.kind,
+                "warmup": self.warmup,
+                "window": self.window,
+                "arl0": self.arl0,
+                "ewma_lam": self.ewma_lam,
+            },
+            "n_warm": self._n_warm,
+            "warm": self._warm.copy(),
+            "groups": None if self._groups is None else self._groups.copy(),
+            "cusum": sub(self._cusum),
+            "ks": sub(self._ks),
+            "ewma": sub(self._ewma),
+            "spread": sub(self._spread),
+            "categorical": None
+            if self._categorical is None
+            else [c.to_state() for c in self._categorical],
+            "recent_mean": self._recent_mean,
+            "moments": None if self._moments is None else list(self._moments),
+            "level": self._level,
+            "square": self._square,
+            "hold": list(self._hold),
+            "since_detection": self._since_detection,
+        }
+
+    @classmethod
+    def from_state(cls, state: Any) -> Self:
+        """Rebuild from :meth:`to_state`; ``ValueError`` names the field that is wrong."""
+        name = "MetricDetector"
+        if not isinstance(state, dict):
+            raise ValueError(f"{name} state must be a dict, got {type(state).__name__}")
+        if state.get("class") != name or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a {name} state of version {STATE_VERSION}")
+        args = state.get("args")
+        if not isinstance(args, dict):
+            raise ValueError(f"{name}.args: expected a dict")
+        check_plain(args, f"{name}.args")
+        try:
+            det = cls(**args)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}.args: {exc}") from exc
+        det._n_warm = decode(state, "n_warm", Field("int", lo=0, hi=det.warmup), name)
+        frozen = state.get("cusum") is not None or state.get("categorical") is not None
+        warm_size = 0 if frozen or det.kind == "categorical" else det.warmup
+        det._warm = decode(state, "warm", Field("array", dtype="float32"), name)
+        if det._warm.shape != (warm_size,):
+            raise ValueError(f"{name}.warm: expected {warm_size} values")
+        det._groups = decode(state, "groups", Field("array", dtype="int64", optional=True), name)
+        if det._groups is not None and det._groups.shape != (det.warmup,):
+            raise ValueError(f"{name}.groups: expected {det.warmup} codes")
+        det._cusum = decode(state, "cusum", Field("detector", cls=CUSUM), name)
+        det._ks = decode(state, "ks", Field("detector", cls=KSWindow), name)
+        det._ewma = decode(state, "ewma", Field("detector", cls=EWMA), name)
+        det._spread = decode(state, "spread", Field("detector", cls=CUSUM), name)
+        cats = state.get("categorical")
+        if (cats is None) != (det.kind != "categorical"):
+            raise ValueError(f"{name}.categorical: present exactly for a categorical kind")
+        if cats is not None:
+            if not isinstance(cats, list) or len(cats) != 2:
+                raise ValueError(f"{name}.categorical: expected two detector states")
+            det._categorical = tuple(CategoricalShift.from_state(c) for c in cats)
+        if det.kind != "categorical" and frozen and det._cusum is None:
+            raise ValueError(f"{name}.cusum: a frozen continuous or count metric needs it")
+        det._recent_mean = decode(state, "recent_mean", Field("float"), name)
+        moments = state.get("moments")
+        if moments is not None:
+            if not isinstance(moments, list) or len(moments) != 3:
+                raise ValueError(f"{name}.moments: expected [n, mean, std]")
+            parts = {"n": moments[0], "mean": moments[1], "std": moments[2]}
+            n = decode(parts, "n", Field("int", lo=0), f"{name}.moments")
+            mean = decode(parts, "mean", Field("float"), f"{name}.moments")
+            std = decode(parts, "std", Field("float", lo=0.0), f"{name}.moments")
+            det._moments = (n, mean, std)
+        det._since_detection = decode(state, "since_detection", Field("int", lo=0, hi=UNSEEN), name)
+        det._level = decode(state, "level", Field("float"), name)
+        det._square = decode(state, "square", Field("float", lo=0.0), name)
+        hold = state.get("hold")
+        if not isinstance(hold, list) or len(hold) != 2:
+            raise ValueError(f"{name}.hold: expected [mean, sd] of the squared reference")
+        pair = {"mean": hold[0], "sd": hold[1]}
+        det._hold = (
+            decode(pair, "mean", Field("float", lo=0.0), f"{name}.hold"),
+            decode(pair, "sd", Field("float", lo=0.0), f"{name}.hold"),
+        )
+        return det
 
     def _make(
         self, index: int, test: str, ev: dict[str, Any], current: float, base: float
@@ -308,4 +489,4 @@ class MetricDetector:
                 js = float(ev["jensen_shannon"])
                 found.append(Detection(i, "g_test", stat / thr, stat, thr, 0.0, js, js, dict(ev)))
         found.sort(key=lambda d: (d.index, -d.score))
-        return found
+        return self._count_since(found, len(values))

@@ -8,13 +8,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.detectors._kernels import SCAN_CHUNK, FloatArray, cusum_path, scan_with_resets
+from driftline.detectors.base import DriftDetector, Field
 from driftline.detectors.calibration import DEFAULT_GUARD, cusum_thresholds
-from driftline.detectors.reference import MODELS, FrozenReference, Model, fill_warmup
+from driftline.detectors.reference import MODELS, FrozenReference, Model
 
 DEFAULT_SHIFTS = (0.2, 0.5, 1.5)
 
 
-class CUSUM:
+class CUSUM(DriftDetector):
     """Page's CUSUM, a small bank of target shifts in both directions.
 
     The first ``warmup`` observations freeze a :class:`FrozenReference`; later ones are
@@ -65,13 +66,10 @@ class CUSUM:
     # Slots: thousands of these live per worker, a __dict__ each would double the state.
     __slots__ = (
         "_directions",
-        "_drift_detected",
         "_drifts",
-        "_last",
         "_ref",
         "_s",
         "_thresholds",
-        "_warm",
         "arl0",
         "guard",
         "model",
@@ -80,6 +78,12 @@ class CUSUM:
         "upward_only",
         "warmup",
     )
+    _ARGS = ("warmup", "shifts", "arl0", "model", "guard", "seed", "upward_only")
+    _STATE = {
+        "_ref": Field("reference"),
+        "_thresholds": Field("array", lo=0.0, allow_inf=True),
+        "_s": Field("array", lo=0.0),
+    }
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class CUSUM:
         seed: int = 0,
         upward_only: bool = False,
     ) -> None:
+        super().__init__()
         if warmup < 20:
             raise ValueError(f"warmup must be >= 20 observations, got {warmup}")
         if not shifts or any(s <= 0 for s in shifts):
@@ -112,12 +117,9 @@ class CUSUM:
         sides = (1.0,) if upward_only else (1.0, -1.0)
         self._directions = np.repeat(sides, m)
         self._drifts = np.tile(np.asarray(self.shifts) / 2.0, len(sides))
-        self._warm: list[float] = []
         self._ref: FrozenReference | None = None
         self._thresholds = np.full(len(sides) * m, np.inf)
         self._s = np.zeros(len(sides) * m)
-        self._drift_detected = False
-        self._last: dict[str, Any] = {}
 
     @classmethod
     def from_reference(
@@ -134,21 +136,12 @@ class CUSUM:
         return det
 
     @property
-    def drift_detected(self) -> bool:
-        return self._drift_detected
-
-    @property
     def reference(self) -> FrozenReference | None:
         return self._ref
 
     @property
     def thresholds(self) -> FloatArray:
         return self._thresholds
-
-    @property
-    def last_detection(self) -> dict[str, Any]:
-        """Evidence of the latest detection: direction, shift, statistic, threshold."""
-        return self._last
 
     def score(self) -> float:
         """Largest ``S / h`` in the bank: 1.0 means at threshold."""
@@ -167,19 +160,6 @@ class CUSUM:
         )
         self._ref = ref.without_sample()
 
-    def update(self, x: float) -> None:
-        self._drift_detected = False
-        if self._ref is None:
-            self._warm.append(float(x))
-            if len(self._warm) >= self.warmup:
-                self._freeze()
-            return
-        z = float(self._ref.standardize(np.array([x]))[0])
-        self._s = np.maximum(0.0, self._s + self._directions * z - self._drifts)
-        over = self._s > self._thresholds
-        if over.any():
-            self._detect(int(np.argmax(self._s / self._thresholds)))
-
     def _detect(self, member: int) -> None:
         self._drift_detected = True
         self._last = {
@@ -193,13 +173,14 @@ class CUSUM:
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""
         x = np.asarray(values, dtype=np.float64)
-        self._drift_detected = False
         found: list[int] = []
         start = 0
+        self._drift_detected = False
         if self._ref is None:
-            start = fill_warmup(self._warm, self.warmup, x.tolist())
-            if len(self._warm) < self.warmup:
+            begin = self._warm_up(x.tolist(), self.warmup)
+            if begin is None:
                 return found
+            start = begin
             self._freeze()
         assert self._ref is not None
         z = self._ref.standardize(x[start:])
@@ -221,8 +202,13 @@ class CUSUM:
             found.append(start + at)
             start += at + 1
             z = z[at + 1 :]
-        self._drift_detected = bool(found) and found[-1] == x.shape[0] - 1
-        return found
+        return self._flag(found, x.shape[0])
+
+    def _check_state(self) -> None:
+        members = self._drifts.shape[0]
+        for name in ("_s", "_thresholds"):
+            if getattr(self, name).shape != (members,):
+                raise ValueError(f"CUSUM.{name}: expected {members} members")
 
 
 def cusum_rows(

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from driftline.detectors._kernels import SCAN_CHUNK, FloatArray, ewma_filter
+from driftline.detectors.base import DriftDetector, Field
 from driftline.detectors.calibration import DEFAULT_GUARD, ewma_limits
-from driftline.detectors.reference import FrozenReference, fill_warmup
+from driftline.detectors.reference import FrozenReference
 
 
-class EWMA:
+class EWMA(DriftDetector):
     """Exponentially weighted mean of ``z`` with a limit calibrated on the reference.
 
     A small ``lam`` averages over about ``2 / lam`` observations, so a mean that
@@ -50,19 +50,13 @@ class EWMA:
     """
 
     # Slots: thousands of these live per worker, a __dict__ each would double the state.
-    __slots__ = (
-        "_drift_detected",
-        "_e",
-        "_last",
-        "_limit",
-        "_ref",
-        "_warm",
-        "arl0",
-        "guard",
-        "lam",
-        "seed",
-        "warmup",
-    )
+    __slots__ = ("_e", "_limit", "_ref", "arl0", "guard", "lam", "seed", "warmup")
+    _ARGS = ("warmup", "lam", "arl0", "guard", "seed")
+    _STATE = {
+        "_ref": Field("reference"),
+        "_limit": Field("float", lo=0.0, allow_inf=True),
+        "_e": Field("float"),
+    }
 
     def __init__(
         self,
@@ -72,23 +66,23 @@ class EWMA:
         guard: float = DEFAULT_GUARD,
         seed: int = 0,
     ) -> None:
+        super().__init__()
         if warmup < 20:
             raise ValueError(f"warmup must be >= 20 observations, got {warmup}")
         if not 0.0 < lam <= 1.0:
             raise ValueError(f"lam must be in (0, 1], got {lam}")
         if arl0 <= 1:
             raise ValueError(f"arl0 must be > 1 event, got {arl0}")
+        if guard < 0:
+            raise ValueError(f"guard must be >= 0, got {guard}")
         self.warmup = warmup
         self.lam = lam
         self.arl0 = arl0
         self.guard = guard
         self.seed = seed
-        self._warm: list[float] = []
         self._ref: FrozenReference | None = None
         self._limit = math.inf
         self._e = 0.0
-        self._drift_detected = False
-        self._last: dict[str, Any] = {}
 
     @classmethod
     def from_reference(
@@ -99,14 +93,6 @@ class EWMA:
         return det
 
     @property
-    def drift_detected(self) -> bool:
-        return self._drift_detected
-
-    @property
-    def last_detection(self) -> dict[str, Any]:
-        return self._last
-
-    @property
     def limit(self) -> float:
         return self._limit
 
@@ -115,9 +101,6 @@ class EWMA:
         self._limit = ewma_limits(ref, self.lam, self.arl0, self.guard, self.seed)
         self._ref = ref.without_sample()
 
-    def update(self, x: float) -> None:
-        self.update_many(np.array([x]))
-
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""
         x = np.asarray(values, dtype=np.float64)
@@ -125,9 +108,10 @@ class EWMA:
         found: list[int] = []
         start = 0
         if self._ref is None:
-            start = fill_warmup(self._warm, self.warmup, x.tolist())
-            if len(self._warm) < self.warmup:
+            begin = self._warm_up(x.tolist(), self.warmup)
+            if begin is None:
                 return found
+            start = begin
             self._set_reference(FrozenReference.from_values(np.asarray(self._warm)))
         assert self._ref is not None
         z = self._ref.standardize(x[start:])
@@ -148,8 +132,7 @@ class EWMA:
             found.append(start + at)
             start += at + 1
             z = z[at + 1 :]
-        self._drift_detected = bool(found) and found[-1] == x.shape[0] - 1
-        return found
+        return self._flag(found, x.shape[0])
 
     def score(self) -> float:
         return abs(self._e) / self._limit if math.isfinite(self._limit) else 0.0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from scipy.special import kolmogi
 
 from driftline.detectors._kernels import FloatArray
-from driftline.detectors.reference import FrozenReference, fill_warmup
+from driftline.detectors.base import DriftDetector, Field
+from driftline.detectors.reference import FrozenReference
 
 
 def ks_statistic(ref_sorted: FloatArray, window: FloatArray) -> float:
@@ -53,7 +53,7 @@ def ks_critical_value(
     return window_part + float(kolmogi(REFERENCE_GUARD_P)) * math.sqrt(inflation / n_ref)
 
 
-class KSWindow:
+class KSWindow(DriftDetector):
     """Shape change: KS distance between the last ``window`` values and the reference.
 
     The test runs every ``stride`` observations once the window is full. Its level is
@@ -93,21 +93,28 @@ class KSWindow:
         "_buf",
         "_count",
         "_critical",
-        "_drift_detected",
-        "_last",
         "_pos",
         "_ref_sorted",
         "_since_test",
-        "_warm",
         "arl0",
         "stride",
         "warmup",
         "window",
     )
+    _ARGS = ("warmup", "window", "stride", "arl0")
+    _STATE = {
+        "_ref_sorted": Field("array", dtype="float32", optional=True),
+        "_critical": Field("float", lo=0.0, allow_inf=True),
+        "_buf": Field("array", dtype="float32"),
+        "_pos": Field("int", lo=0),
+        "_count": Field("int", lo=0),
+        "_since_test": Field("int", lo=0),
+    }
 
     def __init__(
         self, warmup: int = 500, window: int = 500, stride: int = 100, arl0: float = 1e6
     ) -> None:
+        super().__init__()
         if warmup < 20:
             raise ValueError(f"warmup must be >= 20 observations, got {warmup}")
         if window < 20:
@@ -120,15 +127,12 @@ class KSWindow:
         self.window = window
         self.stride = stride
         self.arl0 = arl0
-        self._warm: list[float] = []
         self._ref_sorted: FloatArray | None = None
         self._critical = math.inf
         self._buf = np.zeros(window, dtype=np.float32)
         self._pos = 0  # next write position in the ring
         self._count = 0  # observations in the window since the last reset (<= window)
         self._since_test = 0
-        self._drift_detected = False
-        self._last: dict[str, Any] = {}
 
     @classmethod
     def from_reference(
@@ -138,14 +142,6 @@ class KSWindow:
         det = cls(max(20, len(values)), window, stride, arl0)
         det._freeze(np.asarray(values, dtype=np.float64), ref.inflation)
         return det
-
-    @property
-    def drift_detected(self) -> bool:
-        return self._drift_detected
-
-    @property
-    def last_detection(self) -> dict[str, Any]:
-        return self._last
 
     @property
     def critical_value(self) -> float:
@@ -160,9 +156,6 @@ class KSWindow:
         self._critical = ks_critical_value(n, self.window, alpha, inflation, frozen_reference=True)
         self._warm = []
 
-    def update(self, x: float) -> None:
-        self.update_many(np.array([x]))
-
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""
         x = np.asarray(values, dtype=np.float64)
@@ -170,9 +163,10 @@ class KSWindow:
         found: list[int] = []
         i = 0
         if self._ref_sorted is None:
-            i = fill_warmup(self._warm, self.warmup, x.tolist())
-            if len(self._warm) < self.warmup:
+            begin = self._warm_up(x.tolist(), self.warmup)
+            if begin is None:
                 return found
+            i = begin
             self._freeze(np.asarray(self._warm))
         assert self._ref_sorted is not None
         w = self.window
@@ -186,8 +180,15 @@ class KSWindow:
                 self._since_test = 0
                 if self._test():
                     found.append(i - 1)
-        self._drift_detected = bool(found) and found[-1] == x.shape[0] - 1
-        return found
+        return self._flag(found, x.shape[0])
+
+    def _check_state(self) -> None:
+        if self._buf.shape != (self.window,):
+            raise ValueError(f"KSWindow._buf: expected {self.window} values")
+        if self._pos >= self.window or self._count > self.window:
+            raise ValueError("KSWindow._pos/_count: outside the window")
+        if self._since_test > self.stride:
+            raise ValueError("KSWindow._since_test: beyond the stride")
 
     def _push(self, chunk: FloatArray) -> None:
         # Callers never push past the next test point, so chunk fits in the ring.
