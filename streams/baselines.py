@@ -20,28 +20,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from driftline.schemas.event import Field
+from driftline.schemas.tables import BASELINES
 
 if TYPE_CHECKING:
     from driftline.streams.monitor import Monitor
 
 __all__ = ["BASELINE_COLUMNS", "BASELINE_TABLE", "baseline_rows"]
 
-BASELINE_TABLE: Final = "driftline.workflow_baselines"
-BASELINE_COLUMNS: Final[tuple[Field, ...]] = (
-    Field("snapshot_ts", "ts"),
-    Field("workflow", "str"),
-    Field("bundle_id", "str"),
-    Field("metric", "str"),
-    Field("frozen", "bool"),
-    Field("n", "int"),
-    Field("mean", "float"),
-    Field("std", "float"),
-    Field("p50", "float", nullable=True),
-    Field("p95", "float", nullable=True),
-    Field("p99", "float", nullable=True),
-    Field("extra", "str"),
-)
+# The table's name and columns are schemas/tables.py BASELINES; these names are kept for callers.
+BASELINE_TABLE: Final = BASELINES.name
+BASELINE_COLUMNS: Final = BASELINES.fields
 SCORE_THRESHOLD: Final = 1.0  # summaries report statistic / threshold
 
 

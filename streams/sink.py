@@ -28,8 +28,8 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 
-from driftline.schemas.alert import TRANSITION_FIELDS
-from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field
+from driftline.schemas.event import Field
+from driftline.schemas.tables import ALERTS_LOG, REQUESTS, TRACES
 from driftline.store import SkipExisting, Store, StoreError
 
 RecordKind = Literal["events", "traces", "alerts"]
@@ -53,18 +53,17 @@ class TableSpec:
 
 TABLES: Final[dict[RecordKind, TableSpec]] = {
     "events": TableSpec(
-        "driftline.llm_requests_raw",
-        EVENT_FIELDS,
+        REQUESTS.name,
+        REQUESTS.fields,
         ("workflow", "start_ts", "span_id"),
         SkipExisting(("workflow", "start_ts", "span_id"), "start_ts"),
     ),
-    "traces": TableSpec("driftline.llm_traces_raw", TRACE_FIELDS, ("trace_id",)),
+    "traces": TableSpec(TRACES.name, TRACES.fields, ("trace_id",)),
     "alerts": TableSpec(
-        "driftline.llm_alerts_log",
-        # evidence is a nested dict: stored as JSON text, not as a Map(String, String)
-        tuple(Field(f.name, "str") if f.name == "evidence" else f for f in TRANSITION_FIELDS),
+        ALERTS_LOG.name,
+        ALERTS_LOG.fields,
         ("alert_id", "event_ts", "transition"),
-        json_fields=("evidence",),
+        json_fields=("evidence",),  # a nested dict in the record, a str column in the table
     ),
 }
 
@@ -103,7 +102,7 @@ _CONVERSION_ERRORS: Final = (
 def to_arrow(records: Iterable[Mapping[str, Any]], fields: tuple[Field, ...]) -> pa.Table:
     """Records (internal form: timestamps in microseconds) as an Arrow table of ``fields``.
 
-    >>> fields = (TRACE_FIELDS[0], TRACE_FIELDS[7])
+    >>> fields = (TRACES.fields[0], TRACES.fields[7])
     >>> t = to_arrow([{"trace_id": "t1", "start_ts": 1_000_000}], fields)
     >>> t.column("start_ts").to_pylist()[0].isoformat()
     '1970-01-01T00:00:01+00:00'

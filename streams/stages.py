@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from driftline.schemas.alert import TRANSITION_FIELDS
-from driftline.schemas.event import TRACE_FIELDS, Field, from_wire, to_wire
+from driftline.schemas.event import TRACE_FIELDS, from_wire, to_wire
+from driftline.schemas.tables import BASELINES, DELIVERIES
 from driftline.streams.notifier.routing import ENV_ROUTING_KEY
 from driftline.streams.paging import add_notify
 
@@ -67,19 +68,6 @@ CHANGELOG_TAIL_IDLE_POLLS: Final = 3  # 3 x 0.2 s without a record: the end of t
 CHECKPOINT_MAGIC: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
 STORE_BATCH_MESSAGES: Final = 1000
 MAX_STORE_BACKOFF_S: Final = 30.0
-DELIVERY_TABLE: Final = "driftline.alert_deliveries"
-DELIVERY_COLUMNS: Final[tuple[Field, ...]] = (
-    Field("alert_id", "str"),
-    Field("dedup_key", "str"),
-    Field("event_action", "str"),
-    Field("attempt", "int"),
-    Field("status_code", "int"),
-    Field("outcome", "str"),
-    Field("error", "str"),
-    Field("latency_ms", "float"),
-    Field("sent_at", "ts"),
-    Field("target", "str"),
-)
 
 
 def store_backoff_s(failures: int) -> float:
@@ -519,9 +507,9 @@ async def store_deliveries(state: GovernanceState, records: Sequence[dict[str, A
     if not records:
         return
     store = await state.writer.store()
-    data = to_arrow(records, DELIVERY_COLUMNS)
+    data = to_arrow(records, DELIVERIES.fields)
     await state.writer.run_until_done(
-        "writing deliveries", store.insert_arrow, DELIVERY_TABLE, data, None
+        "writing deliveries", store.insert_arrow, DELIVERIES.name, data, None
     )
 
 
@@ -529,7 +517,7 @@ async def write_baselines(state: GovernanceState, counters: Any) -> None:
     """Write the baselines of workflows changed since the last snapshot (best effort: on a
     store error they stay due and go with the next one)."""
     from driftline.store import StoreError
-    from driftline.streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
+    from driftline.streams.baselines import baseline_rows
     from driftline.streams.sink import to_arrow
 
     due = sorted(w for w in state.baselines_due if w in set(state.monitor.workflows()))
@@ -541,8 +529,8 @@ async def write_baselines(state: GovernanceState, counters: Any) -> None:
         return
     try:
         store = await state.writer.store()
-        data = to_arrow(rows, BASELINE_COLUMNS)
-        await state.writer.run(store.insert_arrow, BASELINE_TABLE, data, None)
+        data = to_arrow(rows, BASELINES.fields)
+        await state.writer.run(store.insert_arrow, BASELINES.name, data, None)
         counters["baselines.rows"] += len(rows)
     except StoreError as exc:
         state.baselines_due.update(due)

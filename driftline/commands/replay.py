@@ -173,10 +173,10 @@ def write_to_store(
     url: str, settings: Settings, records: list[dict], monitor: Monitor, deliveries: list[dict]
 ) -> None:
     """The replay's transitions, final baselines and deliveries, as the worker writes them."""
+    from driftline.schemas.tables import BASELINES, DELIVERIES
     from driftline.store import open_store
-    from driftline.streams.baselines import BASELINE_COLUMNS, BASELINE_TABLE, baseline_rows
+    from driftline.streams.baselines import baseline_rows
     from driftline.streams.sink import EventSink, to_arrow
-    from driftline.streams.stages import DELIVERY_COLUMNS, DELIVERY_TABLE
 
     store = open_store(url, settings.store)
     try:
@@ -187,9 +187,9 @@ def write_to_store(
             sink.flush()
         baselines = baseline_rows(monitor, monitor.workflows(), monitor.watermark)
         if baselines:
-            store.insert_arrow(BASELINE_TABLE, to_arrow(baselines, BASELINE_COLUMNS), None)
+            store.insert_arrow(BASELINES.name, to_arrow(baselines, BASELINES.fields), None)
         if deliveries:
-            store.insert_arrow(DELIVERY_TABLE, to_arrow(deliveries, DELIVERY_COLUMNS), None)
+            store.insert_arrow(DELIVERIES.name, to_arrow(deliveries, DELIVERIES.fields), None)
     finally:
         store.close()
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from driftline.schemas.ddl import DATABASE, MIGRATIONS_TABLE, Migration, load_migrations
+from driftline.schemas.tables import SCHEMA_MIGRATIONS
 from driftline.store.base import Store, StoreError, StoreQueryError
 
 
@@ -84,17 +85,14 @@ def migrate(
             continue
         for statement in migration.statements(ttl_days):
             store.command(statement)
-        store.insert_arrow(
-            MIGRATIONS_TABLE,
-            pa.table(
-                {
-                    "version": pa.array([migration.version], pa.uint32()),
-                    "name": [migration.name],
-                    "checksum": [migration.checksum],
-                    "applied_at": pa.array([datetime.now(UTC)], pa.timestamp("us", "UTC")),
-                }
-            ),
+        values = (
+            pa.array([migration.version], pa.uint32()),
+            [migration.name],
+            [migration.checksum],
+            pa.array([datetime.now(UTC)], pa.timestamp("us", "UTC")),
         )
+        record = dict(zip(SCHEMA_MIGRATIONS.columns, values, strict=True))
+        store.insert_arrow(SCHEMA_MIGRATIONS.name, pa.table(record))
         done.append(migration.version)
     if manage_ttl:
         apply_ttl(store, ttl_days)

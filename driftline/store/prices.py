@@ -14,6 +14,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from driftline.schemas.tables import MODEL_PRICES
 from driftline.store.base import Store
 
 Tiers = tuple[tuple[int, float], ...]
@@ -38,8 +39,11 @@ class RateBook(Protocol):
     def rates(self, provider: str, model: str) -> ModelRates | None: ...
 
 
-PRICES_TABLE = "driftline.model_prices"
+PRICES_TABLE = MODEL_PRICES.name
 _PER_MTOK = 1_000_000
+_ARROW_TYPES = {"str": pa.string(), "float": pa.float64(), "ts": pa.timestamp("us", "UTC")}
+# The table's columns in order, typed as its fields say.
+_SCHEMA = pa.schema([(f.name, _ARROW_TYPES[f.kind]) for f in MODEL_PRICES.fields])
 
 
 def _base(rate: Tiers) -> float:
@@ -57,35 +61,24 @@ def write_model_prices(
     store: Store, book: RateBook, models: Iterable[tuple[str, str]] | None = None
 ) -> int:
     """Write rates for ``models`` (default: every model seen); return rows written."""
-    rows: dict[str, list[object]] = {
-        k: []
-        for k in (
-            "provider",
-            "model",
-            "input_per_mtok",
-            "output_per_mtok",
-            "cache_read_per_mtok",
-            "cache_write_per_mtok",
-            "source",
-        )
-    }
+    rows: list[dict[str, object]] = []
+    now = datetime.now(UTC)
     for provider, model in seen_models(store) if models is None else models:
         rates = book.rates(provider, model)
         if rates is None:
             continue
-        for name, value in (
-            ("provider", provider),
-            ("model", model),
-            ("input_per_mtok", _base(rates.input)),
-            ("output_per_mtok", _base(rates.output)),
-            ("cache_read_per_mtok", _base(rates.cache_read)),
-            ("cache_write_per_mtok", _base(rates.cache_write)),
-            ("source", rates.source),
-        ):
-            rows[name].append(value)
-    count = len(rows["model"])
-    if count:
-        now = datetime.now(UTC)
-        table = pa.table({**rows, "updated_at": pa.array([now] * count, pa.timestamp("us", "UTC"))})
-        store.insert_arrow(PRICES_TABLE, table)
-    return count
+        rows.append(
+            {
+                "provider": provider,
+                "model": model,
+                "input_per_mtok": _base(rates.input),
+                "output_per_mtok": _base(rates.output),
+                "cache_read_per_mtok": _base(rates.cache_read),
+                "cache_write_per_mtok": _base(rates.cache_write),
+                "source": rates.source,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        store.insert_arrow(PRICES_TABLE, pa.Table.from_pylist(rows, _SCHEMA))
+    return len(rows)

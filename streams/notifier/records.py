@@ -1,6 +1,7 @@
 """Delivery log records: one plain dict per attempt or per decision, for ``alert_deliveries``.
 
-Field names match the ClickHouse table. ``status_code`` is 0 when no HTTP response
+Field names are the table's columns (``driftline.schemas.tables.DELIVERIES``), outcomes its
+documented values. ``status_code`` is 0 when no HTTP response
 arrived (network error, timeout) or no request was made (unrouted, coalesced).
 ``target`` is ``<route name>@<URL host>``: never the routing key, never a URL path,
 because webhook URLs carry their secret in the path.
@@ -8,9 +9,23 @@ because webhook URLs carry their secret in the path.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-Outcome = Literal["delivered", "retrying", "failed_permanent", "gave_up", "unrouted", "coalesced"]
+from driftline.schemas.tables import DELIVERIES, Outcome
+
+__all__ = [
+    "COALESCED",
+    "DELIVERED",
+    "DELIVERY_FIELDS",
+    "FAILED_PERMANENT",
+    "FINAL_OUTCOMES",
+    "GAVE_UP",
+    "MAX_ERROR_CHARS",
+    "RETRYING",
+    "UNROUTED",
+    "Outcome",
+    "delivery_record",
+]
 
 DELIVERED: Final[Outcome] = "delivered"
 RETRYING: Final[Outcome] = "retrying"
@@ -22,18 +37,7 @@ COALESCED: Final[Outcome] = "coalesced"
 # Outcomes after which nothing more happens to that transition on that route.
 FINAL_OUTCOMES: Final = frozenset({DELIVERED, FAILED_PERMANENT, GAVE_UP, UNROUTED, COALESCED})
 
-DELIVERY_FIELDS: Final = (
-    "alert_id",
-    "dedup_key",
-    "event_action",
-    "attempt",
-    "status_code",
-    "outcome",
-    "error",
-    "latency_ms",
-    "sent_at",
-    "target",
-)
+DELIVERY_FIELDS: Final = DELIVERIES.columns
 
 MAX_ERROR_CHARS: Final = 1000
 
