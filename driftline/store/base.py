@@ -1,9 +1,12 @@
 """The store interface both backends implement, its errors, and the SQL they share.
 
-Both backends build every statement with the functions here, so the SQL that reaches an
-embedded chdb session and a ClickHouse server is the same text; only the source of an
-inserted batch differs (``Python(batch)`` in chdb, ``input('<structure>')`` on a server,
-which reads the request body).
+Both backends build every statement with the functions here. Queries and commands reach an
+embedded chdb session and a ClickHouse server as the same text. Inserts differ in how the batch
+travels: chdb reads it from the caller's frame in one ``INSERT ... SELECT ... FROM
+Python(batch)`` that also skips stored keys (:func:`insert_statement`); a server receives it as
+the body of ``INSERT INTO t (cols) [SETTINGS token] FORMAT ArrowStream``
+(:func:`insert_format_statement`), after the stored keys in the batch's time range were read
+with :func:`stored_keys_statement` and dropped from it (:func:`without_stored`).
 """
 
 from __future__ import annotations
@@ -122,25 +125,82 @@ def insert_statement(
       WHERE ts BETWEEN toDateTime64('1970-01-01 00:00:00.000000', 6, 'UTC')
                    AND toDateTime64('1970-01-01 00:00:00.000005', 6, 'UTC'))
     """
-    check_identifier(table_name)
     cols = ", ".join(check_identifier(c) for c in columns)
-    lines = [f"INSERT INTO {table_name} ({cols})"]
-    if dedup_token is not None:
-        if not _TOKEN_SAFE.match(dedup_token):
-            raise StoreQueryError(
-                f"dedup token has characters outside [A-Za-z0-9_.:-/]: {dedup_token!r}"
-            )
-        lines.append(f"SETTINGS insert_deduplication_token = '{dedup_token}'")
+    lines = [_insert_head(table_name, columns, dedup_token)]
     lines.append(f"SELECT {cols} FROM {source}")
     if skip_existing is not None and data.num_rows:
         key = ", ".join(check_identifier(c) for c in skip_existing.key)
-        bounds = pc.min_max(data.column(skip_existing.range_column))
-        lo, hi = (_datetime_literal(bounds[b].as_py()) for b in ("min", "max"))
-        lines.append(f"WHERE ({key}) NOT IN (SELECT {key} FROM {table_name}")
-        pad = " " * len(f"  WHERE {skip_existing.range_column} ")
-        lines.append(f"  WHERE {skip_existing.range_column} BETWEEN {lo}")
-        lines.append(f"{pad}    AND {hi})")
+        stored = stored_keys_statement(table_name, data, skip_existing).splitlines()
+        lines.append(f"WHERE ({key}) NOT IN ({stored[0]}")
+        lines.append(f"  {stored[1]}")
+        lines.append(f"  {stored[2]})")
     return "\n".join(lines)
+
+
+def insert_format_statement(
+    table_name: str, columns: Sequence[str], dedup_token: str | None, fmt: str
+) -> str:
+    """``INSERT INTO t (cols) [SETTINGS token] FORMAT fmt``: the rows follow in the body.
+
+    >>> print(insert_format_statement("db.t", ["k", "ts"], "p0:1-2", "ArrowStream"))
+    INSERT INTO db.t (k, ts)
+    SETTINGS insert_deduplication_token = 'p0:1-2'
+    FORMAT ArrowStream
+    """
+    return f"{_insert_head(table_name, columns, dedup_token)}\nFORMAT {check_identifier(fmt)}"
+
+
+def _insert_head(table_name: str, columns: Sequence[str], dedup_token: str | None) -> str:
+    check_identifier(table_name)
+    cols = ", ".join(check_identifier(c) for c in columns)
+    head = f"INSERT INTO {table_name} ({cols})"
+    if dedup_token is None:
+        return head
+    if not _TOKEN_SAFE.match(dedup_token):
+        raise StoreQueryError(
+            f"dedup token has characters outside [A-Za-z0-9_.:-/]: {dedup_token!r}"
+        )
+    return f"{head}\nSETTINGS insert_deduplication_token = '{dedup_token}'"
+
+
+def stored_keys_statement(table_name: str, data: pa.Table, skip_existing: SkipExisting) -> str:
+    """The keys already stored in the time range of a (non-empty) batch.
+
+    >>> t = pa.table({"k": ["a"], "ts": pa.array([5], pa.timestamp("us", "UTC"))})
+    >>> print(stored_keys_statement("db.t", t, SkipExisting(("k", "ts"), "ts")))
+    SELECT k, ts FROM db.t
+    WHERE ts BETWEEN toDateTime64('1970-01-01 00:00:00.000005', 6, 'UTC')
+                 AND toDateTime64('1970-01-01 00:00:00.000005', 6, 'UTC')
+    """
+    key = ", ".join(check_identifier(c) for c in skip_existing.key)
+    bounds = pc.min_max(data.column(skip_existing.range_column))
+    lo, hi = (_datetime_literal(bounds[b].as_py()) for b in ("min", "max"))
+    pad = " " * len(f"WHERE {skip_existing.range_column} ")
+    return "\n".join(
+        (
+            f"SELECT {key} FROM {check_identifier(table_name)}",
+            f"WHERE {check_identifier(skip_existing.range_column)} BETWEEN {lo}",
+            f"{pad}    AND {hi}",
+        )
+    )
+
+
+def without_stored(data: pa.Table, stored: pa.Table, key: Sequence[str]) -> pa.Table:
+    """The rows of ``data`` whose ``key`` is not among the rows of ``stored``, in order.
+
+    >>> data = pa.table({"k": ["a", "b", "c"], "n": [1, 2, 3]})
+    >>> without_stored(data, pa.table({"k": ["b", "x"]}), ["k"]).column("n").to_pylist()
+    [1, 3]
+    """
+    if stored.num_rows == 0 or data.num_rows == 0:
+        return data
+    names = list(key)
+    keys = data.select(names)
+    # the store answers with its own types (dictionaries for LowCardinality): compare as sent
+    stored_keys = stored.select(names).cast(keys.schema)
+    row = pa.array(range(data.num_rows), pa.int64())
+    new = keys.append_column("_row", row).join(stored_keys, keys=names, join_type="left anti")
+    return data.filter(pc.is_in(row, value_set=new.column("_row").combine_chunks()))
 
 
 def _datetime_literal(value: datetime) -> str:

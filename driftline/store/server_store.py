@@ -2,9 +2,13 @@
 
 URL ``clickhouse://user@host:8123/driftline`` (``clickhouses://`` or ``store.secure`` for TLS,
 default port 8443). The password is read from the environment variable named by
-``store.password_env``, never from the URL. Statements are the ones the embedded backend
-runs (:mod:`driftline.store.base`); batches are sent as an Arrow stream and read by the
-server's ``input()`` table function, so the duplicate filter runs inside the INSERT.
+``store.password_env``, never from the URL. Queries and commands are the ones the embedded
+backend runs (:mod:`driftline.store.base`). A batch is the Arrow stream body of ``INSERT INTO t
+(cols) [SETTINGS insert_deduplication_token = ...] FORMAT ArrowStream``, a statement the server
+runs as sent. Keys already stored in the batch's time range are read first and dropped from
+the batch. Two writers inserting the same span at the same moment can both find it absent, as
+they could inside one ``INSERT ... SELECT ... WHERE key NOT IN``; the raw tables still collapse
+it (0001_init.sql, "Exactness under re-delivery", layer 3).
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from driftline.schemas.ddl import DATABASE
 from driftline.store.base import (
     SkipExisting,
     Store,
-    StoreError,
     StoreUnavailableError,
     StoreUrlError,
-    check_identifier,
     error_from_message,
     format_params,
-    insert_statement,
+    insert_format_statement,
+    stored_keys_statement,
+    without_stored,
 )
 
 
@@ -80,7 +84,6 @@ class ServerStore(Store):
             raise StoreUnavailableError(f"cannot reach ClickHouse at {url}: {exc}") from exc
         except DatabaseError as exc:
             raise error_from_message(str(exc)) from exc
-        self._structures: dict[str, dict[str, str]] = {}
         self._closed = False
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
@@ -100,35 +103,17 @@ class ServerStore(Store):
         *,
         skip_existing: SkipExisting | None = None,
     ) -> None:
+        if skip_existing is not None and data.num_rows:
+            stored = self.query(stored_keys_statement(table_name, data, skip_existing))
+            data = without_stored(data, stored, skip_existing.key)
         if data.num_rows == 0:
             return
-        types = self._column_types(table_name)
-        structure = ", ".join(f"{check_identifier(c)} {types[c]}" for c in data.column_names)
-        source = "input('" + structure.replace("\\", "\\\\").replace("'", "\\'") + "')"
-        sql = insert_statement(
-            table_name, data.column_names, source, data, dedup_token, skip_existing
-        )
+        sql = insert_format_statement(table_name, data.column_names, dedup_token, "ArrowStream")
         body = io.BytesIO()
         with pa.ipc.new_stream(body, data.schema) as writer:
             writer.write_table(data)
         with _translated_errors(self.url):
-            self._client.command(sql + "\nFORMAT ArrowStream", data=body.getvalue())
-
-    def _column_types(self, table_name: str) -> dict[str, str]:
-        if table_name not in self._structures:
-            database, _, table = check_identifier(table_name).rpartition(".")
-            result = self.query(
-                "SELECT name, type FROM system.columns"
-                " WHERE database = {db:String} AND table = {t:String}",
-                {"db": database or DATABASE, "t": table},
-            )
-            names = result.column("name").to_pylist()
-            if not names:
-                raise StoreError(f"table {table_name} does not exist on {self.url}")
-            self._structures[table_name] = dict(
-                zip(names, result.column("type").to_pylist(), strict=True)
-            )
-        return self._structures[table_name]
+            self._client.command(sql, data=body.getvalue())
 
     def close(self) -> None:
         if not self._closed:

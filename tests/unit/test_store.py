@@ -1,4 +1,5 @@
-"""The embedded store: migrations, Arrow inserts, parameters, errors, chdb's one-path rule."""
+"""The store: migrations, Arrow inserts (embedded and through a server), parameters, errors,
+chdb's one-path rule."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import pytest
 
 from driftline.config import StoreSettings
 from driftline.schemas.ddl import Migration, latest_version, load_migrations
-from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS
 from driftline.store import (
     ChdbPathInUseError,
     ChdbStore,
     MigrationChangedError,
     SchemaTooNewError,
     SkipExisting,
+    Store,
     StoreInUseError,
     StoreQueryError,
     StoreUrlError,
@@ -28,6 +29,8 @@ from driftline.store import (
 )
 from driftline.store.chdb_store import held_by_another_process
 from driftline.store.migrations import applied_versions, migrate
+from driftline.store.server_store import ServerStore
+from tests.utils.chdb_http import ChdbHttpServer
 from tests.utils.events import reset_store
 
 MIGRATIONS = "SELECT * FROM driftline.schema_migrations ORDER BY version"
@@ -46,6 +49,22 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore
 def store(shared_store: ChdbStore) -> ChdbStore:
     reset_store(shared_store)
     return shared_store
+
+
+@pytest.fixture(params=["chdb", "server"])
+def writer(request: pytest.FixtureRequest, store: ChdbStore) -> Iterator[Store]:
+    """The store itself, or the same engine behind ClickHouse's HTTP interface."""
+    if request.param == "chdb":
+        yield store
+        return
+    with ChdbHttpServer(store.session) as server:
+        remote = ServerStore(f"clickhouse://default@127.0.0.1:{server.port}", StoreSettings())
+        yield remote
+        remote.close()
+        inserts = [s for s in server.requests if s.startswith("INSERT")]
+        # what production sends is what the engine ran: no input(), a format the body is in
+        assert inserts and all(s.endswith("\nFORMAT ArrowStream") for s in inserts)
+        assert not any("input(" in s for s in inserts)
 
 
 def _schema(store: ChdbStore) -> dict[str, str]:
@@ -117,20 +136,7 @@ def test_edited_migration_is_refused(store: ChdbStore) -> None:
         migrate(store, 3650, [edited, *migrations[1:]])
 
 
-def test_request_and_trace_columns_follow_the_event_schema(store: ChdbStore) -> None:
-    def columns(table: str) -> list[str]:
-        result = store.query(
-            "SELECT name FROM system.columns WHERE database = 'driftline' AND table = {t:String}"
-            " AND default_kind != 'MATERIALIZED' ORDER BY position",
-            {"t": table},
-        )
-        return result.column(0).to_pylist()
-
-    assert columns("llm_requests_raw") == [f.name for f in EVENT_FIELDS]
-    assert columns("llm_traces_raw") == [f.name for f in TRACE_FIELDS]
-
-
-def test_insert_arrow_skips_keys_already_stored(store: ChdbStore) -> None:
+def test_insert_arrow_skips_keys_already_stored(store: ChdbStore, writer: Store) -> None:
     ts = pa.timestamp("us", "UTC")
     rows = pa.table(
         {
@@ -145,15 +151,16 @@ def test_insert_arrow_skips_keys_already_stored(store: ChdbStore) -> None:
         }
     )
     skip = SkipExisting(("provider", "model", "updated_at"), "updated_at")
-    store.insert_arrow("driftline.model_prices", rows.slice(0, 1), skip_existing=skip)
-    store.insert_arrow("driftline.model_prices", rows, skip_existing=skip)
+    writer.insert_arrow("driftline.model_prices", rows.slice(0, 1), skip_existing=skip)
+    writer.insert_arrow("driftline.model_prices", rows, skip_existing=skip)
+    writer.insert_arrow("driftline.model_prices", rows, skip_existing=skip)  # nothing new
     stored = store.query("SELECT model FROM driftline.model_prices ORDER BY model")
     assert stored.column(0).to_pylist() == ["a", "b"]
     # the raw table holds each row once, before any merge
     assert store.query("SELECT count() FROM driftline.model_prices").column(0)[0].as_py() == 2
 
 
-def test_dedup_token_drops_a_repeated_insert(store: ChdbStore) -> None:
+def test_dedup_token_drops_a_repeated_insert(store: ChdbStore, writer: Store) -> None:
     row = pa.table(
         {
             "alert_id": ["a1"],
@@ -161,17 +168,19 @@ def test_dedup_token_drops_a_repeated_insert(store: ChdbStore) -> None:
             "event_action": ["trigger"],
             "attempt": [1],
             "status_code": [202],
-            "outcome": ["accepted"],
+            "outcome": ["delivered"],
             "error": [""],
             "latency_ms": [12.5],
             "sent_at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)], pa.timestamp("us", "UTC")),
             "target": ["pagerduty"],
         }
     )
-    store.insert_arrow("driftline.alert_deliveries", row, "deliveries:0:1-1")
-    store.insert_arrow("driftline.alert_deliveries", row, "deliveries:0:1-1")
+    writer.insert_arrow("driftline.alert_deliveries", row, "deliveries:0:1-1")
+    writer.insert_arrow("driftline.alert_deliveries", row, "deliveries:0:1-1")
+    retry = row.set_column(3, "attempt", pa.array([2], pa.int64()))
+    writer.insert_arrow("driftline.alert_deliveries", retry, "deliveries:0:2-2")
     count = store.query("SELECT count() FROM driftline.alert_deliveries").column(0)[0].as_py()
-    assert count == 1
+    assert count == 2
 
 
 def test_query_parameters_round_trip(store: ChdbStore) -> None:

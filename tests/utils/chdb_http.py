@@ -8,12 +8,17 @@ executes every statement on a chdb session (the same engine as the embedded stor
 - ``POST /?query=...`` (or the statement in the body): output in the statement's ``FORMAT``
   clause, else ``default_format``, else TabSeparated; ``param_<name>`` URL arguments fill
   ``{name:Type}`` placeholders; errors are HTTP 500 with ``X-ClickHouse-Exception-Code``;
-- ``INSERT INTO t [(cols)] FORMAT <fmt>`` with the rows in the body, the statement in the URL
-  or at the start of the body (clickhouse-connect's ``insert``/``raw_insert``), streamed into
-  chdb in that format;
-- ``INSERT ... SELECT ... FROM input('<structure>') ... FORMAT ArrowStream`` with an Arrow
-  stream in the body: a server reads the body through ``input()``; chdb has no ``input()``
-  for embedded inserts, so the body is bound to ``Python(batch)`` instead (the one rewrite).
+- ``INSERT INTO t [(cols)] [SETTINGS ...] FORMAT <fmt>`` with the rows in the body, the
+  statement in the URL or at the start of the body (clickhouse-connect's ``insert``,
+  ``raw_insert``, ``insert_arrow``, ``command(..., data=...)``), streamed into chdb as sent:
+  chdb's streaming insert takes the statement and its format as two arguments, so the trailing
+  ``FORMAT <fmt>`` is split off and passed as the second; nothing else is changed. A statement
+  chdb cannot stream (``INSERT ... SELECT ... FROM input(...)``) fails as it would on chdb.
+
+Settings in the URL are not applied (the chdb session has no per-request settings): a client
+must put what matters for the result in the statement. ``insert_deduplication_token`` and
+``insert_deduplicate`` in the URL are refused with an error, so that an insert relying on them
+cannot pass here and behave differently on a server.
 
 Request bodies compressed with gzip, deflate or lz4 (frame) are decompressed (zstd too when the
 zstandard package is installed). Responses are never compressed (clickhouse-connect accepts
@@ -38,11 +43,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import pyarrow as pa
 from chdb import session as chdb_session
 
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
-_INPUT_FUNCTION = re.compile(r"\binput\s*\(\s*'(?:[^'\\]|\\.)*'\s*\)", re.IGNORECASE)
+_UNAPPLIED_URL_SETTINGS = ("insert_deduplication_token", "insert_deduplicate")
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\b", re.IGNORECASE)
 _CODE = re.compile(r"Code: (\d+)")
 _TEXT_FORMATS = {
@@ -147,6 +151,12 @@ class ChdbHttpServer:
         if self._failure is not None:
             code, message = self._failure
             raise RuntimeError(f"Code: {code}. DB::Exception: {message}. (NETWORK_ERROR)")
+        unapplied = [name for name in _UNAPPLIED_URL_SETTINGS if name in args]
+        if unapplied:
+            raise RuntimeError(
+                f"Code: 115. DB::Exception: chdb-http does not apply URL settings {unapplied}; "
+                "put them in the statement's SETTINGS clause"
+            )
         params = {k[len("param_") :]: v for k, v in args.items() if k.startswith("param_")}
         match = _FORMAT_CLAUSE.search(sql)
         fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
@@ -154,25 +164,12 @@ class ChdbHttpServer:
             if _INSERT.match(sql) and body:
                 assert match is not None, "an INSERT with a body needs a FORMAT clause"
                 statement = sql[: match.start()].rstrip()
-                if _INPUT_FUNCTION.search(statement):
-                    return self._insert_select(statement, body, fmt, params), fmt
                 with self.session.send_insert(statement, fmt) as inserter:
                     inserter.append(body)
                     inserter.finish()
                 return b"", fmt
             result = self.session.query(sql, fmt, params=params or None)
             return result.bytes(), fmt
-
-    def _insert_select(
-        self, statement: str, body: bytes, fmt: str, params: dict[str, str]
-    ) -> bytes:
-        if fmt not in ("ArrowStream", "Arrow"):
-            raise RuntimeError(f"Code: 73. DB::Exception: input() reads Arrow here, not {fmt}")
-        reader = pa.ipc.open_stream(body) if fmt == "ArrowStream" else pa.ipc.open_file(body)
-        batch = reader.read_all()  # noqa: F841 - read by name by Python(batch) below
-        rewritten = _INPUT_FUNCTION.sub("Python(batch)", statement)
-        self.session.query(rewritten, params=params or None)
-        return b""
 
 
 def _user_of(headers: Any) -> str:
