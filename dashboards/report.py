@@ -5,6 +5,10 @@ macros expanded for one time range (:mod:`dashboards.macros`), and draws them wi
 matplotlib: time series and bar charts as PNG files, stats as numbers, tables as HTML tables.
 Annotations are drawn as vertical lines on every time series of their dashboard, thresholds
 as dashed horizontal lines.
+
+Every panel is counted, the empty ones too: the page opens with how many panels (and charts)
+have data, and an empty panel says why when the store can tell (no budget configured, a table
+the query reads holds no rows, every value NULL).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import html
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -29,10 +33,11 @@ from driftline.dashboards.drift import DEFAULT_METRIC
 from driftline.dashboards.macros import TimeRange, Variables, expand
 from driftline.dashboards.panels import AnnotationSpec, BuildContext, PanelSpec
 from driftline.dashboards.variables import ALL_SELECTED, METRIC
-from driftline.store import Store
+from driftline.store import Store, StoreError
 
 MAX_TABLE_ROWS: Final = 50
 MAX_LEGEND_ENTRIES: Final = 12
+CHART_KINDS: Final = ("timeseries", "barchart")
 _ANNOTATION_COLORS: Final = {"red": "#d62728", "green": "#2ca02c", "blue": "#1f77b4"}
 
 
@@ -47,6 +52,15 @@ class PanelResult:
     series: int = 0
     points: int = 0  # non-null values drawn (charts) or cells shown (stats and tables)
     image: str | None = None  # PNG path relative to the report directory
+    empty_reason: str = ""  # why nothing is shown, when ``points`` is 0
+
+    @property
+    def is_chart(self) -> bool:
+        return self.kind in CHART_KINDS
+
+    @property
+    def has_data(self) -> bool:
+        return self.points > 0
 
 
 @dataclass(slots=True)
@@ -57,7 +71,29 @@ class Report:
 
     @property
     def charts(self) -> list[PanelResult]:
-        return [p for p in self.panels if p.image is not None]
+        """Every time series and bar chart, drawn or empty."""
+        return [p for p in self.panels if p.is_chart]
+
+    @property
+    def empty(self) -> list[PanelResult]:
+        """Every panel that shows nothing, with its reason."""
+        return [p for p in self.panels if not p.has_data]
+
+    def summary(self) -> str:
+        """How many panels and charts have data.
+
+        >>> day = datetime(2026, 1, 1, tzinfo=UTC)
+        >>> r = Report(Path("index.html"), TimeRange.between(day, day.replace(hour=1)))
+        >>> r.panels += [PanelResult("d", "a", "stat", 1, points=1),
+        ...              PanelResult("d", "b", "timeseries", 0, empty_reason="no rows")]
+        >>> r.summary()
+        '1 of 2 panels with data (0 of 1 charts with data)'
+        """
+        charted = sum(p.has_data for p in self.charts)
+        return (
+            f"{len(self.panels) - len(self.empty)} of {len(self.panels)} panels with data "
+            f"({charted} of {len(self.charts)} charts with data)"
+        )
 
 
 def default_variables(metric: str = DEFAULT_METRIC) -> dict[str, Any]:
@@ -74,6 +110,7 @@ def render_report(
 ) -> Report:
     """Query ``store`` for every panel and write ``out_dir/index.html`` with its charts."""
     variables = dict(variables) if variables is not None else default_variables()
+    context = context or BuildContext()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / "index.html", time_range)
     sections = []
@@ -85,6 +122,10 @@ def render_report(
             title = _title(panel.title, variables)
             table = store.query(expand(panel.sql, time_range, variables))
             result, block = _render_panel(spec.uid, title, panel, table, marks, out_dir)
+            if not result.has_data:
+                reason = _why_empty(store, panel, table, context)
+                result = replace(result, image=None, empty_reason=reason)
+                block = _empty_block(title, panel, reason)
             report.panels.append(result)
             blocks.append(block)
         sections.append(
@@ -92,8 +133,41 @@ def render_report(
             f"<p class='muted'>{html.escape(spec.description)} Grafana uid "
             f"<code>{spec.uid}</code>.</p>{''.join(blocks)}</section>"
         )
-    report.index.write_text(_page(time_range, variables, sections))
+    report.index.write_text(_page(time_range, variables, report, sections))
     return report
+
+
+def _why_empty(store: Store, panel: PanelSpec, table: pa.Table, context: BuildContext) -> str:
+    """Why a panel shows nothing, as far as the store and the configuration can tell."""
+    if table.num_rows:
+        return "every value is NULL"
+    if "mapContains(budgets" in panel.sql and not context.budgets:
+        return "no workflow has a monthly budget (workflows.<name>.budgets.monthly_cost_usd)"
+    tables = sorted(set(re.findall(r"\bdriftline\.(\w+)", panel.sql)))
+    unfilled = [t for t in tables if _row_count(store, t) == 0]  # None: not a table here
+    if unfilled:
+        return " and ".join(f"driftline.{t}" for t in unfilled) + " holds no rows"
+    return "no rows in this time range with these filters"
+
+
+def _row_count(store: Store, table: str) -> int | None:
+    try:
+        count = store.query(f"SELECT count() AS n FROM driftline.{table}").column("n")[0]
+    except StoreError:
+        return None
+    return int(count.as_py())
+
+
+def _heading(title: str, panel: PanelSpec) -> str:
+    heading = f"<h3>{html.escape(title)}</h3>"
+    if panel.description:
+        heading += f"<p class='muted'>{html.escape(panel.description)}</p>"
+    return heading
+
+
+def _empty_block(title: str, panel: PanelSpec, reason: str) -> str:
+    note = f"<p class='muted'>No data: {html.escape(reason)}.</p>"
+    return f"<div class='panel empty'>{_heading(title, panel)}{note}</div>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +200,9 @@ def _slug(title: str) -> str:
 def _render_panel(
     uid: str, title: str, panel: PanelSpec, table: pa.Table, marks: list[_Marks], out_dir: Path
 ) -> tuple[PanelResult, str]:
-    heading = f"<h3>{html.escape(title)}</h3>"
-    if panel.description:
-        heading += f"<p class='muted'>{html.escape(panel.description)}</p>"
     if table.num_rows == 0:
-        result = PanelResult(uid, title, panel.kind, 0)
-        return result, f"<div class='panel'>{heading}<p class='muted'>No data.</p></div>"
-    if panel.kind in ("timeseries", "barchart"):
+        return PanelResult(uid, title, panel.kind, 0), ""
+    if panel.kind in CHART_KINDS:
         image = f"{uid}/{_slug(title)}.png"
         if panel.kind == "timeseries":
             series, points = _time_series_chart(panel, table, marks, out_dir / image)
@@ -149,7 +219,7 @@ def _render_panel(
             uid, title, "table", table.num_rows, points=table.num_rows * table.num_columns
         )
         body = _html_table(table, panel.unit)
-    return result, f"<div class='panel'>{heading}{body}</div>"
+    return result, f"<div class='panel'>{_heading(title, panel)}{body}</div>"
 
 
 _Series = dict[tuple[str, str], tuple[list[datetime], list[float]]]
@@ -303,8 +373,14 @@ def _html_table(table: pa.Table, unit: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
 
 
-def _page(time_range: TimeRange, variables: Variables, sections: Sequence[str]) -> str:
+def _page(
+    time_range: TimeRange, variables: Variables, report: Report, sections: Sequence[str]
+) -> str:
     chosen = ", ".join(f"{k}={_selection(v)}" for k, v in sorted(variables.items()))
+    empty = "".join(
+        f"<li>{html.escape(p.title)} ({p.dashboard}): {html.escape(p.empty_reason)}</li>"
+        for p in report.empty
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>driftline report</title>
 <style>
@@ -318,6 +394,8 @@ img {{ max-width: 100%; }}
 <h1>driftline report</h1>
 <p>{html.escape(time_range.start.isoformat())} to {html.escape(time_range.end.isoformat())},
 interval {time_range.interval_s} s; {html.escape(chosen)}</p>
+<p id='summary'>{html.escape(report.summary())}</p>
+{f"<ul class='empty'>{empty}</ul>" if empty else ""}
 {"".join(sections)}
 </body></html>
 """
