@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,17 +22,38 @@ PARTITIONS = 3
 SOURCES = 2
 
 
-def decode(messages: list[tuple[int, int, list[str]]], limit: int) -> dict[int, list[bytes]]:
+Message = tuple[int, int, list[str]]  # (source partition, offset, trace id of each span)
+
+
+def span_id(source: int, offset: int, i: int) -> str:
+    return f"{source}-{offset}-{i}"
+
+
+def decode(messages: list[Message], limit: int) -> dict[int, list[bytes]]:
     """What decode sends for ``(source partition, offset, trace ids)`` messages, per target."""
     routed: dict[int, list[tuple[str, dict[str, Any]]]] = {}
     for source, offset, trace_ids in messages:
         spans = [
-            {"trace_id": t, "span_id": f"{source}-{offset}-{i}", "pad": "x" * 40}
+            {"trace_id": t, "span_id": span_id(source, offset, i), "pad": "x" * 40}
             for i, t in enumerate(trace_ids)
         ]
-        events = [dict(s) for s in spans[::2]]
+        events = [dict(s) for s in spans[::2]]  # every other span is an LLM call
         route_sourced(events, spans, (source, offset), PARTITIONS, routed)
     return {q: encode_ordered(records, limit) for q, records in routed.items()}
+
+
+def sent(messages: list[Message]) -> dict[int, list[tuple[str, str]]]:
+    """Per target partition, the records the messages hold: every span, and an event for every
+    other one, on the partition Kafka's own partitioner gives their trace id."""
+    kafka_partition = DefaultPartitioner()
+    out: dict[int, list[tuple[str, str]]] = {q: [] for q in range(PARTITIONS)}
+    for source, offset, trace_ids in messages:
+        for i, trace_id in enumerate(trace_ids):
+            q = kafka_partition(trace_id.encode(), list(range(PARTITIONS)), [])
+            out[q].append(("spans", span_id(source, offset, i)))
+            if i % 2 == 0:
+                out[q].append(("events", span_id(source, offset, i)))
+    return {q: sorted(records) for q, records in out.items()}
 
 
 def apply(marks: SourceMarks, values: list[bytes]) -> list[tuple[str, str]]:
@@ -69,9 +91,10 @@ def test_every_record_is_applied_once_whatever_is_read_again(
     for partition, trace_ids in zip(partitions, traces, strict=True):
         messages.append((partition, next_offset[partition], trace_ids))
         next_offset[partition] += 1
-    expected = {
-        q: sorted(apply(SourceMarks(), values)) for q, values in decode(messages, limit).items()
-    }
+    expected = sent(messages)
+    assert sum(map(len, expected.values())) == sum(
+        len(ids) + (len(ids) + 1) // 2 for _, _, ids in messages
+    )
 
     # Decode runs up to a crash, then again from an earlier (committed) point; the
     # assembler reads its own input again from an earlier point too, then everything new.
@@ -79,6 +102,7 @@ def test_every_record_is_applied_once_whatever_is_read_again(
     committed = crash_at.draw(st.integers(0, crash))
     first = decode(messages[:crash], limit)
     second = decode(messages[committed:], limit)
+    assert set(first) | set(second) <= set(expected)
     for q, want in expected.items():
         before, after = first.get(q, []), second.get(q, [])
         reread_from = crash_at.draw(st.integers(0, len(before)))
