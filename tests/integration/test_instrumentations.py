@@ -9,6 +9,9 @@ The expectations record what each instrumentation actually emits (for example
 the OTel contrib instrumentation reports no cached tokens and no finish reason on
 streams; OpenInference puts the answering model in ``llm.model_name``). A change
 in an instrumentation shows up here as a failure to look at.
+
+Prompt and completion capture is on, the way each library turns it on, so the raw
+spans do carry the conversation: the test that no event keeps it is then a real one.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Expect:
     stream_finish_reason: str
     ok_status: str
     embedding_model: str
+    capture_content: dict[str, str]  # the environment that puts message content on spans
 
 
 INSTRUMENTATIONS = {
@@ -61,6 +65,10 @@ INSTRUMENTATIONS = {
         stream_finish_reason="",  # not recorded on streamed calls
         ok_status="unset",
         embedding_model=EMBEDDING_MODEL,
+        # util-genai's modes; "true" is not one (it warns and captures nothing). The installed
+        # util-genai always follows the latest GenAI conventions, where SPAN_ONLY writes
+        # gen_ai.input.messages and gen_ai.output.messages on the span.
+        capture_content={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"},
     ),
     # openinference-instrumentation-openai (Arize)
     "openinference": Expect(
@@ -71,6 +79,15 @@ INSTRUMENTATIONS = {
         stream_finish_reason="stop",
         ok_status="ok",
         embedding_model=EMBEDDING_MODEL,
+        # Shown unless hidden (openinference.instrumentation.config): say so explicitly.
+        capture_content={
+            "OPENINFERENCE_HIDE_INPUTS": "false",
+            "OPENINFERENCE_HIDE_OUTPUTS": "false",
+            "OPENINFERENCE_HIDE_INPUT_MESSAGES": "false",
+            "OPENINFERENCE_HIDE_OUTPUT_MESSAGES": "false",
+            "OPENINFERENCE_HIDE_INPUT_TEXT": "false",
+            "OPENINFERENCE_HIDE_OUTPUT_TEXT": "false",
+        },
     ),
     # opentelemetry-instrumentation-openai (Traceloop OpenLLMetry)
     "openllmetry": Expect(
@@ -81,19 +98,23 @@ INSTRUMENTATIONS = {
         stream_finish_reason="stop",
         ok_status="unset",
         embedding_model=EMBEDDING_MODEL,
+        capture_content={"TRACELOOP_TRACE_CONTENT": "true"},
     ),
 }
+PROMPT = "What is the answer?"
+ANSWER = "answer is 42"  # of the stub's completion "The answer is 42."
 
 
 @dataclass
 class Captured:
     spans: list[ReadableSpan]
     events: dict[str, dict[str, Any]]  # by call: chat, stream, embeddings, error
+    span_records: list[dict[str, Any]]  # what the normalizer passes on for trace assembly
 
 
 def _exercise(client: openai.OpenAI) -> list[str]:
     """Make one call of each kind; returns the call names in order."""
-    messages: Any = [{"role": "user", "content": "What is the answer?"}]
+    messages: Any = [{"role": "user", "content": PROMPT}]
     client.chat.completions.create(model=CHAT_MODEL, messages=messages)
     stream = client.chat.completions.create(
         model=CHAT_MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
@@ -124,12 +145,17 @@ def captured(
     )
     provider.add_span_processor(BatchSpanProcessor(memory, schedule_delay_millis=50))
     instrumentor = module.OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        client = openai.OpenAI(base_url=openai_server.base_url, api_key="test-key", max_retries=0)
-        names = _exercise(client)
-    finally:
-        instrumentor.uninstrument()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in expect.capture_content.items():
+            env.setenv(name, value)
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            client = openai.OpenAI(
+                base_url=openai_server.base_url, api_key="test-key", max_retries=0
+            )
+            names = _exercise(client)
+        finally:
+            instrumentor.uninstrument()
     provider.force_flush()
     spans = sorted(memory.get_finished_spans(), key=lambda s: s.start_time or 0)
     provider.shutdown()
@@ -138,7 +164,7 @@ def captured(
     assert batch.span_count == len(spans)
     events = sorted(batch.events, key=lambda e: e["start_ts"])
     assert len(events) == len(names), [s.name for s in spans]
-    yield expect, Captured(spans, dict(zip(names, events, strict=True)))
+    yield expect, Captured(spans, dict(zip(names, events, strict=True)), batch.spans)
 
 
 def test_chat_call(captured: tuple[Expect, Captured]) -> None:
@@ -185,13 +211,30 @@ def test_server_error(captured: tuple[Expect, Captured]) -> None:
     assert e["output_tokens"] == 0 and e["finish_reason"] == ""
 
 
+def _with_content(attributes: Any) -> set[str]:
+    """Keys of the attributes that hold the prompt or the answer ("42" alone could be part
+    of a random port number in a URL attribute)."""
+    return {
+        str(key)
+        for key, value in (attributes or {}).items()
+        if PROMPT in str(value) or ANSWER in str(value)
+    }
+
+
 def test_message_content_is_not_kept(captured: tuple[Expect, Captured]) -> None:
-    _, got = captured
-    for e in got.events.values():
-        for key, value in e["attributes"].items():
-            # The stub's prompt and its completion ("The answer is 42.") never appear; "42"
-            # alone could be part of a random port number in a URL attribute.
-            assert "What is the answer?" not in value and "answer is 42" not in value, key
+    expect, got = captured
+    # Capture is on: the spans the instrumentation exported hold both prompt and answer...
+    raw = {key for span in got.spans for key in _with_content(span.attributes)}
+    assert raw, f"{expect.module} put no message content on its spans: capture is off"
+    assert any(PROMPT in str(v) for s in got.spans for v in (s.attributes or {}).values())
+    assert any(ANSWER in str(v) for s in got.spans for v in (s.attributes or {}).values())
+    # ...and nothing the normalizer passes on keeps any of it, under any key.
+    for name, e in got.events.items():
+        assert _with_content(e["attributes"]) == set(), (name, sorted(raw))
+        assert PROMPT not in repr(e) and ANSWER not in repr(e), name
+    assert len(got.span_records) == len(got.spans)
+    for record in got.span_records:
+        assert PROMPT not in repr(record) and ANSWER not in repr(record), record
 
 
 def test_report_attribute_names(
