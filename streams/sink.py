@@ -1,26 +1,24 @@
 """Batch normalized records into columnar inserts: the ClickHouse sink, without Faust.
 
-A stream agent calls :meth:`EventSink.add` for each record (with the Kafka position it came
-from), :meth:`EventSink.due` to ask whether to write now, :meth:`EventSink.flush` to write, and
-:meth:`EventSink.committable` for the offsets it may commit: only positions whose records are
-stored. Records carried by no position (``driftline load``) work the same without offsets.
+Callers hand each record to :meth:`EventSink.add` (with the Kafka position it came from, if
+any) and call :meth:`EventSink.flush` when :attr:`EventSink.pending_rows` reaches
+``batch_rows`` or their own timer says so. The stream agents flush before they return a batch,
+so Faust commits only offsets whose records are stored (streams/stages.py); ``driftline load``
+adds records with no position.
 
 Idempotent: duplicates inside a batch collapse on the natural key; each insert carries a dedup
 token derived from its Kafka positions (or from its content) and skips keys already stored, so
 a re-delivered span is counted once in every table and rollup (schemas/ddl/0001_init.sql).
 
-Bounded: when the store is down, :meth:`flush` keeps the batch, schedules the next attempt with
-exponential backoff and jitter, and :attr:`accepting` turns False once ``max_buffer_rows`` are
-held, so the agent pauses consumption instead of growing memory; :meth:`add` beyond that raises
-:class:`SinkFullError`.
+When the store is down, :meth:`flush` keeps what it could not write and re-raises; the caller
+retries (``streams.stages.flush_until_stored`` backs off on :attr:`EventSink.failures` and
+takes no new messages meanwhile, which bounds what the sink holds).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -36,10 +34,6 @@ RecordKind = Literal["events", "traces", "alerts"]
 KINDS: Final[tuple[RecordKind, ...]] = ("events", "traces", "alerts")
 TopicPartition = tuple[str, int]
 Position = tuple[str, int, int]  # topic, partition, offset
-
-
-class SinkFullError(RuntimeError):
-    """The sink holds max_buffer_rows unwritten rows; pause consumption until a flush succeeds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +147,7 @@ def _with_json(record: Mapping[str, Any], names: tuple[str, ...]) -> Mapping[str
 @dataclass(slots=True)
 class _Buffer:
     rows: dict[tuple[Any, ...], Mapping[str, Any]] = field(default_factory=dict)
-    # [lowest, highest] offset per topic-partition among the rows held
+    # [lowest, highest] offset per topic-partition among the rows held: the insert's dedup token
     bounds: dict[TopicPartition, list[int]] = field(default_factory=dict)
 
 
@@ -171,64 +165,26 @@ class EventSink:
     store
         Where to write (:func:`driftline.store.open_store`).
     batch_rows
-        Flush when this many rows are buffered (all kinds together).
-    batch_seconds
-        Flush when the oldest buffered row is this old.
-    max_buffer_rows
-        Rows held at most while the store is failing; default 4 x ``batch_rows``.
-    backoff_s, max_backoff_s
-        First retry delay after a failed flush and its cap; the delay doubles per failure,
-        with +-20% jitter.
-    clock
-        Monotonic seconds; tests pass a fake clock.
+        The batch size callers flush at (all kinds together); the sink itself never flushes.
 
     Examples
     --------
-    >>> sink = EventSink(store=None, batch_rows=2, batch_seconds=60, clock=lambda: 0.0)
+    >>> sink = EventSink(store=None, batch_rows=2)
     >>> sink.add("events", {"workflow": "w", "start_ts": 1, "span_id": "a"}, ("llm_events", 0, 7))
     >>> sink.add("events", {"workflow": "w", "start_ts": 1, "span_id": "a"}, ("llm_events", 0, 8))
-    >>> sink.pending_rows, sink.due(), sink.committable()
-    (1, False, {('llm_events', 0): 7})
-    >>> sink.seen(("llm_events", 1, 3))
-    >>> sink.committable()
-    {('llm_events', 0): 7, ('llm_events', 1): 4}
+    >>> sink.pending_rows
+    1
     """
 
-    def __init__(
-        self,
-        store: Store | None,
-        *,
-        batch_rows: int = 50_000,
-        batch_seconds: float = 2.0,
-        max_buffer_rows: int | None = None,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, store: Store | None, *, batch_rows: int = 50_000) -> None:
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-        if batch_seconds <= 0:
-            raise ValueError(f"batch_seconds must be > 0, got {batch_seconds}")
         self.store = store
         self.batch_rows = batch_rows
-        self.batch_seconds = batch_seconds
-        self.max_buffer_rows = max_buffer_rows or 4 * batch_rows
-        if self.max_buffer_rows < batch_rows:
-            raise ValueError("max_buffer_rows must be >= batch_rows")
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.clock = clock
-        self._random = random.Random(seed)
         self._buffers: dict[RecordKind, _Buffer] = {kind: _Buffer() for kind in KINDS}
-        # highest offset per partition that is stored or carried no record
-        self._seen: dict[TopicPartition, int] = {}
         self._pending = 0
-        self._oldest: float | None = None
         self._failures = 0
-        self._retry_at = 0.0
         self.rejected: list[tuple[RecordKind, Mapping[str, Any], str]] = []
-        self.last_error: StoreError | None = None
         self._columns: dict[str, tuple[Field, ...]] = {}
 
     # -- intake ---------------------------------------------------------------------------
@@ -238,11 +194,6 @@ class EventSink:
     ) -> None:
         """Buffer one record; ``position`` is the Kafka (topic, partition, offset) it came from."""
         # The hot path of the sink: one call per consumed record, kept to a few dict operations.
-        if self._pending >= self.max_buffer_rows:
-            raise SinkFullError(
-                f"{self._pending} rows wait for the store ({self.last_error}); "
-                "pause consumption until flush() succeeds"
-            )
         buffer = self._buffers[kind]
         rows = buffer.rows
         try:
@@ -252,8 +203,6 @@ class EventSink:
         before = len(rows)
         rows[key] = record
         self._pending += len(rows) - before
-        if self._oldest is None:
-            self._oldest = self.clock()
         if position is not None:
             tp = (position[0], position[1])
             offset = position[2]
@@ -265,17 +214,6 @@ class EventSink:
             elif offset < bounds[0]:
                 bounds[0] = offset
 
-    def seen(self, position: Position) -> None:
-        """Note a consumed message that produced no record (so its offset can be committed).
-
-        Call it in consumption order: an offset noted here is committable once every record
-        added before it is stored.
-        """
-        topic, partition, offset = position
-        tp = (topic, partition)
-        if offset > self._seen.get(tp, -1):
-            self._seen[tp] = offset
-
     # -- state ----------------------------------------------------------------------------
 
     @property
@@ -283,39 +221,14 @@ class EventSink:
         return self._pending
 
     @property
-    def accepting(self) -> bool:
-        """False while the buffer is full: pause the consumer."""
-        return self.pending_rows < self.max_buffer_rows
-
-    @property
     def failures(self) -> int:
         """Consecutive failed flushes (0 after a success)."""
         return self._failures
 
-    def due(self, now: float | None = None) -> bool:
-        """True when a flush should run now: enough rows or old enough, and not backing off."""
-        now = self.clock() if now is None else now
-        rows = self.pending_rows
-        if rows == 0 or now < self._retry_at:
-            return False
-        assert self._oldest is not None
-        return rows >= self.batch_rows or now - self._oldest >= self.batch_seconds
-
-    def committable(self) -> dict[TopicPartition, int]:
-        """Per partition, the next offset to commit: everything before it is stored."""
-        out = {}
-        partitions = set(self._seen)
-        for b in self._buffers.values():
-            partitions.update(b.bounds)
-        for tp in sorted(partitions):  # a stable order (sets follow the string hash seed)
-            lows = [b.bounds[tp][0] for b in self._buffers.values() if tp in b.bounds]
-            out[tp] = min(lows) if lows else self._seen[tp] + 1
-        return out
-
     # -- writing --------------------------------------------------------------------------
 
     def flush(self, dedup_token: str | None = None) -> FlushResult:
-        """Write every buffered kind; on a store error keep the rest, back off and re-raise.
+        """Write every buffered kind; on a store error keep the rest and re-raise.
 
         ``dedup_token``: a caller-chosen token (the kind is appended); by default the token is
         derived from the batch's Kafka positions, or from its content when it has none.
@@ -336,19 +249,13 @@ class EventSink:
             try:
                 table = self._convert(kind, records, self._stored_fields(spec))
                 self.store.insert_arrow(spec.table, table, token, skip_existing=spec.skip_existing)
-            except StoreError as exc:
-                self._failed(exc)
+            except StoreError:
+                self._failures += 1
                 raise
             written[kind] = table.num_rows
             self._pending -= len(buffer.rows)
-            for tp, (_, high) in buffer.bounds.items():
-                if high > self._seen.get(tp, -1):
-                    self._seen[tp] = high
             self._buffers[kind] = _Buffer()
         self._failures = 0
-        self._retry_at = 0.0
-        self.last_error = None
-        self._oldest = None
         return FlushResult(written, len(self.rejected) - rejected_before)
 
     def _stored_fields(self, spec: TableSpec) -> tuple[Field, ...]:
@@ -371,12 +278,6 @@ class EventSink:
                 )
             self._columns[spec.table] = tuple(f for f in spec.fields if f.name in set(names))
         return self._columns[spec.table]
-
-    def _failed(self, exc: StoreError) -> None:
-        self.last_error = exc
-        self._failures += 1
-        delay = min(self.backoff_s * 2 ** (self._failures - 1), self.max_backoff_s)
-        self._retry_at = self.clock() + delay * self._random.uniform(0.8, 1.2)
 
     def _convert(
         self, kind: RecordKind, records: list[Mapping[str, Any]], fields: tuple[Field, ...]

@@ -321,11 +321,8 @@ def build_state(p: Pipeline) -> GovernanceState:
     settings = p.settings
     writer = StoreWriter(lambda: open_store(settings.store.url, settings.store))
     sinks = {
-        name: EventSink(
-            None,  # the store is attached once it is open, on the writer's thread
-            batch_rows=settings.store.batch_rows,
-            batch_seconds=settings.store.batch_seconds,
-        )
+        # the store is attached once it is open, on the writer's thread
+        name: EventSink(None, batch_rows=settings.store.batch_rows)
         for name in ("events", "alerts")
     }
     return GovernanceState(writer, Monitor(settings), build_notifier(p), sinks)
@@ -384,8 +381,6 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
                     sink.add("events", record, position)
                 for record in traces:
                     sink.add("traces", record, position)
-                if not events and not traces:
-                    sink.seen(position)
                 if sink.pending_rows >= sink.batch_rows:
                     # A backlog batch holds many full messages: write as it fills, so memory
                     # stays at one insert batch whatever the backlog.

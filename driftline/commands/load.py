@@ -75,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     try:
         before = _totals(store)
-        sink = EventSink(
-            store, batch_rows=settings.store.batch_rows, batch_seconds=settings.store.batch_seconds
-        )
+        sink = EventSink(store, batch_rows=settings.store.batch_rows)
         for kind, path, fields in inputs:
             counts[kind] = 0
             for record in _records(path, fields, rejects):

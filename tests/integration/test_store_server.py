@@ -90,7 +90,7 @@ def test_both_backends_store_and_answer_the_same(remote: Store, embedded: ChdbSt
     sink = EventSink(remote, batch_rows=500)
     for offset, event in enumerate(events):
         sink.add("events", event, ("llm_events", 0, offset))
-        if sink.due():
+        if sink.pending_rows >= sink.batch_rows:
             sink.flush()
     for trace in traces:
         sink.add("traces", trace)

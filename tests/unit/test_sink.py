@@ -1,4 +1,4 @@
-"""The sink: exact totals under re-delivery, batching, offsets, outages, bad records, alerts."""
+"""The sink: exact totals under re-delivery, outages, bad records, alerts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from driftline.config import StoreSettings
 from driftline.store import ChdbStore, StoreUnavailableError, open_store
 from driftline.store.server_store import ServerStore
-from driftline.streams.sink import EventSink, SinkFullError
+from driftline.streams.sink import EventSink
 from tests.utils.chdb_http import ChdbHttpServer
 from tests.utils.events import generate_traffic, reset_store
 
@@ -29,14 +29,6 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbStore
 def store(shared_store: ChdbStore) -> ChdbStore:
     reset_store(shared_store)
     return shared_store
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _totals(store: ChdbStore) -> dict[str, tuple[int, float]]:
@@ -84,69 +76,28 @@ def test_redelivered_spans_are_counted_once_in_every_table_and_rollup(store: Chd
     assert _totals(store) == totals
 
 
-def test_due_by_size_and_by_age() -> None:
-    clock = Clock()
-    sink = EventSink(None, batch_rows=3, batch_seconds=2.0, clock=clock)
-    assert not sink.due()
-    sink.add("events", {"workflow": "w", "start_ts": 1, "span_id": "a"})
-    assert not sink.due()
-    clock.now += 2.0
-    assert sink.due()
-    clock.now -= 2.0
-    sink.add("events", {"workflow": "w", "start_ts": 1, "span_id": "b"})
-    sink.add("events", {"workflow": "w", "start_ts": 1, "span_id": "c"})
-    assert sink.due()
-
-
-def test_offsets_become_committable_only_after_the_write(store: ChdbStore) -> None:
-    events, _ = generate_traffic(5, seed=5)
-    sink = EventSink(store, batch_rows=100)
-    sink.seen(("llm_events", 1, 41))  # a message that carried no event
-    sink.add("events", events[0], ("llm_events", 0, 10))
-    sink.add("events", events[1], ("llm_events", 0, 11))
-    sink.add("events", events[2], ("llm_events", 1, 42))
-    assert sink.committable() == {("llm_events", 0): 10, ("llm_events", 1): 42}
-    sink.flush()
-    assert sink.committable() == {("llm_events", 0): 12, ("llm_events", 1): 43}
-
-
-def test_outage_keeps_rows_backs_off_bounds_memory_and_catches_up(store: ChdbStore) -> None:
+def test_outage_keeps_rows_counts_failures_and_catches_up(store: ChdbStore) -> None:
     events, _ = generate_traffic(40, seed=9)
-    clock = Clock()
     with ChdbHttpServer(store.session) as server:
         remote = ServerStore(
             f"clickhouse://default@127.0.0.1:{server.port}/driftline",
             StoreSettings(),
             query_retries=0,
         )
-        sink = EventSink(remote, batch_rows=20, max_buffer_rows=40, clock=clock, seed=1)
+        sink = EventSink(remote, batch_rows=20)
         for offset, event in enumerate(events[:20]):
             sink.add("events", event, ("llm_events", 0, offset))
         server.fail_with(210)
-        assert sink.due()
-        with pytest.raises(StoreUnavailableError):
-            sink.flush()
-        assert sink.failures == 1 and sink.pending_rows == 20
-        assert sink.committable() == {("llm_events", 0): 0}
-        assert not sink.due()  # backing off
-        clock.now += 0.7  # first delay: 0.5 s +- 20%
-        assert sink.due()
-        with pytest.raises(StoreUnavailableError):
-            sink.flush()
-        clock.now += 0.7
-        assert not sink.due()  # the second delay is twice as long
+        for failures in (1, 2):
+            with pytest.raises(StoreUnavailableError):
+                sink.flush()
+            assert (sink.failures, sink.pending_rows) == (failures, 20)
         for offset, event in enumerate(events[20:40], start=20):
             sink.add("events", event, ("llm_events", 0, offset))
-        assert not sink.accepting
-        with pytest.raises(SinkFullError, match="pause consumption"):
-            sink.add("events", events[40], ("llm_events", 0, 40))
 
         server.recover()
-        clock.now += 2.0
-        assert sink.due()
-        sink.flush()
-        assert sink.accepting and sink.failures == 0
-        assert sink.committable() == {("llm_events", 0): 40}
+        assert sink.flush().rows == {"events": 40}
+        assert (sink.failures, sink.pending_rows) == (0, 0)
         remote.close()
     count = store.query("SELECT count() FROM driftline.llm_requests").column(0)[0].as_py()
     assert count == 40

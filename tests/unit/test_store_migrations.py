@@ -60,7 +60,7 @@ def _write(store: ChdbStore, events: list[dict[str, Any]], first_offset: int) ->
     sink = EventSink(store, batch_rows=200)
     for offset, event in enumerate(events, start=first_offset):
         sink.add("events", event, ("llm_events", 0, offset))
-        if sink.due():
+        if sink.pending_rows >= sink.batch_rows:
             sink.flush()
     sink.flush()
 
