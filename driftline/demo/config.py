@@ -7,6 +7,13 @@ may use listed as allowed, and budgets placed well above normal traffic but belo
 incidents (normal agent-planner spend is about 7-8 USD a minute at 50 requests/s, at most
 16.3 over two minutes in a 30-minute simulation; a runaway spends about 50 a minute).
 
+Monthly budgets (``monthly_cost_usd``) give the cost dashboard's burn-rate panels real data
+without paging: the fast pair pages only when the last hour's spend passes a fiftieth of the
+budget, and each budget is over 50 times what its workflow spends in a ten-minute run (about
+300 USD for agent-planner with its runaway, 80 for rag-search, 25 for support-chat). The panels
+show the burn rates under the paging lines. batch-summarizer's self-hosted models have no
+price, so it has no spend to budget.
+
 The cost window is two minutes, not one: budget windows are summed in calendar-minute
 buckets and a long agent trace's calls carry their own (earlier) times, so a one-minute
 window sees a runaway late when it starts near a minute boundary.
@@ -33,6 +40,11 @@ TRACE_GRACE_S: Final = 1.0
 AGENT_COST_WINDOW_S: Final = 120
 AGENT_COST_PER_WINDOW_USD: Final = 20.0
 RAG_MAX_RETRIES: Final = 2
+MONTHLY_BUDGETS_USD: Final = {
+    "agent-planner": 20_000.0,
+    "rag-search": 8_000.0,
+    "support-chat": 3_000.0,
+}
 
 
 def allowed_models() -> dict[str, list[str]]:
@@ -56,6 +68,16 @@ def demo_config_text(data_dir: Path, consumer_group: str = "driftline-demo") -> 
     workflows = "\n".join(
         f'[workflows."{name}"]\nallowed_models = {_toml_list(models)}\n'
         for name, models in allowed.items()
+    )
+    budgets = {name: [f"monthly_cost_usd = {usd}"] for name, usd in MONTHLY_BUDGETS_USD.items()}
+    budgets["rag-search"].append(f"max_retries_per_request = {RAG_MAX_RETRIES}")
+    budgets["agent-planner"] += [
+        f"cost_usd_per_window = {AGENT_COST_PER_WINDOW_USD}",
+        f"window_s = {AGENT_COST_WINDOW_S}",
+    ]
+    budget_tables = "\n".join(
+        f'[workflows."{name}".budgets]\n' + "\n".join(lines) + "\n"
+        for name, lines in budgets.items()
     )
     return f"""# Written by `driftline demo`; a fresh copy at every run.
 
@@ -96,13 +118,7 @@ settle_s = 40
 hold_down_s = {HOLD_DOWN_S}
 
 {workflows}
-[workflows."rag-search".budgets]
-max_retries_per_request = {RAG_MAX_RETRIES}
-
-[workflows."agent-planner".budgets]
-cost_usd_per_window = {AGENT_COST_PER_WINDOW_USD}
-window_s = {AGENT_COST_WINDOW_S}
-"""
+{budget_tables}"""
 
 
 def write_demo_config(data_dir: Path, consumer_group: str = "driftline-demo") -> Path:

@@ -466,7 +466,9 @@ def _final_report(
     from driftline.dashboards.panels import BuildContext
     from driftline.dashboards.report import default_variables, render_report
     from driftline.store import StoreError, open_store
+    from driftline.store.prices import write_model_prices
     from driftline.store.queries import run_query
+    from driftline.streams.pricing import PriceBook
 
     view.note("")
     _print_detections(outcome, view, traffic)
@@ -519,6 +521,8 @@ def _final_report(
         view.note("")
         _print_alerts(store, view)
         _print_deliveries(store, view, outcome)
+        # The worker writes no model rates; the cache-savings panel needs them.
+        write_model_prices(store, PriceBook(settings.prices))
         report = render_report(
             store,
             data_dir / "report",
@@ -534,6 +538,8 @@ def _final_report(
             f"static report:   {report.index} ({len(charted)} of {len(report.charts)} charts "
             "with data)"
         )
+        for panel in report.empty:
+            view.note(f"  no data in {panel.title!r}: {panel.empty_reason}")
         view.note(
             f"query the store: driftline --config {data_dir / 'driftline.toml'} sql "
             '"SELECT workflow, sum(cost_usd) FROM driftline.llm_requests GROUP BY workflow"'

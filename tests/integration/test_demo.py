@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 
 from driftline.config import load_settings
+from driftline.dashboards.build import dashboard_specs
+from driftline.dashboards.panels import BuildContext
 from driftline.demo.receiver import PagerDutyReceiver
 from driftline.store import open_store
 from driftline.store.queries import run_query
@@ -190,11 +192,23 @@ def test_dashboards_and_report_are_written_with_data(demo: DemoProcess) -> None:
     assert index.is_file()
     images = re.findall(r"src=['\"]([^'\"]+\.png)['\"]", index.read_text())
     assert images and all((index.parent / i).stat().st_size > 0 for i in images)
+    # Every panel of every dashboard counts, the empty ones too, and each must have data:
+    # the budget panels read the demo's monthly budgets, cache savings the model prices.
+    specs = [p for s in dashboard_specs(_context(demo)) for p in s.panels]
+    chart_specs = [p for p in specs if p.kind in ("timeseries", "barchart")]
     match = re.search(r"\((\d+) of (\d+) charts with data\)", demo.output)
     assert match is not None
-    with_data, charts = int(match[1]), int(match[2])
     print(f"\ndemo report: {match[0]}")
-    assert charts > 0 and with_data == charts, match[0]
+    assert (int(match[1]), int(match[2])) == (len(chart_specs), len(chart_specs)), (
+        match[0] + "\n" + "\n".join(line for line in demo.lines if "no data in" in line)
+    )
+    summary = re.search(r"<p id='summary'>(\d+) of (\d+) panels with data", index.read_text())
+    assert summary is not None
+    assert (int(summary[1]), int(summary[2])) == (len(specs), len(specs)), summary[0]
+
+
+def _context(run: DemoProcess) -> BuildContext:
+    return BuildContext.from_settings(load_settings(run.data_dir / "driftline.toml"))
 
 
 def test_ctrl_c_stops_cleanly_and_still_reports(tmp_path: Path) -> None:
