@@ -10,6 +10,7 @@ against the keys its components accept. Nothing here touches the network.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib.resources
 import json
@@ -22,7 +23,7 @@ import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 import pytest
@@ -31,6 +32,7 @@ import yaml
 from driftline.cli import build_parser
 from driftline.config import ConfigError, load_settings
 from driftline.store.server_store import parse_server_url
+from driftline.streams.decode import ContentType
 from driftline.streams.topics import ALL_TOPICS, OTLP_SPANS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,7 +280,8 @@ def bind_sources(service: Mapping[str, Any]) -> Iterator[str]:
             yield source
 
 
-def test_every_referenced_file_exists(services: dict[str, dict[str, Any]]) -> None:
+def missing_files(services: Mapping[str, Mapping[str, Any]]) -> list[Path]:
+    """Build contexts, Dockerfiles, bind-mount sources and env files that do not exist."""
     missing = []
     for service in services.values():
         build = service.get("build")
@@ -295,10 +298,25 @@ def test_every_referenced_file_exists(services: dict[str, dict[str, Any]]) -> No
             path = ROOT / (env_file if isinstance(env_file, str) else env_file["path"])
             if not path.exists():
                 missing.append(path)
-    assert missing == []
+    return missing
+
+
+def test_every_referenced_file_exists(services: dict[str, dict[str, Any]]) -> None:
+    assert missing_files(services) == []
     mounted = {PurePosixPath(s) for svc in services.values() for s in bind_sources(svc)}
     for needed in (COLLECTOR_CONFIG, PROVISIONING, TOPICS_SCRIPT, CLICKHOUSE_USERS):
         assert PurePosixPath("./" + str(needed.relative_to(ROOT))) in mounted, needed
+
+
+def test_a_deleted_file_is_caught(services: dict[str, dict[str, Any]]) -> None:
+    broken = copy.deepcopy(services)
+    grafana = broken["grafana"]
+    grafana["volumes"] = ["./dashboards/provisioning-gone:/etc/grafana/provisioning"]
+    broken[WORKER]["build"] = {"context": ".", "dockerfile": "Dockerfile.gone"}
+    assert set(missing_files(broken)) == {
+        ROOT / "Dockerfile.gone",
+        ROOT / "dashboards/provisioning-gone",
+    }
 
 
 def published_ports(service: Mapping[str, Any]) -> Iterator[tuple[str, int, str]]:
@@ -462,16 +480,25 @@ def driftline_argv(service: Mapping[str, Any]) -> list[str]:
     return command if isinstance(command, list) else command.split()
 
 
+def parse_driftline_argv(argv: list[str]) -> argparse.Namespace:
+    """The CLI's own parsing of a service's command; a missing command is an error."""
+    parser, commands = build_parser()
+    assert argv and argv[0] in commands, f"`driftline {' '.join(argv)}`: no such command"
+    args = parser.parse_args(argv)
+    assert args.command == argv[0]
+    return args
+
+
 @pytest.mark.parametrize("name", DRIFTLINE_IMAGE_SERVICES)
 def test_driftline_commands_parse(services: dict[str, dict[str, Any]], name: str) -> None:
     service = services[name]
     assert "build" in service and service["image"] == services[WORKER]["image"]
-    argv = driftline_argv(service)
-    parser, commands = build_parser()
-    if argv[0] not in commands:
-        pytest.skip(f"driftline/commands/{argv[0]}.py is not there yet")
-    args = parser.parse_args(argv)
-    assert args.command == argv[0]
+    parse_driftline_argv(driftline_argv(service))
+
+
+def test_a_missing_command_is_caught() -> None:
+    with pytest.raises(AssertionError, match="no such command"):
+        parse_driftline_argv(["no-such-command", "--out", "/x"])
 
 
 def test_migration_job_applies_the_schema(
@@ -658,8 +685,7 @@ def test_grafana_provisioning_variables_and_dashboard_path(
     services: dict[str, dict[str, Any]],
 ) -> None:
     files = provisioning_files()
-    if not files:
-        pytest.skip("dashboards/provisioning/ has no provisioning files yet")
+    assert files, f"{PROVISIONING} has no provisioning files, yet grafana mounts it"
     grafana = services["grafana"]
     grafana_env = environment(grafana)
     for path in files:
@@ -758,6 +784,18 @@ KAFKA_EXPORTER_KEYS: dict[str, Any] = {
 }
 # Deprecated since v0.124.0 and gone from the current schema: say what replaces them.
 KAFKA_EXPORTER_DEPRECATED = {"topic": "traces::topic", "encoding": "traces::encoding"}
+# Documented values (kafkaexporter README: settings, "Supported encodings", "Message Key").
+# traces::encoding: built-in encodings for traces, or the id of an encoding extension.
+KAFKA_TRACE_ENCODINGS = frozenset(
+    {"otlp_proto", "otlp_json", "jaeger_proto", "jaeger_json", "zipkin_proto", "zipkin_json"}
+)
+# producer::max_message_bytes: the largest message before compression (default 1000000);
+# producer::max_broker_write_bytes (default 104857600) must be at least max_message_bytes.
+KAFKA_MAX_MESSAGE_BYTES_DEFAULT = 1_000_000
+KAFKA_MAX_BROKER_WRITE_BYTES_DEFAULT = 104_857_600
+# partition_traces_by_id (boolean, default false): the trace id is the record key, so one
+# record holds one trace's spans of an export; mutually exclusive with
+# traces::message_key_from_metadata_key. Jaeger encodings key by trace id whatever it says.
 _GRPC_SERVER = {
     **_leaves(
         "endpoint transport dialer max_recv_msg_size_mib max_concurrent_streams read_buffer_size "
@@ -795,8 +833,7 @@ def unknown_keys(config: Any, allowed: Mapping[str, Any], path: str) -> list[str
 
 @pytest.fixture(scope="module")
 def collector_config() -> dict[str, Any]:
-    if not COLLECTOR_CONFIG.exists():
-        pytest.skip("collectors/otelcol.yaml is not written yet")
+    assert COLLECTOR_CONFIG.is_file(), f"{COLLECTOR_CONFIG} is mounted into the collector"
     config: dict[str, Any] = yaml.safe_load(COLLECTOR_CONFIG.read_text())
     return config
 
@@ -826,6 +863,57 @@ def test_collector_uses_only_keys_its_components_accept(collector_config: dict[s
     for name, spec in receivers.items():
         problems += unknown_keys(spec, OTLP_RECEIVER_KEYS, f"receivers.{name}")
     assert problems == []
+
+
+def kafka_exporter_value_problems(
+    name: str, spec: Mapping[str, Any], extensions: Mapping[str, Any]
+) -> list[str]:
+    """Values of the exporter's encoding, partitioning and size settings that the README rules
+    out, or that driftline's decode cannot read."""
+    problems = []
+    traces = spec.get("traces") or {}
+    encoding = traces.get("encoding", "otlp_proto")
+    if encoding not in KAFKA_TRACE_ENCODINGS and encoding not in extensions:
+        problems.append(f"{name}.traces.encoding: {encoding!r} is no encoding or extension")
+    if encoding not in get_args(ContentType):
+        problems.append(f"{name}.traces.encoding: decode reads {get_args(ContentType)} only")
+    by_id = spec.get("partition_traces_by_id", False)
+    if not isinstance(by_id, bool):
+        problems.append(f"{name}.partition_traces_by_id: {by_id!r} is not a boolean")
+    if by_id and traces.get("message_key_from_metadata_key"):
+        problems.append(
+            f"{name}: partition_traces_by_id excludes traces.message_key_from_metadata_key"
+        )
+    producer = spec.get("producer") or {}
+    max_message = producer.get("max_message_bytes", KAFKA_MAX_MESSAGE_BYTES_DEFAULT)
+    max_write = producer.get("max_broker_write_bytes", KAFKA_MAX_BROKER_WRITE_BYTES_DEFAULT)
+    if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message <= 0:
+        problems.append(f"{name}.producer.max_message_bytes: {max_message!r} is not a size")
+    elif isinstance(max_write, int) and max_write < max_message:
+        problems.append(f"{name}.producer.max_broker_write_bytes is below max_message_bytes")
+    return problems
+
+
+def test_collector_kafka_values_are_documented_ones(collector_config: dict[str, Any]) -> None:
+    extensions = collector_config.get("extensions") or {}
+    problems = []
+    for name, spec in components(collector_config, "exporters", "kafka").items():
+        problems += kafka_exporter_value_problems(f"exporters.{name}", spec, extensions)
+    assert problems == []
+
+
+def test_the_value_check_catches_undocumented_values() -> None:
+    spec = {
+        "traces": {"encoding": "protobuf", "message_key_from_metadata_key": "tenant"},
+        "partition_traces_by_id": "yes",
+        "producer": {"max_message_bytes": 2_000_000, "max_broker_write_bytes": 1_000_000},
+    }
+    assert len(kafka_exporter_value_problems("kafka", spec, {})) == 5
+    jaeger = {"traces": {"encoding": "jaeger_proto"}, "producer": {"max_message_bytes": "1MB"}}
+    assert kafka_exporter_value_problems("kafka", jaeger, {}) == [
+        "kafka.traces.encoding: decode reads ('otlp_proto', 'otlp_json') only",
+        "kafka.producer.max_message_bytes: '1MB' is not a size",
+    ]
 
 
 def test_the_key_check_catches_a_typo() -> None:
