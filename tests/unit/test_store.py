@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import clickhouse_connect
 import pyarrow as pa
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from driftline.config import StoreSettings
 from driftline.schemas.ddl import Migration, latest_version, load_migrations
@@ -265,3 +267,18 @@ def test_a_path_held_by_another_process_is_refused_clearly(
     with pytest.raises(ChdbPathInUseError):
         ChdbStore(held)
     assert store.query("SELECT 1 AS one").column(0)[0].as_py() == 1
+
+
+def test_the_test_server_refuses_insert_settings_it_would_not_apply(store: ChdbStore) -> None:
+    # chdb streams an insert without per-request settings: a dedup token sent in the URL would
+    # be dropped here and honoured by a server, so the test server must not accept it.
+    with ChdbHttpServer(store.session) as server:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=server.port)
+        row = pa.table({"provider": ["openai"], "model": ["a"]})
+        with pytest.raises(DatabaseError, match="put them in the statement"):
+            client.insert_arrow(
+                "driftline.model_prices", row, settings={"insert_deduplication_token": "t1"}
+            )
+        client.insert_arrow("driftline.model_prices", row)
+        client.close()
+    assert store.query("SELECT count() FROM driftline.model_prices").column(0)[0].as_py() == 1
