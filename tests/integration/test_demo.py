@@ -211,6 +211,16 @@ def _context(run: DemoProcess) -> BuildContext:
     return BuildContext.from_settings(load_settings(run.data_dir / "driftline.toml"))
 
 
+def test_monthly_budgets_are_charted_without_paging(demo: DemoProcess) -> None:
+    # The demo's budgets exist for the burn-rate panels; no scripted incident is a burn.
+    assert _context(demo).budgets
+    burns = _store_rows(
+        demo,
+        "SELECT count() AS n FROM driftline.llm_alerts WHERE metric LIKE 'cost_burn_rate%'",
+    )
+    assert burns[0]["n"] == 0
+
+
 def test_ctrl_c_stops_cleanly_and_still_reports(tmp_path: Path) -> None:
     proc, run = _start(tmp_path / "var")
     deadline = time.monotonic() + 90
