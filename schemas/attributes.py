@@ -87,23 +87,45 @@ DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"  # deprecated
 VLLM_REQUEST_SPAN_NAME: Final = "llm_request"
 VLLM_PROVIDER: Final = "vllm"
 
-# Prompt, completion and tool-payload content: never stored (keys starting with these).
-CONTENT_KEY_PREFIXES: Final = (
-    "gen_ai.prompt",
-    "gen_ai.completion",
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.system_instructions",
-    "gen_ai.tool.call.arguments",
-    "gen_ai.tool.call.result",
-    "llm.input_messages",
-    "llm.output_messages",
-    "llm.prompts",
-    "input.value",
-    "output.value",
-    "traceloop.entity.input",
-    "traceloop.entity.output",
+# Free attribute keys an event keeps (``ingest.attributes_allow`` replaces the list): request
+# parameters, usage, ids and endpoints, never content. fnmatch patterns, case-sensitive, so a
+# key nobody listed (``Input.Value``, ``llm.completions.0.content``, ``mlflow.spanInputs``)
+# is dropped: prompts, completions, documents and tool payloads land only by opting in
+# (``ingest.store_content``).
+DEFAULT_ATTRIBUTES_ALLOW: Final = (
+    "gen_ai.request.*",
+    "gen_ai.response.id",
+    "gen_ai.output.type",
+    "gen_ai.usage.*",
+    "gen_ai.latency.*",
+    "gen_ai.openai.request.service_tier",
+    "gen_ai.openai.response.service_tier",
+    "gen_ai.openai.response.system_fingerprint",
+    "gen_ai.agent.id",
+    "gen_ai.tool.name",
+    "gen_ai.tool.type",
+    "gen_ai.tool.call.id",
+    "gen_ai.data_source.id",
+    "llm.token_count.*",
+    "llm.usage.*",
+    "llm.request.type",
+    "llm.is_streaming",
+    "input.mime_type",
+    "output.mime_type",
+    "tool.name",
+    "traceloop.entity.name",
+    "traceloop.entity.path",
+    "langfuse.observation.type",
+    "langfuse.observation.level",
+    "server.address",
+    "server.port",
+    "http.request.method",
+    "http.response.status_code",
+    "driftline.*",
 )
+
+# Where a name that had to be made safe keeps its original: ``driftline.original.workflow``.
+ORIGINAL_NAME_PREFIX: Final = "driftline.original."
 
 # --- precedence lists (first present wins) -------------------------------------------
 INPUT_TOKENS_KEYS: Final = (

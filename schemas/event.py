@@ -105,6 +105,17 @@ TRACE_FIELD_NAMES: Final = tuple(f.name for f in TRACE_FIELDS)
 MAX_EVENT_ATTRIBUTES: Final = 32
 MAX_ATTRIBUTE_VALUE_CHARS: Final = 256
 
+# Bounds on what one span may claim; a span beyond any of them is dead-lettered, so one bad
+# value cannot reach a price, a detector's baseline or a rollup. Generous for real traffic:
+# the largest context windows hold about 10M tokens, and no model call lasts a day.
+MAX_TOKENS: Final = 100_000_000  # each token count, and output_chars
+MAX_STEPS: Final = 1_000_000  # retry_attempt, tool_calls
+MAX_CALL_SECONDS: Final = 86_400  # an LLM call's duration, TTFT and queue time
+# Span times outside these are never real, whatever the arrival time: ClickHouse's TTL is a
+# DateTime (up to 2106-02-07) plus up to 10 years of retention, so a later row would wrap.
+EARLIEST_TIME_NS: Final = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z
+LATEST_TIME_NS: Final = 3_786_912_000 * 10**9  # 2090-01-01T00:00:00Z
+
 PRICE_SOURCE_UNKNOWN: Final = "unknown"
 PRICE_SOURCE_CONFIG: Final = "config"
 PRICE_SOURCE_GENAI_PRICES: Final = "genai-prices"

@@ -11,7 +11,8 @@ span ids, int64 as strings or numbers, lowerCamelCase keys (the proto field name
 accepted too, as the protobuf JSON mapping requires of parsers).
 
 Each decoded message also knows how to re-encode one span, with its resource and scope,
-for the dead-letter topic, in the encoding it arrived in.
+for the dead-letter topic, in the encoding it arrived in: whole, or without content (only the
+attributes a ``keep`` predicate accepts, no span events or links, no status message).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ lean: Any = otlp_lean_pb2
 
 ContentType = Literal["otlp_proto", "otlp_json"]
 SpanIndex = tuple[int, int, int]  # (resource, scope, span) positions in the message
+KeyFilter = Callable[[str], bool]  # which attribute keys a redacted dead letter keeps
 
 _JSON_WHITESPACE: Final = b" \t\r\n"
 _INT64_MIN: Final = -(2**63)
@@ -50,7 +52,8 @@ class NotOtlpError(ValueError):
 @dataclass(slots=True)
 class DecodedTraces:
     data: Any  # schemas.otlp_lean_pb2.TracesData
-    encode_span: Callable[[SpanIndex], bytes]
+    # (span position, None for the whole span or the attribute keys to keep) -> bytes
+    encode_span: Callable[[SpanIndex, KeyFilter | None], bytes]
     # Spans whose fields could not be carried into the lean message (JSON only):
     # the normalizer rejects them with this (reason, detail).
     span_errors: dict[SpanIndex, tuple[str, str]] = field(default_factory=dict)
@@ -171,7 +174,7 @@ def _decode_proto(payload: bytes) -> DecodedTraces:
     if payload and not len(data.resource_spans):
         raise NotOtlpError("protobuf holds no resource spans")
 
-    def encode_span(index: SpanIndex) -> bytes:
+    def encode_span(index: SpanIndex, keep: KeyFilter | None = None) -> bytes:
         ri, si, pi = index
         rs = data.resource_spans[ri]
         ss = rs.scope_spans[si]
@@ -186,10 +189,73 @@ def _decode_proto(payload: bytes) -> DecodedTraces:
             ss_out.scope = ss.scope
         if ss.HasField("schema_url"):
             ss_out.schema_url = ss.schema_url
-        ss_out.spans.add().CopyFrom(ss.spans[pi])
+        span_out = ss_out.spans.add()
+        span_out.CopyFrom(ss.spans[pi])
+        if keep is None:
+            return bytes(out.SerializeToString())
+        _drop_keys(rs_out.resource.attributes, keep)
+        _drop_keys(span_out.attributes, keep)
+        if span_out.HasField("status"):
+            span_out.status.ClearField("message")
+        # Events and links are unknown fields of the lean span: cut them from its bytes.
+        span_bytes = _without_fields(span_out.SerializeToString(), _SPAN_CONTENT_FIELDS)
+        ss_out.ClearField("spans")
+        ss_out.spans.add().MergeFromString(span_bytes)
         return bytes(out.SerializeToString())
 
     return DecodedTraces(data, encode_span)
+
+
+# Span fields that hold content: events (11, with their attributes) and links (13).
+_SPAN_CONTENT_FIELDS: Final = frozenset((11, 13))
+
+
+def _drop_keys(attributes: Any, keep: KeyFilter) -> None:
+    # Rebuilt rather than deleted from: a key that is not valid UTF-8 arrives as bytes, and
+    # the map cannot look it up again to delete it.
+    kept = [(key, attributes[key]) for key in attributes if type(key) is str and keep(key)]
+    attributes.clear()
+    for key, value in kept:
+        attributes[key] = value
+
+
+def _without_fields(message: bytes, numbers: frozenset[int]) -> bytes:
+    """Protobuf ``message`` bytes without its top-level fields ``numbers``.
+
+    >>> _without_fields(bytes([0x08, 0x01, 0x5A, 0x01, 0x41, 0x10, 0x02]), frozenset({11}))
+    b'\\x08\\x01\\x10\\x02'
+    """
+    out = bytearray()
+    position = 0
+    while position < len(message):
+        start = position
+        tag, position = _varint(message, position)
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, position = _varint(message, position)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 2:
+            length, position = _varint(message, position)
+            position += length
+        elif wire_type == 5:
+            position += 4
+        else:  # groups are not used by OTLP; keep the rest as is rather than guess
+            return bytes(out) + message[start:]
+        if tag >> 3 not in numbers:
+            out += message[start:position]
+    return bytes(out)
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
 
 
 # --- OTLP/JSON ---------------------------------------------------------------------------
@@ -225,7 +291,7 @@ def _decode_json(payload: bytes) -> DecodedTraces:
                 if error is not None:
                     errors[(ri, si, pi)] = error
 
-    def encode_span(index: SpanIndex) -> bytes:
+    def encode_span(index: SpanIndex, keep: KeyFilter | None = None) -> bytes:
         # The original JSON of the span, resource and scope: lossless, in the input encoding.
         ri, si, pi = index
         rs_doc = resource_docs[ri]
@@ -233,10 +299,34 @@ def _decode_json(payload: bytes) -> DecodedTraces:
         span_doc = _list(ss_doc, "spans", "spans")[pi]  # type: ignore[index]
         scope_out = {k: v for k, v in ss_doc.items() if k not in ("spans",)}
         rs_out = {k: v for k, v in rs_doc.items() if k not in ("scopeSpans", "scope_spans")}
+        if keep is not None:
+            span_doc = _redacted_span_doc(span_doc, keep)
+            if isinstance(rs_out.get("resource"), dict):
+                rs_out["resource"] = _with_kept_attributes(rs_out["resource"], keep)
         rs_out["scopeSpans"] = [{**scope_out, "spans": [span_doc]}]
         return json.dumps({"resourceSpans": [rs_out]}).encode()
 
     return DecodedTraces(data, encode_span, errors)
+
+
+def _redacted_span_doc(span_doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
+    out = {k: v for k, v in span_doc.items() if k not in ("events", "links")}
+    status = out.get("status")
+    if isinstance(status, dict):
+        out["status"] = {k: v for k, v in status.items() if k != "message"}
+    return _with_kept_attributes(out, keep)
+
+
+def _with_kept_attributes(doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
+    attributes = doc.get("attributes")
+    if not isinstance(attributes, list):
+        return {k: v for k, v in doc.items() if k != "attributes"}
+    kept = [
+        kv
+        for kv in attributes
+        if isinstance(kv, dict) and isinstance(kv.get("key"), str) and keep(kv["key"])
+    ]
+    return {**doc, "attributes": kept}
 
 
 def _get(doc: dict[str, Any], camel: str, snake: str) -> Any:

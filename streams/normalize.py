@@ -25,8 +25,20 @@ Choices the contract left open:
   lists as JSON. When more than ``max_attributes`` keys qualify, the alphabetically first
   are kept, so the result does not depend on wire order.
 - A rejected span appears in neither ``events`` nor ``spans``.
-- Reject payloads are in the encoding the message arrived in (protobuf or OTLP/JSON), except
-  ``not_otlp``, whose payload is the original bytes.
+- Reject payloads are in the encoding the message arrived in (protobuf or OTLP/JSON). They
+  carry ids, times, status code and the attributes an event could keep, never content: span
+  events, links, the status message and other attributes are left out, and a whole-message
+  reject (``not_otlp``) has an empty payload, unless :class:`IngestPolicy` ``dlq_content``.
+
+What a span may claim is bounded (:class:`IngestPolicy`, :mod:`schemas.event`): times within
+a window around the message's arrival (and 2000..2090 always), token counts, durations and
+fractions within limits, no NaN or infinity. A span beyond a bound is rejected, never
+clamped, so no price, baseline or rollup sees the value. Names that reach dashboards and SQL
+(service, environment, workflow, agent, tenant, route, provider, models) keep to letters,
+digits and ``_ - . : / @ + ~`` and space; any other character becomes ``_`` and a hash of the
+original is appended (``~1a2b3c4d``), so distinct names stay distinct, and the original is
+kept in ``attributes`` under ``driftline.original.<field>``. Free attributes are kept only
+when their key is on the allow list (:data:`schemas.attributes.DEFAULT_ATTRIBUTES_ALLOW`).
 
 Two paths give the same result. :func:`_normalize_span` reads the contract straightforwardly
 and decides every reject. :func:`_normalize_span_fast` runs first and relies on repetition:
@@ -38,9 +50,10 @@ and caches keyed by encoded values; at the first doubt it hands the span to the 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import functools
+import hashlib
 import json
-import math
 import operator
 import re
 from dataclasses import dataclass
@@ -48,8 +61,13 @@ from typing import Any, Final, Literal
 
 from driftline.schemas import attributes as a
 from driftline.schemas.event import (
+    EARLIEST_TIME_NS,
+    LATEST_TIME_NS,
     MAX_ATTRIBUTE_VALUE_CHARS,
+    MAX_CALL_SECONDS,
     MAX_EVENT_ATTRIBUTES,
+    MAX_STEPS,
+    MAX_TOKENS,
     bundle_id,
 )
 from driftline.streams.decode import (
@@ -63,9 +81,11 @@ from driftline.streams.decode import (
 
 __all__ = [
     "SPAN_RECORD_FIELDS",
+    "IngestPolicy",
     "NormalizedBatch",
     "Reject",
     "normalize_message",
+    "safe_name",
 ]
 
 SPAN_RECORD_FIELDS: Final = (
@@ -137,13 +157,41 @@ _RESOURCE_KEYS: Final = frozenset((a.SERVICE_NAME, *a.ENVIRONMENT_KEYS, *_RESOUR
 _EXCEPTION_CLASS: Final = re.compile(r"([A-Za-z_][\w.]*):")
 
 
+@dataclass(frozen=True, slots=True)
+class IngestPolicy:
+    """What the normalizer lets in (the ``[ingest]`` settings)."""
+
+    # Spans dated outside [arrival - max_past_s, arrival + max_future_s] are rejected.
+    max_past_s: float = 7 * 86_400.0
+    max_future_s: float = 3_600.0
+    # Free attribute keys kept (fnmatch patterns, case-sensitive).
+    attributes_allow: tuple[str, ...] = a.DEFAULT_ATTRIBUTES_ALLOW
+    store_content: bool = False  # keep every free attribute, prompts and completions too
+    dlq_content: bool = False  # dead letters carry the whole span, or the whole message
+
+    @classmethod
+    def from_settings(cls, ingest: Any) -> IngestPolicy:
+        """From ``Settings.ingest``; its ``attributes_allow = None`` means the built-in list."""
+        allow = ingest.attributes_allow
+        return cls(
+            max_past_s=ingest.max_past_s,
+            max_future_s=ingest.max_future_s,
+            attributes_allow=a.DEFAULT_ATTRIBUTES_ALLOW if allow is None else tuple(allow),
+            store_content=ingest.store_content,
+            dlq_content=ingest.dlq_content,
+        )
+
+
+DEFAULT_POLICY: Final = IngestPolicy()
+
+
 @dataclass(slots=True)
 class Reject:
     reason: str  # short machine code, e.g. "missing_trace_id", "wrong_type:<key>"
     detail: str  # human sentence
     trace_id: str  # hex, "" if unknown
     span_id: str
-    payload: bytes  # dead-letter bytes: the span with its resource and scope, or the message
+    payload: bytes  # dead-letter bytes: the span with its resource and scope (see above)
 
 
 @dataclass(slots=True)
@@ -169,25 +217,49 @@ def normalize_message(
     content_type: Literal["otlp_proto", "otlp_json"] | None = None,
     max_attributes: int = MAX_EVENT_ATTRIBUTES,
     max_attribute_chars: int = MAX_ATTRIBUTE_VALUE_CHARS,
+    policy: IngestPolicy = DEFAULT_POLICY,
+    arrival_ns: int | None = None,
 ) -> NormalizedBatch:
     """Normalize one OTLP traces message (``TracesData`` or ``ExportTraceServiceRequest``,
     protobuf or OTLP/JSON; ``content_type=None`` sniffs). Never raises.
+
+    ``arrival_ns``: when the message arrived (its Kafka timestamp); spans are checked against
+    ``policy``'s window around it. ``None`` (recorded files) checks the fixed bounds only.
 
     >>> batch = normalize_message(b"not otlp")
     >>> [r.reason for r in batch.rejects], batch.events
     (['not_otlp'], [])
     """
     try:
-        return _normalize(payload, content_type, max_attributes, max_attribute_chars)
+        return _normalize(
+            payload, content_type, max_attributes, max_attribute_chars, policy, arrival_ns
+        )
     except NotOtlpError as exc:
-        return _whole_message_reject(payload, "not_otlp", str(exc))
+        return _whole_message_reject(payload, "not_otlp", str(exc), policy)
     except Exception as exc:  # the contract is "never raises": keep the bytes, say why
-        return _whole_message_reject(payload, "internal_error", f"{type(exc).__name__}: {exc}")
+        detail = f"{type(exc).__name__}: {exc}"
+        return _whole_message_reject(payload, "internal_error", detail, policy)
 
 
-def _whole_message_reject(payload: Any, reason: str, detail: str) -> NormalizedBatch:
+def _whole_message_reject(
+    payload: Any, reason: str, detail: str, policy: IngestPolicy
+) -> NormalizedBatch:
     raw = bytes(payload) if isinstance(payload, bytes | bytearray | memoryview) else b""
-    return NormalizedBatch([], [], [Reject(reason, detail, "", "", raw)], 0)
+    # Bytes that did not decode are all content as far as anyone can tell: the source
+    # topic, partition and offset in the dead letter's headers lead back to them.
+    return NormalizedBatch(
+        [], [], [Reject(reason, detail, "", "", raw if policy.dlq_content else b"")], 0
+    )
+
+
+def _window(policy: IngestPolicy, arrival_ns: int | None) -> tuple[int, int]:
+    """The earliest start and latest end a span may have, in ns since the epoch."""
+    if arrival_ns is None:
+        return EARLIEST_TIME_NS, LATEST_TIME_NS
+    return (
+        max(EARLIEST_TIME_NS, arrival_ns - int(policy.max_past_s * 1e9)),
+        min(LATEST_TIME_NS, arrival_ns + int(policy.max_future_s * 1e9)),
+    )
 
 
 def _normalize(
@@ -195,6 +267,8 @@ def _normalize(
     content_type: ContentType | None,
     max_attributes: int,
     max_attribute_chars: int,
+    policy: IngestPolicy,
+    arrival_ns: int | None,
 ) -> NormalizedBatch:
     decoded = decode_traces(payload, content_type)
     events: list[dict[str, Any]] = []
@@ -202,7 +276,8 @@ def _normalize(
     rejects: list[Reject] = []
     span_count = 0
     span_errors = decoded.span_errors
-    limits = _limits_for(max_attributes, max_attribute_chars)
+    limits = _limits_for(max_attributes, max_attribute_chars, policy)
+    window = _window(policy, arrival_ns)
     for ri, resource_spans in enumerate(decoded.data.resource_spans):
         resource = _ResourceContext(resource_spans.resource.attributes)
         for si, scope_spans in enumerate(resource_spans.scope_spans):
@@ -214,42 +289,47 @@ def _normalize(
                         if preset is not None:
                             raise _SpanRejected(*preset)
                     try:
-                        _normalize_span_fast(span, resource, events, records, limits)
+                        _normalize_span_fast(span, resource, events, records, limits, window)
                     except Exception:
                         # The fast path checks fields in another order and may stop at a
                         # value the exact path never reads (a non-LLM span's provider, say):
                         # the exact path gives the contract's answer, reject or event.
-                        _normalize_span(
-                            span, resource, events, records, max_attributes, max_attribute_chars
-                        )
+                        _normalize_span(span, resource, events, records, limits, window)
                 except _SpanRejected as exc:
-                    rejects.append(_span_reject(decoded.encode_span, (ri, si, pi), span, exc))
+                    rejects.append(_span_reject(decoded, (ri, si, pi), span, exc, policy))
                 except Exception as exc:  # one odd span must not cost the rest of the message
                     error = _SpanRejected("internal_error", f"{type(exc).__name__}: {exc}")
-                    rejects.append(_span_reject(decoded.encode_span, (ri, si, pi), span, error))
+                    rejects.append(_span_reject(decoded, (ri, si, pi), span, error, policy))
     return NormalizedBatch(events, records, rejects, span_count)
 
 
-def _span_reject(encode_span: Any, index: SpanIndex, span: Any, exc: _SpanRejected) -> Reject:
+def _span_reject(
+    decoded: Any, index: SpanIndex, span: Any, exc: _SpanRejected, policy: IngestPolicy
+) -> Reject:
+    keep = None if policy.dlq_content else _dead_letter_keys(policy.attributes_allow)
     return Reject(
         exc.reason,
         exc.detail,
         bytes(span.trace_id).hex(),
         bytes(span.span_id).hex(),
-        encode_span(index),
+        decoded.encode_span(index, keep),
     )
 
 
 class _ResourceContext:
     """What every span of one resource shares, read once."""
 
-    __slots__ = ("environment", "fallbacks", "memo_key", "service")
+    __slots__ = ("environment", "fallbacks", "memo_key", "originals", "service")
 
     def __init__(self, attrs: Any) -> None:
         values = _mapped_values(attrs, _RESOURCE_KEYS)
-        self.service = _resource_text(values, (a.SERVICE_NAME,))
-        self.environment = _resource_text(values, a.ENVIRONMENT_KEYS)
+        originals: dict[str, str] = {}
+        self.service = safe_name(_resource_text(values, (a.SERVICE_NAME,)), "service", originals)
+        self.environment = safe_name(
+            _resource_text(values, a.ENVIRONMENT_KEYS), "environment", originals
+        )
         self.fallbacks = {key: _resource_text(values, (key,)) for key in _RESOURCE_FALLBACK_KEYS}
+        self.originals = originals
         # Everything of the resource that reaches an event, as part of the identity memo key.
         self.memo_key = (self.service, self.environment, *self.fallbacks.values())
 
@@ -275,8 +355,8 @@ def _normalize_span(
     resource: _ResourceContext,
     events: list[dict[str, Any]],
     records: list[dict[str, Any]],
-    max_attributes: int,
-    max_attribute_chars: int,
+    limits: _Limits,
+    window: tuple[int, int],
 ) -> None:
     trace_id, span_id, parent_span_id = _ids(span)
     start_ns = span.start_time_unix_nano
@@ -285,12 +365,12 @@ def _normalize_span(
         raise _SpanRejected(
             "bad_timestamps", f"span runs from {start_ns} ns to {end_ns} ns (need 0 < start <= end)"
         )
+    _check_window(start_ns, end_ns, window)
     attrs = span.attributes
-    # Keys are cheap to list; values are decoded only for the keys that are used.
     # Listing keys is cheap; values are decoded only for keys that are used. Spans from one
     # instrumentation share a key set, so which keys are mapped and which go to the free
     # attributes map is worked out once per key set.
-    mapped_keys, free_keys = _key_plan(tuple(attrs)) if len(attrs) else _EMPTY_PLAN
+    mapped_keys, free_keys = _key_plan(tuple(attrs), limits.keep) if len(attrs) else _EMPTY_PLAN
     values = {}
     for key in mapped_keys:
         raw = attrs[key]
@@ -313,10 +393,13 @@ def _normalize_span(
     status_code = span.status.code
     status = _STATUS_NAMES[status_code] if 0 <= status_code <= 2 else "unset"
     fallbacks = resource.fallbacks
-    agent = _text(values, (a.GEN_AI_AGENT_NAME,))
-    workflow = _text(values, a.WORKFLOW_KEYS)
+    originals = dict(resource.originals)
+    agent = safe_name(_text(values, (a.GEN_AI_AGENT_NAME,)), "agent", originals)
+    workflow = safe_name(_text(values, a.WORKFLOW_KEYS), "workflow", originals)
     tenant = _text(values, (a.DRIFTLINE_TENANT,)) or fallbacks[a.DRIFTLINE_TENANT]
+    tenant = safe_name(tenant, "tenant", originals)
     route = _text(values, (a.DRIFTLINE_ROUTE,)) or fallbacks[a.DRIFTLINE_ROUTE]
+    route = safe_name(route, "route", originals)
     session_id = _text(values, a.SESSION_KEYS)
     start_ts = start_ns // 1000
     end_ts = end_ns // 1000
@@ -342,6 +425,11 @@ def _normalize_span(
         records.append(record)
         return
 
+    if end_ns - start_ns > _MAX_CALL_NS:
+        raise _SpanRejected(
+            "out_of_range:duration",
+            f"the call lasted {(end_ns - start_ns) / 1e9:.0f} s; at most {MAX_CALL_SECONDS} s",
+        )
     input_tokens = _count(values, a.INPUT_TOKENS_KEYS, "negative_tokens")
     output_tokens = _count(values, a.OUTPUT_TOKENS_KEYS, "negative_tokens")
     cache_read = _count(values, a.CACHE_READ_TOKENS_KEYS, "negative_tokens")
@@ -351,11 +439,11 @@ def _normalize_span(
         # its cached part means the instrumentation reported them exclusive, as Anthropic's
         # API does; add them so input_tokens means the same thing for every provider.
         input_tokens += cache_read + cache_write
-    provider = _text(values, a.PROVIDER_KEYS).lower()
+    provider = safe_name(_text(values, a.PROVIDER_KEYS).lower(), "provider", originals)
     if not provider and vllm_request:
         provider = a.VLLM_PROVIDER
-    request_model = _text(values, a.REQUEST_MODEL_KEYS)
-    response_model = _text(values, a.RESPONSE_MODEL_KEYS)
+    request_model = safe_name(_text(values, a.REQUEST_MODEL_KEYS), "request_model", originals)
+    response_model = safe_name(_text(values, a.RESPONSE_MODEL_KEYS), "response_model", originals)
     model_version = _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
     prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
     index_version = _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
@@ -404,15 +492,15 @@ def _normalize_span(
             "ttft_ms": _seconds_as_ms(values, a.TTFT_SECONDS_KEYS),
             "queue_ms": _seconds_as_ms(values, a.QUEUE_SECONDS_KEYS),
             "kv_cache_usage": _fraction(values, a.DRIFTLINE_KV_CACHE_USAGE),
-            "retry_attempt": _count(values, _RETRY_ATTEMPT, "out_of_range"),
+            "retry_attempt": _count(values, _RETRY_ATTEMPT, "out_of_range", MAX_STEPS),
             "loop_depth": 0,
-            "tool_calls": _count(values, _TOOL_CALLS, "out_of_range"),
+            "tool_calls": _count(values, _TOOL_CALLS, "out_of_range", MAX_STEPS),
             "finish_reason": _finish_reason(values),
             "output_chars": _optional_count(values, a.DRIFTLINE_OUTPUT_CHARS),
             "validation_failed": _flag(values, a.DRIFTLINE_OUTPUT_VALIDATION_FAILED),
             "error_type": error_type,
             "status": status,
-            "attributes": _free_attributes(attrs, free_keys, max_attributes, max_attribute_chars),
+            "attributes": _free_attributes(attrs, free_keys, limits, originals),
         }
     )
     records.append(record)
@@ -482,7 +570,9 @@ def _text(values: dict[str, Any], keys: tuple[str, ...]) -> str:
     return ""
 
 
-def _count(values: dict[str, Any], keys: tuple[str, ...], negative_reason: str) -> int:
+def _count(
+    values: dict[str, Any], keys: tuple[str, ...], negative_reason: str, most: int = MAX_TOKENS
+) -> int:
     for key in keys:
         value = values.get(key)
         if value is None:
@@ -490,18 +580,16 @@ def _count(values: dict[str, Any], keys: tuple[str, ...], negative_reason: str) 
         number = _integer(key, value)
         if number < 0:
             raise _SpanRejected(f"{negative_reason}:{key}", f"{key} is negative ({number})")
+        if number > most:
+            raise _SpanRejected(f"out_of_range:{key}", f"{key} is {number}; at most {most}")
         return number
     return 0
 
 
 def _optional_count(values: dict[str, Any], key: str) -> int | None:
-    value = values.get(key)
-    if value is None:
+    if values.get(key) is None:
         return None
-    number = _integer(key, value)
-    if number < 0:
-        raise _SpanRejected(f"out_of_range:{key}", f"{key} is negative ({number})")
-    return number
+    return _count(values, (key,), "out_of_range")
 
 
 def _integer(key: str, value: Any) -> int:
@@ -531,8 +619,10 @@ def _seconds_as_ms(values: dict[str, Any], keys: tuple[str, ...]) -> float | Non
         if value is None:
             continue
         seconds = _real(key, value)
-        if not 0.0 <= seconds < math.inf:
-            raise _SpanRejected(f"out_of_range:{key}", f"{key} is {seconds!r} seconds")
+        if not 0.0 <= seconds <= MAX_CALL_SECONDS:
+            raise _SpanRejected(
+                f"out_of_range:{key}", f"{key} is {seconds!r} seconds; at most {MAX_CALL_SECONDS}"
+            )
         return seconds * 1000.0
     return None
 
@@ -586,10 +676,11 @@ def _exception_class(message: Any) -> str:
 
 
 def _free_attributes(
-    attrs: Any, free_keys: tuple[str, ...], max_attributes: int, max_chars: int
+    attrs: Any, free_keys: tuple[str, ...], limits: _Limits, originals: dict[str, str]
 ) -> dict[str, str]:
     out = {}
-    for key in free_keys[:max_attributes]:
+    max_chars = limits.max_chars
+    for key in free_keys[: limits.max_attributes]:
         raw = attrs[key]
         text = _display_cache_get(raw)
         if text is None:
@@ -597,28 +688,99 @@ def _free_attributes(
         out[key if len(key) <= max_chars else key[:max_chars]] = (
             text if len(text) <= max_chars else text[:max_chars]
         )
+    if originals:
+        out.update(_shown_originals(originals, max_chars))
     return out
 
 
-def _key_plan(keys: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _shown_originals(originals: dict[str, str], max_chars: int) -> dict[str, str]:
+    return {key: value[:max_chars] for key, value in originals.items()}
+
+
+def _key_plan(keys: tuple[Any, ...], keep: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(mapped keys present, keys for the free attributes map in alphabetical order)."""
-    plan = _plans.get(keys)
+    plan = _plans.get((keys, keep))
     if plan is None:
         mapped = tuple(_MAPPED_KEYS.intersection(keys))
         free = sorted(
             key
             for key in keys
-            # prompt/completion content is dropped, and so are keys that are not valid
+            # keys off the allow list are dropped, and so are keys that are not valid
             # UTF-8 (they arrive as bytes and cannot be looked up again)
-            if type(key) is str
-            and key not in _MAPPED_KEYS
-            and not key.startswith(a.CONTENT_KEY_PREFIXES)
+            if type(key) is str and key not in _MAPPED_KEYS and keep(key)
         )
         plan = (mapped, tuple(free))
         if len(_plans) >= _PLAN_LIMIT:
             _plans.clear()
-        _plans[keys] = plan
+        _plans[(keys, keep)] = plan
     return plan
+
+
+@functools.cache
+def _allow_list(patterns: tuple[str, ...]) -> Any:
+    """``key -> bool``: does the key match one of ``patterns``? One regex for them all."""
+    if not patterns:
+        return lambda key: False
+    matcher = re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+    return lambda key: matcher(key) is not None
+
+
+def _keep_everything(key: str) -> bool:
+    return True
+
+
+def _key_filter(policy: IngestPolicy) -> Any:
+    return _keep_everything if policy.store_content else _allow_list(policy.attributes_allow)
+
+
+@functools.cache
+def _dead_letter_keys(patterns: tuple[str, ...]) -> Any:
+    """The attribute keys a dead letter keeps: mapped ones and allowed free ones."""
+    allowed = _allow_list(patterns)
+    return lambda key: key in _MAPPED_KEYS or key in _RESOURCE_KEYS or allowed(key)
+
+
+# --- bounds ------------------------------------------------------------------------------------
+
+_MAX_CALL_NS: Final = MAX_CALL_SECONDS * 10**9
+# Characters a name may hold as is; see the module docstring.
+_UNSAFE_NAME_CHAR: Final = re.compile(r"[^\w.:/@+~ -]")
+
+
+def safe_name(name: str, field: str, originals: dict[str, str]) -> str:
+    """``name`` if every character is safe, else a safe form that stays distinct; the
+    original goes to ``originals`` under ``driftline.original.<field>``.
+
+    >>> found = {}
+    >>> safe_name("support-chat", "workflow", found), found
+    ('support-chat', {})
+    >>> quote_and_backslash = "zz'" + chr(92) + ") OR 1=1 --"
+    >>> safe_name(quote_and_backslash, "workflow", found)
+    'zz___ OR 1_1 --~07418b00'
+    >>> found == {"driftline.original.workflow": quote_and_backslash}
+    True
+    """
+    if not name or _UNSAFE_NAME_CHAR.search(name) is None:
+        return name
+    originals[a.ORIGINAL_NAME_PREFIX + field] = name
+    digest = hashlib.blake2b(name.encode("utf-8", "replace"), digest_size=4).hexdigest()
+    return f"{_UNSAFE_NAME_CHAR.sub('_', name)}~{digest}"
+
+
+def _check_window(start_ns: int, end_ns: int, window: tuple[int, int]) -> None:
+    earliest, latest = window
+    if start_ns < earliest:
+        raise _SpanRejected(
+            "stale_timestamp",
+            f"span starts at {start_ns} ns, before {earliest} ns (the arrival time minus "
+            "ingest.max_past_s, and never before 2000)",
+        )
+    if end_ns > latest:
+        raise _SpanRejected(
+            "future_timestamp",
+            f"span ends at {end_ns} ns, after {latest} ns (the arrival time plus "
+            "ingest.max_future_s, and never after 2089)",
+        )
 
 
 # --- caches ------------------------------------------------------------------------------------
@@ -793,7 +955,9 @@ class _Plan:
         "tokens_and_model",
     )
 
-    def __init__(self, keys: tuple[Any, ...], max_attributes: int, max_chars: int) -> None:
+    def __init__(
+        self, keys: tuple[Any, ...], max_attributes: int, max_chars: int, keep: Any
+    ) -> None:
         present = _MAPPED_KEYS.intersection(keys)
         self.memo_keys = tuple(sorted(_MEMO_KEYS.intersection(present)))
         self.session_keys = tuple(key for key in a.SESSION_KEYS if key in present)
@@ -806,7 +970,7 @@ class _Plan:
         self.tokens_and_model = not (
             _TOKEN_KEYS.isdisjoint(present) or _MODEL_KEYS.isdisjoint(present)
         )
-        kept = _key_plan(keys)[1][:max_attributes]
+        kept = _key_plan(keys, keep)[1][:max_attributes]
         self.free_keys = kept
         self.free_names = tuple(key if len(key) <= max_chars else key[:max_chars] for key in kept)
         self.memo_values = _values_getter(self.memo_keys)
@@ -828,18 +992,19 @@ def _values_getter(keys: tuple[str, ...]) -> Any:
 
 
 class _Limits:
-    """Plans and displayed attribute texts for one (max_attributes, max_chars) setting."""
+    """Plans and displayed attribute texts for one (max_attributes, max_chars, policy)."""
 
-    __slots__ = ("max_attributes", "max_chars", "plans", "texts")
+    __slots__ = ("keep", "max_attributes", "max_chars", "plans", "texts")
 
-    def __init__(self, max_attributes: int, max_chars: int) -> None:
+    def __init__(self, max_attributes: int, max_chars: int, policy: IngestPolicy) -> None:
         self.max_attributes = max_attributes
         self.max_chars = max_chars
+        self.keep = _key_filter(policy)  # which free attribute keys are kept
         self.plans: dict[tuple[Any, ...], _Plan] = {}
         self.texts: dict[bytes, str] = {}  # encoded AnyValue -> its truncated display text
 
     def plan(self, keys: tuple[Any, ...]) -> _Plan:
-        plan = _Plan(keys, self.max_attributes, self.max_chars)
+        plan = _Plan(keys, self.max_attributes, self.max_chars, self.keep)
         if len(self.plans) >= _PLAN_LIMIT:
             self.plans.clear()
         self.plans[keys] = plan
@@ -856,15 +1021,16 @@ class _Limits:
         return text
 
 
-_limits: dict[tuple[int, int], _Limits] = {}
+_limits: dict[tuple[int, int, IngestPolicy], _Limits] = {}
 
 
-def _limits_for(max_attributes: int, max_chars: int) -> _Limits:
-    limits = _limits.get((max_attributes, max_chars))
+def _limits_for(max_attributes: int, max_chars: int, policy: IngestPolicy) -> _Limits:
+    key = (max_attributes, max_chars, policy)
+    limits = _limits.get(key)
     if limits is None:
         if len(_limits) >= 16:  # callers use one or two settings; stay bounded anyway
             _limits.clear()
-        limits = _limits[(max_attributes, max_chars)] = _Limits(max_attributes, max_chars)
+        limits = _limits[key] = _Limits(max_attributes, max_chars, policy)
     return limits
 
 
@@ -874,6 +1040,7 @@ def _normalize_span_fast(
     events: list[dict[str, Any]],
     records: list[dict[str, Any]],
     limits: _Limits,
+    window: tuple[int, int],
 ) -> None:
     trace_id = span.trace_id
     span_id = span.span_id
@@ -887,7 +1054,8 @@ def _normalize_span_fast(
         or trace_id == _ZERO_TRACE_ID
         or span_id == _ZERO_SPAN_ID
         or (parent and len(parent) != _SPAN_ID_BYTES)
-        or not start_ns
+        or start_ns < window[0]
+        or end_ns > window[1]
         or end_ns < start_ns
     ):
         raise _SpanRejected("exact_path_decides", "")
@@ -912,7 +1080,7 @@ def _normalize_span_fast(
     memo = _memo_get(memo_key)
     if memo is None:
         memo = _remember(memo_key, resource)
-    operation, is_llm_call, agent, workflow, tenant, route, template = memo
+    operation, is_llm_call, agent, workflow, tenant, route, template, originals = memo
 
     session_keys = plan.session_keys
     session_id = (
@@ -949,6 +1117,8 @@ def _normalize_span_fast(
         records.append(record)
         return
 
+    if end_ns - start_ns > _MAX_CALL_NS:
+        raise _SpanRejected("exact_path_decides", "")
     event = dict(template)
     event["trace_id"] = trace_id
     event["span_id"] = span_id
@@ -980,11 +1150,13 @@ def _normalize_span_fast(
         event["attributes"] = dict(zip(plan.free_names, shown, strict=False))
     else:
         event["attributes"] = {}
+    if originals:
+        event["attributes"].update(_shown_originals(originals, limits.max_chars))
     events.append(event)
     records.append(record)
 
 
-_Memo = tuple[str, bool, str, str, str, str, dict[str, Any]]
+_Memo = tuple[str, bool, str, str, str, str, dict[str, Any], dict[str, str]]
 _MEMO_LIMIT: Final = 1 << 14
 _memo: dict[Any, _Memo] = {}
 _memo_get = _memo.get
@@ -1004,17 +1176,22 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
         elif plan.tokens_and_model:
             is_llm_call = True
     fallbacks = resource.fallbacks
-    agent = _text(values, (a.GEN_AI_AGENT_NAME,))
-    workflow = _text(values, a.WORKFLOW_KEYS)
+    originals = dict(resource.originals)
+    agent = safe_name(_text(values, (a.GEN_AI_AGENT_NAME,)), "agent", originals)
+    workflow = safe_name(_text(values, a.WORKFLOW_KEYS), "workflow", originals)
     tenant = _text(values, (a.DRIFTLINE_TENANT,)) or fallbacks[a.DRIFTLINE_TENANT]
+    tenant = safe_name(tenant, "tenant", originals)
     route = _text(values, (a.DRIFTLINE_ROUTE,)) or fallbacks[a.DRIFTLINE_ROUTE]
+    route = safe_name(route, "route", originals)
     template: dict[str, Any] = {}  # only LLM calls become events
     if is_llm_call:
-        provider = _text(values, a.PROVIDER_KEYS).lower()
+        provider = safe_name(_text(values, a.PROVIDER_KEYS).lower(), "provider", originals)
         if not provider and vllm_request:
             provider = a.VLLM_PROVIDER
-        request_model = _text(values, a.REQUEST_MODEL_KEYS)
-        response_model = _text(values, a.RESPONSE_MODEL_KEYS)
+        request_model = safe_name(_text(values, a.REQUEST_MODEL_KEYS), "request_model", originals)
+        response_model = safe_name(
+            _text(values, a.RESPONSE_MODEL_KEYS), "response_model", originals
+        )
         model_version = _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
         prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
         index_version = (
@@ -1062,9 +1239,9 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
             "ttft_ms": None,
             "queue_ms": None,
             "kv_cache_usage": None,
-            "retry_attempt": _count(values, _RETRY_ATTEMPT, "out_of_range"),
+            "retry_attempt": _count(values, _RETRY_ATTEMPT, "out_of_range", MAX_STEPS),
             "loop_depth": 0,
-            "tool_calls": _count(values, _TOOL_CALLS, "out_of_range"),
+            "tool_calls": _count(values, _TOOL_CALLS, "out_of_range", MAX_STEPS),
             "finish_reason": _finish_reason(values),
             "output_chars": None,
             "validation_failed": _flag(values, a.DRIFTLINE_OUTPUT_VALIDATION_FAILED),
@@ -1072,7 +1249,7 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
             "status": "",
             "attributes": None,
         }
-    memo: _Memo = (operation, is_llm_call, agent, workflow, tenant, route, template)
+    memo: _Memo = (operation, is_llm_call, agent, workflow, tenant, route, template, originals)
     if sum(map(len, raws)) <= _CACHEABLE_BYTES * 4:  # huge values are not worth keeping
         if len(_memo) >= _MEMO_LIMIT:
             _memo.clear()

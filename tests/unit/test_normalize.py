@@ -17,16 +17,20 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 from driftline.schemas import attributes as a
 from driftline.schemas import otlp_lean_pb2
 from driftline.schemas.event import (
+    EARLIEST_TIME_NS,
     EVENT_FIELD_NAMES,
     MAX_ATTRIBUTE_VALUE_CHARS,
     MAX_EVENT_ATTRIBUTES,
+    MAX_TOKENS,
     bundle_id,
 )
 from driftline.streams.decode import sniff_content_type
 from driftline.streams.normalize import (
     SPAN_RECORD_FIELDS,
+    IngestPolicy,
     NormalizedBatch,
     normalize_message,
+    safe_name,
 )
 from tests.utils import otlp_factory as f
 
@@ -314,12 +318,9 @@ def test_openinference_span() -> None:
         96,
         128,
     )
-    # input.value / output.value / llm.*_messages are content: never stored.
-    assert set(event["attributes"]) == {
-        "llm.token_count.total",
-        "llm.invocation_parameters",
-        "input.mime_type",
-    }
+    # input.value / output.value / llm.*_messages are content, and llm.invocation_parameters
+    # is not on the allow list: only allowed keys are stored.
+    assert set(event["attributes"]) == {"llm.token_count.total", "input.mime_type"}
 
 
 def test_openllmetry_span() -> None:
@@ -441,27 +442,34 @@ def test_bundle_versions_fall_back_to_resource_attributes() -> None:
     assert (event["prompt_version"], event["tenant"]) == ("p-resource", "tenant-span")
 
 
+# An allow list that keeps the application's own keys, as a deployment would configure it.
+ALLOW_APP = IngestPolicy(attributes_allow=("app.*",))
+
+
 def test_attributes_map_is_bounded_truncated_and_deterministic() -> None:
     free = {f"app.key{i:02d}": "v" * 400 for i in range(40)}
     message = f.traces_data(f.make_resource_spans([llm_span({**CHAT, **free})]))
     payload = message.SerializeToString()
-    attrs = normalize_message(payload, max_attributes=5, max_attribute_chars=10).events[0][
-        "attributes"
-    ]
+    attrs = normalize_message(
+        payload, max_attributes=5, max_attribute_chars=10, policy=ALLOW_APP
+    ).events[0]["attributes"]
     assert attrs == {f"app.key{i:02d}": "v" * 10 for i in range(5)}
     reversed_message = f.traces_data(
         f.make_resource_spans([llm_span({**CHAT, **dict(reversed(free.items()))})])
     )
     again = normalize_message(
-        reversed_message.SerializeToString(), max_attributes=5, max_attribute_chars=10
+        reversed_message.SerializeToString(),
+        max_attributes=5,
+        max_attribute_chars=10,
+        policy=ALLOW_APP,
     )
     assert again.events[0]["attributes"] == attrs
 
 
 def test_non_scalar_attribute_values_are_rendered_as_json() -> None:
-    event = one_event(
-        {**CHAT, "app.tags": ["a", 1, True], "app.meta": {"k": 2.5}, "app.blob": b"\x01\x02"}
-    )
+    attrs = {**CHAT, "app.tags": ["a", 1, True], "app.meta": {"k": 2.5}, "app.blob": b"\x01\x02"}
+    message = f.traces_data(f.make_resource_spans([llm_span(attrs)]))
+    (event,) = normalize_message(message.SerializeToString(), policy=ALLOW_APP).events
     assert event["attributes"] == {
         "app.tags": '["a", 1, true]',
         "app.meta": '{"k": 2.5}',
@@ -596,7 +604,8 @@ def test_bad_span_is_rejected_with_its_reason_and_the_rest_survive(
 
 
 def test_free_form_oversize_values_are_truncated_not_rejected() -> None:
-    event = one_event({**CHAT, "app.note": "n" * 5000})
+    message = f.traces_data(f.make_resource_spans([llm_span({**CHAT, "app.note": "n" * 5000})]))
+    (event,) = normalize_message(message.SerializeToString(), policy=ALLOW_APP).events
     assert event["attributes"]["app.note"] == "n" * 256
 
 
@@ -618,10 +627,12 @@ def test_json_reject_payload_is_the_original_json_span() -> None:
     "payload",
     [b"hello, world", b"\xff\xfe\xfd", b"{not json", b"[1, 2]", b'{"resourceSpans": 3}'],
 )
-def test_not_otlp_keeps_the_whole_message(payload: bytes) -> None:
+def test_not_otlp_keeps_the_whole_message_only_when_asked(payload: bytes) -> None:
     batch = normalize_message(payload)
-    assert [(r.reason, r.payload) for r in batch.rejects] == [("not_otlp", payload)]
+    assert [(r.reason, r.payload) for r in batch.rejects] == [("not_otlp", b"")]
     assert (batch.events, batch.spans, batch.span_count) == ([], [], 0)
+    kept = normalize_message(payload, policy=IngestPolicy(dlq_content=True))
+    assert [(r.reason, r.payload) for r in kept.rejects] == [("not_otlp", payload)]
 
 
 def test_invalid_utf8_in_one_span_rejects_nothing_else() -> None:
@@ -632,7 +643,9 @@ def test_invalid_utf8_in_one_span_rejects_nothing_else() -> None:
     payload = payload.replace(b"MODEL", b"MOD\xffL")
     batch = normalize_message(payload)
     assert batch.rejects == []
-    assert [e["request_model"] for e in batch.events] == ["", "MOD\ufffdL"]
+    # U+FFFD is not a character a name may hold: the model name is made safe, its original kept.
+    assert [e["request_model"] for e in batch.events] == ["", safe_name("MOD\ufffdL", "", {})]
+    assert batch.events[1]["attributes"] == {"driftline.original.request_model": "MOD\ufffdL"}
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -682,7 +695,7 @@ def test_mutated_valid_messages_never_raise(
 
 
 identity_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
-token_count = st.integers(0, 2**40)
+token_count = st.integers(0, MAX_TOKENS)
 
 
 @PROPERTY_SETTINGS
@@ -696,7 +709,7 @@ token_count = st.integers(0, 2**40)
     cache_read=st.integers(0, 2**20),
     ttft=st.floats(0, 1e4, allow_nan=False),
     kv=st.floats(0, 1),
-    start=st.integers(1, 2**62),
+    start=st.integers(EARLIEST_TIME_NS, 3 * 10**18),
     duration=st.integers(0, 10**12),
     as_json=st.booleans(),
 )
@@ -734,8 +747,13 @@ def test_random_valid_spans_round_trip_field_values(
     batch = normalize_message(payload)
     assert batch.rejects == []
     (event,) = batch.events
-    assert (event["request_model"], event["workflow"]) == (model, workflow)
-    assert (event["tenant"], event["prompt_version"]) == (tenant, prompt_version)
+    # Names are made safe for dashboards; versions are kept as they are.
+    assert event["request_model"] == safe_name(model, "request_model", {})
+    assert (event["workflow"], event["tenant"]) == (
+        safe_name(workflow, "", {}),
+        safe_name(tenant, "", {}),
+    )
+    assert event["prompt_version"] == prompt_version
     expected_input = input_tokens if cache_read <= input_tokens else input_tokens + cache_read
     assert (event["input_tokens"], event["output_tokens"]) == (expected_input, output_tokens)
     assert event["cache_read_tokens"] == cache_read
@@ -743,7 +761,7 @@ def test_random_valid_spans_round_trip_field_values(
     assert event["kv_cache_usage"] == kv
     assert (event["start_ts"], event["end_ts"]) == (start // 1000, (start + duration) // 1000)
     assert event["latency_ms"] == pytest.approx(duration / 1e6)
-    assert event["bundle_id"] == bundle_id(model, "", prompt_version, "", "")
+    assert event["bundle_id"] == bundle_id(event["request_model"], "", prompt_version, "", "")
 
 
 @PROPERTY_SETTINGS
