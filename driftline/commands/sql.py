@@ -1,25 +1,42 @@
 """``driftline sql QUERY``: analyst SQL against the store, or a query from the library.
 
 QUERY is SQL, or the name of a file in ``schemas/queries/`` (``driftline sql cost_by_workflow
---param from=2026-01-01 --param to=2026-01-08``). Only reading statements run unless
-``--write`` is given; in server mode, give analysts a read-only ClickHouse user as well.
+--param from=2026-01-01 --param to=2026-01-08``). Without ``--write`` the engine itself decides
+that a query only reads (:func:`reading_refusal`); in server mode, give analysts a read-only
+ClickHouse user as well (``store.reader_url``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
 from driftline.config import ConfigError, load_settings
 
+if TYPE_CHECKING:
+    from driftline.store import Store
+
 EXIT_OK = 0
 EXIT_QUERY_FAILED = 1
 EXIT_UNUSABLE = 2
 _READING = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(")
+# Table functions that only compute rows; every other one reads files, URLs, object stores,
+# other servers or this process's memory (chdb's Python()).
+_HARMLESS_TABLE_FUNCTIONS: Final = frozenset(
+    {"numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series", "generateseries"}
+    | {"values", "view", "null", "generaterandom", "merge"}
+)
+# Functions that read local files wherever they appear.
+_FILE_FUNCTIONS: Final = frozenset({"file"})
+_AST_FUNCTION: Final = re.compile(r"^(\s*)Function (\w+)")
+# The engine's words when a statement is not one plain SELECT (EXPLAIN in a subquery).
+_NOT_A_SELECT: Final = ("supports only SELECT queries", "cannot have output options")
+_READONLY_CODE: Final = "Code: 164."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,12 +80,6 @@ def run(args: argparse.Namespace) -> int:
             needed = " ".join(f"--param {name}=..." for name in missing)
             print(f"driftline sql: query {args.query!r} needs {needed}", file=sys.stderr)
             return EXIT_UNUSABLE
-    if not args.write and not _is_reading(sql):
-        print(
-            "driftline sql: only SELECT/WITH/SHOW/DESCRIBE/EXPLAIN run without --write",
-            file=sys.stderr,
-        )
-        return EXIT_UNUSABLE
     url, store_settings = args.store, settings.store
     if url is None and not args.write and settings.store.reader_url:
         # Analysts read as the read-only user; --write and --store choose for themselves.
@@ -82,7 +93,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftline sql: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     try:
-        if _is_reading(sql):
+        if not args.write:
+            refusal = reading_refusal(store, sql, params)
+            if refusal:
+                print(f"driftline sql: {refusal}", file=sys.stderr)
+                return EXIT_UNUSABLE
+            table = store.query(sql, params)
+        elif _is_reading(sql):  # only picks how to run it: --write allows anything
             table = store.query(sql, params)
         else:
             store.command(sql)
@@ -102,6 +119,56 @@ def run(args: argparse.Namespace) -> int:
 def _is_reading(sql: str) -> bool:
     code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines()).lstrip()
     return code.upper().startswith(_READING)
+
+
+def reading_refusal(store: Store, sql: str, params: dict[str, Any]) -> str | None:
+    """Why ``sql`` may not run without ``--write``, or None when it only reads.
+
+    The engine decides, not the text: an embedded session is switched to ``readonly = 2``
+    for good (no writes, no DDL, no changing ``readonly`` back); the engine's parser must see
+    exactly one statement; EXPLAIN in a subquery accepts only a plain SELECT, without FORMAT
+    or INTO OUTFILE; and its syntax tree must call no function that reads files, URLs or
+    other servers (``readonly`` alone still lets ``file()`` read a local file).
+    """
+    from driftline.store import ChdbStore, StoreQueryError
+
+    if isinstance(store, ChdbStore):
+        store.command("SET readonly = 2")
+    try:
+        formatted = store.query("SELECT formatQuery({sql:String}) AS q", {"sql": sql})
+    except StoreQueryError as exc:
+        return f"not one statement the engine can parse: {exc}"
+    one_statement = str(formatted.column("q")[0])
+    try:
+        tree = store.query(f"SELECT explain FROM (EXPLAIN AST {one_statement})", params)
+    except StoreQueryError as exc:
+        message = str(exc)
+        if any(words in message for words in _NOT_A_SELECT):
+            return (
+                "only one SELECT (or WITH ... SELECT) runs without --write; for SHOW or "
+                "DESCRIBE, query system.tables and system.columns"
+            )
+        if _READONLY_CODE in message and not isinstance(store, ChdbStore):
+            return None  # a server's read-only user may not EXPLAIN; its grants hold instead
+        raise
+    return _forbidden_function([str(line) for line in tree.column("explain").to_pylist()])
+
+
+def _forbidden_function(ast_lines: list[str]) -> str | None:
+    """A refusal naming the first function in ``EXPLAIN AST`` output that reaches outside."""
+    after_table: int | None = None  # indent of the TableExpression just seen
+    for line in ast_lines:
+        match = _AST_FUNCTION.match(line)
+        if match:
+            name = match.group(2)
+            table_function = after_table is not None and len(match.group(1)) == after_table + 1
+            if name.lower() in _FILE_FUNCTIONS or (
+                table_function and name.lower() not in _HARMLESS_TABLE_FUNCTIONS
+            ):
+                return f"{name}() reads outside the store; it runs only with --write"
+        stripped = line.lstrip()
+        after_table = len(line) - len(stripped) if stripped.startswith("TableExpression") else None
+    return None
 
 
 def render(table: pa.Table, fmt: str) -> str:

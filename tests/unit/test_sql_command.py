@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,3 +57,92 @@ def test_writes_need_the_flag(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "--write" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def guarded_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A store with one row in ``default.kept``, and a local file no query may read."""
+    directory = tmp_path_factory.mktemp("sql")
+    store = f"chdb://{directory / 'db'}"
+    for statement in (
+        "CREATE TABLE default.kept (x Int32) ENGINE = MergeTree ORDER BY x",
+        "INSERT INTO default.kept VALUES (1)",
+    ):
+        done = driftline("sql", statement, "--store", store, "--write", cwd=directory)
+        assert done.returncode == 0, done.stderr
+    (directory / "secret.txt").write_text("local secret\n")
+    return store, directory
+
+
+# Each must fail without --write; the engine, not a look at the text, refuses them.
+WRITES = [
+    "SELECT 1; DROP TABLE default.kept",
+    "SELECT 1; TRUNCATE TABLE default.kept",
+    "SELECT ';'; INSERT INTO default.kept VALUES (2)",
+    "TRUNCATE TABLE default.kept",
+    "WITH x AS (SELECT 2 AS x) INSERT INTO default.kept SELECT x FROM x",
+    "ALTER TABLE default.kept DELETE WHERE 1",
+    "SET readonly = 0",
+]
+READS_OUTSIDE = [
+    "SELECT * FROM file('{dir}/secret.txt', 'LineAsString')",
+    "SELECT file('{dir}/secret.txt')",
+    "SELECT x FROM default.kept WHERE toString(x) NOT IN "
+    "(SELECT * FROM file('{dir}/secret.txt', 'LineAsString'))",
+    "SELECT * FROM url('file://{dir}/secret.txt', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:9/x.csv', 'CSV', 'a String')",
+    "SELECT * FROM s3('http://127.0.0.1:9/bucket/x.csv', 'CSV', 'a String')",
+    "SELECT * FROM remote('127.0.0.1:9', system.one)",
+    "SELECT x FROM default.kept INTO OUTFILE '{dir}/out.csv'",
+    "SELECT x FROM default.kept FORMAT CSV",
+    "SHOW TABLES FROM default",
+]
+
+
+def run_sql(store: str, directory: Path, query: str) -> subprocess.CompletedProcess[str]:
+    return driftline("sql", query.format(dir=directory), "--store", store, cwd=directory)
+
+
+@pytest.mark.parametrize("attack", WRITES)
+def test_without_write_nothing_changes(guarded_store: tuple[str, Path], attack: str) -> None:
+    store, directory = guarded_store
+    assert run_sql(store, directory, attack).returncode != 0
+    rows = driftline(
+        "sql",
+        "SELECT count() AS n, sum(x) AS s FROM default.kept",
+        "--store",
+        store,
+        "--format",
+        "json",
+        cwd=directory,
+    )
+    assert rows.returncode == 0, rows.stderr
+    assert json.loads(rows.stdout) == {"n": 1, "s": 1}
+
+
+@pytest.mark.parametrize("attack", READS_OUTSIDE)
+def test_without_write_nothing_outside_the_store_is_read_or_written(
+    guarded_store: tuple[str, Path], attack: str
+) -> None:
+    store, directory = guarded_store
+    done = run_sql(store, directory, attack)
+    assert done.returncode != 0, done.stdout
+    assert "local secret" not in done.stdout + done.stderr
+    assert not (directory / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT ';' AS semicolon, x FROM default.kept",
+        "-- a comment; with a semicolon\nSELECT x FROM default.kept",
+        "WITH 1 AS one SELECT x * one AS x FROM default.kept",
+        "SELECT count() AS x FROM numbers(1)",
+        "(SELECT x FROM default.kept) UNION ALL (SELECT 1 AS x)",
+    ],
+)
+def test_reading_queries_still_run(guarded_store: tuple[str, Path], query: str) -> None:
+    store, directory = guarded_store
+    done = driftline("sql", query, "--store", store, "--format", "csv", cwd=directory)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].endswith("1")
