@@ -101,7 +101,7 @@ def lag1_autocorrelation(values: FloatArray) -> float:
     return float(np.dot(x[:-1], x[1:]) / denom)
 
 
-def ewma_filter(x: FloatArray, lam: float, y0: float = 0.0) -> FloatArray:
+def ewma_filter(x: FloatArray, lam: float, y0: float | FloatArray = 0.0) -> FloatArray:
     """``y_t = (1 - lam) y_{t-1} + lam x_t`` along the last axis, starting from ``y0``.
 
     Vectorized in chunks short enough that ``(1 - lam) ** -chunk`` stays below 1e6.

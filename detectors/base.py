@@ -32,9 +32,11 @@ class Field:
     """How one attribute is checked when restored.
 
     ``kind``: ``float``, ``int``, ``bool``, ``str``, ``array`` (``dtype``, ``ndim``),
-    ``floats`` (a list of floats kept as a float64 array), ``strs``, ``plain`` (evidence:
-    any plain data), ``reference`` (a :class:`FrozenReference` or None) or ``detector``
-    (a nested detector of class ``cls``, or None).
+    ``floats`` (a list of floats kept as a float64 array), ``numbers`` (a tuple of
+    finite floats, kept as a list), ``strs``, ``plain`` (evidence: any plain data),
+    ``reference`` (a :class:`FrozenReference` or None), ``detector`` (a nested object of
+    class ``cls`` with ``to_state``/``from_state``, or None) or ``detectors`` (a tuple
+    of them, or None).
     """
 
     kind: str
@@ -44,7 +46,7 @@ class Field:
     ndim: int = 1
     allow_inf: bool = False
     optional: bool = False
-    cls: type[DriftDetector] | None = None
+    cls: type[Any] | None = None
 
 
 class DriftDetector:
@@ -105,8 +107,7 @@ class DriftDetector:
         out["warm"] = warm
         out["drift_detected"] = self._drift_detected
         out["last"] = dict(self._last)
-        for name, spec in self._STATE.items():
-            out[name] = _encode(getattr(self, name), spec)
+        out.update(encode_fields(self, self._STATE))
         return out
 
     @classmethod
@@ -130,8 +131,7 @@ class DriftDetector:
         det._warm = decode(state, "warm", Field(cls._WARM_KIND), cls.__name__)
         det._drift_detected = decode(state, "drift_detected", Field("bool"), cls.__name__)
         det._last = decode(state, "last", Field("plain"), cls.__name__)
-        for name, spec in cls._STATE.items():
-            object.__setattr__(det, name, decode(state, name, spec, cls.__name__))
+        decode_fields(det, state, cls._STATE, cls.__name__)
         det._check_state()
         return det
 
@@ -141,6 +141,17 @@ class DriftDetector:
 
     def _check_state(self) -> None:
         """Cross-field checks after a restore (shapes that must agree); ValueError."""
+
+
+def encode_fields(obj: Any, fields: dict[str, Field]) -> dict[str, Any]:
+    """``obj``'s attributes named in ``fields`` as plain data."""
+    return {name: _encode(getattr(obj, name), spec) for name, spec in fields.items()}
+
+
+def decode_fields(obj: Any, state: dict[str, Any], fields: dict[str, Field], owner: str) -> None:
+    """Set ``obj``'s attributes from ``state``, each checked against its field."""
+    for name, spec in fields.items():
+        object.__setattr__(obj, name, decode(state, name, spec, owner))
 
 
 def _plain_arg(value: Any) -> Any:
@@ -158,6 +169,10 @@ def _encode(value: Any, spec: Field) -> Any:
         return reference_to_state(value)
     if spec.kind == "detector":
         return value.to_state()
+    if spec.kind == "detectors":
+        return [v.to_state() for v in value]
+    if spec.kind == "numbers":
+        return [float(v) for v in value]
     if spec.kind == "floats":
         return np.asarray(value, dtype=np.float64)
     if spec.kind == "array":
@@ -201,7 +216,7 @@ def decode(state: dict[str, Any], name: str, spec: Field, owner: str) -> Any:
     if name not in state:
         raise ValueError(f"{where}: missing")
     value = state[name]
-    if value is None and (spec.optional or spec.kind in ("reference", "detector")):
+    if value is None and (spec.optional or spec.kind in ("reference", "detector", "detectors")):
         return None
     if spec.kind == "bool":
         if not isinstance(value, bool | np.bool_):
@@ -239,6 +254,18 @@ def decode(state: dict[str, Any], name: str, spec: Field, owner: str) -> Any:
     if spec.kind == "detector":
         assert spec.cls is not None
         return spec.cls.from_state(value)
+    if spec.kind == "detectors":
+        assert spec.cls is not None
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list of states")
+        return tuple(spec.cls.from_state(v) for v in value)
+    if spec.kind == "numbers":
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list of numbers")
+        if spec.ndim and len(value) != spec.ndim:
+            raise ValueError(f"{where}: expected {spec.ndim} numbers, got {len(value)}")
+        one = Field("float", lo=spec.lo, hi=spec.hi)
+        return tuple(decode({"v": v}, "v", one, where) for v in value)
     raise AssertionError(f"unknown field kind {spec.kind}")
 
 

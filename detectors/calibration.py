@@ -14,7 +14,8 @@ found in three steps, vectorized over the whole bank at once:
 3. Extrapolate to the budget with the tail rate: ``ARL(h) ~ ARL(h0) exp(theta (h - h0))``
    where ``theta`` is Lundberg's adjustment coefficient of the increments on the
    empirical reference distribution (heavy tails included), divided by the long-run
-   variance inflation.
+   variance inflation, or that of sums of ``BLOCK`` consecutive increments if smaller
+   (runs of dependent values).
 
 The result is cached per reference, so a baseline is calibrated once when it freezes.
 """
@@ -84,7 +85,14 @@ def cusum_thresholds(
     for i, (d, k) in enumerate(zip(directions, drifts, strict=True)):
         maxima = cusum_path(d * paths + bias - k).max(axis=1)
         h0 = float(np.median(maxima))
-        theta = adjustment_coefficient(d * z + bias - k) / ref.inflation
+        increments = d * z + bias - k
+        # Dependent increments (runs of one trace's calls) make the tail heavier than
+        # iid ones divided by the inflation suggest: the coefficient of sums over
+        # BLOCK consecutive increments bounds it from their own joint behaviour.
+        sums = np.convolve(increments, np.ones(BLOCK), mode="valid")
+        theta = min(
+            adjustment_coefficient(increments) / ref.inflation, adjustment_coefficient(sums)
+        )
         theta = min(theta, _MAX_THETA) if theta > 0 else 1e-3
         out[i] = max(h0 + math.log(max(arl0 / arl_h0, 1.0)) / theta, 1e-6)
     _cache[key] = out

@@ -153,6 +153,10 @@ class CategoricalShift(DriftDetector):
         self._critical = float(chdtri(df, self.stride / self.arl0))
         self._warm = []
 
+    def encode(self, values: list[str]) -> np.ndarray:
+        """Category codes (the order of :attr:`categories`) of ``values``; frozen only."""
+        return self._encode(values)
+
     def _encode(self, values: list[str]) -> np.ndarray:
         other = self._categories[OTHER]
         return np.fromiter(

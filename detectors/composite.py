@@ -1,63 +1,109 @@
 """All tests of one metric behind one warm-up: what the monitor runs per (workflow, bundle, metric).
 
-Continuous signals get a CUSUM bank (level), a KS window (shape), an EWMA
-(creep) and a CUSUM on squared standardized values (spread) on one frozen
-reference; counts and rates get a CUSUM on their model's scale; categorical mixes
-a G-test on two windows. The metric's ARL0 is split evenly over its tests.
+Continuous signals get a CUSUM bank (level), a KS window (shape), an EWMA (creep) and
+a CUSUM on squared standardized values (spread); counts and rates a likelihood-ratio
+rate CUSUM (:class:`detectors.RateCUSUM`); categorical mixes a G-test on two windows
+plus a rate CUSUM per category other than the most common one (a ``length`` share
+that triples is a rate that triples). The metric's ARL0 is split evenly over its tests.
 
-State bound (float32 samples, ``W`` = warm-up, ``N`` = window): before freezing, a
-``4 W`` byte warm-up buffer (``12 W`` with the int64 trace codes of the values);
-after, a continuous metric holds the warm-up sample twice (standardized for
-calibration, sorted for KS) plus one window, ``4 (2W + N)`` bytes, a count or rate
-metric ``4 W`` (only until calibrated); plus about 2 KB of Python objects. With the
-defaults (500, 500): at most 8 KB (14 KB while warming up).
-A categorical metric keeps two windows of int8 codes (``N`` and ``4 N``): 2.5 KB.
+The reference is not frozen for good after the warm-up: it keeps growing, a window
+behind and only while the metric is quiet (:class:`detectors.growth.ReferenceGrowth`),
+up to ``GROWTH_CAP`` warm-ups. Continuous tests are recalibrated each time it doubles
+(the guard against the reference's own error shrinks with it, and the smallest shift
+members arm once the reference can tell them from its error); rate CUSUMs follow it
+block by block.
+
+State (``W`` = warm-up, ``N`` = window, defaults 500 and 500): a continuous metric
+keeps its warm-up sample in arrival order (``4 W`` bytes, for recalibration; ``12 W``
+with trace codes while warming up), a sorted copy for KS and one KS window (``4 (W +
+N)``), and at most ``N / 100`` block sums of growth: 6 KB of arrays; a count 2 KB while
+warming up, then a few hundred bytes; a categorical mix two windows of int8 codes and
+one rate CUSUM per category: about 3 KB. Python objects add about 3 KB
+(``bench/bench_detector_speed.py`` measures the whole monitor).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
 
-from driftline.detectors._kernels import FloatArray, ewma_filter
-from driftline.detectors.base import STATE_VERSION, Field, check_plain, decode
-from driftline.detectors.categorical import CategoricalShift
-from driftline.detectors.cusum import CUSUM, DEFAULT_SHIFTS
+from driftline.detectors._kernels import FloatArray, cusum_path, ewma_filter
+from driftline.detectors.base import (
+    STATE_VERSION,
+    Field,
+    check_plain,
+    decode_fields,
+    encode_fields,
+)
+from driftline.detectors.categorical import CategoricalShift, jensen_shannon
+from driftline.detectors.cusum import CUSUM
 from driftline.detectors.ewma import EWMA
+from driftline.detectors.growth import ReferenceGrowth
 from driftline.detectors.ks import KSWindow
 from driftline.detectors.metrics import Kind
-from driftline.detectors.reference import FrozenReference
+from driftline.detectors.rate import RateCUSUM
+from driftline.detectors.reference import (
+    CLIP,
+    MIN_SCALE,
+    FrozenReference,
+    Model,
+    huber_location,
+)
 
+KINDS: tuple[Kind, ...] = ("continuous", "poisson", "bernoulli", "categorical")
 # CUSUM bank (level), KS (shape), EWMA (creep), CUSUM on squares (spread).
 CONTINUOUS_TESTS = 4
+# Level shifts the CUSUM bank targets, in long-run reference standard deviations.
+SHIFTS = (0.1, 0.2, 0.5, 1.5)
 # A test is armed only when the shift it targets is at least this many standard errors
-# of the frozen mean (effective sample size): a 0.2 sd CUSUM member or the creep EWMA
-# run on a 250-event reference would mostly be measuring the reference's own error
-# (1.5 standard errors of it are guarded; the rest alarms for ever). 5 SE arms the 0.2 sd
-# member and the EWMA from 625 effective events, the 0.5 sd member from 100. Measured on
-# simulated traffic with 500-event references: at 4 SE about one reference in 30 sat
-# more than 2 SE off its steady mean and alarmed about once an hour.
+# of the reference mean (effective sample size): a 0.2 sd member run on a 250-event
+# reference would mostly measure the reference's own error. 5 SE arms the 0.2 sd member
+# and the creep EWMA from 625 effective events, the 0.1 sd member from 2,500 (reached
+# by growth), the 0.5 sd member from 100.
 ARMING_SE = 5.0
 # The creep EWMA (lam 0.02) is aimed at shifts of about this size (reference sd).
 CREEP_SHIFT = 0.2
+# Level changes smaller than this on the natural scale are tolerated (added to every
+# level test's allowance): 0.05 on a log scale is a 5% change. A reference cannot tell
+# a slow cycle (a day of traffic) from drift until it has seen one, and a 500-event
+# one sits at one phase of it; measured on cycles of +-2..5% (bench/families.py), the
+# level tests alarmed on the phase alone without it.
+TOLERANCE = 0.05
+# Rate ratios of the count and category CUSUMs (a tripling is found by the first).
+RATE_RATIOS = (2.0, 5.0)
+# A categorical metric's tests: two G-tests and a share CUSUM per tracked category
+# (at most CategoricalShift's default max_categories, 8).
+CATEGORICAL_TESTS = 2 + 8
+# Growth: blocks of this many values join the reference one window after they arrive,
+# until it holds GROWTH_CAP warm-ups.
+GROWTH_BLOCK = 100
+GROWTH_CAP = 16
 # Stay-open bar of shift_holds, in standard errors of the recent level (an EWMA over
 # about one window) against the reference. Opening an alert takes a test at the
-# metric's ARL0 share (1e8 events by default: about 5.7 standard errors for a window
-# mean), so 3 is the lower, recovery bar: a persistent shift stays above it, and a
-# shift that ended falls below it within about one window.
+# metric's ARL0 share (about 2.7e7 events with the monitor's defaults: more than 5
+# standard errors for a window mean), so 3 is the lower, recovery bar: a persistent
+# shift stays above it, and one that ended falls below it within about one window.
 HOLD_SE = 3.0
-# Its counterpart for a categorical mix: the G-test of the short window at this level.
+# Its counterpart for a categorical mix: the G-test of the long window at this level.
 HOLD_P = 1e-3
+# After a level or rate detection, a sequential test of "back to the reference"
+# against "still at the detected shift" (a CUSUM of their log-likelihood ratio) keeps
+# the shift holding until the odds for recovery reach this: a 1% -> 3% rate holds on
+# its own evidence, which a window of 500 events (15 failures) cannot give.
+RECOVERY_ODDS = 1e4
+RECOVERY_SPAN = 1500
+NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 UNSEEN = 2**62
 
 
 @dataclass(frozen=True, slots=True)
 class Detection:
     index: int  # into the batch passed to update_many
-    test: str  # "cusum" | "ks" | "ewma" | "g_test"
+    test: str  # "cusum" | "ks" | "ewma" | "cusum_spread" | "g_test" | "share"
     score: float  # statistic / threshold (> 1 at a detection)
     statistic: float
     threshold: float
@@ -76,9 +122,10 @@ class MetricDetector:
         ``"continuous"`` (values on their natural scale), ``"poisson"``,
         ``"bernoulli"`` or ``"categorical"`` (labels).
     warmup
-        Observations frozen as the reference.
+        Observations that form the first reference.
     window
-        Rolling window of the KS and G tests (the G test also runs on ``4 * window``).
+        Rolling window of the KS and G tests (the G test also runs on ``4 * window``),
+        and the span of the recent level behind :meth:`shift_holds`.
     arl0
         In-control run length of the metric as a whole, split evenly over its tests.
     ewma_lam
@@ -94,22 +141,29 @@ class MetricDetector:
 
     References
     ----------
-    See :class:`detectors.CUSUM`, :class:`detectors.KSWindow`, :class:`detectors.EWMA`
-    and :class:`detectors.CategoricalShift`.
+    See :class:`detectors.CUSUM`, :class:`detectors.KSWindow`, :class:`detectors.EWMA`,
+    :class:`detectors.RateCUSUM` and :class:`detectors.CategoricalShift`.
     """
 
     # Slots: thousands of these live per worker, a __dict__ each would double the state.
     __slots__ = (
+        "_calibrated_n",
         "_categorical",
         "_cusum",
         "_ewma",
         "_groups",
+        "_growth",
         "_hold",
         "_ks",
         "_level",
         "_moments",
         "_n_warm",
+        "_rate",
         "_recent_mean",
+        "_recovery",
+        "_ref",
+        "_share_recent",
+        "_shares",
         "_since_detection",
         "_spread",
         "_square",
@@ -120,6 +174,29 @@ class MetricDetector:
         "warmup",
         "window",
     )
+    _STATE = {
+        "_n_warm": Field("int", lo=0),
+        "_warm": Field("array", dtype="float32"),
+        "_groups": Field("array", dtype="int64", optional=True),
+        "_ref": Field("reference"),
+        "_cusum": Field("detector", cls=CUSUM),
+        "_ks": Field("detector", cls=KSWindow),
+        "_ewma": Field("detector", cls=EWMA),
+        "_spread": Field("detector", cls=CUSUM),
+        "_rate": Field("detector", cls=RateCUSUM),
+        "_categorical": Field("detectors", cls=CategoricalShift),
+        "_shares": Field("detectors", cls=RateCUSUM),
+        "_share_recent": Field("array", lo=0.0, hi=1.0),
+        "_growth": Field("detector", cls=ReferenceGrowth),
+        "_calibrated_n": Field("int", lo=0),
+        "_recent_mean": Field("float"),
+        "_moments": Field("numbers", ndim=3, optional=True),
+        "_level": Field("float"),
+        "_square": Field("float", lo=0.0),
+        "_hold": Field("numbers", ndim=2, lo=0.0),
+        "_since_detection": Field("int", lo=0, hi=UNSEEN),
+        "_recovery": Field("numbers", ndim=5),
+    }
 
     def __init__(
         self,
@@ -129,11 +206,13 @@ class MetricDetector:
         arl0: float = 1e6,
         ewma_lam: float = 0.02,
     ) -> None:
-        if kind not in ("continuous", "poisson", "bernoulli", "categorical"):
-            raise ValueError(f"kind must be continuous, poisson, bernoulli or categorical: {kind}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not (isinstance(warmup, int) and isinstance(window, int)):
+            raise ValueError("warmup and window must be whole numbers of observations")
         if warmup < 20 or window < 20:
             raise ValueError("warmup and window must be >= 20 observations")
-        if arl0 <= 4 * window:
+        if not 4 * window < arl0 < 1e300:
             raise ValueError(f"arl0 must exceed 4 windows ({4 * window} events), got {arl0}")
         if not 0.0 < ewma_lam <= 1.0:
             raise ValueError(f"ewma_lam must be in (0, 1], got {ewma_lam}")
@@ -146,40 +225,57 @@ class MetricDetector:
         # Cluster codes of the warm-up values (trace ids): the reference's design effect.
         self._groups: np.ndarray | None = None
         self._n_warm = 0
+        self._ref: FrozenReference | None = None
         self._cusum: CUSUM | None = None
         self._ks: KSWindow | None = None
         self._ewma: EWMA | None = None
         self._spread: CUSUM | None = None
+        self._rate: RateCUSUM | None = None
         # A categorical mix is tested on two windows: the short one reacts to large
-        # shifts, the long one (4x) has the power for small ones; the budget is split.
+        # shifts, the long one (4x) has the power for small ones; plus one rate CUSUM
+        # per category but the most common. The budget is split over all of them.
         self._categorical: tuple[CategoricalShift, ...] | None = None
+        self._shares: tuple[RateCUSUM, ...] | None = None
+        self._share_recent = np.zeros(0)
         if kind == "categorical":
             self._categorical = tuple(
-                CategoricalShift(warmup, w, max(1, w // 10), 2.0 * arl0)
+                CategoricalShift(warmup, w, max(1, w // 10), arl0 * CATEGORICAL_TESTS)
                 for w in (window, 4 * window)
             )
+        self._growth: ReferenceGrowth | None = None
+        self._calibrated_n = 0
         # Exponential mean over about one window of the natural-scale value, for evidence.
         self._recent_mean = 0.0
-        # (n, mean, std) of the warm-up sample as observed, for baseline snapshots (the
-        # reference itself holds a robust location and, for counts, an upper bound).
-        self._moments: tuple[int, float, float] | None = None
+        # (n, mean, std) of the warm-up sample as observed, for baseline snapshots.
+        self._moments: tuple[float, ...] | None = None
         # shift_holds: EWMAs (about one window) of the standardized value and its
         # square, and the reference's (mean, sd) of the square.
         self._level = 0.0
         self._square = 1.0
-        self._hold = (1.0, 1.0)
+        self._hold: tuple[float, ...] = (1.0, 1.0)
         # Values since the latest detection: a shift holds for a window after one, while
         # the recent level (slower than the test that fired) catches up with it.
         self._since_detection = UNSEEN
+        # Recovery test (a, b, h, S, column): S_t = max(0, S + a - b x_t) on the
+        # standardized value (continuous), the count, or the indicator of category
+        # ``column``; the shift holds until S crosses h (h = 0: no test running).
+        self._recovery: tuple[float, ...] = NO_RECOVERY
 
     @property
     def frozen(self) -> bool:
         if self._categorical is not None:
             return bool(self._categorical[0].categories)
-        return self._cusum is not None
+        return self._ref is not None
 
     @property
     def n_warm(self) -> int:
+        return self._n_warm
+
+    @property
+    def reference_size(self) -> int:
+        """Observations in the reference now (the warm-up, plus what growth added)."""
+        if self._growth is not None:
+            return int(self._growth.totals[0])
         return self._n_warm
 
     def recent_values(self) -> FloatArray | None:
@@ -189,15 +285,15 @@ class MetricDetector:
         """
         if self._ks is not None:
             return self._ks.window_values()
-        if self._cusum is None and self._n_warm >= self.window:
+        if self._ref is None and self._n_warm >= self.window and self._warm.shape[0]:
             return self._warm[self._n_warm - self.window : self._n_warm].astype(np.float64)
         return None
 
     def summary(self) -> dict[str, Any]:
         """What a baseline snapshot shows: reference and current state, natural scale.
 
-        ``frozen``, ``n`` (reference size, or values seen so far while warming up),
-        ``mean``/``std`` of the reference sample, ``sorted`` (the continuous reference,
+        ``frozen``, ``n`` (warm-up size, or values seen so far while warming up),
+        ``mean``/``std`` of the warm-up sample, ``sorted`` (the continuous warm-up,
         ascending, else None), ``mix`` (categorical reference shares), ``recent_mean``
         (about one window, exponentially weighted) and ``score`` (the level test's
         statistic over its threshold: 1.0 alarms).
@@ -228,48 +324,108 @@ class MetricDetector:
                     for c, k in zip(shift.categories, counts, strict=True)
                 }
             return out
-        moments = getattr(self, "_moments", None)  # absent in snapshots of older versions
-        if moments is not None:
-            out["n"], out["mean"], out["std"] = moments
+        if self._moments is not None:
+            n, out["mean"], out["std"] = self._moments
+            out["n"] = int(n)
         if self._ks is not None:
             out["sorted"] = self._ks.reference_sorted()
-        if self._cusum is not None:
+        if self._ref is not None:
             out["recent_mean"] = self._recent_mean
-            out["score"] = self._cusum.score()
+            level = self._cusum if self._cusum is not None else self._rate
+            out["score"] = level.score() if level is not None else 0.0
         return out
+
+    # --- reference --------------------------------------------------------------------
+
+    def _share(self) -> float:
+        return self.arl0 * (CONTINUOUS_TESTS if self.kind == "continuous" else 1)
 
     def _freeze(self) -> None:
         values = self._warm.astype(np.float64)
-        assert self.kind != "categorical"
         std = float(values.std(ddof=1)) if values.shape[0] > 1 else 0.0
-        self._moments = (int(values.shape[0]), float(values.mean()), std)
-        ref = FrozenReference.from_values(values, self.kind, self._groups)
-        tests = CONTINUOUS_TESTS if self.kind == "continuous" else 1
-        share = self.arl0 * tests
-        shifts: tuple[float, ...] = DEFAULT_SHIFTS
-        if self.kind == "continuous":
-            standard_error = 1.0 / math.sqrt(ref.n_effective)
-            shifts = tuple(s for s in DEFAULT_SHIFTS if s >= ARMING_SE * standard_error)
-            shifts = shifts or DEFAULT_SHIFTS[-1:]
-        # A count or rate (retries, validation failures) alarms on increases only.
-        self._cusum = CUSUM.from_reference(
-            ref, shifts, arl0=share, upward_only=self.kind != "continuous"
-        )
-        if self.kind == "continuous":
-            self._ks = KSWindow.from_reference(values, ref, self.window, self.window // 5, share)
-            if ARMING_SE * standard_error <= CREEP_SHIFT:
-                self._ewma = EWMA.from_reference(ref, self.ewma_lam, share)
-            # Spread: a CUSUM on squared standardized values (calibrated on their own
-            # warm-up distribution) sees a variance change long before a KS window does.
-            squares = FrozenReference.from_values(ref.standardize(values) ** 2)
-            self._spread = CUSUM.from_reference(squares, shifts=(1.0,), arl0=share)
-            z2 = ref.standardize(values) ** 2
-            self._hold = (float(z2.mean()), float(z2.std()) + 1e-6)
+        self._moments = (float(values.shape[0]), float(values.mean()), std)
+        n = float(values.shape[0])
+        if self.kind != "continuous":
+            self._rate = RateCUSUM(self.warmup, RATE_RATIOS, self._share())
+            self._growth = self._new_growth(2)
+            self._growth.start(np.array([n, values.sum()]))
+            self._set_rate_reference()
+            self._warm = np.zeros(0, dtype=np.float32)
+        else:
+            ref = FrozenReference.from_values(values, "continuous", self._groups)
+            self._ks = KSWindow.from_reference(
+                values, ref, self.window, self.window // 5, self._share()
+            )
+            wins = ref.mean + ref.scale * ref.standardize(values)
+            self._growth = self._new_growth(3)
+            self._growth.start(np.array([n, wins.sum(), (wins**2).sum()]))
+            self._calibrate(ref)
+        self._groups = None
+        self._recent_mean = self._ref.mean if self._ref is not None else 0.0
+
+    def _new_growth(self, columns: int) -> ReferenceGrowth:
+        block = min(GROWTH_BLOCK, self.window)
+        return ReferenceGrowth(columns, block, self.window, GROWTH_CAP * self.warmup)
+
+    def _set_rate_reference(self) -> None:
+        assert self._growth is not None and self._rate is not None
+        n, events = (float(v) for v in self._growth.totals)
+        self._rate.set_reference(events, n)
+        p0 = self._rate.reference_rate
+        model: Model = "poisson" if self.kind == "poisson" else "bernoulli"
+        scale = math.sqrt(max(p0, MIN_SCALE**2))
+        self._ref = FrozenReference(model, int(n), p0, scale, 1.0, np.zeros(0, dtype=np.float32))
+
+    def _calibrate(self, ref: FrozenReference) -> None:
+        """(Re)build the continuous tests on ``ref`` (its sample: the warm-up, standardized)."""
+        self._ref = ref
+        self._calibrated_n = ref.n
+        share = self._share()
+        standard_error = 1.0 / math.sqrt(ref.n_effective)
+        shifts = tuple(s for s in SHIFTS if s >= ARMING_SE * standard_error) or SHIFTS[-1:]
+        # The tolerance widens each member's allowance k = shift / 2 by tol (sd units).
+        tol = TOLERANCE / ref.scale
+        self._cusum = CUSUM.from_reference(ref, tuple(s + 2.0 * tol for s in shifts), share)
+        self._ewma = None
+        if ARMING_SE * standard_error <= CREEP_SHIFT:
+            self._ewma = EWMA.from_reference(ref, self.ewma_lam, share, margin=tol)
+        # Spread: a CUSUM on squared standardized values (calibrated on their own
+        # warm-up distribution) sees a variance change long before a KS window does.
+        z2 = ref.z_sample.astype(np.float64) ** 2
+        self._spread = CUSUM.from_reference(FrozenReference.from_values(z2), (1.0,), share)
+        self._hold = (float(z2.mean()), float(z2.std()) + 1e-6)
         self._level = 0.0
         self._square = self._hold[0]
-        self._warm = np.zeros(0, dtype=np.float32)
-        self._groups = None
-        self._recent_mean = ref.mean
+
+    def _regrow(self) -> None:
+        """Follow the grown reference: rates at once, continuous tests at each doubling."""
+        assert self._growth is not None and self._ref is not None
+        if self.kind != "continuous":
+            self._set_rate_reference()
+            return
+        n, s1, s2 = (float(v) for v in self._growth.totals)
+        if n < 2 * self._calibrated_n and not (self._growth.full and n > self._calibrated_n):
+            return
+        mean = s1 / n
+        var = max(s2 / n - mean * mean, 0.0) * n / (n - 1.0)
+        old = self._ref
+        scale = math.sqrt(max(var, MIN_SCALE**2) * old.inflation)
+        # The warm-up sample keeps its shape (tails, autocorrelation) for calibration,
+        # on the grown scale and centred where its clipped values average to zero (as
+        # in-control values do against the grown reference).
+        # Its spread is matched to the grown one's (a 500-value sample's variance is
+        # itself 6% off), or the spread test would be calibrated on the wrong level.
+        warm = self._warm.astype(np.float64)
+        centre = huber_location(warm, float(np.median(warm)), scale)
+        wins = np.clip(warm, centre - CLIP * scale, centre + CLIP * scale)
+        ratio = math.sqrt(var / max(float(wins.var(ddof=1)), MIN_SCALE**2))
+        z = np.clip((warm - centre) / scale * ratio, -CLIP, CLIP)
+        ref = FrozenReference(
+            "continuous", int(n), mean, scale, old.inflation, z.astype(np.float32)
+        )
+        self._calibrate(ref)
+
+    # --- updates ----------------------------------------------------------------------
 
     def update_many(
         self, values: FloatArray | list[str], groups: np.ndarray | None = None
@@ -277,10 +433,11 @@ class MetricDetector:
         """Feed a batch; ``groups`` (int64 per value, e.g. hashed trace ids) marks values
         that are not independent of each other, for the reference's effective size."""
         if self._categorical is not None:
-            return self._update_categorical([str(v) for v in values])
+            labels = [str(v) for v in values]
+            return self._count_since(self._update_categorical(labels), len(labels))
         x = np.asarray(values, dtype=np.float64)
         start = 0
-        if self._cusum is None:
+        if self._ref is None:
             take = min(self.warmup - self._n_warm, x.shape[0])
             if groups is not None and self.kind == "continuous":
                 if self._groups is None:
@@ -292,37 +449,99 @@ class MetricDetector:
             if self._n_warm < self.warmup:
                 return []
             self._freeze()
-        assert self._cusum is not None
         rest = x[start:]
         if not rest.shape[0]:
             return []
-        found: list[Detection] = []
-        ref = self._cusum.reference
+        found = self._count_since(self._tests(rest, start), x.shape[0])
+        self._grow(rest, bool(found))
+        return found
+
+    def _tests(self, rest: FloatArray, start: int) -> list[Detection]:
+        ref = self._ref
         assert ref is not None
         alpha = 2.0 / (self.window + 1.0)
         recent = ewma_filter(rest, alpha, self._recent_mean)
         self._recent_mean = float(recent[-1])
         z = ref.standardize(rest)
         self._level = float(ewma_filter(z, alpha, self._level)[-1])
-        if self._spread is not None:
-            self._square = float(ewma_filter(z**2, alpha, self._square)[-1])
-        for i in self._cusum.update_many(rest):
-            ev = self._cusum.last_detection
-            found.append(self._make(start + i, "cusum", ev, recent[i], ref.mean))
-        if self._ks is not None:
-            for i in self._ks.update_many(rest):
-                ev = self._ks.last_detection
-                found.append(self._make(start + i, "ks", ev, recent[i], ref.mean))
-        if self._ewma is not None:
-            for i in self._ewma.update_many(rest):
-                ev = self._ewma.last_detection
-                found.append(self._make(start + i, "ewma", ev, recent[i], ref.mean))
-        if self._spread is not None:
-            for i in self._spread.update_many(z**2):
-                ev = self._spread.last_detection
-                found.append(self._make(start + i, "cusum_spread", ev, recent[i], ref.mean))
+        found: list[Detection] = []
+        if self._rate is not None:
+            for i in self._rate.update_many(rest):
+                ev = self._rate.last_detection
+                ev["shift_sd"] = (ev["rate_ratio"] - 1.0) * ref.mean / ref.scale
+                found.append(self._make(start + i, "cusum", ev, recent[i], ref))
+            self._recover(found, start, lambda _col: rest)
+            return found
+        self._square = float(ewma_filter(z**2, alpha, self._square)[-1])
+        named = (
+            ("cusum", self._cusum, rest),
+            ("ks", self._ks, rest),
+            ("ewma", self._ewma, rest),
+            ("cusum_spread", self._spread, z**2),
+        )
+        for test, det, data in named:
+            if det is not None:
+                for i in det.update_many(data):
+                    found.append(self._make(start + i, test, det.last_detection, recent[i], ref))
         found.sort(key=lambda d: (d.index, d.test))
-        return self._count_since(found, x.shape[0])
+        self._recover(found, start, lambda _col: z)
+        return found
+
+    def _recover(
+        self, found: list[Detection], start: int, data: Callable[[int], FloatArray]
+    ) -> None:
+        """Arm the recovery test at the latest level or rate detection, then feed it."""
+        skip = 0
+        for d in reversed(found):
+            armed = self._arm_recovery(d)
+            if armed is not None:
+                self._recovery = armed
+                skip = d.index - start + 1
+                break
+        a, b, h, s, column = self._recovery
+        if h <= 0.0:
+            return
+        x = data(int(column))[skip:]
+        if not x.shape[0]:
+            return
+        path = cusum_path(a - b * x, s)
+        self._recovery = NO_RECOVERY if bool(np.any(path > h)) else (a, b, h, path[-1], column)
+
+    def _arm_recovery(self, d: Detection) -> tuple[float, ...] | None:
+        ev = d.evidence
+        # The odds asked for are capped so that a full return to the reference is
+        # recognised within RECOVERY_SPAN events (its log-likelihood ratio per event is
+        # KL = p0 (R - 1 - ln R) for a rate, delta^2 / 2 for a level).
+        if "rate_ratio" in ev:  # a count, or one category's share
+            r, p0 = float(ev["rate_ratio"]), float(ev["reference_rate"])
+            h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * p0 * (r - 1.0 - math.log(r)))
+            column = float(ev.get("column", -1))
+            return ((r - 1.0) * p0, math.log(r), max(h, 1.0), 0.0, column)
+        if d.test == "cusum":
+            delta, sign = float(ev["shift_sd"]), 1.0 if ev["direction"] == "up" else -1.0
+        elif d.test == "ewma" and self._ref is not None:
+            delta = CREEP_SHIFT + 2.0 * TOLERANCE / self._ref.scale
+            sign = 1.0 if float(ev["statistic"]) > 0 else -1.0
+        else:
+            return None  # shape and spread tests: the level and spread EWMAs decide
+        h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * delta * delta / 2.0)
+        return (delta / 2.0, sign, h / delta, 0.0, -1.0)
+
+    def _grow(self, rest: FloatArray, detected: bool) -> None:
+        growth, ref = self._growth, self._ref
+        assert growth is not None and ref is not None
+        if detected:
+            growth.discard()
+            return
+        if growth.full:
+            return
+        if self.kind == "continuous":
+            wins = ref.mean + ref.scale * ref.standardize(rest)
+            rows = np.stack([np.ones_like(wins), wins, wins * wins], axis=1)
+        else:
+            rows = np.stack([np.ones_like(rest), rest], axis=1)
+        if growth.push(rows, quiet=not self.shift_holds()):
+            self._regrow()
 
     def _count_since(self, found: list[Detection], n: int) -> list[Detection]:
         if found:
@@ -331,31 +550,121 @@ class MetricDetector:
             self._since_detection = min(self._since_detection + n, UNSEEN)
         return found
 
+    def _make(
+        self, index: int, test: str, ev: dict[str, Any], current: float, ref: FrozenReference
+    ) -> Detection:
+        stat, thr = float(ev["statistic"]), float(ev["threshold"])
+        effect = (float(current) - ref.mean) / ref.scale
+        return Detection(
+            index, test, abs(stat) / thr, stat, thr, ref.mean, float(current), effect, dict(ev)
+        )
+
+    # --- categorical ------------------------------------------------------------------
+
+    def _update_categorical(self, values: list[str]) -> list[Detection]:
+        assert self._categorical is not None
+        before = self._n_warm
+        found = []
+        for det in self._categorical:
+            for i in det.update_many(values):
+                ev = det.last_detection
+                stat, thr = float(ev["statistic"]), float(ev["threshold"])
+                js = float(ev["jensen_shannon"])
+                found.append(Detection(i, "g_test", stat / thr, stat, thr, 0.0, js, js, dict(ev)))
+        self._n_warm = min(before + len(values), self.warmup)
+        if not self.frozen:
+            return found
+        start = 0
+        if self._shares is None:
+            start = self.warmup - before  # the labels of this batch past the warm-up
+            self._start_shares()
+        codes = self._categorical[0].encode(values[start:])
+        if codes.shape[0]:
+            found.extend(self._update_shares(codes, start))
+            found.sort(key=lambda d: (d.index, -d.score))
+            self._grow_shares(codes, bool(found))
+        return found
+
+    def _start_shares(self) -> None:
+        assert self._categorical is not None
+        counts = self._categorical[0].reference_counts()
+        k = counts.shape[0]
+        self._growth = self._new_growth(1 + k)
+        self._growth.start(np.r_[float(self.warmup), counts])
+        self._shares = tuple(
+            RateCUSUM(self.warmup, RATE_RATIOS, self.arl0 * CATEGORICAL_TESTS) for _ in range(k)
+        )
+        self._share_recent = counts / max(counts.sum(), 1.0)
+        self._set_share_references()
+
+    def _set_share_references(self) -> None:
+        assert self._growth is not None and self._shares is not None
+        n, counts = float(self._growth.totals[0]), self._growth.totals[1:]
+        for det, count in zip(self._shares, counts, strict=True):
+            det.set_reference(float(count), n)
+
+    def _update_shares(self, codes: np.ndarray, start: int) -> list[Detection]:
+        assert self._shares is not None and self._growth is not None
+        k = len(self._shares)
+        hits = (codes[None, :] == np.arange(k)[:, None]).astype(np.float64)
+        alpha = 2.0 / (self.window + 1.0)
+        recent = ewma_filter(hits, alpha, self._share_recent)
+        self._share_recent = np.clip(recent[:, -1], 0.0, 1.0)
+        names = self._categorical[0].categories if self._categorical else []
+        reference = self._growth.totals[1:] + 0.5
+        found = []
+        for c, det in enumerate(self._shares):
+            for i in det.update_many(hits[c]):
+                ev = dict(det.last_detection)
+                js = jensen_shannon(reference, recent[:, i] * reference.sum() + 0.5)
+                ev.update(category=names[c], recent_share=float(recent[c, i]), jensen_shannon=js)
+                ev["column"] = c
+                stat, thr = float(ev["statistic"]), float(ev["threshold"])
+                found.append(Detection(start + i, "share", stat / thr, stat, thr, 0.0, js, js, ev))
+        found.sort(key=lambda d: d.index)
+        self._recover(found, start, lambda column: hits[column])
+        return found
+
+    def _grow_shares(self, codes: np.ndarray, detected: bool) -> None:
+        assert self._growth is not None and self._shares is not None
+        if detected:
+            self._growth.discard()
+            return
+        k = len(self._shares)
+        rows = np.zeros((codes.shape[0], 1 + k))
+        rows[:, 0] = 1.0
+        rows[np.arange(codes.shape[0]), 1 + codes.astype(np.int64)] = 1.0
+        if self._growth.push(rows, quiet=not self.shift_holds()):
+            self._set_share_references()
+
     # --- alert lifecycle ----------------------------------------------------------
 
     def shift_holds(self) -> bool:
         """Whether the recent window still differs from the reference at the stay-open bar.
 
-        Continuous: the level (an EWMA of the standardized value over about one window)
-        or the spread (the same of its square) beyond ``HOLD_SE`` standard errors;
-        counts and rates: the level above it; categorical: the short window's G-test at
-        level ``HOLD_P``. False before the reference is frozen. A shift that ends falls
-        below the bar within about one window (500 events by default).
+        True for a window after a detection; then, continuous: the level (an EWMA of
+        the standardized value over about one window) or the spread (the same of its
+        square) beyond ``HOLD_SE`` standard errors; counts and rates: the level above
+        it; categorical: a category's recent share above its reference rate by as much,
+        or the short window's G-test at level ``HOLD_P``. False before the reference is
+        frozen. A shift that ends falls below the bar within about one window.
         """
-        if self._since_detection < self.window:
+        if self._since_detection < self.window or self._recovery[2] > 0.0:
             return True
         if self._categorical is not None:
-            return self._categorical[0].holds(HOLD_P)
-        if self._cusum is None or self._cusum.reference is None:
+            if self._shares is None or self._categorical[0].holds(HOLD_P):
+                return self._shares is not None
+            p0 = np.array([d.reference_rate for d in self._shares])
+            return bool(np.any(self._share_recent > p0 + HOLD_SE * np.sqrt(p0 / self.window)))
+        ref = self._ref
+        if ref is None:
             return False
-        ref = self._cusum.reference
-        # Standard error of the recent level against the reference: the window's own
-        # (the EWMA's variance is 1/window in long-run units) and the reference mean's.
         if self.kind != "continuous":
-            # A count's reference already sits at the upper bound of its rate.
-            return self._level > HOLD_SE * math.sqrt(1.0 / self.window)
+            # A count's reference sits at the upper bound of its rate: in control the
+            # level averages below zero, so half the bar keeps few false holds.
+            return self._level > 0.5 * HOLD_SE * math.sqrt(1.0 / self.window)
         se = math.sqrt(1.0 / self.window + 1.0 / ref.n_effective)
-        if abs(self._level) > HOLD_SE * se:
+        if abs(self._level) > HOLD_SE * se + TOLERANCE / ref.scale:
             return True
         m2, sd2 = self._hold
         se_square = sd2 * math.sqrt(1.0 / self.window + ref.inflation / ref.n)
@@ -376,10 +685,6 @@ class MetricDetector:
 
     def to_state(self) -> dict[str, Any]:
         """Plain data (see :mod:`detectors.base`) to continue exactly from here."""
-
-        def sub(det: Any) -> Any:
-            return None if det is None else det.to_state()
-
         return {
             "class": "MetricDetector",
             "version": STATE_VERSION,
@@ -390,22 +695,7 @@ class MetricDetector:
                 "arl0": self.arl0,
                 "ewma_lam": self.ewma_lam,
             },
-            "n_warm": self._n_warm,
-            "warm": self._warm.copy(),
-            "groups": None if self._groups is None else self._groups.copy(),
-            "cusum": sub(self._cusum),
-            "ks": sub(self._ks),
-            "ewma": sub(self._ewma),
-            "spread": sub(self._spread),
-            "categorical": None
-            if self._categorical is None
-            else [c.to_state() for c in self._categorical],
-            "recent_mean": self._recent_mean,
-            "moments": None if self._moments is None else list(self._moments),
-            "level": self._level,
-            "square": self._square,
-            "hold": list(self._hold),
-            "since_detection": self._since_detection,
+            **encode_fields(self, self._STATE),
         }
 
     @classmethod
@@ -424,69 +714,41 @@ class MetricDetector:
             det = cls(**args)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}.args: {exc}") from exc
-        det._n_warm = decode(state, "n_warm", Field("int", lo=0, hi=det.warmup), name)
-        frozen = state.get("cusum") is not None or state.get("categorical") is not None
-        warm_size = 0 if frozen or det.kind == "categorical" else det.warmup
-        det._warm = decode(state, "warm", Field("array", dtype="float32"), name)
-        if det._warm.shape != (warm_size,):
-            raise ValueError(f"{name}.warm: expected {warm_size} values")
-        det._groups = decode(state, "groups", Field("array", dtype="int64", optional=True), name)
-        if det._groups is not None and det._groups.shape != (det.warmup,):
-            raise ValueError(f"{name}.groups: expected {det.warmup} codes")
-        det._cusum = decode(state, "cusum", Field("detector", cls=CUSUM), name)
-        det._ks = decode(state, "ks", Field("detector", cls=KSWindow), name)
-        det._ewma = decode(state, "ewma", Field("detector", cls=EWMA), name)
-        det._spread = decode(state, "spread", Field("detector", cls=CUSUM), name)
-        cats = state.get("categorical")
-        if (cats is None) != (det.kind != "categorical"):
-            raise ValueError(f"{name}.categorical: present exactly for a categorical kind")
-        if cats is not None:
-            if not isinstance(cats, list) or len(cats) != 2:
-                raise ValueError(f"{name}.categorical: expected two detector states")
-            det._categorical = tuple(CategoricalShift.from_state(c) for c in cats)
-        if det.kind != "categorical" and frozen and det._cusum is None:
-            raise ValueError(f"{name}.cusum: a frozen continuous or count metric needs it")
-        det._recent_mean = decode(state, "recent_mean", Field("float"), name)
-        moments = state.get("moments")
-        if moments is not None:
-            if not isinstance(moments, list) or len(moments) != 3:
-                raise ValueError(f"{name}.moments: expected [n, mean, std]")
-            parts = {"n": moments[0], "mean": moments[1], "std": moments[2]}
-            n = decode(parts, "n", Field("int", lo=0), f"{name}.moments")
-            mean = decode(parts, "mean", Field("float"), f"{name}.moments")
-            std = decode(parts, "std", Field("float", lo=0.0), f"{name}.moments")
-            det._moments = (n, mean, std)
-        det._since_detection = decode(state, "since_detection", Field("int", lo=0, hi=UNSEEN), name)
-        det._level = decode(state, "level", Field("float"), name)
-        det._square = decode(state, "square", Field("float", lo=0.0), name)
-        hold = state.get("hold")
-        if not isinstance(hold, list) or len(hold) != 2:
-            raise ValueError(f"{name}.hold: expected [mean, sd] of the squared reference")
-        pair = {"mean": hold[0], "sd": hold[1]}
-        det._hold = (
-            decode(pair, "mean", Field("float", lo=0.0), f"{name}.hold"),
-            decode(pair, "sd", Field("float", lo=0.0), f"{name}.hold"),
-        )
+        decode_fields(det, state, cls._STATE, name)
+        det._check_state()
         return det
 
-    def _make(
-        self, index: int, test: str, ev: dict[str, Any], current: float, base: float
-    ) -> Detection:
-        stat, thr = float(ev["statistic"]), float(ev["threshold"])
-        assert self._cusum is not None and self._cusum.reference is not None
-        effect = (float(current) - base) / self._cusum.reference.scale
-        return Detection(
-            index, test, abs(stat) / thr, stat, thr, base, float(current), effect, dict(ev)
-        )
+    def _check_state(self) -> None:
+        name = "MetricDetector"
+        if self._n_warm > self.warmup:
+            raise ValueError(f"{name}._n_warm: more than the warm-up ({self.warmup})")
+        warm = 0 if self.kind == "categorical" or self._rate is not None else self.warmup
+        if self._warm.shape != (warm,):
+            raise ValueError(f"{name}._warm: expected {warm} values")
+        if self._groups is not None and self._groups.shape != (self.warmup,):
+            raise ValueError(f"{name}._groups: expected {self.warmup} codes")
+        if (self._categorical is None) != (self.kind != "categorical"):
+            raise ValueError(f"{name}._categorical: present exactly for a categorical kind")
+        if self.kind == "continuous":
+            armed = (self._ref, self._cusum, self._ks, self._spread, self._growth)
+            if self._rate is not None or len({p is None for p in armed}) != 1:
+                raise ValueError(f"{name}._cusum/_ks/_spread/_growth: a partial reference")
+        elif self.kind != "categorical":
+            counted = (self._ref, self._rate, self._growth)
+            if self._cusum is not None or len({p is None for p in counted}) != 1:
+                raise ValueError(f"{name}._rate/_growth: a partial reference")
+        else:
+            self._check_categorical()
 
-    def _update_categorical(self, values: list[str]) -> list[Detection]:
+    def _check_categorical(self) -> None:
+        name = "MetricDetector"
         assert self._categorical is not None
-        found = []
-        for det in self._categorical:
-            for i in det.update_many(values):
-                ev = det.last_detection
-                stat, thr = float(ev["statistic"]), float(ev["threshold"])
-                js = float(ev["jensen_shannon"])
-                found.append(Detection(i, "g_test", stat / thr, stat, thr, 0.0, js, js, dict(ev)))
-        found.sort(key=lambda d: (d.index, -d.score))
-        return self._count_since(found, len(values))
+        if len(self._categorical) != 2:
+            raise ValueError(f"{name}._categorical: expected the short and the long window")
+        if self._shares is None:
+            return
+        k = len(self._categorical[0].categories)
+        if len(self._shares) != k or self._share_recent.shape != (k,):
+            raise ValueError(f"{name}._shares/_share_recent: expected {k} categories")
+        if self._growth is None or self._growth.columns != 1 + k:
+            raise ValueError(f"{name}._growth: expected {1 + k} columns")

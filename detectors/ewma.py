@@ -33,6 +33,9 @@ class EWMA(DriftDetector):
         Standard errors of the frozen mean assumed against the detector in calibration.
     seed
         Seed of the calibration simulation.
+    margin
+        Added to the calibrated limit (standard deviations): a tolerance for level
+        changes too small to matter.
 
     Examples
     --------
@@ -50,8 +53,8 @@ class EWMA(DriftDetector):
     """
 
     # Slots: thousands of these live per worker, a __dict__ each would double the state.
-    __slots__ = ("_e", "_limit", "_ref", "arl0", "guard", "lam", "seed", "warmup")
-    _ARGS = ("warmup", "lam", "arl0", "guard", "seed")
+    __slots__ = ("_e", "_limit", "_ref", "arl0", "guard", "lam", "margin", "seed", "warmup")
+    _ARGS = ("warmup", "lam", "arl0", "guard", "seed", "margin")
     _STATE = {
         "_ref": Field("reference"),
         "_limit": Field("float", lo=0.0, allow_inf=True),
@@ -65,6 +68,7 @@ class EWMA(DriftDetector):
         arl0: float = 1e6,
         guard: float = DEFAULT_GUARD,
         seed: int = 0,
+        margin: float = 0.0,
     ) -> None:
         super().__init__()
         if warmup < 20:
@@ -75,6 +79,9 @@ class EWMA(DriftDetector):
             raise ValueError(f"arl0 must be > 1 event, got {arl0}")
         if guard < 0:
             raise ValueError(f"guard must be >= 0, got {guard}")
+        if not 0.0 <= margin < 1e6:
+            raise ValueError(f"margin must be >= 0 standard deviations, got {margin}")
+        self.margin = margin
         self.warmup = warmup
         self.lam = lam
         self.arl0 = arl0
@@ -86,9 +93,14 @@ class EWMA(DriftDetector):
 
     @classmethod
     def from_reference(
-        cls, ref: FrozenReference, lam: float, arl0: float, guard: float = DEFAULT_GUARD
+        cls,
+        ref: FrozenReference,
+        lam: float,
+        arl0: float,
+        guard: float = DEFAULT_GUARD,
+        margin: float = 0.0,
     ) -> EWMA:
-        det = cls(max(20, ref.n), lam, arl0, guard)
+        det = cls(max(20, ref.n), lam, arl0, guard, margin=margin)
         det._set_reference(ref)
         return det
 
@@ -98,7 +110,8 @@ class EWMA(DriftDetector):
 
     def _set_reference(self, ref: FrozenReference) -> None:
         self._warm = []
-        self._limit = ewma_limits(ref, self.lam, self.arl0, self.guard, self.seed)
+        limit = ewma_limits(ref, self.lam, self.arl0, self.guard, self.seed)
+        self._limit = limit + self.margin
         self._ref = ref.without_sample()
 
     def update_many(self, values: FloatArray) -> list[int]:

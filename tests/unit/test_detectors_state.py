@@ -114,18 +114,18 @@ def test_rebaseline_accepts_the_new_level(kind: Kind) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("n_warm", -1, "n_warm"),
-        ("n_warm", 1.5, "n_warm"),
-        ("recent_mean", float("nan"), "recent_mean"),
-        ("level", float("inf"), "level"),
+        ("_n_warm", -1, "_n_warm"),
+        ("_n_warm", 1.5, "_n_warm"),
+        ("_recent_mean", float("nan"), "_recent_mean"),
+        ("_level", float("inf"), "_level"),
         (
             "args",
             {"kind": "gauge", "warmup": 500, "window": 500, "arl0": 1e6, "ewma_lam": 0.02},
             "kind",
         ),
-        ("cusum", {"class": "CUSUM"}, "CUSUM"),
-        ("warm", np.zeros(3, dtype=np.float32), "warm"),
-        ("hold", [1.0], "hold"),
+        ("_cusum", {"class": "CUSUM"}, "CUSUM"),
+        ("_warm", np.zeros(3, dtype=np.float32), "_warm"),
+        ("_hold", [1.0], "_hold"),
         ("version", 99, "version"),
     ],
 )
@@ -133,7 +133,7 @@ def test_corrupt_metric_state_is_refused(field: str, value: Any, message: str) -
     det = MetricDetector("continuous", warmup=200, window=100, arl0=1e6)
     feed(det, stream("continuous", 7, 400))
     state = det.to_state()
-    if field == "warm":  # a warm-up buffer only exists before freezing
+    if field == "_warm":  # a warm-up buffer only exists before freezing
         state = MetricDetector("continuous", warmup=200, window=100, arl0=1e6).to_state()
     state[field] = value
     with pytest.raises(ValueError, match=message):
@@ -144,7 +144,7 @@ def test_corrupt_nested_reference_is_refused() -> None:
     det = MetricDetector("continuous", warmup=200, window=100, arl0=1e6)
     feed(det, stream("continuous", 7, 400))
     state = det.to_state()
-    state["cusum"]["_ref"]["scale"] = -1.0
+    state["_cusum"]["_ref"]["scale"] = -1.0
     with pytest.raises(ValueError, match="scale"):
         MetricDetector.from_state(state)
     with pytest.raises(ValueError, match="must be a dict"):

@@ -1,0 +1,147 @@
+"""A reference that keeps growing while the metric is in control, a window behind.
+
+A 500-event warm-up knows a mean to about 0.05 standard deviations (more under
+autocorrelation) and a 1% rate to a factor of two; a reference frozen there either
+alarms for ever on its own error or must be blunted to cover it. Here later values
+join the reference once they are ``lag`` events old, in blocks of ``block``, and only
+while the detector is quiet: a detection discards everything still waiting (it may
+hold the change), and a block is dropped instead of absorbed while the shift holds.
+So a change is never learned as normal, and a stable stream's reference ends up
+``cap`` events long. Only per-block sums are kept (one row of ``columns`` numbers per
+block), whatever the values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+
+from driftline.detectors._kernels import FloatArray
+from driftline.detectors.base import STATE_VERSION, Field, check_array, decode
+
+
+class ReferenceGrowth:
+    """Per-block sums waiting to join a reference, and the reference's own sums.
+
+    >>> g = ReferenceGrowth(columns=2, block=10, lag=20, cap=1000)
+    >>> g.start(np.array([20.0, 4.0]))  # warm-up: 20 observations, 4 events
+    >>> g.push(np.c_[np.ones(50), np.zeros(50)], quiet=True)
+    3
+    >>> g.totals.tolist()  # 30 more joined; 20 still wait their lag
+    [50.0, 4.0]
+    """
+
+    __slots__ = ("_filled", "_partial", "_pending", "_totals", "block", "cap", "columns", "lag")
+
+    def __init__(self, columns: int, block: int = 100, lag: int = 500, cap: int = 8000) -> None:
+        if not 1 <= columns <= 130:
+            raise ValueError(f"columns must be in [1, 130], got {columns}")
+        if not 1 <= block <= lag:
+            raise ValueError(f"block must be in [1, lag], got block={block} lag={lag}")
+        if cap < 1:
+            raise ValueError(f"cap must be >= 1 observation, got {cap}")
+        self.columns = columns
+        self.block = block
+        self.lag = lag
+        self.cap = cap
+        self._totals = np.zeros(columns)  # column 0 counts observations
+        self._pending = np.zeros((0, columns))  # whole blocks, oldest first
+        self._partial = np.zeros(columns)
+        self._filled = 0  # observations in the partial block
+
+    @property
+    def totals(self) -> FloatArray:
+        """The reference's sums (column 0: its number of observations)."""
+        return self._totals
+
+    @property
+    def full(self) -> bool:
+        return bool(self._totals[0] >= self.cap)
+
+    def start(self, totals: FloatArray) -> None:
+        """The warm-up's sums: the reference before any growth."""
+        self._totals = np.asarray(totals, dtype=np.float64).copy()
+
+    def discard(self) -> None:
+        """A detection: nothing waiting may join (it may hold the change)."""
+        self._pending = np.zeros((0, self.columns))
+        self._partial = np.zeros(self.columns)
+        self._filled = 0
+
+    def push(self, rows: FloatArray, quiet: bool) -> int:
+        """Queue ``rows`` (one per observation, column 0 all ones); return blocks absorbed.
+
+        Blocks older than ``lag`` join the reference if ``quiet``, else are dropped.
+        """
+        if self.full:
+            return 0
+        rows = np.asarray(rows, dtype=np.float64)
+        need = self.block - self._filled
+        head, rest = rows[:need], rows[need:]
+        self._partial += head.sum(axis=0)
+        self._filled += head.shape[0]
+        blocks = [self._pending]
+        if self._filled == self.block:
+            blocks.append(self._partial[None, :])
+            self._partial = np.zeros(self.columns)
+            self._filled = 0
+            whole = rest.shape[0] // self.block * self.block
+            if whole:
+                blocks.append(rest[:whole].reshape(-1, self.block, self.columns).sum(axis=1))
+            tail = rest[whole:]
+            self._partial = tail.sum(axis=0)
+            self._filled = tail.shape[0]
+        pending = np.concatenate(blocks)
+        cut = max(0, pending.shape[0] - self.lag // self.block)
+        ripe, self._pending = pending[:cut], pending[cut:]
+        if not quiet or not ripe.shape[0]:
+            return 0
+        room = int((self.cap - self._totals[0]) // self.block) + 1
+        ripe = ripe[:room]
+        self._totals += ripe.sum(axis=0)
+        return int(ripe.shape[0])
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "class": "ReferenceGrowth",
+            "version": STATE_VERSION,
+            "args": {
+                "columns": self.columns,
+                "block": self.block,
+                "lag": self.lag,
+                "cap": self.cap,
+            },
+            "totals": self._totals.copy(),
+            "pending": self._pending.copy(),
+            "partial": self._partial.copy(),
+            "filled": self._filled,
+        }
+
+    @classmethod
+    def from_state(cls, state: Any) -> Self:
+        name = "ReferenceGrowth"
+        if not isinstance(state, dict) or state.get("class") != name:
+            raise ValueError(f"not a {name} state")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{name} state version {state.get('version')!r} unsupported")
+        args = state.get("args")
+        if not isinstance(args, dict) or set(args) != {"columns", "block", "lag", "cap"}:
+            raise ValueError(f"{name}.args: expected columns, block, lag, cap")
+        ints = {k: decode(args, k, Field("int"), f"{name}.args") for k in args}
+        try:
+            out = cls(**ints)
+        except ValueError as exc:
+            raise ValueError(f"{name}.args: {exc}") from exc
+        spec = Field("array", lo=0.0)
+        c = out.columns
+        totals = check_array(state.get("totals"), f"{name}.totals", "float64", 1, Field("array"))
+        pending = check_array(state.get("pending"), f"{name}.pending", "float64", 2, Field("array"))
+        partial = check_array(state.get("partial"), f"{name}.partial", "float64", 1, Field("array"))
+        if totals.shape != (c,) or partial.shape != (c,) or pending.shape[1:] != (c,):
+            raise ValueError(f"{name}.totals/pending/partial: expected {c} columns")
+        if pending.shape[0] > out.lag // out.block or min(totals[0], partial[0]) < spec.lo:
+            raise ValueError(f"{name}.pending: more blocks than the lag holds, or negative counts")
+        out._totals, out._pending, out._partial = totals, pending, partial
+        out._filled = decode(state, "filled", Field("int", lo=0, hi=out.block - 1), name)
+        return out
