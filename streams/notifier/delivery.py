@@ -1,5 +1,10 @@
 """The notifier: routes alert transitions, paces, retries and records every attempt.
 
+One PagerDuty trigger per incident: an ``update`` of an alert whose trigger was delivered
+on a PagerDuty route is recorded as ``coalesced`` and not sent (a trigger would page
+again); it is sent as the trigger only if the open's delivery failed. Webhook routes
+receive material updates.
+
 ``await notifier.deliver(transitions)`` returns once every transition reached a
 final outcome on every route it goes to, so the stream worker can commit Kafka
 offsets after it. Per route, events leave in arrival order (a resolve is never
@@ -24,7 +29,12 @@ from typing import Any, Final
 
 from driftline.config import PagerDutySettings
 from driftline.streams.notifier import payload, records, webhook
-from driftline.streams.notifier.ledger import SOURCE_OFFSET, DeliveryLedger, skip_reason
+from driftline.streams.notifier.ledger import (
+    SOURCE_OFFSET,
+    DeliveryLedger,
+    already_paged,
+    skip_reason,
+)
 from driftline.streams.notifier.ratelimit import TokenBucket
 from driftline.streams.notifier.records import delivery_record
 from driftline.streams.notifier.retry import RetryPolicy
@@ -402,7 +412,10 @@ class Notifier:
         _REDACT.secrets.update(secrets)
 
         last = self.ledger.get(route.route_id, dedup_key)
-        if reason := skip_reason(last, transition, action, self.material_change):
+        reason = skip_reason(last, transition, action, self.material_change)
+        if reason is None and route.kind == "pagerduty":
+            reason = already_paged(last, transition)
+        if reason:
             logger.info("alert %s %s to %s skipped: %s", dedup_key, action, target, reason)
             return [self._record(transition, action, 0, records.COALESCED, target, reason)]
         try:

@@ -82,6 +82,27 @@ def skip_reason(
     )
 
 
+def already_paged(last: Mapping[str, Any] | None, transition: Mapping[str, Any]) -> str | None:
+    """Why an ``update`` must not go to PagerDuty: its alert's trigger was delivered there.
+
+    An update is the same incident getting worse; a second trigger would page again.
+
+    >>> paged = {"alert_id": "a1", "event_action": "trigger"}
+    >>> already_paged(paged, {"alert_id": "a1", "transition": "update"})
+    'alert a1 is paged already; an update of an open incident does not page again'
+    >>> already_paged(None, {"alert_id": "a1", "transition": "update"}) is None  # not paged yet
+    True
+    """
+    if transition.get("transition") != "update" or last is None:
+        return None
+    if last.get("alert_id") != transition.get("alert_id") or last.get("event_action") != "trigger":
+        return None
+    return (
+        f"alert {transition.get('alert_id')} is paged already; an update of an open incident "
+        "does not page again"
+    )
+
+
 class DeliveryLedger:
     """Last delivered event per (route, dedup key), exportable as a plain dict."""
 

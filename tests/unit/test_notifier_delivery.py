@@ -290,9 +290,21 @@ async def test_routes_sharing_a_routing_key_share_its_rate_limit(receiver: HttpR
     assert clock.now - START == pytest.approx(10.0)  # one bucket of 6/min: the second waited
 
 
+def alertmanager_hook(receiver: HttpReceiver) -> Route:
+    receiver.default = Reply(200, body="ok")
+    return Route(
+        "hook",
+        kind="webhook",
+        min_severity="info",
+        url=receiver.base_url + "/hook",
+        webhook_format="alertmanager",
+    )
+
+
 async def test_coalescing_under_the_rate_limit(receiver: HttpReceiver) -> None:
     clock = FakeClock()
-    notifier = notifier_for(receiver, clock, max_events_per_minute=6, burst=1)
+    hook = alertmanager_hook(receiver)
+    notifier = notifier_for(receiver, clock, hook, max_events_per_minute=6, burst=1)
     transitions = [
         opened(),
         opened(alert_id="b-1", dedup_key="other", workflow="billing"),
@@ -302,16 +314,16 @@ async def test_coalescing_under_the_rate_limit(receiver: HttpReceiver) -> None:
         resolved(),
     ]
     records = await notifier.deliver(transitions)
-    sent = [r.json() for r in receiver.requests]
-    assert [(b["dedup_key"], b["event_action"]) for b in sent] == [
-        ("drift:support-bot:output_tokens:3f2a9c0e11", "trigger"),
-        ("other", "trigger"),
-        ("drift:support-bot:output_tokens:3f2a9c0e11", "trigger"),
-        ("drift:support-bot:output_tokens:3f2a9c0e11", "resolve"),
+    sent = [r.json()["alerts"][0] for r in receiver.requests]
+    assert [(a["labels"]["dedup_key"], a["status"]) for a in sent] == [
+        ("drift:support-bot:output_tokens:3f2a9c0e11", "firing"),
+        ("other", "firing"),
+        ("drift:support-bot:output_tokens:3f2a9c0e11", "firing"),
+        ("drift:support-bot:output_tokens:3f2a9c0e11", "resolved"),
     ]
-    assert sent[0]["payload"]["custom_details"]["transition"] == "open"
-    latest = sent[2]["payload"]
-    assert latest["custom_details"]["current_value"] == 800.0 and latest["severity"] == "critical"
+    latest = sent[2]
+    assert "current 800.0" in latest["annotations"]["description"]
+    assert latest["labels"]["severity"] == "critical"
     assert [r["outcome"] for r in records] == [
         "delivered",
         "delivered",
@@ -324,13 +336,45 @@ async def test_coalescing_under_the_rate_limit(receiver: HttpReceiver) -> None:
     assert clock.now - START == pytest.approx(30.0)
 
 
+async def test_an_update_never_pages_again(receiver: HttpReceiver) -> None:
+    """One PagerDuty trigger per incident: updates, even to a worse severity, are not sent."""
+    clock = FakeClock()
+    notifier = notifier_for(receiver, clock)
+    records = await notifier.deliver(
+        [
+            opened(),
+            make_alert(current_value=900.0, event_ts=OPENED + 1 * MIN),
+            make_alert(current_value=990.0, severity="critical", event_ts=OPENED + 2 * MIN),
+            resolved(),
+        ]
+    )
+    sent = [r.json()["event_action"] for r in receiver.requests]
+    assert sent == ["trigger", "resolve"]
+    assert [r["outcome"] for r in records] == ["delivered", "coalesced", "coalesced", "delivered"]
+    assert "superseded" in records[1]["error"]  # replaced while queued behind the open
+    assert "does not page again" in records[2]["error"]
+
+
+async def test_an_update_is_the_page_when_the_open_was_not_delivered(
+    receiver: HttpReceiver,
+) -> None:
+    clock = FakeClock()
+    answers = iter([400])
+    receiver.respond_with(lambda request: next(answers, 202))
+    notifier = notifier_for(receiver, clock)
+    records = await notifier.deliver([opened(), make_alert(current_value=900.0)])
+    assert [r["outcome"] for r in records] == ["failed_permanent", "delivered"]
+    assert [r.json()["event_action"] for r in receiver.requests] == ["trigger", "trigger"]
+
+
 async def test_updates_arriving_during_an_outage_coalesce_behind_it(
     receiver: HttpReceiver,
 ) -> None:
     clock = FakeClock()
     outage_ends = START + 120
-    receiver.respond_with(lambda request: 500 if clock.now < outage_ends else 202)
-    notifier = notifier_for(receiver, clock)
+    hook = alertmanager_hook(receiver)
+    receiver.respond_with(lambda request: 500 if clock.now < outage_ends else 200)
+    notifier = notifier_for(receiver, clock, hook)
     first = asyncio.ensure_future(notifier.deliver([opened()]))
     while not receiver.requests:
         await asyncio.sleep(0.01)
@@ -345,16 +389,16 @@ async def test_updates_arriving_during_an_outage_coalesce_behind_it(
         "delivered",
         "delivered",
     ]
-    delivered = [r.json() for r in receiver.requests if r.answered == 202]
-    assert [b["event_action"] for b in delivered] == ["trigger", "trigger", "resolve"]
-    assert delivered[1]["payload"]["custom_details"]["current_value"] == 900.0
+    delivered = [r.json()["alerts"][0] for r in receiver.requests if r.answered == 200]
+    assert [a["status"] for a in delivered] == ["firing", "firing", "resolved"]
+    assert "current 900.0" in delivered[1]["annotations"]["description"]
 
 
 async def test_restart_neither_pages_twice_nor_retriggers(receiver: HttpReceiver) -> None:
     clock = FakeClock()
     before = notifier_for(receiver, clock)
     await before.deliver([opened(), make_alert(current_value=700.0)])
-    assert len(receiver.requests) == 2
+    assert len(receiver.requests) == 1  # the update does not page again
     state = json.loads(json.dumps(before.export_state()))  # through a changelog as JSON
 
     # The worker died before committing offsets: the same transitions come again.
@@ -363,18 +407,18 @@ async def test_restart_neither_pages_twice_nor_retriggers(receiver: HttpReceiver
     replayed = await after.deliver([opened(), make_alert(current_value=700.0)])
     assert [r["outcome"] for r in replayed] == ["coalesced", "coalesced"]
     assert "already delivered" in replayed[0]["error"]
-    assert len(receiver.requests) == 2  # no duplicate trigger
+    assert len(receiver.requests) == 1  # no duplicate trigger
 
     records = await after.deliver([make_alert(current_value=900.0), resolved()])
-    assert [r["outcome"] for r in records] == ["delivered", "delivered"]
-    assert len(receiver.requests) == 4
+    assert [r["outcome"] for r in records] == ["coalesced", "delivered"]
+    assert len(receiver.requests) == 2
 
     third = notifier_for(receiver, clock)
     third.import_state(after.export_state())
     again = await third.deliver([opened(), make_alert(current_value=990.0), resolved()])
     assert [r["outcome"] for r in again] == ["coalesced", "coalesced", "coalesced"]
     assert "already resolved" in again[0]["error"]
-    assert len(receiver.requests) == 4  # a resolved alert is not re-triggered
+    assert len(receiver.requests) == 2  # a resolved alert is not re-triggered
     reopened = await third.deliver([opened(alert_id="a-0002")])  # a new incident, same key
     assert [r["outcome"] for r in reopened] == ["delivered"]
 
