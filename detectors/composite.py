@@ -524,6 +524,10 @@ class MetricDetector:
             sign = 1.0 if float(ev["statistic"]) > 0 else -1.0
         else:
             return None  # shape and spread tests: the level and spread EWMAs decide
+        # The alternative is half the member's target: a member fires on shifts larger
+        # than its allowance delta / 2, so a shift that persists drifts the test away
+        # from recovery by at least a quarter of delta per event.
+        delta /= 2.0
         h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * delta * delta / 2.0)
         return (delta / 2.0, sign, h / delta, 0.0, -1.0)
 
