@@ -133,6 +133,9 @@ class BudgetSettings(_Section):
 
 class WorkflowSettings(_Section):
     allowed_models: list[str] | None = None  # None: any model is allowed
+    # How an answering model matches allowed_models: "alias" lets an undated name cover its
+    # dated snapshots (gpt-4o-mini covers gpt-4o-mini-2024-07-18), "exact" does not.
+    model_match: Literal["alias", "exact"] = "alias"
     registered_bundles: list[str] | None = None  # None: bundle registry not enforced
     registered_model_versions: list[str] | None = None
     budgets: BudgetSettings = BudgetSettings()
@@ -157,7 +160,12 @@ class DetectorSettings(_Section):
 
 
 class AlertSettings(_Section):
+    # An alert resolves once its condition has been clear for this long (event time).
     hold_down_s: float = Field(300.0, ge=0)
+    # A workflow's event-time clock moves forward along its records only across gaps up to
+    # this long; a record beyond a longer gap moves it only once a second batch confirms
+    # the jump, so one far-future record resolves nothing.
+    max_clock_step_s: float = Field(300.0, gt=0)
     runbook_base_url: str = "https://runbooks.example.com/driftline"
     dashboard_base_url: str = "http://localhost:3000"
 

@@ -1,0 +1,385 @@
+"""Drift per (bundle, metric) and canary comparisons between bundles of one slot.
+
+- drift: :class:`detectors.MetricDetector` on the natural scale (frozen reference after
+  ``detectors.warmup_events``, taken from ``detectors.settle_s`` of event time after the
+  bundle first appears); the ARL0 budget ``detectors.arl0_events`` is split evenly over
+  every test of every metric; failed calls count for retries only (see
+  :mod:`detectors.metrics`). The alert stays open while :func:`shift_holds`.
+- canary: two bundles of one *slot* (:func:`canary_slot`: same operation, same model)
+  active within ``detectors.canary_active_s`` are compared with each other (two-sample
+  KS of their latest windows), so a change shared by both (retrieval, traffic mix) does
+  not count against the new bundle. Bundles of different slots are never compared: they
+  are different calls, not a rollout. The alert stays open while the KS statistic stays
+  above ``CANARY_STAY_FRACTION`` of its critical value.
+
+A drift alert's ``score`` is the effect size, ``|current - baseline|`` in reference
+standard deviations on the natural scale (Jensen-Shannon divergence for a categorical
+mix); ``threshold`` and ``evidence`` carry the test's own statistic.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from driftline.config import DetectorSettings
+from driftline.detectors import METRICS, MetricDetector
+from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
+from driftline.detectors.ks import ks_critical_value, ks_statistic
+from driftline.detectors.metrics import Metric
+from driftline.streams.monitor.hits import Hit, event_time
+
+_US: Final = 1_000_000
+CANARY_STAY_FRACTION: Final = 0.8
+
+BUNDLE_CONTEXT_FIELDS: Final = (
+    "service",
+    "operation",
+    "provider",
+    "model_version",
+    "prompt_version",
+    "retrieval_index_version",
+    "router_version",
+)
+
+
+@dataclass(slots=True)
+class Bundle:
+    detectors: dict[str, MetricDetector]
+    ts_ring: np.ndarray
+    first_ts: int
+    last_ts: int = 0
+    n_events: int = 0
+    canary_pending: int = 0
+    frozen_at: dict[str, int] = field(default_factory=dict)
+    # (operation, model): bundles of one slot are alternatives for the same call (canary).
+    slot: tuple[str, str] = ("", "")
+    # What the bundle is (service, model, versions): evidence a responder needs on a page.
+    context: dict[str, str] = field(default_factory=dict)
+
+
+def canary_slot(event: dict[str, Any]) -> tuple[str, str]:
+    """The call a bundle serves: ``(operation, model)``, the model named as in ``bundle_id``.
+
+    >>> canary_slot({"operation": "chat", "request_model": "gpt-4o"})
+    ('chat', 'gpt-4o')
+    """
+    model = str(event.get("response_model") or event.get("request_model") or "")
+    return (str(event.get("operation") or ""), model)
+
+
+def bundle_context(event: dict[str, Any]) -> dict[str, str]:
+    """The bundle an event ran under, as evidence: its model and artifact versions.
+
+    >>> context = bundle_context({"service": "chat", "request_model": "gpt-4o"})
+    >>> context["model"], context["service"], context["prompt_version"]
+    ('gpt-4o', 'chat', '')
+    """
+    out = {name: str(event.get(name) or "") for name in BUNDLE_CONTEXT_FIELDS}
+    out["model"] = str(event.get("response_model") or event.get("request_model") or "")
+    return out
+
+
+def enabled_metrics(det: DetectorSettings) -> tuple[Metric, ...]:
+    known = {m.name for m in METRICS}
+    enabled = det.enabled_metrics
+    if enabled is not None and (unknown := sorted(set(enabled) - known)):
+        raise ValueError(
+            f"detectors.enabled_metrics has unknown metrics {unknown}; choose from {sorted(known)}"
+        )
+    return tuple(m for m in METRICS if enabled is None or m.name in enabled)
+
+
+def shift_holds(detector: MetricDetector) -> bool:
+    """Whether a metric's recent window still differs from its reference, at the detector's
+    stay-open bar (lower than the bar that opens an alert): the drift alert's condition."""
+    return detector.shift_holds()
+
+
+class DriftRules:
+    """Drift and canary rules for every workflow, on state the caller keeps per workflow."""
+
+    def __init__(self, det: DetectorSettings) -> None:
+        self._det = det
+        self.metrics = enabled_metrics(det)
+        tests = sum(CONTINUOUS_TESTS if m.kind == "continuous" else 1 for m in self.metrics)
+        # Every test gets an equal share of the workflow's false-alarm budget.
+        self.test_arl0 = det.arl0_events * max(tests, 1)
+        self._settle_us = int(det.settle_s * _US)
+
+    def hits(
+        self, workflow: str, bundles: dict[str, Bundle], events: list[dict], now: int
+    ) -> list[Hit]:
+        """Feed one workflow's events (event-time order); the drift and canary hits.
+
+        Event times are capped at the workflow's clock ``now``: a record dated far ahead
+        must not start a bundle in the future (it would never settle).
+        """
+        hits: list[Hit] = []
+        by_bundle: dict[str, list[dict]] = {}
+        for event in events:
+            by_bundle.setdefault(str(event.get("bundle_id") or ""), []).append(event)
+        for bundle_id in sorted(by_bundle, key=lambda b: (event_time(by_bundle[b][0]), b)):
+            batch = by_bundle[bundle_id]
+            ts = np.fromiter(
+                (min(event_time(e), now) for e in batch), dtype=np.int64, count=len(batch)
+            )
+            bundle = self._bundle(bundles, bundle_id, int(ts[0]), batch)
+            if bundle is None:
+                continue
+            if bundle.slot == ("", ""):
+                bundle.slot = canary_slot(batch[0])
+            if not bundle.context:
+                bundle.context = bundle_context(batch[0])
+            settled = bundle.first_ts + self._settle_us
+            if ts[0] < settled:
+                bundle.last_ts = max(bundle.last_ts, int(ts[-1]))
+                keep = np.flatnonzero(ts >= settled)
+                batch, ts = [batch[i] for i in keep], ts[keep]
+                if not batch:
+                    continue
+            # Timestamps of the bundle's previous window then this batch, oldest first.
+            ring = np.roll(bundle.ts_ring, -(bundle.n_events % bundle.ts_ring.shape[0]))
+            history = np.concatenate([ring, ts])
+            for metric in self.metrics:
+                hits.extend(self._metric(workflow, bundle_id, bundle, metric, batch, ts, history))
+            _push_times(bundle, ts)
+        hits.extend(self._canary(workflow, bundles))
+        return hits
+
+    def holds(self, bundles: dict[str, Bundle], record: dict[str, Any]) -> bool:
+        """Whether a drift or canary alert's condition still holds."""
+        metric_name, _, canary = str(record["metric"]).partition(":")
+        bundle = bundles.get(str(record["bundle_id"]))
+        if bundle is None or metric_name not in bundle.detectors:
+            return False  # no longer tracked: nothing left to keep it open
+        if canary:
+            incumbent = bundles.get(str((record.get("evidence") or {}).get("baseline_bundle_id")))
+            if incumbent is None:
+                return False
+            d, critical = self._canary_statistic(incumbent, bundle, metric_name)
+            return d is not None and d > CANARY_STAY_FRACTION * critical
+        return shift_holds(bundle.detectors[metric_name])
+
+    def _new_bundle(self, ts: int) -> Bundle:
+        det = self._det
+        detectors = {
+            m.name: MetricDetector(
+                m.kind,
+                det.warmup_events,
+                det.window_events,
+                self.test_arl0 / (CONTINUOUS_TESTS if m.kind == "continuous" else 1),
+            )
+            for m in self.metrics
+        }
+        return Bundle(detectors, np.zeros(det.window_events, dtype=np.int64), first_ts=ts)
+
+    def _bundle(
+        self, bundles: dict[str, Bundle], bundle_id: str, ts: int, batch: list[dict]
+    ) -> Bundle | None:
+        """The bundle's state; a new one is tracked only when there is room for it.
+
+        Room: a free place, or a tracked bundle idle for ``canary_active_s`` (the least
+        recently seen goes), or one that has not armed a detector yet. An armed bundle
+        that still serves traffic keeps its baseline: dropping it for a newcomer and the
+        newcomer for it again (a workflow calling more models than the bound) would keep
+        every baseline in warm-up for ever. Failed calls alone never start a bundle
+        (they answer with no model snapshot, so their bundle id is not the served one).
+        """
+        bundle = bundles.get(bundle_id)
+        if bundle is not None:
+            return bundle
+        if all(e.get("error_type") for e in batch):
+            return None
+        det = self._det
+        if len(bundles) >= det.max_bundles_per_workflow:
+            idle_before = ts - int(det.canary_active_s * _US)
+            evictable = [
+                b
+                for b, s in bundles.items()
+                if s.last_ts < idle_before or not any(d.frozen for d in s.detectors.values())
+            ]
+            if not evictable:
+                return None
+            stale = min(evictable, key=lambda b: (bundles[b].last_ts, b))
+            del bundles[stale]
+        bundle = bundles[bundle_id] = self._new_bundle(ts)
+        return bundle
+
+    def _metric(
+        self,
+        workflow: str,
+        bundle_id: str,
+        bundle: Bundle,
+        metric: Metric,
+        batch: list[dict],
+        ts: np.ndarray,
+        history: np.ndarray,
+    ) -> list[Hit]:
+        raw = [metric.raw_value(e) for e in batch]
+        positions = [i for i, v in enumerate(raw) if v is not None]
+        if not positions:
+            return []
+        detector = bundle.detectors[metric.name]
+        was_frozen = detector.frozen
+        warm_before = detector.n_warm
+        values: Any
+        if metric.kind == "categorical":
+            values = [raw[i] for i in positions]
+        else:
+            values = metric.natural(np.array([raw[i] for i in positions], dtype=np.float64))
+        groups = None
+        if metric.kind == "continuous" and not detector.frozen:
+            groups = np.fromiter(
+                (zlib.crc32(str(batch[i].get("trace_id", "")).encode()) for i in positions),
+                dtype=np.int64,
+                count=len(positions),
+            )
+        detections = detector.update_many(values, groups)
+        if detector.frozen and not was_frozen and metric.kind != "categorical":
+            last_warm = self._det.warmup_events - warm_before - 1
+            bundle.frozen_at[metric.name] = int(ts[positions[min(last_warm, len(positions) - 1)]])
+        hits = []
+        window = self._det.window_events
+        offset = history.shape[0] - ts.shape[0]
+        for d in detections:
+            at = positions[d.index]
+            start = int(history[max(0, offset + at - window + 1)]) or bundle.first_ts
+            hits.append(self._drift_hit(workflow, bundle_id, bundle, metric, d, int(ts[at]), start))
+        return hits
+
+    def _drift_hit(
+        self,
+        workflow: str,
+        bundle_id: str,
+        bundle: Bundle,
+        metric: Metric,
+        d: Detection,
+        ts: int,
+        window_start: int,
+    ) -> Hit:
+        det = self._det
+        severity = "warning"
+        if d.test == "cusum" and float(d.evidence.get("shift_sd", 0.0)) >= 1.5:
+            severity = "error"
+        categorical = metric.kind == "categorical"
+        evidence = {
+            "test": d.test,
+            "score_units": "jensen_shannon" if categorical else "reference_sd",
+            "statistic": d.statistic,
+            "threshold": d.threshold,
+            "arl0_events": self.test_arl0,
+            "transform": getattr(metric.transform, "__name__", "none"),
+            "window_start": window_start,
+            "window_end": ts,
+            "window_events": det.window_events,
+            "reference_start": bundle.first_ts + self._settle_us,
+            "reference_end": bundle.frozen_at.get(metric.name, bundle.first_ts),
+            "reference_events": det.warmup_events,
+            "bundle_id": bundle_id,
+            **bundle.context,
+            **{k: v for k, v in d.evidence.items() if k not in {"statistic", "threshold"}},
+        }
+        return Hit(
+            ts=ts,
+            workflow=workflow,
+            kind="drift",
+            metric=metric.name,
+            bundle_id=bundle_id,
+            severity=severity,
+            score=abs(d.effect),
+            threshold=d.threshold,
+            baseline=None if categorical else metric.raw_scale(d.baseline_value),
+            current=d.current_value if categorical else metric.raw_scale(d.current_value),
+            evidence=evidence,
+            condition="drift",
+        )
+
+    def _canary(self, workflow: str, bundles: dict[str, Bundle]) -> list[Hit]:
+        if len(bundles) < 2:
+            return []
+        now = max(b.last_ts for b in bundles.values())
+        active = [
+            (bid, b)
+            for bid, b in sorted(bundles.items())
+            if b.last_ts >= now - self._det.canary_active_s * _US
+        ]
+        slots: dict[tuple[str, str], list[tuple[str, Bundle]]] = {}
+        for bid, b in active:
+            slots.setdefault(b.slot, []).append((bid, b))
+        hits = []
+        for slot in sorted(slots):
+            if len(slots[slot]) >= 2 and slot[1]:
+                hits.extend(self._canary_slot(workflow, slots[slot]))
+        return hits
+
+    def _canary_statistic(
+        self, incumbent: Bundle, candidate: Bundle, metric: str
+    ) -> tuple[float | None, float]:
+        window = self._det.window_events
+        stride = max(1, window // 5)
+        critical = ks_critical_value(window, window, stride / self.test_arl0)
+        a = incumbent.detectors[metric].recent_values()
+        b = candidate.detectors[metric].recent_values()
+        if a is None or b is None:
+            return None, critical
+        return ks_statistic(np.sort(a), b), critical
+
+    def _canary_slot(self, workflow: str, active: list[tuple[str, Bundle]]) -> list[Hit]:
+        det = self._det
+        incumbent_id, incumbent = max(active, key=lambda p: (p[1].n_events, p[0]))
+        stride = max(1, det.window_events // 5)
+        hits = []
+        for bid, candidate in active:
+            if bid == incumbent_id or candidate.canary_pending < stride:
+                continue
+            candidate.canary_pending = 0
+            for metric in self.metrics:
+                if metric.kind != "continuous":
+                    continue
+                d, critical = self._canary_statistic(incumbent, candidate, metric.name)
+                if d is None or d <= critical:
+                    continue
+                a = incumbent.detectors[metric.name].recent_values()
+                b = candidate.detectors[metric.name].recent_values()
+                assert a is not None and b is not None
+                evidence = {
+                    "test": "ks_canary",
+                    "statistic": d,
+                    "threshold": critical,
+                    "baseline_bundle_id": incumbent_id,
+                    "bundle_id": bid,
+                    "window_events": det.window_events,
+                    "window_end": candidate.last_ts,
+                    "baseline_window_end": incumbent.last_ts,
+                }
+                hits.append(
+                    Hit(
+                        ts=candidate.last_ts,
+                        workflow=workflow,
+                        kind="drift",
+                        metric=f"{metric.name}:canary",
+                        bundle_id=bid,
+                        severity="warning",
+                        score=d / critical,
+                        threshold=critical,
+                        baseline=metric.raw_scale(float(np.mean(a))),
+                        current=metric.raw_scale(float(np.mean(b))),
+                        evidence=evidence,
+                        condition="canary",
+                    )
+                )
+        return hits
+
+
+def _push_times(bundle: Bundle, ts: np.ndarray) -> None:
+    n = int(bundle.ts_ring.shape[0])
+    bundle.n_events += max(0, ts.shape[0] - n)
+    tail = ts[-n:]
+    bundle.ts_ring[(bundle.n_events + np.arange(tail.shape[0])) % n] = tail
+    bundle.n_events += int(tail.shape[0])
+    bundle.canary_pending += int(ts.shape[0])
+    bundle.last_ts = max(bundle.last_ts, int(ts[-1]))

@@ -1,0 +1,298 @@
+"""The monitor: one workflow's records through every rule, then the alert lifecycle."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from driftline.config import Settings, WorkflowSettings
+from driftline.detectors.metrics import Metric
+from driftline.streams.monitor import budgets, lifecycle, snapshot
+from driftline.streams.monitor.clock import WorkflowClock, fleet_time
+from driftline.streams.monitor.control import check_control
+from driftline.streams.monitor.drift import Bundle, DriftRules
+from driftline.streams.monitor.hits import event_time, record_order
+from driftline.streams.monitor.lifecycle import OpenAlert
+from driftline.streams.monitor.routing import routing_hits
+from driftline.streams.monitor.snapshot import SnapshotError
+
+_US: Final = 1_000_000
+
+
+_DEFAULT_WORKFLOW = WorkflowSettings()
+
+
+@dataclass(slots=True)
+class WorkflowState:
+    """Everything the monitor keeps for one workflow (one snapshot)."""
+
+    bundles: dict[str, Bundle] = field(default_factory=dict)
+    scopes: dict[str, budgets.Scope] = field(default_factory=dict)
+    alerts: dict[str, OpenAlert] = field(default_factory=dict)
+    clock: WorkflowClock = field(default_factory=WorkflowClock)
+
+
+class Monitor:
+    """Detectors, budgets, routing checks and the alert lifecycle for many workflows."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._drift = DriftRules(settings.detectors)
+        self._hold_us = int(settings.alerts.hold_down_s * _US)
+        self._step_us = int(settings.alerts.max_clock_step_s * _US)
+        # Conditions are re-tested at least every half hold-down of a workflow's event time,
+        # so a replay's large batches resolve alerts when the stream's small ones would.
+        self._slice_us = max(self._hold_us // 2, _US)
+        self._states: dict[str, WorkflowState] = {}
+        self._dirty: set[str] = set()
+
+    # --- public API ---------------------------------------------------------
+
+    def process(self, events: list[dict[str, Any]], traces: list[dict[str, Any]]) -> list[dict]:
+        """Feed a batch; return the alert transitions it caused, in event-time order."""
+        by_workflow: dict[str, tuple[list[dict], list[dict]]] = {}
+        for event in events:
+            by_workflow.setdefault(str(event.get("workflow") or ""), ([], []))[0].append(event)
+        for trace in traces:
+            by_workflow.setdefault(str(trace.get("workflow") or ""), ([], []))[1].append(trace)
+        out: list[dict] = []
+        for workflow in sorted(by_workflow):
+            wf_events, wf_traces = by_workflow[workflow]
+            for part, part_traces in _slices(wf_events, wf_traces, self._slice_us):
+                out.extend(self._step(workflow, part, part_traces))
+        out.extend(self._review_idle(set(by_workflow)))
+        out.sort(key=lambda t: int(t["event_ts"]))
+        return out
+
+    def accept_baseline(
+        self, workflow: str, metric: str | None = None, bundle_id: str | None = None, by: str = ""
+    ) -> list[dict]:
+        """Make ``workflow``'s current behaviour its reference (``driftline baseline accept``).
+
+        Every detector of the workflow (only ``metric``'s and/or ``bundle_id``'s when given)
+        forgets its reference and re-warms from the next values, and the drift alerts on
+        them resolve now (the workflow's clock) with ``evidence.resolution = "accepted"``.
+        Returns those resolves. A workflow this monitor has not seen is left alone.
+        """
+        state = self._states.get(workflow)
+        if state is None:
+            return []
+        for bid, bundle in state.bundles.items():
+            if bundle_id is not None and bid != bundle_id:
+                continue
+            for name, detector in bundle.detectors.items():
+                if metric is None or name == metric:
+                    detector.rebaseline()
+                    bundle.frozen_at.pop(name, None)
+        out = []
+        for key in sorted(state.alerts):
+            record = state.alerts[key].record
+            accepted = (
+                record["kind"] == "drift"
+                and (metric is None or str(record["metric"]).split(":")[0] == metric)
+                and (bundle_id is None or record["bundle_id"] == bundle_id)
+            )
+            if accepted:
+                resolve = lifecycle.resolve_now(
+                    state.alerts, key, state.clock.now, lifecycle.RESOLVED_ACCEPTED
+                )
+                resolve["evidence"]["accepted_by"] = by
+                out.append(resolve)
+        self._dirty.add(workflow)
+        return out
+
+    def apply_control(self, control: dict[str, Any]) -> list[dict]:
+        """Apply an operator command (:mod:`.control`); returns the transitions it caused."""
+        check_control(control)
+        return self.accept_baseline(
+            str(control["workflow"]),
+            control.get("metric"),
+            control.get("bundle_id"),
+            str(control.get("requested_by") or ""),
+        )
+
+    def dirty_workflows(self) -> set[str]:
+        """Workflows changed since the previous call (the call clears the set)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def open_alerts(self) -> list[dict]:
+        """Current records of all open alerts, ordered by dedup key."""
+        records = [dict(a.record) for s in self._states.values() for a in s.alerts.values()]
+        return sorted(records, key=lambda r: str(r["dedup_key"]))
+
+    def snapshot(self, workflow: str) -> bytes:
+        """Everything the monitor keeps for ``workflow`` (baselines, budgets, open alerts,
+        clock), as versioned plain data (:mod:`.snapshot`)."""
+        state = self._states.get(workflow, WorkflowState())
+        doc = {
+            "clock": {"now": state.clock.now, "ahead": state.clock.ahead},
+            "bundles": {b: snapshot.bundle_state(s) for b, s in sorted(state.bundles.items())},
+            "scopes": {k: snapshot.scope_state(s) for k, s in sorted(state.scopes.items())},
+            "alerts": {k: snapshot.alert_state(a) for k, a in sorted(state.alerts.items())},
+        }
+        return snapshot.dumps(workflow, doc)
+
+    def restore(self, workflow: str, blob: bytes) -> None:
+        """Continue ``workflow`` from a :meth:`snapshot`; :class:`SnapshotError` (and nothing
+        restored) when it is not one this version and these detector settings can use."""
+        doc = snapshot.loads(workflow, blob)
+        det = self._settings.detectors
+        metrics = {m.name: (det.warmup_events, det.window_events) for m in self._drift.metrics}
+        where = f"snapshot of {workflow!r}"
+        parts: dict[str, dict[str, Any]] = {}
+        for name in ("bundles", "scopes", "alerts"):
+            part = doc.get(name)
+            if not isinstance(part, dict):
+                raise SnapshotError(f"{where}.{name}: expected an object")
+            parts[name] = part
+        state = WorkflowState(
+            bundles={
+                b: snapshot.bundle_from_state(v, f"{where}.bundles.{b}", metrics, det.window_events)
+                for b, v in parts["bundles"].items()
+            },
+            scopes={
+                k: snapshot.scope_from_state(v, f"{where}.scopes.{k}")
+                for k, v in parts["scopes"].items()
+            },
+            alerts={
+                k: snapshot.alert_from_state(v, k, f"{where}.alerts.{k}")
+                for k, v in parts["alerts"].items()
+            },
+            clock=snapshot.clock_from_state(doc.get("clock"), f"{where}.clock"),
+        )
+        self._states[workflow] = state
+
+    def workflows(self) -> list[str]:
+        return sorted(self._states)
+
+    def clock(self, workflow: str) -> int:
+        """``workflow``'s event-time clock (microseconds; 0 before its first record)."""
+        state = self._states.get(workflow)
+        return state.clock.now if state is not None else 0
+
+    @property
+    def watermark(self) -> int:
+        """The latest workflow clock (microseconds): the time of baseline snapshots."""
+        return max((s.clock.now for s in self._states.values()), default=0)
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return self._drift.metrics
+
+    def detector_summaries(
+        self, workflow: str
+    ) -> Iterable[tuple[str, Metric, dict[str, Any], dict[str, str]]]:
+        """(bundle id, metric, :meth:`MetricDetector.summary`, bundle context) per detector."""
+        state = self._states.get(workflow)
+        if state is None:
+            return
+        for bundle_id, bundle in sorted(state.bundles.items()):
+            for metric in self._drift.metrics:
+                detector = bundle.detectors.get(metric.name)
+                if detector is not None:
+                    yield bundle_id, metric, detector.summary(), bundle.context
+
+    # --- one workflow -------------------------------------------------------------
+
+    def _state(self, workflow: str) -> WorkflowState:
+        state = self._states.get(workflow)
+        if state is None:
+            state = self._states[workflow] = WorkflowState()
+        self._dirty.add(workflow)
+        return state
+
+    def _workflow_settings(self, workflow: str) -> WorkflowSettings:
+        wf = self._settings.workflows
+        return wf.get(workflow) or wf.get("*") or _DEFAULT_WORKFLOW
+
+    def _step(self, workflow: str, events: list[dict], traces: list[dict]) -> list[dict]:
+        new = workflow not in self._states
+        state = self._state(workflow)
+        times = [event_time(r) for r in (*events, *traces)]
+        floor = (
+            fleet_time([s.clock.now for s in self._states.values() if s.clock.now]) if new else 0
+        )
+        state.clock.step(times, self._step_us, floor)
+        now = state.clock.now
+        wf = self._workflow_settings(workflow)
+        hits = self._drift.hits(workflow, state.bundles, events, now)
+        for e in events:
+            ts = min(event_time(e), now)
+            hits.extend(routing_hits(workflow, wf, e, ts))
+            hits.extend(budgets.event_hits(workflow, wf, state.scopes, e, now))
+        for trace in sorted(traces, key=record_order):
+            hits.extend(budgets.trace_hits(workflow, wf, trace, now))
+        hits.sort(key=lambda h: (h.ts, h.key))
+        out: list[dict] = []
+        for hit in hits:
+            if hit.ts > now:  # canary hits carry a bundle's time: never past the clock
+                hit = dataclasses.replace(hit, ts=now)
+            out.extend(lifecycle.due_before(state.alerts, hit.ts, self._hold_us))
+            out.extend(lifecycle.apply_hit(state.alerts, hit, self._settings.alerts))
+        out.extend(self._review(state, now))
+        return out
+
+    def _fleet_time(self) -> int:
+        return fleet_time([s.clock.now for s in self._states.values() if s.clock.now])
+
+    def _review(self, state: WorkflowState, now: int) -> list[dict]:
+        def holds(alert: OpenAlert) -> bool:
+            if alert.condition in ("drift", "canary"):
+                return self._drift.holds(state.bundles, alert.record)
+            if alert.condition in ("window", "burn"):
+                return budgets.holds(state.scopes, str(alert.record["metric"]), now)
+            return True
+
+        return lifecycle.review(state.alerts, now, self._hold_us, holds)
+
+    def _review_idle(self, touched: set[str]) -> list[dict]:
+        """Resolve what is due in workflows without records in this batch, at the fleet
+        clock: a workflow that went quiet still sees its time-based alerts resolve."""
+        idle = [w for w, s in self._states.items() if s.alerts and w not in touched]
+        if not idle:
+            return []
+        fleet = self._fleet_time()
+        out: list[dict] = []
+        for workflow in sorted(idle):
+            state = self._states[workflow]
+            now = max(state.clock.now, fleet)
+            before = [a.clear_since for a in state.alerts.values()]
+            resolved = self._review(state, now)
+            if resolved or before != [a.clear_since for a in state.alerts.values()]:
+                self._dirty.add(workflow)
+            out.extend(resolved)
+        return out
+
+
+def _slices(
+    events: list[dict], traces: list[dict], span_us: int
+) -> list[tuple[list[dict], list[dict]]]:
+    """One workflow's records in event-time order, cut into steps spanning at most
+    ``span_us`` of event time; each trace goes with the first step that reaches its time.
+
+    >>> events = [{"end_ts": t} for t in (1, 2, 9, 10, 30)]
+    >>> [[e["end_ts"] for e in part] for part, _ in _slices(events, [], 5)]
+    [[1, 2], [9, 10], [30]]
+    """
+    ordered = sorted(events, key=record_order)
+    pending = sorted(traces, key=record_order)
+    parts: list[tuple[list[dict], list[dict]]] = []
+    for event in ordered:
+        ts = event_time(event)
+        if not parts or ts - event_time(parts[-1][0][0]) > span_us:
+            parts.append(([], []))
+        parts[-1][0].append(event)
+    t = 0
+    for part, part_traces in parts:
+        horizon = event_time(part[-1])
+        while t < len(pending) and event_time(pending[t]) <= horizon:
+            part_traces.append(pending[t])
+            t += 1
+    if t < len(pending):
+        if not parts:
+            parts.append(([], []))
+        parts[-1][1].extend(pending[t:])
+    return parts

@@ -1,0 +1,52 @@
+"""What every rule returns: a :class:`Hit`, one observation that an alert condition holds.
+
+A hit names its alert (``kind`` + ``workflow`` + ``metric`` + ``bundle_id`` make the
+dedup key), how bad it is (``severity``, ``score``) and what was seen (``evidence``).
+``condition`` says how the alert it opens is kept open afterwards (see
+:mod:`streams.monitor.lifecycle`): re-tested state for drift, canary and window budgets,
+recent hits for per-call rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from driftline.schemas.alert import dedup_key
+
+Condition = Literal["recent", "drift", "canary", "window", "burn"]
+CONDITIONS: Final = ("recent", "drift", "canary", "window", "burn")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit:
+    ts: int
+    workflow: str
+    kind: str
+    metric: str
+    bundle_id: str
+    severity: str
+    score: float
+    threshold: float | None
+    baseline: float | None
+    current: float | None
+    evidence: dict[str, Any]
+    condition: Condition = "recent"
+
+    @property
+    def key(self) -> str:
+        return dedup_key(self.kind, self.workflow, self.metric, self.bundle_id)
+
+
+def event_time(record: dict[str, Any]) -> int:
+    """Event time of an event or trace: its end, else its start (microseconds).
+
+    >>> event_time({"start_ts": 5, "end_ts": 9}), event_time({"start_ts": 5})
+    (9, 5)
+    """
+    return int(record.get("end_ts") or record.get("start_ts") or 0)
+
+
+def record_order(record: dict[str, Any]) -> tuple[int, str, str]:
+    """Event-time order of records, ties broken by ids (a deterministic replay)."""
+    return (event_time(record), str(record.get("trace_id", "")), str(record.get("span_id", "")))

@@ -1,0 +1,125 @@
+"""Routing authority: calls answered by a model outside the policy (shadow routing), and
+bundles or model versions outside the registered ones (ghost deployments).
+
+The *answering* model decides (``response_model``; the requested one only when a call
+reports no answering model): a gateway that answers a request for an allowed model with
+another one is exactly the shadow routing to catch. A call naming no model at all cannot
+be judged and is not flagged.
+
+Names on ``allowed_models`` match by :func:`model_allowed`: exactly, or (the default
+``model_match = "alias"``) an undated alias matches its dated snapshots, the alias followed
+by one date suffix of the forms providers use: ``-YYYY-MM-DD`` (OpenAI,
+``gpt-4o-mini-2024-07-18``), ``-YYYYMMDD`` (Anthropic, ``claude-3-5-sonnet-20241022``),
+``@YYYYMMDD`` (Vertex AI, ``claude-3-5-sonnet@20240620``) and ``-MMDD`` (older OpenAI,
+``gpt-4-0613``). Nothing else: ``gpt-4o`` does not cover ``gpt-4o-mini``, a dated name
+on the list covers only itself. ``model_match = "exact"`` requires the exact name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+from driftline.config import WorkflowSettings
+from driftline.streams.monitor.hits import Hit
+
+DATE_SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4})")
+
+
+def answering_model(event: dict[str, Any]) -> str:
+    """The model that answered a call, else the one it asked for."""
+    return str(event.get("response_model") or event.get("request_model") or "")
+
+
+def model_allowed(model: str, allowed: Iterable[str], exact: bool = False) -> bool:
+    """Whether ``model`` (the answering model) is on the ``allowed`` list.
+
+    >>> model_allowed("gpt-4o-mini-2024-07-18", ["gpt-4o-mini"])
+    True
+    >>> model_allowed("gpt-4o-mini-2024-07-18", ["gpt-4o-mini"], exact=True)
+    False
+    >>> model_allowed("gpt-4o-mini-2024-07-18", ["gpt-4o"])  # another model, not a date
+    False
+    >>> model_allowed("claude-3-5-sonnet@20240620", ["claude-3-5-sonnet"])
+    True
+    >>> model_allowed("gpt-4-turbo-2024-04-09", ["gpt-4o-mini", "gpt-4o"])
+    False
+    >>> model_allowed("", ["gpt-4o"])  # nothing to judge
+    True
+    """
+    if not model:
+        return True
+    names = set(allowed)
+    if model in names:
+        return True
+    if exact:
+        return False
+    return any(
+        model.startswith(name) and DATE_SUFFIX.fullmatch(model[len(name) :]) for name in names
+    )
+
+
+def routing_hits(workflow: str, wf: WorkflowSettings, e: dict[str, Any], ts: int) -> Iterator[Hit]:
+    """The routing conditions one call breaks (each an alert of kind ``routing``)."""
+    bundle_id = str(e.get("bundle_id") or "")
+    requested = str(e.get("request_model") or "")
+    answered = str(e.get("response_model") or "")
+    model = answering_model(e)
+    version = str(e.get("model_version") or "")
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    if wf.allowed_models is not None and not model_allowed(
+        model, wf.allowed_models, exact=wf.model_match == "exact"
+    ):
+        found.append(
+            (
+                "unallowed_model",
+                "critical",
+                {
+                    "model": model,
+                    "request_model": requested,
+                    "response_model": answered,
+                    "allowed_models": list(wf.allowed_models),
+                    "model_match": wf.model_match,
+                },
+            )
+        )
+    if wf.registered_bundles is not None and bundle_id not in wf.registered_bundles:
+        found.append(
+            (
+                "unregistered_bundle",
+                "error",
+                {
+                    "model": model,
+                    "model_version": version,
+                    "prompt_version": e.get("prompt_version", ""),
+                    "retrieval_index_version": e.get("retrieval_index_version", ""),
+                    "router_version": e.get("router_version", ""),
+                },
+            )
+        )
+    registered = wf.registered_model_versions
+    if registered is not None and version and version not in registered:
+        found.append(
+            ("unregistered_model_version", "error", {"model": model, "model_version": version})
+        )
+    for metric, severity, evidence in found:
+        evidence |= {
+            "trace_id": e.get("trace_id", ""),
+            "span_id": e.get("span_id", ""),
+            "bundle_id": bundle_id,
+            "service": e.get("service", ""),
+        }
+        yield Hit(
+            ts=ts,
+            workflow=workflow,
+            kind="routing",
+            metric=metric,
+            bundle_id=bundle_id,
+            severity=severity,
+            score=1.0,
+            threshold=None,
+            baseline=None,
+            current=None,
+            evidence=evidence,
+        )
