@@ -20,6 +20,7 @@ from driftline.dashboards.variables import (
     filter_variables,
     where,
 )
+from driftline.schemas.event import UNSAFE_NAME_CHAR
 
 UID: Final = "driftline-cost"
 TITLE: Final = "driftline / Cost attribution"
@@ -37,12 +38,17 @@ _WORKFLOW_WHERE: Final = where("minute", ENVIRONMENT, WORKFLOW)
 def budgets_literal(budgets: Mapping[str, float]) -> str:
     """A ClickHouse ``Map(String, Float64)`` literal of the monthly budgets.
 
-    >>> budgets_literal({"support-chat": 20.0, "it's": 1})
-    "CAST(map('it\\\\'s', 1.0, 'support-chat', 20.0), 'Map(String, Float64)')"
+    A configured name that no event can carry (schemas.event.UNSAFE_NAME_CHAR: the normalizer
+    makes such names safe) matches nothing and is left out; Grafana would also read a ``$`` in
+    it as a variable, inside the literal.
+
+    >>> budgets_literal({"support-chat": 20.0, "it's": 1, "a$workflow": 2})
+    "CAST(map('support-chat', 20.0), 'Map(String, Float64)')"
     """
     items = ", ".join(
-        "'" + name.replace("\\", "\\\\").replace("'", "\\'") + f"', {float(usd)!r}"
+        f"'{name}', {float(usd)!r}"
         for name, usd in sorted(budgets.items())
+        if not UNSAFE_NAME_CHAR.search(name)
     )
     return f"CAST(map({items}), 'Map(String, Float64)')"
 

@@ -16,7 +16,13 @@ A panel's ``rawSql`` goes through three steps before ClickHouse sees it:
 
 Where Grafana would silently send broken SQL (a variable that does not exist, All outside
 ``$__conditionalAll``, a macro with the wrong argument count) this raises :class:`MacroError`,
-so tests catch it before a dashboard does.
+so tests catch it before a dashboard does. So it does for a value no variable format can carry
+into SQL intact: ``singlequote`` escapes quotes but not backslashes (a value ending in a
+backslash ends the literal early, a backslash before a quote escapes it), the plugin's
+backend expands ``$__`` macros inside literals too, and the other formats do not escape at
+all. The normalizer keeps every name that reaches a dashboard free of such characters
+(:data:`schemas.event.UNSAFE_NAME_CHAR`), and the static report, which expands through here,
+refuses a hand-typed one.
 
 >>> tr = TimeRange(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC), 60)
 >>> sql = expand("SELECT $__timeInterval(ts) AS t FROM x WHERE $__timeFilter(ts)"
@@ -35,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
+
+from driftline.schemas.event import UNSAFE_NAME_CHAR
 
 ALL: Final = "$__all"  # the value Grafana gives a variable whose selection is All
 
@@ -195,9 +203,26 @@ def interpolate_variables(sql: str, variables: Variables) -> str:
             raise MacroError(
                 f"${name} is All here; wrap its condition in $__conditionalAll(..., ${name})"
             )
+        for one in values:
+            _check_value(one, fmt, name)
         return _format(values, multi=not isinstance(value, str), fmt=fmt, name=name)
 
     return _VARIABLE.sub(replace, sql)
+
+
+# What ${var:singlequote} cannot carry: a backslash (ClickHouse's escape character, which the
+# format leaves alone) and "$" (the plugin's backend expands macros inside literals).
+_UNQUOTABLE: Final = re.compile(r"[\\$]")
+
+
+def _check_value(value: str, fmt: str | None, name: str) -> None:
+    found = (_UNQUOTABLE if fmt == "singlequote" else UNSAFE_NAME_CHAR).search(value)
+    if found:
+        raise MacroError(
+            f"${name} = {value!r} holds {found[0]!r}, which the {fmt or 'default'} format "
+            "cannot carry into SQL intact; names from spans never hold it (the normalizer "
+            "makes them safe)"
+        )
 
 
 def _format(values: list[str], *, multi: bool, fmt: str | None, name: str) -> str:

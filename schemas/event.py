@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -104,6 +105,12 @@ TRACE_FIELD_NAMES: Final = tuple(f.name for f in TRACE_FIELDS)
 # Bound on the free-form attributes map carried with each event.
 MAX_EVENT_ATTRIBUTES: Final = 32
 MAX_ATTRIBUTE_VALUE_CHARS: Final = 256
+
+# Names that reach dashboards, links and SQL (service, environment, workflow, agent, tenant,
+# route, provider, models) hold only letters and digits of any script and ``_ - . : / @ + ~``
+# and space: no quote, backslash or ``$`` that a dashboard variable's quoting could not carry.
+# The normalizer makes other names safe; the dashboards' macro expander refuses them.
+UNSAFE_NAME_CHAR: Final = re.compile(r"[^\w.:/@+~ -]")
 
 # Bounds on what one span may claim; a span beyond any of them is dead-lettered, so one bad
 # value cannot reach a price, a detector's baseline or a rollup. Generous for real traffic:

@@ -68,6 +68,7 @@ from driftline.schemas.event import (
     MAX_EVENT_ATTRIBUTES,
     MAX_STEPS,
     MAX_TOKENS,
+    UNSAFE_NAME_CHAR,
     bundle_id,
 )
 from driftline.streams.decode import (
@@ -743,8 +744,6 @@ def _dead_letter_keys(patterns: tuple[str, ...]) -> Any:
 # --- bounds ------------------------------------------------------------------------------------
 
 _MAX_CALL_NS: Final = MAX_CALL_SECONDS * 10**9
-# Characters a name may hold as is; see the module docstring.
-_UNSAFE_NAME_CHAR: Final = re.compile(r"[^\w.:/@+~ -]")
 
 
 def safe_name(name: str, field: str, originals: dict[str, str]) -> str:
@@ -760,11 +759,11 @@ def safe_name(name: str, field: str, originals: dict[str, str]) -> str:
     >>> found == {"driftline.original.workflow": quote_and_backslash}
     True
     """
-    if not name or _UNSAFE_NAME_CHAR.search(name) is None:
+    if not name or UNSAFE_NAME_CHAR.search(name) is None:
         return name
     originals[a.ORIGINAL_NAME_PREFIX + field] = name
     digest = hashlib.blake2b(name.encode("utf-8", "replace"), digest_size=4).hexdigest()
-    return f"{_UNSAFE_NAME_CHAR.sub('_', name)}~{digest}"
+    return f"{UNSAFE_NAME_CHAR.sub('_', name)}~{digest}"
 
 
 def _check_window(start_ns: int, end_ns: int, window: tuple[int, int]) -> None:

@@ -17,6 +17,7 @@ from driftline.dashboards.macros import (
     expand,
     interpolate_variables,
 )
+from driftline.streams.normalize import safe_name
 
 T0 = datetime(2026, 1, 1, 0, 0, 0, 700_000, tzinfo=UTC)  # sub-second: the plugin floors
 RANGE = TimeRange(T0, T0 + timedelta(hours=1), 20)
@@ -158,3 +159,28 @@ def test_singlequote_output_is_a_valid_string_list(values: list[str]) -> None:
     out = interpolate_variables("${w:singlequote}", {"w": values})
     # every value is quoted, and no unescaped quote can end a literal early
     assert out.count("'") - out.count("\\'") == 2 * len(values)
+
+
+@pytest.mark.parametrize(
+    "value", ["a\\", "zz\\' ) OR 1=1 --", "x\\') OR 1=throwIf(1) --", "$__fromTime", "a$workflow"]
+)
+def test_values_singlequote_cannot_carry_are_refused(value: str) -> None:
+    # Grafana would send them: a trailing backslash escapes the closing quote, a backslash
+    # before a quote turns the escape around, and $ is expanded inside the literal.
+    with pytest.raises(MacroError, match="cannot carry"):
+        interpolate_variables("w IN (${w:singlequote})", {"w": ["ok", value]})
+
+
+@pytest.mark.parametrize("sql", ["w = $w", "w = ${w}", "w IN (${w:csv})", "w = [[w]]"])
+def test_formats_without_escaping_refuse_any_unsafe_character(sql: str) -> None:
+    with pytest.raises(MacroError, match="cannot carry"):
+        interpolate_variables(sql, {"w": ["x' OR 1=1 --"]})
+
+
+@given(st.lists(st.text(max_size=30), min_size=1, max_size=4))
+def test_every_name_the_normalizer_gives_passes_every_format(texts: list[str]) -> None:
+    names = [safe_name(text, "workflow", {}) for text in texts]
+    for fmt in ("singlequote", "csv", "raw"):
+        interpolate_variables(f"${{w:{fmt}}}", {"w": names})
+    out = interpolate_variables("${w:singlequote}", {"w": names})
+    assert out == ",".join(f"'{name}'" for name in names)  # nothing needed escaping
