@@ -119,6 +119,17 @@ class StreamSettings(_Section):
     batch_max_wait_s: float = Field(0.5, gt=0)
 
 
+class IngestSettings(_Section):
+    # Spans dated outside [arrival - max_past_s, arrival + max_future_s] are dead-lettered.
+    max_past_s: float = Field(7 * 86400.0, gt=0)
+    max_future_s: float = Field(3600.0, ge=0)
+    # Free attribute keys an event keeps (fnmatch patterns). None: the built-in list of
+    # request parameters, usage, ids and endpoints (schemas/attributes.py), never content.
+    attributes_allow: list[str] | None = None
+    store_content: bool = False  # keep every attribute, prompts and completions too
+    dlq_content: bool = False  # dead letters carry the whole span, or the message's bytes
+
+
 class BudgetSettings(_Section):
     max_tokens_per_request: int | None = Field(None, gt=0)
     max_retries_per_request: int | None = Field(None, ge=0)
@@ -208,6 +219,7 @@ class Settings(BaseSettings):
     embedded: EmbeddedSettings = EmbeddedSettings()
     store: StoreSettings = StoreSettings()
     streams: StreamSettings = StreamSettings()
+    ingest: IngestSettings = IngestSettings()
     workflows: dict[str, WorkflowSettings] = {}
     detectors: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()
