@@ -307,12 +307,13 @@ def create_app(
 
 
 def _add_decode(p: Pipeline) -> None:
-    from driftline.streams.normalize import normalize_message
+    from driftline.streams.normalize import IngestPolicy, normalize_message
     from driftline.streams.pricing import PriceBook
 
     settings = p.settings
     prices = PriceBook(settings.prices)
     partitions = settings.kafka.partitions
+    policy = IngestPolicy.from_settings(settings.ingest)
 
     @p.app.agent(p.topics.otlp_spans, name="decode")
     async def decode(stream: Any) -> None:
@@ -328,6 +329,9 @@ def _add_decode(p: Pipeline) -> None:
                     content_type=settings.kafka.input_format,
                     max_attributes=settings.streams.max_span_attributes,
                     max_attribute_chars=settings.streams.max_attribute_chars,
+                    policy=policy,
+                    # Span times are judged against when the collector produced the message.
+                    arrival_ns=int(message.timestamp * 1e9) if message.timestamp > 0 else None,
                 )
                 for reject in result.rejects:
                     p.counters[f"rejects.{reject.reason}"] += 1
