@@ -40,7 +40,14 @@ from driftline.config import DEFAULT_PAGERDUTY_EVENTS_URL, Settings, load_settin
 from driftline.demo.config import RATE_PER_S, write_demo_config
 from driftline.demo.receiver import Page, PagerDutyReceiver
 from driftline.demo.timeline import ScriptedIncident, explain, scripted_timeline, segments
-from driftline.demo.view import Frame, LiveView, clock, format_table
+from driftline.demo.view import (
+    Frame,
+    LiveView,
+    clock,
+    format_table,
+    incident_outcome,
+    paging_outcome,
+)
 from driftline.demo.watch import AlertState, PipelineWatch
 from driftline.simulator import GroundTruth, SimulationResult, Simulator, SimulatorConfig
 from driftline.simulator import network_exporter as otlp_exporter
@@ -567,15 +574,15 @@ def _print_detections(outcome: DemoOutcome, view: LiveView, traffic: Traffic | N
             view.note(f"  {when:11} {i.kind:17} {verdict}  ({i.title})")
             continue
         kinds = sorted({f"{a.kind}:{a.metric}" for a in d.alerts})
-        resolved = [a for a in d.alerts if not a.is_open and a.seen_resolve_s is not None]
-        tail = f", {len(resolved)} resolved" if resolved else ""
+        became = incident_outcome(i.end_s is None, d.alerts)
         view.note(
             f"  {when:11} {i.kind:17} detected after {d.first_after_s:4.0f}s by "
-            f"{len(d.alerts)} alert(s){tail}: {', '.join(kinds)}"
+            f"{len(d.alerts)} alert(s), {became}: {', '.join(kinds)}"
         )
     other = len(outcome.alerts) - len({a.alert_id for d in outcome.detections for a in d.alerts})
     if other:
         view.note(f"  {other} other alert(s) not tied to a scripted incident")
+    view.note(f"  paging: {paging_outcome(outcome.pages)}")
     view.note("")
 
 

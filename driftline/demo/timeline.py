@@ -36,7 +36,10 @@ from driftline.simulator.incidents import (
 _EVIDENCE_METRICS: Final[dict[str, frozenset[str]]] = {
     RETRY_STORM: frozenset({"retries", "retries_per_request"}),
     UNAPPROVED_MODEL: frozenset({"unallowed_model"}),
-    TOKEN_DRIFT: frozenset({"output_tokens", "output_length", "latency", "tokens_per_request"}),
+    # Answers twice as long: more of them stop at the length limit (finish_reason).
+    TOKEN_DRIFT: frozenset(
+        {"output_tokens", "output_length", "latency", "finish_reason", "tokens_per_request"}
+    ),
     # Longer agent loops on bigger prompts: spend first, and the calls themselves change.
     COST_RUNAWAY: frozenset(
         {

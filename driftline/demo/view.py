@@ -79,6 +79,44 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list
     return [line(columns), line(["-" * w for w in widths]), *(line(t) for t in text)]
 
 
+def incident_outcome(lasts: bool, alerts: Sequence[AlertState]) -> str:
+    """What became of an incident's alerts: all resolved once it ended, open while it lasts.
+
+    >>> incident_outcome(False, []), incident_outcome(True, [])
+    ('', '')
+    """
+    if not alerts:
+        return ""
+    still_open = sum(1 for a in alerts if a.is_open)
+    if lasts:
+        return (
+            "all open (it lasts)"
+            if still_open == len(alerts)
+            else (f"{still_open} open (it lasts), {len(alerts) - still_open} resolved")
+        )
+    return "all resolved" if not still_open else f"{still_open} STILL OPEN after it ended"
+
+
+def paging_outcome(pages: Sequence[Page]) -> str:
+    """Triggers per dedup key: one incident pages once.
+
+    >>> paging_outcome([])
+    'no pages'
+    """
+    if not pages:
+        return "no pages"
+    per_key: dict[str, int] = {}
+    for page in pages:
+        if page.action == "trigger":
+            per_key[page.dedup_key] = per_key.get(page.dedup_key, 0) + 1
+    resolves = sum(1 for p in pages if p.action == "resolve")
+    twice = sorted(k for k, n in per_key.items() if n > 1)
+    head = f"{sum(per_key.values())} triggers for {len(per_key)} dedup keys, {resolves} resolves"
+    if not twice:
+        return f"{head}; no dedup key triggered twice"
+    return f"{head}; TRIGGERED MORE THAN ONCE: {', '.join(twice)}"
+
+
 @dataclass
 class Frame:
     """Everything one refresh of the view shows."""
@@ -233,7 +271,7 @@ class LiveView:
         keys = len({p.dedup_key for p in f.pages if p.action == "trigger"})
         lines += [
             "",
-            f"paged  {triggers} triggers ({keys} alerts, the rest updates), {resolves} resolves",
+            f"paged  {triggers} triggers for {keys} dedup keys, {resolves} resolves",
             "recent",
         ]
         lines += [f"  {line}" for line in self._recent]
