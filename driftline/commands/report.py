@@ -63,7 +63,7 @@ def time_range_of(
 
 
 def run(args: argparse.Namespace) -> int:
-    from driftline.dashboards.macros import ALL, TimeRange
+    from driftline.dashboards.macros import ALL, MacroError, TimeRange
     from driftline.dashboards.panels import BuildContext
     from driftline.dashboards.report import default_variables, render_report
     from driftline.store import StoreError, StoreQueryError, open_store
@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         report = render_report(
             store, args.out, time_range, BuildContext.from_settings(settings), variables
         )
+    except MacroError as exc:  # a chosen name no dashboard variable can carry into SQL
+        print(f"driftline report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
     except StoreQueryError as exc:
         print(f"driftline report: a panel query failed: {exc}", file=sys.stderr)
         return EXIT_QUERY_FAILED

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from driftline.cli import main
 from driftline.config import StoreSettings
 from driftline.dashboards.build import dashboard_specs
 from driftline.dashboards.macros import MacroError, TimeRange, Variables, expand
@@ -213,3 +214,12 @@ def test_the_report_with_a_renamed_workflow_draws_what_it_draws_for_the_source(
             CONTEXT,
             {**default_variables(), "workflow": [HOSTILE[0]]},
         )
+
+
+def test_the_report_command_refuses_a_name_it_cannot_quote(
+    store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"chdb://{store.path}"
+    args = ["report", "--store", url, "--out", str(tmp_path / "r"), "--workflow", HOSTILE[1]]
+    assert main(args) == 2
+    assert "cannot carry" in capsys.readouterr().err
