@@ -125,7 +125,8 @@ def reading_refusal(store: Store, sql: str, params: dict[str, Any]) -> str | Non
     """Why ``sql`` may not run without ``--write``, or None when it only reads.
 
     The engine decides, not the text: an embedded session is switched to ``readonly = 2``
-    for good (no writes, no DDL, no changing ``readonly`` back); the engine's parser must see
+    for good (no writes, no DDL, no changing ``readonly`` back; the command's process ends
+    after this one query, so nothing else writes through it); the engine's parser must see
     exactly one statement; EXPLAIN in a subquery accepts only a plain SELECT, without FORMAT
     or INTO OUTFILE; and its syntax tree must call no function that reads files, URLs or
     other servers (``readonly`` alone still lets ``file()`` read a local file).
