@@ -71,9 +71,22 @@ class Family:
     required: bool  # must be found (x1.2 or more, or a rate that triples)
 
 
+@dataclass(frozen=True)
+class Traced:
+    """A continuous stream and the trace id of each value (as the monitor has them)."""
+
+    values: np.ndarray
+    traces: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+
 def _cont(noise_of: Callable[[np.random.Generator], str]) -> Callable[..., Any]:
     def make(rng: np.random.Generator, n: int, at: int, change: Change) -> Any:
-        return continuous(rng, n, noise_of(rng), at, change)
+        traces: list[np.ndarray] = []
+        values = continuous(rng, n, noise_of(rng), at, change, traces)
+        return Traced(values, traces[0])
 
     return make
 
@@ -161,8 +174,13 @@ def run_driftline(kind: Kind, values: Any) -> Run:
     det = MetricDetector(kind, WARMUP, WINDOW, metric_arl0(kind))
     run = Run([])
     open_, quiet = False, 0
+    traces = values.traces if isinstance(values, Traced) else None
+    if isinstance(values, Traced):
+        values = values.values
     for start in range(0, len(values), BATCH):
-        found = det.update_many(values[start : start + BATCH])
+        # As the monitor does: trace ids (cluster codes) only while warming up.
+        groups = None if traces is None or det.frozen else traces[start : start + BATCH]
+        found = det.update_many(values[start : start + BATCH], groups)
         idx = sorted({start + d.index for d in found})
         run.alarms.extend(idx)
         end = min(start + BATCH, len(values))
@@ -178,6 +196,8 @@ def run_driftline(kind: Kind, values: Any) -> Run:
 
 
 def river_input(kind: Kind, values: Any) -> np.ndarray:
+    if isinstance(values, Traced):
+        values = values.values
     x = (
         np.array([v == "length" for v in values], dtype=np.float64)
         if kind == "categorical"

@@ -64,8 +64,12 @@ def _profile(n: int, at: int, change: Change) -> np.ndarray:
     return w
 
 
-def _noise(rng: np.random.Generator, n: int, noise: str) -> np.ndarray:
-    """Unit-variance noise of the family's structure."""
+def _noise(
+    rng: np.random.Generator, n: int, noise: str, traces: list[np.ndarray] | None = None
+) -> np.ndarray:
+    """Unit-variance noise of the family's structure; the trace of each call into ``traces``."""
+    if traces is not None:
+        traces.append(np.arange(n))
     if noise == "heavy":
         return rng.standard_t(3, n) / math.sqrt(3.0)
     parts = {"ar1", "clustered"} if noise == "mixed" else {noise}
@@ -76,15 +80,26 @@ def _noise(rng: np.random.Generator, n: int, noise: str) -> np.ndarray:
     if "clustered" in parts:
         icc = rng.uniform(0.2, 0.5)
         runs = np.repeat(np.arange(n), rng.integers(1, 9, n))[:n]  # trace of each call
+        if traces is not None:
+            traces[-1] = runs
         offsets = rng.normal(0.0, 1.0, n)[runs]
         e = math.sqrt(1 - icc) * e + math.sqrt(icc) * offsets
     return e
 
 
 def continuous(
-    rng: np.random.Generator, n: int, noise: str, at: int = 0, change: Change = NONE
+    rng: np.random.Generator,
+    n: int,
+    noise: str,
+    at: int = 0,
+    change: Change = NONE,
+    traces: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``log1p`` of a lognormal signal in whole units, with the family's structure."""
+    """``log1p`` of a lognormal signal in whole units, with the family's structure.
+
+    ``traces`` (a list) receives the trace id of each call: the monitor hands those
+    to the detector during warm-up, for the reference's design effect.
+    """
     mu = math.log(rng.uniform(100, 2000))
     sd = rng.uniform(0.4, 1.0)
     y = mu + np.zeros(n)
@@ -96,7 +111,7 @@ def continuous(
         scale *= 1.0 + (change.factor - 1.0) * w
     elif change.kind in ("level", "creep"):
         y += math.log(change.factor) * w
-    y += scale * _noise(rng, n, noise)
+    y += scale * _noise(rng, n, noise, traces)
     out = np.exp(y)
     if noise in ("outliers", "mixed"):
         hit = rng.random(n) < rng.uniform(0.001, 0.005)

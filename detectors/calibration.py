@@ -15,7 +15,7 @@ found in three steps, vectorized over the whole bank at once:
    where ``theta`` is Lundberg's adjustment coefficient of the increments on the
    empirical reference distribution (heavy tails included), divided by the long-run
    variance inflation, or that of sums of ``BLOCK`` consecutive increments if smaller
-   (runs of dependent values).
+   (runs of dependent values), or a Gaussian's of the long-run variance if smaller.
 
 The result is cached per reference, so a baseline is calibrated once when it freezes.
 """
@@ -90,8 +90,14 @@ def cusum_thresholds(
         # iid ones divided by the inflation suggest: the coefficient of sums over
         # BLOCK consecutive increments bounds it from their own joint behaviour.
         sums = np.convolve(increments, np.ones(BLOCK), mode="valid")
+        # And no lighter than a Gaussian of the long-run variance (1 in these units):
+        # a 500-value sample rarely shows the rare large cluster that a stream of
+        # millions will, on the side where it happened to see none.
+        gaussian = 2.0 * max(k - bias, 1e-3)
         theta = min(
-            adjustment_coefficient(increments) / ref.inflation, adjustment_coefficient(sums)
+            adjustment_coefficient(increments) / ref.inflation,
+            adjustment_coefficient(sums),
+            gaussian,
         )
         theta = min(theta, _MAX_THETA) if theta > 0 else 1e-3
         out[i] = max(h0 + math.log(max(arl0 / arl_h0, 1.0)) / theta, 1e-6)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 import numpy as np
@@ -74,7 +74,7 @@ CREEP_SHIFT = 0.2
 # level tests alarmed on the phase alone without it.
 TOLERANCE = 0.05
 # Rate ratios of the count and category CUSUMs (a tripling is found by the first).
-RATE_RATIOS = (2.0, 5.0)
+RATE_RATIOS = (2.5, 6.0)
 # A categorical metric's tests: two G-tests and a share CUSUM per tracked category
 # (at most CategoricalShift's default max_categories, 8).
 CATEGORICAL_TESTS = 2 + 8
@@ -392,7 +392,10 @@ class MetricDetector:
         # Spread: a CUSUM on squared standardized values (calibrated on their own
         # warm-up distribution) sees a variance change long before a KS window does.
         z2 = ref.z_sample.astype(np.float64) ** 2
-        self._spread = CUSUM.from_reference(FrozenReference.from_values(z2), (1.0,), share)
+        # Squares of clustered values are clustered too: their reference is at least
+        # as dependent as the values' own (the trace codes are gone after warm-up).
+        squares = FrozenReference.from_values(z2, min_inflation=ref.inflation)
+        self._spread = CUSUM.from_reference(squares, (1.0,), share)
         self._hold = (float(z2.mean()), float(z2.std()) + 1e-6)
         self._level = 0.0
         self._square = self._hold[0]
@@ -405,6 +408,7 @@ class MetricDetector:
             return
         n, s1, s2 = (float(v) for v in self._growth.totals)
         if n < 2 * self._calibrated_n and not (self._growth.full and n > self._calibrated_n):
+            self._follow(s1 / n)
             return
         mean = s1 / n
         var = max(s2 / n - mean * mean, 0.0) * n / (n - 1.0)
@@ -424,6 +428,14 @@ class MetricDetector:
             "continuous", int(n), mean, scale, old.inflation, z.astype(np.float32)
         )
         self._calibrate(ref)
+
+    def _follow(self, mean: float) -> None:
+        """Move the level tests' reference mean (the thresholds stay calibrated)."""
+        assert self._ref is not None and self._cusum is not None
+        self._ref = replace(self._ref, mean=mean)
+        self._cusum.move_reference(mean)
+        if self._ewma is not None:
+            self._ewma.move_reference(mean)
 
     # --- updates ----------------------------------------------------------------------
 
@@ -536,8 +548,6 @@ class MetricDetector:
         assert growth is not None and ref is not None
         if detected:
             growth.discard()
-            return
-        if growth.full:
             return
         if self.kind == "continuous":
             wins = ref.mean + ref.scale * ref.standardize(rest)

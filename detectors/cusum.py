@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,12 @@ class CUSUM(DriftDetector):
             "threshold": float(self._thresholds[member]),
         }
         self._s = np.zeros_like(self._s)
+
+    def move_reference(self, mean: float) -> None:
+        """Standardize later values around ``mean`` (a reference that slowly follows)."""
+        if self._ref is None:
+            raise ValueError("no reference to move before the warm-up is over")
+        self._ref = replace(self._ref, mean=float(mean))
 
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -113,6 +114,12 @@ class EWMA(DriftDetector):
         limit = ewma_limits(ref, self.lam, self.arl0, self.guard, self.seed)
         self._limit = limit + self.margin
         self._ref = ref.without_sample()
+
+    def move_reference(self, mean: float) -> None:
+        """Standardize later values around ``mean`` (a reference that slowly follows)."""
+        if self._ref is None:
+            raise ValueError("no reference to move before the warm-up is over")
+        self._ref = replace(self._ref, mean=float(mean))
 
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""

@@ -7,8 +7,10 @@ join the reference once they are ``lag`` events old, in blocks of ``block``, and
 while the detector is quiet: a detection discards everything still waiting (it may
 hold the change), and a block is dropped instead of absorbed while the shift holds.
 So a change is never learned as normal, and a stable stream's reference ends up
-``cap`` events long. Only per-block sums are kept (one row of ``columns`` numbers per
-block), whatever the values.
+``cap`` events long; past that it slides (older sums fade as new blocks join), so it
+follows what moves slower than about ``cap`` events (a daily cycle) and stays put for
+what moves faster (a shift, a creep over a few thousand events). Only per-block sums
+are kept (one row of ``columns`` numbers per block), whatever the values.
 """
 
 from __future__ import annotations
@@ -74,8 +76,6 @@ class ReferenceGrowth:
 
         Blocks older than ``lag`` join the reference if ``quiet``, else are dropped.
         """
-        if self.full:
-            return 0
         rows = np.asarray(rows, dtype=np.float64)
         need = self.block - self._filled
         head, rest = rows[:need], rows[need:]
@@ -97,9 +97,12 @@ class ReferenceGrowth:
         ripe, self._pending = pending[:cut], pending[cut:]
         if not quiet or not ripe.shape[0]:
             return 0
-        room = int((self.cap - self._totals[0]) // self.block) + 1
-        ripe = ripe[:room]
-        self._totals += ripe.sum(axis=0)
+        for block in ripe:
+            # Past the cap the reference slides: older sums fade so it stays ``cap`` long.
+            excess = self._totals[0] + block[0] - self.cap
+            if excess > 0:
+                self._totals *= 1.0 - excess / self._totals[0]
+            self._totals += block
         return int(ripe.shape[0])
 
     def to_state(self) -> dict[str, Any]:

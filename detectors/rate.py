@@ -27,7 +27,7 @@ from scipy.stats import gamma
 from driftline.detectors._kernels import SCAN_CHUNK, FloatArray, cusum_path
 from driftline.detectors.base import DriftDetector, Field
 
-DEFAULT_RATIOS = (2.0, 5.0)
+DEFAULT_RATIOS = (2.5, 6.0)
 # The reference rate is the upper Jeffreys bound at this level: a reference that
 # happened to see few events does not alarm on the true rate (which it underestimates
 # with probability 5%, and by less than the smallest ratio's allowance as a rule); as
@@ -62,7 +62,7 @@ class RateCUSUM(DriftDetector):
     >>> stream = np.r_[rng.random(3000) < 0.02, rng.random(2000) < 0.06].astype(float)
     >>> detector = RateCUSUM(warmup=1000, arl0=1e6)
     >>> print(detector.update_many(stream)[:1])
-    [3598]
+    [3623]
 
     References
     ----------

@@ -58,6 +58,7 @@ class FrozenReference:
         values: FloatArray,
         model: Model = "continuous",
         groups: NDArray[np.int64] | None = None,
+        min_inflation: float = 1.0,
     ) -> FrozenReference:
         """Freeze ``values`` (already on the natural scale).
 
@@ -66,6 +67,8 @@ class FrozenReference:
         design effect (the variance of the mean relative to independent values) then
         inflates the scale when it exceeds the lag-1 inflation, because the calls of one
         trace interleave with other traces' and lag-1 in arrival order does not see them.
+        ``min_inflation`` is a floor for it (known from elsewhere, e.g. the values whose
+        squares these are).
 
         >>> ref = FrozenReference.from_values(np.array([1.0, 2.0, 3.0, 4.0]))
         >>> round(ref.mean, 2), ref.n
@@ -93,9 +96,10 @@ class FrozenReference:
             rho = min(rho, 0.9)
             inflation = (1.0 + rho) / (1.0 - rho)
         if var > 0 and model == "continuous":
-            inflation = max(inflation, bartlett_inflation(y))
+            inflation = max(inflation, long_run_inflation(y))
         if groups is not None and var > 0 and model == "continuous":
             inflation = max(inflation, design_effect(y, groups))
+        inflation = max(inflation, min_inflation)
         # A constant warm-up (a fixed TTFT, a pinned KV limit) still needs a finite scale;
         # on the log and logit scales 1e-3 is a 0.1% change.
         scale = float(np.sqrt(max(var, MIN_SCALE**2) * inflation))
@@ -145,20 +149,21 @@ def fill_warmup(warm: list[Any], warmup: int, values: Sequence[Any]) -> int:
     return take
 
 
-BARTLETT_LAGS = 10
+LONG_RUN_LAGS = 10
 
 
-def bartlett_inflation(values: FloatArray, lags: int = BARTLETT_LAGS) -> float:
-    """Long-run over marginal variance from the first ``lags`` autocorrelations, if real.
+def long_run_inflation(values: FloatArray, lags: int = LONG_RUN_LAGS) -> float:
+    """Long-run over marginal variance from the leading autocorrelations, if real.
 
-    ``1 + 2 sum_k (1 - k / (lags + 1)) rho_k`` (Bartlett weights): it sees runs of
-    related values (the calls of one trace arriving together) that the lag-1
-    correlation alone underrates. Returns 1.0 unless the estimate exceeds twice its
-    iid sampling error, and at most 10.
+    ``1 + 2 sum_k rho_k`` over the lags ``k <= lags`` up to the first one whose
+    correlation is indistinguishable from zero (``< 2 / sqrt(n)``; Geyer's initial
+    sequence, truncated): it sees runs of related values (the calls of one trace
+    arriving together) that the lag-1 correlation alone underrates, without adding
+    the noise of the lags beyond them. At most 10.
 
     >>> y = np.repeat(np.random.default_rng(0).normal(size=150), 4)  # runs of 4
-    >>> round(bartlett_inflation(y), 1)
-    4.1
+    >>> round(long_run_inflation(y), 1)
+    4.2
     """
     x = np.asarray(values, dtype=np.float64)
     x = x - x.mean()
@@ -166,13 +171,13 @@ def bartlett_inflation(values: FloatArray, lags: int = BARTLETT_LAGS) -> float:
     denom = float(np.dot(x, x))
     if denom <= 0.0 or n <= 2 * lags:
         return 1.0
-    weights = 1.0 - np.arange(1, lags + 1) / (lags + 1.0)
-    rho = np.array([float(np.dot(x[:-k], x[k:])) / denom for k in range(1, lags + 1)])
-    estimate = 1.0 + 2.0 * float(np.dot(weights, rho))
-    noise = 2.0 * math.sqrt(float(np.sum(weights**2)) / n)
-    if estimate <= 1.0 + 2.0 * noise:
-        return 1.0
-    return min(estimate, 10.0)
+    total = 0.0
+    for k in range(1, lags + 1):
+        rho = float(np.dot(x[:-k], x[k:])) / denom
+        if rho < 2.0 / math.sqrt(n):
+            break
+        total += rho
+    return min(1.0 + 2.0 * total, 10.0)
 
 
 def design_effect(values: FloatArray, groups: NDArray[np.int64]) -> float:
