@@ -150,12 +150,18 @@ class DriftRules:
         hits.extend(self._canary(workflow, bundles))
         return hits
 
-    def holds(self, bundles: dict[str, Bundle], record: dict[str, Any]) -> bool:
-        """Whether a drift or canary alert's condition still holds."""
+    def holds(self, bundles: dict[str, Bundle], record: dict[str, Any], now: int) -> bool:
+        """Whether a drift or canary alert's condition still holds at ``now``.
+
+        A bundle no longer tracked, or without traffic for ``detectors.canary_active_s``
+        (retired by a rollout), has no shift left to keep its alerts open.
+        """
         metric_name, _, canary = str(record["metric"]).partition(":")
         bundle = bundles.get(str(record["bundle_id"]))
         if bundle is None or metric_name not in bundle.detectors:
-            return False  # no longer tracked: nothing left to keep it open
+            return False
+        if now - bundle.last_ts > self._det.canary_active_s * _US:
+            return False
         if canary:
             incumbent = bundles.get(str((record.get("evidence") or {}).get("baseline_bundle_id")))
             if incumbent is None:

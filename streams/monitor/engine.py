@@ -241,7 +241,7 @@ class Monitor:
     def _review(self, state: WorkflowState, now: int) -> list[dict]:
         def holds(alert: OpenAlert) -> bool:
             if alert.condition in ("drift", "canary"):
-                return self._drift.holds(state.bundles, alert.record)
+                return self._drift.holds(state.bundles, alert.record, now)
             if alert.condition in ("window", "burn"):
                 return budgets.holds(state.scopes, str(alert.record["metric"]), now)
             return True

@@ -113,3 +113,20 @@ def test_trace_limits_resolve_after_the_hold_down() -> None:
     assert kinds(monitor.process([event(0, T0, 400)], [trace])) == ["open"]
     out = monitor.process([event(i, T0 + i * S, 400) for i in range(1, 40)], [])
     assert kinds(out) == ["resolve"] and out[0]["resolved_at"] == T0 + 25 * S
+
+
+def test_a_retired_bundle_resolves_its_drift_alert() -> None:
+    # b1 drifts and stops serving at 1300; b2 takes the traffic from then on.
+    tokens = token_stream(4, 3000, 1000, 3000, 2.0)
+    events = [
+        event(i, T0 + i * S, t, bundle_id="b1" if i < 1300 else "b2") for i, t in enumerate(tokens)
+    ]
+    cfg = settings(["input_tokens"], hold_s=20.0)
+    cfg = cfg.model_copy(
+        update={"detectors": cfg.detectors.model_copy(update={"canary_active_s": 120.0})}
+    )
+    out = of(run(Monitor(cfg), events), "drift/chat/input_tokens/b1")
+    assert kinds(out).count("open") == 1
+    resolved = [t for t in out if t["transition"] == "resolve"]
+    # Idle for canary_active_s (120 s), then held down 20 s.
+    assert len(resolved) == 1 and T0 + 1419 * S <= resolved[0]["resolved_at"] <= T0 + 1500 * S
