@@ -34,6 +34,11 @@ from driftline.streams.monitor.hits import Hit, event_time
 
 _US: Final = 1_000_000
 CANARY_STAY_FRACTION: Final = 0.8
+# A measured shift of at least one reference standard deviation (or one caught by the CUSUM
+# member aimed at 1.5) is an error, a smaller one a warning; an alert that grows into it
+# is updated (not paged again).
+ERROR_EFFECT_SD: Final = 1.0
+ERROR_MEMBER_SD: Final = 1.5
 
 BUNDLE_CONTEXT_FIELDS: Final = (
     "service",
@@ -268,10 +273,11 @@ class DriftRules:
         window_start: int,
     ) -> Hit:
         det = self._det
-        severity = "warning"
-        if d.test == "cusum" and float(d.evidence.get("shift_sd", 0.0)) >= 1.5:
-            severity = "error"
         categorical = metric.kind == "categorical"
+        severity = "warning"
+        large = d.test == "cusum" and float(d.evidence.get("shift_sd", 0.0)) >= ERROR_MEMBER_SD
+        if large or (not categorical and abs(d.effect) >= ERROR_EFFECT_SD):
+            severity = "error"
         evidence = {
             "test": d.test,
             "score_units": "jensen_shannon" if categorical else "reference_sd",
