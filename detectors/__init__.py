@@ -15,8 +15,10 @@ from driftline.detectors.categorical import CategoricalShift
 from driftline.detectors.composite import Detection, MetricDetector
 from driftline.detectors.cusum import CUSUM, cusum_bank_rows, cusum_rows
 from driftline.detectors.ewma import EWMA
+from driftline.detectors.growth import ReferenceGrowth
 from driftline.detectors.ks import KSWindow
 from driftline.detectors.metrics import METRIC_NAMES, METRICS, METRICS_BY_NAME, Metric
+from driftline.detectors.rate import RateCUSUM
 from driftline.detectors.reference import FrozenReference
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "KSWindow",
     "Metric",
     "MetricDetector",
+    "RateCUSUM",
+    "ReferenceGrowth",
     "WindowSum",
     "cusum_bank_rows",
     "cusum_rows",

@@ -35,13 +35,17 @@ from driftline.detectors._kernels import (
     cusum_path,
     ewma_filter,
 )
-from driftline.detectors.reference import FrozenReference
+from driftline.detectors.reference import CLIP, FrozenReference
 
 ROWS = 48
 LENGTH = 2048
 BLOCK = 8
 # Standard errors of the frozen mean held against the detector (1.5: ~93% of references).
 DEFAULT_GUARD = 1.5
+# Smallest threshold of a continuous CUSUM, in maximal (clipped) increments: the
+# largest member of the bank would otherwise alarm on a single trace of extreme calls
+# (measured: heavy tails with AR(1) 0.5 or trace clusters, 1 alarm per 20-60k events).
+MIN_RUN = 8
 _MAX_THETA = 50.0
 _CACHE_SIZE = 4096
 _cache: OrderedDict[bytes, FloatArray] = OrderedDict()
@@ -66,7 +70,7 @@ def cusum_thresholds(
     >>> rng = np.random.default_rng(1)
     >>> ref = FrozenReference.from_values(rng.normal(size=2000))
     >>> h = cusum_thresholds(ref, np.array([1.0, -1.0]), np.array([0.5, 0.5]), 1e5)
-    >>> bool(np.all((h > 5) & (h < 15)))
+    >>> bool(np.all((h > 8 * (3 - 0.5)) & (h < 25)))
     True
     """
     if arl0 <= 1:
@@ -100,7 +104,12 @@ def cusum_thresholds(
             gaussian,
         )
         theta = min(theta, _MAX_THETA) if theta > 0 else 1e-3
-        out[i] = max(h0 + math.log(max(arl0 / arl_h0, 1.0)) / theta, 1e-6)
+        h = h0 + math.log(max(arl0 / arl_h0, 1.0)) / theta
+        if ref.model == "continuous":
+            # A run of MIN_RUN values at the clip (one trace's calls, all extreme) is not
+            # enough on its own: a 500-value sample says little about such runs.
+            h = max(h, MIN_RUN * (CLIP - (k - bias)))
+        out[i] = max(h, 1e-6)
     _cache[key] = out
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
@@ -126,7 +135,9 @@ def ewma_limits(
     bias = guard / math.sqrt(ref.n)
     e = ewma_filter(paths + bias, lam)[:, int(4 / lam) :]
     dev = e - bias
-    var = float(dev.var())
+    # No less than the EWMA variance of a process with the reference's long-run variance
+    # (1 in these units): block resampling cuts runs longer than a block short.
+    var = max(float(dev.var()), lam / (2.0 - lam))
     l0 = float(np.median(e.max(axis=1))) - bias
     arl_l0 = e.shape[1] / math.log(2.0)
     limit = bias + math.sqrt(l0 * l0 + 2.0 * var * math.log(max(2.0 * arl0 / arl_l0, 1.0)))

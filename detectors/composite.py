@@ -60,11 +60,13 @@ CONTINUOUS_TESTS = 4
 # Level shifts the CUSUM bank targets, in long-run reference standard deviations.
 SHIFTS = (0.1, 0.2, 0.5, 1.5)
 # A test is armed only when the shift it targets is at least this many standard errors
-# of the reference mean (effective sample size): a 0.2 sd member run on a 250-event
-# reference would mostly measure the reference's own error. 5 SE arms the 0.2 sd member
-# and the creep EWMA from 625 effective events, the 0.1 sd member from 2,500 (reached
-# by growth), the 0.5 sd member from 100.
-ARMING_SE = 5.0
+# of the reference mean (effective sample size): a 0.1 sd member run on a 250-event
+# reference would mostly measure the reference's own error (the calibration guards
+# 1.5 of them, the tolerance some more). 3 SE arms the 0.2 sd member and the creep
+# EWMA from 225 effective events, the 0.1 sd member from 900 (reached by growth).
+# Measured on bench/bench_detectors.py (seeds 2026 and 77): 5 SE missed 5 of 21 creeps
+# and 3 SE 2, both with no false alarm in 3.8M stationary events.
+ARMING_SE = 3.0
 # The creep EWMA (lam 0.02) is aimed at shifts of about this size (reference sd).
 CREEP_SHIFT = 0.2
 # Level changes smaller than this on the natural scale are tolerated (added to every
@@ -95,7 +97,7 @@ HOLD_P = 1e-3
 # the shift holding until the odds for recovery reach this: a 1% -> 3% rate holds on
 # its own evidence, which a window of 500 events (15 failures) cannot give.
 RECOVERY_ODDS = 1e4
-RECOVERY_SPAN = 1500
+RECOVERY_SPAN = 1200
 NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 UNSEEN = 2**62
 
@@ -137,7 +139,7 @@ class MetricDetector:
     >>> stream = np.concatenate([rng.normal(6, 0.5, 2000), rng.normal(6.7, 0.5, 500)])
     >>> det = MetricDetector("continuous", warmup=500, window=500, arl0=1e6)
     >>> [(d.index, d.test) for d in det.update_many(stream)][:2]
-    [(2015, 'cusum'), (2029, 'cusum')]
+    [(2018, 'cusum'), (2021, 'ewma')]
 
     References
     ----------
@@ -529,19 +531,22 @@ class MetricDetector:
             h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * p0 * (r - 1.0 - math.log(r)))
             column = float(ev.get("column", -1))
             return ((r - 1.0) * p0, math.log(r), max(h, 1.0), 0.0, column)
+        if self._ref is None:
+            return None
+        tol = TOLERANCE / self._ref.scale
         if d.test == "cusum":
-            delta, sign = float(ev["shift_sd"]), 1.0 if ev["direction"] == "up" else -1.0
-        elif d.test == "ewma" and self._ref is not None:
-            delta = CREEP_SHIFT + 2.0 * TOLERANCE / self._ref.scale
-            sign = 1.0 if float(ev["statistic"]) > 0 else -1.0
+            delta = float(ev["shift_sd"]) - 2.0 * tol  # the member's shift, tolerance apart
+            sign = 1.0 if ev["direction"] == "up" else -1.0
+        elif d.test == "ewma":
+            delta, sign = CREEP_SHIFT, 1.0 if float(ev["statistic"]) > 0 else -1.0
         else:
             return None  # shape and spread tests: the level and spread EWMAs decide
-        # The alternative is half the member's target: a member fires on shifts larger
-        # than its allowance delta / 2, so a shift that persists drifts the test away
-        # from recovery by at least a quarter of delta per event.
+        # "Back within half the tolerance" against half the member's shift: a member
+        # fires on shifts beyond its allowance delta / 2 + tol, so a shift that persists
+        # drifts the test away from recovery by at least delta / 4 + tol / 2 per event.
         delta /= 2.0
         h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * delta * delta / 2.0)
-        return (delta / 2.0, sign, h / delta, 0.0, -1.0)
+        return (delta / 2.0 + tol / 2.0, sign, h / delta, 0.0, -1.0)
 
     def _grow(self, rest: FloatArray, detected: bool) -> None:
         growth, ref = self._growth, self._ref
@@ -656,11 +661,14 @@ class MetricDetector:
     def shift_holds(self) -> bool:
         """Whether the recent window still differs from the reference at the stay-open bar.
 
-        True for a window after a detection; then, continuous: the level (an EWMA of
-        the standardized value over about one window) or the spread (the same of its
-        square) beyond ``HOLD_SE`` standard errors; counts and rates: the level above
-        it; categorical: a category's recent share above its reference rate by as much,
-        or the short window's G-test at level ``HOLD_P``. False before the reference is
+        True for a window after a detection, and while the recovery test (a sequential
+        test of "back to the reference" against "still at half the detected shift") has
+        not decided; then, continuous: the level (an EWMA of the standardized value over
+        about one window) beyond ``HOLD_SE`` standard errors plus the tolerance, or the
+        spread (the same of its square) above its reference by as many; counts and
+        rates: the level above half the bar; categorical: a category's recent share
+        above its reference rate by as much, or the short window's G-test at level
+        ``HOLD_P``. False before the reference is
         frozen. A shift that ends falls below the bar within about one window.
         """
         if self._since_detection < self.window or self._recovery[2] > 0.0:
@@ -680,9 +688,12 @@ class MetricDetector:
         se = math.sqrt(1.0 / self.window + 1.0 / ref.n_effective)
         if abs(self._level) > HOLD_SE * se + TOLERANCE / ref.scale:
             return True
+        # Spread: wider only (a calmer metric is no incident), and the square's sd no
+        # less than a Gaussian's (sqrt(2) m2): a warm-up rarely shows the tails.
         m2, sd2 = self._hold
-        se_square = sd2 * math.sqrt(1.0 / self.window + ref.inflation / ref.n)
-        return abs(self._square - m2) > HOLD_SE * se_square
+        sd2 = max(sd2, math.sqrt(2.0) * m2)
+        se_square = sd2 * math.sqrt(ref.inflation / self.window + ref.inflation / ref.n)
+        return self._square - m2 > HOLD_SE * se_square
 
     def rebaseline(self) -> None:
         """Accept the current behaviour: forget the reference and re-warm from the next values.

@@ -45,7 +45,7 @@ class EWMA(DriftDetector):
     >>> stream = np.concatenate([rng.normal(0, 1, 1000), rng.normal(creep, 1)])
     >>> detector = EWMA(warmup=1000, lam=0.02, arl0=1e5)
     >>> print(detector.update_many(stream)[:1])
-    [2047]
+    [2050]
 
     References
     ----------

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftline.detectors import CUSUM, EWMA, CategoricalShift, KSWindow
+from driftline.detectors import CUSUM, EWMA, CategoricalShift, KSWindow, RateCUSUM
 from driftline.detectors.base import DriftDetector
 
 LABELS = np.array(["stop", "length", "tool_calls"])
@@ -17,6 +17,11 @@ LABELS = np.array(["stop", "length", "tool_calls"])
 def _numeric(seed: int, n_before: int, n_after: int) -> list[Any]:
     rng = np.random.default_rng(seed)
     return list(np.concatenate([rng.normal(0, 1, n_before), rng.normal(1.5, 1, n_after)]))
+
+
+def _failures(seed: int, n_before: int, n_after: int) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    return list(np.r_[rng.random(n_before) < 0.02, rng.random(n_after) < 0.12].astype(float))
 
 
 def _labels(seed: int, n_before: int, n_after: int) -> list[Any]:
@@ -32,6 +37,7 @@ CASES: dict[str, tuple[Callable[[], DriftDetector], Callable[[int, int, int], li
     "ewma": (lambda: EWMA(warmup=300, lam=0.05, arl0=1e5), _numeric),
     "ks": (lambda: KSWindow(warmup=300, window=200, stride=20, arl0=1e5), _numeric),
     "categorical": (lambda: CategoricalShift(300, 200, 20, 1e5), _labels),
+    "rate": (lambda: RateCUSUM(warmup=300, arl0=1e5), _failures),
 }
 
 

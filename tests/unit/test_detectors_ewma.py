@@ -15,7 +15,7 @@ def creep(seed: int) -> np.ndarray:
 
 
 def test_detects_creep_at_known_index() -> None:
-    assert EWMA(warmup=1000, lam=0.02, arl0=1e5).update_many(creep(3))[:1] == [2047]
+    assert EWMA(warmup=1000, lam=0.02, arl0=1e5).update_many(creep(3))[:1] == [2050]
 
 
 def test_batch_form_matches_one_by_one() -> None:
