@@ -160,7 +160,7 @@ class Monitor:
                 for k, v in parts["scopes"].items()
             },
             alerts={
-                k: snapshot.alert_from_state(v, k, f"{where}.alerts.{k}")
+                k: snapshot.alert_from_state(v, k, workflow, f"{where}.alerts.{k}")
                 for k, v in parts["alerts"].items()
             },
             clock=snapshot.clock_from_state(doc.get("clock"), f"{where}.clock"),

@@ -139,8 +139,8 @@ def loads(workflow: str, blob: bytes) -> dict[str, Any]:
         raise SnapshotError(f"snapshot for workflow {workflow!r} is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("version") != SNAPSHOT_VERSION:
         raise SnapshotError(f"snapshot for workflow {workflow!r}: unsupported version")
-    if doc.get("workflow") != workflow:
-        raise SnapshotError(f"snapshot for workflow {workflow!r} holds {doc.get('workflow')!r}")
+    if not isinstance(doc.get("workflow"), str):
+        raise SnapshotError(f"snapshot for workflow {workflow!r}: no workflow name")
     state = decode(doc.get("state"))
     if not isinstance(state, dict):
         raise SnapshotError(f"snapshot for workflow {workflow!r}: state must be an object")
@@ -233,7 +233,7 @@ def alert_state(alert: OpenAlert) -> dict[str, Any]:
     }
 
 
-def alert_from_state(state: Any, key: str, where: str) -> OpenAlert:
+def alert_from_state(state: Any, key: str, workflow: str, where: str) -> OpenAlert:
     doc = _dict(state, where)
     record = _dict(doc.get("record"), f"{where}.record")
     missing = sorted(set(ALERT_FIELD_NAMES) - set(record))
@@ -241,6 +241,8 @@ def alert_from_state(state: Any, key: str, where: str) -> OpenAlert:
         raise SnapshotError(f"{where}.record: missing {missing}")
     if record.get("dedup_key") != key or record.get("state") != "open":
         raise SnapshotError(f"{where}.record: not the open alert {key!r}")
+    if record.get("workflow") != workflow:
+        raise SnapshotError(f"{where}.record: an alert of workflow {record.get('workflow')!r}")
     condition = doc.get("condition")
     if condition not in CONDITIONS:
         raise SnapshotError(f"{where}.condition: {condition!r} is not one of {CONDITIONS}")
