@@ -34,7 +34,10 @@ def slack_body(alert: Mapping[str, Any]) -> dict[str, Any]:
         lasted = ""
         if isinstance(opened, int) and isinstance(resolved, int):
             lasted = f" after {format_duration(max(0, resolved - opened) / 1_000_000)}"
-        head = f":white_check_mark: *RESOLVED{lasted}* {line}"
+        evidence = alert.get("evidence")
+        accepted = isinstance(evidence, Mapping) and evidence.get("resolution") == "accepted"
+        why = " (accepted as the new baseline)" if accepted else ""
+        head = f":white_check_mark: *RESOLVED{lasted}*{why} {line}"
     else:
         severity = str(alert.get("severity", "")).upper()
         head = f":rotating_light: *{severity}* {line}"

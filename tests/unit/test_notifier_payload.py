@@ -287,6 +287,17 @@ def test_slack_body_for_trigger_and_resolve() -> None:
         make_alert(transition="resolve", state="resolved", resolved_at=OPENED + 42 * MIN)
     )["text"]
     assert resolved.startswith(":white_check_mark: *RESOLVED after 42 min* support-bot:")
+    accepted = slack_body(
+        make_alert(
+            transition="resolve",
+            state="resolved",
+            resolved_at=OPENED + 42 * MIN,
+            evidence={"resolution": "accepted"},
+        )
+    )["text"]
+    assert accepted.startswith(
+        ":white_check_mark: *RESOLVED after 42 min* (accepted as the new baseline) support-bot:"
+    )
 
 
 def test_alertmanager_body_shape() -> None:
