@@ -55,9 +55,12 @@ FAMILIES = (
 )
 
 
-def _raw(rng: np.random.Generator, noise: str, change: Change | None) -> np.ndarray:
+def _raw(
+    rng: np.random.Generator, noise: str, change: Change | None, traces: np.ndarray
+) -> np.ndarray:
+    """A continuous signal whose clusters are the workflow's traces."""
     at, ch = (CHANGE_AT, change) if change is not None else (0, Change("none"))
-    return np.expm1(continuous(rng, N, noise, at, ch))
+    return np.expm1(continuous(rng, N, noise, at, ch, [traces]))
 
 
 def workflow_events(family: Workflow, seed: int, name: str) -> list[dict[str, Any]]:
@@ -67,10 +70,11 @@ def workflow_events(family: Workflow, seed: int, name: str) -> list[dict[str, An
         return family.change if family.metric == metric else None
 
     noise = ("mixed", "ar1", "clustered", "cycle", "outliers")
-    input_tokens = _raw(rng, str(rng.choice(noise)), None)
-    output_tokens = _raw(rng, str(rng.choice(noise)), changed("output_tokens"))
+    trace_of = np.repeat(np.arange(N), rng.integers(1, 9, N))[:N]
+    input_tokens = _raw(rng, str(rng.choice(noise)), None, trace_of)
+    output_tokens = _raw(rng, str(rng.choice(noise)), changed("output_tokens"), trace_of)
     chars = output_tokens * 4.0 * np.exp(rng.normal(0.0, 0.1, N))
-    ttft = _raw(rng, str(rng.choice(noise)), None) / 4.0
+    ttft = _raw(rng, str(rng.choice(noise)), None, trace_of) / 4.0
     latency = ttft + output_tokens * 20.0 * np.exp(rng.normal(0.0, 0.2, N))
     kv = 1.0 / (1.0 + np.exp(-rng.normal(0.0, 0.5, N)))
     retry_change = changed("retries") or Change("none")
@@ -78,7 +82,6 @@ def workflow_events(family: Workflow, seed: int, name: str) -> list[dict[str, An
     valid_change = changed("validation_failure") or Change("none")
     invalid = bernoulli(rng, N, CHANGE_AT, valid_change, base=0.01)
     finish = finish_mix(rng, N, CHANGE_AT, changed("finish_reason") or Change("none"))
-    trace_of = np.repeat(np.arange(N), rng.integers(1, 9, N))[:N]
     events = []
     for i in range(N):
         e = from_wire({}, EVENT_FIELDS)

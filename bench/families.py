@@ -67,8 +67,12 @@ def _profile(n: int, at: int, change: Change) -> np.ndarray:
 def _noise(
     rng: np.random.Generator, n: int, noise: str, traces: list[np.ndarray] | None = None
 ) -> np.ndarray:
-    """Unit-variance noise of the family's structure; the trace of each call into ``traces``."""
-    if traces is not None:
+    """Unit-variance noise of the family's structure; the trace of each call into ``traces``.
+
+    A non-empty ``traces`` gives the trace of each call (the clusters to use).
+    """
+    given = traces[0] if traces else None
+    if traces is not None and not traces:
         traces.append(np.arange(n))
     if noise == "heavy":
         return rng.standard_t(3, n) / math.sqrt(3.0)
@@ -80,7 +84,9 @@ def _noise(
     if "clustered" in parts:
         icc = rng.uniform(0.2, 0.5)
         runs = np.repeat(np.arange(n), rng.integers(1, 9, n))[:n]  # trace of each call
-        if traces is not None:
+        if given is not None:
+            runs = given
+        elif traces is not None:
             traces[-1] = runs
         offsets = rng.normal(0.0, 1.0, n)[runs]
         e = math.sqrt(1 - icc) * e + math.sqrt(icc) * offsets
@@ -98,7 +104,8 @@ def continuous(
     """``log1p`` of a lognormal signal in whole units, with the family's structure.
 
     ``traces`` (a list) receives the trace id of each call: the monitor hands those
-    to the detector during warm-up, for the reference's design effect.
+    to the detector during warm-up, for the reference's design effect. A list that
+    already holds them makes the clusters follow those traces.
     """
     mu = math.log(rng.uniform(100, 2000))
     sd = rng.uniform(0.4, 1.0)
