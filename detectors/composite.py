@@ -97,7 +97,9 @@ HOLD_P = 1e-3
 # the shift holding until the odds for recovery reach this: a 1% -> 3% rate holds on
 # its own evidence, which a window of 500 events (15 failures) cannot give.
 RECOVERY_ODDS = 1e4
-RECOVERY_SPAN = 1200
+RECOVERY_SPAN = 1000
+# A rate's test gets longer: at 1% a thousand events hold ten failures.
+RATE_RECOVERY_SPAN = 1500
 NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 UNSEEN = 2**62
 
@@ -505,13 +507,21 @@ class MetricDetector:
     def _recover(
         self, found: list[Detection], start: int, data: Callable[[int], FloatArray]
     ) -> None:
-        """Arm the recovery test at the latest level or rate detection, then feed it."""
+        """Arm the recovery test at the latest level or rate detection, then feed it.
+
+        A running test for a larger level shift is kept: a small member that fires late
+        in a large shift must not slow the recovery from it. (Not for rates: there the
+        larger ratio fires by chance as often, and its test is the weaker one.)
+        """
         skip = 0
         for d in reversed(found):
             armed = self._arm_recovery(d)
             if armed is not None:
-                self._recovery = armed
-                skip = d.index - start + 1
+                current = self._recovery
+                larger = self.kind == "continuous" and current[2] > 0.0 and current[0] > armed[0]
+                if not larger:
+                    self._recovery = armed
+                    skip = d.index - start + 1
                 break
         a, b, h, s, column = self._recovery
         if h <= 0.0:
@@ -525,11 +535,11 @@ class MetricDetector:
     def _arm_recovery(self, d: Detection) -> tuple[float, ...] | None:
         ev = d.evidence
         # The odds asked for are capped so that a full return to the reference is
-        # recognised within RECOVERY_SPAN events (its log-likelihood ratio per event is
-        # KL = p0 (R - 1 - ln R) for a rate, delta^2 / 2 for a level).
+        # recognised within RECOVERY_SPAN events (the test's drift per event is then
+        # KL = p0 (R - 1 - ln R) for a rate, delta / 2 + tol / 2 for a level).
         if "rate_ratio" in ev:  # a count, or one category's share
             r, p0 = float(ev["rate_ratio"]), float(ev["reference_rate"])
-            h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * p0 * (r - 1.0 - math.log(r)))
+            h = min(math.log(RECOVERY_ODDS), RATE_RECOVERY_SPAN * p0 * (r - 1.0 - math.log(r)))
             column = float(ev.get("column", -1))
             return ((r - 1.0) * p0, math.log(r), max(h, 1.0), 0.0, column)
         if self._ref is None:
@@ -546,8 +556,9 @@ class MetricDetector:
         # fires on shifts beyond its allowance delta / 2 + tol, so a shift that persists
         # drifts the test away from recovery by at least delta / 4 + tol / 2 per event.
         delta /= 2.0
-        h = min(math.log(RECOVERY_ODDS), RECOVERY_SPAN * delta * delta / 2.0)
-        return (delta / 2.0 + tol / 2.0, sign, h / delta, 0.0, -1.0)
+        drift = delta / 2.0 + tol / 2.0  # per event, once fully back
+        h = min(math.log(RECOVERY_ODDS) / delta, RECOVERY_SPAN * drift)
+        return (drift, sign, h, 0.0, -1.0)
 
     def _grow(self, rest: FloatArray, detected: bool) -> None:
         growth, ref = self._growth, self._ref
