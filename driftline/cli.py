@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "decode an OTLP file and print normalized events",
     ),
     "replay": ("driftline.commands.replay", "run the detectors offline over normalized events"),
+    "baseline": (
+        "driftline.commands.baseline",
+        "accept a workflow's current behaviour as its baseline (resolves its drift alerts)",
+    ),
     "load": ("driftline.commands.load", "load normalized events (NDJSON) into the store"),
     "sql": ("driftline.commands.sql", "run analyst SQL against the store"),
     "dashboards": ("driftline.commands.dashboards", "build Grafana dashboards as JSON"),

@@ -313,6 +313,56 @@ def fresh_records(
     return out
 
 
+def restore_or_rebuild(monitor: Monitor, workflow: str, snapshot: bytes, counters: Any) -> None:
+    """Restore ``workflow``'s monitor state; a snapshot that cannot be used (corrupt, of
+    another version or other detector settings) is dropped and the workflow rebuilds from
+    warm-up, instead of failing every restart on it."""
+    from driftline.streams.monitor import SnapshotError
+
+    try:
+        monitor.restore(workflow, snapshot)
+    except SnapshotError as exc:
+        counters["monitor.snapshots_dropped"] += 1
+        log.warning("monitor state of workflow %r dropped, rebuilding: %s", workflow, exc)
+
+
+def control_transitions(
+    monitor: Monitor,
+    value: bytes,
+    offset: int,
+    applied: dict[str, int],
+    advanced: dict[str, int],
+    counters: Any,
+) -> list[dict[str, Any]]:
+    """Apply the control record of an ``llm_events`` message (``driftline baseline accept``)
+    once: like a workflow's records, it is skipped when re-read at an offset already applied."""
+    from driftline.streams.monitor.control import ControlError, parse_control
+
+    try:
+        control = parse_control(value)
+    except ControlError as exc:
+        counters["monitor.controls_refused"] += 1
+        log.error("control record at llm_events offset %d refused: %s", offset, exc)
+        return []
+    if control is None:
+        return []
+    workflow = str(control["workflow"])
+    if offset <= applied.get(workflow, -1):
+        return []
+    advanced[workflow] = max(offset, advanced.get(workflow, -1))
+    counters["monitor.controls_applied"] += 1
+    out = monitor.apply_control(control)
+    log.info(
+        "baseline of workflow %r accepted (metric %s, bundle %s, by %r): %d alert(s) resolved",
+        workflow,
+        control.get("metric") or "all",
+        control.get("bundle_id") or "all",
+        control.get("requested_by", ""),
+        len(out),
+    )
+    return out
+
+
 def build_state(p: Pipeline) -> GovernanceState:
     from driftline.store import open_store
     from driftline.streams.monitor import Monitor
@@ -418,6 +468,13 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     p.counters["monitor.revoked_skipped"] += 1
                     continue
                 e, t = state.decoded.get(m.partition, m.offset, event.value)
+                if not e and not t:  # no records: maybe an operator's control record
+                    transitions.extend(
+                        control_transitions(
+                            monitor, event.value, m.offset, applied, advanced, p.counters
+                        )
+                    )
+                    continue
                 fresh_e, fresh_t = fresh_records(e, t, m.offset, applied, advanced)
                 if len(fresh_e) + len(fresh_t) < len(e) + len(t):
                     p.counters["monitor.redelivered_skipped"] += 1
@@ -459,7 +516,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         # been applied after its changelog write was read back by recovery).
         for workflow in previous.workflows():
             if target_partition(workflow, partitions) in owned:
-                fresh.restore(workflow, previous.snapshot(workflow))
+                restore_or_rebuild(fresh, workflow, previous.snapshot(workflow), p.counters)
                 applied[workflow] = state.applied_offsets.get(workflow, -1)
                 kept += 1
         # Workflows that moved here: their state as the previous owner checkpointed it,
@@ -477,7 +534,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 continue
             if target_partition(workflow, partitions) in owned:
                 offset, snapshot = parse_checkpoint(value)
-                fresh.restore(workflow, snapshot)
+                restore_or_rebuild(fresh, workflow, snapshot, p.counters)
                 applied[workflow] = offset
                 restored += 1
         state.monitor = fresh

@@ -19,8 +19,6 @@ from driftline.streams.monitor.routing import routing_hits
 from driftline.streams.monitor.snapshot import SnapshotError
 
 _US: Final = 1_000_000
-
-
 _DEFAULT_WORKFLOW = WorkflowSettings()
 
 
@@ -216,9 +214,7 @@ class Monitor:
         new = workflow not in self._states
         state = self._state(workflow)
         times = [event_time(r) for r in (*events, *traces)]
-        floor = (
-            fleet_time([s.clock.now for s in self._states.values() if s.clock.now]) if new else 0
-        )
+        floor = self._fleet_time() if new else 0  # a new clock starts near everyone else's
         state.clock.step(times, self._step_us, floor)
         now = state.clock.now
         wf = self._workflow_settings(workflow)
