@@ -20,6 +20,8 @@ from driftline.streams.monitor.snapshot import SnapshotError
 
 _US: Final = 1_000_000
 _DEFAULT_WORKFLOW = WorkflowSettings()
+# Resolves are remembered this many hold-downs (or clock steps) to recognise late evidence.
+LATE_HORIZON_HOLDS: Final = 4
 
 
 @dataclass(slots=True)
@@ -30,6 +32,8 @@ class WorkflowState:
     scopes: dict[str, budgets.Scope] = field(default_factory=dict)
     alerts: dict[str, OpenAlert] = field(default_factory=dict)
     clock: WorkflowClock = field(default_factory=WorkflowClock)
+    # dedup key -> when its last alert resolved, while late evidence may still arrive
+    resolved: dict[str, int] = field(default_factory=dict)
 
 
 class Monitor:
@@ -63,8 +67,7 @@ class Monitor:
             for part, part_traces in _slices(wf_events, wf_traces, self._slice_us):
                 out.extend(self._step(workflow, part, part_traces))
         out.extend(self._review_idle(set(by_workflow)))
-        out.sort(key=lambda t: int(t["event_ts"]))
-        return out
+        return _time_order(out)
 
     def accept_baseline(
         self, workflow: str, metric: str | None = None, bundle_id: str | None = None, by: str = ""
@@ -132,6 +135,7 @@ class Monitor:
             "bundles": {b: snapshot.bundle_state(s) for b, s in sorted(state.bundles.items())},
             "scopes": {k: snapshot.scope_state(s) for k, s in sorted(state.scopes.items())},
             "alerts": {k: snapshot.alert_state(a) for k, a in sorted(state.alerts.items())},
+            "resolved": dict(sorted(state.resolved.items())),
         }
         return snapshot.dumps(workflow, doc)
 
@@ -162,6 +166,7 @@ class Monitor:
                 for k, v in parts["alerts"].items()
             },
             clock=snapshot.clock_from_state(doc.get("clock"), f"{where}.clock"),
+            resolved=snapshot.times_from_state(doc.get("resolved"), f"{where}.resolved"),
         )
         self._states[workflow] = state
         if state.alerts:
@@ -231,9 +236,22 @@ class Monitor:
             if hit.ts > now:  # canary hits carry a bundle's time: never past the clock
                 hit = dataclasses.replace(hit, ts=now)
             out.extend(lifecycle.due_before(state.alerts, hit.ts, self._hold_us))
+            if hit.ts <= state.resolved.get(hit.key, -1) and hit.key not in state.alerts:
+                # Late evidence (an event that arrived after newer ones) of an incident
+                # already resolved after its time: not a new incident, no new page.
+                continue
             out.extend(lifecycle.apply_hit(state.alerts, hit, self._settings.alerts))
         out.extend(self._review(state, now))
+        self._remember_resolves(state, out, now)
         return out
+
+    def _remember_resolves(self, state: WorkflowState, out: list[dict], now: int) -> None:
+        for t in out:
+            if t["transition"] == "resolve":
+                state.resolved[str(t["dedup_key"])] = int(t["resolved_at"])
+        horizon = now - LATE_HORIZON_HOLDS * max(self._hold_us, self._step_us)
+        for key in [k for k, at in state.resolved.items() if at < horizon]:
+            del state.resolved[key]
 
     def _fleet_time(self) -> int:
         return fleet_time([s.clock.now for s in self._states.values() if s.clock.now])
@@ -267,6 +285,7 @@ class Monitor:
             now = max(state.clock.now, fleet)
             before = [a.clear_since for a in state.alerts.values()]
             resolved = self._review(state, now)
+            self._remember_resolves(state, resolved, now)
             if resolved or before != [a.clear_since for a in state.alerts.values()]:
                 self._dirty.add(workflow)
             out.extend(resolved)
@@ -302,3 +321,23 @@ def _slices(
             parts.append(([], []))
         parts[-1][1].extend(pending[t:])
     return parts
+
+
+def _time_order(transitions: list[dict]) -> list[dict]:
+    """Transitions in event-time order, except that one alert's never overtake each other:
+    a resolve dated after an open of the same key that came later (late evidence) stays
+    before it, so the topic never shows two opens of one key in a row.
+
+    >>> out = [{"dedup_key": "a", "event_ts": 9}, {"dedup_key": "a", "event_ts": 5},
+    ...        {"dedup_key": "b", "event_ts": 7}]
+    >>> [(t["dedup_key"], t["event_ts"]) for t in _time_order(out)]
+    [('b', 7), ('a', 9), ('a', 5)]
+    """
+    latest: dict[str, int] = {}
+    keyed = []
+    for index, t in enumerate(transitions):
+        key = str(t["dedup_key"])
+        at = latest[key] = max(int(t["event_ts"]), latest.get(key, int(t["event_ts"])))
+        keyed.append((at, index, t))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [t for _, _, t in keyed]

@@ -271,6 +271,11 @@ def clock_from_state(state: Any, where: str) -> WorkflowClock:
     )
 
 
+def times_from_state(state: Any, where: str) -> dict[str, int]:
+    doc = _dict(state, where)
+    return {key: _int(doc, key, where) for key in doc}
+
+
 def _dict(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SnapshotError(f"{where}: expected an object, got {type(value).__name__}")

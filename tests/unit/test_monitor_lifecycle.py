@@ -130,3 +130,17 @@ def test_a_retired_bundle_resolves_its_drift_alert() -> None:
     resolved = [t for t in out if t["transition"] == "resolve"]
     # Idle for canary_active_s (120 s), then held down 20 s.
     assert len(resolved) == 1 and T0 + 1419 * S <= resolved[0]["resolved_at"] <= T0 + 1500 * S
+
+
+def test_late_evidence_of_a_resolved_incident_opens_nothing() -> None:
+    cfg = settings(["input_tokens"], hold_s=20.0, chat={"budgets": {"max_tokens_per_request": 600}})
+    monitor = Monitor(cfg)
+    breaches = [event(i, T0 + i * S, 4000) for i in range(5)]
+    calm = [event(10 + i, T0 + (5 + i) * S, 400) for i in range(40)]
+    first = monitor.process(breaches[:3] + calm, [])
+    assert kinds(first) == ["open", "resolve"]
+    # Two breaching calls from before the resolve arrive late (a lagging partition upstream).
+    assert monitor.process(breaches[3:], []) == []
+    # A new breach after the resolve is a new incident.
+    again = monitor.process([event(99, T0 + 60 * S, 4000)], [])
+    assert kinds(again) == ["open"] and again[0]["alert_id"] != first[0]["alert_id"]
