@@ -1,9 +1,10 @@
 """``driftline demo`` as a user runs it: a real subprocess, its own stack, no mocks.
 
-One 60 s demo (the scripted timeline compressed to fit) whose output, store, delivery log
-and files are checked afterwards, and one run interrupted with SIGINT (Ctrl-C) that must
-stop without orphans and still report. The local PagerDuty stand-in is also exercised
-directly over HTTP.
+One 60 s demo (the scripted timeline compressed to fit, the 20 s hold-down as shipped) whose
+output, store, delivery log and files are checked afterwards (pages: one trigger per dedup
+key, the alerts of incidents that end resolved, those of the one that lasts still open), and
+one run interrupted with SIGINT (Ctrl-C) that must stop without orphans and still report. The
+local PagerDuty stand-in is also exercised directly over HTTP.
 """
 
 from __future__ import annotations
@@ -219,6 +220,28 @@ def test_monthly_budgets_are_charted_without_paging(demo: DemoProcess) -> None:
         "SELECT count() AS n FROM driftline.llm_alerts WHERE metric LIKE 'cost_burn_rate%'",
     )
     assert burns[0]["n"] == 0
+
+
+def test_one_page_per_incident_ended_ones_resolved_lasting_ones_open(demo: DemoProcess) -> None:
+    """The alert lifecycle as an on-call engineer sees it (a 20 s hold-down, not lengthened)."""
+    assert "no dedup key triggered twice" in demo.output, demo.output[-3000:]
+    twice = _store_rows(
+        demo,
+        "SELECT dedup_key, count() AS n FROM driftline.alert_deliveries"
+        " WHERE outcome = 'delivered' AND event_action = 'trigger'"
+        " GROUP BY dedup_key HAVING n > 1",
+    )
+    assert twice == []
+    verdicts = {
+        line.split()[1]: line
+        for line in demo.lines
+        if re.match(r"^\s+\d\d:\d\d(-\d\d:\d\d)?\s+\S+\s+detected after", line)
+    }
+    # The retry storm and the shadow routing end within the run: their alerts resolved.
+    for kind in ("retry-storm", "unapproved-model"):
+        assert "all resolved" in verdicts[kind], verdicts[kind]
+    # The cost runaway lasts to the end: its alerts are still open.
+    assert "all open (it lasts)" in verdicts["cost-runaway"], verdicts["cost-runaway"]
 
 
 def test_ctrl_c_stops_cleanly_and_still_reports(tmp_path: Path) -> None:
