@@ -18,7 +18,13 @@ from typing import Any, Final
 from driftline.config import Settings
 from driftline.schemas.event import MAX_ATTRIBUTE_VALUE_CHARS, MAX_EVENT_ATTRIBUTES
 from driftline.streams.decode import ContentType, sniff_content_type
-from driftline.streams.normalize import NormalizedBatch, Reject, normalize_message
+from driftline.streams.normalize import (
+    DEFAULT_POLICY,
+    IngestPolicy,
+    NormalizedBatch,
+    Reject,
+    normalize_message,
+)
 from driftline.streams.pricing import PriceBook
 from driftline.streams.traces import TraceAssembler
 
@@ -57,6 +63,8 @@ class OfflinePipeline:
         Prices to apply; a fresh ``PriceBook()`` (genai-prices only) by default.
     max_attributes, max_attribute_chars
         Bounds of each event's free-form ``attributes`` map.
+    policy
+        What the normalizer lets in (``[ingest]``: attribute allow list, content opt-ins).
     """
 
     def __init__(
@@ -65,8 +73,10 @@ class OfflinePipeline:
         *,
         max_attributes: int = MAX_EVENT_ATTRIBUTES,
         max_attribute_chars: int = MAX_ATTRIBUTE_VALUE_CHARS,
+        policy: IngestPolicy = DEFAULT_POLICY,
     ) -> None:
         self.price_book = price_book if price_book is not None else PriceBook()
+        self.policy = policy
         self.max_attributes = max_attributes
         self.max_attribute_chars = max_attribute_chars
         # Nothing closes before finish(): no grace, no timeout, no eviction.
@@ -80,11 +90,13 @@ class OfflinePipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflinePipeline:
-        """Price overrides from ``[prices]``, attribute bounds from ``[streams]``."""
+        """Price overrides from ``[prices]``, attribute bounds from ``[streams]``, what is let
+        in from ``[ingest]`` (a recorded file has no arrival time: only the fixed date bounds)."""
         return cls(
             PriceBook(settings.prices),
             max_attributes=settings.streams.max_span_attributes,
             max_attribute_chars=settings.streams.max_attribute_chars,
+            policy=IngestPolicy.from_settings(settings.ingest),
         )
 
     def feed(self, payload: bytes, content_type: ContentType | None = None) -> NormalizedBatch:
@@ -97,6 +109,7 @@ class OfflinePipeline:
             content_type=content_type,
             max_attributes=self.max_attributes,
             max_attribute_chars=self.max_attribute_chars,
+            policy=self.policy,
         )
         if _lacks_otlp_structure(payload, content_type, batch):
             batch.rejects.append(
