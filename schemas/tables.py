@@ -3,8 +3,8 @@
 The DDL under ``schemas/ddl/`` creates the tables; this module says which columns the code
 fills, in DDL order, and of what kind (:class:`~driftline.schemas.event.Field`: the sink turns
 kinds into Arrow types). Every writer takes its table from here: the sink (requests, traces,
-alert transitions), the delivery log, baseline snapshots, model prices and the migrations
-record. ``tests/unit/test_tables.py`` migrates a store and compares every table below with
+alert transitions), the delivery log, baseline snapshots, model prices, engine metrics and
+the migrations record. ``tests/unit/test_tables.py`` migrates a store and compares every table below with
 ``DESCRIBE TABLE``: the same columns in the same order, each type one that its field's kind
 converts to (:data:`CLICKHOUSE_TYPES`), and the delivery outcomes documented on the column.
 
@@ -117,6 +117,18 @@ MODEL_PRICES: Final = Table(
         Field("updated_at", "ts"),
     ),
 )
+ENGINE_METRICS: Final = Table(
+    f"{DATABASE}.engine_metrics",
+    (
+        Field("time", "ts"),
+        Field("engine", "str"),
+        Field("model", "str"),
+        Field("instance", "str"),
+        Field("metric", "str"),
+        Field("value", "float"),
+        Field("source_metric", "str"),
+    ),
+)
 SCHEMA_MIGRATIONS: Final = Table(
     MIGRATIONS_TABLE,
     (
@@ -134,5 +146,6 @@ WRITTEN_TABLES: Final = (
     DELIVERIES,
     BASELINES,
     MODEL_PRICES,
+    ENGINE_METRICS,
     SCHEMA_MIGRATIONS,
 )

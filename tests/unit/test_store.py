@@ -89,10 +89,11 @@ def test_open_store_creates_every_table_and_view(store: ChdbStore) -> None:
         "alert_deliveries",
         "workflow_baselines",
         "model_prices",
+        "engine_metrics",
         "schema_migrations",
     }
-    expected |= {f"rollup_{d}_1m" for d in ("workflow", "model", "route", "tenant")}
-    expected |= {f"rollup_{d}_1m_mv" for d in ("workflow", "model", "route", "tenant")}
+    expected |= {f"rollup_{d}_1m" for d in ("workflow", "model", "route", "tenant", "engine")}
+    expected |= {f"rollup_{d}_1m_mv" for d in ("workflow", "model", "route", "tenant", "engine")}
     assert names == expected
     assert sorted(applied_versions(store)) == list(range(1, latest_version() + 1))
 
@@ -114,7 +115,7 @@ def test_ttl_comes_from_settings(store: ChdbStore) -> None:
     assert migrate(store, 45) == []
     schema = _schema(store)
     with_ttl = [name for name, ddl in schema.items() if " TTL " in ddl]
-    assert len(with_ttl) == 9
+    assert len(with_ttl) == 11
     assert all("toIntervalDay(45)" in schema[name] for name in with_ttl)
     assert migrate(store, 45) == []
     assert _schema(store) == schema
