@@ -34,6 +34,22 @@ class StoreQueryError(StoreError):
     """The store rejected a statement (syntax, unknown table, type mismatch): do not retry."""
 
 
+class StoreRejectedRowsError(StoreQueryError):
+    """The store refused an insert for the values of some of its rows, not for the statement.
+
+    The same rows fail again however often they are sent; the other rows of the batch can be
+    stored without them (the sink isolates the offending rows, ``streams/sink.py``).
+    """
+
+
+class TooManyPartitionsError(StoreRejectedRowsError):
+    """One insert spanned more partitions than ``max_partitions_per_insert_block`` allows.
+
+    ClickHouse reports it with the code of a transient overload (252, TOO_MANY_PARTS), but the
+    same insert fails every time; the same rows in smaller inserts pass.
+    """
+
+
 class StoreUrlError(ValueError):
     """A store URL that names no backend or is malformed."""
 
@@ -263,23 +279,55 @@ _TRANSIENT_CODES = frozenset(
         210,  # NETWORK_ERROR
         241,  # MEMORY_LIMIT_EXCEEDED
         242,  # TABLE_IS_READ_ONLY
-        252,  # TOO_MANY_PARTS
+        252,  # TOO_MANY_PARTS (merges behind inserts), unless about partitions: see below
         425,  # SYSTEM_ERROR
         1000,  # POCO_EXCEPTION
     }
 )
+# Codes an insert fails with because of the values it carries: the rows that hold them fail
+# every time, the rest of the batch passes. Type mismatches are left out on purpose: they come
+# from a schema that differs from the code, which every row would hit (a retry after the
+# operator fixes it is better than rejecting the whole stream).
+_ROW_VALUE_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        69,  # ARGUMENT_OUT_OF_BOUND
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (a throwIf in a materialized view)
+        407,  # DECIMAL_OVERFLOW
+        469,  # VIOLATED_CONSTRAINT (a CHECK constraint an operator added)
+    }
+)
+_TOO_MANY_PARTITIONS = re.compile(r"too many partitions for (a )?single insert", re.IGNORECASE)
 _CODE = re.compile(r"Code: (\d+)")
 
 
 def error_from_message(message: str) -> StoreError:
-    """The store error for a ClickHouse exception text, transient or not.
+    """The store error for a ClickHouse exception text: transient, rows refused, or statement.
 
-    >>> type(error_from_message("Code: 252. DB::Exception: Too many parts")).__name__
+    >>> type(error_from_message("Code: 252. DB::Exception: Too many parts (300)")).__name__
     'StoreUnavailableError'
+    >>> type(error_from_message(
+    ...     "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100)"
+    ... )).__name__
+    'TooManyPartitionsError'
+    >>> type(error_from_message("Code: 469. DB::Exception: Constraint `c` is violated")).__name__
+    'StoreRejectedRowsError'
     >>> type(error_from_message("Code: 62. DB::Exception: Syntax error")).__name__
     'StoreQueryError'
     """
     match = _CODE.search(message)
-    if match and int(match.group(1)) in _TRANSIENT_CODES:
+    code = int(match.group(1)) if match else None
+    if code == 252 and _TOO_MANY_PARTITIONS.search(message):
+        return TooManyPartitionsError(message)
+    if code in _TRANSIENT_CODES:
         return StoreUnavailableError(message)
+    if code in _ROW_VALUE_CODES:
+        return StoreRejectedRowsError(message)
     return StoreQueryError(message)

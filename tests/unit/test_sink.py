@@ -126,7 +126,7 @@ def test_a_bad_record_is_set_aside_and_the_rest_is_written(store: ChdbStore) -> 
         sink.add("events", event, ("llm_events", 0, offset))
     result = sink.flush()
     assert result.rejected == 1
-    assert sink.rejected[0][1] is bad
+    assert sink.rejected[0].record is bad
     count = store.query("SELECT count() FROM driftline.llm_requests").column(0)[0].as_py()
     assert count == len(events) - 1
 

@@ -14,6 +14,10 @@ executes every statement on a chdb session (the same engine as the embedded stor
   chdb's streaming insert takes the statement and its format as two arguments, so the trailing
   ``FORMAT <fmt>`` is split off and passed as the second; nothing else is changed. A statement
   chdb cannot stream (``INSERT ... SELECT ... FROM input(...)``) fails as it would on chdb.
+  ``ArrowStream`` bodies are the exception: chdb's streaming insert loses a block the engine
+  refuses (too many partitions, a violated constraint) while reporting its rows as written,
+  where a server answers with the error. They run as the same statement head followed by
+  ``SELECT * FROM Python(rows)``, which raises the engine's error as a server would.
 
 Settings in the URL are not applied (the chdb session has no per-request settings): a client
 must put what matters for the result in the statement. ``insert_deduplication_token`` and
@@ -43,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import pyarrow as pa
 from chdb import session as chdb_session
 
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
@@ -164,12 +169,20 @@ class ChdbHttpServer:
             if _INSERT.match(sql) and body:
                 assert match is not None, "an INSERT with a body needs a FORMAT clause"
                 statement = sql[: match.start()].rstrip()
+                if fmt == "ArrowStream":
+                    self._insert_arrow_stream(statement, body)
+                    return b"", fmt
                 with self.session.send_insert(statement, fmt) as inserter:
                     inserter.append(body)
                     inserter.finish()
                 return b"", fmt
             result = self.session.query(sql, fmt, params=params or None)
             return result.bytes(), fmt
+
+    def _insert_arrow_stream(self, statement: str, body: bytes) -> None:
+        # chdb's Python() table function reads the local variable named `rows` from this frame.
+        rows = pa.ipc.open_stream(body).read_all()  # noqa: F841
+        self.session.query(f"{statement}\nSELECT * FROM Python(rows)")
 
 
 def _user_of(headers: Any) -> str:
