@@ -21,12 +21,14 @@ the backend reports it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import pyarrow as pa
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -37,6 +39,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, NumberDataPoint
 
 from driftline.schemas import engine_metrics as em
 from driftline.schemas.event import EARLIEST_TIME_NS, LATEST_TIME_NS, UNSAFE_NAME_CHAR
+from driftline.schemas.tables import ENGINE_METRICS
 
 REASON_NOT_OTLP_METRICS: Final = "not_otlp_metrics"
 REASON_BAD_VALUE: Final = "bad_value"
@@ -78,6 +81,28 @@ class EngineMetricRows:
         self.metric.append(metric)
         self.value.append(value)
         self.source_metric.append(source)
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as ``driftline.engine_metrics`` takes them (columns in DDL order)."""
+        micros = pa.array([t // 1_000 for t in self.time_ns], pa.int64())
+        columns = {
+            "time": micros.cast(pa.timestamp("us", "UTC")),
+            "engine": pa.array(self.engine, pa.string()),
+            "model": pa.array(self.model, pa.string()),
+            "instance": pa.array(self.instance, pa.string()),
+            "metric": pa.array(self.metric, pa.string()),
+            "value": pa.array(self.value, pa.float64()),
+            "source_metric": pa.array(self.source_metric, pa.string()),
+        }
+        assert tuple(columns) == ENGINE_METRICS.columns
+        return pa.table(columns)
+
+    def dedup_token(self) -> str:
+        """Same rows, same token: a re-sent insert of one message is dropped by the store."""
+        digest = hashlib.sha256()
+        for column in (self.time_ns, self.instance, self.metric, self.value):
+            digest.update(repr(column).encode())
+        return f"engine_metrics:{digest.hexdigest()[:32]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 -- preemptions) as the engines publish them, read from otlp_metrics (streams/engine_metrics.py;
 -- names in schemas/engine_metrics.py, columns in schemas/tables.py).
 --
--- One row per data point. A point delivered twice (a re-read Kafka message) has the same
--- (engine, model, instance, metric, time) and collapses on merge; read with FINAL, or with
+-- One row per data point. A message inserted again with its dedup token (a retried insert)
+-- is dropped, and with it the rollup's block; a point delivered twice otherwise has the same
+-- (engine, model, instance, metric, time) and collapses on merge: read with FINAL, or with
 -- max/argMax, for exact answers before merges. Gauges are stored as reported, counters as
 -- their running value (rates by difference), histograms as two rows <metric>:count and
 -- <metric>:sum.
@@ -21,10 +22,12 @@ CREATE TABLE IF NOT EXISTS driftline.engine_metrics
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(time)
 ORDER BY (engine, model, instance, metric, time)
-TTL toDateTime(time) + INTERVAL ${ttl_days} DAY;
+TTL toDateTime(time) + INTERVAL ${ttl_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
--- Per minute and engine: what the SRE dashboard's KV panel reads over long ranges. max is
--- exact under re-delivery; avg weighs a re-delivered point twice until the raw table merges.
+-- Per minute and engine: what the SRE dashboard's KV panel reads over long ranges. Only
+-- aggregates that a point delivered twice cannot change (min, max, the last value), so the
+-- rollup is exact under re-delivery without the raw table's merges.
 CREATE TABLE IF NOT EXISTS driftline.rollup_engine_1m
 (
     minute         DateTime('UTC'),
@@ -32,8 +35,7 @@ CREATE TABLE IF NOT EXISTS driftline.rollup_engine_1m
     model          LowCardinality(String),
     instance       LowCardinality(String),
     metric         LowCardinality(String),
-    points         SimpleAggregateFunction(sum, UInt64),
-    value_sum      SimpleAggregateFunction(sum, Float64),
+    value_min      SimpleAggregateFunction(min, Float64),
     value_max      SimpleAggregateFunction(max, Float64),
     value_last     AggregateFunction(argMax, Float64, DateTime64(6, 'UTC'))
 )
@@ -50,8 +52,7 @@ AS SELECT
     model,
     instance,
     metric,
-    toUInt64(count()) AS points,
-    sum(value) AS value_sum,
+    min(value) AS value_min,
     max(value) AS value_max,
     argMaxState(value, time) AS value_last
 FROM driftline.engine_metrics

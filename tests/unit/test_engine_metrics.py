@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +28,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource as SdkResource
 
+from driftline.config import StoreSettings
 from driftline.schemas import engine_metrics as em
+from driftline.schemas.tables import ENGINE_METRICS
+from driftline.store import open_store
 from driftline.streams.engine_attribution import (
     ENGINE_PREEMPTIONS_PER_S,
     ENGINE_REQUESTS_WAITING,
@@ -312,3 +316,33 @@ def test_rows_that_are_not_joined_metrics_do_not_make_an_engine() -> None:
     book = EngineAttribution()
     book.add(rows)
     assert book.engines == 0
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+def test_rows_are_stored_once_with_their_rollup(tmp_path: Path) -> None:
+    store = open_store(f"chdb://{tmp_path}", StoreSettings(ttl_days=3650))
+    try:
+        rows = decode_metrics_message(vllm_scrape(T0_NS, 0.42, 3, 7))
+        rows_later = decode_metrics_message(vllm_scrape(T0_NS + 15 * S, 0.8, 5, 9))
+        for batch in (rows, rows_later, rows):  # the first message delivered twice
+            store.insert_arrow(ENGINE_METRICS.name, batch.to_arrow(), batch.dedup_token())
+        stored = store.query(
+            "SELECT metric, groupArray(value) AS values FROM"
+            " (SELECT metric, value FROM driftline.engine_metrics ORDER BY time)"
+            " GROUP BY metric ORDER BY metric"
+        ).to_pylist()
+        assert stored == [
+            {"metric": em.KV_CACHE_USAGE, "values": [0.42, 0.8]},
+            {"metric": em.PREEMPTIONS, "values": [7.0, 9.0]},
+            {"metric": em.REQUESTS_WAITING, "values": [3.0, 5.0]},
+        ]
+        rollup = store.query(
+            "SELECT instance, min(value_min) AS low, max(value_max) AS peak,"
+            " argMaxMerge(value_last) AS last FROM driftline.rollup_engine_1m"
+            " WHERE metric = 'kv_cache_usage' GROUP BY instance"
+        ).to_pylist()
+        assert rollup == [{"instance": TARGET, "low": 0.42, "peak": 0.8, "last": 0.8}]
+    finally:
+        store.close()
