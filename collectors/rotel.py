@@ -55,8 +55,10 @@ def rotel_argv(
     grpc_port: int,
     http_port: int,
     pid_file: Path,
+    metrics_topic: str | None = None,
 ) -> list[str]:
-    """Command line for rotel-agent exporting traces to ``bootstrap_servers``."""
+    """Command line for rotel-agent exporting traces (and metrics, given a topic) to
+    ``bootstrap_servers``."""
     host = collector.host
     argv = [
         rotel_binary(),
@@ -80,6 +82,9 @@ def rotel_argv(
         "--pid-file",
         str(pid_file),
     ]
+    if metrics_topic is not None:
+        # OTLP metrics (serving-engine KV usage, GenAI metrics) go out as they came in.
+        argv += ["--kafka-exporter-metrics-topic", metrics_topic]
     if collector.batching:
         argv += [
             "--traces-batch-max-size",
@@ -117,6 +122,7 @@ class RotelCollector:
         bootstrap_servers: str,
         spans_topic: str,
         data_dir: Path,
+        metrics_topic: str | None = None,
     ) -> None:
         self.host = collector.host
         self.grpc_port = _listen_port(collector.host, collector.grpc_port, "collector.grpc_port")
@@ -133,6 +139,7 @@ class RotelCollector:
             self.grpc_port,
             self.http_port,
             data_dir / "rotel-agent.pid",
+            metrics_topic,
         )
         self.process = ManagedProcess("collector (rotel)", argv, data_dir / "rotel.log", env=env)
 

@@ -26,7 +26,7 @@ from driftline.collectors.rotel import RotelCollector
 from driftline.collectors.tansu import TansuBroker
 from driftline.config import Settings
 from driftline.streams.kafka import create_topics
-from driftline.streams.topics import ALL_TOPICS, OTLP_SPANS
+from driftline.streams.topics import ALL_TOPICS, OTLP_METRICS, OTLP_SPANS
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class EmbeddedStack:
         self.echo(f"topics     {len(created)} created, {kafka.partitions} partitions each")
 
         self.collector = RotelCollector(
-            self.settings.collector, kafka, bootstrap, OTLP_SPANS, self.data_dir
+            self.settings.collector, kafka, bootstrap, OTLP_SPANS, self.data_dir, OTLP_METRICS
         )
         self.times.collector_s = self.collector.start(timeout_s)
         self.echo(f"collector  rotel, OTLP receivers up ({self.times.collector_s:.2f}s)")

@@ -6,11 +6,19 @@ from typing import Final
 
 OTLP_SPANS: Final = "otlp_spans"  # collector output: OTLP protobuf (or JSON) TracesData
 OTLP_SPANS_DLQ: Final = "otlp_spans_dlq"  # rejected input, with a reason header
+OTLP_METRICS: Final = "otlp_metrics"  # collector output: OTLP MetricsData (serving engines)
 LLM_SPANS: Final = "llm_spans"  # normalized spans, partitioned by trace id
 LLM_EVENTS: Final = "llm_events"  # request events and trace summaries, keyed by workflow
 LLM_ALERTS: Final = "llm_alerts"  # alert lifecycle records, keyed by dedup key
 
-ALL_TOPICS: Final = (OTLP_SPANS, OTLP_SPANS_DLQ, LLM_SPANS, LLM_EVENTS, LLM_ALERTS)
+ALL_TOPICS: Final = (
+    OTLP_SPANS,
+    OTLP_SPANS_DLQ,
+    OTLP_METRICS,
+    LLM_SPANS,
+    LLM_EVENTS,
+    LLM_ALERTS,
+)
 SOURCE_TOPICS: Final = (OTLP_SPANS, LLM_SPANS, LLM_EVENTS, LLM_ALERTS)  # what the worker reads
 
 HEADER_REASON: Final = "driftline-reason"  # why a record went to the DLQ

@@ -23,7 +23,7 @@ RETENTION_HOURS="${TOPIC_RETENTION_HOURS:-168}"
 KAFKA_TOPICS="${KAFKA_TOPICS_BIN:-/opt/kafka/bin/kafka-topics.sh}"
 
 # The names in streams/topics.py (ALL_TOPICS); tests/unit/test_compose.py keeps them equal.
-TOPICS="otlp_spans otlp_spans_dlq llm_spans llm_events llm_alerts"
+TOPICS="otlp_spans otlp_spans_dlq otlp_metrics llm_spans llm_events llm_alerts"
 
 case "$PARTITIONS" in '' | *[!0-9]* | 0)
     echo "create-topics: TOPIC_PARTITIONS must be a positive integer, got '$PARTITIONS'" >&2

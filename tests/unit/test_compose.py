@@ -33,7 +33,7 @@ from driftline.cli import build_parser
 from driftline.config import ConfigError, load_settings
 from driftline.store.server_store import parse_server_url
 from driftline.streams.decode import ContentType
-from driftline.streams.topics import ALL_TOPICS, OTLP_SPANS
+from driftline.streams.topics import ALL_TOPICS, OTLP_METRICS, OTLP_SPANS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -955,6 +955,32 @@ def test_collector_sends_otlp_proto_keyed_by_trace_to_otlp_spans(
             endpoint = (receiver["protocols"].get(protocol) or {}).get("endpoint", "")
             assert endpoint.startswith("0.0.0.0:"), f"{name}.{protocol}: listen on all interfaces"
             assert endpoint.rsplit(":", 1)[1] in published
+
+
+def test_collector_sends_engine_metrics_as_otlp_proto_to_otlp_metrics(
+    collector_config: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    pipelines = collector_config["service"]["pipelines"]
+    metrics = [p for name, p in pipelines.items() if name.split("/")[0] == "metrics"]
+    assert metrics, "no metrics pipeline: engine KV usage would never reach otlp_metrics"
+    mounts = {v.split(":")[1]: ROOT / v.split(":")[0] for v in services["collector"]["volumes"]}
+    scraped = False
+    for pipeline in metrics:
+        for component in pipeline["receivers"] + pipeline["exporters"]:
+            assert component in collector_config["receivers"] | collector_config["exporters"]
+        for name in (e for e in pipeline["exporters"] if e.split("/")[0] == "kafka"):
+            signal = collector_config["exporters"][name].get("metrics") or {}
+            assert signal.get("topic") == OTLP_METRICS
+            assert signal.get("encoding", "otlp_proto") == "otlp_proto"
+        for name in (r for r in pipeline["receivers"] if r.split("/")[0] == "prometheus"):
+            for job in collector_config["receivers"][name]["config"]["scrape_configs"]:
+                for sd in job.get("file_sd_configs", []):
+                    for path in sd["files"]:
+                        assert path in mounts, f"{path} is not mounted into the collector"
+                        groups = yaml.safe_load(mounts[path].read_text())
+                        assert isinstance(groups, list), f"{path}: a file_sd list of groups"
+                        scraped = True
+    assert scraped, "no Prometheus receiver scrapes the engines' /metrics"
 
 
 # --- the real compose loader, where one is installed ------------------------------------------
