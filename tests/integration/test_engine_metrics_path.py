@@ -8,6 +8,7 @@ names with the ``vllm:`` prefix, which the SDK's instrument-name rules would not
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,8 @@ from opentelemetry.sdk.resources import Resource as SdkResource
 
 from driftline.schemas import engine_metrics as em
 from driftline.stack import EmbeddedStack
+from driftline.streams.engine_attribution import EngineAttribution
+from driftline.streams.engine_feed import EngineMetricsFeed
 from driftline.streams.engine_metrics import EngineMetricRows, decode_metrics_message
 from driftline.streams.topics import OTLP_METRICS
 from tests.integration.conftest import Kafka
@@ -110,3 +113,39 @@ def test_engine_and_genai_metrics_reach_otlp_metrics_as_driftline_reads_them(
     tokens = dict(zip(rows.metric, rows.value, strict=True))
     assert tokens["gen_ai.client.token.usage.input:sum"] == 120
     assert tokens["gen_ai.client.token.usage.output:sum"] == 30
+
+
+def test_every_worker_feed_joins_engine_state_onto_requests(
+    stack: EmbeddedStack, kafka: Kafka
+) -> None:
+    assert stack.endpoints is not None
+    feed = EngineMetricsFeed(
+        kafka.settings.kafka, stack.endpoints.bootstrap_servers, EngineAttribution(staleness_s=30)
+    )
+    feed.start()
+    try:
+        started_ns = time.time_ns()
+        response = httpx.post(
+            f"{stack.endpoints.otlp_http}/v1/metrics",
+            content=vllm_scrape(0.64),
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        deadline = time.monotonic() + 30
+        event: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            event = {
+                "start_ts": (started_ns + 2 * 10**9) // 1000,
+                "request_model": MODEL,
+                "response_model": "",
+                "kv_cache_usage": None,
+                "attributes": {"server.address": "vllm-0.internal", "server.port": "8000"},
+            }
+            if feed.attribute([event]) and event["kv_cache_usage"] == 0.64:
+                break
+            time.sleep(0.2)
+        assert event["kv_cache_usage"] == 0.64
+        assert feed.counters.messages >= 1 and feed.counters.rejects == 0
+    finally:
+        feed.stop()
