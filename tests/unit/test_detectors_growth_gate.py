@@ -1,0 +1,53 @@
+"""The growing reference does not learn a shift that its tests are still accumulating."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from driftline.detectors import MetricDetector, composite
+
+CHANGE = 3000
+BATCH = 100
+
+
+def _run(seed: int, shift: float, sd: float = 1.0) -> tuple[int, int | None, int]:
+    """(reference size at the change, first detection after it, size at that detection)."""
+    rng = np.random.default_rng(seed)
+    x = 6.0 + sd * rng.normal(size=CHANGE + 5000)
+    x[CHANGE:] += shift
+    det = MetricDetector("continuous", 500, 500, 2.7e7)
+    at_change = 0
+    for start in range(0, x.shape[0], BATCH):
+        if start == CHANGE:
+            at_change = det.reference_size
+        found = det.update_many(x[start : start + BATCH])
+        after = [start + d.index for d in found if start + d.index >= CHANGE]
+        if after:
+            return at_change, after[0], det.reference_size
+    return at_change, None, det.reference_size
+
+
+@pytest.mark.parametrize("seed", [1, 5, 6])
+def test_a_small_shift_found_late_is_not_learned_meanwhile(seed: int) -> None:
+    # 0.16 sd (x1.17 on a log scale of sd 1), found well over a window after the
+    # change. Only the values from before it (one window of them was still waiting its
+    # lag at the change) and at most the block straddling it may have joined.
+    at_change, found, at_detection = _run(seed, 0.16)
+    assert found is not None and found - CHANGE > 1000
+    assert at_detection - at_change <= 500 + composite.GROWTH_BLOCK
+
+
+def test_without_the_gate_the_same_shift_is_learned(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control for the test above: with every block allowed in, the reference
+    # absorbs shifted values before the tests decide.
+    monkeypatch.setattr(composite, "GROWTH_GATE", float("inf"))
+    monkeypatch.setattr(composite, "EWMA_GATE", float("inf"))
+    at_change, found, at_detection = _run(6, 0.16)
+    assert found is None and at_detection - at_change > 4000
+
+
+def test_a_stationary_stream_still_grows_its_reference() -> None:
+    at_change, found, _ = _run(5, 0.0)
+    assert found is None
+    assert at_change >= 2000  # warm-up 500, blocks ripening a window behind since
