@@ -4,8 +4,11 @@ FILE holds one OTLP protobuf message (``TracesData`` or ``ExportTraceServiceRequ
 or OTLP/JSON: one document, or NDJSON with one document per line as the
 OpenTelemetry collector's file exporter writes it. Events go to stdout as NDJSON
 (one per LLM-call span, in start order, timestamps ISO 8601 UTC); each rejected
-span or document is one JSON line on stderr. Exit status: 0 when the file was
-read, 2 when it is missing, not OTLP at all, or the configuration is invalid.
+span or document is one JSON line on stderr, and the last stderr line counts what was
+read: the file's encoding, documents, spans, events printed, spans rejected and spans
+skipped (not LLM calls). Exit status: 0 when every span was read, 1 when some spans or
+documents were rejected (the rest is printed), 2 when the file is missing, not OTLP at all,
+or the configuration is invalid.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from driftline.commands.exits import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK
 from driftline.config import ConfigError, load_settings
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, to_wire
 
-EXIT_OK = 0
 EXIT_UNUSABLE_INPUT = 2
+EXIT_SOME_REJECTED = EXIT_FAILED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_CODES_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "file", metavar="FILE", help="OTLP protobuf, OTLP/JSON or NDJSON of OTLP/JSON"
     )
@@ -55,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE_INPUT
 
     pipeline = OfflinePipeline.from_settings(settings)
-    for payload, content_type in split_otlp_file(data):
+    documents = split_otlp_file(data)
+    for payload, content_type in documents:
         pipeline.feed(payload, content_type)
     result = pipeline.finish()
+    encoding = "OTLP protobuf" if documents[0][1] == "otlp_proto" else "OTLP/JSON"
 
     if result.documents and not result.otlp_documents:
         first = result.rejects[0].reject if result.rejects else None
@@ -79,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
             "document": sourced.document,
         }
         print(json.dumps(line), file=sys.stderr)
+    span_rejects = sum(1 for s in result.rejects if s.reject.span_id)
+    skipped = max(result.span_count - len(result.events) - span_rejects, 0)
+    print(
+        f"driftline normalize: {path} ({encoding}): {result.documents} documents, "
+        f"{result.span_count} spans: {len(result.events)} events, {len(result.rejects)} "
+        f"rejected, {skipped} skipped (not LLM calls); {len(result.traces)} traces",
+        file=sys.stderr,
+    )
 
     if args.traces:
         try:
@@ -97,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         # /dev/null so the interpreter's final flush does not fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    return EXIT_OK
+    return EXIT_SOME_REJECTED if result.rejects else EXIT_OK
 
 
 def _write_ndjson(out: IO[str], records: Iterable[dict[str, Any]]) -> None:

@@ -21,18 +21,27 @@ new) the replay is also written where analysts and dashboards read the stream's 
 every transition (updates included) to ``llm_alerts``, the final baseline of each detector
 to ``workflow_baselines`` and, with ``--notify``, every delivery attempt to
 ``alert_deliveries``. Writing the same replay twice changes nothing (alert ids and insert
-tokens are deterministic).
+tokens are deterministic). A write command may migrate the store; its TTL changes only when
+the configuration sets ``store.ttl_days`` explicitly.
+
+Input is checked before anything runs: a binary file (OTLP protobuf) or OTLP/JSON is refused
+with the command that turns it into events (``driftline normalize``); a line that is not a
+JSON object, lacks a required field or has a bad timestamp is rejected and named on stderr.
+stderr always ends with the counts: lines read, events and traces used, rejected, skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from driftline.commands.exits import EXIT_CODES_HELP
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
@@ -40,15 +49,44 @@ from driftline.streams.monitor import Monitor, event_time
 from driftline.streams.notifier import replay as notify
 
 BATCH_EVENTS = 2048
-EXIT_DELIVERY_FAILED: Final = 1
+EXIT_DELIVERY_FAILED: Final = 1  # also: some input lines were rejected
 EXIT_USAGE: Final = 2
+# Without these a record cannot be ordered, keyed or attributed; every other field has a
+# default (from_wire), so a record missing one of these is rejected instead of replayed as
+# an event dated 1970 with no trace.
+REQUIRED_EVENT_KEYS: Final = ("trace_id", "span_id", "start_ts", "end_ts", "workflow")
+REQUIRED_TRACE_KEYS: Final = ("trace_id", "start_ts", "end_ts")
+_SHOWN_REJECTS: Final = 20  # per file; the count covers the rest
+# C0 controls other than tab, newline and carriage return: JSON text never holds them raw,
+# protobuf field tags (0x12, 0x1a, ...) almost always do, even when every byte is ASCII.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_OTLP_JSON: Final = re.compile(r'"resource_?[sS]pans"\s*:')
 
 
 class ReplayInputError(ValueError):
-    """A line of the input is not a JSON object; the message names file and line."""
+    """The input is not normalized events at all; the message names the file and what it is."""
+
+
+@dataclass
+class InputReport:
+    """What reading one NDJSON file kept and dropped, for the summary on stderr."""
+
+    name: str
+    lines: int = 0
+    used: int = 0
+    skipped: int = 0  # blank lines
+    rejects: list[str] = dc_field(default_factory=list)
+
+    def summary(self, kind: str) -> str:
+        return (
+            f"{self.name}: read {self.lines} lines: {self.used} {kind} used, "
+            f"{len(self.rejects)} rejected, {self.skipped} skipped (blank)"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_CODES_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("events", metavar="EVENTS.ndjson", help="normalized events, '-' for stdin")
     parser.add_argument("--traces", metavar="TRACES.ndjson", help="trace summaries (NDJSON)")
     parser.add_argument(
@@ -74,25 +112,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_ndjson(path: str, fields: tuple[Field, ...], stdin: TextIO | None = None) -> list[dict]:
-    """Records of an NDJSON file in internal form (timestamps as int microseconds)."""
+def read_ndjson(
+    path: str,
+    fields: tuple[Field, ...],
+    stdin: TextIO | None = None,
+    report: InputReport | None = None,
+) -> list[dict]:
+    """Records of an NDJSON file in internal form (timestamps as int microseconds).
+
+    Raises :class:`ReplayInputError` for a file that is not normalized records at all;
+    bad lines go to ``report.rejects`` (file:line: why) and are left out.
+    """
+    report = report if report is not None else InputReport(path)
     if path == "-":
-        return [from_wire(doc, fields) for doc in _documents(stdin or sys.stdin, "<stdin>")]
-    with Path(path).open(encoding="utf-8") as stream:
-        return [from_wire(doc, fields) for doc in _documents(stream, path)]
-
-
-def _documents(lines: TextIO, name: str) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(lines, 1):
+        text = (stdin or sys.stdin).read()
+        report.name = "<stdin>"
+    else:
+        text = _decode(Path(path).read_bytes(), path)
+    if _OTLP_JSON.search(text[:65536]):
+        raise ReplayInputError(
+            f"{report.name} is OTLP/JSON (it has resourceSpans), not normalized events; run "
+            f"`driftline normalize {report.name} > events.ndjson` and replay that"
+        )
+    required = REQUIRED_EVENT_KEYS if fields is EVENT_FIELDS else REQUIRED_TRACE_KEYS
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        report.lines += 1
         if not line.strip():
+            report.skipped += 1
             continue
+        where = f"{report.name}:{number}"
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ReplayInputError(f"{name}:{number}: not JSON ({exc.msg})") from None
+            report.rejects.append(f"{where}: not JSON ({exc.msg})")
+            continue
         if not isinstance(doc, dict):
-            raise ReplayInputError(f"{name}:{number}: expected a JSON object per line")
-        yield doc
+            report.rejects.append(f"{where}: expected a JSON object per line")
+            continue
+        missing = [key for key in required if doc.get(key) in (None, "")]
+        if missing:
+            report.rejects.append(f"{where}: missing {', '.join(missing)}")
+            continue
+        try:
+            records.append(from_wire(doc, fields))
+        except (ValueError, TypeError) as exc:
+            report.rejects.append(f"{where}: {exc}")
+            continue
+        report.used += 1
+    return records
+
+
+def _decode(data: bytes, name: str) -> str:
+    """The text of an NDJSON file, or an error saying what the file is instead."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or _CONTROL.search(text[:65536]):
+        raise ReplayInputError(
+            f"{name} is binary ({len(data)} bytes), not NDJSON: an OTLP protobuf file? replay "
+            f"reads normalized events; run `driftline normalize {name} > events.ndjson` first"
+        )
+    return text
 
 
 def replay(
@@ -202,11 +284,22 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    reports = [InputReport(args.events)]
     try:
-        events = read_ndjson(args.events, EVENT_FIELDS)
-        traces = read_ndjson(args.traces, TRACE_FIELDS) if args.traces else []
+        events = read_ndjson(args.events, EVENT_FIELDS, report=reports[0])
+        traces: list[dict] = []
+        if args.traces:
+            reports.append(InputReport(args.traces))
+            traces = read_ndjson(args.traces, TRACE_FIELDS, report=reports[1])
+    except FileNotFoundError as exc:
+        print(f"driftline replay: {exc.filename}: no such file", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, ReplayInputError) as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rejected = _print_input_report(reports)
+    if not events and rejected:
+        print(f"driftline replay: no usable events in {reports[0].name}", file=sys.stderr)
         return EXIT_USAGE
     monitor = Monitor(settings)
     every = replay(settings, events, traces, include_updates=True, monitor=monitor)
@@ -229,4 +322,23 @@ def run(args: argparse.Namespace) -> int:
             f"{len(deliveries)} deliveries to the store",
             file=sys.stderr,
         )
-    return code
+    print(
+        f"driftline replay: {len(events)} events, {len(traces)} traces -> "
+        f"{len(records)} alert transitions printed",
+        file=sys.stderr,
+    )
+    return code or (EXIT_DELIVERY_FAILED if rejected else 0)
+
+
+def _print_input_report(reports: list[InputReport]) -> int:
+    """Rejected lines (the first few per file) and the counts; returns how many were rejected."""
+    for report in reports:
+        for line in report.rejects[:_SHOWN_REJECTS]:
+            print(f"driftline replay: rejected {line}", file=sys.stderr)
+        if len(report.rejects) > _SHOWN_REJECTS:
+            more = len(report.rejects) - _SHOWN_REJECTS
+            print(f"driftline replay: ... and {more} more rejected lines", file=sys.stderr)
+    kinds = ("events", "traces")
+    for report, kind in zip(reports, kinds, strict=False):
+        print(f"driftline replay: {report.summary(kind)}", file=sys.stderr)
+    return sum(len(r.rejects) for r in reports)

@@ -2,7 +2,9 @@
 
 For the embedded mode, where there is no Grafana: the same panel queries run against the
 store for one time range (``--from``/``--to`` in ISO 8601, or ``--last 6h``; default the last
-6 hours) and ``DIR/index.html`` shows the results.
+6 hours) and ``DIR/index.html`` shows the results. It only reads: the store must exist at the
+newest schema and gets no DDL (no migration, no TTL change); like ``driftline sql`` it reads
+through ``store.reader_url`` when that is set.
 """
 
 from __future__ import annotations
@@ -13,21 +15,26 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from driftline.commands.exits import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
 from driftline.config import ConfigError, load_settings
 
-EXIT_OK = 0
-EXIT_QUERY_FAILED = 1
-EXIT_UNUSABLE = 2
+EXIT_QUERY_FAILED = EXIT_FAILED
 DEFAULT_LAST = "6h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_CODES_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     parser.add_argument("--from", dest="start", metavar="ISO", help="range start (UTC if no zone)")
     parser.add_argument("--to", dest="end", metavar="ISO", help="range end (default: now)")
     parser.add_argument("--last", metavar="DURATION", help="range ending now: 15m, 1h, 7d")
-    parser.add_argument("--store", metavar="URL", help="store URL (default: store.url)")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL (default: store.reader_url when set, else store.url; must exist)",
+    )
     parser.add_argument("--workflow", action="append", default=[], help="only this workflow")
     parser.add_argument("--model", action="append", default=[], help="only this model")
     parser.add_argument("--environment", action="append", default=[], help="only this environment")
@@ -63,6 +70,7 @@ def time_range_of(
 
 
 def run(args: argparse.Namespace) -> int:
+    from driftline.commands.sql import store_target
     from driftline.dashboards.macros import ALL, MacroError, TimeRange
     from driftline.dashboards.panels import BuildContext
     from driftline.dashboards.report import default_variables, render_report
@@ -80,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         chosen = getattr(args, name)
         variables[name] = chosen or [ALL]
     try:
-        store = open_store(args.store, settings.store)
+        url, store_settings = store_target(args.store, settings.store, writing=False)
+        store = open_store(url, store_settings, read_only=True)
     except StoreError as exc:
         print(f"driftline report: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

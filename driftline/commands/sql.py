@@ -3,12 +3,14 @@
 QUERY is SQL, or the name of a file in ``schemas/queries/`` (``driftline sql cost_by_workflow
 --param from=2026-01-01 --param to=2026-01-08``). Without ``--write`` the engine itself decides
 that a query only reads (:func:`reading_refusal`); in server mode, give analysts a read-only
-ClickHouse user as well (``store.reader_url``).
+ClickHouse user as well (``store.reader_url``). A reading run never creates, migrates or
+alters a store: a path that holds no store is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
-from driftline.config import ConfigError, load_settings
+from driftline.commands.exits import EXIT_CODES_HELP
+from driftline.config import ConfigError, StoreSettings, load_settings
 
 if TYPE_CHECKING:
     from driftline.store import Store
@@ -37,13 +40,25 @@ _AST_FUNCTION: Final = re.compile(r"^(\s*)Function (\w+)")
 # The engine's words when a statement is not one plain SELECT (EXPLAIN in a subquery).
 _NOT_A_SELECT: Final = ("supports only SELECT queries", "cannot have output options")
 _READONLY_CODE: Final = "Code: 164."
+# A QUERY that is one word names a library query: it is never run as SQL.
+_QUERY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", metavar="QUERY", help="SQL, or a query name from schemas/queries")
+    parser.epilog = EXIT_CODES_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "query", metavar="QUERY", nargs="?", help="SQL, or a query name from schemas/queries"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the library's query names and parameters"
+    )
     parser.add_argument("--format", choices=("pretty", "csv", "json"), default="pretty")
     parser.add_argument(
-        "--store", metavar="URL", help="store URL (default: store.url from the configuration)"
+        "--store",
+        metavar="URL",
+        help="store URL (default: store.reader_url when set and without --write, else "
+        "store.url; the store must exist)",
     )
     parser.add_argument(
         "--param",
@@ -59,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     from driftline.store import StoreError, StoreQueryError, open_store
     from driftline.store.queries import load_query, query_defaults, query_names, query_params
 
+    if args.list:
+        sys.stdout.write(library_listing())
+        return EXIT_OK
+    if not args.query:
+        print("driftline sql: give QUERY (SQL or a query name), or --list", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -80,13 +101,19 @@ def run(args: argparse.Namespace) -> int:
             needed = " ".join(f"--param {name}=..." for name in missing)
             print(f"driftline sql: query {args.query!r} needs {needed}", file=sys.stderr)
             return EXIT_UNUSABLE
-    url, store_settings = args.store, settings.store
-    if url is None and not args.write and settings.store.reader_url:
-        # Analysts read as the read-only user; --write and --store choose for themselves.
-        url = settings.store.reader_url
-        store_settings = settings.store.model_copy(
-            update={"password_env": settings.store.reader_password_env}
+    elif _QUERY_NAME.fullmatch(args.query.strip()):
+        print(f"driftline sql: {unknown_query_message(args.query.strip())}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    unknown = sorted(set(params) - set(query_params(sql)))
+    if unknown:
+        declared = ", ".join(sorted(query_params(sql))) or "none"
+        print(
+            f"driftline sql: --param {', '.join(unknown)}: the query has no such placeholder "
+            f"(its parameters: {declared})",
+            file=sys.stderr,
         )
+        return EXIT_UNUSABLE
+    url, store_settings = store_target(args.store, settings.store, writing=args.write)
     try:
         store = open_store(url, store_settings, read_only=not args.write)
     except StoreError as exc:
@@ -114,6 +141,53 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     sys.stdout.write(render(table, args.format))
     return EXIT_OK
+
+
+def store_target(
+    explicit: str | None, settings: StoreSettings, *, writing: bool
+) -> tuple[str, StoreSettings]:
+    """The URL a run connects to, with the settings that carry its password variable.
+
+    Analysts read as the read-only user (``store.reader_url``); ``--store`` and ``--write``
+    choose for themselves.
+
+    >>> store_target(None, StoreSettings(reader_url="clickhouse://ro@h/db"), writing=False)[0]
+    'clickhouse://ro@h/db'
+    >>> store_target(None, StoreSettings(reader_url="clickhouse://ro@h/db"), writing=True)[0]
+    'chdb://var/chdb'
+    """
+    if explicit is not None:
+        return explicit, settings
+    if not writing and settings.reader_url:
+        return settings.reader_url, settings.model_copy(
+            update={"password_env": settings.reader_password_env}
+        )
+    return settings.url, settings
+
+
+def unknown_query_message(name: str) -> str:
+    """What to say for a one-word QUERY that names no library query (never run as SQL)."""
+    from driftline.store.queries import query_names
+
+    close = difflib.get_close_matches(name, query_names(), n=3, cutoff=0.8)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"no query named {name!r} in schemas/queries; {hint}`driftline sql --list` lists them"
+
+
+def library_listing() -> str:
+    """One line per library query: its name, parameters (optional ones in brackets), purpose."""
+    from driftline.store.queries import load_query, query_defaults, query_names, query_params
+
+    lines = []
+    for name in query_names():
+        sql = load_query(name)
+        optional = query_defaults(sql)
+        params = " ".join(
+            f"[{p}]" if p in optional else p for p in sorted(query_params(sql), key=str)
+        )
+        first = next((ln for ln in sql.splitlines() if ln.startswith("--")), "--")
+        lines.append(f"{name}  ({params or 'no parameters'})  {first.lstrip('-').strip()}\n")
+    return "".join(lines)
 
 
 def _is_reading(sql: str) -> bool:

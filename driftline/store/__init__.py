@@ -1,6 +1,7 @@
 """ClickHouse storage behind one small interface: embedded chdb or a ClickHouse server.
 
-``open_store(url, settings)`` picks the backend from the URL and brings the schema up to date:
+``open_store(url, settings)`` picks the backend from the URL and brings the schema up to date
+(``read_only=True``: checks that it is, and changes nothing):
 
 - ``chdb://relative/path`` or ``chdb:///absolute/path``: a chdb session in this process;
 - ``clickhouse://user@host:8123/driftline`` (``clickhouses://`` for TLS): a server through
@@ -21,17 +22,26 @@ from driftline.store.base import (
     StoreUrlError,
 )
 from driftline.store.chdb_store import ChdbPathInUseError, ChdbStore, StoreInUseError
-from driftline.store.migrations import MigrationChangedError, SchemaTooNewError, migrate
+from driftline.store.migrations import (
+    MigrationChangedError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    StoreNotFoundError,
+    check_current,
+    migrate,
+)
 
 __all__ = [
     "ChdbPathInUseError",
     "ChdbStore",
     "MigrationChangedError",
     "SchemaTooNewError",
+    "SchemaTooOldError",
     "SkipExisting",
     "Store",
     "StoreError",
     "StoreInUseError",
+    "StoreNotFoundError",
     "StoreQueryError",
     "StoreUnavailableError",
     "StoreUrlError",
@@ -74,12 +84,27 @@ def open_store(
 ) -> Store:
     """Connect to ``url`` (default: ``settings.url``), creating database and schema if missing.
 
-    ``read_only``: for analysts; an up-to-date store then gets no DDL, not even a TTL change.
+    ``read_only`` (``report``, ``sql`` without ``--write``): the store must exist at the newest
+    schema; it gets no DDL at all, and a missing path or schema raises
+    :class:`StoreNotFoundError` instead of creating an empty store.
+
+    Otherwise an existing store's TTL changes only when the configuration sets
+    ``store.ttl_days`` explicitly (file or environment): the default fills in new tables but
+    never shortens the retention someone chose for existing ones.
     """
     settings = settings or StoreSettings.model_validate({})
-    store = connect(url or settings.url, settings)
+    url = url or settings.url
+    if read_only and url.startswith("chdb://") and not chdb_path(url).is_dir():
+        raise StoreNotFoundError(
+            f"no store at {chdb_path(url)} (from {url}); check --store or store.url. A store is "
+            "created by `driftline worker`, `up`, `demo` or `load`, never by a reading command"
+        )
+    store = connect(url, settings)
     try:
-        migrate(store, settings.ttl_days, manage_ttl=not read_only)
+        if read_only:
+            check_current(store)
+        else:
+            migrate(store, settings.ttl_days, manage_ttl="ttl_days" in settings.model_fields_set)
     except BaseException:
         store.close()
         raise

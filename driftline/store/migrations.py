@@ -2,8 +2,10 @@
 
 The ``driftline.schema_migrations`` table records each applied version with the checksum of
 its file. Applying again does nothing; a store whose schema is newer than this code, or whose
-applied file has since been edited, is refused with a message that says what to do. The TTL
-follows ``store.ttl_days`` at every start, also for tables created with another value.
+applied file has since been edited, is refused with a message that says what to do. New
+tables get ``store.ttl_days``; existing ones are brought to it only when the caller asks
+(``manage_ttl``), which ``open_store`` does only for a value set explicitly in the
+configuration.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ class MigrationChangedError(StoreError):
     """A migration file differs from the one applied to this store."""
 
 
+class StoreNotFoundError(StoreError):
+    """A reading command was pointed at a path or database that holds no driftline store."""
+
+
+class SchemaTooOldError(StoreError):
+    """A reading command met a store that needs migrations it may not apply."""
+
+
 _BOOTSTRAP = (
     f"CREATE DATABASE IF NOT EXISTS {DATABASE}",
     f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}
@@ -45,6 +55,41 @@ def applied_versions(store: Store) -> dict[int, str]:
     table = store.query(f"SELECT version, checksum FROM {MIGRATIONS_TABLE} FINAL ORDER BY version")
     versions = table.column("version").to_pylist()
     return dict(zip(versions, table.column("checksum").to_pylist(), strict=True))
+
+
+def check_current(store: Store, migrations: list[Migration] | None = None) -> None:
+    """Raise unless ``store`` holds a driftline schema at exactly this code's newest version.
+
+    Sends only SELECTs: this is how reading commands open a store.
+    """
+    known = load_migrations() if migrations is None else migrations
+    try:
+        applied = applied_versions(store)
+    except StoreQueryError:
+        applied = {}
+    if not applied:
+        raise StoreNotFoundError(
+            f"{store.url} holds no driftline store (no {MIGRATIONS_TABLE}); check --store or "
+            "store.url. A store is created by `driftline worker`, `up`, `demo` or `load`"
+        )
+    newest_known = known[-1].version if known else 0
+    if max(applied) > newest_known:
+        raise SchemaTooNewError(
+            f"the store at {store.url} has schema version {max(applied)}, this driftline knows "
+            f"up to {newest_known}; upgrade driftline"
+        )
+    missing = [m.version for m in known if m.version not in applied]
+    if missing:
+        raise SchemaTooOldError(
+            f"the store at {store.url} lacks schema versions {missing}; a reading command does "
+            "not migrate: start the worker (or `driftline load`) of this version once first"
+        )
+    for migration in known:
+        if applied[migration.version] != migration.checksum:
+            raise MigrationChangedError(
+                f"schemas/ddl/{migration.version:04d}_{migration.name}.sql differs from the one "
+                f"applied to {store.url}"
+            )
 
 
 def migrate(

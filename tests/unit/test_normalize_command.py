@@ -134,7 +134,9 @@ def test_protobuf_file_prints_one_completed_event_per_llm_span(
     path.write_bytes(message().SerializeToString())
     code, events, err = run_cli([str(path)], capsys)
     assert code == 0, err
-    assert err == ""
+    (summary,) = err.splitlines()  # nothing rejected: only the counts
+    assert summary.startswith(f"driftline normalize: {path} (OTLP protobuf): 1 documents, ")
+    assert ": 3 events, 0 rejected, " in summary
     assert [e["span_id"] for e in events] == [sid(9).hex(), sid(2).hex(), sid(4).hex()]
     for e in events:
         assert tuple(e) == EVENT_FIELD_NAMES
@@ -170,7 +172,8 @@ def test_export_request_and_otlp_json_give_the_same_events(
         path = tmp_path / name
         path.write_bytes(payload)
         code, events, err = run_cli([str(path)], capsys)
-        assert (code, err) == (0, ""), name
+        assert code == 0, name
+        assert " 5 spans: 3 events, 0 rejected, 2 skipped (not LLM calls); 2 traces" in err
         outputs.append(events)
     assert len(outputs[0]) == 3
     assert all(out == outputs[0] for out in outputs)
@@ -185,9 +188,10 @@ def test_ndjson_with_a_trace_split_across_lines_and_a_bad_line(
     path = tmp_path / "collector-file-exporter.jsonl"
     path.write_bytes(children_first + b"\n" + b'{"not": "otlp"}\n' + root_later + b"\n")
     code, events, err = run_cli([str(path), "--traces", str(tmp_path / "traces.jsonl")], capsys)
-    assert code == 0
-    (reject,) = [json.loads(line) for line in err.splitlines()]
+    assert code == 1  # a document was rejected; the rest is printed
+    (reject,) = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert reject["reason"] == "not_otlp"
+    assert "(OTLP/JSON): 3 documents, " in err and ": 2 events, 1 rejected, " in err
     assert reject["document"] == 2
     assert [(e["workflow"], e["loop_depth"]) for e in events] == [("planner", 1), ("planner", 2)]
     (trace,) = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
@@ -215,9 +219,10 @@ def test_rejected_span_is_reported_on_stderr_and_the_rest_printed(
     path = tmp_path / "traces.pb"
     path.write_bytes(traces_data(resources([*agent_trace(), broken], "svc")).SerializeToString())
     code, events, err = run_cli([str(path)], capsys)
-    assert code == 0
+    assert code == 1
     assert len(events) == 2
-    (reject,) = [json.loads(line) for line in err.splitlines()]
+    (reject,) = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert ": 2 events, 1 rejected, " in err
     assert reject["span_id"] == sid(7).hex()
     assert reject["reason"] and reject["detail"]
 
@@ -321,4 +326,6 @@ def test_empty_otlp_message_is_read_and_prints_nothing(
 ) -> None:
     path = tmp_path / "empty"
     path.write_bytes(content)
-    assert run_cli([str(path)], capsys) == (0, [], "")
+    code, events, err = run_cli([str(path)], capsys)
+    assert (code, events) == (0, [])
+    assert " 0 spans: 0 events, 0 rejected, 0 skipped" in err

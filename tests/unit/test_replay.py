@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftline.cli import main
 from driftline.schemas.alert import TRANSITION_FIELD_NAMES
@@ -169,3 +171,107 @@ def test_store_gets_the_replay_once_however_often_it_runs(
     assert [b["metric"] for b in baselines] == ["finish_reason", "input_tokens", "output_tokens"]
     tokens = next(b for b in baselines if b["metric"] == "input_tokens")
     assert tokens["n"] == 200 and 300 < tokens["p50"] < 550  # lognormal around 400 tokens
+
+
+def test_an_otlp_protobuf_file_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    traces = TracesData()
+    span = traces.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\xff" * 16, b"\xfe" * 8, "chat"
+    path = tmp_path / "spans.pb"
+    path.write_bytes(traces.SerializeToString())
+    assert main(["replay", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{path} is binary" in captured.err and "driftline normalize" in captured.err
+
+
+def test_otlp_json_is_named_with_the_command_that_converts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "spans.json"
+    path.write_text('{"resourceSpans": [{"scopeSpans": [{"spans": []}]}]}\n')
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is OTLP/JSON" in err and f"driftline normalize {path}" in err
+
+
+def test_lines_missing_required_fields_are_rejected_and_counted(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, config = files
+    good = events.read_text()
+    events.write_text(
+        good
+        + '{"trace_id": "x1", "span_id": "y1", "workflow": "chat"}\n'
+        + "\n"
+        + '{"trace_id": "x2", "span_id": "y2", "workflow": "chat", "start_ts": "yesterday",'
+        + ' "end_ts": "2026-01-01T00:00:00Z"}\n'
+    )
+    code = main(["--config", str(config), "replay", str(events)])
+    captured = capsys.readouterr()
+    assert code == 1  # alerts printed, but input was dropped
+    assert captured.out.count('"transition":"open"') >= 1
+    assert f"rejected {events}:2501: missing start_ts, end_ts" in captured.err
+    assert f"rejected {events}:2503: " in captured.err
+    assert f"{events}: read 2503 lines: 2500 events used, 2 rejected, 1 skipped" in captured.err
+
+
+def test_nothing_usable_exits_2_with_the_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"trace_id": "a", "span_id": "b"}\n[1, 2]\n')
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:1: missing start_ts, end_ts, workflow" in err
+    assert f"{path}:2: expected a JSON object per line" in err
+    assert "read 2 lines: 0 events used, 2 rejected" in err
+
+
+def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("replay", "normalize", "report", "sql"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "exit codes: 0 done 1 ran, but the work failed" in text, command
+        assert "2 could not run" in text, command
+
+
+def test_an_all_ascii_protobuf_file_is_still_recognized(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    traces = TracesData()
+    span = traces.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"a" * 16, b"b" * 8, "chat"
+    data = traces.SerializeToString()
+    data.decode("utf-8")  # valid UTF-8: only the control bytes give it away
+    path = tmp_path / "spans.pb"
+    path.write_bytes(data)
+    assert main(["replay", str(path)]) == 2
+    assert f"{path} is binary" in capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_any_file_is_read_or_refused_and_every_line_is_counted(data: bytes) -> None:
+    import tempfile
+
+    from driftline.commands.replay import InputReport, ReplayInputError, read_ndjson
+
+    with tempfile.NamedTemporaryFile(suffix=".ndjson") as file:
+        file.write(data)
+        file.flush()
+        report = InputReport(file.name)
+        try:
+            records = read_ndjson(file.name, EVENT_FIELDS, report=report)
+        except ReplayInputError as exc:
+            assert file.name in str(exc)
+            return
+    assert len(records) == report.used
+    assert report.used + len(report.rejects) + report.skipped == report.lines

@@ -27,8 +27,16 @@ def driftline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def new_store(directory: Path) -> str:
+    """A store with the schema: reading runs never create one."""
+    store = f"chdb://{directory / 'db'}"
+    created = driftline("sql", "SELECT 1", "--write", "--store", store, cwd=directory)
+    assert created.returncode == 0, created.stderr
+    return store
+
+
 def test_named_query_defaults_and_missing_parameters(tmp_path: Path) -> None:
-    store = f"chdb://{tmp_path / 'db'}"
+    store = new_store(tmp_path)
     done = driftline(
         "sql",
         "rollup_tenant_daily",
@@ -51,7 +59,7 @@ def test_named_query_defaults_and_missing_parameters(tmp_path: Path) -> None:
 
 
 def test_writes_need_the_flag(tmp_path: Path) -> None:
-    store = f"chdb://{tmp_path / 'db'}"
+    store = new_store(tmp_path)
     refused = driftline(
         "sql", "DROP TABLE driftline.llm_traces_raw", "--store", store, cwd=tmp_path
     )
@@ -146,3 +154,49 @@ def test_reading_queries_still_run(guarded_store: tuple[str, Path], query: str) 
     done = driftline("sql", query, "--store", store, "--format", "csv", cwd=directory)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].endswith("1")
+
+
+def test_a_misspelled_query_name_gets_suggestions_not_an_invitation_to_write(
+    tmp_path: Path,
+) -> None:
+    done = driftline("sql", "cost_by_workfow", "--store", f"chdb://{tmp_path}/db", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "did you mean cost_by_workflow?" in done.stderr
+    assert "sql --list" in done.stderr and "--write" not in done.stderr
+    assert not (tmp_path / "db").exists()
+
+
+def test_list_names_every_library_query_with_its_parameters(tmp_path: Path) -> None:
+    from driftline.store.queries import query_names
+
+    done = driftline("sql", "--list", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = [line.split()[0] for line in done.stdout.splitlines()]
+    assert listed == query_names()
+    cost = next(line for line in done.stdout.splitlines() if line.startswith("cost_by_workflow "))
+    assert "from to" in cost
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("cost_by_workflow", ("from=2026-01-01 00:00:00", "to=2026-01-02", "form=2026-01-01")),
+        ("SELECT {a:UInt8}", ("a=1", "form=2")),
+    ],
+)
+def test_unknown_param_names_are_errors(
+    tmp_path: Path, query: str, params: tuple[str, ...]
+) -> None:
+    flags = [arg for p in params for arg in ("--param", p)]
+    done = driftline("sql", query, *flags, "--store", f"chdb://{tmp_path}/db", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "driftline sql: --param form: the query has no such placeholder" in done.stderr
+    assert not (tmp_path / "db").exists()
+
+
+def test_help_names_the_reader_store_and_the_exit_codes(tmp_path: Path) -> None:
+    done = driftline("sql", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "store.reader_url when set" in text
+    assert "exit codes: 0" in text and " 2 could not run" in text

@@ -117,7 +117,7 @@ def test_upgrade_with_data_gives_the_rollups_of_a_fresh_schema(
 ) -> None:
     _fresh(store, versions=2)
     _write(store, BEFORE, 0)
-    assert migrate(store, 3650) == [3, 4]
+    assert migrate(store, 3650) == [m.version for m in load_migrations()[2:]]  # 3, 4, ...
     _write(store, BEFORE, 0)  # re-delivered after the upgrade: filtered, as before it
     _write(store, AFTER, 10_000)
     upgraded = rollup_contents(store)
@@ -145,7 +145,7 @@ def test_upgrade_interrupted_and_applied_again_changes_nothing(
     )
     for statement in statements[:halfway]:
         store.command(statement)
-    assert migrate(store, 3650) == [3, 4]
+    assert migrate(store, 3650) == [m.version for m in load_migrations()[2:]]  # 3, 4, ...
     _write(store, AFTER, 10_000)
     assert rollup_contents(store) == from_the_start["rollups"]
     for statement in statements:  # and a whole second run rebuilds the same thing
@@ -166,7 +166,7 @@ def test_rollups_are_keyed_by_environment(store: ChdbStore) -> None:
     assert keys == {
         table: ", ".join((*dims, "environment", "minute")) for table, dims in ROLLUPS.items()
     }
-    assert sorted(applied_versions(store)) == [1, 2, 3, 4]
+    assert sorted(applied_versions(store)) == [m.version for m in load_migrations()]
 
 
 def test_delivery_outcomes_documented_as_the_notifier_writes_them(store: ChdbStore) -> None:

@@ -1,0 +1,143 @@
+"""Reading commands leave a store exactly as they found it, and never create one.
+
+``report`` and ``sql`` (without ``--write``) under the default configuration once lowered a
+store's 365-day TTL to the default 90 days on open. Each test compares ``SHOW CREATE TABLE``
+of every table in the store, read by a process that connects without touching the schema,
+before and after the command. Commands run in subprocesses: chdb allows one path per process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = """
+import json, sys
+from driftline.store import connect
+store = connect(sys.argv[1])
+names = store.query("SELECT name FROM system.tables WHERE database = 'driftline' ORDER BY name")
+ddl = {n: store.query(f"SHOW CREATE TABLE driftline.`{n}`").column(0)[0].as_py()
+       for n in names.column(0).to_pylist()}
+print(json.dumps(ddl))
+"""
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def driftline(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run("-m", "driftline.cli", *args, cwd=cwd, env=env)
+
+
+def schema(url: str, cwd: Path) -> dict[str, str]:
+    done = run("-c", SNAPSHOT, url, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    ddl: dict[str, str] = json.loads(done.stdout)
+    return ddl
+
+
+@pytest.fixture()
+def year_store(tmp_path: Path) -> str:
+    """A store created with a 365-day retention, then used with the default configuration."""
+    url = f"chdb://{tmp_path / 'db'}"
+    created = driftline(
+        "sql",
+        "SELECT 1",
+        "--write",
+        "--store",
+        url,
+        cwd=tmp_path,
+        env={"DRIFTLINE_STORE__TTL_DAYS": "365"},
+    )
+    assert created.returncode == 0, created.stderr
+    ddl = schema(url, tmp_path)
+    assert len(ddl) > 10 and "toIntervalDay(365)" in ddl["llm_requests_raw"]
+    return url
+
+
+READING = [
+    ("report", "--out", "{dir}/report", "--last", "1h", "--store", "{url}"),
+    ("sql", "SELECT count() FROM driftline.llm_requests", "--store", "{url}"),
+    (
+        "sql",
+        "cost_by_workflow",
+        "--store",
+        "{url}",
+        "--param",
+        "from=2026-01-01 00:00:00",
+        "--param",
+        "to=2026-01-02 00:00:00",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", READING, ids=lambda c: " ".join(c[:2]))
+def test_reading_commands_leave_ddl_and_ttl_unchanged(
+    year_store: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    before = schema(year_store, tmp_path)
+    done = driftline(*(a.format(dir=tmp_path, url=year_store) for a in command), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert schema(year_store, tmp_path) == before
+
+
+def test_a_write_command_keeps_a_chosen_retention_unless_the_config_sets_one(
+    year_store: str, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.ndjson"
+    events.write_text("")
+    before = schema(year_store, tmp_path)
+    done = driftline("load", str(events), "--store", year_store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert schema(year_store, tmp_path) == before  # default ttl_days: not applied
+
+    explicit = driftline(
+        "load",
+        str(events),
+        "--store",
+        year_store,
+        cwd=tmp_path,
+        env={"DRIFTLINE_STORE__TTL_DAYS": "30"},
+    )
+    assert explicit.returncode == 0, explicit.stderr
+    after = schema(year_store, tmp_path)
+    assert "toIntervalDay(30)" in after["llm_requests_raw"]
+    assert "toIntervalDay(365)" not in json.dumps(after)
+
+
+@pytest.mark.parametrize("command", READING, ids=lambda c: " ".join(c[:2]))
+def test_reading_commands_refuse_a_missing_store_and_create_none(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    missing = tmp_path / "no-such-store"
+    url = f"chdb://{missing}"
+    done = driftline(*(a.format(dir=tmp_path, url=url) for a in command), cwd=tmp_path)
+    assert done.returncode == 2
+    assert str(missing) in done.stderr and "no store" in done.stderr
+    assert not missing.exists()
+    assert "(0 rows)" not in done.stdout
+
+
+def test_reading_commands_refuse_a_directory_without_a_store(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = driftline("sql", "SELECT 1", "--store", f"chdb://{empty}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "holds no driftline store" in done.stderr
