@@ -46,6 +46,9 @@ REASON_BAD_VALUE: Final = "bad_value"
 REASON_BAD_TIME: Final = "bad_time"
 REASON_UNSAFE_NAME: Final = "unsafe_name"
 MAX_NAME_CHARS: Final = 256
+# The span window's defaults ([ingest] max_past_s / max_future_s).
+DEFAULT_MAX_PAST_S: Final = 7 * 86_400.0
+DEFAULT_MAX_FUTURE_S: Final = 3_600.0
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ class EngineMetricRows:
     value: list[float] = field(default_factory=list)
     source_metric: list[str] = field(default_factory=list)
     rejects: list[MetricReject] = field(default_factory=list)
+    earliest_ns: int = EARLIEST_TIME_NS  # points dated outside [earliest, latest) are rejected
+    latest_ns: int = LATEST_TIME_NS
     points_read: int = 0  # data points of known metrics, stored or rejected
     metrics_ignored: int = 0  # metrics skipped by name
 
@@ -112,14 +117,28 @@ class _Source:
     instance: str
 
 
-def decode_metrics_message(payload: bytes) -> EngineMetricRows:
+def decode_metrics_message(
+    payload: bytes,
+    *,
+    arrival_ns: int | None = None,
+    max_past_s: float = DEFAULT_MAX_PAST_S,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+) -> EngineMetricRows:
     """Rows from one OTLP metrics message (protobuf or OTLP/JSON, sniffed). Never raises.
+
+    ``arrival_ns``: when the message arrived (its Kafka timestamp); points dated outside
+    ``[arrival - max_past_s, arrival + max_future_s]`` are rejected, so one insert never
+    spans more days than the window (ClickHouse refuses inserts over 100 partitions).
+    ``None`` checks the fixed 2000..2090 bounds only.
 
     >>> rows = decode_metrics_message(b"not otlp")
     >>> [r.reason for r in rows.rejects], len(rows)
     (['not_otlp_metrics'], 0)
     """
     rows = EngineMetricRows()
+    if arrival_ns is not None:
+        rows.earliest_ns = max(EARLIEST_TIME_NS, arrival_ns - int(max_past_s * 1e9))
+        rows.latest_ns = min(LATEST_TIME_NS, arrival_ns + int(max_future_s * 1e9))
     request = _parse(payload)
     if request is None:
         rows.rejects.append(
@@ -271,16 +290,18 @@ def _add(
         where.metric = source
         rows.rejects.append(where)
         return
-    problem = _problem(point.time_unix_nano, known.metric, value)
+    problem = _problem(point.time_unix_nano, known.metric, value, rows)
     if problem is not None:
         rows.rejects.append(MetricReject(problem[0], problem[1], source))
         return
     rows.append(point.time_unix_nano, where, metric, value, source)
 
 
-def _problem(time_ns: int, metric: str, value: float) -> tuple[str, str] | None:
-    if not EARLIEST_TIME_NS <= time_ns < LATEST_TIME_NS:
-        return REASON_BAD_TIME, f"time {time_ns} ns is outside 2000..2090"
+def _problem(
+    time_ns: int, metric: str, value: float, rows: EngineMetricRows
+) -> tuple[str, str] | None:
+    if not rows.earliest_ns <= time_ns < rows.latest_ns:
+        return REASON_BAD_TIME, f"time {time_ns} ns is outside the accepted window"
     if not math.isfinite(value) or value < 0:
         return REASON_BAD_VALUE, f"{value!r} is not a finite, non-negative number"
     if metric in em.FRACTIONS and value > 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from driftline.streams.engine_attribution import (
     EngineAttribution,
 )
 from driftline.streams.engine_metrics import EngineMetricRows, decode_metrics_message
+from driftline.streams.engine_stage import MetricsMessage, store_metrics
 
 T0_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 S = 10**9
@@ -344,5 +346,33 @@ def test_rows_are_stored_once_with_their_rollup(tmp_path: Path) -> None:
             " WHERE metric = 'kv_cache_usage' GROUP BY instance"
         ).to_pylist()
         assert rollup == [{"instance": TARGET, "low": 0.42, "peak": 0.8, "last": 0.8}]
+    finally:
+        store.close()
+
+
+def test_a_batch_of_messages_is_stored_once_and_stale_points_rejected(tmp_path: Path) -> None:
+    now_ns = time.time_ns() // S * S
+    messages = [
+        MetricsMessage(vllm_scrape(now_ns - 30 * S, 0.3, 1, 2), ("otlp_metrics", 0, 10), now_ns),
+        MetricsMessage(vllm_scrape(now_ns, 0.6, 2, 3), ("otlp_metrics", 1, 4), now_ns),
+        # a point dated 30 days before its message arrived
+        MetricsMessage(
+            vllm_scrape(now_ns - 30 * 86_400 * S, 0.9, 0, 0), ("otlp_metrics", 0, 11), now_ns
+        ),
+    ]
+    store = open_store(f"chdb://{tmp_path}", StoreSettings(ttl_days=90))
+    try:
+        first = store_metrics(messages, store, max_past_s=7 * 86_400, max_future_s=3600)
+        again = store_metrics(messages, store, max_past_s=7 * 86_400, max_future_s=3600)
+        assert first.rows == again.rows == 6
+        assert [(p, r.reason) for p, r in first.rejects] == [
+            (("otlp_metrics", 0, 11), "bad_time")
+        ] * 3
+        stored = store.query(
+            "SELECT groupArray(value) AS kv FROM"
+            " (SELECT value FROM driftline.engine_metrics WHERE metric = 'kv_cache_usage'"
+            " ORDER BY time)"
+        ).to_pylist()
+        assert stored == [{"kv": [0.3, 0.6]}]  # the batch read twice is stored once
     finally:
         store.close()
