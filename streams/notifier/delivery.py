@@ -6,12 +6,22 @@ again); it is sent as the trigger only if the open's delivery failed. Webhook ro
 receive material updates.
 
 ``await notifier.deliver(transitions)`` returns once every transition reached a
-final outcome on every route it goes to, so the stream worker can commit Kafka
-offsets after it. Per route, events leave in arrival order (a resolve is never
-sent before its trigger); an ``update`` still waiting behind the rate limit or an
-outage is replaced by a newer update of the same alert (latest state wins),
-while opens and resolves are never dropped. Time comes from the injected
+final outcome on every route it goes to, or was kept for redelivery on a route that keeps
+failing, so the stream worker can commit Kafka offsets after it. Per route, events leave in
+arrival order (a resolve is never sent before its trigger); an ``update`` still waiting behind
+the rate limit or an outage is replaced by a newer update of the same alert (latest state
+wins), while opens and resolves are never dropped. Time comes from the injected
 ``clock``/``sleep``, so tests simulate a five-minute outage without waiting.
+
+Routes are independent. Each has its own queue and sender; a route whose event still fails
+after the retry policy's in-line budget (``RetryPolicy.max_elapsed_s``, ``max_attempts``) is
+*held*: the event, and every later one for that route, is kept for redelivery and retried in
+the background with capped backoff for as long as it takes (a PagerDuty outage can last
+hours), while ``deliver`` returns so the next alerts reach the other routes at once. Only an
+answer that cannot change (a 4xx other than 408/429, a missing secret) ends a delivery
+unsent. What happens to held events later comes back from the next ``deliver`` call (or
+:meth:`Notifier.take_late_records`). ``keep_for_redelivery=False`` (``driftline replay
+--notify``, which exits when done) gives up after the budget instead.
 """
 
 from __future__ import annotations
@@ -121,7 +131,9 @@ class Notifier:
     rng
         Source of backoff jitter; pass a seeded :class:`random.Random` for reproducible runs.
     retry
-        Backoff bounds; after them the outcome is ``gave_up``.
+        Backoff bounds. Past ``max_elapsed_s`` or ``max_attempts`` the route is held and the
+        event kept for redelivery (retried every ``cap_s`` at most), or with
+        ``keep_for_redelivery=False`` the outcome is ``gave_up``.
     max_events_per_minute, burst
         Token bucket per routing key (PagerDuty allows about 120 events/min per key), per URL
         for webhooks.
@@ -130,6 +142,9 @@ class Notifier:
     material_change
         Relative change of ``current_value`` or ``score`` below which an ``update`` with
         unchanged severity is not re-sent.
+    keep_for_redelivery
+        Hold a failing route and keep retrying in the background (the stream worker), or
+        give up after the retry budget (a command that exits when done).
     """
 
     def __init__(
@@ -145,6 +160,7 @@ class Notifier:
         burst: int = DEFAULT_BURST,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         material_change: float = DEFAULT_MATERIAL_CHANGE,
+        keep_for_redelivery: bool = True,
     ) -> None:
         if max_events_per_minute < 1:
             raise ValueError(f"max_events_per_minute must be >= 1, got {max_events_per_minute}")
@@ -162,6 +178,7 @@ class Notifier:
         self.burst = burst
         self.timeout_s = timeout_s
         self.material_change = material_change
+        self.keep_for_redelivery = keep_for_redelivery
         self.ledger = DeliveryLedger()
         # Awaited with each ledger entry right after a delivery succeeded, so the caller can
         # make it durable before the next send instead of after a whole batch (a crash in
@@ -170,6 +187,9 @@ class Notifier:
         self._queues: dict[str, deque[_Pending]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self._held: set[str] = set()  # routes whose head event failed past the retry budget
+        # records of events whose deliver() call had returned already (held, then settled)
+        self._late: list[dict[str, Any]] = []
 
     @classmethod
     def from_settings(
@@ -199,15 +219,28 @@ class Notifier:
     def pending(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
 
+    def held_routes(self) -> list[str]:
+        """Names of the routes whose events are kept for redelivery right now."""
+        return [route.name for route in self.router.routes if route.route_id in self._held]
+
+    def take_late_records(self) -> list[dict[str, Any]]:
+        """Delivery records of held events made since the last call (write them as usual)."""
+        late, self._late = self._late, []
+        return late
+
     # -- delivery -------------------------------------------------------------------------
 
     async def deliver(self, transitions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Send ``transitions`` and return their delivery records once all are final."""
+        """Send ``transitions``; return their delivery records once each is final or held.
+
+        The records of held events that progressed since the last call follow.
+        """
         slots = [self._submit(dict(transition)) for transition in transitions]
         out: list[dict[str, Any]] = []
         for slot in slots:
             for item in slot:
                 out.extend(item if isinstance(item, list) else await item)
+        out.extend(self.take_late_records())
         return out
 
     def deliver_sync(self, transitions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -222,6 +255,13 @@ class Notifier:
         return asyncio.run(run())
 
     async def aclose(self) -> None:
+        if self._held:
+            logger.warning(
+                "notifier closing with %d events undelivered on held routes %s; they are sent "
+                "again when their alerts are read again",
+                self.pending(),
+                ", ".join(self.held_routes()),
+            )
         for task in list(self._workers.values()):
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
@@ -285,7 +325,8 @@ class Notifier:
                     and waiting.transition.get("alert_id") == transition.get("alert_id")
                 ):
                     queue[index] = item
-                    waiting.future.set_result(
+                    self._settle(
+                        waiting,
                         [
                             self._record(
                                 waiting.transition,
@@ -295,11 +336,13 @@ class Notifier:
                                 self._target_name(route),
                                 "superseded by a newer update of the same alert while queued",
                             )
-                        ]
+                        ],
                     )
+                    self._answer_if_held(item)
                     return item.future
                 break
         queue.append(item)
+        self._answer_if_held(item)
         if route.route_id not in self._workers:
             self._workers[route.route_id] = loop.create_task(self._drain(route.route_id))
         return item.future
@@ -329,8 +372,7 @@ class Notifier:
                         )
                     ]
                 queue.popleft()
-                if not item.future.done():
-                    item.future.set_result(result)
+                self._settle(item, result)
         finally:
             self._workers.pop(route_id, None)
             if queue and asyncio.current_task() is not None:
@@ -338,6 +380,48 @@ class Notifier:
                     if not item.future.done():
                         item.future.cancel()
                 queue.clear()
+
+    def _settle(self, item: _Pending, result: list[dict[str, Any]]) -> None:
+        """Hand ``result`` to the caller waiting for ``item``, or keep it for the next call."""
+        if item.future.done():
+            self._late.extend(result)
+        else:
+            item.future.set_result(result)
+
+    def _answer_if_held(self, item: _Pending) -> None:
+        """An event queued on a held route: its caller learns it is kept, and goes on."""
+        if item.route.route_id in self._held and not item.future.done():
+            item.future.set_result([self._held_record(item, "queued behind a held event")])
+
+    def _held_record(self, item: _Pending, why: str, **fields: Any) -> dict[str, Any]:
+        note = f"{why}; kept for redelivery on route {item.route.name}"
+        error = f"{fields.pop('error')}; {note}" if fields.get("error") else note
+        return self._record(
+            item.transition,
+            item.event_action,
+            fields.pop("attempt", 0),
+            records.RETRYING,
+            self._target_name(item.route),
+            error,
+            **fields,
+        )
+
+    def _hold(self, item: _Pending, log: list[dict[str, Any]]) -> None:
+        """Hold ``item``'s route: answer every caller waiting on it, keep retrying its events."""
+        route_id = item.route.route_id
+        if route_id in self._held:
+            return
+        self._held.add(route_id)
+        logger.error(
+            "route %s held: alert %s %s still failing; kept for redelivery, other routes go on",
+            item.route.name,
+            item.transition.get("dedup_key"),
+            item.event_action,
+        )
+        self._settle(item, list(log))
+        log.clear()  # what follows for this event is late
+        for waiting in self._queues.get(route_id, ()):
+            self._answer_if_held(waiting)
 
     def _target_name(self, route: Route) -> str:
         try:
@@ -441,9 +525,11 @@ class Notifier:
                 response = await self.transport.post(destination.url, body, self.timeout_s)
                 status, retry_after = response.status_code, response.retry_after_s
                 if not 200 <= status < 300:
+                    # scrubbed whole, then cut: a cut can split a secret scrub would miss
                     error = scrub(f"HTTP {status}: {response.text.strip()}", secrets)
+                    error = error[: records.MAX_ERROR_CHARS]
             except TransportError as exc:
-                error = scrub(str(exc), secrets)
+                error = scrub(str(exc), secrets)[: records.MAX_ERROR_CHARS]
             latency_ms = (time.perf_counter() - began) * 1000.0
 
             record = functools.partial(
@@ -458,6 +544,7 @@ class Notifier:
             )
 
             if 200 <= status < 300:
+                self._held.discard(route.route_id)
                 entry = self.ledger.record(route.route_id, transition, action, sent_at)
                 log.append(record(records.DELIVERED, error=error))
                 if self.on_delivered is not None:
@@ -481,12 +568,20 @@ class Notifier:
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.retry.cap_s))
             elapsed = self.clock() - started
-            if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_s:
+            over_budget = (
+                attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_s
+            )
+            if over_budget and not self.keep_for_redelivery:
                 note = f"{error}; gave up after {attempt} attempts over {elapsed:.0f} s"
                 log.append(record(records.GAVE_UP, error=note))
                 logger.error("alert %s %s to %s: %s", dedup_key, action, target, note)
                 return log
-            log.append(record(records.RETRYING, error=f"{error}; retrying in {delay:.1f} s"))
+            note = f"{error}; retrying in {delay:.1f} s"
+            if over_budget:
+                note += f"; kept for redelivery on route {route.name}"
+            log.append(record(records.RETRYING, error=note))
+            if over_budget:
+                self._hold(item, log)
             logger.warning(
                 "alert %s %s to %s failed (%s), retry %d in %.1f s",
                 dedup_key,

@@ -83,6 +83,8 @@ def notify_sync(
     ``notifier_options`` go to :class:`Notifier` (``clock``, ``sleep``, ``retry``,
     ``burst``, ...); the rate limit defaults to ``settings.max_events_per_minute``.
     """
+    # replay exits when done: nothing would be left to redeliver a held event later
+    notifier_options.setdefault("keep_for_redelivery", False)
     notifier = Notifier.from_settings(_settings(settings), environ=environ, **notifier_options)
     return notifier.deliver_sync(as_transitions(alerts))
 

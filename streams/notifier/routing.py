@@ -16,10 +16,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from driftline.config import DEFAULT_PAGERDUTY_EVENTS_URL, PagerDutySettings
 
@@ -60,11 +61,37 @@ class Secret:
         return hash(self._value)
 
 
+MIN_PARTIAL_SECRET_CHARS: Final = 6  # a cut-off secret prefix at least this long is masked
+MIN_SECRET_PIECE_CHARS: Final = 8  # path segments and query values of secret URLs
+
+
+def secret_forms(secret: str) -> list[str]:
+    """``secret`` as an endpoint may echo it: verbatim, percent-encoded, JSON-escaped.
+
+    >>> secret_forms("a/b c")[:2]
+    ['a/b c', 'a%2Fb%20c']
+    """
+    forms = [secret, quote(secret, safe=""), secret.replace("/", "\\/")]
+    return list(dict.fromkeys(form for form in forms if form))
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (error texts may echo a request)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """``text`` with every secret replaced by ``***`` (error texts may echo a request).
+
+    Scrub before cutting a text to length: a secret cut in two is no longer found whole. A
+    text that ends in the first characters of a secret (cut by someone else) loses them too.
+
+    >>> scrub("bad key R0ut1ngKey, try R0ut1n", ["R0ut1ngKey"])
+    'bad key ***, try ***'
+    """
+    forms = sorted({form for s in secrets if s for form in secret_forms(s)}, key=len, reverse=True)
+    for form in forms:
+        text = text.replace(form, "***")
+    for form in forms:
+        for cut in range(len(form) - 1, MIN_PARTIAL_SECRET_CHARS - 1, -1):
+            if text.endswith(form[:cut]):
+                text = text[: len(text) - cut] + "***"
+                break
     return text
 
 
@@ -78,7 +105,7 @@ class Route:
     workflow: str = "*"
     min_severity: Severity = "warning"
     routing_key_env: str = ENV_ROUTING_KEY
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # a chat webhook's URL holds its token
     webhook_format: Literal["slack", "alertmanager"] = "slack"
 
     def matches(self, alert: Mapping[str, Any]) -> bool:
@@ -109,11 +136,15 @@ class Destination:
         return f"{self.route.name}@{urlsplit(self.url).hostname or '?'}"
 
     def secrets(self) -> list[str]:
+        """What must never be shown: the routing key; a secret URL, its path, its query and
+        their longer pieces (an endpoint may echo only the token at the end of the path)."""
         found = [self.routing_key.reveal()] if self.routing_key else []
         if self.url_is_secret:
             found.append(self.url)
             parts = urlsplit(self.url)
             found.extend(p for p in (parts.path, parts.query) if len(p) > 1)
+            pieces = [*parts.path.split("/"), *re.split(r"[&=]", parts.query)]
+            found.extend(p for p in pieces if len(p) >= MIN_SECRET_PIECE_CHARS)
         return found
 
 
@@ -173,7 +204,8 @@ class Router:
                 )
             return Destination(route, route.url or self.events_url, Secret(value))
         if route.url:
-            return Destination(route, route.url, None)
+            # a chat webhook carries its token in the path, wherever its URL was written
+            return Destination(route, route.url, None, url_is_secret=True)
         if not value:
             raise MissingSecretError(
                 f"route {route.name}: webhook route has no url and environment variable "

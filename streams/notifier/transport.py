@@ -12,7 +12,10 @@ from typing import Protocol
 
 import httpx
 
-MAX_RESPONSE_CHARS = 2000
+# Bounds memory only. The notifier scrubs secrets from a response before it cuts it to the
+# length it logs and stores (MAX_ERROR_CHARS, far shorter): cutting first can split an echoed
+# secret so that scrubbing no longer finds it.
+MAX_RESPONSE_CHARS = 64_000
 
 
 class TransportError(ConnectionError):

@@ -175,11 +175,15 @@ async def test_five_minute_outage_delivers_after_it(receiver: HttpReceiver) -> N
     assert wall_s < 5  # time was injected, not slept
 
 
-async def test_outage_longer_than_the_policy_gives_up(receiver: HttpReceiver) -> None:
+async def test_outage_longer_than_the_policy_gives_up_when_not_kept(
+    receiver: HttpReceiver,
+) -> None:
+    # a command that exits when done (replay --notify) gives up; the worker keeps the event
     receiver.respond_with(lambda request: 500)
     clock = FakeClock()
     policy = RetryPolicy(base_s=1, cap_s=30, max_attempts=1000, max_elapsed_s=600)
-    records = await notifier_for(receiver, clock, retry=policy).deliver([opened()])
+    notifier = notifier_for(receiver, clock, retry=policy, keep_for_redelivery=False)
+    records = await notifier.deliver([opened()])
     assert records[-1]["outcome"] == "gave_up"
     assert "gave up after" in records[-1]["error"]
     assert clock.now - START <= 600
@@ -226,6 +230,7 @@ async def test_network_error_is_retried() -> None:
         sleep=clock.sleep,
         rng=random.Random(1),
         retry=RetryPolicy(max_attempts=3),
+        keep_for_redelivery=False,
     )
     records = await notifier.deliver([opened()])
     assert [r["outcome"] for r in records] == ["retrying", "retrying", "gave_up"]
