@@ -40,6 +40,17 @@ GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS_OLD: Final = "gen_ai.usage.cache_creati
 GEN_AI_USAGE_REASONING_TOKENS: Final = "gen_ai.usage.reasoning_tokens"  # OpenLLMetry
 GEN_AI_LATENCY_TIME_TO_FIRST_TOKEN: Final = "gen_ai.latency.time_to_first_token"  # vLLM, seconds
 GEN_AI_LATENCY_TIME_IN_QUEUE: Final = "gen_ai.latency.time_in_queue"  # vLLM, seconds
+GEN_AI_USAGE_DETAILS_REASONING_TOKENS: Final = (
+    "gen_ai.usage.details.reasoning_tokens"  # pydantic-ai
+)
+# Time to first chunk of a streamed call, seconds: pydantic-ai's name, and openlit's.
+GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+GEN_AI_SERVER_TIME_TO_FIRST_TOKEN: Final = "gen_ai.server.time_to_first_token"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+
+# The span event an OTel SDK records for an exception, and its class attribute.
+EXCEPTION_EVENT_NAME: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
 
 # --- OpenInference ---------------------------------------------------------------
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
@@ -152,6 +163,7 @@ CACHE_WRITE_TOKENS_KEYS: Final = (
 REASONING_TOKENS_KEYS: Final = (
     GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
     GEN_AI_USAGE_REASONING_TOKENS,
+    GEN_AI_USAGE_DETAILS_REASONING_TOKENS,
     LLM_TOKEN_COUNT_REASONING,
 )
 PROVIDER_KEYS: Final = (GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, LLM_PROVIDER, LLM_SYSTEM)
@@ -182,7 +194,9 @@ SESSION_KEYS: Final = (
 FINISH_REASON_KEYS: Final = (GEN_AI_RESPONSE_FINISH_REASONS, LLM_FINISH_REASON)
 TTFT_SECONDS_KEYS: Final = (
     GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+    GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
     GEN_AI_LATENCY_TIME_TO_FIRST_TOKEN,
+    GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
 )
 QUEUE_SECONDS_KEYS: Final = (GEN_AI_LATENCY_TIME_IN_QUEUE,)
 ENVIRONMENT_KEYS: Final = (DEPLOYMENT_ENVIRONMENT_NAME, DEPLOYMENT_ENVIRONMENT)

@@ -57,7 +57,12 @@ import json
 import operator
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Final, Literal
+
+from google.protobuf import unknown_fields
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as FullSpan
 
 from driftline.schemas import attributes as a
 from driftline.schemas.event import (
@@ -70,6 +75,14 @@ from driftline.schemas.event import (
     MAX_TOKENS,
     UNSAFE_NAME_CHAR,
     bundle_id,
+)
+from driftline.schemas.instrumentations import (
+    LOGFIRE_SPAN_TYPE,
+    LOGFIRE_SPAN_TYPE_LOG,
+    LOGFIRE_STREAM_DURATION,
+    OPENLIT_STREAM,
+    ScopeRule,
+    rule_for_scope,
 )
 from driftline.streams.decode import (
     UNDECODABLE,
@@ -201,6 +214,10 @@ class NormalizedBatch:
     spans: list[dict[str, Any]]
     rejects: list[Reject]
     span_count: int
+    # LLM calls that succeeded without token counts, by (reason, instrumentation scope):
+    # they are events (the call happened) but cost nothing, so they are counted here instead
+    # of passing in silence. Reasons: "no_usage" (no token attribute at all), "zero_usage".
+    tokenless: dict[tuple[str, str], int] = dataclass_field(default_factory=dict)
 
 
 class _SpanRejected(Exception):
@@ -279,11 +296,15 @@ def _normalize(
     span_errors = decoded.span_errors
     limits = _limits_for(max_attributes, max_attribute_chars, policy)
     window = _window(policy, arrival_ns)
+    tokenless: dict[tuple[str, str], int] = {}
     for ri, resource_spans in enumerate(decoded.data.resource_spans):
         resource = _ResourceContext(resource_spans.resource.attributes)
         for si, scope_spans in enumerate(resource_spans.scope_spans):
+            scope = _scope(scope_spans.scope) if scope_spans.HasField("scope") else _NO_SCOPE
             for pi, span in enumerate(scope_spans.spans):
                 span_count += 1
+                event_count = len(events)
+                record_count = len(records)
                 try:
                     if span_errors:
                         preset = span_errors.get((ri, si, pi))
@@ -295,13 +316,135 @@ def _normalize(
                         # The fast path checks fields in another order and may stop at a
                         # value the exact path never reads (a non-LLM span's provider, say):
                         # the exact path gives the contract's answer, reject or event.
+                        del events[event_count:], records[record_count:]
                         _normalize_span(span, resource, events, records, limits, window)
+                    if len(events) > event_count:
+                        _finish_call(span, scope, events, records, tokenless)
                 except _SpanRejected as exc:
+                    del events[event_count:], records[record_count:]
                     rejects.append(_span_reject(decoded, (ri, si, pi), span, exc, policy))
                 except Exception as exc:  # one odd span must not cost the rest of the message
+                    del events[event_count:], records[record_count:]
                     error = _SpanRejected("internal_error", f"{type(exc).__name__}: {exc}")
                     rejects.append(_span_reject(decoded, (ri, si, pi), span, error, policy))
-    return NormalizedBatch(events, records, rejects, span_count)
+    return NormalizedBatch(events, records, rejects, span_count, tokenless)
+
+
+# --- after the mapping: what needs the scope, span events or the whole event -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    name: str
+    rule: ScopeRule | None
+
+
+_NO_SCOPE: Final = _Scope("", None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scope(encoded: bytes) -> _Scope:
+    """The instrumentation scope's name and the rule for it, from its encoded bytes."""
+    try:
+        scope = InstrumentationScope.FromString(encoded)
+    except Exception:  # an unreadable scope only costs the scope rules
+        return _NO_SCOPE
+    name = scope.name[:MAX_IDENTITY_CHARS]
+    return _Scope(name, rule_for_scope(name, scope.version))
+
+
+def _finish_call(
+    span: Any,
+    scope: _Scope,
+    events: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    tokenless: dict[tuple[str, str], int],
+) -> None:
+    """Corrections to the LLM call just appended to ``events`` (its record is ``records[-1]``)
+    that the per-key mapping cannot make: the scope's rule, the exception event, and the
+    count of calls without tokens. Raises :class:`_SpanRejected` like the mapping does."""
+    event = events[-1]
+    rule = scope.rule
+    if rule is not None and not _apply_rule(rule, span, event, records[-1]):
+        del events[-1]
+        return
+    status = event["status"]
+    if status == "error":
+        if not event["error_type"]:
+            event["error_type"] = _exception_event_class(span)
+    elif not event["input_tokens"] and not event["output_tokens"]:
+        reason = "no_usage" if _TOKEN_KEYS.isdisjoint(span.attributes) else "zero_usage"
+        key = (reason, scope.name)
+        tokenless[key] = tokenless.get(key, 0) + 1
+
+
+def _apply_rule(rule: ScopeRule, span: Any, event: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Applies ``rule`` to one call's event and record; False: the span is not a call."""
+    attrs = span.attributes
+    if rule.stream_as_log_record:
+        if _attribute(attrs, LOGFIRE_SPAN_TYPE) == LOGFIRE_SPAN_TYPE_LOG:
+            duration_ms = _seconds_as_ms(_values(attrs, (LOGFIRE_STREAM_DURATION,)), _DURATION)
+            if duration_ms is not None:
+                event["latency_ms"] = duration_ms
+                event["start_ts"] = record["start_ts"] = event["end_ts"] - round(duration_ms * 1000)
+        elif (
+            event["status"] != "error"
+            and _TOKEN_KEYS.isdisjoint(attrs)
+            and a.GEN_AI_RESPONSE_ID not in attrs
+        ):
+            # The opening span of a stream: the log record that follows carries the call.
+            record["is_llm_call"] = False
+            return False
+    if rule.inputs_exclude_cache_for and event["provider"] in rule.inputs_exclude_cache_for:
+        uncached = _count(_values(attrs, a.INPUT_TOKENS_KEYS), a.INPUT_TOKENS_KEYS, "negative")
+        event["input_tokens"] = uncached + event["cache_read_tokens"] + event["cache_write_tokens"]
+    if rule.ttft_only_when_streamed and _attribute(attrs, OPENLIT_STREAM) is not True:
+        event["ttft_ms"] = None
+    return True
+
+
+_DURATION: Final = (LOGFIRE_STREAM_DURATION,)
+
+
+def _attribute(attrs: Any, key: str) -> Any:
+    return any_value_to_python(attrs[key]) if key in attrs else None
+
+
+def _values(attrs: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: any_value_to_python(attrs[key]) for key in keys if key in attrs}
+
+
+_SPAN_EVENTS_FIELD: Final = 11  # Span.events, which the lean schema leaves undecoded
+
+
+def _exception_event_class(span: Any) -> str:
+    """The class in the span's ``exception`` event (``exception.type``), without its module
+    (``anthropic.InternalServerError`` -> ``InternalServerError``), as the status message
+    and most instrumentations' ``error.type`` give it; ``""`` if there is none."""
+    unknowns = unknown_fields.UnknownFieldSet(span)
+    for index in range(len(unknowns)):
+        unknown = unknowns[index]
+        if unknown.field_number != _SPAN_EVENTS_FIELD or unknown.wire_type != _LENGTH_DELIMITED:
+            continue
+        try:
+            event = FullSpan.Event.FromString(unknown.data)
+        except Exception:  # an unreadable event only costs the error class
+            continue
+        if event.name != a.EXCEPTION_EVENT_NAME:
+            continue
+        for kv in event.attributes:
+            if kv.key == a.EXCEPTION_TYPE and kv.value.HasField("string_value"):
+                return _class_name(kv.value.string_value)
+    return ""
+
+
+_LENGTH_DELIMITED: Final = 2
+_CLASS_NAME: Final = re.compile(r"[A-Za-z_]\w*")
+
+
+def _class_name(qualified: str) -> str:
+    name = qualified.rsplit(".", 1)[-1]
+    return name[:MAX_IDENTITY_CHARS] if _CLASS_NAME.fullmatch(name) else ""
 
 
 def _span_reject(
@@ -651,12 +794,27 @@ def _flag(values: dict[str, Any], key: str) -> bool:
 
 def _finish_reason(values: dict[str, Any]) -> str:
     reasons = values.get(a.GEN_AI_RESPONSE_FINISH_REASONS)
+    if type(reasons) is str and reasons.startswith("["):
+        # The array sent as JSON text ('["stop"]', logfire): a string array all the same.
+        reasons = _json_string_list(reasons)
+        values = {**values, a.GEN_AI_RESPONSE_FINISH_REASONS: reasons}
     if type(reasons) is list:
         # A string array; an empty one means "not reported", so the next key may answer.
         first = {a.GEN_AI_RESPONSE_FINISH_REASONS: reasons[0]} if reasons else {}
         return _text(first, _FINISH_REASONS) or _text(values, _LLM_FINISH_REASON)
     # Some instrumentations send one string instead of an array.
     return _text(values, a.FINISH_REASON_KEYS)
+
+
+def _json_string_list(text: str) -> list[str] | str:
+    """``text`` parsed when it is a JSON array of strings; otherwise ``text`` itself."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text
+    if type(parsed) is list and all(type(item) is str for item in parsed):
+        return parsed
+    return text
 
 
 def _wrong_type(key: str, value: Any, wanted: str) -> _SpanRejected:

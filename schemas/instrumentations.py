@@ -1,0 +1,128 @@
+"""Where particular instrumentations depart from the conventions, and what the normalizer
+does about it.
+
+Unknown instrumentations are read by the conventions alone (:mod:`schemas.attributes`).
+A library that emits something the conventions read differently gets a :class:`ScopeRule`
+here, keyed by the ``InstrumentationScope`` name its spans arrive under and bounded by
+version: each rule says which version it was seen on, and applies to scope versions below
+``fixed_in`` (``None``: every version, until a release is seen to fix it). The integration
+matrix (``tests/integration/test_instrumentations.py``) drives the real libraries and fails
+when one changes what it emits; ``docs/instrumentations.md`` is written from the same rules.
+
+Departures that cannot be mistaken for anything else are handled for every span, without a
+rule: finish reasons sent as a JSON string (``'["stop"]'``), the alias keys in
+:mod:`schemas.attributes`, and an error class taken from the span's ``exception`` event.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Final
+
+# logfire's attributes (not GenAI conventions): its span kind, and the seconds a streamed
+# call lasted, set on the log record that carries the stream's usage.
+LOGFIRE_SPAN_TYPE: Final = "logfire.span_type"
+LOGFIRE_SPAN_TYPE_LOG: Final = "log"
+LOGFIRE_STREAM_DURATION: Final = "duration"
+# openlit marks streamed calls; its time to first token is set on every call.
+OPENLIT_STREAM: Final = "gen_ai.request.stream"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRule:
+    """One library's departure from the conventions and the correction driftline applies."""
+
+    library: str  # the package users install
+    scope_names: tuple[str, ...]  # InstrumentationScope.name of its spans
+    seen_version: str  # the version the departure was observed on (the matrix's)
+    fixed_in: tuple[int, ...] | None  # first scope version without it; None: not fixed yet
+    deviation: str  # what the library emits (for the docs)
+    handling: str  # what the normalizer does (for the docs)
+    # The corrections, each off unless set:
+    # input tokens exclude cache reads and writes for these providers: add them.
+    inputs_exclude_cache_for: frozenset[str] = frozenset()
+    # A streamed call is a short opening span without usage, then a zero-length log record
+    # with the usage and a ``duration`` attribute: the log record is the call, lasting
+    # ``duration`` up to its timestamp; the opening span is not a call.
+    stream_as_log_record: bool = False
+    # Time to first token is set on non-streamed calls too (where it is the latency): read
+    # it only when the span says the call was streamed.
+    ttft_only_when_streamed: bool = False
+
+
+SCOPE_RULES: Final = (
+    ScopeRule(
+        library="logfire",
+        scope_names=("logfire.openai", "logfire.anthropic"),
+        seen_version="5.4.0",
+        fixed_in=None,
+        deviation=(
+            "a streamed call is two `chat` spans: the request span (a few ms, no usage) and a "
+            "zero-length log record holding the usage and a `duration` attribute"
+        ),
+        handling=(
+            "the log record is the call, with latency `duration` ending at its timestamp; "
+            "the request span stays in the trace but is not counted as a call"
+        ),
+        stream_as_log_record=True,
+    ),
+    ScopeRule(
+        library="openlit",
+        # openlit 1.45.0 leaves the scope version empty: the rule holds for every version.
+        scope_names=("openlit.instrumentation.anthropic", "openlit.instrumentation.openai"),
+        seen_version="1.45.0",
+        fixed_in=None,
+        deviation=(
+            "with Anthropic, `gen_ai.usage.input_tokens` is Anthropic's uncached count "
+            "(and a streamed call reports no cache tokens at all); "
+            "`gen_ai.server.time_to_first_token` is set on non-streamed calls too, equal to "
+            "the latency; a failed Anthropic call's span has no attributes"
+        ),
+        handling=(
+            "cache reads and writes are added to the input tokens of Anthropic calls; time "
+            "to first token is read only on streamed calls (`gen_ai.request.stream`), as "
+            "every other instrumentation reports it; the cache tokens of a streamed Anthropic "
+            "call and a failed Anthropic call cannot be recovered (not counted)"
+        ),
+        inputs_exclude_cache_for=frozenset({"anthropic"}),
+        ttft_only_when_streamed=True,
+    ),
+)
+
+_VERSION_PART: Final = re.compile(r"\d+")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version: ``"5.4.0b1"`` -> ``(5, 4, 0)``; ``""`` -> ``()``.
+
+    >>> version_tuple("1.45.0"), version_tuple("0.62.4rc1"), version_tuple("")
+    ((1, 45, 0), (0, 62, 4), ())
+    """
+    parts = []
+    for piece in version.split("."):
+        match = _VERSION_PART.match(piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def rule_for_scope(name: str, version: str) -> ScopeRule | None:
+    """The rule for spans of this instrumentation scope, if its library departs here.
+
+    >>> rule_for_scope("logfire.openai", "5.4.0").library
+    'logfire'
+    >>> rule_for_scope("opentelemetry.instrumentation.openai_v2", "2.4b0") is None
+    True
+    """
+    for rule in SCOPE_RULES:
+        if name in rule.scope_names:
+            if rule.fixed_in is not None and version_tuple(version) >= rule.fixed_in:
+                return None
+            return rule
+    return None

@@ -1,0 +1,488 @@
+"""The libraries of the instrumentation matrix: how each is driven, and what its calls must
+normalize to.
+
+Every library is driven against the local OpenAI/Anthropic stub (:mod:`tests.utils.openai_stub`)
+for four kinds of call: ``chat`` (plain), ``stream``, ``tool`` (a call that asks for a tool and,
+for agent frameworks, the whole turn: the tool call, the tool, the answer) and ``error`` (a
+500 from the server). :data:`LIBRARIES` holds, per library and kind, the exact events the
+normalizer must give; ``test_instrumentation_matrix.py`` checks them and writes
+``docs/instrumentations.md`` from this table, so the document says only what a run proved.
+
+openlit cannot share the project's environment (it pins ``openai<3``, ``anthropic<1`` and an
+older OpenTelemetry SDK): its spans were recorded once from the real library against the same
+stub (``tests/compat/record_openlit.py``) and are replayed from ``tests/unit/data``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anthropic
+import openai
+from opentelemetry.sdk.trace import TracerProvider
+
+from tests.utils import openai_stub as stub
+
+CALL_KINDS: Final = ("chat", "stream", "tool", "error")
+OPENAI_MODEL: Final = "gpt-4o-mini"
+REASONING_MODEL: Final = stub.REASONING_MODEL
+ANTHROPIC_MODEL: Final = "claude-sonnet-4-5"
+PROMPT: Final = "What is the answer?"
+TOOL_NAME: Final = "get_answer"
+OPENAI_TOOLS: Final[Any] = [
+    {
+        "type": "function",
+        "function": {"name": TOOL_NAME, "parameters": {"type": "object", "properties": {}}},
+    }
+]
+ANTHROPIC_TOOLS: Final[Any] = [
+    {"name": TOOL_NAME, "description": "d", "input_schema": {"type": "object", "properties": {}}}
+]
+MESSAGES: Final[Any] = [{"role": "user", "content": PROMPT}]
+
+# Whole-token usage the stub reports, as each convention should carry it.
+OPENAI_USAGE: Final = {"input": stub.PROMPT_TOKENS, "output": stub.COMPLETION_TOKENS}
+ANTHROPIC_INPUT_WITH_CACHE: Final = (
+    stub.ANTHROPIC_INPUT_TOKENS
+    + stub.ANTHROPIC_CACHE_READ_TOKENS
+    + stub.ANTHROPIC_CACHE_WRITE_TOKENS
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One LLM call event a call kind must produce (fields as in the event)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    finish_reason: str = ""
+    status: str = "unset"
+    error_type: str = ""
+    ttft: bool = False  # time to first token emitted (then it lies within the latency)
+
+
+def openai_call(**overrides: Any) -> Call:
+    base: dict[str, Any] = {
+        "input_tokens": stub.PROMPT_TOKENS,
+        "output_tokens": stub.COMPLETION_TOKENS,
+        "cache_read_tokens": stub.CACHED_TOKENS,
+        "finish_reason": "stop",
+    }
+    return Call(**{**base, **overrides})
+
+
+def anthropic_call(**overrides: Any) -> Call:
+    base: dict[str, Any] = {
+        "input_tokens": ANTHROPIC_INPUT_WITH_CACHE,
+        "output_tokens": stub.ANTHROPIC_OUTPUT_TOKENS,
+        "cache_read_tokens": stub.ANTHROPIC_CACHE_READ_TOKENS,
+        "cache_write_tokens": stub.ANTHROPIC_CACHE_WRITE_TOKENS,
+        "finish_reason": "end_turn",
+    }
+    return Call(**{**base, **overrides})
+
+
+def failed(error_type: str, status: str = "error") -> Call:
+    return Call(status=status, error_type=error_type)
+
+
+@dataclass
+class Session:
+    """What a driver gets: the stub and the tracer provider to instrument with."""
+
+    server: stub.OpenAIStub
+    tracer_provider: TracerProvider
+    capture: Callable[[str, Callable[[], Any]], None]  # (kind, run the calls of that kind)
+
+    def openai_client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.server.base_url, api_key="test", max_retries=0)
+
+    def anthropic_client(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            base_url=self.server.anthropic_base_url, api_key="test", max_retries=0
+        )
+
+
+@dataclass(frozen=True)
+class Library:
+    """One instrumentation of the matrix."""
+
+    title: str  # as the docs show it
+    distribution: str  # the package whose version is reported
+    provider: str
+    scopes: tuple[str, ...]  # InstrumentationScope names its LLM spans carry
+    expected: dict[str, tuple[Call, ...]]  # call kind -> the events, in order
+    reads: str  # the keys driftline reads from it (docs)
+    notes: str = ""  # what it emits that is worth knowing (docs)
+    drive: Callable[[Session], None] | None = None  # None: replayed from a recording
+    # Replayed from tests/unit/data/instrumentations/<recording>.<kind>.otlp.pb when not
+    # driven here (recorded by tests/compat/record_openlit.py).
+    recording: str = ""
+    tool_spans: int = 0  # execute_tool spans its tool turn emits
+    version: str = ""  # the recorded version, for a replayed library
+
+
+# --- drivers: the plain SDK calls -------------------------------------------------------------
+
+
+def _openai_calls(session: Session, client: openai.OpenAI) -> None:
+    session.capture(
+        "chat", lambda: client.chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
+    )
+
+    def stream() -> None:
+        chunks = client.chat.completions.create(
+            model=OPENAI_MODEL,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        assert list(chunks), "the stub streamed nothing"
+
+    session.capture("stream", stream)
+    session.capture(
+        "tool",
+        lambda: client.chat.completions.create(
+            model=REASONING_MODEL, messages=MESSAGES, tools=OPENAI_TOOLS
+        ),
+    )
+
+    def error() -> None:
+        try:
+            client.chat.completions.create(model=stub.FAIL_MODEL, messages=MESSAGES)
+        except openai.InternalServerError:
+            return
+        raise AssertionError("the stub did not fail")
+
+    session.capture("error", error)
+
+
+def _anthropic_calls(session: Session, client: anthropic.Anthropic) -> None:
+    def create(**kwargs: Any) -> Any:
+        return client.messages.create(max_tokens=100, messages=MESSAGES, **kwargs)
+
+    session.capture("chat", lambda: create(model=ANTHROPIC_MODEL))
+
+    def stream() -> None:
+        with client.messages.stream(
+            model=ANTHROPIC_MODEL, max_tokens=100, messages=MESSAGES
+        ) as events:
+            assert "".join(events.text_stream), "the stub streamed nothing"
+
+    session.capture("stream", stream)
+    session.capture("tool", lambda: create(model=ANTHROPIC_MODEL, tools=ANTHROPIC_TOOLS))
+
+    def error() -> None:
+        try:
+            create(model=stub.FAIL_MODEL)
+        except anthropic.InternalServerError:
+            return
+        raise AssertionError("the stub did not fail")
+
+    session.capture("error", error)
+
+
+def drive_openllmetry_anthropic(session: Session) -> None:
+    from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+
+    instrumentor = AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=session.tracer_provider)
+    try:
+        _anthropic_calls(session, session.anthropic_client())
+    finally:
+        instrumentor.uninstrument()
+
+
+def drive_openinference_anthropic(session: Session) -> None:
+    from openinference.instrumentation.anthropic import AnthropicInstrumentor
+
+    instrumentor = AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=session.tracer_provider)
+    try:
+        _anthropic_calls(session, session.anthropic_client())
+    finally:
+        instrumentor.uninstrument()
+
+
+def drive_logfire_openai(session: Session) -> None:
+    import logfire
+
+    client = session.openai_client()
+    logfire.instrument_openai(client)
+    _openai_calls(session, client)
+
+
+def drive_logfire_anthropic(session: Session) -> None:
+    import logfire
+
+    client = session.anthropic_client()
+    logfire.instrument_anthropic(client)
+    _anthropic_calls(session, client)
+
+
+# --- pydantic-ai: agent runs ------------------------------------------------------------------
+
+
+def _pydantic_ai_calls(session: Session, make_model: Callable[[str], Any], chat: str) -> None:
+    """An agent per kind; the tool turn runs on ``REASONING_MODEL`` for OpenAI (the stub's
+    one model with reasoning tokens) and on ``chat`` otherwise."""
+    from pydantic_ai import Agent
+    from pydantic_ai.capabilities.instrumentation import Instrumentation
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+
+    settings = InstrumentationSettings(tracer_provider=session.tracer_provider)
+
+    def agent(model_name: str) -> Any:
+        return Agent(make_model(model_name), capabilities=[Instrumentation(settings=settings)])
+
+    session.capture("chat", lambda: agent(chat).run_sync(PROMPT))
+
+    def stream() -> None:
+        with agent(chat).run_stream_sync(PROMPT) as result:
+            assert "".join(result.stream_text(delta=True)), "the stub streamed nothing"
+
+    session.capture("stream", stream)
+
+    def tool() -> None:
+        tool_agent = agent(REASONING_MODEL if chat == OPENAI_MODEL else chat)
+
+        @tool_agent.tool_plain
+        def get_answer() -> str:
+            return "42"
+
+        tool_agent.run_sync(PROMPT)
+
+    session.capture("tool", tool)
+
+    def error() -> None:
+        try:
+            agent(stub.FAIL_MODEL).run_sync(PROMPT)
+        except ModelHTTPError:
+            return
+        raise AssertionError("the stub did not fail")
+
+    session.capture("error", error)
+
+
+def drive_pydantic_ai_openai(session: Session) -> None:
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    def model(name: str) -> Any:
+        client = openai.AsyncOpenAI(base_url=session.server.base_url, api_key="t", max_retries=0)
+        return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+
+    _pydantic_ai_calls(session, model, OPENAI_MODEL)
+
+
+def drive_pydantic_ai_anthropic(session: Session) -> None:
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    def model(name: str) -> Any:
+        client = anthropic.AsyncAnthropic(
+            base_url=session.server.anthropic_base_url, api_key="t", max_retries=0
+        )
+        return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=client))
+
+    _pydantic_ai_calls(session, model, ANTHROPIC_MODEL)
+
+
+def drive_openlit(session: Session) -> None:
+    """openlit instruments every library it finds, through the global tracer provider
+    (only in its own environment: see the module docstring)."""
+    import openlit
+
+    openlit.init(
+        disable_metrics=True, disable_events=True, capture_message_content=False, disable_batch=True
+    )
+    _anthropic_calls(session, session.anthropic_client())
+    _openai_calls(session, session.openai_client())
+
+
+# --- the matrix -------------------------------------------------------------------------------
+
+_PYDANTIC_AI_READS: Final = (
+    "`gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`, "
+    "`gen_ai.response.model`, `gen_ai.usage.input_tokens`/`output_tokens`, "
+    "`gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_creation.input_tokens`, "
+    "`gen_ai.usage.details.reasoning_tokens`, `gen_ai.client.operation.time_to_first_chunk`, "
+    "`gen_ai.response.finish_reasons`, the status message's exception class"
+)
+_LOGFIRE_READS: Final = (
+    "`gen_ai.*` (operation, provider, models, usage incl. cache), "
+    "`gen_ai.response.finish_reasons` as JSON text, `duration` of the stream's log record, "
+    "the status message's exception class"
+)
+
+LIBRARIES: Final[dict[str, Library]] = {
+    "pydantic-ai-openai": Library(
+        title="pydantic-ai (OpenAI model)",
+        distribution="pydantic-ai-slim",
+        provider="openai",
+        scopes=("pydantic-ai",),
+        drive=drive_pydantic_ai_openai,
+        expected={
+            "chat": (openai_call(),),
+            "stream": (openai_call(ttft=True),),
+            "tool": (
+                openai_call(
+                    reasoning_tokens=stub.REASONING_MODEL_TOKENS, finish_reason="tool_call"
+                ),
+                openai_call(reasoning_tokens=stub.REASONING_MODEL_TOKENS),
+            ),
+            "error": (failed("ModelServerError"),),
+        },
+        tool_spans=1,
+        reads=_PYDANTIC_AI_READS,
+        notes=(
+            "reasoning tokens only under `gen_ai.usage.details.reasoning_tokens`; time to first "
+            "chunk as `gen_ai.client.operation.time_to_first_chunk`; no `error.type` on failed "
+            "calls (the class is in the status message and the `exception` event)"
+        ),
+    ),
+    "pydantic-ai-anthropic": Library(
+        title="pydantic-ai (Anthropic model)",
+        distribution="pydantic-ai-slim",
+        provider="anthropic",
+        scopes=("pydantic-ai",),
+        drive=drive_pydantic_ai_anthropic,
+        expected={
+            "chat": (anthropic_call(finish_reason="stop"),),
+            "stream": (anthropic_call(finish_reason="stop", ttft=True),),
+            "tool": (
+                anthropic_call(finish_reason="tool_call"),
+                anthropic_call(finish_reason="stop"),
+            ),
+            "error": (failed("ModelServerError"),),
+        },
+        tool_spans=1,
+        reads=_PYDANTIC_AI_READS,
+        notes="input tokens include cache reads and writes, as the conventions ask",
+    ),
+    "logfire-openai": Library(
+        title="logfire `instrument_openai`",
+        distribution="logfire",
+        provider="openai",
+        scopes=("logfire.openai",),
+        drive=drive_logfire_openai,
+        expected={
+            "chat": (openai_call(),),
+            "stream": (openai_call(),),
+            "tool": (openai_call(finish_reason="tool_calls"),),
+            "error": (failed("InternalServerError"),),
+        },
+        reads=_LOGFIRE_READS,
+        notes="no reasoning tokens (`gen_ai.usage.raw` only)",
+    ),
+    "logfire-anthropic": Library(
+        title="logfire `instrument_anthropic`",
+        distribution="logfire",
+        provider="anthropic",
+        scopes=("logfire.anthropic",),
+        drive=drive_logfire_anthropic,
+        expected={
+            "chat": (anthropic_call(),),
+            "stream": (anthropic_call(),),
+            "tool": (anthropic_call(finish_reason="tool_use"),),
+            "error": (failed("InternalServerError"),),
+        },
+        reads=_LOGFIRE_READS,
+    ),
+    "openllmetry-anthropic": Library(
+        title="OpenLLMetry `opentelemetry-instrumentation-anthropic`",
+        distribution="opentelemetry-instrumentation-anthropic",
+        provider="anthropic",
+        scopes=("opentelemetry.instrumentation.anthropic",),
+        drive=drive_openllmetry_anthropic,
+        expected={
+            "chat": (anthropic_call(finish_reason="stop", status="ok"),),
+            # Its stream handler adds message_start's output_tokens (1) to the final count.
+            "stream": (
+                anthropic_call(
+                    finish_reason="stop",
+                    status="ok",
+                    output_tokens=stub.ANTHROPIC_OUTPUT_TOKENS + 1,
+                ),
+            ),
+            "tool": (anthropic_call(finish_reason="tool_call", status="ok"),),
+            "error": (failed("InternalServerError"),),
+        },
+        reads=(
+            "`gen_ai.*` (operation, provider, models, usage incl. cache), "
+            "`gen_ai.response.finish_reasons`, `error.type`"
+        ),
+        notes=(
+            "a streamed call's output tokens are one too many (it adds `message_start`'s "
+            "count to the final one): on the span, not corrected"
+        ),
+    ),
+    "openinference-anthropic": Library(
+        title="OpenInference `openinference-instrumentation-anthropic`",
+        distribution="openinference-instrumentation-anthropic",
+        provider="anthropic",
+        scopes=("openinference.instrumentation.anthropic",),
+        drive=drive_openinference_anthropic,
+        expected={
+            "chat": (anthropic_call(status="ok"),),
+            "stream": (anthropic_call(status="ok"),),
+            "tool": (anthropic_call(finish_reason="tool_use", status="ok"),),
+            "error": (failed("InternalServerError"),),
+        },
+        reads=(
+            "`openinference.span.kind`, `llm.provider`, `llm.model_name`, "
+            "`llm.response.model_name`, `llm.token_count.*` incl. `prompt_details.cache_*`, "
+            "`llm.finish_reason`, the `exception` event's `exception.type`"
+        ),
+        notes=(
+            "a failed call has no `error.type` and a status message without the class: the "
+            "class comes from the `exception` event"
+        ),
+    ),
+    "openlit": Library(
+        title="openlit (OpenAI and Anthropic)",
+        distribution="openlit",
+        provider="anthropic",
+        scopes=("openlit.instrumentation.anthropic", "openlit.instrumentation.openai"),
+        recording="openlit-1.45.0",
+        expected={
+            # Each kind ran on Anthropic, then on OpenAI.
+            "chat": (
+                anthropic_call(status="ok"),
+                openai_call(status="ok"),
+            ),
+            # openlit's Anthropic stream reports no cache tokens: nothing to add them from.
+            "stream": (
+                anthropic_call(
+                    status="ok",
+                    ttft=True,
+                    input_tokens=stub.ANTHROPIC_INPUT_TOKENS,
+                    cache_read_tokens=0,
+                    cache_write_tokens=0,
+                ),
+                openai_call(status="ok", ttft=True),
+            ),
+            "tool": (
+                anthropic_call(status="ok", finish_reason="tool_use"),
+                openai_call(status="ok", finish_reason="tool_calls"),
+            ),
+            # The failed Anthropic call's span has no attributes: it is not seen as a call.
+            "error": (failed("InternalServerError"),),
+        },
+        reads=(
+            "`gen_ai.*` (operation, provider, models, usage incl. cache), "
+            "`gen_ai.server.time_to_first_token` on streamed calls, `error.type`"
+        ),
+        notes=(
+            "no reasoning tokens; installs only beside `openai<3` and `anthropic<1`, so it is "
+            "replayed from a recording of version 1.45.0"
+        ),
+        version="1.45.0",
+    ),
+}
