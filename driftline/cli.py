@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from driftline import __version__
+from driftline.commands.exits import EXIT_CODES_HELP
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,7 +60,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     modules: dict[str, object] = {}
     for name, (module_name, help_text) in _available().items():
         module = importlib.import_module(module_name)
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(command_parser)
         modules[name] = module
     return parser, modules

@@ -5,17 +5,25 @@ then the TOML file, then defaults. Secrets (PagerDuty routing keys, the ClickHou
 password, Kafka SASL password) are read only from environment variables whose
 *names* the file may give; a secret value written into the file is rejected.
 
-A bad value fails at start with the field's dotted path, for example
-``workflows.support-chat.budgets.max_tokens_per_request: Input should be greater
-than 0``.
+A bad value fails at start with the field's dotted path and where the value came from,
+for example ``workflows.support-chat.budgets.max_tokens_per_request: Input should be
+greater than 0 (set in driftline.toml)``. An environment variable ``DRIFTLINE_<X>__...``
+whose section ``<X>`` does not exist is an error, not silently ignored.
+
+``[workflows."*"]`` holds defaults every workflow inherits: a named workflow's table is
+merged over it key by key (nested tables too; lists are replaced whole). Workflow names
+are exact; any other key with a glob character is refused, because it would match nothing.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -26,8 +34,53 @@ ENV_PREFIX = "DRIFTLINE_"
 DEFAULT_PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
+WORKFLOW_DEFAULTS: Final = "*"
+_GLOB_CHARACTERS: Final = frozenset("*?[]")
+# A variable name as shells and compose files write them. A secret pasted in its place is
+# refused: it is not UPPER_SNAKE, or it is one long run of letters and digits (a PagerDuty
+# routing key is 32 of them, uppercase in newer accounts), or it is the value of a variable.
+_ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_KEY_LIKE: Final = re.compile(r"(?=.*[0-9])[A-Z0-9]{20,}")
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names every bad field."""
+
+
+def check_env_name(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """``name`` if it is a plausible environment variable name; never echoes a bad one.
+
+    >>> check_env_name("PAGERDUTY_ROUTING_KEY")
+    'PAGERDUTY_ROUTING_KEY'
+    >>> try:
+    ...     check_env_name("R0ABCDEFGHIJ1234567890KLMNOPQRST")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:33])
+    must name an environment variable
+    """
+    environ = os.environ if environ is None else environ
+    looks_like_secret = (
+        not _ENV_NAME.fullmatch(name)
+        or bool(_KEY_LIKE.fullmatch(name))
+        or any(value == name for key, value in environ.items() if not _names_a_variable(key))
+    )
+    if looks_like_secret:
+        raise ValueError(
+            "must name an environment variable, and this looks like a key or password itself: "
+            "remove it from the configuration, rotate it, and put its variable's NAME here "
+            "(e.g. PAGERDUTY_ROUTING_KEY)"
+        )
+    return name
+
+
+def _names_a_variable(key: str) -> bool:
+    """Variables whose value is itself a variable name (``DRIFTLINE_STORE__PASSWORD_ENV``)."""
+    upper = key.upper()
+    return upper.endswith("_ENV") or (upper.startswith(ENV_PREFIX) and "__" in upper)
+
+
+def _env_name_field(value: str) -> str:
+    return check_env_name(value)
 
 
 class _Section(BaseModel):
@@ -49,6 +102,8 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(6000, ge=1000, le=300_000)
     input_format: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+
+    _sasl_password_env_is_a_name = field_validator("sasl_password_env")(_env_name_field)
 
     @property
     def sasl_password(self) -> str | None:
@@ -103,6 +158,10 @@ class StoreSettings(_Section):
                 "named by store.password_env"
             )
         return url
+
+    _password_envs_are_names = field_validator("password_env", "reader_password_env")(
+        _env_name_field
+    )
 
     @property
     def password(self) -> str | None:
@@ -160,7 +219,20 @@ class DetectorSettings(_Section):
     # Mean number of stationary events between false alarms across all metrics of one
     # (workflow, bundle); split evenly across metrics.
     arl0_events: float = Field(1_000_000.0, ge=1000)
-    enabled_metrics: list[str] | None = None  # None: all
+    # None: all. Names are checked against the detectors' metrics by `config check` and at
+    # the start of the worker and replay (this module may not import the detectors).
+    enabled_metrics: list[str] | None = None
+
+    @field_validator("enabled_metrics")
+    @classmethod
+    def _some_metric(cls, metrics: list[str] | None) -> list[str] | None:
+        if metrics is not None and not metrics:
+            raise ValueError(
+                "an empty list would turn drift detection off for every workflow; leave the "
+                "key out to run every metric, or list the ones to run"
+            )
+        return metrics
+
     # Bundles tracked per workflow (least recently seen is dropped): bounds the state.
     max_bundles_per_workflow: int = Field(2, ge=1, le=16)
     # A new bundle's first seconds of event time are left out of its reference: they are
@@ -188,6 +260,8 @@ class PagerDutyRoute(_Section):
     kind: Literal["pagerduty", "webhook"] = "pagerduty"
     url: str | None = None  # None: pagerduty.events_url
     webhook_format: Literal["slack", "alertmanager"] = "slack"
+
+    _routing_key_env_is_a_name = field_validator("routing_key_env")(_env_name_field)
 
 
 class PagerDutySettings(_Section):
@@ -252,15 +326,26 @@ class Settings(BaseSettings):
             data = {**data, "store": {**(store or {}), "url": url}}
         return data
 
-    @model_validator(mode="after")
-    def _no_secret_values_in_env_names(self) -> Settings:
-        for route in self.pagerduty.routes:
-            if not route.routing_key_env.replace("_", "").isalnum():
-                raise ValueError(
-                    "pagerduty.routes.routing_key_env must name an environment variable, "
-                    "not hold the routing key itself"
-                )
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _workflow_defaults_merge(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("workflows"), dict):
+            return data
+        workflows: dict[str, Any] = data["workflows"]
+        globs = [n for n in workflows if n != WORKFLOW_DEFAULTS and _GLOB_CHARACTERS & set(n)]
+        if globs:
+            raise ValueError(
+                f"workflows.{globs[0]}: workflow names are matched exactly, so a glob matches "
+                'nothing; name each workflow, or put shared settings in [workflows."*"]'
+            )
+        if WORKFLOW_DEFAULTS not in workflows:
+            return data
+        defaults = _plain(workflows[WORKFLOW_DEFAULTS])
+        merged = {
+            name: value if name == WORKFLOW_DEFAULTS else _merged(defaults, _plain(value))
+            for name, value in workflows.items()
+        }
+        return {**data, "workflows": merged}
 
     @classmethod
     def settings_customise_sources(
@@ -275,11 +360,77 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+def _plain(value: Any) -> Any:
+    """A section as a dict of what was set (models from overrides, dicts from TOML)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return value
+
+
+def _merged(defaults: Any, specific: Any) -> Any:
+    """``specific`` over ``defaults``, table by table; anything else is replaced whole.
+
+    >>> _merged({"budgets": {"window_s": 60, "max_loop_depth": 4}}, {"budgets": {"window_s": 5}})
+    {'budgets': {'window_s': 5, 'max_loop_depth': 4}}
+    """
+    if not isinstance(defaults, dict) or not isinstance(specific, dict):
+        return specific
+    out = dict(defaults)
+    for key, value in specific.items():
+        out[key] = _merged(defaults[key], value) if key in defaults else value
+    return out
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Each ``DRIFTLINE_<SECTION>__<KEY>`` variable and the settings path it sets (lowercase)."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for name in environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and "__" in upper:
+            found[name] = tuple(upper.removeprefix(ENV_PREFIX).lower().split("__"))
+    return found
+
+
+def _unknown_env_sections(environ: Mapping[str, str] | None = None) -> list[str]:
+    sections = sorted(Settings.model_fields)
+    problems = []
+    for name, path in sorted(env_overrides(environ).items()):
+        if path[0] not in Settings.model_fields:
+            close = difflib.get_close_matches(path[0], sections, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}__...?)" if close else ""
+            problems.append(
+                f"  {name}: no section {path[0]!r}{hint}; sections: {', '.join(sections)} "
+                "(from the environment)"
+            )
+    return problems
+
+
+def _source_of(loc: tuple[str, ...], file_data: dict[str, Any], file: str | None) -> str:
+    """Where the value at ``loc`` came from: an environment variable, the file, or defaults."""
+    lowered = tuple(part.lower() for part in loc)
+    for name, path in env_overrides().items():
+        if lowered[: len(path)] == path or path[: len(lowered)] == lowered:
+            return f"from the environment, {name}"
+    node: Any = file_data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return "from the defaults" if node is file_data or file is None else f"in {file}"
+        node = node[part]
+    return f"in {file}" if file else "from the defaults"
+
+
+def _format_errors(
+    err: ValidationError, source: str, file_data: dict[str, Any], file: str | None
+) -> str:
+    lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {path}: {e['msg']}")
+        loc = tuple(str(p) for p in e["loc"])
+        message = str(e["msg"]).removeprefix("Value error, ")
+        if not loc:  # a check across sections: its message starts with the field
+            lines.append(f"  {message}")
+            continue
+        lines.append(f"  {'.'.join(loc)}: {message} ({_source_of(loc, file_data, file)})")
     return "\n".join(lines)
 
 
@@ -297,17 +448,80 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     """Read and validate the configuration; raise :class:`ConfigError` naming bad fields."""
     file = config_path(path)
     data: dict[str, Any] = {}
-    source = "defaults and environment"
+    source = "no file: defaults and environment"
     if file is not None:
-        source = str(file)
+        source = f"{file} and environment"
         try:
             data = tomllib.loads(file.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"configuration file not found: {file}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+    file_data = dict(data)
     data.update(overrides)
+    unknown_sections = _unknown_env_sections()
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        text = _format_errors(exc, source, file_data, str(file) if file else None)
+        raise ConfigError("\n".join([text, *unknown_sections])) from None
+    if unknown_sections:
+        raise ConfigError("\n".join([f"invalid configuration ({source}):", *unknown_sections]))
+    return settings
+
+
+def missing_secrets(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(errors, warnings): secrets a configured connection or route needs but cannot read.
+
+    Errors: a ``[[pagerduty.routes]]`` entry whose key (or secret webhook URL) is unset, SASL
+    without its password, a ClickHouse server user other than ``default`` without its password
+    variable (set it empty for a user without one). Warning: no routes configured and
+    ``$PAGERDUTY_ROUTING_KEY`` unset, so alerts reach ``llm_alerts`` and no pager.
+    """
+    env = os.environ if environ is None else environ
+    errors: list[str] = []
+    warnings: list[str] = []
+    for i, route in enumerate(settings.pagerduty.routes):
+        field = f"pagerduty.routes[{i}].routing_key_env"
+        if route.kind == "pagerduty" and not env.get(route.routing_key_env):
+            errors.append(
+                f"{field}: {route.routing_key_env} is not set; this route pages PagerDuty for "
+                f"workflows matching {route.workflow!r}, and every page would fail"
+            )
+        elif route.kind == "webhook" and route.url is None and not env.get(route.routing_key_env):
+            errors.append(
+                f"{field}: {route.routing_key_env} is not set; this webhook route has no url, "
+                "so it reads its (secret) URL from that variable"
+            )
+    if not settings.pagerduty.routes and not env.get("PAGERDUTY_ROUTING_KEY"):
+        warnings.append(
+            "pagerduty.routes: none configured and PAGERDUTY_ROUTING_KEY is not set; alerts "
+            "are written to llm_alerts but page no one"
+        )
+    kafka = settings.kafka
+    if kafka.security_protocol.startswith("SASL") and not env.get(kafka.sasl_password_env):
+        errors.append(
+            f"kafka.sasl_password_env: {kafka.sasl_password_env} is not set "
+            f"(kafka.security_protocol = {kafka.security_protocol})"
+        )
+    store = settings.store
+    for url_field, url, env_field, name in (
+        ("store.url", store.url, "store.password_env", store.password_env),
+        (
+            "store.reader_url",
+            store.reader_url,
+            "store.reader_password_env",
+            store.reader_password_env,
+        ),
+    ):
+        if not url or not url.startswith(("clickhouse://", "clickhouses://")):
+            continue
+        user = url.split("://", 1)[1].split("@", 1)[0] if "@" in url else "default"
+        if user != "default" and name not in env:
+            errors.append(
+                f"{env_field}: {name} is not set; {url_field} connects as {user!r} (set the "
+                "variable empty if that user has no password)"
+            )
+    return errors, warnings

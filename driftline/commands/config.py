@@ -1,4 +1,9 @@
-"""``driftline config check``: print the resolved configuration or name the bad field."""
+"""``driftline config check``: validate the configuration and the environment it needs.
+
+Prints the resolved configuration, or names every bad field and where its value came from
+(the file, an environment variable, the defaults). A secret a configured route or connection
+needs but cannot read is an error here, as it is at worker start; values are never printed.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import sys
 
+from driftline.commands.exits import EXIT_OK, EXIT_UNUSABLE
 from driftline.config import ConfigError, config_path, load_settings
 
 
@@ -15,13 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from driftline.commands.preflight import preflight
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return EXIT_UNUSABLE
+    errors, warnings = preflight(settings)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if errors:
+        print("invalid configuration:", file=sys.stderr)
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
     source = config_path(args.config)
     origin = source or "none, defaults"
     print(f"# configuration OK (file: {origin}; secrets come from the environment)")
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
-    return 0
+    return EXIT_OK

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from driftline.commands.exits import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK
+from driftline.commands.exits import EXIT_FAILED, EXIT_OK
 from driftline.config import ConfigError, load_settings
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, to_wire
 
@@ -30,8 +30,6 @@ EXIT_SOME_REJECTED = EXIT_FAILED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EXIT_CODES_HELP
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "file", metavar="FILE", help="OTLP protobuf, OTLP/JSON or NDJSON of OTLP/JSON"
     )

@@ -41,7 +41,6 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from driftline.commands.exits import EXIT_CODES_HELP
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
@@ -85,8 +84,6 @@ class InputReport:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EXIT_CODES_HELP
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("events", metavar="EVENTS.ndjson", help="normalized events, '-' for stdin")
     parser.add_argument("--traces", metavar="TRACES.ndjson", help="trace summaries (NDJSON)")
     parser.add_argument(
@@ -283,6 +280,12 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.replay_config or args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    from driftline.commands.preflight import metric_problems
+
+    if problems := metric_problems(settings):
+        for problem in problems:
+            print(f"driftline replay: {problem}", file=sys.stderr)
         return EXIT_USAGE
     reports = [InputReport(args.events)]
     try:

@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from driftline.commands.exits import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
+from driftline.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
 from driftline.config import ConfigError, load_settings
 
 EXIT_QUERY_FAILED = EXIT_FAILED
@@ -24,8 +24,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EXIT_CODES_HELP
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     parser.add_argument("--from", dest="start", metavar="ISO", help="range start (UTC if no zone)")
     parser.add_argument("--to", dest="end", metavar="ISO", help="range end (default: now)")

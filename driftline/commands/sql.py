@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
-from driftline.commands.exits import EXIT_CODES_HELP
 from driftline.config import ConfigError, StoreSettings, load_settings
 
 if TYPE_CHECKING:
@@ -45,8 +44,6 @@ _QUERY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EXIT_CODES_HELP
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "query", metavar="QUERY", nargs="?", help="SQL, or a query name from schemas/queries"
     )

@@ -3,7 +3,9 @@
 In production it reads the configured Kafka (SASL/TLS from the ``kafka`` section);
 ``driftline up`` starts it as a child pointed at the embedded broker with
 ``--bootstrap-servers`` and waits for ``--ready-file``. SIGTERM or Ctrl-C stops it
-cleanly (offsets committed, table changelogs flushed).
+cleanly (offsets committed, table changelogs flushed). It does not start while a
+configured route or connection lacks its secret, or ``detectors.enabled_metrics`` names an
+unknown metric (exit 2, the same findings as ``driftline config check``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    from driftline.commands.preflight import preflight
+
+    errors, warnings = preflight(settings)
+    for warning in warnings:
+        print(f"driftline worker: warning: {warning}", file=sys.stderr)
+    if errors:
+        for error in errors:
+            print(f"driftline worker: {error}", file=sys.stderr)
+        print(
+            "driftline worker: not started (`driftline config check` lists the same)",
+            file=sys.stderr,
+        )
         return 2
 
     import faust  # heavy; imported only when the worker really runs
