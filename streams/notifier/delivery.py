@@ -17,8 +17,11 @@ Routes are independent. Each has its own queue and sender; a route whose event s
 after the retry policy's in-line budget (``RetryPolicy.max_elapsed_s``, ``max_attempts``) is
 *held*: the event, and every later one for that route, is kept for redelivery and retried in
 the background with capped backoff for as long as it takes (a PagerDuty outage can last
-hours), while ``deliver`` returns so the next alerts reach the other routes at once. Only an
-answer that cannot change (a 4xx other than 408/429, a missing secret) ends a delivery
+hours), while ``deliver`` returns so the next alerts reach the other routes at once. A held
+event is a dead letter in the delivery ledger (:func:`ledger.held_key`), made durable through
+``on_delivered`` before ``deliver`` returns, so the offset committed after it loses nothing:
+a worker that restarts and loads the ledger (:meth:`Notifier.import_state`) resumes it. Only
+an answer that cannot change (a 4xx other than 408/429, a missing secret) ends a delivery
 unsent. What happens to held events later comes back from the next ``deliver`` call (or
 :meth:`Notifier.take_late_records`). ``keep_for_redelivery=False`` (``driftline replay
 --notify``, which exits when done) gives up after the budget instead.
@@ -43,6 +46,7 @@ from driftline.streams.notifier.ledger import (
     SOURCE_OFFSET,
     DeliveryLedger,
     already_paged,
+    held_key,
     skip_reason,
 )
 from driftline.streams.notifier.ratelimit import TokenBucket
@@ -113,6 +117,7 @@ class _Pending:
     event_action: str
     future: asyncio.Future[list[dict[str, Any]]]
     in_flight: bool = False
+    held_key: str | None = None  # its dead-letter entry in the ledger, while kept
 
 
 class Notifier:
@@ -182,8 +187,10 @@ class Notifier:
         self.ledger = DeliveryLedger()
         # Awaited with each ledger entry right after a delivery succeeded, so the caller can
         # make it durable before the next send instead of after a whole batch (a crash in
-        # between would page again).
+        # between would page again); also with each event kept for redelivery and released.
         self.on_delivered: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self._unsaved: dict[str, dict[str, Any]] = {}  # held/released entries to make durable
+        self._kept: set[str] = set()  # held keys of events queued now
         self._queues: dict[str, deque[_Pending]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -214,7 +221,49 @@ class Notifier:
         return self.ledger.export()
 
     def import_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Load delivery state; events it holds for redelivery are queued again on their route
+        (now, if an event loop runs, else at the next :meth:`deliver`)."""
         self.ledger.load(state)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._resume_held()
+
+    def _resume_held(self) -> None:
+        loop = asyncio.get_running_loop()
+        routes = {route.route_id: route for route in self.router.routes}
+        resumed: dict[str, list[_Pending]] = {}
+        for key, entry in self.ledger.held():
+            if key in self._kept:
+                continue
+            route = routes.get(str(entry.get("route_id")))
+            if route is None:
+                logger.error(
+                    "alert %s was kept for a route no longer configured; dropped",
+                    entry.get("dedup_key"),
+                )
+                released = self.ledger.release(key, entry.get("dedup_key"), self._now_us())
+                self._unsaved.update(released)
+                continue
+            item = _Pending(
+                dict(entry["held"]), route, str(entry["event_action"]), loop.create_future(), False
+            )
+            item.held_key = key
+            item.future.set_result([])  # nobody waits for it: its records come back late
+            self._kept.add(key)
+            resumed.setdefault(route.route_id, []).append(item)
+        for route_id, items in resumed.items():
+            queue = self._queues.setdefault(route_id, deque())
+            start = 1 if queue and queue[0].in_flight else 0
+            for offset, item in enumerate(items):
+                queue.insert(start + offset, item)
+            self._held.add(route_id)  # it was failing: new events queue behind the resumed
+            logger.warning(
+                "route %s: resumed %d events kept for redelivery", items[0].route.name, len(items)
+            )
+            if route_id not in self._workers:
+                self._workers[route_id] = loop.create_task(self._drain(route_id))
 
     def pending(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
@@ -235,11 +284,13 @@ class Notifier:
 
         The records of held events that progressed since the last call follow.
         """
+        self._resume_held()
         slots = [self._submit(dict(transition)) for transition in transitions]
         out: list[dict[str, Any]] = []
         for slot in slots:
             for item in slot:
                 out.extend(item if isinstance(item, list) else await item)
+        await self._save()  # held events are durable before the caller commits their offsets
         out.extend(self.take_late_records())
         return out
 
@@ -325,6 +376,7 @@ class Notifier:
                     and waiting.transition.get("alert_id") == transition.get("alert_id")
                 ):
                     queue[index] = item
+                    self._release(waiting)
                     self._settle(
                         waiting,
                         [
@@ -372,7 +424,12 @@ class Notifier:
                         )
                     ]
                 queue.popleft()
+                self._release(item)
                 self._settle(item, result)
+                try:
+                    await self._save()
+                except Exception as exc:  # kept unsaved: the next save writes it again
+                    logger.error("delivery state not checkpointed: %s", type(exc).__name__)
         finally:
             self._workers.pop(route_id, None)
             if queue and asyncio.current_task() is not None:
@@ -391,20 +448,49 @@ class Notifier:
     def _answer_if_held(self, item: _Pending) -> None:
         """An event queued on a held route: its caller learns it is kept, and goes on."""
         if item.route.route_id in self._held and not item.future.done():
-            item.future.set_result([self._held_record(item, "queued behind a held event")])
+            self._keep(item)
+            note = f"queued behind a held event; kept for redelivery on route {item.route.name}"
+            target = self._target_name(item.route)
+            item.future.set_result(
+                [
+                    self._record(
+                        item.transition, item.event_action, 0, records.RETRYING, target, note
+                    )
+                ]
+            )
 
-    def _held_record(self, item: _Pending, why: str, **fields: Any) -> dict[str, Any]:
-        note = f"{why}; kept for redelivery on route {item.route.name}"
-        error = f"{fields.pop('error')}; {note}" if fields.get("error") else note
-        return self._record(
-            item.transition,
-            item.event_action,
-            fields.pop("attempt", 0),
-            records.RETRYING,
-            self._target_name(item.route),
-            error,
-            **fields,
+    def _keep(self, item: _Pending) -> None:
+        """Write ``item`` into the ledger as a dead letter, to be made durable by :meth:`_save`."""
+        if item.held_key is not None:
+            return
+        route_id = item.route.route_id
+        item.held_key = held_key(route_id, item.transition, item.event_action)
+        self._kept.add(item.held_key)
+        self._unsaved.update(
+            self.ledger.hold(
+                item.held_key, route_id, item.transition, item.event_action, self._now_us()
+            )
         )
+
+    def _release(self, item: _Pending) -> None:
+        """``item`` is settled (sent, refused or superseded): no restart may resume it."""
+        if item.held_key is None:
+            return
+        dedup_key = item.transition.get("dedup_key")
+        self._unsaved.update(self.ledger.release(item.held_key, dedup_key, self._now_us()))
+        self._kept.discard(item.held_key)
+        item.held_key = None
+
+    async def _save(self) -> None:
+        """Hand the held and released entries to ``on_delivered`` (the durable checkpoint)."""
+        while self._unsaved and self.on_delivered is not None:
+            key = next(iter(self._unsaved))
+            entry = self._unsaved[key]
+            await self.on_delivered({key: entry})
+            if self._unsaved.get(key) is entry:  # not replaced while the write was in flight
+                del self._unsaved[key]
+        if self.on_delivered is None:
+            self._unsaved.clear()
 
     def _hold(self, item: _Pending, log: list[dict[str, Any]]) -> None:
         """Hold ``item``'s route: answer every caller waiting on it, keep retrying its events."""
@@ -412,6 +498,7 @@ class Notifier:
         if route_id in self._held:
             return
         self._held.add(route_id)
+        self._keep(item)
         logger.error(
             "route %s held: alert %s %s still failing; kept for redelivery, other routes go on",
             item.route.name,

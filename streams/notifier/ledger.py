@@ -10,11 +10,17 @@ the entry keeps the offset of the last transition delivered on its route, and an
 transition at or below it is skipped whatever its alert. The alert-level checks alone
 miss one case: a dedup key that opened, resolved and opened again, re-read from an
 offset before the first open, would page the first (older) alert again.
+
+The ledger is also the dead letter of deliveries: an event kept for redelivery on a failing
+route is an entry ``held-<digest>:<dedup key>`` holding the whole transition, written before
+the worker commits the offset it came from, and released (a tombstone) once the event is
+settled. A worker that restarts resumes the held events it loads (:meth:`DeliveryLedger.held`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +28,33 @@ MaterialFields = ("severity", "current_value", "score")
 SOURCE_OFFSET = "source_offset"  # a transition's llm_alerts offset, set by the stream worker
 
 
+HELD_PREFIX = "held-"
+
+
 def ledger_key(route_id: str, dedup_key: str) -> str:
     return f"{route_id}:{dedup_key}"
+
+
+def held_key(route_id: str, transition: Mapping[str, Any], event_action: str) -> str:
+    """The entry of one event kept for redelivery: unique per route, alert, transition and
+    ``llm_alerts`` offset; the part after the first ``:`` is the dedup key, as in every entry.
+
+    >>> held_key("r1", {"alert_id": "a", "dedup_key": "k:x", "transition": "open"}, "trigger")
+    'held-00b96bfbb22cb4a298a1a284:k:x'
+    """
+    identity = "|".join(
+        str(part)
+        for part in (
+            route_id,
+            transition.get("alert_id"),
+            transition.get("transition"),
+            event_action,
+            transition.get("event_ts"),
+            transition.get(SOURCE_OFFSET),
+        )
+    )
+    digest = hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
+    return f"{HELD_PREFIX}{digest}:{transition.get('dedup_key', '')}"
 
 
 def _relative_change(before: object, after: object) -> float:
@@ -132,6 +163,47 @@ class DeliveryLedger:
         self._changed.add(key)
         return {key: dict(self._entries[key])}
 
+    def hold(
+        self,
+        key: str,
+        route_id: str,
+        transition: Mapping[str, Any],
+        event_action: str,
+        held_at: int,
+    ) -> dict[str, Any]:
+        """Keep an event for redelivery; returns ``{key: entry}`` to make durable."""
+        self._entries[key] = {
+            "dedup_key": transition.get("dedup_key"),
+            "route_id": route_id,
+            "event_action": event_action,
+            "held": dict(transition),
+            "delivered_at": held_at,  # when it was held: the newer of two copies wins in load
+        }
+        self._changed.add(key)
+        return {key: dict(self._entries[key])}
+
+    def release(self, key: str, dedup_key: Any, released_at: int) -> dict[str, Any]:
+        """The held event is settled: a tombstone, so that no restart resumes it."""
+        self._entries[key] = {"dedup_key": dedup_key, "released": True, "delivered_at": released_at}
+        self._changed.add(key)
+        return {key: dict(self._entries[key])}
+
+    def held(self) -> list[tuple[str, dict[str, Any]]]:
+        """Events kept for redelivery and not yet released, oldest ``llm_alerts`` offset first."""
+        entries = [
+            (key, entry)
+            for key, entry in self._entries.items()
+            if key.startswith(HELD_PREFIX) and isinstance(entry.get("held"), Mapping)
+        ]
+        return sorted(
+            entries,
+            key=lambda item: (
+                int(item[1]["held"].get(SOURCE_OFFSET) or 0),
+                int(item[1]["held"].get("event_ts") or 0),
+                int(item[1].get("delivered_at") or 0),
+            ),
+        )
+
     def export(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self._entries)
 
@@ -154,11 +226,13 @@ class DeliveryLedger:
         return {str(entry.get("dedup_key", "")) for entry in self._entries.values()}
 
     def prune(self, delivered_before: int) -> list[str]:
-        """Forget resolved alerts delivered before a time; returns the keys to delete."""
+        """Forget resolved alerts and released events settled before a time (never an event
+        still held); returns the keys to delete."""
         gone = [
             key
             for key, entry in self._entries.items()
-            if entry.get("event_action") == "resolve"
+            if (entry.get("event_action") == "resolve" or entry.get("released"))
+            and not entry.get("held")
             and int(entry.get("delivered_at", 0)) < delivered_before
         ]
         for key in gone:

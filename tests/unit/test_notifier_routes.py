@@ -124,3 +124,51 @@ async def test_late_records_come_back_with_the_next_delivery() -> None:
             await notifier.aclose()
     assert [r["outcome"] for r in second][-1] == "delivered"
     assert notifier.take_late_records() == []
+
+
+class ChangelogTable:
+    """What the worker's ledger table keeps: per dedup key, the merged ledger entries."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+
+    async def checkpoint(self, entry: dict[str, Any]) -> None:
+        for ledger_key, value in entry.items():
+            self.values.setdefault(str(value.get("dedup_key", "")), {})[ledger_key] = value
+
+    def restored(self) -> dict[str, Any]:
+        return {k: v for merged in self.values.values() for k, v in merged.items()}
+
+
+async def test_events_held_when_the_worker_stops_are_resumed_after_a_restart() -> None:
+    table = ChangelogTable()
+    with HttpReceiver(503) as pager, HttpReceiver() as chat:
+        before = two_routes(pager, chat, retry=RetryPolicy(base_s=0.01, cap_s=0.02, max_attempts=2))
+        before.on_delivered = table.checkpoint
+        trigger = {**opened(severity="critical"), "source_offset": 7}
+        resolve = {**resolved(severity="critical"), "source_offset": 8}
+        await before.deliver([trigger])
+        await before.deliver([resolve])  # queued behind the held trigger
+        assert before.held_routes() == ["pager"]
+        await before.aclose()  # the worker stops; the offsets 7 and 8 were committed
+        tried = len(pager.requests)
+
+        pager.respond_with(lambda request: 202)
+        after = two_routes(pager, chat)
+        after.on_delivered = table.checkpoint
+        after.import_state(table.restored())  # what restore_ledger does: resumed at once
+        late = await after.deliver([])
+        await wait_until_idle(after)
+        late += after.take_late_records()
+        await after.aclose()
+
+        again = two_routes(pager, chat)  # a third start finds nothing left to resume
+        again.import_state(table.restored())
+        assert await again.deliver([]) == [] and again.pending() == 0
+        await again.aclose()
+    accepted = [r.json()["event_action"] for r in pager.requests[tried:] if r.answered == 202]
+    assert accepted == ["trigger", "resolve"]
+    assert [(r["event_action"], r["outcome"]) for r in late] == [
+        ("trigger", "delivered"),
+        ("resolve", "delivered"),
+    ]
