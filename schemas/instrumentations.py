@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 # logfire's attributes (not GenAI conventions): its span kind, and the seconds a streamed
@@ -50,6 +51,9 @@ class ScopeRule:
     # Time to first token is set on non-streamed calls too (where it is the latency): read
     # it only when the span says the call was streamed.
     ttft_only_when_streamed: bool = False
+    # scope name -> provider: a failed call's span has no attributes at all, only its name
+    # ("chat <model>") and status; it is read as a failed call of that provider.
+    bare_failure_providers: Mapping[str, str] = field(default_factory=dict)
 
 
 SCOPE_RULES: Final = (
@@ -83,11 +87,13 @@ SCOPE_RULES: Final = (
         handling=(
             "cache reads and writes are added to the input tokens of Anthropic calls; time "
             "to first token is read only on streamed calls (`gen_ai.request.stream`), as "
-            "every other instrumentation reports it; the cache tokens of a streamed Anthropic "
-            "call and a failed Anthropic call cannot be recovered (not counted)"
+            "every other instrumentation reports it; a failed Anthropic call is read from its "
+            "span name (`chat <model>`) and status; the cache tokens of a streamed Anthropic "
+            "call cannot be recovered"
         ),
         inputs_exclude_cache_for=frozenset({"anthropic"}),
         ttft_only_when_streamed=True,
+        bare_failure_providers={"openlit.instrumentation.anthropic": "anthropic"},
     ),
 )
 

@@ -61,7 +61,7 @@ from dataclasses import field as dataclass_field
 from typing import Any, Final, Literal
 
 from google.protobuf import unknown_fields
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as FullSpan
 
 from driftline.schemas import attributes as a
@@ -126,6 +126,7 @@ SPAN_RECORD_FIELDS: Final = (
 MAX_IDENTITY_CHARS: Final = 512
 
 _STATUS_NAMES: Final = ("unset", "ok", "error")
+_STATUS_ERROR: Final = 2
 _TRACE_ID_BYTES: Final = 16
 _SPAN_ID_BYTES: Final = 8
 _ZERO_TRACE_ID: Final = bytes(_TRACE_ID_BYTES)
@@ -318,6 +319,12 @@ def _normalize(
                         # the exact path gives the contract's answer, reject or event.
                         del events[event_count:], records[record_count:]
                         _normalize_span(span, resource, events, records, limits, window)
+                    if len(events) == event_count and scope.call_from_name:
+                        named = _as_named_call(span, scope, records, record_count)
+                        if named is not None:
+                            del records[record_count:]
+                            _normalize_span(named, resource, events, records, limits, window)
+                            span = named
                     if len(events) > event_count:
                         _finish_call(span, scope, events, records, tokenless)
                 except _SpanRejected as exc:
@@ -337,6 +344,8 @@ def _normalize(
 class _Scope:
     name: str
     rule: ScopeRule | None
+    # Provider of the calls whose failed spans carry no attributes: read from the span name.
+    call_from_name: str = ""
 
 
 _NO_SCOPE: Final = _Scope("", None)
@@ -350,7 +359,33 @@ def _scope(encoded: bytes) -> _Scope:
     except Exception:  # an unreadable scope only costs the scope rules
         return _NO_SCOPE
     name = scope.name[:MAX_IDENTITY_CHARS]
-    return _Scope(name, rule_for_scope(name, scope.version))
+    rule = rule_for_scope(name, scope.version)
+    provider = rule.bare_failure_providers.get(name, "") if rule is not None else ""
+    return _Scope(name, rule, provider)
+
+
+def _as_named_call(span: Any, scope: _Scope, records: list[Any], record_count: int) -> Any:
+    """A copy of a failed span without attributes, named ``"<operation> <model>"``, with
+    the operation, provider and model it names; None if the span is anything else."""
+    if (
+        len(span.attributes)
+        or span.status.code != _STATUS_ERROR
+        or len(records) != record_count + 1  # not recorded: rejected or odd, leave it
+    ):
+        return None
+    name = span.name if type(span.name) is str else ""
+    operation, _, model = name.partition(" ")
+    if operation not in _LLM_CALL_OPERATIONS or not model:
+        return None
+    named = type(span)()
+    named.CopyFrom(span)
+    for key, value in (
+        (a.GEN_AI_OPERATION_NAME, operation),
+        (a.GEN_AI_PROVIDER_NAME, scope.call_from_name),
+        (a.GEN_AI_REQUEST_MODEL, model),
+    ):
+        named.attributes[key] = AnyValue(string_value=value).SerializeToString()
+    return named
 
 
 def _finish_call(

@@ -472,8 +472,8 @@ LIBRARIES: Final[dict[str, Library]] = {
                 anthropic_call(status="ok", finish_reason="tool_use"),
                 openai_call(status="ok", finish_reason="tool_calls"),
             ),
-            # The failed Anthropic call's span has no attributes: it is not seen as a call.
-            "error": (failed("InternalServerError"),),
+            # The failed Anthropic call's span has no attributes: read from its name.
+            "error": (failed("InternalServerError"), failed("InternalServerError")),
         },
         reads=(
             "`gen_ai.*` (operation, provider, models, usage incl. cache), "

@@ -183,6 +183,42 @@ def test_the_generic_rule_alone_leaves_a_smaller_cache_as_part_of_input() -> Non
     assert event["ttft_ms"] == 62.6
 
 
+def bare_failure(**overrides: Any) -> Span:
+    fields: dict[str, Any] = {
+        "status_code": f.STATUS_ERROR,
+        "status_message": "InternalServerError: Error code: 500 - {'type': 'error'}",
+        "exception_type": "anthropic.InternalServerError",
+    }
+    fields.update(overrides)
+    built = span(1, {}, **fields)
+    built.name = "chat claude-sonnet-4-5"
+    return built
+
+
+def test_an_openlit_anthropic_failure_without_attributes_is_read_from_its_name() -> None:
+    batch = normalize(bare_failure(), scope="openlit.instrumentation.anthropic")
+    (event,) = batch.events
+    assert (event["operation"], event["provider"], event["request_model"]) == (
+        "chat",
+        "anthropic",
+        "claude-sonnet-4-5",
+    )
+    assert (event["status"], event["error_type"]) == ("error", "InternalServerError")
+    (record,) = batch.spans
+    assert record["is_llm_call"] is True and record["name"] == "chat claude-sonnet-4-5"
+    assert batch.tokenless == {} and batch.rejects == []
+
+
+def test_bare_spans_are_calls_only_when_failed_under_that_scope() -> None:
+    assert normalize(bare_failure(), scope="openlit.instrumentation.openai").events == []
+    assert normalize(bare_failure(), scope="other").events == []
+    ok = bare_failure(status_code=f.STATUS_UNSET, status_message="")
+    assert normalize(ok, scope="openlit.instrumentation.anthropic").events == []
+    named = bare_failure()
+    named.name = "POST /v1/messages"
+    assert normalize(named, scope="openlit.instrumentation.anthropic").events == []
+
+
 # --- rules and versions -----------------------------------------------------------------------
 
 
