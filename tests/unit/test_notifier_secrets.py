@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftline.config import StoreSettings
 from driftline.schemas.tables import DELIVERIES
@@ -150,3 +152,23 @@ def test_a_secret_cut_before_scrubbing_loses_its_prefix_too() -> None:
     cut = f"HTTP 500: {'x' * 20}{ROUTING_KEY[:11]}"  # someone cut the text mid-key
     assert leaks(scrub(cut, [ROUTING_KEY])) == []
     assert scrub("ok R7q2", [ROUTING_KEY]) == "ok R7q2"  # a few characters are no secret
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.text(max_size=300),
+    after=st.text(max_size=300),
+    copies=st.integers(1, 3),
+    limit=st.integers(1, 1200),
+)
+def test_scrubbing_then_cutting_never_leaves_a_piece_of_a_secret(
+    before: str, after: str, copies: int, limit: int
+) -> None:
+    response = before + (ROUTING_KEY + after) * copies
+    assert leaks(scrub(response, SECRETS)[:limit]) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.text(max_size=100), cut=st.integers(PIECE, len(ROUTING_KEY)))
+def test_a_secret_cut_by_someone_else_is_masked_at_the_end(before: str, cut: int) -> None:
+    assert leaks(scrub(before + ROUTING_KEY[:cut], SECRETS)) == []
