@@ -68,7 +68,8 @@ SCOPE_RULES: Final = (
         ),
         handling=(
             "the log record is the call, with latency `duration` ending at its timestamp; "
-            "the request span stays in the trace but is not counted as a call"
+            "the request span stays in the trace but is not counted as a call (a stream "
+            "abandoned before its end has no log record, and so no call)"
         ),
         stream_as_log_record=True,
     ),
