@@ -231,6 +231,25 @@ def test_scope_and_service(run: Run) -> None:
             assert e["service"] == SERVICE and e["environment"] == "test", kind
 
 
+ANSWER = "answer is 42"  # of the stub's reply "The answer is 42."
+
+
+def test_message_content_is_not_kept(run: Run) -> None:
+    for kind in m.CALL_KINDS:
+        batch = run.batches[kind]
+        for kept in (*batch.events, *batch.spans):
+            assert m.PROMPT not in repr(kept) and ANSWER not in repr(kept), (kind, kept)
+    if run.library.drive is not None:
+        # What the library exported did carry the conversation: the check above is a real one.
+        raw = [
+            str(value)
+            for spans in run.spans.values()
+            for span in spans
+            for value in (span.attributes or {}).values()
+        ]
+        assert any(m.PROMPT in value for value in raw), run.library.title
+
+
 def _versions() -> dict[str, str]:
     return {
         key: library.version or version(library.distribution)
