@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboards": ("driftline.commands.dashboards", "build Grafana dashboards as JSON"),
     "report": ("driftline.commands.report", "render a static HTML report from the store"),
     "config": ("driftline.commands.config", "check and print the resolved configuration"),
+    "doctor": (
+        "driftline.commands.doctor",
+        "check Kafka topics and lag, the store's schema and paging routes, on one screen",
+    ),
 }
 
 
