@@ -4,9 +4,10 @@ The DDL under ``schemas/ddl/`` creates the tables; this module says which column
 fills, in DDL order, and of what kind (:class:`~driftline.schemas.event.Field`: the sink turns
 kinds into Arrow types). Every writer takes its table from here: the sink (requests, traces,
 alert transitions), the delivery log, baseline snapshots, model prices, engine metrics and
-the migrations record. ``tests/unit/test_tables.py`` migrates a store and compares every table below with
-``DESCRIBE TABLE``: the same columns in the same order, each type one that its field's kind
-converts to (:data:`CLICKHOUSE_TYPES`), and the delivery outcomes documented on the column.
+the migrations record. ``tests/unit/test_tables.py`` migrates a store and compares every
+table below with ``DESCRIBE TABLE``: the same columns in the same order, each type one that
+its field's kind converts to (:data:`CLICKHOUSE_TYPES`), and the delivery outcomes
+documented on the column.
 
 Columns the engine computes (``MATERIALIZED``, like ``llm_traces_raw.version``) are not listed:
 no writer sends them.
