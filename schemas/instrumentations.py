@@ -54,6 +54,9 @@ class ScopeRule:
     # scope name -> provider: a failed call's span has no attributes at all, only its name
     # ("chat <model>") and status; it is read as a failed call of that provider.
     bare_failure_providers: Mapping[str, str] = field(default_factory=dict)
+    # Model names carry the provider as a prefix (``openai/gpt-4o-mini``): drop it when it
+    # is the span's provider, so the model is priced and grouped like everyone else's.
+    model_prefixed_by_provider: bool = False
 
 
 SCOPE_RULES: Final = (
@@ -95,6 +98,18 @@ SCOPE_RULES: Final = (
         inputs_exclude_cache_for=frozenset({"anthropic"}),
         ttft_only_when_streamed=True,
         bare_failure_providers={"openlit.instrumentation.anthropic": "anthropic"},
+    ),
+    ScopeRule(
+        library="openinference-instrumentation-litellm",
+        scope_names=("openinference.instrumentation.litellm",),
+        seen_version="0.1.51",
+        fixed_in=None,
+        deviation=(
+            "`llm.model_name` is LiteLLM's model string, provider prefix included "
+            "(`openai/gpt-4o-mini`), and there is no response model"
+        ),
+        handling="the prefix is dropped when it names the span's provider (`gpt-4o-mini`)",
+        model_prefixed_by_provider=True,
     ),
 )
 

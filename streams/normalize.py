@@ -435,6 +435,18 @@ def _apply_rule(rule: ScopeRule, span: Any, event: dict[str, Any], record: dict[
         event["input_tokens"] = uncached + event["cache_read_tokens"] + event["cache_write_tokens"]
     if rule.ttft_only_when_streamed and _attribute(attrs, OPENLIT_STREAM) is not True:
         event["ttft_ms"] = None
+    if rule.model_prefixed_by_provider and event["provider"]:
+        prefix = event["provider"] + "/"
+        for model_field in ("request_model", "response_model"):
+            if event[model_field].startswith(prefix):
+                event[model_field] = event[model_field][len(prefix) :]
+        event["bundle_id"] = _bundle_id(
+            event["response_model"] or event["request_model"],
+            event["model_version"],
+            event["prompt_version"],
+            event["retrieval_index_version"],
+            event["router_version"],
+        )
     return True
 
 

@@ -15,6 +15,7 @@ stub (``tests/compat/record_openlit.py``) and are replayed from ``tests/unit/dat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -294,6 +295,72 @@ def drive_pydantic_ai_anthropic(session: Session) -> None:
     _pydantic_ai_calls(session, model, ANTHROPIC_MODEL)
 
 
+def drive_openinference_litellm(session: Session) -> None:
+    """``litellm.completion`` to both APIs of the stub: each kind runs on OpenAI, then on
+    Anthropic."""
+    # Else LiteLLM fetches its model price map over the network when imported.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+    from openinference.instrumentation.litellm import LiteLLMInstrumentor
+
+    litellm.suppress_debug_info = True
+    instrumentor = LiteLLMInstrumentor()
+    instrumentor.instrument(tracer_provider=session.tracer_provider)
+    targets = (
+        ("openai", OPENAI_MODEL, session.server.base_url),
+        ("anthropic", ANTHROPIC_MODEL, session.server.anthropic_base_url),
+    )
+
+    def each(model_of: Callable[[str, str], str], **kwargs: Any) -> None:
+        for provider, model, base in targets:
+            litellm.completion(
+                model=f"{provider}/{model_of(provider, model)}",
+                messages=MESSAGES,
+                api_base=base,
+                api_key="test",
+                num_retries=0,
+                **kwargs,
+            )
+
+    def stream() -> None:
+        for provider, model, base in targets:
+            chunks = litellm.completion(
+                model=f"{provider}/{model}",
+                messages=MESSAGES,
+                api_base=base,
+                api_key="test",
+                num_retries=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            assert list(chunks), "the stub streamed nothing"
+
+    def error() -> None:
+        for provider, _, base in targets:
+            try:
+                litellm.completion(
+                    model=f"{provider}/{stub.FAIL_MODEL}",
+                    messages=MESSAGES,
+                    api_base=base,
+                    api_key="test",
+                    num_retries=0,
+                )
+            except litellm.InternalServerError:
+                continue
+            raise AssertionError("the stub did not fail")
+
+    def tool_model(provider: str, model: str) -> str:
+        return REASONING_MODEL if provider == "openai" else model
+
+    try:
+        session.capture("chat", lambda: each(lambda _, model: model))
+        session.capture("stream", stream)
+        session.capture("tool", lambda: each(tool_model, tools=OPENAI_TOOLS))
+        session.capture("error", error)
+    finally:
+        instrumentor.uninstrument()
+
+
 def drive_openlit(session: Session) -> None:
     """openlit instruments every library it finds, through the global tracer provider
     (only in its own environment: see the module docstring)."""
@@ -444,6 +511,36 @@ LIBRARIES: Final[dict[str, Library]] = {
             "a failed call has no `error.type` and a status message without the class: the "
             "class comes from the `exception` event"
         ),
+    ),
+    "openinference-litellm": Library(
+        title="OpenInference `openinference-instrumentation-litellm` (OpenAI and Anthropic)",
+        distribution="openinference-instrumentation-litellm",
+        provider="openai",
+        scopes=("openinference.instrumentation.litellm",),
+        drive=drive_openinference_litellm,
+        expected={
+            # Each kind ran on OpenAI, then on Anthropic (LiteLLM maps `end_turn` to `stop`).
+            "chat": (openai_call(status="ok"), anthropic_call(status="ok", finish_reason="stop")),
+            "stream": (
+                openai_call(status="ok"),
+                anthropic_call(status="ok", finish_reason="stop"),
+            ),
+            "tool": (
+                openai_call(
+                    status="ok",
+                    finish_reason="tool_calls",
+                    reasoning_tokens=stub.REASONING_MODEL_TOKENS,
+                ),
+                anthropic_call(status="ok", finish_reason="tool_calls"),
+            ),
+            "error": (failed("InternalServerError"), failed("InternalServerError")),
+        },
+        reads=(
+            "`openinference.span.kind`, `llm.provider`, `llm.model_name` (without LiteLLM's "
+            "provider prefix), `llm.token_count.*` incl. cache and reasoning details, "
+            "`llm.finish_reason`, the status message's exception class"
+        ),
+        notes="LiteLLM's own cost (`llm.cost.total`) is not read: driftline prices calls itself",
     ),
     "openlit": Library(
         title="openlit (OpenAI and Anthropic)",

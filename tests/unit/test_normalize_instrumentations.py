@@ -219,6 +219,24 @@ def test_bare_spans_are_calls_only_when_failed_under_that_scope() -> None:
     assert normalize(named, scope="openlit.instrumentation.anthropic").events == []
 
 
+def test_litellm_model_names_lose_the_provider_prefix() -> None:
+    attributes = {
+        a.OPENINFERENCE_SPAN_KIND: "LLM",
+        a.LLM_PROVIDER: "openai",
+        a.LLM_MODEL_NAME: "openai/gpt-4o-mini",
+        a.LLM_TOKEN_COUNT_PROMPT: 1200,
+        a.LLM_TOKEN_COUNT_COMPLETION: 7,
+    }
+    scope = "openinference.instrumentation.litellm"
+    (event,) = normalize(span(1, attributes), scope=scope, version="0.1.51").events
+    (plain,) = normalize(span(1, {**attributes, a.LLM_MODEL_NAME: "gpt-4o-mini"})).events
+    assert event["request_model"] == "gpt-4o-mini"
+    assert event["bundle_id"] == plain["bundle_id"]
+    # Another provider's prefix is part of the name (a router's model id), and stays.
+    other = {**attributes, a.LLM_MODEL_NAME: "azure/gpt-4o-mini"}
+    assert normalize(span(1, other), scope=scope).events[0]["request_model"] == "azure/gpt-4o-mini"
+
+
 # --- rules and versions -----------------------------------------------------------------------
 
 
