@@ -3,8 +3,15 @@
 Topology (DESIGN.md, "Data flow")::
 
     otlp_spans --decode--> llm_spans (partition = murmur2(trace id))   rejects --> otlp_spans_dlq
-    llm_spans --assemble--> llm_events (key workflow; events + trace summaries)
+    otlp_spans --decode--> llm_events (key workflow; requests: events the monitor takes at once)
+    llm_spans --assemble--> llm_events (key workflow; completed events + trace summaries)
     llm_events, llm_alerts --> storage, monitoring, paging (streams/stages.py)
+
+Request events do not wait for their trace: decode publishes every event that names its own
+workflow to ``llm_events`` at once, for the per-request detectors, budgets and routing
+(``streams.requests``); trace assembly still completes every event for the store and
+publishes the trace summaries, which carry the trace conditions (loop depth,
+amplification, trace cost).
 
 ``create_app(settings)`` builds the app. Each stage is one ``_add_<stage>`` function
 registering a thin agent that calls pure functions (``streams.normalize``,
@@ -56,6 +63,7 @@ from driftline.streams.positions import (
     route_sourced,
     target_partition,
 )
+from driftline.streams.requests import EARLY_FIELD, encode_requests, route_requests
 from driftline.streams.stages import (
     MONITOR_STATE_TABLE,
     add_governance,
@@ -71,7 +79,8 @@ OPEN_TRACES_TABLE: Final = "open_traces"
 CLOSE_INTERVAL_S: Final = 0.5  # how often due traces are closed and published
 STATS_INTERVAL_S: Final = 30.0
 RECORD_TYPE_SPANS: Final = b"spans"
-RECORD_TYPE_CLOSED: Final = b"events+traces"  # llm_events value: {"events": [...], "traces": [...]}
+RECORD_TYPE_CLOSED: Final = b"events+traces"  # llm_events value: see streams.requests
+RECORD_TYPE_REQUESTS: Final = b"requests"  # llm_events value: events published at decode
 
 
 # -- pure helpers ---------------------------------------------------------------
@@ -96,7 +105,8 @@ def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
     1000
     """
     value = dumps(lists)
-    if len(value) <= limit or sum(len(v) for v in lists.values()) <= 1:
+    # Lists of equal length (events and their early flags) are cut at the same index.
+    if len(value) <= limit or max((len(v) for v in lists.values()), default=0) <= 1:
         return [value]
     first = {k: v[: len(v) // 2] for k, v in lists.items()}
     second = {k: v[len(v) // 2 :] for k, v in lists.items()}
@@ -105,19 +115,31 @@ def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
 
 def group_by_workflow(
     events: Iterable[dict[str, Any]], traces: Iterable[dict[str, Any]]
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
+) -> dict[str, dict[str, list[Any]]]:
     """Closed events and trace summaries in wire form, grouped by workflow.
 
+    ``early`` runs beside ``events`` (same length, so a split in halves keeps them aligned):
+    whether the event already went to the monitor as a request (``streams.requests``).
+
     >>> out = group_by_workflow([{"workflow": "w", "start_ts": 0}], [{"workflow": "w"}])
-    >>> list(out), len(out["w"]["events"]), out["w"]["events"][0]["start_ts"]
-    (['w'], 1, '1970-01-01T00:00:00.000000Z')
+    >>> list(out), len(out["w"]["events"]), out["w"]["events"][0]["start_ts"], out["w"]["early"]
+    (['w'], 1, '1970-01-01T00:00:00.000000Z', [False])
     """
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for kind, records, fields in (("events", events, None), ("traces", traces, TRACE_FIELDS)):
-        for record in records:
-            workflow = record.get("workflow") or ""
-            group = out.setdefault(workflow, {"events": [], "traces": []})
-            group[kind].append(to_wire(record) if fields is None else to_wire(record, fields))
+    out: dict[str, dict[str, list[Any]]] = {}
+
+    def group_of(record: dict[str, Any]) -> dict[str, list[Any]]:
+        workflow = record.get("workflow") or ""
+        group = out.get(workflow)
+        if group is None:
+            group = out[workflow] = {"events": [], "early": [], "traces": [], "requests": []}
+        return group
+
+    for event in events:
+        group = group_of(event)
+        group["events"].append(to_wire(event))
+        group["early"].append(bool(event.get(EARLY_FIELD)))
+    for trace in traces:
+        group_of(trace)["traces"].append(to_wire(trace, TRACE_FIELDS))
     return out
 
 
@@ -314,6 +336,7 @@ def _add_decode(p: Pipeline) -> None:
     prices = PriceBook(settings.prices)
     partitions = settings.kafka.partitions
     policy = IngestPolicy.from_settings(settings.ingest)
+    workflows = settings.workflows
 
     @p.app.agent(p.topics.otlp_spans, name="decode")
     async def decode(stream: Any) -> None:
@@ -321,6 +344,10 @@ def _add_decode(p: Pipeline) -> None:
             settings.streams.batch_max_messages, within=settings.streams.batch_max_wait_s
         ):
             routed: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+            # (workflow, requests) per source message: the monitor takes each llm_events
+            # message as one step, so a step holds what one export request held, as the
+            # app grouped it, not a whole batch (a backlog's batch spans minutes).
+            requests: list[tuple[str, list[dict[str, Any]]]] = []
             for event in batch:
                 message = event.message
                 payload = event.value if event.value is not None else b""
@@ -346,16 +373,29 @@ def _add_decode(p: Pipeline) -> None:
                         ),
                     )
                 prices.apply(result.events)
+                source = (message.partition, message.offset)
+                by_workflow: dict[str, list[dict[str, Any]]] = {}
+                route_requests(result.events, source, workflows, by_workflow)
+                requests.extend(by_workflow.items())
                 route_sourced(
                     result.events,
                     result.spans,
-                    (message.partition, message.offset),
+                    source,
                     partitions,
                     routed,
                 )
                 p.counters["spans.in"] += result.span_count
                 p.counters["events.decoded"] += len(result.events)
             p.counters["events.unpriced"] = sum(prices.unknown_models.values())
+            # Requests first: they are what a page waits for.
+            for workflow, wire_events in requests:
+                p.counters["events.requests"] += len(wire_events)
+                for value in encode_requests(wire_events, message_limit(settings)):
+                    await p.topics.llm_events.send(
+                        key=workflow.encode(),
+                        value=value,
+                        headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_REQUESTS)],
+                    )
             for partition, records in routed.items():
                 for value in encode_ordered(records, message_limit(settings)):
                     await p.topics.llm_spans.send(

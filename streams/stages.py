@@ -50,6 +50,7 @@ from driftline.schemas.event import TRACE_FIELDS, from_wire, to_wire
 from driftline.schemas.tables import BASELINES, DELIVERIES
 from driftline.streams.notifier.routing import ENV_ROUTING_KEY
 from driftline.streams.paging import add_notify
+from driftline.streams.positions import SourceMarks
 
 if TYPE_CHECKING:
     from driftline.store import Store
@@ -65,7 +66,9 @@ T = TypeVar("T")
 MONITOR_STATE_TABLE: Final = "monitor_state"
 CHANGELOG_TAIL_MARGIN: Final = 1000
 CHANGELOG_TAIL_IDLE_POLLS: Final = 3  # 3 x 0.2 s without a record: the end of the changelog
-CHECKPOINT_MAGIC: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
+CHECKPOINT_MAGIC_V1: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
+# ... then the workflow's request marks (JSON) after the offset, before the newline
+CHECKPOINT_MAGIC: Final = b"DLPOS2 "
 STORE_BATCH_MESSAGES: Final = 1000
 MAX_STORE_BACKOFF_S: Final = 30.0
 
@@ -140,6 +143,8 @@ class GovernanceState:
     sinks: dict[str, EventSink] = field(default_factory=dict)
     # workflow -> highest llm_events offset already applied to its monitor state
     applied_offsets: dict[str, int] = field(default_factory=dict)
+    # workflow -> highest source position of the requests applied (streams.requests)
+    request_marks: dict[str, SourceMarks] = field(default_factory=dict)
     owned_partitions: set[int] = field(default_factory=set)  # llm_events partitions, last seen
     baselines_due: set[str] = field(default_factory=set)  # workflows changed since a snapshot
     decoded: DecodedMessages = field(default_factory=lambda: DecodedMessages())
@@ -173,17 +178,43 @@ async def flush_until_stored(
         sink.rejected.clear()
 
 
-Decoded = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One ``llm_events`` message in internal form (``streams.requests`` has the layout)."""
+
+    events: list[dict[str, Any]]  # completed events of closed traces: what the store writes
+    traces: list[dict[str, Any]]  # trace summaries
+    late: list[dict[str, Any]]  # the events the monitor has not had as requests
+    requests: list[dict[str, Any]]  # events published at decode, each with its SEQ_FIELD
+
+    @property
+    def empty(self) -> bool:
+        return not (self.events or self.traces or self.requests)
 
 
 def decode_closed(value: bytes) -> Decoded:
-    """One ``llm_events`` message back to internal events and trace summaries."""
+    """One ``llm_events`` message back to internal records.
+
+    >>> d = decode_closed(b'{"events": [{"span_id": "a"}, {"span_id": "b"}], "early": [true]}')
+    >>> [e["span_id"] for e in d.events], [e["span_id"] for e in d.late], d.empty
+    (['a', 'b'], ['b'], False)
+    """
     from driftline.streams.codec import loads
+    from driftline.streams.positions import SEQ_FIELD
 
     doc = loads(value)
     events = [from_wire(e) for e in doc.get("events", ())]
+    early = doc.get("early") or ()
+    late = [e for i, e in enumerate(events) if not (i < len(early) and early[i])]
     traces = [from_wire(t, TRACE_FIELDS) for t in doc.get("traces", ())]
-    return events, traces
+    requests = []
+    for wire in doc.get("requests", ()):
+        record = from_wire(wire)
+        seq = wire.get(SEQ_FIELD)
+        if seq is not None:  # without one (not from decode) it is always applied
+            record[SEQ_FIELD] = seq
+        requests.append(record)
+    return Decoded(events, traces, late, requests)
 
 
 class DecodedMessages:
@@ -217,21 +248,39 @@ class DecodedMessages:
         return decoded
 
 
-def checkpoint_value(offset: int, snapshot: bytes) -> bytes:
-    """A ``monitor_state`` value: the last applied ``llm_events`` offset, then the snapshot.
+def checkpoint_value(offset: int, snapshot: bytes, marks: SourceMarks | None = None) -> bytes:
+    """A ``monitor_state`` value: the last applied ``llm_events`` offset and the highest
+    request positions applied, then the snapshot.
 
-    >>> parse_checkpoint(checkpoint_value(41, b"DLMON1\\n..."))
-    (41, b'DLMON1\\n...')
+    >>> offset, marks, snapshot = parse_checkpoint(
+    ...     checkpoint_value(41, b"DLMON1\\n...", SourceMarks({3: (70, 2)})))
+    >>> offset, marks.export(), snapshot
+    (41, {'3': [70, 2]}, b'DLMON1\\n...')
     """
-    return CHECKPOINT_MAGIC + str(offset).encode() + b"\n" + snapshot
+    from driftline.streams.codec import dumps
+
+    exported = dumps(marks.export() if marks is not None else {})
+    return CHECKPOINT_MAGIC + str(offset).encode() + b" " + exported + b"\n" + snapshot
 
 
-def parse_checkpoint(value: bytes) -> tuple[int, bytes]:
-    """(offset, snapshot) of a ``monitor_state`` value; a bare snapshot has offset -1."""
-    if not value.startswith(CHECKPOINT_MAGIC):
-        return -1, value
-    offset, _, snapshot = value[len(CHECKPOINT_MAGIC) :].partition(b"\n")
-    return int(offset), snapshot
+def parse_checkpoint(value: bytes) -> tuple[int, SourceMarks, bytes]:
+    """(offset, request marks, snapshot) of a ``monitor_state`` value; a bare snapshot has
+    offset -1, and one written before requests existed has no marks.
+
+    >>> offset, marks, snapshot = parse_checkpoint(b"DLPOS1 41\\nDLMON1")
+    >>> offset, marks.export(), snapshot
+    (41, {}, b'DLMON1')
+    """
+    from driftline.streams.codec import loads
+
+    if value.startswith(CHECKPOINT_MAGIC):
+        header, _, snapshot = value[len(CHECKPOINT_MAGIC) :].partition(b"\n")
+        offset, _, marks = header.partition(b" ")
+        return int(offset), SourceMarks.load(loads(marks)), snapshot
+    if value.startswith(CHECKPOINT_MAGIC_V1):
+        offset, _, snapshot = value[len(CHECKPOINT_MAGIC_V1) :].partition(b"\n")
+        return int(offset), SourceMarks(), snapshot
+    return -1, SourceMarks(), value
 
 
 def changelog_tail(
@@ -310,6 +359,45 @@ def fresh_records(
             if offset > applied.get(workflow, -1):
                 kept.append(record)
                 advanced[workflow] = max(offset, advanced.get(workflow, -1))
+    return out
+
+
+def fresh_requests(
+    events: list[dict[str, Any]], marks: dict[str, SourceMarks], counters: Any
+) -> list[dict[str, Any]]:
+    """``events`` less the requests a workflow has applied already (source positions removed).
+
+    Decode publishes the requests of a message again when it decodes that message again
+    (after a crash or a rebalance), at new ``llm_events`` offsets; per workflow their source
+    positions only grow, so each workflow's highest applied one tells them apart. Events
+    of closed traces carry no position and always pass (their offset decided).
+
+    >>> marks = {}
+    >>> first = [{"workflow": "w", "span_id": "a", "_seq": [0, 5, 0]}]
+    >>> again = [{"workflow": "w", "span_id": "a", "_seq": [0, 5, 0]}, {"workflow": "w"}]
+    >>> from collections import Counter
+    >>> counters = Counter()
+    >>> [len(fresh_requests(batch, marks, counters)) for batch in (first, again)]
+    [1, 1]
+    >>> counters["monitor.requests_redecoded_skipped"]
+    1
+    """
+    from driftline.streams.positions import SEQ_FIELD
+
+    out: list[dict[str, Any]] = []
+    by_workflow: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if SEQ_FIELD in event:
+            by_workflow.setdefault(str(event.get("workflow") or ""), []).append(event)
+        else:
+            out.append(event)
+    for workflow, requests in by_workflow.items():
+        workflow_marks = marks.get(workflow)
+        if workflow_marks is None:
+            workflow_marks = marks[workflow] = SourceMarks()
+        before = workflow_marks.skipped
+        out.extend(workflow_marks.fresh(requests, [])[0])
+        counters["monitor.requests_redecoded_skipped"] += workflow_marks.skipped - before
     return out
 
 
@@ -426,10 +514,10 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
             for event in batch:
                 m = event.message
                 position = (m.topic, m.partition, m.offset)
-                events, traces = state.decoded.get(m.partition, m.offset, event.value)
-                for record in events:
+                decoded = state.decoded.get(m.partition, m.offset, event.value)
+                for record in decoded.events:
                     sink.add("events", record, position)
-                for record in traces:
+                for record in decoded.traces:
                     sink.add("traces", record, position)
                 if sink.pending_rows >= sink.batch_rows:
                     # A backlog batch holds many full messages: write as it fills, so memory
@@ -467,17 +555,19 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     # offset; applying it here would write state this worker no longer owns.
                     p.counters["monitor.revoked_skipped"] += 1
                     continue
-                e, t = state.decoded.get(m.partition, m.offset, event.value)
-                if not e and not t:  # no records: maybe an operator's control record
+                decoded = state.decoded.get(m.partition, m.offset, event.value)
+                if decoded.empty:  # no records: maybe an operator's control record
                     transitions.extend(
                         control_transitions(
                             monitor, event.value, m.offset, applied, advanced, p.counters
                         )
                     )
                     continue
-                fresh_e, fresh_t = fresh_records(e, t, m.offset, applied, advanced)
-                if len(fresh_e) + len(fresh_t) < len(e) + len(t):
+                e = [*decoded.late, *decoded.requests]
+                fresh_e, fresh_t = fresh_records(e, decoded.traces, m.offset, applied, advanced)
+                if len(fresh_e) + len(fresh_t) < len(e) + len(decoded.traces):
                     p.counters["monitor.redelivered_skipped"] += 1
+                fresh_e = fresh_requests(fresh_e, state.request_marks, p.counters)
                 # One message at a time, not the whole batch: batches are cut differently
                 # when a message is read again after a crash, messages are not, so a
                 # re-derived alert gets the same first hit, hence the same alert id.
@@ -500,7 +590,9 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             for workflow in dirty | set(advanced):
                 if target_partition(workflow, partitions) in owned:
                     table[workflow.encode()] = checkpoint_value(
-                        applied.get(workflow, -1), monitor.snapshot(workflow)
+                        applied.get(workflow, -1),
+                        monitor.snapshot(workflow),
+                        state.request_marks.get(workflow),
                     )
 
     async def restore_monitor(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -511,6 +603,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         }
         previous, fresh = state.monitor, Monitor(settings)
         applied: dict[str, int] = {}
+        marks: dict[str, SourceMarks] = {}
         kept = restored = 0
         # Workflows this worker keeps: its own memory is the newest state (a batch may have
         # been applied after its changelog write was read back by recovery).
@@ -518,6 +611,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             if target_partition(workflow, partitions) in owned:
                 restore_or_rebuild(fresh, workflow, previous.snapshot(workflow), p.counters)
                 applied[workflow] = state.applied_offsets.get(workflow, -1)
+                marks[workflow] = state.request_marks.get(workflow) or SourceMarks()
                 kept += 1
         # Workflows that moved here: their state as the previous owner checkpointed it,
         # completed from the changelog's tail (see changelog_tail).
@@ -533,12 +627,13 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             if not value or workflow in applied:
                 continue
             if target_partition(workflow, partitions) in owned:
-                offset, snapshot = parse_checkpoint(value)
+                offset, marks[workflow], snapshot = parse_checkpoint(value)
                 restore_or_rebuild(fresh, workflow, snapshot, p.counters)
                 applied[workflow] = offset
                 restored += 1
         state.monitor = fresh
         state.applied_offsets = applied
+        state.request_marks = marks
         log.info(
             "monitor: %d workflows kept, baselines of %d resumed from the changelog",
             kept,

@@ -289,6 +289,52 @@ def test_collector_keeps_every_span_and_its_resource(stack: EmbeddedStack, kafka
     }
 
 
+def test_a_request_naming_its_workflow_reaches_llm_events_before_its_trace(
+    stack: EmbeddedStack, kafka: Kafka, sdk_per_span: Sdk
+) -> None:
+    """The monitor gets such a call at once, not after the trace's grace: decode publishes
+    it as a request, and the closed trace's message flags it as already monitored."""
+    workflow = f"early-{uuid.uuid4().hex[:6]}"
+    hold_root_s = 4.0
+    events_reader = kafka.reader(topics.LLM_EVENTS)
+    root_attrs = {a.GEN_AI_OPERATION_NAME: a.OP_INVOKE_AGENT, a.DRIFTLINE_WORKFLOW: workflow}
+    call_attrs = {**chat_attributes(80, 20), a.DRIFTLINE_WORKFLOW: workflow}
+    with sdk_per_span.tracer.start_as_current_span("invoke_agent", attributes=root_attrs):
+        with sdk_per_span.tracer.start_as_current_span("chat gpt-4o-mini", attributes=call_attrs):
+            pass
+        time.sleep(hold_root_s)  # the trace stays open: its root has not ended
+    root_ended_s = time.time()
+    sent = sdk_per_span.memory.get_finished_spans()
+    trace_id = hex_trace(sent[0])
+    call_id = next(f"{s.context.span_id:016x}" for s in sent if s.parent and s.context)
+
+    summary_record = wait_for_trace(events_reader, trace_id)
+    requests = [
+        (r, q)
+        for r in events_reader.records
+        for q in r.json()["requests"]
+        if q["trace_id"] == trace_id
+    ]
+    ((request_record, request),) = requests  # published once
+    assert request_record.headers[topics.HEADER_RECORD_TYPE] == b"requests"
+    assert request_record.key == workflow.encode()
+    assert request_record.json()["events"] == [] == request_record.json()["traces"]
+    # Out before the root even ended, and so before the trace closed.
+    assert request_record.timestamp_s < root_ended_s
+    assert summary_record.timestamp_s - request_record.timestamp_s >= TRACE_GRACE_S
+    # The request is the completed event less what only the trace knows (loop depth), and
+    # carries its source position.
+    events, _ = closed_records(events_reader.records, trace_id)
+    (event,) = events
+    assert event["span_id"] == call_id and event["loop_depth"] == 1
+    position = request.pop("_seq")
+    assert len(position) == 3 and position[2] == 0
+    assert request == {**event, "loop_depth": request["loop_depth"]}
+    assert not request["loop_depth"]
+    closed_doc = summary_record.json()
+    assert closed_doc["early"][[e["span_id"] for e in closed_doc["events"]].index(call_id)]
+
+
 def test_trace_split_across_collector_messages(
     stack: EmbeddedStack, kafka: Kafka, sdk_per_span: Sdk
 ) -> None:

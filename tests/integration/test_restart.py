@@ -87,16 +87,25 @@ def details(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def replay_opens(settings: Settings, records: list[Record], workflow: str) -> list[dict]:
-    """Opens of an uninterrupted run over ``workflow``'s llm_events messages, in log order."""
+    """Opens of an uninterrupted run over ``workflow``'s llm_events messages, in log order.
+
+    As the worker's monitor reads them: each call once, from its request (published at
+    decode, maybe twice when decode ran again after the kill) or else from its closed trace.
+    """
     monitor = Monitor(settings)
     out = []
+    seen: set[str] = set()
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         if record.key != workflow.encode():
             continue
         doc = record.json()
-        events = [from_wire(e) for e in doc["events"]]
+        early = doc["early"]
+        late = [from_wire(e) for i, e in enumerate(doc["events"]) if not early[i]]
+        requests = [from_wire(e) for e in doc["requests"] if e["span_id"] not in seen]
+        seen.update(e["span_id"] for e in requests)
         traces = [from_wire(t, TRACE_FIELDS) for t in doc["traces"]]
-        out += [t for t in monitor.process(events, traces) if t["transition"] == "open"]
+        transitions = monitor.process(late + requests, traces)
+        out += [t for t in transitions if t["transition"] == "open"]
     return out
 
 
