@@ -89,6 +89,8 @@ GROWTH_CAP = 16
 # is set for an ARL0 of 1e7 or more), under a shift they climb towards it first.
 GROWTH_GATE = 0.2
 EWMA_GATE = 0.5
+# Windows a ripe block waits while a test builds up, before it joins anyway.
+GROWTH_WAIT = 4
 # Stay-open bar of shift_holds, in standard errors of the recent level (an EWMA over
 # about one window) against the reference. Opening an alert takes a test at the
 # metric's ARL0 share (about 2.7e7 events with the monitor's defaults: more than 5
@@ -374,7 +376,8 @@ class MetricDetector:
 
     def _new_growth(self, columns: int) -> ReferenceGrowth:
         block = min(GROWTH_BLOCK, self.window)
-        return ReferenceGrowth(columns, block, self.window, GROWTH_CAP * self.warmup)
+        wait = GROWTH_WAIT * self.window
+        return ReferenceGrowth(columns, block, self.window, GROWTH_CAP * self.warmup, wait)
 
     def _set_rate_reference(self) -> None:
         assert self._growth is not None and self._rate is not None
@@ -584,23 +587,29 @@ class MetricDetector:
             rows = np.stack([np.ones_like(wins), wins, wins * wins], axis=1)
         else:
             rows = np.stack([np.ones_like(rest), rest], axis=1)
-        if growth.push(rows, quiet=self._quiet()):
+        if self._push_growth(rows):
             self._regrow()
 
-    def _quiet(self) -> bool:
-        """Whether a ripe block may join the reference: no shift holds, no test building.
+    def _building(self) -> bool:
+        """Whether a level or rate test is building up evidence: ripe blocks then wait.
 
         A shift too small for the stay-open bar still builds up the statistics of the
         tests that will find it; a block absorbed meanwhile teaches the reference the
         shift (measured, seed 2026: every x1.2 shift missed had grown its reference
-        from 2,500 to 6,500 events after the change, half the shift learned).
+        from 2,500 to 6,500 events after the change, half the shift learned). Blocks
+        wait at most ``GROWTH_WAIT`` windows, so what moves that slowly (a cycle's
+        phase) is still followed rather than alarmed.
         """
-        if self.shift_holds():
-            return False
         if self._ewma is not None and self._ewma.score() > EWMA_GATE:
-            return False
+            return True
         tests: tuple[Any, ...] = (self._cusum, self._rate, *(self._shares or ()))
-        return all(t.score() <= GROWTH_GATE for t in tests if t is not None)
+        return any(t.score() > GROWTH_GATE for t in tests if t is not None)
+
+    def _push_growth(self, rows: FloatArray) -> int:
+        assert self._growth is not None
+        holds = self.shift_holds()
+        building = not holds and self._building()
+        return self._growth.push(rows, quiet=not holds and not building, building=building)
 
     def _count_since(self, found: list[Detection], n: int) -> list[Detection]:
         if found:
@@ -693,7 +702,7 @@ class MetricDetector:
         rows = np.zeros((codes.shape[0], 1 + k))
         rows[:, 0] = 1.0
         rows[np.arange(codes.shape[0]), 1 + codes.astype(np.int64)] = 1.0
-        if self._growth.push(rows, quiet=self._quiet()):
+        if self._push_growth(rows):
             self._set_share_references()
 
     # --- alert lifecycle ----------------------------------------------------------

@@ -6,6 +6,9 @@ alarms for ever on its own error or must be blunted to cover it. Here later valu
 join the reference once they are ``lag`` events old, in blocks of ``block``, and only
 while the detector is quiet: a detection discards everything still waiting (it may
 hold the change), and a block is dropped instead of absorbed while the shift holds.
+While a test is only building up evidence (not yet a shift), ripe blocks wait, up to
+``wait`` events more: they join once the tests calm down, or when that much longer
+has passed without a detection (what moves that slowly is followed, not alarmed).
 So a change is never learned as normal, and a stable stream's reference ends up
 ``cap`` events long; past that it slides (older sums fade as new blocks join), so it
 follows what moves slower than about ``cap`` events (a daily cycle) and stays put for
@@ -34,19 +37,34 @@ class ReferenceGrowth:
     [50.0, 4.0]
     """
 
-    __slots__ = ("_filled", "_partial", "_pending", "_totals", "block", "cap", "columns", "lag")
+    __slots__ = (
+        "_filled",
+        "_partial",
+        "_pending",
+        "_totals",
+        "block",
+        "cap",
+        "columns",
+        "lag",
+        "wait",
+    )
 
-    def __init__(self, columns: int, block: int = 100, lag: int = 500, cap: int = 8000) -> None:
+    def __init__(
+        self, columns: int, block: int = 100, lag: int = 500, cap: int = 8000, wait: int = 0
+    ) -> None:
         if not 1 <= columns <= 130:
             raise ValueError(f"columns must be in [1, 130], got {columns}")
         if not 1 <= block <= lag:
             raise ValueError(f"block must be in [1, lag], got block={block} lag={lag}")
         if cap < 1:
             raise ValueError(f"cap must be >= 1 observation, got {cap}")
+        if not 0 <= wait <= 64 * lag:
+            raise ValueError(f"wait must be in [0, 64 lags], got {wait}")
         self.columns = columns
         self.block = block
         self.lag = lag
         self.cap = cap
+        self.wait = wait
         self._totals = np.zeros(columns)  # column 0 counts observations
         self._pending = np.zeros((0, columns))  # whole blocks, oldest first
         self._partial = np.zeros(columns)
@@ -71,10 +89,12 @@ class ReferenceGrowth:
         self._partial = np.zeros(self.columns)
         self._filled = 0
 
-    def push(self, rows: FloatArray, quiet: bool) -> int:
+    def push(self, rows: FloatArray, quiet: bool, building: bool = False) -> int:
         """Queue ``rows`` (one per observation, column 0 all ones); return blocks absorbed.
 
-        Blocks older than ``lag`` join the reference if ``quiet``, else are dropped.
+        Blocks older than ``lag`` join the reference if ``quiet``; if not, they wait
+        while the tests are only ``building`` (joining once older than ``lag + wait``)
+        and are dropped otherwise (a shift holds).
         """
         rows = np.asarray(rows, dtype=np.float64)
         need = self.block - self._filled
@@ -93,9 +113,12 @@ class ReferenceGrowth:
             self._partial = tail.sum(axis=0)
             self._filled = tail.shape[0]
         pending = np.concatenate(blocks)
-        cut = max(0, pending.shape[0] - self.lag // self.block)
+        keep = self.lag // self.block
+        if not quiet and building:
+            keep += self.wait // self.block
+        cut = max(0, pending.shape[0] - keep)
         ripe, self._pending = pending[:cut], pending[cut:]
-        if not quiet or not ripe.shape[0]:
+        if not ripe.shape[0] or (not quiet and not building):
             return 0
         for block in ripe:
             # Past the cap the reference slides: older sums fade so it stays ``cap`` long.
@@ -114,6 +137,7 @@ class ReferenceGrowth:
                 "block": self.block,
                 "lag": self.lag,
                 "cap": self.cap,
+                "wait": self.wait,
             },
             "totals": self._totals.copy(),
             "pending": self._pending.copy(),
@@ -129,8 +153,8 @@ class ReferenceGrowth:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{name} state version {state.get('version')!r} unsupported")
         args = state.get("args")
-        if not isinstance(args, dict) or set(args) != {"columns", "block", "lag", "cap"}:
-            raise ValueError(f"{name}.args: expected columns, block, lag, cap")
+        if not isinstance(args, dict) or set(args) - {"wait"} != {"columns", "block", "lag", "cap"}:
+            raise ValueError(f"{name}.args: expected columns, block, lag, cap (and wait)")
         ints = {k: decode(args, k, Field("int"), f"{name}.args") for k in args}
         try:
             out = cls(**ints)
@@ -143,7 +167,8 @@ class ReferenceGrowth:
         partial = check_array(state.get("partial"), f"{name}.partial", "float64", 1, Field("array"))
         if totals.shape != (c,) or partial.shape != (c,) or pending.shape[1:] != (c,):
             raise ValueError(f"{name}.totals/pending/partial: expected {c} columns")
-        if pending.shape[0] > out.lag // out.block or min(totals[0], partial[0]) < spec.lo:
+        most = (out.lag + out.wait) // out.block
+        if pending.shape[0] > most or min(totals[0], partial[0]) < spec.lo:
             raise ValueError(f"{name}.pending: more blocks than the lag holds, or negative counts")
         out._totals, out._pending, out._partial = totals, pending, partial
         out._filled = decode(state, "filled", Field("int", lo=0, hi=out.block - 1), name)
