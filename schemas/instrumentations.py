@@ -29,6 +29,8 @@ LOGFIRE_SPAN_TYPE_LOG: Final = "log"
 LOGFIRE_STREAM_DURATION: Final = "duration"
 # openlit marks streamed calls; its time to first token is set on every call.
 OPENLIT_STREAM: Final = "gen_ai.request.stream"
+# LiteLLM's callback: the provider's usage, as the text of a Python dict.
+LITELLM_USAGE_OBJECT: Final = "metadata.usage_object"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,9 @@ class ScopeRule:
     # Model names carry the provider as a prefix (``openai/gpt-4o-mini``): drop it when it
     # is the span's provider, so the model is priced and grouped like everyone else's.
     model_prefixed_by_provider: bool = False
+    # Cache and reasoning tokens are missing from the attributes but present in this key's
+    # text, LiteLLM's usage object written as a Python literal: read them from there.
+    usage_literal_key: str = ""
 
 
 SCOPE_RULES: Final = (
@@ -110,6 +115,24 @@ SCOPE_RULES: Final = (
         ),
         handling="the prefix is dropped when it names the span's provider (`gpt-4o-mini`)",
         model_prefixed_by_provider=True,
+    ),
+    ScopeRule(
+        library="litellm (OpenTelemetry callback)",
+        # LiteLLM leaves the scope version empty: the rule holds for every version.
+        scope_names=("litellm",),
+        seen_version="1.83.0",
+        fixed_in=None,
+        deviation=(
+            "no cache or reasoning token attributes: they are only in "
+            "`metadata.usage_object`, the provider's usage written as a Python dict"
+        ),
+        handling=(
+            "cache reads (`prompt_tokens_details.cached_tokens`, `cache_read_input_tokens`), "
+            "cache writes (`cache_creation_input_tokens`) and reasoning tokens "
+            "(`completion_tokens_details.reasoning_tokens`) are read from that text, parsed "
+            "as a literal (never evaluated), when the span has none of its own"
+        ),
+        usage_literal_key=LITELLM_USAGE_OBJECT,
     ),
 )
 

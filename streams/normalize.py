@@ -49,6 +49,7 @@ and caches keyed by encoded values; at the first doubt it hands the span to the 
 
 from __future__ import annotations
 
+import ast
 import base64
 import fnmatch
 import functools
@@ -435,6 +436,8 @@ def _apply_rule(rule: ScopeRule, span: Any, event: dict[str, Any], record: dict[
         event["input_tokens"] = uncached + event["cache_read_tokens"] + event["cache_write_tokens"]
     if rule.ttft_only_when_streamed and _attribute(attrs, OPENLIT_STREAM) is not True:
         event["ttft_ms"] = None
+    if rule.usage_literal_key and rule.usage_literal_key in attrs:
+        _add_literal_usage(_attribute(attrs, rule.usage_literal_key), event)
     if rule.model_prefixed_by_provider and event["provider"]:
         prefix = event["provider"] + "/"
         for model_field in ("request_model", "response_model"):
@@ -451,6 +454,41 @@ def _apply_rule(rule: ScopeRule, span: Any, event: dict[str, Any], record: dict[
 
 
 _DURATION: Final = (LOGFIRE_STREAM_DURATION,)
+_MAX_USAGE_LITERAL_CHARS: Final = 4096
+# (event field, path into the usage dict): the first path holding a count wins.
+_LITERAL_USAGE_PATHS: Final = (
+    ("cache_read_tokens", ("prompt_tokens_details", "cached_tokens")),
+    ("cache_read_tokens", ("cache_read_input_tokens",)),
+    ("cache_write_tokens", ("cache_creation_input_tokens",)),
+    ("cache_write_tokens", ("prompt_tokens_details", "cache_creation_tokens")),
+    ("reasoning_tokens", ("completion_tokens_details", "reasoning_tokens")),
+)
+
+
+def _add_literal_usage(text: Any, event: dict[str, Any]) -> None:
+    """Fills cache and reasoning counts the span left at 0 from a usage dict written as a
+    Python literal; anything unreadable adds nothing."""
+    if type(text) is not str or len(text) > _MAX_USAGE_LITERAL_CHARS:
+        return
+    try:
+        usage = ast.literal_eval(text)  # a literal only: nothing is evaluated
+    except Exception:  # not a literal, too deep: no usage to add
+        return
+    if type(usage) is not dict:
+        return
+    found: dict[str, int] = {}
+    for field_name, path in _LITERAL_USAGE_PATHS:
+        value: Any = usage
+        for step in path:
+            value = value.get(step) if type(value) is dict else None
+        if field_name not in found and type(value) is int and 0 <= value <= MAX_TOKENS:
+            found[field_name] = value
+    for field_name, count in found.items():
+        if not event[field_name]:
+            event[field_name] = count
+    cached = event["cache_read_tokens"] + event["cache_write_tokens"]
+    if cached > event["input_tokens"]:
+        event["input_tokens"] += cached  # exclusive counts, as in _normalize_span
 
 
 def _attribute(attrs: Any, key: str) -> Any:

@@ -15,8 +15,10 @@ stub (``tests/compat/record_openlit.py``) and are replayed from ``tests/unit/dat
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -99,6 +101,7 @@ class Session:
     server: stub.OpenAIStub
     tracer_provider: TracerProvider
     capture: Callable[[str, Callable[[], Any]], None]  # (kind, run the calls of that kind)
+    finished_spans: Callable[[], Sequence[Any]] = tuple  # what the exporter holds so far
 
     def openai_client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.server.base_url, api_key="test", max_retries=0)
@@ -295,24 +298,26 @@ def drive_pydantic_ai_anthropic(session: Session) -> None:
     _pydantic_ai_calls(session, model, ANTHROPIC_MODEL)
 
 
-def drive_openinference_litellm(session: Session) -> None:
-    """``litellm.completion`` to both APIs of the stub: each kind runs on OpenAI, then on
-    Anthropic."""
+def _import_litellm() -> Any:
     # Else LiteLLM fetches its model price map over the network when imported.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
-    from openinference.instrumentation.litellm import LiteLLMInstrumentor
 
     litellm.suppress_debug_info = True
-    instrumentor = LiteLLMInstrumentor()
-    instrumentor.instrument(tracer_provider=session.tracer_provider)
+    return litellm
+
+
+def _litellm_calls(session: Session) -> None:
+    """``litellm.completion`` to both APIs of the stub: each kind runs on OpenAI, then on
+    Anthropic."""
+    litellm = _import_litellm()
     targets = (
         ("openai", OPENAI_MODEL, session.server.base_url),
         ("anthropic", ANTHROPIC_MODEL, session.server.anthropic_base_url),
     )
 
-    def each(model_of: Callable[[str, str], str], **kwargs: Any) -> None:
-        for provider, model, base in targets:
+    def each(model_of: Callable[[str, str], str], **kwargs: Any) -> list[Any]:
+        return [
             litellm.completion(
                 model=f"{provider}/{model_of(provider, model)}",
                 messages=MESSAGES,
@@ -321,18 +326,13 @@ def drive_openinference_litellm(session: Session) -> None:
                 num_retries=0,
                 **kwargs,
             )
+            for provider, model, base in targets
+        ]
 
     def stream() -> None:
-        for provider, model, base in targets:
-            chunks = litellm.completion(
-                model=f"{provider}/{model}",
-                messages=MESSAGES,
-                api_base=base,
-                api_key="test",
-                num_retries=0,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
+        for chunks in each(
+            lambda _, model: model, stream=True, stream_options={"include_usage": True}
+        ):
             assert list(chunks), "the stub streamed nothing"
 
     def error() -> None:
@@ -352,13 +352,53 @@ def drive_openinference_litellm(session: Session) -> None:
     def tool_model(provider: str, model: str) -> str:
         return REASONING_MODEL if provider == "openai" else model
 
+    session.capture("chat", lambda: each(lambda _, model: model))
+    session.capture("stream", stream)
+    session.capture("tool", lambda: each(tool_model, tools=OPENAI_TOOLS))
+    session.capture("error", error)
+
+
+def drive_openinference_litellm(session: Session) -> None:
+    _import_litellm()
+    from openinference.instrumentation.litellm import LiteLLMInstrumentor
+
+    instrumentor = LiteLLMInstrumentor()
+    instrumentor.instrument(tracer_provider=session.tracer_provider)
     try:
-        session.capture("chat", lambda: each(lambda _, model: model))
-        session.capture("stream", stream)
-        session.capture("tool", lambda: each(tool_model, tools=OPENAI_TOOLS))
-        session.capture("error", error)
+        _litellm_calls(session)
     finally:
         instrumentor.uninstrument()
+
+
+def drive_litellm_callback(session: Session) -> None:
+    """LiteLLM's own OpenTelemetry callback (``callbacks=["otel"]``), on our provider."""
+    litellm = _import_litellm()
+    from litellm.integrations.opentelemetry import OpenTelemetry, OpenTelemetryConfig
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    # The exporter is unused (the provider given has its own); without one LiteLLM would
+    # configure a console exporter.
+    config = OpenTelemetryConfig(exporter=InMemorySpanExporter())
+    callback = OpenTelemetry(config=config, tracer_provider=session.tracer_provider)
+
+    def settled(kind: str, run: Callable[[], Any]) -> None:
+        """LiteLLM ends its spans on a thread pool after the call returns: wait for both."""
+
+        def run_and_wait() -> None:
+            run()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                sum(span.name == "litellm_request" for span in session.finished_spans()) < 2
+            ):
+                time.sleep(0.01)
+
+        session.capture(kind, run_and_wait)
+
+    litellm.callbacks = [callback]
+    try:
+        _litellm_calls(dataclasses.replace(session, capture=settled))
+    finally:
+        litellm.callbacks = []
 
 
 def drive_openlit(session: Session) -> None:
@@ -511,6 +551,36 @@ LIBRARIES: Final[dict[str, Library]] = {
             "a failed call has no `error.type` and a status message without the class: the "
             "class comes from the `exception` event"
         ),
+    ),
+    "litellm-otel": Library(
+        title="LiteLLM OpenTelemetry callback (OpenAI and Anthropic)",
+        distribution="litellm",
+        provider="openai",
+        scopes=("litellm",),
+        drive=drive_litellm_callback,
+        expected={
+            # Each kind ran on OpenAI, then on Anthropic (LiteLLM maps `end_turn` to `stop`).
+            "chat": (openai_call(status="ok"), anthropic_call(status="ok", finish_reason="stop")),
+            "stream": (
+                openai_call(status="ok"),
+                anthropic_call(status="ok", finish_reason="stop"),
+            ),
+            "tool": (
+                openai_call(
+                    status="ok",
+                    finish_reason="tool_calls",
+                    reasoning_tokens=stub.REASONING_MODEL_TOKENS,
+                ),
+                anthropic_call(status="ok", finish_reason="tool_calls"),
+            ),
+            "error": (failed("InternalServerError"), failed("InternalServerError")),
+        },
+        reads=(
+            "`gen_ai.*` (operation, `gen_ai.system`, models, input/output tokens), "
+            "`gen_ai.response.finish_reasons` as JSON text, `error.type`, and cache and "
+            "reasoning tokens from `metadata.usage_object`"
+        ),
+        notes="LiteLLM's own cost (`gen_ai.cost.*`) is not read: driftline prices calls itself",
     ),
     "openinference-litellm": Library(
         title="OpenInference `openinference-instrumentation-litellm` (OpenAI and Anthropic)",

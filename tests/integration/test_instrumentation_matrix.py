@@ -103,7 +103,7 @@ def _drive(
         provider.force_flush()
         spans[kind].extend(memory.get_finished_spans())
 
-    library.drive(m.Session(server, provider, capture))
+    library.drive(m.Session(server, provider, capture, memory.get_finished_spans))
     provider.shutdown()
     return spans
 

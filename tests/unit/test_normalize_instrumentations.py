@@ -237,6 +237,73 @@ def test_litellm_model_names_lose_the_provider_prefix() -> None:
     assert normalize(span(1, other), scope=scope).events[0]["request_model"] == "azure/gpt-4o-mini"
 
 
+LITELLM_ANTHROPIC_USAGE = (
+    "{'completion_tokens': 7, 'prompt_tokens': 2821, 'total_tokens': 2828, "
+    "'completion_tokens_details': {'reasoning_tokens': 0, 'text_tokens': 7}, "
+    "'prompt_tokens_details': {'cached_tokens': 1024, 'cache_creation_tokens': 297}, "
+    "'cache_creation_input_tokens': 297, 'cache_read_input_tokens': 1024}"
+)
+
+
+def litellm_span(usage: str, **extra: Any) -> Span:
+    attributes = chat(
+        "anthropic",
+        **{
+            a.GEN_AI_USAGE_INPUT_TOKENS: 2821,
+            a.GEN_AI_USAGE_OUTPUT_TOKENS: 7,
+            "metadata.usage_object": usage,
+            **extra,
+        },
+    )
+    return span(1, attributes)
+
+
+def test_litellm_callback_cache_tokens_come_from_its_usage_object() -> None:
+    (event,) = normalize(litellm_span(LITELLM_ANTHROPIC_USAGE), scope="litellm").events
+    assert (event["input_tokens"], event["cache_read_tokens"], event["cache_write_tokens"]) == (
+        2821,
+        1024,
+        297,
+    )
+    assert "metadata.usage_object" not in event["attributes"]
+
+
+def test_litellm_reasoning_tokens_and_exclusive_counts() -> None:
+    usage = (
+        "{'prompt_tokens': 100, 'completion_tokens_details': {'reasoning_tokens': 64}, "
+        "'cache_read_input_tokens': 150}"
+    )
+    span_ = litellm_span(usage, **{a.GEN_AI_USAGE_INPUT_TOKENS: 100})
+    (event,) = normalize(span_, scope="litellm").events
+    assert (event["reasoning_tokens"], event["cache_read_tokens"]) == (64, 150)
+    assert event["input_tokens"] == 250  # a cache larger than the input is exclusive
+
+
+def test_the_span_s_own_counts_win_over_the_usage_object() -> None:
+    own = {a.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 5}
+    (event,) = normalize(litellm_span(LITELLM_ANTHROPIC_USAGE, **own), scope="litellm").events
+    assert (event["cache_read_tokens"], event["cache_write_tokens"]) == (5, 297)
+
+
+@given(st.text(max_size=300))
+def test_any_usage_text_is_read_or_ignored_never_run(text: str) -> None:
+    batch = normalize(litellm_span(text), scope="litellm")
+    (event,) = batch.events
+    assert event["input_tokens"] >= 2821 and event["output_tokens"] == 7
+
+
+def test_usage_text_that_is_not_a_plain_literal_adds_nothing() -> None:
+    for text in (
+        "__import__('os').system('true')",
+        "{'cache_read_input_tokens': -5}",
+        "{'cache_read_input_tokens': 10**12}",
+        "[1, 2]",
+        "{" * 3000,
+    ):
+        (event,) = normalize(litellm_span(text), scope="litellm").events
+        assert (event["cache_read_tokens"], event["cache_write_tokens"]) == (0, 0), text
+
+
 # --- rules and versions -----------------------------------------------------------------------
 
 
