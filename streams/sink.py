@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -90,6 +92,10 @@ _ID_FIELDS: Final[dict[RecordKind, tuple[str, ...]]] = {
 # DateTime64(6)'s range: ClickHouse stores a value outside it as some other time, silently.
 _MIN_TS_US: Final = -2_208_988_800_000_000  # 1900-01-01
 _MAX_TS_US: Final = 10_413_792_000_000_000 - 1  # 2299-12-31 23:59:59.999999
+# A table's TTL (and its rollups' minute) is a 32-bit DateTime: past 2106-02-07 06:28:15 it
+# wraps to 1970 and ClickHouse drops the row at once, as it drops one already past its TTL.
+_DATETIME_MAX_US: Final = 4_294_967_295_000_000
+_TTL: Final = re.compile(r"TTL toDateTime\((\w+)\) \+ toIntervalDay\((\d+)\)")
 _REASON_CHARS: Final = 300
 
 _ARROW_TYPES: Final[dict[str, pa.DataType]] = {
@@ -162,6 +168,8 @@ def _to_arrow_by_column(rows: list[Mapping[str, Any]], fields: tuple[Field, ...]
 def _map_items(value: Any) -> list[tuple[str, str]]:
     if not value:
         return []
+    if not isinstance(value, Mapping):
+        raise TypeError(f"a map column needs a mapping, got {type(value).__name__}")
     return [(str(k), v if isinstance(v, str) else str(v)) for k, v in value.items()]
 
 
@@ -260,6 +268,7 @@ class EventSink:
         # Records set aside for good, oldest first, until take_rejected() hands them out.
         self.rejected: list[RejectedRecord] = []
         self._columns: dict[str, tuple[Field, ...]] = {}
+        self._ttl: dict[str, tuple[str, int] | None] = {}  # table -> (TTL column, days)
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -351,7 +360,8 @@ class EventSink:
             records = [_with_json(r, spec.json_fields) for r in records]
         token = self._token(kind, buffer, records, spec, dedup_token)
         positions = [buffer.positions.get(key) for key in buffer.rows]
-        table, kept, refused = self._convert(records, self._stored_fields(spec))
+        fields = self._stored_fields(spec)
+        table, kept, refused = self._convert(records, fields, self._ttl[spec.table])
         rejected = [RejectedRecord(kind, records[i], why, positions[i]) for i, why in refused]
         stored = 0
         for piece in split_by_partition(
@@ -420,14 +430,24 @@ class EventSink:
                     f"table {spec.table} does not exist; open the store with open_store()"
                 )
             self._columns[spec.table] = tuple(f for f in spec.fields if f.name in set(names))
+            engine = self.store.query(
+                "SELECT engine_full FROM system.tables WHERE database = {db:String}"
+                " AND name = {t:String}",
+                {"db": database, "t": table},
+            ).column("engine_full")
+            match = _TTL.search(str(engine[0].as_py())) if len(engine) else None
+            self._ttl[spec.table] = (match.group(1), int(match.group(2))) if match else None
         return self._columns[spec.table]
 
     @staticmethod
     def _convert(
-        records: list[Mapping[str, Any]], fields: tuple[Field, ...]
+        records: list[Mapping[str, Any]],
+        fields: tuple[Field, ...],
+        ttl: tuple[str, int] | None = None,
     ) -> tuple[pa.Table, list[int], list[tuple[int, str]]]:
         """The storable records as a table, their indices in ``records``, and (index, reason)
-        of each record that does not convert or carries a time the store cannot hold."""
+        of each record that does not convert or carries a time the store cannot hold (or
+        would drop at once under the table's ``ttl``: column and days)."""
         refused: list[tuple[int, str]] = []
         try:
             table = to_arrow(records, fields)
@@ -443,7 +463,7 @@ class EventSink:
                 else:
                     kept.append(index)
             table = to_arrow([records[i] for i in kept], fields)
-        outside = _outside_store_range(table, fields)
+        outside = _outside_store_range(table, fields, ttl, int(time.time() * 1e6))
         if outside is None:
             return table, kept, refused
         mask, reasons = outside
@@ -534,20 +554,39 @@ def _partition_ids(column: pa.ChunkedArray, unit: PartitionUnit) -> np.ndarray:
 
 
 def _outside_store_range(
-    table: pa.Table, fields: tuple[Field, ...]
+    table: pa.Table, fields: tuple[Field, ...], ttl: tuple[str, int] | None, now_us: int
 ) -> tuple[np.ndarray, list[str]] | None:
-    """A mask of rows with a timestamp DateTime64(6) cannot hold, and why, or None if none."""
+    """A mask of rows with a time the store cannot hold or would drop at once, and why, or
+    None if there is none: rather set aside with a reason than counted stored and gone."""
     mask = np.zeros(table.num_rows, dtype=bool)
     reasons = [""] * table.num_rows
+
+    def refuse(bad: np.ndarray, why: str) -> None:
+        nonlocal mask
+        for row in np.flatnonzero(bad & ~mask):
+            reasons[row] = why
+        mask |= bad
+
     for f in fields:
         if f.kind != "ts":
             continue
         micros = table.column(f.name).cast(pa.int64()).to_numpy(zero_copy_only=False)
         values = np.asarray(micros, dtype=np.float64)  # nulls arrive as NaN and compare False
-        bad = (values < _MIN_TS_US) | (values > _MAX_TS_US)
-        for row in np.flatnonzero(bad & ~mask):
-            reasons[row] = f"{f.name} outside the years 1900-2299 that the store can hold"
-        mask |= bad
+        refuse(
+            (values < _MIN_TS_US) | (values > _MAX_TS_US),
+            f"{f.name} outside the years 1900-2299 that the store can hold",
+        )
+        if ttl is not None and ttl[0] == f.name:
+            days_us = ttl[1] * 86_400_000_000
+            refuse(
+                values < now_us - days_us,
+                f"{f.name} older than the table keeps (TTL {ttl[1]} days): dropped on insert",
+            )
+            refuse(
+                (values < 0) | (values > _DATETIME_MAX_US - days_us),
+                f"{f.name} outside 1970 to 2106-02-07 less the {ttl[1]}-day TTL: the TTL "
+                "would overflow and drop it",
+            )
     return (mask, reasons) if mask.any() else None
 
 

@@ -299,6 +299,7 @@ _ROW_VALUE_CODES = frozenset(
         117,  # INCORRECT_DATA
         131,  # TOO_LARGE_STRING_SIZE
         321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN (e.g. a null value in a map)
         395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (a throwIf in a materialized view)
         407,  # DECIMAL_OVERFLOW
         469,  # VIOLATED_CONSTRAINT (a CHECK constraint an operator added)

@@ -199,19 +199,27 @@ def test_refused_rows_are_set_aside_once_across_an_outage(latency_check: ChdbSto
     assert _count(latency_check, "llm_requests_raw") == 19
 
 
-def test_times_the_store_cannot_hold_are_set_aside_not_raised(store: ChdbStore) -> None:
-    year_2400 = 13_569_465_600_000_000
-    events = _daily_events(3, start=JAN_2026)
-    events[1]["start_ts"] = 2**62  # past any datetime: building the insert used to raise
-    events[2]["start_ts"] = year_2400  # ClickHouse would store another time silently
+def test_times_the_store_cannot_hold_or_would_drop_are_set_aside(store: ChdbStore) -> None:
+    # the store keeps 3650 days: its TTL (a 32-bit DateTime) ends at 2106-02-07
+    times = {
+        "past any calendar": 2**62,  # building the insert used to raise OverflowError
+        "year 2400": 13_569_465_600_000_000,  # past DateTime64: stored as another time
+        "year 2100": 4_102_444_800_000_000,  # TTL overflows: stored, then dropped at once
+        "year 1971": 31_536_000_000_000,  # older than the TTL: dropped at once
+    }
+    events = _daily_events(len(times) + 1, start=JAN_2026)
+    for event, start in zip(events[1:], times.values(), strict=True):
+        event["start_ts"] = start
     sink = EventSink(store)
     for offset, event in enumerate(events):
         sink.add("events", event, ("llm_events", 0, offset))
-    assert sink.flush().rejected == 2
-    reasons = {r.record["span_id"]: r.reason for r in sink.take_rejected()}
-    assert set(reasons) == {events[1]["span_id"], events[2]["span_id"]}
-    assert all("start_ts outside" in why for why in reasons.values())
-    assert _count(store, "llm_requests_raw") == 1
+    assert sink.flush().rejected == len(times)
+    reasons = {r.record["start_ts"]: r.reason for r in sink.take_rejected()}
+    assert set(reasons) == set(times.values())
+    assert "1900-2299" in reasons[times["year 2400"]]
+    assert "TTL would overflow" in reasons[times["year 2100"]]
+    assert "older than the table keeps (TTL 3650 days)" in reasons[times["year 1971"]]
+    assert _count(store, "llm_requests_raw") == 1 == _count(store, "rollup_workflow_1m")
 
 
 def test_the_server_path_splits_and_isolates_the_same_way(latency_check: ChdbStore) -> None:
