@@ -30,6 +30,12 @@ Choices the contract left open:
   events, links, the status message and other attributes are left out, and a whole-message
   reject (``not_otlp``) has an empty payload, unless :class:`IngestPolicy` ``dlq_content``.
 
+Instrumentations that depart from the conventions get a rule keyed by their instrumentation
+scope (:mod:`schemas.instrumentations`), applied to the call after the mapping; so are the
+corrections that need more than one key: the ``exception`` event's class when a failed call
+names none, and the count of successful calls without tokens (``NormalizedBatch.tokenless``,
+by reason and scope), which stay events but are not silent.
+
 What a span may claim is bounded (:class:`IngestPolicy`, :mod:`schemas.event`): times within
 a window around the message's arrival (and 2000..2090 always), token counts, durations and
 fractions within limits, no NaN or infinity. A span beyond a bound is rejected, never
