@@ -15,10 +15,12 @@ stub (``tests/compat/record_openlit.py``) and are replayed from ``tests/unit/dat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -189,6 +191,36 @@ def _anthropic_calls(session: Session, client: anthropic.Anthropic) -> None:
         raise AssertionError("the stub did not fail")
 
     session.capture("error", error)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in ``os.environ`` for the block (how libraries turn capture on)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _openai_instrumentor(module: str, capture: dict[str, str]) -> Callable[[Session], None]:
+    """A driver for an ``OpenAIInstrumentor`` of ``module``, with its content capture on."""
+
+    def drive(session: Session) -> None:
+        instrumentor = importlib.import_module(module).OpenAIInstrumentor()
+        with _environment(capture):
+            instrumentor.instrument(tracer_provider=session.tracer_provider)
+            try:
+                _openai_calls(session, session.openai_client())
+            finally:
+                instrumentor.uninstrument()
+
+    return drive
 
 
 def drive_openllmetry_anthropic(session: Session) -> None:
@@ -429,6 +461,78 @@ _LOGFIRE_READS: Final = (
 )
 
 LIBRARIES: Final[dict[str, Library]] = {
+    "openai-v2": Library(
+        title="OTel `opentelemetry-instrumentation-openai-v2`",
+        distribution="opentelemetry-instrumentation-openai-v2",
+        provider="openai",
+        scopes=("opentelemetry.util.genai.handler",),  # its spans come from util-genai
+        # util-genai's modes; "true" is not one (it warns and captures nothing).
+        drive=_openai_instrumentor(
+            "opentelemetry.instrumentation.openai_v2",
+            {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"},
+        ),
+        expected={
+            # Cached and reasoning tokens are not recorded: the call is priced as uncached.
+            "chat": (openai_call(cache_read_tokens=0),),
+            "stream": (openai_call(cache_read_tokens=0, finish_reason=""),),
+            "tool": (openai_call(cache_read_tokens=0, finish_reason="tool_calls"),),
+            "error": (failed("InternalServerError"),),
+        },
+        reads="`gen_ai.*` (operation, provider, models, input/output tokens, finish reasons), "
+        "`error.type`",
+        notes=(
+            "no cached or reasoning tokens, and no finish reason on streamed calls: not on "
+            "the span, so not recoverable"
+        ),
+    ),
+    "openinference-openai": Library(
+        title="OpenInference `openinference-instrumentation-openai`",
+        distribution="openinference-instrumentation-openai",
+        provider="openai",
+        scopes=("openinference.instrumentation.openai",),
+        drive=_openai_instrumentor("openinference.instrumentation.openai", {}),
+        expected={
+            "chat": (openai_call(status="ok"),),
+            "stream": (openai_call(status="ok"),),
+            "tool": (
+                openai_call(
+                    status="ok",
+                    finish_reason="tool_calls",
+                    reasoning_tokens=stub.REASONING_MODEL_TOKENS,
+                ),
+            ),
+            "error": (failed("InternalServerError"),),
+        },
+        reads=(
+            "`openinference.span.kind`, `llm.provider`, `llm.model_name` (the answering "
+            "model), `llm.token_count.*` incl. cache and reasoning details, "
+            "`llm.finish_reason`, the status message's exception class"
+        ),
+    ),
+    "openllmetry-openai": Library(
+        title="OpenLLMetry `opentelemetry-instrumentation-openai`",
+        distribution="opentelemetry-instrumentation-openai",
+        provider="openai",
+        scopes=("opentelemetry.instrumentation.openai.v1",),
+        drive=_openai_instrumentor(
+            "opentelemetry.instrumentation.openai", {"TRACELOOP_TRACE_CONTENT": "true"}
+        ),
+        expected={
+            "chat": (openai_call(),),
+            "stream": (openai_call(status="ok"),),
+            "tool": (
+                openai_call(
+                    finish_reason="tool_call", reasoning_tokens=stub.REASONING_MODEL_TOKENS
+                ),
+            ),
+            "error": (failed("InternalServerError"),),
+        },
+        reads=(
+            "`gen_ai.*` (operation, provider, models, usage incl. cache), "
+            "`gen_ai.usage.reasoning_tokens`, `gen_ai.response.finish_reasons`, `error.type`"
+        ),
+        notes="streamed calls end with status OK, others with status unset",
+    ),
     "pydantic-ai-openai": Library(
         title="pydantic-ai (OpenAI model)",
         distribution="pydantic-ai-slim",
