@@ -456,3 +456,11 @@ def test_scope_rules_never_raise_and_leave_events_and_records_paired(
         event = batch.events[0]
         assert event["input_tokens"] >= event["cache_read_tokens"] + event["cache_write_tokens"]
         assert event["latency_ms"] >= 0 and event["end_ts"] >= event["start_ts"]
+
+
+@given(st.text(max_size=200))
+def test_any_exception_type_gives_a_class_name_or_nothing(exception_type: str) -> None:
+    batch = normalize(failed_span("no class here", exception_type))
+    (event,) = batch.events
+    name = event["error_type"]
+    assert name == "" or (name.isidentifier() and name == exception_type.rsplit(".", 1)[-1])
