@@ -5,8 +5,9 @@ Every test runs against the real engine (chdb, or chdb behind the ClickHouse HTT
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pytest
@@ -283,3 +284,51 @@ def test_pieces_cover_the_batch_within_the_limit_the_same_way_every_time(
         assert len({s.strftime(fmt) for s in stamps}) <= limit
     if len(pieces) == 1:
         assert pieces[0].token == "tok"  # a batch that fits keeps the token it always had
+
+
+def _remote(server: ChdbHttpServer, **options: Any) -> ServerStore:
+    return ServerStore(
+        f"clickhouse://default@127.0.0.1:{server.port}/driftline",
+        StoreSettings(),
+        query_retries=0,
+        **options,
+    )
+
+
+@pytest.mark.parametrize("kind", ["traces", "events"])
+def test_an_insert_whose_answer_was_lost_is_stored_once(
+    store: ChdbStore, kind: Literal["traces", "events"]
+) -> None:
+    # traces rely on the pieces' dedup tokens alone; events also skip keys already stored
+    events = _daily_events(2 * MAX_PARTITIONS_PER_INSERT + 10)  # three pieces
+    records = events if kind == "events" else [summarize_trace([e]) for e in events]
+    with ChdbHttpServer(store.session) as server:
+        remote = _remote(server)
+        sink = EventSink(remote)
+        for offset, record in enumerate(records):
+            sink.add(kind, record, ("llm_events", 0, offset))
+        server.lose_insert_responses(1)  # the first piece lands, its answer does not
+        with pytest.raises(StoreUnavailableError):
+            sink.flush()
+        tables = ("llm_requests_raw", *ROLLUPS) if kind == "events" else ("llm_traces_raw",)
+        assert _count(store, tables[0]) == MAX_PARTITIONS_PER_INSERT  # it did land
+        assert sink.flush().rows == {kind: len(records)}
+        remote.close()
+    assert {t: _count(store, t) for t in tables} == {t: len(records) for t in tables}
+
+
+def test_an_insert_held_past_the_client_timeout_lands_once(store: ChdbStore) -> None:
+    events = _daily_events(30)
+    with ChdbHttpServer(store.session) as server:
+        remote = _remote(server, send_receive_timeout=1)
+        sink = EventSink(remote)
+        for offset, event in enumerate(events):
+            sink.add("traces", summarize_trace([event]), ("llm_events", 3, offset))
+        server.hang_inserts(1, 2.5)  # runs after the client gave up on it
+        with pytest.raises(StoreUnavailableError):
+            sink.flush()
+        assert sink.pending_rows == len(events)
+        sink.flush()  # the retry, same token, may land before or after the held one
+        time.sleep(3)  # let the held insert finish
+        remote.close()
+    assert _count(store, "llm_traces_raw") == len(events)

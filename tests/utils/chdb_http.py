@@ -27,7 +27,11 @@ cannot pass here and behave differently on a server.
 Request bodies compressed with gzip, deflate or lz4 (frame) are decompressed (zstd too when the
 zstandard package is installed). Responses are never compressed (clickhouse-connect accepts
 that). ``fail_with(code)`` makes the server answer every request with an error until
-``recover()``, to exercise retry paths; ``stop()`` takes it down entirely. The chdb session
+``recover()``, to exercise retry paths; ``stop()`` takes it down entirely.
+``lose_insert_responses(n)`` runs the next ``n`` inserts and closes their connections without
+an answer (an insert that succeeded, whose response was lost); ``hang_inserts(n, seconds)``
+holds the next ``n`` inserts that long before running them (a server that hangs, not refuses:
+the insert may still land after the client gave up). The chdb session
 belongs to the caller (one per process).
 """
 
@@ -108,6 +112,8 @@ class ChdbHttpServer:
         self.requests: list[str] = []  # statements received, for assertions
         self._lock = threading.Lock()  # chdb runs one statement at a time per session
         self._failure: tuple[int, str] | None = None
+        self._lose_responses = 0  # inserts still to run without answering
+        self._hangs: list[float] = []  # seconds to hold each of the next inserts
         self.connections: set[socket.socket] = set()  # open keep-alive connections
         self.users: list[str] = []  # the user of each request (credentials are not checked)
         handler = _handler_for(self)
@@ -141,6 +147,24 @@ class ChdbHttpServer:
 
     def recover(self) -> None:
         self._failure = None
+
+    def lose_insert_responses(self, count: int = 1) -> None:
+        """Run the next ``count`` inserts, then drop their connections without a response."""
+        self._lose_responses = count
+
+    def hang_inserts(self, count: int, seconds: float) -> None:
+        """Hold each of the next ``count`` inserts for ``seconds`` before running it."""
+        self._hangs = [seconds] * count
+
+    def _take(self, sql: str) -> tuple[float, bool]:
+        """For an insert: how long to hold it, and whether to lose its response."""
+        if not _INSERT.match(sql):
+            return 0.0, False
+        with self._lock:
+            hang = self._hangs.pop(0) if self._hangs else 0.0
+            lose = self._lose_responses > 0
+            self._lose_responses -= int(lose)
+        return hang, lose
 
     def __enter__(self) -> ChdbHttpServer:
         return self.start()
@@ -248,6 +272,8 @@ def _handler_for(server: ChdbHttpServer) -> type[BaseHTTPRequestHandler]:
                 sql, body = _split_body(body)
             query_id = args.get("query_id") or str(uuid.uuid4())
             started = time.perf_counter()
+            hang_s, lose = server._take(sql)
+            time.sleep(hang_s)
             try:
                 data, fmt = server.execute(sql, body, args)
             except Exception as exc:  # every engine error goes back as ClickHouse would send it
@@ -261,6 +287,11 @@ def _handler_for(server: ChdbHttpServer) -> type[BaseHTTPRequestHandler]:
                         "X-ClickHouse-Query-Id": query_id,
                     },
                 )
+                return
+            if lose:  # the insert ran; its answer never reaches the client
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
                 return
             elapsed_ns = int((time.perf_counter() - started) * 1e9)
             headers = {
