@@ -10,8 +10,10 @@ from dataclasses import dataclass
 class RetryPolicy:
     """Delay before retry ``n`` (n >= 1) is uniform in ``[0, min(cap_s, base_s * 2**(n-1))]``.
 
-    Full jitter spreads the retries of many workers after a shared outage. The
-    defaults ride out a PagerDuty outage of about half an hour before giving up.
+    Full jitter spreads the retries of many workers after a shared outage. The defaults
+    retry in line for about half an hour; then the worker holds the route and keeps the event
+    for redelivery every ``cap_s`` at most, for as long as it takes (``driftline replay
+    --notify`` gives up instead: ``Notifier(keep_for_redelivery=False)``).
 
     Examples
     --------
