@@ -191,6 +191,7 @@ class Notifier:
         self.on_delivered: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._unsaved: dict[str, dict[str, Any]] = {}  # held/released entries to make durable
         self._kept: set[str] = set()  # held keys of events queued now
+        self._resume_due = False  # state was loaded: queue the held events it names
         self._queues: dict[str, deque[_Pending]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -224,6 +225,7 @@ class Notifier:
         """Load delivery state; events it holds for redelivery are queued again on their route
         (now, if an event loop runs, else at the next :meth:`deliver`)."""
         self.ledger.load(state)
+        self._resume_due = True
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -231,6 +233,9 @@ class Notifier:
         self._resume_held()
 
     def _resume_held(self) -> None:
+        if not self._resume_due:
+            return
+        self._resume_due = False
         loop = asyncio.get_running_loop()
         routes = {route.route_id: route for route in self.router.routes}
         resumed: dict[str, list[_Pending]] = {}
