@@ -220,6 +220,15 @@ class RejectedRecord:
             if self.record.get(name) is not None
         }
 
+    @property
+    def detail(self) -> str:
+        """A dead letter's detail: kind, ids and reason as JSON, no content.
+
+        >>> RejectedRecord("traces", {"trace_id": "t1", "cost_usd": 1.0}, "refused").detail
+        '{"kind": "traces", "ids": {"trace_id": "t1"}, "reason": "refused"}'
+        """
+        return json.dumps({"kind": self.kind, "ids": self.ids, "reason": self.reason})
+
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:

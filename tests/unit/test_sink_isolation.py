@@ -5,6 +5,7 @@ Every test runs against the real engine (chdb, or chdb behind the ClickHouse HTT
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
@@ -181,6 +182,10 @@ def test_rows_the_store_refuses_are_set_aside_with_a_reason(latency_check: ChdbS
     for reject in rejects:
         assert reject.kind == "events" and "Code: 469" in reject.reason
         assert reject.ids["span_id"] == reject.record["span_id"]
+        detail = json.loads(reject.detail)  # what a dead letter carries: ids and reason
+        assert detail["ids"] == reject.ids and detail["reason"] == reject.reason
+        assert reject.record["service"] not in reject.detail  # no field beyond the ids
+        assert "5000000" not in reject.detail  # the engine quotes the value; not passed on
         assert "Column values" not in reject.reason
         kind, record, reason = reject  # the triple older readers unpack
         assert (kind, record, reason) == ("events", reject.record, reject.reason)
