@@ -189,6 +189,16 @@ class IngestSettings(_Section):
     dlq_content: bool = False  # dead letters carry the whole span, or the message's bytes
 
 
+class EngineSettings(_Section):
+    # Read otlp_metrics: store serving-engine metrics and give each request its engine's
+    # KV usage, queue depth and preemption rate as of its start (docs/engine-metrics.md).
+    enabled: bool = True
+    # The newest report at or before a request's start is used if at most this old.
+    staleness_s: float = Field(60.0, gt=0, le=900)
+    # How far back each worker reads otlp_metrics when it starts.
+    lookback_s: float = Field(300.0, gt=0, le=86_400)
+
+
 class BudgetSettings(_Section):
     max_tokens_per_request: int | None = Field(None, gt=0)
     max_retries_per_request: int | None = Field(None, ge=0)
@@ -294,6 +304,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     streams: StreamSettings = StreamSettings()
     ingest: IngestSettings = IngestSettings()
+    engines: EngineSettings = EngineSettings()
     workflows: dict[str, WorkflowSettings] = {}
     detectors: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()
