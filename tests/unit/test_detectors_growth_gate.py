@@ -1,4 +1,4 @@
-"""The growing reference does not learn a shift that its tests are still accumulating."""
+"""The reference does not learn a shift still being weighed; a shift holds while it lasts."""
 
 from __future__ import annotations
 
@@ -51,3 +51,44 @@ def test_a_stationary_stream_still_grows_its_reference() -> None:
     at_change, found, _ = _run(5, 0.0)
     assert found is None
     assert at_change >= 2000  # warm-up 500, blocks ripening a window behind since
+
+
+def _held_after_shape_detection() -> tuple[str, list[bool]]:
+    """x1.1 on heavy-tailed values (t3, log sd 0.8): the KS window finds it first."""
+    rng = np.random.default_rng(10)
+    x = 6.0 + 0.8 * rng.standard_t(3, size=9000) / np.sqrt(3.0)
+    x[CHANGE:] += 0.095
+    det = MetricDetector("continuous", 500, 500, 2.7e7)
+    first = None
+    holds = []
+    for start in range(0, x.shape[0], BATCH):
+        found = det.update_many(x[start : start + BATCH])
+        after = [d for d in found if start + d.index >= CHANGE]
+        if first is None and after:
+            first = after[0]
+        if first is not None:
+            holds.append(det.shift_holds())
+    assert first is not None
+    return first.test, holds
+
+
+def test_a_level_shift_found_by_the_shape_test_holds_while_it_lasts() -> None:
+    # Its level effect (past the 5% tolerance) arms the level recovery test, so the
+    # shift holds for as long as it lasts, not a window after the detection.
+    test, holds = _held_after_shape_detection()
+    assert test == "ks"
+    assert len(holds) > 30 and all(holds)
+
+
+def test_without_the_level_recovery_a_shape_detection_resolves_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The control for the test above: the shift stops holding while it lasts.
+    arm = MetricDetector._arm_recovery
+
+    def shape_unarmed(self: MetricDetector, d: composite.Detection) -> tuple[float, ...] | None:
+        return None if d.test == "ks" else arm(self, d)
+
+    monkeypatch.setattr(MetricDetector, "_arm_recovery", shape_unarmed)
+    test, holds = _held_after_shape_detection()
+    assert test == "ks" and not all(holds)
