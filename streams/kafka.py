@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
-from driftline.config import KafkaSettings
+from driftline.config import KafkaSettings, StreamSettings
 
 # Against tansu, librdkafka/aiokafka groups join quickly only with a short session timeout.
 HEARTBEAT_FRACTION = 6
@@ -230,3 +230,19 @@ def topic_partition_counts(
     admin = AdminClient(confluent_config(kafka, bootstrap_servers, **QUIET_ADMIN))
     metadata = admin.list_topics(timeout=timeout_s)
     return {name: len(t.partitions) for name, t in metadata.topics.items()}
+
+
+# The stages a page waits for (decode, monitor, notify) gather a batch for at most this long:
+# each waits its whole ``within`` when traffic is light, and three waits of the default
+# batch_max_wait_s (0.5 s) were most of a page's latency once requests stopped waiting for
+# their trace. Under load batches fill up by count before the wait ends.
+PAGE_PATH_MAX_WAIT_S: Final = 0.1
+
+
+def page_path_wait_s(streams: StreamSettings) -> float:
+    """``within`` of a stage a page waits for: ``batch_max_wait_s``, at most 0.1 s.
+
+    >>> page_path_wait_s(StreamSettings()), page_path_wait_s(StreamSettings(batch_max_wait_s=0.05))
+    (0.1, 0.05)
+    """
+    return min(streams.batch_max_wait_s, PAGE_PATH_MAX_WAIT_S)

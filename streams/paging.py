@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import from_wire
 from driftline.streams.changelog import ChangelogWriter
+from driftline.streams.kafka import page_path_wait_s
 from driftline.streams.notifier.ledger import SOURCE_OFFSET
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
     @p.app.agent(p.topics.llm_alerts, name="notify")
     async def notify(stream: Any) -> None:
         async for batch in stream.take_events(
-            p.settings.streams.batch_max_messages, within=p.settings.streams.batch_max_wait_s
+            p.settings.streams.batch_max_messages, within=page_path_wait_s(p.settings.streams)
         ):
             items = [
                 (m.partition, m.offset, from_wire(loads(e.value), TRANSITION_FIELDS))

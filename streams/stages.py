@@ -528,6 +528,7 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
     from driftline.streams.codec import dumps
+    from driftline.streams.kafka import page_path_wait_s
     from driftline.streams.positions import target_partition
 
     settings = p.settings
@@ -541,7 +542,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
     @p.app.agent(p.topics.llm_events, name="monitor")
     async def monitor_events(stream: Any) -> None:
         async for batch in stream.take_events(
-            settings.streams.batch_max_messages, within=settings.streams.batch_max_wait_s
+            settings.streams.batch_max_messages, within=page_path_wait_s(settings.streams)
         ):
             owned = owned_partitions()
             applied = state.applied_offsets
