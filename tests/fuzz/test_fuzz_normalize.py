@@ -1,0 +1,83 @@
+"""Hostile OTLP spans through the normalizer and the offline pipeline.
+
+Every span of a message ends as a span record (and maybe an event) or a reject with a
+reason; events hold only bounded finite numbers, safe names and allowed attributes; no
+content reaches an event, a span record or a dead letter; assembled events survive the wire
+format unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from driftline.schemas.event import (
+    EARLIEST_TIME_NS,
+    LATEST_TIME_NS,
+    TRACE_FIELDS,
+    from_wire,
+    to_wire,
+)
+from driftline.streams.normalize import DEFAULT_POLICY, normalize_message
+from driftline.streams.pipeline import OfflinePipeline
+from tests.fuzz.checks import check_event, strict_json
+from tests.fuzz.profiles import fuzz_settings
+from tests.fuzz.strategies import ARRIVAL_NS, CONTENT_MARKER, encoded, traces_message
+
+pytestmark = pytest.mark.fuzz
+
+WINDOW_NS = (
+    max(EARLIEST_TIME_NS, ARRIVAL_NS - int(DEFAULT_POLICY.max_past_s * 1e9)),
+    min(LATEST_TIME_NS, ARRIVAL_NS + int(DEFAULT_POLICY.max_future_s * 1e9)),
+)
+# Codes that mean "the normalizer caught its own exception", not a verdict on the span.
+INTERNAL_ERROR = "internal_error"
+
+
+def _spans_in(message: TracesData) -> int:
+    return sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
+
+
+@fuzz_settings()
+@given(message=traces_message(), as_json=st.booleans())
+def test_every_span_is_a_bounded_record_or_a_reject_with_a_reason(
+    message: TracesData, as_json: bool
+) -> None:
+    batch = normalize_message(
+        encoded(message, as_json), policy=DEFAULT_POLICY, arrival_ns=ARRIVAL_NS
+    )
+
+    assert batch.span_count == _spans_in(message)
+    assert len(batch.spans) + len(batch.rejects) == batch.span_count
+    for reject in batch.rejects:
+        assert reject.reason and reject.detail, reject
+        assert reject.reason != INTERNAL_ERROR, reject.detail
+        assert CONTENT_MARKER.encode() not in reject.payload
+    record_ids = [(r["trace_id"], r["span_id"]) for r in batch.spans]
+    assert {(e["trace_id"], e["span_id"]) for e in batch.events} <= set(record_ids)
+    for event in batch.events:
+        check_event(event, WINDOW_NS)
+    assert CONTENT_MARKER not in repr(batch.events) + repr(batch.spans)
+
+
+@fuzz_settings()
+@given(messages=st.lists(traces_message(), min_size=1, max_size=3), as_json=st.booleans())
+def test_assembled_events_are_bounded_and_survive_the_wire(
+    messages: list[TracesData], as_json: bool
+) -> None:
+    pipeline = OfflinePipeline()
+    for message in messages:
+        pipeline.feed(encoded(message, as_json))
+    result = pipeline.finish()
+
+    assert result.documents == len(messages)
+    for event in result.events:
+        check_event(event)
+        wire = to_wire(event)
+        strict_json(wire)
+        assert from_wire(wire) == event
+    for trace in result.traces:
+        assert trace["llm_call_count"] >= 0 and trace["span_count"] >= trace["llm_call_count"]
+        strict_json(to_wire(trace, TRACE_FIELDS))
