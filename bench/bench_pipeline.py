@@ -108,6 +108,9 @@ start_timeout_s = 90
 [store]
 ttl_days = 3650  # the generated spans are dated 2026-01-01: keep them
 
+[ingest]
+max_past_s = 315360000  # ten years: the spans' fixed date must not be dead-lettered as stale
+
 [streams]
 trace_grace_s = {TRACE_GRACE_S}
 batch_max_messages = {batch_max_messages}
