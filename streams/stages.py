@@ -200,20 +200,15 @@ def decode_closed(value: bytes) -> Decoded:
     (['a', 'b'], ['b'], False)
     """
     from driftline.streams.codec import loads
-    from driftline.streams.positions import SEQ_FIELD
 
     doc = loads(value)
     events = [from_wire(e) for e in doc.get("events", ())]
     early = doc.get("early") or ()
     late = [e for i, e in enumerate(events) if not (i < len(early) and early[i])]
     traces = [from_wire(t, TRACE_FIELDS) for t in doc.get("traces", ())]
-    requests = []
-    for wire in doc.get("requests", ()):
-        record = from_wire(wire)
-        seq = wire.get(SEQ_FIELD)
-        if seq is not None:  # without one (not from decode) it is always applied
-            record[SEQ_FIELD] = seq
-        requests.append(record)
+    # In internal form already (streams.requests); one without a position (not from decode)
+    # is always applied.
+    requests = doc.get("requests") or []
     return Decoded(events, traces, late, requests)
 
 

@@ -21,7 +21,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from driftline.config import Settings, load_settings
 from driftline.schemas import attributes as a
-from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES, micros_to_iso, to_wire
+from driftline.schemas.event import (
+    EVENT_FIELD_NAMES,
+    TRACE_FIELD_NAMES,
+    from_wire,
+    micros_to_iso,
+    to_wire,
+)
 from driftline.stack import EmbeddedStack
 from driftline.streams import topics
 from driftline.streams.app import OPEN_TRACES_TABLE, target_partition
@@ -329,7 +335,8 @@ def test_a_request_naming_its_workflow_reaches_llm_events_before_its_trace(
     assert event["span_id"] == call_id and event["loop_depth"] == 1
     position = request.pop("_seq")
     assert len(position) == 3 and position[2] == 0
-    assert request == {**event, "loop_depth": request["loop_depth"]}
+    # Requests travel in internal form (timestamps in microseconds).
+    assert request == {**from_wire(event), "loop_depth": request["loop_depth"]}
     assert not request["loop_depth"]
     closed_doc = summary_record.json()
     assert closed_doc["early"][[e["span_id"] for e in closed_doc["events"]].index(call_id)]
