@@ -161,18 +161,6 @@ def describe_assignment(assigned: Iterable[Any]) -> str:
     )
 
 
-def dlq_headers(
-    reason: str, detail: str, source_topic: str, source_partition: int, source_offset: int
-) -> list[tuple[str, bytes]]:
-    return [
-        (names.HEADER_REASON, reason.encode()),
-        ("driftline-detail", detail.encode()[:1024]),
-        (names.HEADER_SOURCE_TOPIC, source_topic.encode()),
-        (names.HEADER_SOURCE_PARTITION, str(source_partition).encode()),
-        (names.HEADER_SOURCE_OFFSET, str(source_offset).encode()),
-    ]
-
-
 # -- declarations ---------------------------------------------------------------
 
 
@@ -386,7 +374,7 @@ def _add_decode(p: Pipeline) -> None:
                     p.counters[f"rejects.{reject.reason}"] += 1
                     await p.topics.otlp_spans_dlq.send(
                         value=reject.payload if reject.payload is not None else payload,
-                        headers=dlq_headers(
+                        headers=names.dlq_headers(
                             reject.reason,
                             reject.detail,
                             message.topic,

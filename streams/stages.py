@@ -51,6 +51,7 @@ from driftline.schemas.tables import BASELINES, DELIVERIES
 from driftline.streams.notifier.routing import ENV_ROUTING_KEY
 from driftline.streams.paging import add_notify
 from driftline.streams.positions import SourceMarks
+from driftline.streams.topics import REASON_STORE_REJECTED, dlq_headers
 
 if TYPE_CHECKING:
     from driftline.store import Store
@@ -151,9 +152,18 @@ class GovernanceState:
 
 
 async def flush_until_stored(
-    writer: StoreWriter, sink: EventSink, counters: Any, what: str
+    writer: StoreWriter,
+    sink: EventSink,
+    counters: Any,
+    what: str,
+    dead_letters: Any | None = None,
 ) -> None:
-    """Write everything ``sink`` holds, retrying with backoff for as long as it takes."""
+    """Write everything ``sink`` holds, retrying with backoff for as long as it takes.
+
+    Records the store can never take (the sink sets them aside with a reason) go to
+    ``dead_letters`` (the DLQ topic) with their ids and reason, not their content, so the
+    batch's offsets can be committed without losing sight of them.
+    """
     from driftline.store import StoreError
 
     while sink.pending_rows:
@@ -171,11 +181,17 @@ async def flush_until_stored(
                 delay,
             )
             await asyncio.sleep(delay)
-    if sink.rejected:
-        for kind, _record, reason in sink.rejected:
-            counters[f"store.rejected.{kind}"] += 1
-            log.error("record of kind %s could not be stored: %s", kind, reason)
-        sink.rejected.clear()
+    for rejected in sink.take_rejected():
+        counters[f"store.rejected.{rejected.kind}"] += 1
+        log.error("%s record set aside: %s", rejected.kind, rejected.detail)
+        if dead_letters is not None:
+            topic, partition, offset = rejected.position or ("", -1, -1)
+            await dead_letters.send(
+                value=b"",
+                headers=dlq_headers(
+                    REASON_STORE_REJECTED, rejected.detail, topic, partition, offset
+                ),
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,8 +533,12 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
                 if sink.pending_rows >= sink.batch_rows:
                     # A backlog batch holds many full messages: write as it fills, so memory
                     # stays at one insert batch whatever the backlog.
-                    await flush_until_stored(state.writer, sink, p.counters, "events")
-            await flush_until_stored(state.writer, sink, p.counters, "events")
+                    await flush_until_stored(
+                        state.writer, sink, p.counters, "events", p.topics.otlp_spans_dlq
+                    )
+            await flush_until_stored(
+                state.writer, sink, p.counters, "events", p.topics.otlp_spans_dlq
+            )
 
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
@@ -693,4 +713,6 @@ def _add_store_alerts(p: Pipeline, state: GovernanceState) -> None:
                 m = event.message
                 record = from_wire(loads(event.value), TRANSITION_FIELDS)
                 sink.add("alerts", record, (m.topic, m.partition, m.offset))
-            await flush_until_stored(state.writer, sink, p.counters, "alerts")
+            await flush_until_stored(
+                state.writer, sink, p.counters, "alerts", p.topics.otlp_spans_dlq
+            )

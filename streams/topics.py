@@ -27,3 +27,24 @@ HEADER_SOURCE_PARTITION: Final = "driftline-source-partition"
 HEADER_SOURCE_OFFSET: Final = "driftline-source-offset"
 HEADER_RECORD_TYPE: Final = "driftline-record-type"  # "events" | "traces" | "spans"
 HEADER_CONTENT_TYPE: Final = "content-type"
+HEADER_DETAIL: Final = "driftline-detail"  # the reject's human sentence (ids, never content)
+
+# Dead-letter reasons raised after decode (the normalizer's own are in streams/normalize.py).
+REASON_STORE_REJECTED: Final = "store_rejected"  # the store can never take the record
+
+
+def dlq_headers(
+    reason: str, detail: str, source_topic: str, source_partition: int, source_offset: int
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: why, and where the rejected record came from.
+
+    >>> dict(dlq_headers("stale_timestamp", "too old", "otlp_spans", 2, 40))[HEADER_REASON]
+    b'stale_timestamp'
+    """
+    return [
+        (HEADER_REASON, reason.encode()),
+        (HEADER_DETAIL, detail.encode()[:1024]),
+        (HEADER_SOURCE_TOPIC, source_topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(source_partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(source_offset).encode()),
+    ]
