@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_CONFIG_FILE = "driftline.toml"
 ENV_CONFIG_FILE = "DRIFTLINE_CONFIG"
@@ -476,9 +477,27 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     except ValidationError as exc:
         text = _format_errors(exc, source, file_data, str(file) if file else None)
         raise ConfigError("\n".join([text, *unknown_sections])) from None
+    except SettingsError as exc:
+        # A variable for a list or table field must hold JSON; pydantic-settings raises before
+        # validation and names only the section.
+        raise ConfigError(_unparsable_variables(exc)) from None
     if unknown_sections:
         raise ConfigError("\n".join([f"invalid configuration ({source}):", *unknown_sections]))
     return settings
+
+
+def _unparsable_variables(exc: SettingsError) -> str:
+    """Which ``DRIFTLINE_`` variables could not be parsed, and what they must hold."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    section = match.group(1).upper() if match else ""
+    names = sorted(
+        name for name in os.environ if name.upper().startswith(f"{ENV_PREFIX}{section}") and section
+    )
+    where = ", ".join(names) or f"a {ENV_PREFIX} variable"
+    return (
+        f"invalid configuration (environment): {where}: a list or table setting must be "
+        'given as JSON (for example [] or {"key": "value"}); ' + str(exc)
+    )
 
 
 def missing_secrets(

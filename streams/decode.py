@@ -60,8 +60,27 @@ class DecodedTraces:
 
 
 def sniff_content_type(payload: bytes) -> ContentType:
-    """OTLP/JSON is an object, so it starts with ``{`` after optional whitespace."""
-    return "otlp_json" if payload.lstrip(_JSON_WHITESPACE)[:1] == b"{" else "otlp_proto"
+    """OTLP/JSON is an object: ``{`` after optional whitespace, ``}`` at the end, UTF-8.
+
+    A protobuf ``TracesData`` whose first resource is 123 bytes long also starts with
+    ``b"\\n{"`` (field 1's tag, then the length): with leading whitespace, only text that
+    ends with ``}`` and decodes as UTF-8 is taken for JSON.
+
+    >>> sniff_content_type(b' {"resourceSpans": []}'), sniff_content_type(b"\\n{" + bytes(123))
+    ('otlp_json', 'otlp_proto')
+    """
+    stripped = payload.lstrip(_JSON_WHITESPACE)
+    if stripped[:1] != b"{":
+        return "otlp_proto"
+    if stripped is payload or len(stripped) == len(payload):
+        return "otlp_json"
+    if not payload.rstrip(_JSON_WHITESPACE).endswith(b"}"):
+        return "otlp_proto"
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return "otlp_proto"
+    return "otlp_json"
 
 
 def decode_traces(payload: bytes, content_type: ContentType | None = None) -> DecodedTraces:

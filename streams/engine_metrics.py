@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,6 +47,7 @@ REASON_BAD_VALUE: Final = "bad_value"
 REASON_BAD_TIME: Final = "bad_time"
 REASON_UNSAFE_NAME: Final = "unsafe_name"
 MAX_NAME_CHARS: Final = 256
+_TOKEN_TYPE: Final = re.compile(r"[a-z][a-z_]{0,31}")  # input, output, cached_input, ...
 # The span window's defaults ([ingest] max_past_s / max_future_s).
 DEFAULT_MAX_PAST_S: Final = 7 * 86_400.0
 DEFAULT_MAX_FUTURE_S: Final = 3_600.0
@@ -265,8 +267,9 @@ def _read_metric(
 
 def _histogram_name(metric: str, point: Any) -> str:
     # gen_ai.client.token.usage records input and output tokens as two points of one metric.
+    # Only a short plain word joins the name (it lands in a column dashboards filter on).
     for pair in point.attributes:
-        if pair.key == em.TOKEN_TYPE_LABEL and pair.value.string_value:
+        if pair.key == em.TOKEN_TYPE_LABEL and _TOKEN_TYPE.fullmatch(pair.value.string_value):
             return f"{metric}.{pair.value.string_value}"
     return metric
 

@@ -161,12 +161,6 @@ def test_rows_are_finite_in_range_in_window_and_safely_named(
     assert rows.to_arrow().num_rows == len(rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="streams/engine_metrics.py _histogram_name appends the gen_ai.token.type label's "
-    "value to the metric name unchecked: quotes, backslashes and any length reach the column",
-)
 def test_a_token_type_label_cannot_put_an_unsafe_name_in_the_metric_column() -> None:
     point = HistogramDataPoint(
         time_unix_nano=ARRIVAL_NS,
