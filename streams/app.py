@@ -53,7 +53,9 @@ from driftline.schemas.event import TRACE_FIELDS, to_wire
 from driftline.streams import topics as names
 from driftline.streams.changelog import ChangelogWriter
 from driftline.streams.codec import dumps, loads
-from driftline.streams.kafka import faust_settings, page_path_wait_s
+from driftline.streams.engine_attribution import EngineAttribution
+from driftline.streams.engine_feed import EngineMetricsFeed
+from driftline.streams.kafka import bootstrap_of, faust_settings, page_path_wait_s
 from driftline.streams.paging import NOTIFIER_LEDGER_TABLE
 from driftline.streams.positions import (
     MARKS_KEY_PREFIX,
@@ -168,6 +170,7 @@ def describe_assignment(assigned: Iterable[Any]) -> str:
 class Topics:
     otlp_spans: Any
     otlp_spans_dlq: Any
+    otlp_metrics: Any
     llm_spans: Any
     llm_events: Any
     llm_alerts: Any
@@ -186,6 +189,8 @@ class Pipeline:
     assemblers: dict[int, Any] = field(default_factory=dict)  # llm_spans partition -> assembler
     marks: dict[int, SourceMarks] = field(default_factory=dict)  # llm_spans partition -> marks
     bootstrap_servers: str | None = None  # the explicit --bootstrap-servers, if any
+    # Every engine's recent state for the as-of join at decode ([engines]; None when off).
+    engine_feed: EngineMetricsFeed | None = None
 
 
 def _declare_topics(app: faust.App, partitions: int) -> Topics:
@@ -201,6 +206,7 @@ def _declare_topics(app: faust.App, partitions: int) -> Topics:
     return Topics(
         otlp_spans=raw(names.OTLP_SPANS),
         otlp_spans_dlq=raw(names.OTLP_SPANS_DLQ),
+        otlp_metrics=raw(names.OTLP_METRICS),
         llm_spans=raw(names.LLM_SPANS),
         llm_events=raw(names.LLM_EVENTS),
         llm_alerts=raw(names.LLM_ALERTS),
@@ -326,6 +332,8 @@ def create_app(
         tables=tables,
         bootstrap_servers=bootstrap_servers,
     )
+    if settings.engines.enabled and with_governance:
+        _add_engine_feed(pipeline)
     _add_decode(pipeline)
     _add_assemble(pipeline)
     if with_governance:
@@ -333,6 +341,31 @@ def create_app(
     _add_readiness(pipeline, ready_file)
     _add_stats(pipeline)
     return pipeline
+
+
+# -- the engines' state, read by every worker for the as-of join at decode ----------
+
+
+def _add_engine_feed(p: Pipeline) -> None:
+    settings = p.settings
+    feed = EngineMetricsFeed(
+        settings.kafka,
+        bootstrap_of(settings.kafka, p.bootstrap_servers),
+        EngineAttribution(staleness_s=settings.engines.staleness_s),
+        lookback_s=settings.engines.lookback_s,
+    )
+    p.engine_feed = feed
+
+    async def start_feed(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if feed.started:
+            return
+        feed.start()
+
+    async def stop_feed(sender: Any, *args: Any, **kwargs: Any) -> None:
+        feed.stop()
+
+    p.app.on_rebalance_complete.connect(start_feed)  # type: ignore[arg-type]
+    p.app.on_before_shutdown.connect(stop_feed)  # type: ignore[arg-type]
 
 
 # -- stage: decode + normalize + price + repartition by trace id -------------------
@@ -383,6 +416,8 @@ def _add_decode(p: Pipeline) -> None:
                         ),
                     )
                 prices.apply(result.events)
+                if p.engine_feed is not None:
+                    p.counters["events.engine_state"] += p.engine_feed.attribute(result.events)
                 source = (message.partition, message.offset)
                 by_workflow: dict[str, list[dict[str, Any]]] = {}
                 route_requests(result.events, source, workflows, by_workflow)

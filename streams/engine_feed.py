@@ -65,6 +65,10 @@ class EngineMetricsFeed:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="engine-feed", daemon=True)
         self._thread.start()

@@ -501,6 +501,8 @@ async def _attach_store(state: GovernanceState) -> None:
 def add_governance(p: Pipeline, state: GovernanceState) -> None:
     """Register the storage, monitoring and paging agents on ``p``."""
     _add_store_events(p, state)
+    if p.settings.engines.enabled:
+        _add_store_engine_metrics(p, state)
     _add_monitor(p, state)
     _add_store_alerts(p, state)
     if state.notifier is not None:
@@ -539,6 +541,43 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
             await flush_until_stored(
                 state.writer, sink, p.counters, "events", p.topics.otlp_spans_dlq
             )
+
+
+def _add_store_engine_metrics(p: Pipeline, state: GovernanceState) -> None:
+    """``otlp_metrics`` into ``engine_metrics``: one insert per batch, rejects dead-lettered."""
+    from driftline.streams.engine_stage import MetricsMessage, store_metrics
+
+    ingest = p.settings.ingest
+
+    def store_batch(messages: list[MetricsMessage], store: Store) -> Any:
+        return store_metrics(
+            messages, store, max_past_s=ingest.max_past_s, max_future_s=ingest.max_future_s
+        )
+
+    @p.app.agent(p.topics.otlp_metrics, name="store_engine_metrics")
+    async def store_engine_metrics(stream: Any) -> None:
+        store = await state.writer.store()
+        async for batch in stream.take_events(
+            STORE_BATCH_MESSAGES, within=p.settings.store.batch_seconds
+        ):
+            messages = [
+                MetricsMessage(
+                    event.value if event.value is not None else b"",
+                    (event.message.topic, event.message.partition, event.message.offset),
+                    int(event.message.timestamp * 1e9) if event.message.timestamp > 0 else None,
+                )
+                for event in batch
+            ]
+            stored = await state.writer.run_until_done(
+                "writing engine metrics", store_batch, messages, store
+            )
+            p.counters["engine_metrics.rows"] += stored.rows
+            for (topic, partition, offset), reject in stored.rejects:
+                p.counters[f"rejects.metrics.{reject.reason}"] += 1
+                await p.topics.otlp_spans_dlq.send(
+                    value=b"",
+                    headers=dlq_headers(reject.reason, reject.detail, topic, partition, offset),
+                )
 
 
 def _add_monitor(p: Pipeline, state: GovernanceState) -> None:

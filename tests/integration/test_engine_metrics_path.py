@@ -8,6 +8,7 @@ names with the ``vllm:`` prefix, which the SDK's instrument-name rules would not
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -29,13 +30,17 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource as SdkResource
 
+from driftline.schemas import attributes as a
 from driftline.schemas import engine_metrics as em
 from driftline.stack import EmbeddedStack
+from driftline.streams import topics
 from driftline.streams.engine_attribution import EngineAttribution
 from driftline.streams.engine_feed import EngineMetricsFeed
 from driftline.streams.engine_metrics import EngineMetricRows, decode_metrics_message
 from driftline.streams.topics import OTLP_METRICS
 from tests.integration.conftest import Kafka
+from tests.integration.test_ingest import closed_records, wait_for_trace
+from tests.utils import otlp_factory as f
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +154,61 @@ def test_every_worker_feed_joins_engine_state_onto_requests(
         assert feed.counters.messages >= 1 and feed.counters.rejects == 0
     finally:
         feed.stop()
+
+
+def test_the_worker_joins_engine_state_onto_the_requests_it_decodes(
+    stack: EmbeddedStack, kafka: Kafka
+) -> None:
+    """A scrape through the collector, then a call to that engine: the event carries its KV."""
+    assert stack.endpoints is not None
+    model = f"org/model-{uuid.uuid4().hex[:6]}"  # an engine no other test reports
+    events = kafka.reader(topics.LLM_EVENTS)
+    point = NumberDataPoint(
+        time_unix_nano=time.time_ns(), as_double=0.91, attributes=[_kv("model_name", model)]
+    )
+    scrape = ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                resource=Resource(attributes=[_kv("service.instance.id", "vllm-7.internal:8000")]),
+                scope_metrics=[
+                    ScopeMetrics(
+                        metrics=[
+                            Metric(
+                                name="vllm:kv_cache_usage_perc", gauge=Gauge(data_points=[point])
+                            )
+                        ]
+                    )
+                ],
+            )
+        ]
+    ).SerializeToString()
+    response = httpx.post(
+        f"{stack.endpoints.otlp_http}/v1/metrics",
+        content=scrape,
+        headers={"Content-Type": "application/x-protobuf"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    time.sleep(3)  # the worker's feed polls otlp_metrics continuously; give it the scrape
+    trace = uuid.uuid4().bytes
+    span = f.make_span(
+        trace_id=trace,
+        span_id=uuid.uuid4().bytes[:8],
+        start_ns=time.time_ns(),
+        attributes={
+            **f.semconv_chat_attributes(model=model, request_model=model, provider="vllm"),
+            a.DRIFTLINE_WORKFLOW: "engine-join",
+            "server.address": "vllm-7.internal",
+            "server.port": 8000,
+        },
+    )
+    kafka.produce(
+        topics.OTLP_SPANS,
+        f.traces_data(f.make_resource_spans([span])).SerializeToString(),
+        partition=0,
+    )
+    wait_for_trace(events, trace.hex())
+    stored, _ = closed_records(events.records, trace.hex())
+    (event,) = stored
+    assert event["kv_cache_usage"] == 0.91
+    assert event["attributes"]["driftline.engine.instance"] == "vllm-7.internal:8000"
