@@ -241,6 +241,9 @@ async def test_routing_key_never_in_logs_records_or_reprs(
     receiver: HttpReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, including httpx and httpcore
+    # by name too: a library imported earlier in the run (litellm) turns httpx's logger down
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
     receiver.script(429, 500, Reply(400, body=f"invalid routing key {KEY}"))
     hook = Route("chat", kind="webhook", min_severity="info", routing_key_env="HOOK_URL")
     pagerduty = Route("default", min_severity="info", url=receiver.url)

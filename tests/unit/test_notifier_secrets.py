@@ -87,6 +87,9 @@ async def test_no_piece_of_a_secret_in_logs_rows_or_output(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
+    # by name too: a library imported earlier in the run (litellm) turns httpx's logger down
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
     reset_store(store)
     gone = f"http://127.0.0.1:{free_port()}"
     with HttpReceiver() as pager, HttpReceiver() as chat, HttpReceiver() as configured:
