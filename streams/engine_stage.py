@@ -10,7 +10,6 @@ Rejected points come back with their reason for the dead-letter topic.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -18,6 +17,7 @@ import pyarrow as pa
 from driftline.schemas.tables import ENGINE_METRICS
 from driftline.store import Store
 from driftline.streams.engine_metrics import MetricReject, decode_metrics_message
+from driftline.streams.positions import offsets_token
 
 Position = tuple[str, int, int]  # topic, partition, offset
 
@@ -77,7 +77,4 @@ def batch_token(messages: list[MetricsMessage]) -> str:
         topic, partition, offset = message.position
         low_high = bounds.setdefault((topic, partition), [offset, offset])
         low_high[0], low_high[1] = min(low_high[0], offset), max(low_high[1], offset)
-    digest = hashlib.blake2b(digest_size=12)
-    for (topic, partition), (low, high) in sorted(bounds.items()):
-        digest.update(f"{topic}/{partition}/{low}-{high};".encode())
-    return f"engine_metrics:offsets:{digest.hexdigest()}"
+    return offsets_token("engine_metrics", bounds)

@@ -20,7 +20,8 @@ it: a re-decoded or re-read record is recognised whatever its trace's state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from aiokafka.partitioner import murmur2
@@ -185,3 +186,17 @@ class SourceMarks:
     @classmethod
     def load(cls, doc: dict[str, Any] | None) -> SourceMarks:
         return cls({int(k): (int(v[0]), int(v[1])) for k, v in (doc or {}).items()})
+
+
+def offsets_token(kind: str, bounds: Mapping[tuple[str, int], Sequence[int]]) -> str:
+    """An insert's dedup token from the ``[lowest, highest]`` offset per topic-partition of
+    its rows: the same batch read again after a crash gets the same token.
+
+    >>> offsets_token("events", {("llm_events", 1): [4, 9]}) == offsets_token(
+    ...     "events", {("llm_events", 1): (4, 9)})
+    True
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for (topic, partition), (low, high) in sorted(bounds.items()):
+        digest.update(f"{topic}/{partition}/{low}-{high};".encode())
+    return f"{kind}:offsets:{digest.hexdigest()}"

@@ -43,6 +43,7 @@ from driftline.schemas.event import Field
 from driftline.schemas.tables import ALERTS_LOG, REQUESTS, TRACES
 from driftline.store import SkipExisting, Store, StoreError
 from driftline.store.base import StoreRejectedRowsError
+from driftline.streams.positions import offsets_token
 
 RecordKind = Literal["events", "traces", "alerts"]
 KINDS: Final[tuple[RecordKind, ...]] = ("events", "traces", "alerts")
@@ -495,11 +496,9 @@ class EventSink:
     ) -> str:
         if explicit is not None:
             return f"{explicit}:{kind}"
-        digest = hashlib.blake2b(digest_size=12)
         if buffer.bounds:
-            for tp, (low, high) in sorted(buffer.bounds.items()):
-                digest.update(f"{tp[0]}/{tp[1]}/{low}-{high};".encode())
-            return f"{kind}:offsets:{digest.hexdigest()}"
+            return offsets_token(kind, buffer.bounds)
+        digest = hashlib.blake2b(digest_size=12)
         for key in sorted(repr(tuple(r.get(k) for k in spec.key)) for r in records):
             digest.update(key.encode())
         return f"{kind}:content:{digest.hexdigest()}"
