@@ -64,6 +64,9 @@ baseline_snapshot_s = 1.0
 [detectors]
 warmup_events = 200
 window_events = 100
+# The default 60 s settle would leave the bundle the incident starts at minute one only
+# the run's last seconds to reach its 200 reference calls: freezing would be a race.
+settle_s = 10
 
 [workflows.{WORKFLOW}]
 allowed_models = {ALLOWED!r}
