@@ -15,7 +15,7 @@ from driftline.streams.monitor.control import check_control
 from driftline.streams.monitor.drift import Bundle, DriftRules
 from driftline.streams.monitor.hits import event_time, record_order
 from driftline.streams.monitor.lifecycle import OpenAlert
-from driftline.streams.monitor.routing import routing_hits
+from driftline.streams.monitor.routing import routing_hits, with_offenders_of
 from driftline.streams.monitor.snapshot import SnapshotError
 
 _US: Final = 1_000_000
@@ -240,6 +240,8 @@ class Monitor:
                 # Late evidence (an event that arrived after newer ones) of an incident
                 # already resolved after its time: not a new incident, no new page.
                 continue
+            if hit.kind == "routing" and hit.key in state.alerts:
+                hit = with_offenders_of(hit, state.alerts[hit.key].record.get("evidence"))
             out.extend(lifecycle.apply_hit(state.alerts, hit, self._settings.alerts))
         out.extend(self._review(state, now))
         self._remember_resolves(state, out, now)

@@ -13,10 +13,18 @@ by one date suffix of the forms providers use: ``-YYYY-MM-DD`` (OpenAI,
 ``@YYYYMMDD`` (Vertex AI, ``claude-3-5-sonnet@20240620``) and ``-MMDD`` (older OpenAI,
 ``gpt-4-0613``). Nothing else: ``gpt-4o`` does not cover ``gpt-4o-mini``, a dated name
 on the list covers only itself. ``model_match = "exact"`` requires the exact name.
+
+One incident per workflow and condition, not per offender: a workflow answered by 5,000
+unapproved model names (a misconfigured gateway, or span attributes written to flood the
+pager) is one critical incident whose evidence lists the offenders seen while it is open
+(:data:`MAX_LISTED_OFFENDERS`, then ``offenders_truncated``). Its score is the number
+listed, so a new offender is a material change: an ``update`` of the same incident, never
+a second page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
@@ -25,6 +33,8 @@ from driftline.config import WorkflowSettings
 from driftline.streams.monitor.hits import Hit
 
 DATE_SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4})")
+MAX_LISTED_OFFENDERS: Final = 20
+MAX_OFFENDER_CHARS: Final = 200  # a name is span data: cut before it reaches a page
 
 
 def answering_model(event: dict[str, Any]) -> str:
@@ -104,7 +114,10 @@ def routing_hits(workflow: str, wf: WorkflowSettings, e: dict[str, Any], ts: int
             ("unregistered_model_version", "error", {"model": model, "model_version": version})
         )
     for metric, severity, evidence in found:
+        offender = {"unregistered_bundle": bundle_id, "unregistered_model_version": version}
+        offender_name = offender.get(metric, model)
         evidence |= {
+            "offenders": [offender_name[:MAX_OFFENDER_CHARS]],
             "trace_id": e.get("trace_id", ""),
             "span_id": e.get("span_id", ""),
             "bundle_id": bundle_id,
@@ -115,7 +128,7 @@ def routing_hits(workflow: str, wf: WorkflowSettings, e: dict[str, Any], ts: int
             workflow=workflow,
             kind="routing",
             metric=metric,
-            bundle_id=bundle_id,
+            bundle_id="",
             severity=severity,
             score=1.0,
             threshold=None,
@@ -123,3 +136,31 @@ def routing_hits(workflow: str, wf: WorkflowSettings, e: dict[str, Any], ts: int
             current=None,
             evidence=evidence,
         )
+
+
+def with_offenders_of(hit: Hit, open_evidence: dict[str, Any] | None) -> Hit:
+    """``hit`` carrying the offenders its open incident already lists (``open_evidence``).
+
+    >>> first = Hit(ts=1, workflow="w", kind="routing", metric="unallowed_model",
+    ...     bundle_id="", severity="critical", score=1.0, threshold=None, baseline=None,
+    ...     current=None, evidence={"offenders": ["gpt-x"]})
+    >>> second = dataclasses.replace(first, evidence={"offenders": ["gpt-y"]})
+    >>> merged = with_offenders_of(second, first.evidence)
+    >>> merged.evidence["offenders"], merged.score
+    (['gpt-x', 'gpt-y'], 2.0)
+    """
+    if not open_evidence:
+        return hit
+    listed = [str(o) for o in open_evidence.get("offenders") or ()]
+    truncated = bool(open_evidence.get("offenders_truncated"))
+    for offender in hit.evidence.get("offenders") or ():
+        if offender in listed:
+            continue
+        if len(listed) < MAX_LISTED_OFFENDERS:
+            listed.append(offender)
+        else:
+            truncated = True
+    evidence = {**hit.evidence, "offenders": listed}
+    if truncated:
+        evidence["offenders_truncated"] = True
+    return dataclasses.replace(hit, evidence=evidence, score=float(len(listed)))

@@ -113,11 +113,25 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("_", " ")) + qualifier + scope
 
 
+OFFENDER_NOUNS: Final = {
+    "unallowed_model": "models not in the allowed list (shadow routing)",
+    "unregistered_bundle": "bundles not registered",
+    "unregistered_model_version": "model versions not registered",
+}
+
+
 def _routing_summary(alert: Mapping[str, Any], workflow: str, metric: str) -> str:
     evidence = alert.get("evidence") or {}
     model = str(evidence.get("model") or "")
     version = str(evidence.get("model_version") or "")
-    bundle = str(alert.get("bundle_id") or "")
+    # A routing incident is per workflow: its bundle is the call's, in the evidence.
+    bundle = str(alert.get("bundle_id") or evidence.get("bundle_id") or "")
+    offenders = [str(o) for o in evidence.get("offenders") or ()]
+    if len(offenders) > 1 and metric in OFFENDER_NOUNS:
+        shown = [o[:8] if metric == "unregistered_bundle" else o for o in offenders[:5]]
+        more = ", ..." if len(offenders) > 5 or evidence.get("offenders_truncated") else ""
+        what = OFFENDER_NOUNS[metric]
+        return f"{workflow}: {len(offenders)} {what} ({', '.join(shown)}{more})"
     if metric == "unallowed_model":
         return f"{workflow}: model {model or '?'} is not in the allowed list (shadow routing)"
     if metric == "unregistered_bundle":

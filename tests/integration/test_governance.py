@@ -120,18 +120,18 @@ def test_unapproved_model_opens_one_routing_alert(run: Run) -> None:
     time.sleep(3)  # a duplicate open would arrive in the same batches
     alerts.poll()
     opens = _routing_opens(alerts.records)
-    # One alert per (workflow, metric, bundle) as DESIGN.md defines the dedup key: the
-    # unapproved model runs under several prompt versions, so several bundles, each once.
+    # One incident per workflow and condition: the unapproved model runs under several
+    # prompt versions (several bundles), all of them one page.
     keys = [o["dedup_key"] for o in opens]
-    assert len(keys) == len(set(keys)), f"an alert opened twice: {keys}"
-    for alert in opens:
-        assert alert["workflow"] == WORKFLOW
-        assert alert["metric"] == "unallowed_model"
-        assert alert["severity"] in ("critical", "error", "warning")
-        assert alert["dashboard_url"] and alert["runbook_url"]
-        assert alert["bundle_id"] in alert["dedup_key"]
-        # Only the swapped-in model: dated snapshot names of allowed models are in policy.
-        assert alert["evidence"]["request_model"] not in ALLOWED, alert["evidence"]
+    assert keys == [f"routing/{WORKFLOW}/unallowed_model/"], keys
+    (alert,) = opens
+    assert alert["workflow"] == WORKFLOW
+    assert alert["metric"] == "unallowed_model"
+    assert alert["severity"] == "critical"
+    assert alert["dashboard_url"] and alert["runbook_url"]
+    # Only the swapped-in model: dated snapshot names of allowed models are in policy.
+    assert alert["evidence"]["request_model"] not in ALLOWED, alert["evidence"]
+    assert alert["evidence"]["offenders"] == [alert["evidence"]["model"]]
 
 
 def test_alert_is_paged_once_without_leaking_the_key(run: Run) -> None:

@@ -173,8 +173,9 @@ def test_routing_shadow_model_and_ghost_bundle() -> None:
         event(2, T0 + 2 * S, 400, bundle_id="b9"),
     ]
     out = Monitor(cfg).process(events, [])
-    opened = {(t["metric"], t["bundle_id"], t["severity"]) for t in out}
+    opened = {(t["metric"], t["evidence"]["bundle_id"], t["severity"]) for t in out}
     assert opened == {("unallowed_model", "b1", "critical"), ("unregistered_bundle", "b9", "error")}
+    assert {t["evidence"]["offenders"][0] for t in out} == {"gpt-4o-mini", "b9"}
     assert out[0]["evidence"]["model"] == "gpt-4o-mini"
 
 

@@ -130,6 +130,32 @@ def test_budget_and_routing_summaries() -> None:
     assert payload.summary(routing) == (
         "support-bot: model gpt-5-preview is not in the allowed list (shadow routing)"
     )
+    flood = make_alert(
+        kind="routing",
+        metric="unallowed_model",
+        severity="critical",
+        bundle_id="",
+        evidence={
+            "model": "m7",
+            "offenders": [f"m{i}" for i in range(20)],
+            "offenders_truncated": True,
+        },
+        transition="update",
+        event_ts=OPENED,
+    )
+    assert payload.summary(flood) == (
+        "support-bot: 20 models not in the allowed list (shadow routing) (m0, m1, m2, m3, m4, ...)"
+    )
+    grouped_ghost = make_alert(
+        kind="routing",
+        metric="unregistered_bundle",
+        bundle_id="",
+        evidence={"bundle_id": "3f2a9c0e11", "model": "gpt-4o", "offenders": ["3f2a9c0e11"]},
+        event_ts=OPENED,
+    )
+    assert payload.summary(grouped_ghost) == (
+        "support-bot: bundle 3f2a9c0e is not registered (model gpt-4o)"
+    )
     ghost = make_alert(
         kind="routing",
         metric="unregistered_bundle",
