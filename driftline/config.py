@@ -200,6 +200,14 @@ class EngineSettings(_Section):
     lookback_s: float = Field(300.0, gt=0, le=86_400)
 
 
+class WorkerSettings(_Section):
+    # The worker's own telemetry: /metrics (Prometheus text), /healthz and /readyz on one
+    # HTTP port (docs/metrics.md). 0: off. 9464 is the port Prometheus exporters of the
+    # OpenTelemetry SDKs use.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9464, ge=0, le=65535)
+
+
 class BudgetSettings(_Section):
     max_tokens_per_request: int | None = Field(None, gt=0)
     max_retries_per_request: int | None = Field(None, ge=0)
@@ -306,6 +314,7 @@ class Settings(BaseSettings):
     streams: StreamSettings = StreamSettings()
     ingest: IngestSettings = IngestSettings()
     engines: EngineSettings = EngineSettings()
+    worker: WorkerSettings = WorkerSettings()
     workflows: dict[str, WorkflowSettings] = {}
     detectors: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()

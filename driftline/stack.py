@@ -34,15 +34,34 @@ class Endpoints:
     bootstrap_servers: str
     otlp_grpc: str  # e.g. http://127.0.0.1:4317
     otlp_http: str  # e.g. http://127.0.0.1:4318 (traces at /v1/traces)
+    # The worker's telemetry, e.g. http://127.0.0.1:9464 (None: no worker, or turned off)
+    worker_metrics: str | None = None
 
     def describe(self) -> str:
-        return "\n".join(
-            (
-                f"  OTLP gRPC : {self.otlp_grpc}",
-                f"  OTLP HTTP : {self.otlp_http}  (traces: {self.otlp_http}/v1/traces)",
-                f"  Kafka     : {self.bootstrap_servers}",
+        lines = [
+            f"  OTLP gRPC : {self.otlp_grpc}",
+            f"  OTLP HTTP : {self.otlp_http}  (traces: {self.otlp_http}/v1/traces)",
+            f"  Kafka     : {self.bootstrap_servers}",
+        ]
+        if self.worker_metrics:
+            lines.append(
+                f"  Metrics   : {self.worker_metrics}/metrics  (worker; /healthz, /readyz)"
             )
-        )
+        return "\n".join(lines)
+
+
+def worker_metrics_url(settings: Settings) -> str | None:
+    """Where the worker serves ``/metrics``, ``/healthz`` and ``/readyz`` (None when off).
+
+    >>> from driftline.config import Settings
+    >>> worker_metrics_url(Settings(worker={"metrics_host": "0.0.0.0", "metrics_port": 9464}))
+    'http://127.0.0.1:9464'
+    """
+    worker = settings.worker
+    if not worker.metrics_port:
+        return None
+    host = "127.0.0.1" if worker.metrics_host in ("0.0.0.0", "::", "") else worker.metrics_host
+    return f"http://{host}:{worker.metrics_port}"
 
 
 @dataclass
@@ -150,6 +169,7 @@ class EmbeddedStack:
             bootstrap_servers=bootstrap,
             otlp_grpc=self.collector.grpc_endpoint,
             otlp_http=self.collector.http_endpoint,
+            worker_metrics=worker_metrics_url(self.settings) if self.with_worker else None,
         )
         return self.endpoints
 

@@ -5,13 +5,15 @@ file against the Compose Specification JSON schema (shipped by the ``check-jsons
 package), every file, variable, port, healthcheck and dependency it refers to, the worker
 environment through driftline's own settings loader, every driftline command through the CLI
 parser, the ClickHouse users, the topic script (shellcheck) and the collector configuration
-against the keys its components accept. Nothing here touches the network.
+against the keys its components accept. Nothing here leaves the machine: one test runs the
+worker healthcheck's probe against a loopback HTTP server.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import http.server
 import importlib.resources
 import json
 import os
@@ -19,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -402,11 +405,12 @@ def test_workers_scale_horizontally(
     assert (worker.get("deploy") or {}).get("replicas", 1) >= 1
 
 
-def test_worker_health_is_its_ready_file_on_a_tmpfs(services: dict[str, dict[str, Any]]) -> None:
+def test_worker_ready_file_is_on_a_tmpfs(services: dict[str, dict[str, Any]]) -> None:
+    # The image's own HEALTHCHECK (plain `docker run`) tests the ready file; compose asks
+    # /readyz (next test).
     worker = services[WORKER]
     argv = driftline_argv(worker)
     ready_file = PurePosixPath(argv[argv.index("--ready-file") + 1])
-    assert str(ready_file) in worker["healthcheck"]["test"]
     tmpfs = worker.get("tmpfs") or []
     mounts = [
         PurePosixPath(t.split(":")[0]) for t in ([tmpfs] if isinstance(tmpfs, str) else tmpfs)
@@ -414,6 +418,64 @@ def test_worker_health_is_its_ready_file_on_a_tmpfs(services: dict[str, dict[str
     assert any(m in ready_file.parents for m in mounts), "a restart must clear the ready file"
     final = runtime_stage()
     assert str(ready_file) in final["HEALTHCHECK"] and str(ready_file) in final["CMD"]
+
+
+class _Probed(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(_Probed.status if self.path == "/readyz" else 404)
+        self.end_headers()
+        self.wfile.write(b"not ready: rebalancing\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_worker_healthcheck_asks_readyz_on_its_metrics_port(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    worker = services[WORKER]
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("DRIFTLINE_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment(worker).items():
+        monkeypatch.setenv(key, value)
+    metrics = load_settings().worker
+    assert metrics.metrics_host == "0.0.0.0" and metrics.metrics_port > 0
+    # Reachable by a scraper on the compose network; published on no host port (scaling).
+    assert str(metrics.metrics_port) in [str(p) for p in worker.get("expose") or []]
+    assert "ports" not in worker
+    check = worker["healthcheck"]
+    kind, python, flag, code = check["test"]
+    assert (kind, python, flag) == ("CMD", "python", "-c")
+    url = f"http://127.0.0.1:{metrics.metrics_port}/readyz"
+    assert url in code
+    probe_timeout_s = float(re.search(r"timeout=([0-9.]+)", code)[1])  # type: ignore[index]
+    assert probe_timeout_s < int(check["timeout"].removesuffix("s")), "answer within Docker's"
+    assert check["start_period"] and check["retries"] >= 1
+
+    # The probe as Docker runs it, against a local server: 200 passes, 503 (and nothing
+    # listening) fail.
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Probed)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    local = code.replace(url, f"http://127.0.0.1:{server.server_address[1]}/readyz")
+
+    def probe() -> int:
+        return subprocess.run(
+            [sys.executable, "-c", local], capture_output=True, timeout=30
+        ).returncode
+
+    try:
+        _Probed.status = 200
+        assert probe() == 0
+        _Probed.status = 503
+        assert probe() != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert probe() != 0  # nothing listens any more
 
 
 def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:

@@ -1,0 +1,512 @@
+"""The worker's own telemetry: Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on one port.
+
+As the OpenTelemetry Collector reports its own accepted, refused and queued items, every
+worker serves what it already counts (``Pipeline.counters``) and a few gauges that are cheap
+to read, on ``[worker] metrics_host:metrics_port`` (docs/metrics.md has every name and unit).
+
+Nothing here runs per message. A scrape reads the counters the agents keep anyway and the
+state the worker holds (open traces, tracked workflows, the store sinks, the consumer's
+offsets), on the event loop, in well under a millisecond for a worker's worth of
+partitions. A failure to read a value, or to bind the port, is logged and never reaches
+the pipeline: telemetry does not stop the worker.
+
+Three parts:
+
+- the text exposition (:class:`Family`, :func:`render`), format 0.0.4;
+- the names of the counters (:data:`COUNTERS`, :func:`counter_families`): one metric per
+  counter, and one labelled metric where the counter's key carries a reason, kind, outcome or
+  transition (``rejects.not_otlp`` -> ``driftline_spans_rejected_total{reason="not_otlp"}``);
+- the HTTP server (:class:`TelemetryServer`), which the Faust app starts and stops
+  (``streams.app._add_telemetry`` reads the worker's state for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+from aiohttp import web
+
+from driftline.schemas.alert import TRANSITIONS
+from driftline.streams.notifier.records import Outcome
+from driftline.streams.traces import (
+    CLOSED_BY_EVICTED,
+    CLOSED_BY_FLUSH,
+    CLOSED_BY_ROOT_END,
+    CLOSED_BY_TIMEOUT,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "COUNTERS",
+    "CounterSpec",
+    "Family",
+    "Probe",
+    "TelemetryServer",
+    "consumer_lag",
+    "counter_families",
+    "render",
+]
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+PATH_METRICS: Final = "/metrics"
+PATH_HEALTH: Final = "/healthz"
+PATH_READY: Final = "/readyz"
+LOOP_PROBE_S: Final = 0.5  # how often the event loop's lateness is sampled
+FALLBACK_COUNTER: Final = "driftline_worker_counter_total"
+CLOSED_BY: Final = (CLOSED_BY_ROOT_END, CLOSED_BY_TIMEOUT, CLOSED_BY_EVICTED, CLOSED_BY_FLUSH)
+
+Kind = Literal["counter", "gauge"]
+Labels = Mapping[str, str]
+
+
+# -- the text exposition ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric: its name (a counter's ends in ``_total``), type, help and samples."""
+
+    name: str
+    kind: Kind
+    help: str
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> Family:
+        self.samples.append((labels, value))
+        return self
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or (math.isfinite(value) and value == int(value)):
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def render(families: Iterable[Family]) -> str:
+    """Families in the Prometheus text format, version 0.0.4.
+
+    >>> print(render([Family("x_total", "counter", 'a "b"').add(3, reason='q"\\\\')]), end="")
+    # HELP x_total a "b"
+    # TYPE x_total counter
+    x_total{reason="q\\"\\\\"} 3
+    """
+    lines: list[str] = []
+    for family in families:
+        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {family.name} {family.kind}")
+        for labels, value in family.samples:
+            if labels:
+                text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
+                lines.append(f"{family.name}{{{text}}} {_number(value)}")
+            else:
+                lines.append(f"{family.name} {_number(value)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# -- the worker's counters, named ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """How one key of ``Pipeline.counters`` (or every key under a prefix) is exported.
+
+    ``key`` ending in ``.`` is a prefix: the rest of the key is the value of ``label``, cut at
+    the first ``:`` (``negative_tokens:gen_ai.usage.input_tokens`` -> ``negative_tokens``) so
+    labels stay a short, bounded set; the DLQ headers keep the whole reason. ``known`` label
+    values are exported at 0 before they first happen, so ``rate()`` sees them from the start.
+    """
+
+    key: str
+    name: str
+    help: str
+    label: str | None = None
+    known: tuple[str, ...] = ()
+
+
+COUNTERS: Final[tuple[CounterSpec, ...]] = (
+    # Longer prefixes first: "rejects.metrics." before "rejects.".
+    CounterSpec("spans.in", "driftline_spans_received_total", "Spans read from otlp_spans."),
+    CounterSpec(
+        "rejects.metrics.",
+        "driftline_engine_metrics_rejected_total",
+        "otlp_metrics records dead-lettered to otlp_spans_dlq, by reason.",
+        "reason",
+    ),
+    CounterSpec(
+        "rejects.",
+        "driftline_spans_rejected_total",
+        "Spans (or whole messages that are not OTLP) dead-lettered to otlp_spans_dlq at "
+        "decode, by reason.",
+        "reason",
+    ),
+    CounterSpec(
+        "events.decoded", "driftline_events_decoded_total", "LLM-call events normalized at decode."
+    ),
+    CounterSpec(
+        "events.requests",
+        "driftline_request_events_published_total",
+        "Events published to llm_events at decode, before their trace closed.",
+    ),
+    CounterSpec(
+        "events.unpriced",
+        "driftline_events_unpriced_total",
+        "Events whose model has no known price (cost_usd NULL).",
+    ),
+    CounterSpec(
+        "events.engine_state",
+        "driftline_events_engine_state_total",
+        "Events given their serving engine's state (KV usage, queue depth) at decode.",
+    ),
+    CounterSpec(
+        "events.out",
+        "driftline_events_completed_total",
+        "Completed events published to llm_events when their trace closed.",
+    ),
+    CounterSpec(
+        "traces.out",
+        "driftline_traces_published_total",
+        "Trace summaries published to llm_events.",
+    ),
+    CounterSpec(
+        "spans.redelivered_skipped",
+        "driftline_spans_redelivered_skipped_total",
+        "Spans read again after a restart or rebalance and skipped (applied already).",
+    ),
+    CounterSpec(
+        "store.failures",
+        "driftline_store_write_failures_total",
+        "Failed writes of events, traces or alerts to the store (each is retried).",
+    ),
+    CounterSpec(
+        "store.rejected.",
+        "driftline_store_rejected_records_total",
+        "Records the store can never take, dead-lettered, by kind.",
+        "kind",
+    ),
+    CounterSpec(
+        "engine_metrics.rows",
+        "driftline_engine_metrics_rows_stored_total",
+        "Serving-engine metric rows written to engine_metrics.",
+    ),
+    CounterSpec(
+        "baselines.rows",
+        "driftline_baseline_rows_stored_total",
+        "Baseline snapshot rows written to workflow_baselines.",
+    ),
+    CounterSpec(
+        "alerts.",
+        "driftline_alert_transitions_total",
+        "Alert transitions published to llm_alerts, by transition.",
+        "transition",
+        TRANSITIONS,
+    ),
+    CounterSpec(
+        "pages.",
+        "driftline_page_deliveries_total",
+        "Alert deliveries to paging routes (PagerDuty, webhooks), by outcome.",
+        "outcome",
+        tuple(get_args(Outcome)),
+    ),
+    CounterSpec(
+        "monitor.redelivered_skipped",
+        "driftline_monitor_redelivered_messages_skipped_total",
+        "llm_events messages read again and skipped by the monitor (applied already).",
+    ),
+    CounterSpec(
+        "monitor.revoked_skipped",
+        "driftline_monitor_revoked_messages_skipped_total",
+        "llm_events messages of partitions revoked while buffered, left to their new owner.",
+    ),
+    CounterSpec(
+        "monitor.requests_redecoded_skipped",
+        "driftline_monitor_redecoded_requests_skipped_total",
+        "Request events decoded again after a restart and skipped by the monitor.",
+    ),
+    CounterSpec(
+        "monitor.snapshots_dropped",
+        "driftline_monitor_snapshots_dropped_total",
+        "Checkpointed monitor states that could not be restored (rebuilt from scratch).",
+    ),
+    CounterSpec(
+        "monitor.untracked_records",
+        "driftline_monitor_untracked_records_total",
+        "Events and trace summaries of workflows over detectors.max_workflows, not tracked.",
+    ),
+    CounterSpec(
+        "monitor.evicted_workflows",
+        "driftline_monitor_evicted_workflows_total",
+        "Workflows without a reference or open alert dropped to make room for new ones.",
+    ),
+    CounterSpec(
+        "monitor.controls_applied",
+        "driftline_monitor_controls_applied_total",
+        "Operator controls (baseline accept) applied.",
+    ),
+    CounterSpec(
+        "monitor.controls_refused",
+        "driftline_monitor_controls_refused_total",
+        "Operator controls refused.",
+    ),
+)
+# Kept in the counters for other reasons and exported otherwise (driftline_worker_ready).
+NOT_EXPORTED: Final = frozenset({"worker.ready"})
+
+
+def counter_spec(key: str) -> tuple[CounterSpec, str | None] | None:
+    """The spec exporting ``key`` and its label value; None for a key no spec names.
+
+    >>> spec, value = counter_spec("rejects.negative_tokens:gen_ai.usage.input_tokens")
+    >>> spec.name, value
+    ('driftline_spans_rejected_total', 'negative_tokens')
+    >>> counter_spec("rejects.metrics.bad_value")[0].name
+    'driftline_engine_metrics_rejected_total'
+    """
+    for spec in COUNTERS:
+        if spec.label is None:
+            if key == spec.key:
+                return spec, None
+        elif key.startswith(spec.key) and len(key) > len(spec.key):
+            return spec, key[len(spec.key) :].split(":", 1)[0]
+    return None
+
+
+def counter_families(counters: Mapping[str, float]) -> list[Family]:
+    """Every spec's metric from a snapshot of ``Pipeline.counters``, in :data:`COUNTERS` order.
+
+    A metric without labels is exported at 0 before its first count; a labelled one with its
+    known values at 0. A key no spec names is exported as ``driftline_worker_counter_total``
+    with its key as the ``name`` label, so a counter added later is never invisible.
+
+    >>> print(render(counter_families({"spans.in": 7, "rejects.not_otlp": 1})[:3]), end="")
+    # HELP driftline_spans_received_total Spans read from otlp_spans.
+    # TYPE driftline_spans_received_total counter
+    driftline_spans_received_total 7
+    # HELP driftline_engine_metrics_rejected_total otlp_metrics records dead-lettered to otlp_spans_dlq, by reason.
+    # TYPE driftline_engine_metrics_rejected_total counter
+    # HELP driftline_spans_rejected_total Spans (or whole messages that are not OTLP) dead-lettered to otlp_spans_dlq at decode, by reason.
+    # TYPE driftline_spans_rejected_total counter
+    driftline_spans_rejected_total{reason="not_otlp"} 1
+    """  # noqa: E501
+    by_name: dict[str, Family] = {}
+    labelled: dict[str, dict[str, float]] = {}
+    for spec in COUNTERS:
+        by_name[spec.name] = Family(spec.name, "counter", spec.help)
+        if spec.label is None:
+            labelled[spec.name] = {"": float(counters.get(spec.key, 0))}
+        else:
+            labelled[spec.name] = dict.fromkeys(spec.known, 0.0)
+    unknown = Family(
+        FALLBACK_COUNTER, "counter", "Worker counters without a metric of their own, by name."
+    )
+    for key, value in sorted(counters.items()):
+        if key in NOT_EXPORTED:
+            continue
+        found = counter_spec(key)
+        if found is None:
+            unknown.add(value, name=key)
+            continue
+        spec, label_value = found
+        if label_value is not None:
+            values = labelled[spec.name]
+            values[label_value] = values.get(label_value, 0.0) + value
+    out = []
+    for spec in COUNTERS:
+        family = by_name[spec.name]
+        for label_value, value in sorted(labelled[spec.name].items()):
+            if spec.label is None:
+                family.add(value)
+            else:
+                family.add(value, **{spec.label: label_value})
+        out.append(family)
+    if unknown.samples:
+        out.append(unknown)
+    return out
+
+
+# -- gauges read from the consumer --------------------------------------------------------
+
+
+def consumer_lag(
+    assigned: Iterable[Any],
+    highwater: Callable[[Any], int | None],
+    committed: Mapping[Any, int | None],
+    read: Mapping[Any, int | None],
+) -> list[tuple[str, int, int]]:
+    """(topic, partition, records behind) of each assigned partition whose end is known.
+
+    Behind = the partition's high watermark (the offset the next record will get) less the
+    worker's committed offset (the next record it will process after a restart), or, before
+    its first commit, the offset after the last record it has read. A partition whose high
+    watermark is not known yet (nothing fetched from it) is left out; a negative difference
+    (the embedded broker reports its watermark at the start of its last batch) is 0.
+
+    >>> from collections import namedtuple
+    >>> TP = namedtuple("TP", "topic partition")
+    >>> a, b, c = TP("t", 0), TP("t", 1), TP("t", 2)
+    >>> consumer_lag([a, b, c], {a: 10, b: 5}.get, {a: 4}, {b: 5})
+    [('t', 0, 6), ('t', 1, 0)]
+    """
+    out = []
+    for tp in assigned:
+        try:
+            end = highwater(tp)
+        except Exception:  # not fetched yet, or revoked in between: no number to give
+            end = None
+        if end is None:
+            continue
+        position = committed.get(tp)
+        if position is None:
+            last_read = read.get(tp)
+            if last_read is None:
+                continue
+            position = last_read + 1
+        out.append((tp.topic, tp.partition, max(0, end - position)))
+    return sorted(out)
+
+
+# -- the HTTP server ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """An answer of ``/healthz`` or ``/readyz``: ok or not, and one short plain reason."""
+
+    ok: bool
+    reason: str
+
+
+class TelemetryServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP, on the running event loop.
+
+    Parameters
+    ----------
+    host, port
+        Where to listen; port 0 picks a free one (see :attr:`port` once started).
+    collect
+        The metric families at the time of a scrape.
+    ready
+        ``/readyz``: 200 with its reason when ok, 503 otherwise.
+    healthy
+        ``/healthz``: answering at all shows the event loop is serving; this adds what the
+        process knows about itself (crashed, stopping). Always ok when not given.
+
+    The server adds ``driftline_worker_event_loop_lag_seconds``: how late a 0.5 s sleep on
+    the loop last woke up (a loop busy with one long step shows it here before the
+    probe's timeout).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        collect: Callable[[], list[Family]],
+        ready: Callable[[], Probe],
+        healthy: Callable[[], Probe] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._collect = collect
+        self._ready = ready
+        self._healthy = healthy or (lambda: Probe(True, "ok"))
+        self._runner: web.AppRunner | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.loop_lag_s = 0.0
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> bool:
+        """Listen; False (and an error logged) when the address cannot be bound."""
+        app = web.Application()
+        app.router.add_get(PATH_METRICS, self._metrics)
+        app.router.add_get(PATH_HEALTH, self._health)
+        app.router.add_get(PATH_READY, self._readiness)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            log.error(
+                "worker metrics not served: cannot listen on %s:%d (%s); set worker.metrics_port "
+                "to a free port, or 0 to turn them off",
+                self.host,
+                self.port,
+                exc,
+            )
+            return False
+        self._runner = runner
+        addresses = runner.addresses
+        if addresses and self.port == 0:
+            self.port = int(addresses[0][1])
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+        log.info("worker metrics at %s%s (%s, %s)", self.url, PATH_METRICS, PATH_HEALTH, PATH_READY)
+        return True
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _watch_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.loop_lag_s = max(0.0, time.monotonic() - started - LOOP_PROBE_S)
+
+    def families(self) -> list[Family]:
+        lag = Family(
+            "driftline_worker_event_loop_lag_seconds",
+            "gauge",
+            f"How late the event loop last woke up from a {LOOP_PROBE_S:g} s sleep.",
+        ).add(round(self.loop_lag_s, 6))
+        return [*self._collect(), lag]
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            body = render(self.families())
+        except Exception:
+            log.exception("reading the worker's metrics failed")
+            return web.Response(status=500, text="reading the metrics failed; see the log\n")
+        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return self._answer(self._healthy)
+
+    async def _readiness(self, request: web.Request) -> web.Response:
+        return self._answer(self._ready)
+
+    @staticmethod
+    def _answer(probe: Callable[[], Probe]) -> web.Response:
+        try:
+            result = probe()
+        except Exception as exc:
+            log.exception("a health probe failed")
+            result = Probe(False, f"probe failed: {type(exc).__name__}")
+        return web.Response(status=200 if result.ok else 503, text=result.reason + "\n")
