@@ -2,7 +2,8 @@
 
 A stack of its own (its own consumer group and metrics port), so every count is exactly what
 this test sent: one message that is not OTLP, and one trace of seven spans of which two are
-rejected (negative tokens, no span id).
+rejected (negative tokens, no span id). Then a worker writing to ClickHouse over HTTP (served
+from chdb, switched to failing and back): /readyz follows the store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from driftline.config import load_settings
 from driftline.stack import EmbeddedStack
 from driftline.streams import topics
 from tests.integration.conftest import PARTITIONS, Kafka, wait_all_gone, write_config
+from tests.integration.test_scaling import cluster
 from tests.utils import otlp_factory as f
 from tests.utils.prometheus_text import Samples, parse
 
@@ -52,6 +55,25 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 def get(stack: EmbeddedStack, path: str) -> httpx.Response:
     assert stack.endpoints is not None and stack.endpoints.worker_metrics
     return httpx.get(f"{stack.endpoints.worker_metrics}{path}", timeout=5)
+
+
+def one_trace(spans: int) -> bytes:
+    """An OTLP message: one trace of ``spans`` LLM calls, a root and its children, dated now."""
+    trace, root = uuid.uuid4().bytes, uuid.uuid4().bytes[:8]
+    base = time.time_ns()
+    chat = f.semconv_chat_attributes(input_tokens=10, output_tokens=5)
+    out = [f.make_span(trace_id=trace, span_id=root, start_ns=base, attributes=chat)]
+    out += [
+        f.make_span(
+            trace_id=trace,
+            span_id=uuid.uuid4().bytes[:8],
+            parent_span_id=root,
+            start_ns=base + i,
+            attributes=chat,
+        )
+        for i in range(1, spans)
+    ]
+    return f.traces_data(f.make_resource_spans(out)).SerializeToString()
 
 
 def scrape(stack: EmbeddedStack) -> Samples:
@@ -176,3 +198,61 @@ def test_counts_after_a_known_input(metrics_stack: EmbeddedStack) -> None:
         (("topic", topics.OTLP_SPANS), ("partition", "3")): 0,
     }
     assert get(metrics_stack, "/readyz").status_code == 200
+
+
+def test_readyz_follows_the_store(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> httpx.Response:
+        return httpx.get(f"{url}/readyz", timeout=5)
+
+    def wait_for(status: int, text: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = ready()
+            except httpx.TransportError:
+                answer = None
+            if answer is not None and (answer.status_code, answer.text) == (status, text):
+                return
+            time.sleep(0.2)
+        last = None if answer is None else (answer.status_code, answer.text)
+        raise AssertionError(f"/readyz never answered {(status, text)}; last: {last}")
+
+    def metric(name: str) -> float | None:
+        return value(parse(httpx.get(f"{url}/metrics", timeout=5).text), name)
+
+    with cluster(tmp_path, f"[worker]\nmetrics_port = {port}\n") as c:
+        # Down before the worker starts: assigned, but the store never opened.
+        c.server.fail_with(210, "simulated outage")
+        c.start_worker("worker")
+        wait_for(503, "not ready: store not open yet (see the log)\n")
+        assert metric("driftline_store_reachable") == 0
+        c.server.recover()
+        wait_for(200, f"ready: {4 * PARTITIONS} partitions assigned\n")
+        assert metric("driftline_store_reachable") == 1
+
+        # Down while it has something to write: the failed writes say so, nothing is lost.
+        c.server.fail_with(210, "simulated outage")
+        Kafka(c.settings, c.bootstrap).produce(topics.OTLP_SPANS, one_trace(3), partition=0)
+        deadline = time.monotonic() + 60
+        while (metric("driftline_store_consecutive_failures") or 0) < 1:
+            assert time.monotonic() < deadline, "no failed write while the store was down"
+            time.sleep(0.2)
+        answer = ready()
+        assert answer.status_code == 503, answer.text
+        assert answer.text.startswith("not ready: store unavailable ("), answer.text
+        assert (metric("driftline_store_pending_rows") or 0) >= 3
+        assert (metric("driftline_store_write_failures_total") or 0) >= 1
+        assert metric("driftline_worker_ready") == 0
+        health = httpx.get(f"{url}/healthz", timeout=5)
+        assert (health.status_code, health.text) == (200, "ok\n")  # alive, only not ready
+
+        c.server.recover()
+        wait_for(200, f"ready: {4 * PARTITIONS} partitions assigned\n")
+        assert metric("driftline_store_pending_rows") == 0
+        assert metric("driftline_store_consecutive_failures") == 0
+        assert metric("driftline_events_completed_total") == 3
+        c.check_alive("worker")
