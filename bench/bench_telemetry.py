@@ -34,9 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from driftline.streams.app import worker_families, worker_readiness  # noqa: E402
 from driftline.streams.normalize import normalize_message  # noqa: E402
-from driftline.streams.telemetry import TelemetryServer, render  # noqa: E402
+from driftline.streams.telemetry import (  # noqa: E402
+    TelemetryServer,
+    render,
+    worker_families,
+    worker_readiness,
+)
 from driftline.streams.topics import SOURCE_TOPICS  # noqa: E402
 from tests.utils import otlp_factory  # noqa: E402
 

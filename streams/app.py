@@ -73,7 +73,6 @@ from driftline.streams.stages import (
     build_state,
     changelog_tail,
 )
-from driftline.streams.telemetry import Family, Probe
 
 __all__ = ["Pipeline", "create_app", "group_by_workflow", "target_partition"]
 
@@ -629,136 +628,14 @@ def _add_stats(p: Pipeline) -> None:
 # -- the worker's own telemetry: /metrics, /healthz, /readyz (streams/telemetry.py) -------
 
 
-def worker_readiness(p: Pipeline) -> Probe:
-    """Ready: the partition assignment has completed, no rebalance is under way, and the store
-    is open and its last write succeeded (from the sinks' own state: no connection per probe).
-
-    A worker assigned no partition (more workers than partitions) is ready: it is a standby
-    member of the group, and a rebalance may give it work at any time.
-    """
-    if not p.counters.get("worker.ready"):
-        return Probe(False, "not ready: waiting for the first partition assignment")
-    if p.app.rebalancing:
-        return Probe(False, "not ready: rebalancing")
-    state = p.governance
-    if state is not None:
-        sinks = list(state.sinks.values())
-        if any(sink.store is None for sink in sinks):
-            return Probe(False, "not ready: store not open yet (see the log)")
-        failures = max((sink.failures for sink in sinks), default=0)
-        if failures:
-            return Probe(False, f"not ready: store unavailable ({failures} failed writes in a row)")
-    assigned = [tp for tp in p.app.assignor.assigned_actives() if tp.topic in names.SOURCE_TOPICS]
-    return Probe(True, f"ready: {len(assigned)} partitions assigned")
-
-
-def worker_health(p: Pipeline) -> Probe:
-    app: Any = p.app
-    if app.crashed:
-        return Probe(False, f"crashed: {type(app.crash_reason).__name__}")
-    if app.should_stop:
-        return Probe(False, "stopping")
-    return Probe(True, "ok")
-
-
-def worker_families(p: Pipeline) -> list[Family]:
-    """What a scrape exports: the counters by name, and gauges read from the worker's state."""
-    from driftline import __version__
-    from driftline.streams.telemetry import CLOSED_BY, consumer_lag, counter_families
-
-    out = counter_families(p.counters)
-    app: Any = p.app
-    consumer: Any = app.consumer
-    ready = worker_readiness(p).ok
-    out.append(Family("driftline_worker_ready", "gauge", "1 while /readyz answers 200.").add(ready))
-    out.append(
-        Family("driftline_build_info", "gauge", "The running driftline version.").add(
-            1, version=__version__
-        )
-    )
-    out.append(
-        Family(
-            "driftline_worker_start_time_seconds", "gauge", "When the worker started (Unix time)."
-        ).add(p.started_s)
-    )
-    out.append(
-        Family(
-            "driftline_worker_rebalances_total", "counter", "Consumer group rebalances seen."
-        ).add(app.rebalancing_count)
-    )
-    assignment = [tp for tp in consumer.assignment() if tp.topic in names.SOURCE_TOPICS]
-    assigned = Family(
-        "driftline_kafka_assigned_partitions", "gauge", "Partitions of each source topic assigned."
-    )
-    per_topic = Counter(tp.topic for tp in assignment)
-    for topic in names.SOURCE_TOPICS:
-        assigned.add(per_topic[topic], topic=topic)
-    out.append(assigned)
-    lag = Family(
-        "driftline_kafka_consumer_lag_records",
-        "gauge",
-        "Records in a partition after the worker's committed offset (high watermark - committed).",
-    )
-    # Faust keeps the committed and last read offsets on its consumer (read on this loop).
-    for topic, partition, behind in consumer_lag(
-        assignment, consumer.highwater, consumer._committed_offset, consumer._read_offset
-    ):
-        lag.add(behind, topic=topic, partition=str(partition))
-    out.append(lag)
-    assemblers = list(p.assemblers.values())
-    out.append(
-        Family("driftline_open_traces", "gauge", "Traces being assembled (spans held).").add(
-            sum(a.open_count for a in assemblers)
-        )
-    )
-    closed = Counter(p.closed_elsewhere)
-    for assembler in assemblers:
-        closed.update(assembler.closed_counts)
-    closed_family = Family(
-        "driftline_traces_closed_total",
-        "counter",
-        "Traces closed, by how: root_end, timeout, evicted (max_open_traces), flush.",
-    )
-    for closed_by in CLOSED_BY:
-        closed_family.add(closed[closed_by], closed_by=closed_by)
-    out.append(closed_family)
-    state = p.governance
-    if state is not None:
-        out.append(
-            Family(
-                "driftline_workflows_tracked", "gauge", "Workflows whose monitor state is held."
-            ).add(len(state.monitor.workflows()))
-        )
-        sinks = list(state.sinks.values())
-        failures = max((sink.failures for sink in sinks), default=0)
-        reachable = all(sink.store is not None for sink in sinks) and not failures
-        out.append(
-            Family(
-                "driftline_store_reachable",
-                "gauge",
-                "1 when the store is open and its last write succeeded.",
-            ).add(reachable)
-        )
-        out.append(
-            Family(
-                "driftline_store_pending_rows",
-                "gauge",
-                "Rows buffered for the store (events, traces, alerts), not yet written.",
-            ).add(sum(sink.pending_rows for sink in sinks))
-        )
-        out.append(
-            Family(
-                "driftline_store_consecutive_failures",
-                "gauge",
-                "Failed store writes in a row (0 after a success).",
-            ).add(failures)
-        )
-    return out
-
-
 def _add_telemetry(p: Pipeline) -> None:
     """Serve the worker's metrics and probes from its start to its shutdown."""
-    from driftline.streams.telemetry import TelemetryServer
+    from driftline.streams.telemetry import (
+        TelemetryServer,
+        worker_families,
+        worker_health,
+        worker_readiness,
+    )
 
     worker = p.settings.worker
     server = TelemetryServer(

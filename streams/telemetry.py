@@ -16,8 +16,10 @@ Three parts:
 - the names of the counters (:data:`COUNTERS`, :func:`counter_families`): one metric per
   counter, and one labelled metric where the counter's key carries a reason, kind, outcome or
   transition (``rejects.not_otlp`` -> ``driftline_spans_rejected_total{reason="not_otlp"}``);
-- the HTTP server (:class:`TelemetryServer`), which the Faust app starts and stops
-  (``streams.app._add_telemetry`` reads the worker's state for it).
+- what a scrape reads from the worker (:func:`worker_families`, :func:`worker_readiness`,
+  :func:`worker_health`; the ``Pipeline`` of ``streams.app`` is passed in, not imported);
+- the HTTP server (:class:`TelemetryServer`), which ``streams.app._add_telemetry`` starts
+  at the worker's first rebalance and stops at its shutdown.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from aiohttp import web
 
+from driftline import __version__
 from driftline.schemas.alert import TRANSITIONS
 from driftline.streams.notifier.records import Outcome
+from driftline.streams.topics import SOURCE_TOPICS
 from driftline.streams.traces import (
     CLOSED_BY_EVICTED,
     CLOSED_BY_FLUSH,
@@ -51,6 +56,9 @@ __all__ = [
     "consumer_lag",
     "counter_families",
     "render",
+    "worker_families",
+    "worker_health",
+    "worker_readiness",
 ]
 
 log = logging.getLogger(__name__)
@@ -384,7 +392,7 @@ def consumer_lag(
     return sorted(out)
 
 
-# -- the HTTP server ----------------------------------------------------------------------
+# -- the worker's state, read at a scrape (p: streams.app.Pipeline) ------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +401,133 @@ class Probe:
 
     ok: bool
     reason: str
+
+
+def worker_readiness(p: Any) -> Probe:
+    """Ready: the partition assignment has completed, no rebalance is under way, and the store
+    is open and its last write succeeded (from the sinks' own state: no connection per probe).
+
+    A worker assigned no partition (more workers than partitions) is ready: it is a standby
+    member of the group, and a rebalance may give it work at any time.
+    """
+    if not p.counters.get("worker.ready"):
+        return Probe(False, "not ready: waiting for the first partition assignment")
+    if p.app.rebalancing:
+        return Probe(False, "not ready: rebalancing")
+    state = p.governance
+    if state is not None:
+        sinks = list(state.sinks.values())
+        if any(sink.store is None for sink in sinks):
+            return Probe(False, "not ready: store not open yet (see the log)")
+        failures = max((sink.failures for sink in sinks), default=0)
+        if failures:
+            return Probe(False, f"not ready: store unavailable ({failures} failed writes in a row)")
+    assigned = [tp for tp in p.app.assignor.assigned_actives() if tp.topic in SOURCE_TOPICS]
+    return Probe(True, f"ready: {len(assigned)} partitions assigned")
+
+
+def worker_health(p: Any) -> Probe:
+    app: Any = p.app
+    if app.crashed:
+        return Probe(False, f"crashed: {type(app.crash_reason).__name__}")
+    if app.should_stop:
+        return Probe(False, "stopping")
+    return Probe(True, "ok")
+
+
+def worker_families(p: Any) -> list[Family]:
+    """What a scrape exports: the counters by name, and gauges read from the worker's state."""
+    out = counter_families(p.counters)
+    app: Any = p.app
+    consumer: Any = app.consumer
+    ready = worker_readiness(p).ok
+    out.append(Family("driftline_worker_ready", "gauge", "1 while /readyz answers 200.").add(ready))
+    out.append(
+        Family("driftline_build_info", "gauge", "The running driftline version.").add(
+            1, version=__version__
+        )
+    )
+    out.append(
+        Family(
+            "driftline_worker_start_time_seconds", "gauge", "When the worker started (Unix time)."
+        ).add(p.started_s)
+    )
+    out.append(
+        Family(
+            "driftline_worker_rebalances_total", "counter", "Consumer group rebalances seen."
+        ).add(app.rebalancing_count)
+    )
+    assignment = [tp for tp in consumer.assignment() if tp.topic in SOURCE_TOPICS]
+    assigned = Family(
+        "driftline_kafka_assigned_partitions", "gauge", "Partitions of each source topic assigned."
+    )
+    per_topic = Counter(tp.topic for tp in assignment)
+    for topic in SOURCE_TOPICS:
+        assigned.add(per_topic[topic], topic=topic)
+    out.append(assigned)
+    lag = Family(
+        "driftline_kafka_consumer_lag_records",
+        "gauge",
+        "Records in a partition after the worker's committed offset (high watermark - committed).",
+    )
+    # Faust keeps the committed and last read offsets on its consumer (read on this loop).
+    for topic, partition, behind in consumer_lag(
+        assignment, consumer.highwater, consumer._committed_offset, consumer._read_offset
+    ):
+        lag.add(behind, topic=topic, partition=str(partition))
+    out.append(lag)
+    assemblers = list(p.assemblers.values())
+    out.append(
+        Family("driftline_open_traces", "gauge", "Traces being assembled (spans held).").add(
+            sum(a.open_count for a in assemblers)
+        )
+    )
+    closed = Counter(p.closed_elsewhere)
+    for assembler in assemblers:
+        closed.update(assembler.closed_counts)
+    closed_family = Family(
+        "driftline_traces_closed_total",
+        "counter",
+        "Traces closed, by how: root_end, timeout, evicted (max_open_traces), flush.",
+    )
+    for closed_by in CLOSED_BY:
+        closed_family.add(closed[closed_by], closed_by=closed_by)
+    out.append(closed_family)
+    state = p.governance
+    if state is not None:
+        out.append(
+            Family(
+                "driftline_workflows_tracked", "gauge", "Workflows whose monitor state is held."
+            ).add(len(state.monitor.workflows()))
+        )
+        sinks = list(state.sinks.values())
+        failures = max((sink.failures for sink in sinks), default=0)
+        reachable = all(sink.store is not None for sink in sinks) and not failures
+        out.append(
+            Family(
+                "driftline_store_reachable",
+                "gauge",
+                "1 when the store is open and its last write succeeded.",
+            ).add(reachable)
+        )
+        out.append(
+            Family(
+                "driftline_store_pending_rows",
+                "gauge",
+                "Rows buffered for the store (events, traces, alerts), not yet written.",
+            ).add(sum(sink.pending_rows for sink in sinks))
+        )
+        out.append(
+            Family(
+                "driftline_store_consecutive_failures",
+                "gauge",
+                "Failed store writes in a row (0 after a success).",
+            ).add(failures)
+        )
+    return out
+
+
+# -- the HTTP server ----------------------------------------------------------------------
 
 
 class TelemetryServer:

@@ -17,7 +17,6 @@ import pytest
 
 from driftline.config import ConfigError, load_settings
 from driftline.stack import worker_metrics_url
-from driftline.streams.app import worker_families, worker_health, worker_readiness
 from driftline.streams.telemetry import (
     CONTENT_TYPE,
     COUNTERS,
@@ -28,6 +27,9 @@ from driftline.streams.telemetry import (
     counter_families,
     counter_spec,
     render,
+    worker_families,
+    worker_health,
+    worker_readiness,
 )
 from tests.utils.prometheus_text import parse
 
