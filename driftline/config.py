@@ -254,6 +254,10 @@ class DetectorSettings(_Section):
 
     # Bundles tracked per workflow (least recently seen is dropped): bounds the state.
     max_bundles_per_workflow: int = Field(2, ge=1, le=16)
+    # Workflows one worker's monitor tracks (about 90 KB each once its references are
+    # frozen): past it, a new name replaces one still without a reference, else its records
+    # are not monitored and one warning alert (budget/*/tracked_workflows/) says so.
+    max_workflows: int = Field(2_000, ge=1)
     # A new bundle's first seconds of event time are left out of its reference: they are
     # the early steps of its traces, not a sample of its steady traffic.
     settle_s: float = Field(60.0, ge=0)

@@ -601,6 +601,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             owned = owned_partitions()
             applied = state.applied_offsets
             monitor = state.monitor
+            untracked, evicted = monitor.untracked_records, monitor.evicted_workflows
             transitions: list[dict[str, Any]] = []
             advanced: dict[str, int] = {}
             for event in batch:
@@ -640,6 +641,8 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 # between must re-derive them, not find them applied and lose them.
                 await p.app.producer.flush()
             applied.update(advanced)
+            p.counters["monitor.untracked_records"] += monitor.untracked_records - untracked
+            p.counters["monitor.evicted_workflows"] += monitor.evicted_workflows - evicted
             dirty = monitor.dirty_workflows()
             state.baselines_due |= dirty
             for workflow in dirty | set(advanced):

@@ -498,7 +498,7 @@ def worker_families(p: Any) -> list[Family]:
         out.append(
             Family(
                 "driftline_workflows_tracked", "gauge", "Workflows whose monitor state is held."
-            ).add(len(state.monitor.workflows()))
+            ).add(state.monitor.tracked_workflows)
         )
         sinks = list(state.sinks.values())
         failures = max((sink.failures for sink in sinks), default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -13,15 +14,22 @@ from driftline.streams.monitor import budgets, lifecycle, snapshot
 from driftline.streams.monitor.clock import WorkflowClock, fleet_time
 from driftline.streams.monitor.control import check_control
 from driftline.streams.monitor.drift import Bundle, DriftRules
-from driftline.streams.monitor.hits import event_time, record_order
+from driftline.streams.monitor.hits import Hit, event_time, record_order
 from driftline.streams.monitor.lifecycle import OpenAlert
-from driftline.streams.monitor.routing import routing_hits, with_offenders_of
+from driftline.streams.monitor.routing import (
+    MAX_LISTED_OFFENDERS,
+    routing_hits,
+    with_offenders_of,
+)
 from driftline.streams.monitor.snapshot import SnapshotError
 
 _US: Final = 1_000_000
 _DEFAULT_WORKFLOW = WorkflowSettings()
 # Resolves are remembered this many hold-downs (or clock steps) to recognise late evidence.
 LATE_HORIZON_HOLDS: Final = 4
+# Where the monitor keeps its own capacity alert: "*" never survives ingestion in a
+# workflow name (schemas.event.UNSAFE_NAME_CHAR), so no real workflow can share it.
+UNTRACKED: Final = "*"
 
 
 @dataclass(slots=True)
@@ -51,6 +59,12 @@ class Monitor:
         self._dirty: set[str] = set()
         self._alerting: set[str] = set()  # workflows with open alerts
         self._fleet: int | None = None
+        # Cardinality (detectors.max_workflows): records of workflows not tracked, and
+        # workflows pushed out to make room; the worker exports both as counters.
+        self.untracked_records = 0
+        self.evicted_workflows = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()  # tracked, least recent first
+        self._no_room = False  # this batch found no workflow to replace
 
     # --- public API ---------------------------------------------------------
 
@@ -62,11 +76,21 @@ class Monitor:
         for trace in traces:
             by_workflow.setdefault(str(trace.get("workflow") or ""), ([], []))[1].append(trace)
         out: list[dict] = []
+        untracked: list[tuple[str, list[dict], list[dict]]] = []
+        self._no_room = False
         for workflow in sorted(by_workflow):
             wf_events, wf_traces = by_workflow[workflow]
+            if not self._admit(workflow):
+                untracked.append((workflow, wf_events, wf_traces))
+                continue
             for part, part_traces in _slices(wf_events, wf_traces, self._slice_us):
                 out.extend(self._step(workflow, part, part_traces))
-        out.extend(self._review_idle(set(by_workflow)))
+        # A workflow of this batch may have made room for a later one: no longer tracked.
+        touched = {w for w in by_workflow if w in self._states}
+        if untracked:
+            out.extend(self._refuse(untracked))
+            touched.add(UNTRACKED)
+        out.extend(self._review_idle(touched))
         return _time_order(out)
 
     def accept_baseline(
@@ -169,11 +193,18 @@ class Monitor:
             resolved=snapshot.times_from_state(doc.get("resolved"), f"{where}.resolved"),
         )
         self._states[workflow] = state
+        if workflow != UNTRACKED:
+            self._seen[workflow] = None
         if state.alerts:
             self._alerting.add(workflow)
 
     def workflows(self) -> list[str]:
         return sorted(self._states)
+
+    @property
+    def tracked_workflows(self) -> int:
+        """Workflows counted against ``detectors.max_workflows`` (not the capacity alert's)."""
+        return len(self._states) - (UNTRACKED in self._states)
 
     def clock(self, workflow: str) -> int:
         """``workflow``'s event-time clock (microseconds; 0 before its first record)."""
@@ -210,6 +241,77 @@ class Monitor:
             state = self._states[workflow] = WorkflowState()
         self._dirty.add(workflow)
         return state
+
+    def _admit(self, workflow: str) -> bool:
+        """Whether ``workflow`` is (or may now be) tracked under ``detectors.max_workflows``.
+
+        At the cap a new workflow takes the place of the least recently seen one that has
+        no reference yet and no open alert (a flood of one-off names replaces its own
+        names); established workflows are never pushed out. A search that finds no room
+        is not repeated within the batch (each is one pass over the tracked workflows).
+        """
+        if workflow in self._states:
+            self._seen.move_to_end(workflow)
+            return True
+        if self.tracked_workflows >= self._settings.detectors.max_workflows:
+            stale = None if self._no_room else self._evictable()
+            if stale is None:
+                self._no_room = True
+                return False
+            del self._states[stale]
+            del self._seen[stale]
+            self._alerting.discard(stale)
+            self._dirty.add(stale)  # its checkpoint becomes an empty state, not a stale one
+            self.evicted_workflows += 1
+        self._seen[workflow] = None
+        return True
+
+    def _evictable(self) -> str | None:
+        """The least recently seen workflow without a reference or open alert, if any;
+        the ones passed over move to the back, so the next search starts past them."""
+        for _ in range(len(self._seen)):
+            name = next(iter(self._seen))
+            state = self._states[name]
+            if not state.alerts and not _has_reference(state):
+                return name
+            self._seen.move_to_end(name)
+        return None
+
+    def _refuse(self, untracked: list[tuple[str, list[dict], list[dict]]]) -> list[dict]:
+        """Count the records of workflows over the cap, and keep one warning alert open
+        (``budget/*/tracked_workflows/``) while they keep coming."""
+        state = self._state(UNTRACKED)
+        times = [event_time(r) for _, events, traces in untracked for r in (*events, *traces)]
+        state.clock.step(times, self._step_us, self._fleet_time() or min(times))
+        self.untracked_records += len(times)
+        cap = self._settings.detectors.max_workflows
+        names = [name for name, _, _ in untracked]
+        evidence: dict[str, Any] = {
+            "offenders": names[:MAX_LISTED_OFFENDERS],
+            "setting": "detectors.max_workflows",
+            "records_not_monitored": self.untracked_records,
+        }
+        if len(names) > MAX_LISTED_OFFENDERS:
+            evidence["offenders_truncated"] = True
+        hit = Hit(
+            ts=state.clock.now,
+            workflow=UNTRACKED,
+            kind="budget",
+            metric="tracked_workflows",
+            bundle_id="",
+            severity="warning",
+            score=1.0,
+            threshold=float(cap),
+            baseline=None,
+            current=float(cap + 1),
+            evidence=evidence,
+        )
+        if hit.key in state.alerts:
+            hit = with_offenders_of(hit, state.alerts[hit.key].record.get("evidence"))
+        out = lifecycle.due_before(state.alerts, hit.ts, self._hold_us)
+        out.extend(lifecycle.apply_hit(state.alerts, hit, self._settings.alerts))
+        self._alerting.add(UNTRACKED)
+        return out
 
     def _workflow_settings(self, workflow: str) -> WorkflowSettings:
         wf = self._settings.workflows
@@ -292,6 +394,10 @@ class Monitor:
                 self._dirty.add(workflow)
             out.extend(resolved)
         return out
+
+
+def _has_reference(state: WorkflowState) -> bool:
+    return any(d.frozen for b in state.bundles.values() for d in b.detectors.values())
 
 
 def _slices(

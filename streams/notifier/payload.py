@@ -215,7 +215,13 @@ def summary(alert: Mapping[str, Any]) -> str:
     lasting = f" for {format_duration(ongoing)}" if ongoing >= 60 else ""
     bundle = _bundle_text(alert)
 
-    if kind == "budget":
+    if kind == "budget" and metric == "tracked_workflows":
+        names = ", ".join(str(o) for o in evidence.get("offenders") or ())
+        text = (
+            f"monitor at its cap of {_fmt(threshold or 0.0)} tracked workflows: new workflows"
+            f" not monitored ({names}); raise detectors.max_workflows or add workers"
+        )
+    elif kind == "budget":
         text = f"{workflow}: {label} {_fmt(current) if current is not None else '?'} over"
         limit = "threshold" if metric.startswith("cost_burn_rate") else "budget"
         text += f" {limit}"

@@ -146,6 +146,21 @@ def test_budget_and_routing_summaries() -> None:
     assert payload.summary(flood) == (
         "support-bot: 20 models not in the allowed list (shadow routing) (m0, m1, m2, m3, m4, ...)"
     )
+    capacity = make_alert(
+        kind="budget",
+        metric="tracked_workflows",
+        severity="warning",
+        workflow="*",
+        bundle_id="",
+        threshold=2000.0,
+        current_value=2001.0,
+        evidence={"offenders": ["new-a", "new-b"]},
+        event_ts=OPENED,
+    )
+    assert payload.summary(capacity) == (
+        "monitor at its cap of 2000 tracked workflows: new workflows not monitored"
+        " (new-a, new-b); raise detectors.max_workflows or add workers"
+    )
     grouped_ghost = make_alert(
         kind="routing",
         metric="unregistered_bundle",

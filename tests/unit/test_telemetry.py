@@ -168,7 +168,7 @@ def fake_worker(**changes: Any) -> Any:
         1: SimpleNamespace(open_count=2, closed_counts=Counter({"timeout": 1})),
     }
     governance = SimpleNamespace(
-        monitor=SimpleNamespace(workflows=lambda: ["a", "b"]),
+        monitor=SimpleNamespace(tracked_workflows=2),
         sinks={"events": FakeSink(pending_rows=40), "alerts": FakeSink(pending_rows=2)},
     )
     worker = SimpleNamespace(

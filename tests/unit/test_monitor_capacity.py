@@ -1,0 +1,83 @@
+"""Cardinality: the monitor tracks at most ``detectors.max_workflows`` workflows."""
+
+from __future__ import annotations
+
+from driftline.config import AlertSettings, DetectorSettings, Settings
+from driftline.streams.monitor import Monitor
+from driftline.streams.monitor.engine import UNTRACKED
+from driftline.streams.monitor.routing import MAX_LISTED_OFFENDERS
+from tests.unit.test_monitor import T0, S, event, of
+
+KEY = "budget/*/tracked_workflows/"
+
+
+def capped(max_workflows: int, hold_s: float = 60.0) -> Settings:
+    return Settings(
+        detectors=DetectorSettings(
+            warmup_events=50,
+            window_events=20,
+            settle_s=0,
+            enabled_metrics=["input_tokens"],
+            max_workflows=max_workflows,
+        ),
+        alerts=AlertSettings(hold_down_s=hold_s),
+    )
+
+
+def established(monitor: Monitor, names: list[str]) -> None:
+    """Each workflow past its warm-up: a frozen reference, never pushed out."""
+    calls = [
+        event(i, T0 + i * S // 10, 400 + i % 7, workflow=name) for name in names for i in range(60)
+    ]
+    assert monitor.process(calls, []) == []
+
+
+def test_one_off_names_replace_each_other_not_established_workflows() -> None:
+    monitor = Monitor(capped(3))
+    established(monitor, ["chat", "search"])
+    flood = [event(i, T0 + 10 * S + i, 400, workflow=f"w{i}") for i in range(1000)]
+    out = monitor.process(flood, [])
+    assert of(out, KEY) == []  # room was made each time: nothing unmonitored
+    assert monitor.workflows() == ["chat", "search", "w999"]
+    assert monitor.evicted_workflows == 999 and monitor.untracked_records == 0
+
+
+def test_at_the_cap_new_workflows_raise_one_warning_that_resolves() -> None:
+    monitor = Monitor(capped(2, hold_s=60.0))
+    established(monitor, ["chat", "search"])
+    late = [event(i, T0 + 10 * S + i * S, 400, workflow=f"new{i}") for i in range(30)]
+    out = monitor.process(late, [])
+    alerts = of(out, KEY)
+    assert [a["transition"] for a in alerts][:1] == ["open"]
+    assert all(a["transition"] != "open" for a in alerts[1:])  # one incident
+    first = alerts[0]
+    assert (first["kind"], first["severity"], first["threshold"]) == ("budget", "warning", 2.0)
+    assert first["workflow"] == UNTRACKED
+    assert monitor.untracked_records == 30
+    assert set(monitor.workflows()) == {"chat", "search", UNTRACKED}
+    (alert,) = [a for a in monitor.open_alerts() if a["dedup_key"] == KEY]
+    listed = alert["evidence"]["offenders"]
+    assert len(listed) == MAX_LISTED_OFFENDERS and set(listed) < {f"new{i}" for i in range(30)}
+    assert alert["evidence"]["offenders_truncated"] is True
+    # The tracked workflows go on; once no untracked record has come for the hold-down,
+    # the warning resolves (at the fleet's event time).
+    quiet = [
+        event(i, T0 + 100 * S + i * S, 400, workflow=w)
+        for i in range(120)
+        for w in ("chat", "search")
+    ]
+    resolved = [t for t in of(monitor.process(quiet, []), KEY) if t["transition"] == "resolve"]
+    assert len(resolved) == 1 and resolved[0]["alert_id"] == first["alert_id"]
+
+
+def test_the_warning_survives_a_snapshot() -> None:
+    monitor = Monitor(capped(1))
+    established(monitor, ["chat"])
+    monitor.process([event(1, T0 + 20 * S, 400, workflow="other")], [])
+    restored = Monitor(capped(1))
+    for workflow in monitor.workflows():
+        restored.restore(workflow, monitor.snapshot(workflow))
+    assert [a["dedup_key"] for a in restored.open_alerts()] == [KEY]
+    # Still over the cap after the restore: the same incident, not a new one.
+    out = restored.process([event(2, T0 + 21 * S, 400, workflow="another")], [])
+    assert [t["transition"] for t in of(out, KEY)] in ([], ["update"])
