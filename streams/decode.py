@@ -8,7 +8,11 @@ the wire format: field 1 holds the resource spans in both.
 OTLP/JSON is converted into the same lean messages, so one normalizer serves both
 encodings and gives identical events. JSON follows the OTLP/JSON rules: hex trace and
 span ids, int64 as strings or numbers, lowerCamelCase keys (the proto field names are
-accepted too, as the protobuf JSON mapping requires of parsers).
+accepted too, as the protobuf JSON mapping requires of parsers). What the lean schema
+keeps as bytes is carried over as the protobuf bytes it would have held: the
+instrumentation scope (whose name and version select the normalizer's scope rules) and
+each span event (read for the ``exception`` event's class), as an unknown field 11 of the
+span, exactly where a parsed protobuf span keeps it.
 
 Each decoded message also knows how to re-encode one span, with its resource and scope,
 for the dead-letter topic, in the encoding it arrived in: whole, or without content (only the
@@ -27,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as FullSpan
 
 from driftline.schemas import otlp_lean_pb2
 
@@ -304,6 +310,9 @@ def _decode_json(payload: bytes) -> DecodedTraces:
         for si, ss_doc in enumerate(_list(rs_doc, "scopeSpans", "scope_spans") or ()):
             _require_object(ss_doc, "scopeSpans entry")
             ss = rs.scope_spans.add()
+            scope_doc = ss_doc.get("scope")
+            if isinstance(scope_doc, dict):
+                ss.scope = _scope_bytes(scope_doc)
             for pi, span_doc in enumerate(_list(ss_doc, "spans", "spans") or ()):
                 _require_object(span_doc, "span")
                 error = _set_span(ss.spans.add(), span_doc)
@@ -399,6 +408,16 @@ def _set_span(span: Any, doc: dict[str, Any]) -> tuple[str, str] | None:
         else:
             setattr(span, snake, nanos)
     _set_attributes(span.attributes, doc.get("attributes"))
+    events = doc.get("events")
+    if isinstance(events, list) and events:
+        # Unknown to the lean span, as in a parsed protobuf span: field 11, one per event.
+        span.MergeFromString(
+            b"".join(
+                _length_delimited(_SPAN_EVENTS_TAG, _event_bytes(event))
+                for event in events
+                if isinstance(event, dict)
+            )
+        )
     status = doc.get("status")
     if isinstance(status, dict):
         code = status.get("code")
@@ -410,6 +429,63 @@ def _set_span(span: Any, doc: dict[str, Any]) -> tuple[str, str] | None:
         if isinstance(message, str):
             span.status.message = _text(message)
     return error
+
+
+_SPAN_EVENTS_TAG: Final = bytes([11 << 3 | 2])  # Span.events: field 11, length-delimited
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    size = len(payload)
+    prefix = bytearray(tag)
+    while size >= 0x80:
+        prefix.append(size & 0x7F | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + payload
+
+
+def _scope_bytes(doc: dict[str, Any]) -> bytes:
+    """The protobuf bytes of an OTLP/JSON ``InstrumentationScope``; fields of the wrong
+    type are left out, as a protobuf parser would never see them."""
+    scope = InstrumentationScope()
+    for name in ("name", "version"):
+        value = doc.get(name)
+        if isinstance(value, str):
+            setattr(scope, name, _text(value))
+    _set_key_values(scope.attributes, doc.get("attributes"))
+    dropped = _uint64(_get(doc, "droppedAttributesCount", "dropped_attributes_count"))
+    if dropped is not None and dropped < 2**32:
+        scope.dropped_attributes_count = dropped
+    return bytes(scope.SerializeToString())
+
+
+def _event_bytes(doc: dict[str, Any]) -> bytes:
+    """The protobuf bytes of an OTLP/JSON span event (``Span.Event``)."""
+    event = FullSpan.Event()
+    nanos = _uint64(_get(doc, "timeUnixNano", "time_unix_nano"))
+    if nanos is not None:
+        event.time_unix_nano = nanos
+    name = doc.get("name")
+    if isinstance(name, str):
+        event.name = _text(name)
+    _set_key_values(event.attributes, doc.get("attributes"))
+    dropped = _uint64(_get(doc, "droppedAttributesCount", "dropped_attributes_count"))
+    if dropped is not None and dropped < 2**32:
+        event.dropped_attributes_count = dropped
+    return bytes(event.SerializeToString())
+
+
+def _set_key_values(target: Any, docs: Any) -> None:
+    """Append an OTLP/JSON ``[{key, value}]`` list to a repeated ``KeyValue`` field, keys
+    and values read as span attributes are."""
+    if not isinstance(docs, list):
+        return
+    for kv in docs:
+        if isinstance(kv, dict) and isinstance(key := kv.get("key", ""), str):
+            value = lean.AnyValue()
+            _set_any_value(value, kv.get("value"))
+            # The lean AnyValue has the wire format of the full one.
+            target.add(key=_text(key)).value.MergeFromString(value.SerializeToString())
 
 
 def _hex_id(text: Any) -> bytes | None:
@@ -437,14 +513,15 @@ def _uint64(value: Any) -> int | None:
 
 def _set_attributes(target: Any, docs: Any) -> None:
     """Copy an OTLP/JSON ``[{key, value}]`` list into a lean attribute map (last key wins,
-    as in protobuf map parsing). Entries without a string key are dropped."""
+    as in protobuf map parsing). A missing key is the empty one (the JSON mapping leaves
+    default values out); entries whose key is not a string are dropped."""
     if not isinstance(docs, list):
         return
     for kv in docs:
-        if isinstance(kv, dict) and isinstance(kv.get("key"), str):
+        if isinstance(kv, dict) and isinstance(key := kv.get("key", ""), str):
             value = lean.AnyValue()
             _set_any_value(value, kv.get("value"))
-            target[_text(kv["key"])] = value.SerializeToString()
+            target[_text(key)] = value.SerializeToString()
 
 
 def _set_any_value(target: Any, doc: Any) -> None:
@@ -477,15 +554,33 @@ def _set_any_value(target: Any, doc: Any) -> None:
         for item in items if isinstance(items, list) else ():
             _set_any_value(target.array_value.values.add(), item)
     elif (v := _get(doc, "kvlistValue", "kvlist_value")) is not None:
-        # A KeyValueList is field 1 = repeated KeyValue: the bytes of a lean Resource.
-        holder = lean.Resource()
-        _set_attributes(holder.attributes, v.get("values") if isinstance(v, dict) else None)
-        target.kvlist_value = holder.SerializeToString()
+        target.kvlist_value = _kvlist_bytes(v.get("values") if isinstance(v, dict) else None)
     elif (v := _get(doc, "bytesValue", "bytes_value")) is not None:
         try:
             target.bytes_value = base64.b64decode(v, validate=True)
         except (binascii.Error, TypeError, ValueError):
             target.string_value = _as_text(v)
+
+
+_KEY_VALUE_TAG: Final = b"\x0a"  # KeyValueList.values and KeyValue.key: field 1
+_VALUE_TAG: Final = b"\x12"  # KeyValue.value: field 2
+
+
+def _kvlist_bytes(docs: Any) -> bytes:
+    """The protobuf bytes of a KeyValueList from OTLP/JSON ``values``, entry by entry in
+    their order (duplicates too), as a protobuf producer would have written them."""
+    if not isinstance(docs, list):
+        return b""
+    out = []
+    for kv in docs:
+        if isinstance(kv, dict) and isinstance(key := kv.get("key", ""), str):
+            value = lean.AnyValue()
+            _set_any_value(value, kv.get("value"))
+            entry = _length_delimited(_KEY_VALUE_TAG, _text(key).encode()) + _length_delimited(
+                _VALUE_TAG, value.SerializeToString()
+            )
+            out.append(_length_delimited(_KEY_VALUE_TAG, entry))
+    return b"".join(out)
 
 
 def _int64(value: Any) -> int | None:

@@ -33,8 +33,11 @@ Choices the contract left open:
 Instrumentations that depart from the conventions get a rule keyed by their instrumentation
 scope (:mod:`schemas.instrumentations`), applied to the call after the mapping; so are the
 corrections that need more than one key: the ``exception`` event's class when a failed call
-names none, and the count of successful calls without tokens (``NormalizedBatch.tokenless``,
-by reason and scope), which stay events but are not silent.
+names none, and the count of spans that look like LLM calls but carry no tokens
+(``NormalizedBatch.tokenless``, by reason and scope; ``NormalizedBatch.counters`` gives the
+worker's ``decode.tokenless.<reason>`` counters): successful calls without usage stay events,
+and a span naming a model with neither an operation nor token counts is not taken for a call,
+but none passes in silence.
 
 What a span may claim is bounded (:class:`IngestPolicy`, :mod:`schemas.event`): times within
 a window around the message's arrival (and 2000..2090 always), token counts, durations and
@@ -127,6 +130,13 @@ SPAN_RECORD_FIELDS: Final = (
     "session_id",
     "status",
 )
+
+# Why a span that looks like an LLM call has no tokens (NormalizedBatch.tokenless), and the
+# worker counters they are added to (NormalizedBatch.counters).
+TOKENLESS_NO_USAGE: Final = "no_usage"
+TOKENLESS_ZERO_USAGE: Final = "zero_usage"
+TOKENLESS_NOT_A_CALL: Final = "not_a_call"
+TOKENLESS_COUNTER_PREFIX: Final = "decode.tokenless."
 
 # Identity values longer than this are rejected rather than truncated: a truncated model or
 # workflow name would silently merge distinct series.
@@ -222,10 +232,26 @@ class NormalizedBatch:
     spans: list[dict[str, Any]]
     rejects: list[Reject]
     span_count: int
-    # LLM calls that succeeded without token counts, by (reason, instrumentation scope):
-    # they are events (the call happened) but cost nothing, so they are counted here instead
-    # of passing in silence. Reasons: "no_usage" (no token attribute at all), "zero_usage".
+    # Spans that look like LLM calls but carry no token counts, by (reason, instrumentation
+    # scope), counted here instead of passing in silence. Reasons:
+    # - "no_usage": a call that succeeded without any token attribute (still an event: the
+    #   call happened, it just costs nothing);
+    # - "zero_usage": a call that succeeded with every token count 0 (an event, too);
+    # - "not_a_call": a span naming a model, without an operation or any token attribute:
+    #   not taken for a call (nothing says it is one), so not an event.
     tokenless: dict[tuple[str, str], int] = dataclass_field(default_factory=dict)
+
+    def counters(self) -> dict[str, int]:
+        """What this batch adds to the worker's counters: ``decode.tokenless.<reason>``.
+
+        >>> NormalizedBatch([], [], [], 3, {("no_usage", "a"): 2, ("no_usage", "b"): 1}).counters()
+        {'decode.tokenless.no_usage': 3}
+        """
+        out: dict[str, int] = {}
+        for (reason, _), count in self.tokenless.items():
+            name = TOKENLESS_COUNTER_PREFIX + reason
+            out[name] = out.get(name, 0) + count
+        return out
 
 
 class _SpanRejected(Exception):
@@ -319,13 +345,20 @@ def _normalize(
                         if preset is not None:
                             raise _SpanRejected(*preset)
                     try:
-                        _normalize_span_fast(span, resource, events, records, limits, window)
+                        not_a_call = _normalize_span_fast(
+                            span, resource, events, records, limits, window
+                        )
                     except Exception:
                         # The fast path checks fields in another order and may stop at a
                         # value the exact path never reads (a non-LLM span's provider, say):
                         # the exact path gives the contract's answer, reject or event.
                         del events[event_count:], records[record_count:]
-                        _normalize_span(span, resource, events, records, limits, window)
+                        not_a_call = _normalize_span(
+                            span, resource, events, records, limits, window
+                        )
+                    if not_a_call:
+                        key = (TOKENLESS_NOT_A_CALL, scope.name)
+                        tokenless[key] = tokenless.get(key, 0) + 1
                     if len(events) == event_count and scope.call_from_name:
                         named = _as_named_call(span, scope, records, record_count)
                         if named is not None:
@@ -415,7 +448,9 @@ def _finish_call(
         if not event["error_type"]:
             event["error_type"] = _exception_event_class(span)
     elif not event["input_tokens"] and not event["output_tokens"]:
-        reason = "no_usage" if _TOKEN_KEYS.isdisjoint(span.attributes) else "zero_usage"
+        reason = (
+            TOKENLESS_NO_USAGE if _TOKEN_KEYS.isdisjoint(span.attributes) else TOKENLESS_ZERO_USAGE
+        )
         key = (reason, scope.name)
         tokenless[key] = tokenless.get(key, 0) + 1
 
@@ -592,7 +627,10 @@ def _normalize_span(
     records: list[dict[str, Any]],
     limits: _Limits,
     window: tuple[int, int],
-) -> None:
+) -> bool:
+    """Appends the span's record, and its event if it is an LLM call; True when the span
+    looks like a call (it names a model) but is not taken for one (NormalizedBatch.tokenless).
+    Raises :class:`_SpanRejected`."""
     trace_id, span_id, parent_span_id = _ids(span)
     start_ns = span.start_time_unix_nano
     end_ns = span.end_time_unix_nano
@@ -658,7 +696,12 @@ def _normalize_span(
     }
     if not is_llm_call:
         records.append(record)
-        return
+        # Names a model, yet no operation and no token count says it is a call: counted.
+        return not (
+            _MODEL_KEYS.isdisjoint(values)
+            or not _TOKEN_KEYS.isdisjoint(values)
+            or not _OPERATION_KEYS.isdisjoint(values)
+        )
 
     if end_ns - start_ns > _MAX_CALL_NS:
         raise _SpanRejected(
@@ -739,6 +782,7 @@ def _normalize_span(
         }
     )
     records.append(record)
+    return False
 
 
 # --- ids -----------------------------------------------------------------------------------
@@ -1198,6 +1242,7 @@ class _Plan:
         "free_values",
         "memo_keys",
         "memo_values",
+        "model_only",
         "readers",
         "session_keys",
         "tokens_and_model",
@@ -1217,6 +1262,12 @@ class _Plan:
         self.adds_cached_tokens = not _CACHE_TOKEN_KEYS.isdisjoint(present)
         self.tokens_and_model = not (
             _TOKEN_KEYS.isdisjoint(present) or _MODEL_KEYS.isdisjoint(present)
+        )
+        # A model without an operation or token counts: looks like a call, is not one.
+        self.model_only = not (
+            _MODEL_KEYS.isdisjoint(present)
+            or not _TOKEN_KEYS.isdisjoint(present)
+            or not _OPERATION_KEYS.isdisjoint(present)
         )
         kept = _key_plan(keys, keep)[1][:max_attributes]
         self.free_keys = kept
@@ -1289,7 +1340,7 @@ def _normalize_span_fast(
     records: list[dict[str, Any]],
     limits: _Limits,
     window: tuple[int, int],
-) -> None:
+) -> bool:
     trace_id = span.trace_id
     span_id = span.span_id
     parent = span.parent_span_id
@@ -1363,7 +1414,7 @@ def _normalize_span_fast(
     }
     if not is_llm_call:
         records.append(record)
-        return
+        return plan.model_only
 
     if end_ns - start_ns > _MAX_CALL_NS:
         raise _SpanRejected("exact_path_decides", "")
@@ -1402,6 +1453,7 @@ def _normalize_span_fast(
         event["attributes"].update(_shown_originals(originals, limits.max_chars))
     events.append(event)
     records.append(record)
+    return False
 
 
 _Memo = tuple[str, bool, str, str, str, str, dict[str, Any], dict[str, str]]

@@ -31,6 +31,29 @@ On close each LLM-call event is completed:
 ``tenant``, ``route``, ``session_id``
     When empty: the nearest ancestor's value, else the root's, else any span's
     (by start time).
+``tool_calls``
+    When 0: the tool executions the call led to. A tool execution is a span with
+    operation ``execute_tool`` (``gen_ai.operation.name``, OpenInference kind
+    ``TOOL``, OpenLLMetry kind ``tool``), and it counts for at most one call, found
+    by walking up from the tool span, nearest ancestor first:
+
+    * an ancestor that is an LLM call owns it (an instrumentation that nests the
+      tool under the chat span that asked for it);
+    * else, among the LLM calls that are children of that ancestor (the tool's
+      siblings first), the one that started last at or before the tool started
+      owns it: the agent loop's "call, its tools, next call" (pydantic-ai puts the
+      ``chat`` and ``execute_tool`` spans side by side under ``invoke_agent``).
+      If that call failed, the tool is no call's: a failed call returned no tool
+      request (a retry that answered is a later sibling, and owns what follows);
+    * else the walk goes on up, but not past an agent (``invoke_agent``,
+      ``create_agent``) or another tool: a tool an agent ran before its first call
+      belongs to no call, and neither does one whose chain reaches a span that was
+      never received.
+
+    Embeddings calls own no tools. The count is of tools executed, not of tool
+    calls the model asked for (a request nobody ran is not on the trace). A call's
+    own ``driftline.tool_calls`` above 0 is kept; 0 and a missing attribute look the
+    same once the event is built, so both take the trace's count.
 
 The trace summary has exactly the fields of ``schemas.event.TRACE_FIELD_NAMES``;
 ``amplification`` is the trace's total tokens over the tokens (input + output) of
@@ -46,10 +69,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from driftline.schemas.attributes import OP_EXECUTE_TOOL
+from driftline.schemas.attributes import (
+    OP_CREATE_AGENT,
+    OP_EMBEDDINGS,
+    OP_EXECUTE_TOOL,
+    OP_INVOKE_AGENT,
+)
 from driftline.schemas.event import TRACE_FIELD_NAMES
 
-__all__ = ["ClosedTraces", "TraceAssembler"]
+__all__ = ["ClosedTraces", "TraceAssembler", "tool_executions"]
 
 CLOSED_BY_ROOT_END: Final = "root_end"
 CLOSED_BY_TIMEOUT: Final = "timeout"
@@ -57,6 +85,8 @@ CLOSED_BY_FLUSH: Final = "flush"
 CLOSED_BY_EVICTED: Final = "evicted"
 
 _INHERITED_FIELDS: Final = ("tenant", "route", "session_id")
+# Where the walk up from a tool span to the call that led to it stops.
+_TOOL_OWNER_BOUNDARIES: Final = frozenset((OP_EXECUTE_TOOL, OP_INVOKE_AGENT, OP_CREATE_AGENT))
 _EXPORT_VERSION: Final = 1
 
 
@@ -345,6 +375,67 @@ def _counts_for_depth(span: dict[str, Any]) -> bool:
     return bool(span.get("is_llm_call")) or span.get("operation") == OP_EXECUTE_TOOL
 
 
+def tool_executions(
+    spans: dict[str, dict[str, Any]], calls: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Span id of an LLM call -> the tool executions it led to (the rule in the module
+    docstring); calls without any are left out.
+
+    ``spans``: every span of the trace by id; ``calls``: its LLM-call events in start order.
+
+    >>> span = lambda i, p, op, t: {"span_id": i, "parent_span_id": p, "operation": op,
+    ...                             "start_ts": t}
+    >>> spans = {s["span_id"]: s for s in (
+    ...     span("agent", "", "invoke_agent", 0), span("c1", "agent", "chat", 1),
+    ...     span("t1", "agent", "execute_tool", 5), span("t2", "agent", "execute_tool", 5),
+    ...     span("c2", "agent", "chat", 7))}
+    >>> tool_executions(spans, [spans["c1"], spans["c2"]])
+    {'c1': 2}
+    """
+    tools = [span for span in spans.values() if span.get("operation") == OP_EXECUTE_TOOL]
+    if not tools:
+        return {}
+    owners: set[str] = set()
+    by_parent: dict[str, list[dict[str, Any]]] = {}
+    for call in calls:
+        if call.get("operation") != OP_EMBEDDINGS:
+            owners.add(call["span_id"])
+            by_parent.setdefault(call.get("parent_span_id") or "", []).append(call)
+    counts: dict[str, int] = {}
+    for tool in tools:
+        owner = _tool_owner(tool, spans, owners, by_parent)
+        if owner:
+            counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
+def _tool_owner(
+    tool: dict[str, Any],
+    spans: dict[str, dict[str, Any]],
+    owners: set[str],
+    by_parent: dict[str, list[dict[str, Any]]],
+) -> str:
+    started = tool.get("start_ts") or 0
+    seen = {tool["span_id"]}
+    parent_id = tool.get("parent_span_id") or ""
+    while parent_id and parent_id not in seen:
+        seen.add(parent_id)
+        if parent_id in owners:
+            return parent_id
+        latest = None
+        for call in by_parent.get(parent_id, ()):  # in start order
+            if (call.get("start_ts") or 0) > started:
+                break
+            latest = call
+        if latest is not None:
+            return "" if latest.get("status") == "error" else latest["span_id"]
+        parent = spans.get(parent_id)
+        if parent is None or parent.get("operation") in _TOOL_OWNER_BOUNDARIES:
+            return ""
+        parent_id = parent.get("parent_span_id") or ""
+    return ""
+
+
 def complete_trace(
     trace_id: str,
     spans: Iterable[dict[str, Any]],
@@ -358,12 +449,15 @@ def complete_trace(
         if event["span_id"] not in span_index:
             span_index[event["span_id"]] = _span_from_event(event)
     tree = _TraceTree(span_index)
+    tool_counts = tool_executions(span_index, event_list)
 
     for event in event_list:
         span_id = event["span_id"]
         # An event is an LLM call even if its span record says otherwise: count it.
         own = 0 if _counts_for_depth(span_index[span_id]) else 1
         event["loop_depth"] = tree.depth(span_id) + own
+        if not event.get("tool_calls"):
+            event["tool_calls"] = tool_counts.get(span_id, 0)
         if not event.get("workflow"):
             event["workflow"] = tree.workflow_of(span_id, event.get("service") or "")
         for name in _INHERITED_FIELDS:

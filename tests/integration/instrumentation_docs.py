@@ -18,12 +18,17 @@ with known usage, for a plain call, a streamed call, a tool-calling turn and a f
 Its spans go through the OTLP encoder and the normalizer, and every resulting event is
 compared with the exact expected one: call count, input/output/cache-read/cache-write/
 reasoning tokens, cost, latency, time to first token where the library emits it, finish
-reason, status and error type. A library whose output changes fails the matrix.
+reason, status, error type, and the tool executions trace assembly counts for the call.
+The same spans sent as OTLP/JSON must give the same events. A library whose output changes
+fails the matrix.
 
 Any other instrumentation is read by the conventions (OpenTelemetry GenAI, OpenInference,
-OpenLLMetry, Langfuse, vLLM). A call that succeeded without token counts is still an event,
-and is counted by reason (`no_usage`, `zero_usage`) and instrumentation scope in the
-normalizer's result rather than passing in silence.
+OpenLLMetry, Langfuse, vLLM). A span that looks like an LLM call but has no token counts is
+counted, by reason and instrumentation scope, rather than passing in silence: `no_usage`
+and `zero_usage` (a call that succeeded without usage, still an event) and `not_a_call`
+(a span naming a model with neither an operation nor token counts, not taken for a call).
+`NormalizedBatch.counters()` names them for the worker's counters:
+`decode.tokenless.<reason>`.
 """
 
 _KIND_TITLES = {"chat": "plain", "stream": "streamed", "tool": "tool turn", "error": "failing"}
@@ -40,6 +45,8 @@ def _call_text(call: m.Call) -> str:
     parts.append(f"`{call.finish_reason}`" if call.finish_reason else "no finish reason")
     if call.ttft:
         parts.append("TTFT")
+    if call.tool_calls:
+        parts.append(f"{call.tool_calls} tool run")
     return ", ".join(parts)
 
 
@@ -102,15 +109,29 @@ def render(versions: dict[str, str]) -> str:
         "- A failed call without `error.type` takes the exception class from the status",
         "  message (`RateLimitError: ...`), else from the span's `exception` event",
         "  (`exception.type`, without its module: `anthropic.InternalServerError` ->",
-        "  `InternalServerError`). OTLP/JSON input carries neither scope nor span events through",
-        "  the decoder yet, so these two need protobuf input.",
+        "  `InternalServerError`).",
         "- Cached tokens are part of input tokens: a count smaller than its cached part is",
         "  taken as exclusive and the cache reads and writes are added.",
+        "- `tool_calls` of a call without `driftline.tool_calls` (or with 0) is counted when",
+        "  its trace closes: each tool execution (`execute_tool`, OpenInference `TOOL`,",
+        "  OpenLLMetry `tool`) counts for the LLM call it is nested under, else for the call",
+        "  that started last, at or before the tool, among the calls beside it (children of",
+        "  its parent span), else among the children of a span further up, stopping at an",
+        "  agent or tool span; if that call failed, the tool is no call's",
+        "  (`streams/traces.py`). pydantic-ai's agent run puts `chat` and",
+        "  `execute_tool` spans side by side under `invoke_agent`: its tool turn's first call",
+        "  gets 1, the answer 0. The SDK instrumentations run no tools: their tool-call turns",
+        "  get 0 (tools a model asked for but nobody ran are not on the trace).",
+        "- OTLP/JSON is read like protobuf, instrumentation scope and span events included:",
+        "  the matrix and a property test send the same spans both ways.",
         "",
         "## Not covered",
         "",
-        "- `tool_calls` is read from `driftline.tool_calls` only; counting a call's",
-        "  `execute_tool` spans needs the trace (trace assembly), not one span.",
+        "- An explicit `driftline.tool_calls = 0` cannot be told from a missing one once the",
+        "  event is built: a call that set 0 and has tool spans after it gets their count.",
+        "- Frameworks that run tools in a graph node of their own (a `tools` node beside the",
+        "  node holding the LLM call, as LangGraph does) have no call beside or above the",
+        "  tool: their tools count for no call. None of them is in the matrix yet.",
         "- The newest `litellm` releases want `python-dateutil<3`; the lock holds the last",
         "  one that accepts the project's (`python-dateutil>=4` in the dev extra says so).",
         "- openlit pins `openai<3` and `anthropic<1`: replayed from a recording",

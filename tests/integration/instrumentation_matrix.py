@@ -69,6 +69,7 @@ class Call:
     status: str = "unset"
     error_type: str = ""
     ttft: bool = False  # time to first token emitted (then it lies within the latency)
+    tool_calls: int = 0  # tool executions the assembled trace counts for the call
 
 
 def openai_call(**overrides: Any) -> Call:
@@ -129,7 +130,7 @@ class Library:
     # Replayed from tests/unit/data/instrumentations/<recording>.<kind>.otlp.pb when not
     # driven here (recorded by tests/compat/record_openlit.py).
     recording: str = ""
-    tool_spans: int = 0  # execute_tool spans its tool turn emits
+    tool_spans: int = 0  # execute_tool spans its tool turn emits (each counted for a call)
     version: str = ""  # the recorded version, for a replayed library
 
 
@@ -542,9 +543,13 @@ LIBRARIES: Final[dict[str, Library]] = {
         expected={
             "chat": (openai_call(),),
             "stream": (openai_call(ttft=True),),
+            # The agent run: the call asking for the tool, the tool (an execute_tool span
+            # beside the calls, under invoke_agent), the answer.
             "tool": (
                 openai_call(
-                    reasoning_tokens=stub.REASONING_MODEL_TOKENS, finish_reason="tool_call"
+                    reasoning_tokens=stub.REASONING_MODEL_TOKENS,
+                    finish_reason="tool_call",
+                    tool_calls=1,
                 ),
                 openai_call(reasoning_tokens=stub.REASONING_MODEL_TOKENS),
             ),
@@ -568,7 +573,7 @@ LIBRARIES: Final[dict[str, Library]] = {
             "chat": (anthropic_call(finish_reason="stop"),),
             "stream": (anthropic_call(finish_reason="stop", ttft=True),),
             "tool": (
-                anthropic_call(finish_reason="tool_call"),
+                anthropic_call(finish_reason="tool_call", tool_calls=1),
                 anthropic_call(finish_reason="stop"),
             ),
             "error": (failed("ModelServerError"),),

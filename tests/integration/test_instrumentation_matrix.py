@@ -10,6 +10,7 @@ rendered from the same table and must match it (``DRIFTLINE_WRITE_DOCS=1`` rewri
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,9 +30,11 @@ from driftline.config import PriceOverride
 from driftline.schemas import attributes as a
 from driftline.streams.normalize import NormalizedBatch, normalize_message
 from driftline.streams.pricing import PriceBook
+from driftline.streams.traces import TraceAssembler
 from tests.integration import instrumentation_matrix as m
 from tests.integration.instrumentation_docs import render
 from tests.utils import openai_stub as stub
+from tests.utils.otlp_factory import to_otlp_json
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +62,7 @@ class Run:
     library: m.Library
     batches: dict[str, NormalizedBatch]  # by call kind
     spans: dict[str, list[ReadableSpan]]  # by call kind (empty when replayed)
+    payloads: dict[str, bytes]  # by call kind: the OTLP protobuf message normalized
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +132,7 @@ def run(
     batches = {kind: normalize_message(payload) for kind, payload in payloads.items()}
     for kind, batch in batches.items():
         assert batch.rejects == [], (kind, batch.rejects)
-    return Run(library, batches, spans)
+    return Run(library, batches, spans, payloads)
 
 
 def _events(run: Run, kind: str) -> list[dict[str, Any]]:
@@ -199,6 +204,28 @@ def test_cost(run: Run) -> None:
             continue
         assert priced["price_source"] != "unknown", (kind, e["request_model"], e["response_model"])
         assert priced["cost_usd"] == pytest.approx(_expected_cost(call), abs=1e-12), kind
+
+
+def test_tool_calls_from_the_trace(run: Run) -> None:
+    """Each call's tool executions, as trace assembly counts them from the spans."""
+    for kind in m.CALL_KINDS:
+        batch = run.batches[kind]
+        assembler = TraceAssembler(grace_s=0, timeout_s=60, max_open_traces=100)
+        assembler.add(copy.deepcopy(batch.events), copy.deepcopy(batch.spans), now_s=0.0)
+        events = sorted(assembler.flush().events, key=lambda e: (e["start_ts"], e["end_ts"]))
+        expected = run.library.expected[kind]
+        assert [e["tool_calls"] for e in events] == [c.tool_calls for c in expected], kind
+    assert sum(c.tool_calls for c in run.library.expected["tool"]) == run.library.tool_spans
+
+
+def test_json_decodes_like_protobuf(run: Run) -> None:
+    """The same spans as OTLP/JSON (hex ids, int64 as strings, camelCase) normalize to the
+    same events: scope rules and exception events included."""
+    for kind, payload in run.payloads.items():
+        as_json = normalize_message(to_otlp_json(TracesData.FromString(payload)))
+        batch = run.batches[kind]
+        assert (as_json.events, as_json.spans) == (batch.events, batch.spans), kind
+        assert (as_json.tokenless, as_json.rejects) == (batch.tokenless, []), kind
 
 
 def test_latency_and_ttft(run: Run) -> None:

@@ -16,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from driftline.schemas import attributes as a
 from driftline.schemas.instrumentations import SCOPE_RULES, rule_for_scope, version_tuple
+from driftline.streams import normalize as normalize_module
 from driftline.streams.normalize import NormalizedBatch, normalize_message
 from tests.utils import otlp_factory as f
 
@@ -421,6 +422,42 @@ def test_successful_calls_without_tokens_are_counted_by_reason_and_scope() -> No
     )
     assert len(batch.events) == 4  # still calls: they happened
     assert batch.tokenless == {("no_usage", "some.library"): 1, ("zero_usage", "some.library"): 1}
+    assert batch.counters() == {"decode.tokenless.no_usage": 1, "decode.tokenless.zero_usage": 1}
+
+
+def test_a_span_naming_a_model_without_operation_or_tokens_is_counted_not_called() -> None:
+    # A Langfuse generation (or any unknown instrumentation) that reports no usage: nothing
+    # says it is a call, so it is no event, but it is counted with its reason and scope.
+    generation = {"langfuse.observation.type": "generation", a.GEN_AI_REQUEST_MODEL: "gpt-4o"}
+    batch = normalize(span(1, generation), span(2, generation), scope="langfuse.sdk")
+    assert batch.events == [] and batch.rejects == []
+    assert [r["is_llm_call"] for r in batch.spans] == [False, False]
+    assert batch.tokenless == {("not_a_call", "langfuse.sdk"): 2}
+    assert batch.counters() == {"decode.tokenless.not_a_call": 2}
+    # With token counts it is a call; with an operation it is what the operation says.
+    (event,) = normalize(span(1, {**generation, **USAGE})).events
+    assert event["input_tokens"] == 1200
+    for operation in (a.OP_INVOKE_AGENT, a.OP_EXECUTE_TOOL):
+        agent = normalize(span(1, {**generation, a.GEN_AI_OPERATION_NAME: operation}))
+        assert (agent.events, agent.tokenless) == ([], {})
+    assert normalize(span(1, {"langfuse.observation.type": "span"})).tokenless == {}
+
+
+def test_counted_alike_by_the_fast_and_the_exact_path(monkeypatch: Any) -> None:
+    spans = (
+        span(1, {a.GEN_AI_REQUEST_MODEL: "gpt-4o"}),
+        span(2, chat()),
+        span(3, {a.LLM_MODEL_NAME: "m", a.OPENINFERENCE_SPAN_KIND: "RERANKER"}),
+    )
+    fast = normalize(*spans, scope="s")
+
+    def doubt(*args: Any) -> bool:
+        raise RuntimeError("the exact path decides")
+
+    monkeypatch.setattr(normalize_module, "_normalize_span_fast", doubt)
+    exact = normalize(*spans, scope="s")
+    assert exact.tokenless == fast.tokenless == {("not_a_call", "s"): 1, ("no_usage", "s"): 1}
+    assert (exact.events, exact.spans) == (fast.events, fast.spans)
 
 
 @given(

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from driftline.schemas import attributes as a
 from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES
-from driftline.streams.traces import ClosedTraces, TraceAssembler
+from driftline.simulator import GroundTruth, Simulator, SimulatorConfig
+from driftline.streams.normalize import normalize_message
+from driftline.streams.traces import ClosedTraces, TraceAssembler, tool_executions
+from tests.utils import otlp_factory as f
 
 Record = dict[str, Any]
+START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 class TraceBuilder:
@@ -470,3 +480,167 @@ def test_evicted_trace_that_reopens_is_marked_dirty_again() -> None:
     assert asm.closed_trace_ids == ["a", "b"]
     assert asm.dirty_trace_ids() == {"a"}
     assert asm.export_trace("a")["events"][0]["span_id"] == "z"
+
+
+# --- tool_calls: the tool executions a call led to -----------------------------------------
+
+
+def agent_turn() -> TraceBuilder:
+    """pydantic-ai's shape: chat and execute_tool spans side by side under invoke_agent."""
+    b = TraceBuilder()
+    b.span("agent", agent="planner")
+    b.call("ask", "agent")  # asks for two tools
+    b.tool("get_a", "agent")
+    b.tool("get_b", "agent")
+    b.call("answer", "agent")
+    return b
+
+
+def tool_calls(closed: ClosedTraces) -> dict[str, int]:
+    return {e["span_id"]: e["tool_calls"] for e in closed.events}
+
+
+def test_tools_count_for_the_sibling_call_that_started_last_before_them() -> None:
+    assert tool_calls(flushed(agent_turn())) == {"ask": 2, "answer": 0}
+
+
+def test_retries_tools_and_nested_calls_of_a_planner_loop() -> None:
+    b = TraceBuilder()
+    b.span("agent", agent="planner")
+    b.call("try1", "agent", status="error")
+    b.call("try2", "agent", retry_attempt=1)  # the attempt that answered asks for the tools
+    b.tool("search", "agent")
+    b.call("summarize", "search")  # a call inside a tool asks for nothing here
+    b.tool("calc", "agent")  # so calc is still try2's, not summarize's
+    b.call("final", "agent")
+    assert tool_calls(flushed(b)) == {
+        "try1": 0,
+        "try2": 2,
+        "summarize": 0,
+        "final": 0,
+    }
+
+
+def test_a_tool_after_a_call_that_failed_for_good_is_no_call_s() -> None:
+    b = TraceBuilder()
+    b.span("agent", agent="researcher")
+    b.call("ok", "agent")
+    b.tool("asked", "agent")
+    b.call("try1", "agent", status="error")
+    b.call("try2", "agent", status="error", retry_attempt=1)
+    b.tool("ran_anyway", "agent")  # not ok's: the calls after it did not answer
+    assert tool_calls(flushed(b)) == {"ok": 1, "try1": 0, "try2": 0}
+
+
+def test_a_tool_nested_under_its_call_or_a_wrapper_counts_for_that_call() -> None:
+    b = TraceBuilder()
+    b.span("agent", agent="planner")
+    b.call("ask", "agent")
+    b.tool("inside", "ask")  # nested under the chat span that asked for it
+    b.span("running tools", "agent", operation="")  # a wrapper without an operation
+    b.tool("wrapped", "running tools")
+    assert tool_calls(flushed(b)) == {"ask": 2}
+
+
+def test_tools_before_any_call_beyond_an_agent_or_a_gap_count_for_no_call() -> None:
+    b = TraceBuilder()
+    b.span("root", agent="planner")
+    b.tool("early", "root")  # the agent's own first step
+    b.call("ask", "root")
+    b.span("sub", "root", agent="researcher")  # a sub-agent handed over to
+    b.tool("sub_tool", "sub")  # the sub-agent made no call yet: stops at the agent
+    b.tool("orphan", "never-received")
+    closed = flushed(b)
+    assert tool_calls(closed) == {"ask": 0}
+
+
+def test_embeddings_calls_own_no_tools() -> None:
+    b = agent_turn()
+    embed = b.call("embed", "agent")
+    embed["operation"] = "embeddings"
+    b.spans[-1]["operation"] = "embeddings"
+    b.tool("late", "agent")  # after the embeddings call: still the answer's
+    assert tool_calls(flushed(b)) == {"ask": 2, "answer": 1, "embed": 0}
+
+
+def test_an_explicit_tool_calls_attribute_wins() -> None:
+    b = agent_turn()
+    b.events[0]["tool_calls"] = 5  # driftline.tool_calls on the span
+    b.events[1]["tool_calls"] = 1
+    assert tool_calls(flushed(b)) == {"ask": 5, "answer": 1}
+
+
+def test_tool_calls_are_the_same_in_any_arrival_order() -> None:
+    b = agent_turn()
+    reference = tool_calls(flushed(b))
+    asm = assembler()
+    for span in reversed(copy.deepcopy(b.spans)):
+        events = [e for e in copy.deepcopy(b.events) if e["span_id"] == span["span_id"]]
+        asm.add(events, [span], now_s=0.0)
+    assert tool_calls(asm.flush()) == reference
+
+
+def test_the_rule_gives_the_simulator_s_own_tool_counts() -> None:
+    """agent-planner writes each call's driftline.tool_calls (its ground truth) and runs the
+    tools as execute_tool spans, with retries, tools that call a model and a sub-agent:
+    counted from the spans alone, every call gets the number it wrote."""
+    config = SimulatorConfig(rate=10, duration_s=60, seed=5, clock="simulated", start=START)
+    config = dataclasses.replace(config, workflows=("agent-planner",))
+    memory = InMemorySpanExporter()
+    Simulator(config).run([memory], GroundTruth())
+    batch = normalize_message(encode_spans(memory.get_finished_spans()).SerializeToString())
+    assert batch.rejects == []
+    spans: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in batch.spans:
+        spans.setdefault(record["trace_id"], {})[record["span_id"]] = record
+    calls: dict[str, list[dict[str, Any]]] = {}
+    for event in sorted(batch.events, key=lambda e: (e["start_ts"], e["span_id"])):
+        calls.setdefault(event["trace_id"], []).append(event)
+    written = Counter()
+    for trace_id, trace_calls in calls.items():
+        counted = tool_executions(spans[trace_id], trace_calls)
+        for call in trace_calls:
+            assert counted.get(call["span_id"], 0) == call["tool_calls"], call["span_id"]
+            written[call["tool_calls"]] += 1
+    tools = sum(r["operation"] == "execute_tool" for r in batch.spans)
+    assert tools == sum(n * k for n, k in written.items()) > 100
+    assert {1, 2} <= set(written)
+
+
+@pytest.mark.parametrize(
+    ("kind_key", "agent", "llm", "tool"),
+    [
+        (a.GEN_AI_OPERATION_NAME, "invoke_agent", f.semconv_chat_attributes(), "execute_tool"),
+        (a.OPENINFERENCE_SPAN_KIND, "AGENT", f.openinference_llm_attributes(), "TOOL"),
+        (a.TRACELOOP_SPAN_KIND, "agent", f.openllmetry_attributes(), "tool"),
+    ],
+)
+def test_tool_spans_of_each_convention_count_from_otlp(
+    kind_key: str, agent: str, llm: dict[str, Any], tool: str
+) -> None:
+    """OTLP spans -> normalizer -> assembly: GenAI, OpenInference and OpenLLMetry tools."""
+    trace_id = bytes(range(1, 17))
+    ms = 1_000_000
+
+    def make(number: int, parent: int, start_ms: int, attributes: dict[str, Any]) -> Any:
+        return f.make_span(
+            trace_id=trace_id,
+            span_id=number.to_bytes(8, "big"),
+            parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+            start_ns=f.BASE_TIME_NS + start_ms * ms,
+            end_ns=f.BASE_TIME_NS + (start_ms + 5) * ms,
+            attributes=attributes,
+        )
+
+    spans = [
+        make(1, 0, 0, {kind_key: agent}),
+        make(2, 1, 1, llm),
+        make(3, 1, 7, {kind_key: tool}),
+        make(4, 1, 8, {kind_key: tool}),
+        make(5, 1, 20, llm),
+    ]
+    batch = normalize_message(f.traces_data(f.make_resource_spans(spans)).SerializeToString())
+    asm = assembler()
+    asm.add(batch.events, batch.spans, now_s=0.0)
+    closed = asm.flush()
+    assert [e["tool_calls"] for e in closed.events] == [2, 0]
