@@ -439,6 +439,7 @@ def _add_decode(p: Pipeline) -> None:
                 )
                 p.counters["spans.in"] += result.span_count
                 p.counters["events.decoded"] += len(result.events)
+                p.counters.update(result.counters())  # decode.tokenless.<reason>
             p.counters["events.unpriced"] = sum(prices.unknown_models.values())
             # Requests first: they are what a page waits for.
             for workflow, wire_events in requests:

@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from driftline.schemas.alert import TRANSITION_FIELDS
-from driftline.schemas.event import TRACE_FIELDS, from_wire, to_wire
+from driftline.schemas.checks import record_problem
+from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, from_wire, to_wire
 from driftline.schemas.tables import BASELINES, DELIVERIES
 from driftline.streams.notifier.routing import ENV_ROUTING_KEY
 from driftline.streams.paging import add_notify
 from driftline.streams.positions import SourceMarks
-from driftline.streams.topics import REASON_STORE_REJECTED, dlq_headers
+from driftline.streams.topics import REASON_BAD_LLM_EVENTS, REASON_STORE_REJECTED, dlq_headers
 
 if TYPE_CHECKING:
     from driftline.store import Store
@@ -202,6 +203,9 @@ class Decoded:
     traces: list[dict[str, Any]]  # trace summaries
     late: list[dict[str, Any]]  # the events the monitor has not had as requests
     requests: list[dict[str, Any]]  # events published at decode, each with its SEQ_FIELD
+    # Why the message, or records of it, could not be used ("" when all is well): those
+    # records are left out, and the store agent dead-letters the message with this reason.
+    problem: str = ""
 
     @property
     def empty(self) -> bool:
@@ -209,23 +213,67 @@ class Decoded:
 
 
 def decode_closed(value: bytes) -> Decoded:
-    """One ``llm_events`` message back to internal records.
+    """One ``llm_events`` message back to internal records; never raises.
+
+    A message that is not the layout of :mod:`streams.requests`, or records whose values
+    are not of their fields' types (:func:`schemas.checks.record_problem`), are left out
+    and named in :attr:`Decoded.problem`: anyone who can write the topic must not stop the
+    store or poison a detector.
 
     >>> d = decode_closed(b'{"events": [{"span_id": "a"}, {"span_id": "b"}], "early": [true]}')
     >>> [e["span_id"] for e in d.events], [e["span_id"] for e in d.late], d.empty
     (['a', 'b'], ['b'], False)
+    >>> decode_closed(b"\\x00 not JSON").problem
+    'not JSON'
+    >>> bad = decode_closed(b'{"events": [{"span_id": "a", "input_tokens": -5}, {"span_id": "b"}]}')
+    >>> [e["span_id"] for e in bad.events], bad.problem
+    (['b'], 'events[0]: input_tokens: out of range')
     """
     from driftline.streams.codec import loads
 
-    doc = loads(value)
-    events = [from_wire(e) for e in doc.get("events", ())]
-    early = doc.get("early") or ()
-    late = [e for i, e in enumerate(events) if not (i < len(early) and early[i])]
-    traces = [from_wire(t, TRACE_FIELDS) for t in doc.get("traces", ())]
+    try:
+        doc = loads(value)
+    except ValueError:
+        return Decoded([], [], [], [], problem="not JSON")
+    if not isinstance(doc, dict):
+        return Decoded([], [], [], [], problem=f"not an object: {type(doc).__name__}")
+    problems: list[str] = []
+
+    def records(key: str, fields: tuple[Any, ...], wire: bool) -> list[dict[str, Any] | None]:
+        raw = doc.get(key) or []
+        if not isinstance(raw, list):
+            problems.append(f"{key}: not a list")
+            return []
+        out: list[dict[str, Any] | None] = []
+        for i, item in enumerate(raw):
+            record: Any = item
+            if wire and isinstance(item, dict):
+                try:
+                    record = from_wire(item, fields)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    # The exception's text may quote the value: name its type only.
+                    problems.append(f"{key}[{i}]: unreadable ({type(exc).__name__})")
+                    out.append(None)
+                    continue
+            problem = record_problem(record, fields)
+            if problem is not None:
+                problems.append(f"{key}[{i}]: {problem}")
+                record = None
+            out.append(record)
+        return out
+
+    checked = records("events", EVENT_FIELDS, True)
+    early = doc.get("early") or []
+    if not isinstance(early, list):
+        problems.append("early: not a list")
+        early = []
+    events = [e for e in checked if e is not None]
+    late = [e for i, e in enumerate(checked) if e is not None and not (i < len(early) and early[i])]
+    traces = [t for t in records("traces", TRACE_FIELDS, True) if t is not None]
     # In internal form already (streams.requests); one without a position (not from decode)
     # is always applied.
-    requests = doc.get("requests") or []
-    return Decoded(events, traces, late, requests)
+    requests = [r for r in records("requests", EVENT_FIELDS, False) if r is not None]
+    return Decoded(events, traces, late, requests, problem="; ".join(problems)[:1024])
 
 
 class DecodedMessages:
@@ -528,6 +576,17 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
                 m = event.message
                 position = (m.topic, m.partition, m.offset)
                 decoded = state.decoded.get(m.partition, m.offset, event.value)
+                if decoded.problem:
+                    # The store agent speaks for both readers of the message: one dead
+                    # letter, its position, the reason; the records that were fine go on.
+                    p.counters["llm_events.bad_messages"] += 1
+                    log.error("llm_events %d@%d: %s", m.partition, m.offset, decoded.problem)
+                    await p.topics.otlp_spans_dlq.send(
+                        value=b"",
+                        headers=dlq_headers(
+                            REASON_BAD_LLM_EVENTS, decoded.problem, m.topic, m.partition, m.offset
+                        ),
+                    )
                 for record in decoded.events:
                     sink.add("events", record, position)
                 for record in decoded.traces:

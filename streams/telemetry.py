@@ -271,6 +271,19 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "Operator controls (baseline accept) applied.",
     ),
     CounterSpec(
+        "llm_events.bad_messages",
+        "driftline_llm_events_bad_messages_total",
+        "llm_events messages with records not in the layout and types decode writes, left out"
+        " and dead-lettered (bad_llm_events).",
+    ),
+    CounterSpec(
+        "decode.tokenless.",
+        "driftline_tokenless_spans_total",
+        "Spans that look like LLM calls but carry no token counts, by reason.",
+        "reason",
+        ("no_usage", "zero_usage", "not_a_call"),
+    ),
+    CounterSpec(
         "monitor.controls_refused",
         "driftline_monitor_controls_refused_total",
         "Operator controls refused.",

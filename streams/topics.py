@@ -31,6 +31,8 @@ HEADER_DETAIL: Final = "driftline-detail"  # the reject's human sentence (ids, n
 
 # Dead-letter reasons raised after decode (the normalizer's own are in streams/normalize.py).
 REASON_STORE_REJECTED: Final = "store_rejected"  # the store can never take the record
+# An llm_events message, or records of it, not in the layout and types decode writes.
+REASON_BAD_LLM_EVENTS: Final = "bad_llm_events"
 
 
 def dlq_headers(

@@ -31,6 +31,7 @@ from driftline.schemas.event import (
 from driftline.stack import EmbeddedStack
 from driftline.streams import topics
 from driftline.streams.app import OPEN_TRACES_TABLE, target_partition
+from driftline.streams.codec import dumps
 from driftline.streams.pipeline import OfflinePipeline
 from tests.integration.conftest import (
     PARTITIONS,
@@ -558,3 +559,41 @@ def test_open_traces_survive_a_worker_crash(tmp_path: Path) -> None:
     assert (summary["span_count"], summary["total_tokens"]) == (4, 480)
     assert summary["closed_by"] == "root_end"
     print(f"\nworker restart after SIGKILL: ready again in {restart_s:.2f}s")
+
+
+def test_a_bad_llm_events_message_is_dead_lettered_and_the_worker_goes_on(
+    stack: EmbeddedStack, kafka: Kafka
+) -> None:
+    """Anyone who can write llm_events must not stop the store or the monitor agent."""
+    dlq = kafka.reader(topics.OTLP_SPANS_DLQ)
+    marker = uuid.uuid4().hex
+    good = to_wire(from_wire({"span_id": f"good-{marker}", "workflow": "w", "input_tokens": 3}))
+    mistyped = {**good, "span_id": f"bad-{marker}", "input_tokens": "12"}
+    sent = {
+        0: b"\x00 not JSON " + marker.encode(),
+        1: b'["a list", "' + marker.encode() + b'"]',
+        2: dumps({"events": [mistyped, good], "early": [], "traces": [], "requests": []}),
+    }
+    for partition, value in sent.items():
+        kafka.produce(topics.LLM_EVENTS, value, partition=partition)
+
+    def ours(records: list[Record]) -> dict[int, Record]:
+        return {
+            int(r.headers[topics.HEADER_SOURCE_PARTITION]): r
+            for r in records
+            if r.headers.get(topics.HEADER_REASON) == topics.REASON_BAD_LLM_EVENTS.encode()
+            and r.headers[topics.HEADER_SOURCE_TOPIC] == topics.LLM_EVENTS.encode()
+        }
+
+    dlq.wait_for(lambda rs: set(ours(rs)) >= set(sent), timeout_s=30)
+    letters = ours(dlq.records)
+    detail = {p: letters[p].headers[topics.HEADER_DETAIL].decode() for p in sent}
+    assert detail[0] == "not JSON"
+    assert detail[1] == "not an object: list"
+    assert detail[2] == "events[0]: input_tokens: str where int belongs"
+    assert all(letters[p].value == b"" and marker not in detail[p] for p in sent)
+    # Both agents that read llm_events went on: the worker runs and logged no crash.
+    time.sleep(1.0)
+    assert stack.worker is not None and stack.worker.is_running()
+    log = stack.worker.log_path.read_text(errors="replace")
+    assert "crashed" not in log.lower(), log[-2000:]

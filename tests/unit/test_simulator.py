@@ -492,3 +492,30 @@ def test_unreachable_collector_is_counted_as_failed() -> None:
     config = SimulatorConfig(rate=5, duration_s=2, seed=5, clock="simulated", start=START)
     result = Simulator(config).run([network_exporter("http", "127.0.0.1:9", timeout_s=1)])
     assert result.failed[0] == result.spans > 0
+
+
+def test_pipeline_messages_pass_the_llm_events_checks(
+    exported: tuple[list[dict[str, Any]], bytes],
+) -> None:
+    """Everything decode and assembly publish reads back whole: no record of simulated
+    traffic with every incident kind is taken for a hostile one (streams.stages.decode_closed)."""
+    from driftline.streams.app import encode_bounded, group_by_workflow
+    from driftline.streams.requests import encode_requests
+    from driftline.streams.stages import decode_closed
+
+    _, payload = exported
+    batch = normalize_message(payload)
+    requests = [dict(e) for e in batch.events]
+    assembler = TraceAssembler(grace_s=5, timeout_s=60, max_open_traces=100_000)
+    assembler.add(batch.events, batch.spans, now_s=0.0)
+    closed = assembler.flush()
+    PriceBook(overrides=None).apply(closed.events)
+    decoded = [
+        decode_closed(value)
+        for group in group_by_workflow(closed.events, closed.traces).values()
+        for value in encode_bounded(group, 1_000_000)
+    ] + [decode_closed(value) for value in encode_requests(requests, 1_000_000)]
+    assert [d.problem for d in decoded if d.problem] == []
+    assert sum(len(d.events) for d in decoded) == len(closed.events)
+    assert sum(len(d.traces) for d in decoded) == len(closed.traces)
+    assert sum(len(d.requests) for d in decoded) == len(requests)
