@@ -12,8 +12,9 @@ microseconds per record.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
 from driftline.schemas.event import EVENT_FIELDS, Field
@@ -33,9 +34,46 @@ _TYPES: Final[dict[str, tuple[type, ...]]] = {
 }
 
 
-@cache
-def _plan(fields: tuple[Field, ...]) -> tuple[tuple[str, tuple[type, ...], bool, str], ...]:
-    return tuple((f.name, _TYPES[f.kind], f.nullable, f.kind) for f in fields)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    fields: tuple[tuple[str, tuple[type, ...], bool, str], ...]
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # every field's value, in order
+    numbers: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the int, ts and float fields
+    maps: tuple[str, ...]
+    # Type signatures (the type of each value, in order) already found acceptable: a record
+    # of one of them needs only the range checks. Decode writes a handful of signatures.
+    accepted: set[tuple[type, ...]]
+
+
+_PLANS: dict[int, tuple[tuple[Field, ...], _Plan]] = {}
+
+
+def _plan(fields: tuple[Field, ...]) -> _Plan:
+    # By identity: hashing 45 Field dataclasses per record would cost more than the check.
+    known = _PLANS.get(id(fields))
+    if known is not None and known[0] is fields:
+        return known[1]
+    plan = _new_plan(fields)
+    _PLANS[id(fields)] = (fields, plan)
+    return plan
+
+
+def _new_plan(fields: tuple[Field, ...]) -> _Plan:
+    numeric = [f.name for f in fields if f.kind in ("int", "ts", "float")]
+    return _Plan(
+        fields=tuple((f.name, _TYPES[f.kind], f.nullable, f.kind) for f in fields),
+        values=_getter([f.name for f in fields]),
+        numbers=_getter(numeric),
+        maps=tuple(f.name for f in fields if f.kind == "map"),
+        accepted=set(),
+    )
+
+
+def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    get = itemgetter(*names)
+    if len(names) == 1:
+        return lambda record: (get(record),)
+    return get
 
 
 def record_problem(record: Any, fields: tuple[Field, ...] = EVENT_FIELDS) -> str | None:
@@ -57,7 +95,33 @@ def record_problem(record: Any, fields: tuple[Field, ...] = EVENT_FIELDS) -> str
     """
     if not isinstance(record, Mapping):
         return f"not an object: {type(record).__name__}"
-    for name, types, nullable, kind in _plan(fields):
+    plan = _plan(fields)
+    try:
+        signature = tuple(map(type, plan.values(record)))
+    except KeyError:
+        return _first_problem(record, plan)
+    if signature not in plan.accepted:
+        problem = _first_problem(record, plan)
+        if problem is None:
+            plan.accepted.add(signature)
+        return problem
+    numbers = [v for v in plan.numbers(record) if v is not None]
+    # One pass each in C: a sum that overflows to infinity is as unusable as an infinite
+    # value (no field of a call is near 1e308), and NaN poisons the sum too.
+    if numbers and (
+        min(numbers) < 0 or max(numbers) > MAX_INT or not math.isfinite(float(sum(numbers)))
+    ):
+        return _first_problem(record, plan) or "numbers: out of range"
+    for name in plan.maps:
+        value = record[name]
+        if value and not all(type(k) is str and type(v) is str for k, v in value.items()):
+            return f"{name}: a map of strings expected"
+    return None
+
+
+def _first_problem(record: Mapping[str, Any], plan: _Plan) -> str | None:
+    """The first field that is wrong, field by field (the slow path, and the message)."""
+    for name, types, nullable, kind in plan.fields:
         value = record.get(name)
         if value is None:
             if nullable:
@@ -67,7 +131,7 @@ def record_problem(record: Any, fields: tuple[Field, ...] = EVENT_FIELDS) -> str
             return f"{name}: {type(value).__name__} where {kind} belongs"
         if kind in ("int", "ts") and not 0 <= value <= MAX_INT:
             return f"{name}: out of range"
-        if kind == "float" and not (math.isfinite(value) and value >= 0):
+        if kind == "float" and not (math.isfinite(value) and 0 <= value <= MAX_INT):
             return f"{name}: {'negative' if value < 0 else 'not finite'}"
         if kind == "map" and not all(type(k) is str and type(v) is str for k, v in value.items()):
             return f"{name}: a map of strings expected"
