@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "driftline.commands.doctor",
         "check Kafka topics and lag, the store's schema and paging routes, on one screen",
     ),
+    "status": (
+        "driftline.commands.status",
+        "running workers on one screen: ready, lag, rates, store, alerts about themselves",
+    ),
 }
 
 

@@ -206,6 +206,27 @@ class WorkerSettings(_Section):
     # OpenTelemetry SDKs use.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # Alerts about the worker itself (streams/selfalerts.py), sent from the worker straight
+    # to the paging routes, not through Kafka: dedup key pipeline/<name>/<condition>/.
+    # None: the host name (a container's in compose); set it when workers share a host.
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    self_alerts: bool = True
+    self_alert_check_s: float = Field(5.0, gt=0, le=300)  # how often the conditions are read
+    self_alert_for_s: float = Field(60.0, ge=0)  # a condition holds this long before it opens
+    self_alert_hold_down_s: float = Field(300.0, ge=0)  # clear this long before it resolves
+    self_alert_lag_records: int = Field(10_000, ge=1)  # records behind, all source partitions
+    self_alert_dead_letters_per_s: float = Field(1.0, gt=0)  # DLQ writes per second
+    # Dead man's switch: while the worker is ready and no self-alert is open, it requests
+    # the URL held in this environment variable every heartbeat_s (a heartbeat monitor's
+    # ping URL carries its token, so it is never written in the file).
+    heartbeat_url_env: str | None = None
+    heartbeat_s: float = Field(60.0, ge=1, le=3600)
+    heartbeat_method: Literal["GET", "POST"] = "GET"
+
+    @field_validator("heartbeat_url_env")
+    @classmethod
+    def _heartbeat_env_is_a_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_env_name(name)
 
 
 class BudgetSettings(_Section):
@@ -542,6 +563,12 @@ def missing_secrets(
         warnings.append(
             "pagerduty.routes: none configured and PAGERDUTY_ROUTING_KEY is not set; alerts "
             "are written to llm_alerts but page no one"
+        )
+    heartbeat_env = settings.worker.heartbeat_url_env
+    if heartbeat_env and not env.get(heartbeat_env):
+        errors.append(
+            f"worker.heartbeat_url_env: {heartbeat_env} is not set; the worker would send no "
+            "heartbeat, and the monitor expecting it would page"
         )
     kafka = settings.kafka
     if kafka.security_protocol.startswith("SASL") and not env.get(kafka.sasl_password_env):

@@ -196,6 +196,8 @@ class Pipeline:
     # Traces closed, by how, by assemblers of partitions this worker no longer owns.
     closed_elsewhere: Counter[str] = field(default_factory=Counter)
     started_s: float = field(default_factory=time.time)
+    # Alerts about the worker itself and its heartbeat (streams.telemetry.SelfWatch).
+    self_watch: Any = None
 
 
 def _declare_topics(app: faust.App, partitions: int) -> Topics:
@@ -348,6 +350,8 @@ def create_app(
     _add_stats(pipeline)
     if settings.worker.metrics_port:
         _add_telemetry(pipeline)
+    if settings.worker.self_alerts or settings.worker.heartbeat_url_env:
+        _add_self_watch(pipeline, with_governance)
     return pipeline
 
 
@@ -664,3 +668,71 @@ def _add_telemetry(p: Pipeline) -> None:
         signal.connect(start_telemetry)  # type: ignore[arg-type]
     p.app.on_rebalance_complete.connect(start_telemetry)  # type: ignore[arg-type]
     p.app.on_before_shutdown.connect(stop_telemetry)  # type: ignore[arg-type]
+
+
+def _add_self_watch(p: Pipeline, with_governance: bool) -> None:
+    """Alerts about the worker itself, sent straight to the paging routes, and its heartbeat.
+
+    The pipeline alerts get a notifier of their own over the same routes: the notify agent's
+    one checkpoints its deliveries to Kafka, and Kafka may be what is broken.
+    """
+    import os
+    import socket
+
+    from driftline.streams.notifier import Notifier
+    from driftline.streams.notifier.routing import ENV_ROUTING_KEY
+    from driftline.streams.selfalerts import Rules, SelfAlerts
+    from driftline.streams.telemetry import (
+        SelfWatch,
+        self_reading,
+        worker_health,
+        worker_readiness,
+    )
+
+    settings = p.settings
+    worker = settings.worker
+    name = worker.name or socket.gethostname() or "worker"
+    paging = bool(settings.pagerduty.routes or os.environ.get(ENV_ROUTING_KEY))
+    notifier = (
+        Notifier.from_settings(settings.pagerduty)
+        if worker.self_alerts and with_governance and paging
+        else None
+    )
+    heartbeat_url = os.environ.get(worker.heartbeat_url_env) if worker.heartbeat_url_env else None
+
+    def read(now_s: float) -> Any:
+        return self_reading(p, now_s, [notifier])
+
+    def healthy() -> bool:
+        return worker_readiness(p).ok and worker_health(p).ok
+
+    watch = SelfWatch(
+        SelfAlerts(name, Rules.from_settings(worker), settings.alerts.runbook_base_url),
+        read,
+        healthy,
+        p.counters,
+        check_s=worker.self_alert_check_s,
+        evaluate=worker.self_alerts,
+        notifier=notifier,
+        heartbeat_url=heartbeat_url or None,
+        heartbeat_s=worker.heartbeat_s,
+        heartbeat_method=worker.heartbeat_method,
+        # Open alerts survive a restart (else an incident stays open with nobody to resolve it).
+        state_file=settings.embedded.data_dir / "self_alerts" / f"{name}.json",
+    )
+    p.self_watch = watch
+    started = False
+
+    async def start_watch(sender: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            watch.start()
+
+    async def stop_watch(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await watch.stop()
+
+    for signal in (p.app.on_partitions_revoked, p.app.on_partitions_assigned):
+        signal.connect(start_watch)  # type: ignore[arg-type]
+    p.app.on_rebalance_complete.connect(start_watch)  # type: ignore[arg-type]
+    p.app.on_before_shutdown.connect(stop_watch)  # type: ignore[arg-type]

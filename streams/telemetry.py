@@ -10,7 +10,7 @@ offsets), on the event loop, in well under a millisecond for a worker's worth of
 partitions. A failure to read a value, or to bind the port, is logged and never reaches
 the pipeline: telemetry does not stop the worker.
 
-Three parts:
+The parts:
 
 - the text exposition (:class:`Family`, :func:`render`), format 0.0.4;
 - the names of the counters (:data:`COUNTERS`, :func:`counter_families`): one metric per
@@ -19,25 +19,40 @@ Three parts:
 - what a scrape reads from the worker (:func:`worker_families`, :func:`worker_readiness`,
   :func:`worker_health`; the ``Pipeline`` of ``streams.app`` is passed in, not imported);
 - the HTTP server (:class:`TelemetryServer`), which ``streams.app._add_telemetry`` starts
-  at the worker's first rebalance and stops at its shutdown.
+  at the worker's first rebalance and stops at its shutdown;
+- alerts about the worker itself and its heartbeat (:func:`self_reading`,
+  :class:`SelfWatch`; the decisions are the pure :mod:`streams.selfalerts`), started and
+  stopped the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal, get_args
+from urllib.parse import urlsplit
 
+import httpx
 from aiohttp import web
 
 from driftline import __version__
 from driftline.schemas.alert import TRANSITIONS
-from driftline.streams.notifier.records import Outcome
+from driftline.streams.notifier.records import FAILED_PERMANENT, GAVE_UP, Outcome
+from driftline.streams.notifier.routing import scrub
+from driftline.streams.selfalerts import (
+    CONDITIONS,
+    HeartbeatSchedule,
+    Reading,
+    SelfAlerts,
+    held_routes,
+)
 from driftline.streams.topics import SOURCE_TOPICS
 from driftline.streams.traces import (
     CLOSED_BY_EVICTED,
@@ -52,10 +67,12 @@ __all__ = [
     "CounterSpec",
     "Family",
     "Probe",
+    "SelfWatch",
     "TelemetryServer",
     "consumer_lag",
     "counter_families",
     "render",
+    "self_reading",
     "worker_families",
     "worker_health",
     "worker_readiness",
@@ -288,6 +305,23 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "driftline_monitor_controls_refused_total",
         "Operator controls refused.",
     ),
+    CounterSpec(
+        "pipeline_alerts.",
+        "driftline_pipeline_alert_transitions_total",
+        "Alerts about the worker itself (pipeline/<worker>/<condition>/), by transition.",
+        "transition",
+        ("open", "resolve"),
+    ),
+    CounterSpec(
+        "heartbeats.sent",
+        "driftline_heartbeats_sent_total",
+        "Heartbeats (worker.heartbeat_url_env) answered with a 2xx.",
+    ),
+    CounterSpec(
+        "heartbeats.failed",
+        "driftline_heartbeats_failed_total",
+        "Heartbeats that got no answer or a non-2xx one.",
+    ),
 )
 # Kept in the counters for other reasons and exported otherwise (driftline_worker_ready).
 NOT_EXPORTED: Final = frozenset({"worker.ready"})
@@ -506,6 +540,16 @@ def worker_families(p: Any) -> list[Family]:
     for closed_by in CLOSED_BY:
         closed_family.add(closed[closed_by], closed_by=closed_by)
     out.append(closed_family)
+    watch = getattr(p, "self_watch", None)
+    open_now = set(watch.alerts.open_conditions()) if watch is not None else set()
+    pipeline = Family(
+        "driftline_pipeline_alert_open",
+        "gauge",
+        "1 while the alert about this worker's condition is open (worker.self_alerts).",
+    )
+    for condition in CONDITIONS:
+        pipeline.add(condition in open_now, condition=condition)
+    out.append(pipeline)
     state = p.governance
     if state is not None:
         out.append(
@@ -658,3 +702,262 @@ class TelemetryServer:
             log.exception("a health probe failed")
             result = Probe(False, f"probe failed: {type(exc).__name__}")
         return web.Response(status=200 if result.ok else 503, text=result.reason + "\n")
+
+
+# -- alerts about the worker itself, and its heartbeat ---------------------------------------
+
+
+def self_reading(p: Any, now_s: float, notifiers: Iterable[Any] = ()) -> Reading:
+    """What :class:`SelfAlerts` judges, read from the worker as a scrape reads it.
+
+    Before the first partition assignment the store has not been asked to open yet (tables
+    may take minutes to recover): it counts as failing only once the worker is assigned.
+    """
+    consumer: Any = p.app.consumer
+    assignment = [tp for tp in consumer.assignment() if tp.topic in SOURCE_TOPICS]
+    lag = {
+        (topic, partition): behind
+        for topic, partition, behind in consumer_lag(
+            assignment, consumer.highwater, consumer._committed_offset, consumer._read_offset
+        )
+    }
+    counters = p.counters
+    store_open: bool | None = None
+    failures = 0
+    state = p.governance
+    if state is not None:
+        sinks = list(state.sinks.values())
+        assigned = bool(counters.get("worker.ready"))
+        store_open = not assigned or all(sink.store is not None for sink in sinks)
+        failures = max((sink.failures for sink in sinks), default=0)
+    dead_letters = sum(
+        int(v) for k, v in counters.items() if k.startswith(("rejects.", "store.rejected."))
+    )
+    failed = int(counters.get(f"pages.{FAILED_PERMANENT}", 0) + counters.get(f"pages.{GAVE_UP}", 0))
+    main_notifier = state.notifier if state is not None else None
+    return Reading(
+        at_s=now_s,
+        lag_records=lag,
+        store_open=store_open,
+        store_failures=failures,
+        dead_letters=dead_letters,
+        deliveries_failed=failed,
+        routes_held=held_routes([main_notifier, *notifiers]),
+    )
+
+
+HEARTBEAT_TIMEOUT_S: Final = 10.0
+HTTP_LOGGERS: Final = ("httpx", "httpcore")  # they log request URLs at INFO
+
+
+class _HideUrl(logging.Filter):
+    """Masks a secret URL (its path, query and their longer pieces) in the HTTP client's log."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        parts = urlsplit(url)
+        pieces = [*parts.path.split("/"), *parts.query.replace("=", "&").split("&")]
+        found = [url, *(p for p in (parts.path, parts.query) if len(p) > 1)]
+        found += [p for p in pieces if len(p) >= 8]
+        self.secrets = sorted(set(found), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message, self.secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+class SelfWatch:
+    """Evaluates :class:`SelfAlerts` every ``check_s`` and pings the heartbeat, on the loop.
+
+    Pipeline alerts go straight from here to the paging routes through a notifier of their
+    own (``notifier``: same routes, no Kafka; delivery state in memory), so they leave even
+    when Kafka is what broke. Nothing here runs per message.
+
+    Parameters
+    ----------
+    read
+        The current :class:`Reading` at a Unix time.
+    healthy
+        Whether the worker is ready and alive (``/readyz`` and ``/healthz``).
+    heartbeat_url
+        The dead man's switch (a secret: only its host is ever logged); None: no heartbeat.
+    """
+
+    def __init__(
+        self,
+        alerts: SelfAlerts,
+        read: Callable[[float], Reading],
+        healthy: Callable[[], bool],
+        counters: Any,
+        *,
+        check_s: float,
+        evaluate: bool = True,
+        notifier: Any | None = None,
+        heartbeat_url: str | None = None,
+        heartbeat_s: float = 60.0,
+        heartbeat_method: str = "GET",
+        state_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.alerts = alerts
+        self._read = read
+        self._healthy = healthy
+        self.counters = counters
+        self.check_s = check_s
+        self.evaluate = evaluate
+        self.notifier = notifier
+        self.heartbeat_url = heartbeat_url
+        self.heartbeat_method = heartbeat_method
+        self.schedule = HeartbeatSchedule(heartbeat_s)
+        self.state_file = state_file
+        self.clock = clock
+        self._outbox: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._hide: _HideUrl | None = None
+        if heartbeat_url:
+            self._hide = _HideUrl(heartbeat_url)
+            for name in HTTP_LOGGERS:
+                logging.getLogger(name).addFilter(self._hide)
+
+    @property
+    def heartbeat_target(self) -> str:
+        return urlsplit(self.heartbeat_url or "").hostname or "?"
+
+    def healthy(self) -> bool:
+        """Ready, alive, and no alert about itself open: what the heartbeat vouches for."""
+        return self._healthy() and not self.alerts.open_conditions()
+
+    async def check(self) -> list[dict[str, Any]]:
+        """Read, decide, and queue the transitions for delivery; returns them."""
+        if not self.evaluate:
+            return []
+        transitions = self.alerts.step(self._read(self.clock()))
+        for transition in transitions:
+            self.counters[f"pipeline_alerts.{transition['transition']}"] += 1
+            description = transition["evidence"].get("description", "")
+            if transition["transition"] == "open":
+                log.error("pipeline alert %s opened: %s", transition["dedup_key"], description)
+            else:
+                log.warning("pipeline alert %s resolved: %s", transition["dedup_key"], description)
+        if transitions:
+            self._save_open()
+        if transitions and self.notifier is not None:
+            self._outbox.put_nowait(transitions)
+        if self.notifier is not None:
+            self._count(self.notifier.take_late_records())
+        return transitions
+
+    async def beat(self) -> bool:
+        """Ping the heartbeat if due and healthy; True when a ping was answered with a 2xx."""
+        if self.heartbeat_url is None:
+            return False
+        now = self.clock()
+        if not self.schedule.due(now, self.healthy()):
+            return False
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers={"User-Agent": "driftline-heartbeat"}, follow_redirects=True
+            )
+        try:
+            response = await self._client.request(
+                self.heartbeat_method, self.heartbeat_url, timeout=HEARTBEAT_TIMEOUT_S
+            )
+            status = response.status_code
+            problem = "" if 200 <= status < 300 else f"HTTP {status}"
+        except httpx.HTTPError as exc:  # the URL is a secret: never its text, only its host
+            problem = type(exc).__name__
+        if problem:
+            self.counters["heartbeats.failed"] += 1
+            log.warning("heartbeat to %s failed (%s)", self.heartbeat_target, problem)
+            return False
+        self.counters["heartbeats.sent"] += 1
+        self.schedule.sent(now)
+        return True
+
+    def _count(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            self.counters[f"pages.{record['outcome']}"] += 1
+
+    async def _deliver_loop(self) -> None:
+        assert self.notifier is not None
+        while True:
+            transitions = await self._outbox.get()
+            try:
+                self._count(await self.notifier.deliver(transitions))
+            except Exception:  # never the end of the loop: the next alert must still go out
+                log.exception("delivering pipeline alerts failed")
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_s)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("evaluating the pipeline alerts failed")
+
+    async def _beat_loop(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(min(self.check_s, self.schedule.interval_s))
+
+    def resume(self) -> list[str]:
+        """Reopen the alerts the last run left open (``state_file``); their names."""
+        if self.state_file is None or not self.state_file.exists():
+            return []
+        try:
+            saved = json.loads(self.state_file.read_text())
+            resumed = self.alerts.restore_open(saved.get("open", {}))
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("pipeline alerts of the last run not read (%s)", exc)
+            return []
+        if resumed:
+            log.warning("pipeline alerts open before the restart: %s", ", ".join(resumed))
+        return resumed
+
+    def _save_open(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.state_file.with_suffix(".tmp")
+            partial.write_text(json.dumps({"open": self.alerts.export_open()}))
+            partial.replace(self.state_file)
+        except OSError as exc:  # the alerts still go out; only a restart would forget them
+            log.warning("pipeline alerts not saved to %s (%s)", self.state_file, exc)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.evaluate:
+            self.resume()
+        if self.evaluate:
+            self._tasks.append(loop.create_task(self._check_loop()))
+        if self.notifier is not None:
+            self._tasks.append(loop.create_task(self._deliver_loop()))
+        if self.heartbeat_url is not None:
+            self._tasks.append(loop.create_task(self._beat_loop()))
+            log.info(
+                "heartbeat to %s every %g s while ready",
+                self.heartbeat_target,
+                self.schedule.interval_s,
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.notifier is not None:
+            await self.notifier.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._hide is not None:
+            for name in HTTP_LOGGERS:
+                logging.getLogger(name).removeFilter(self._hide)

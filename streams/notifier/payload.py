@@ -201,6 +201,9 @@ def summary(alert: Mapping[str, Any]) -> str:
     ...          "baseline_value": 400.0, "current_value": 552.0, "bundle_id": "3f2a9c0e",
     ...          "evidence": {"test": "cusum"}, "opened_at": 0, "event_ts": 240_000_000}))
     bot: output tokens/request +38% vs baseline (bundle 3f2a..), CUSUM over threshold for 4 min
+    >>> print(summary({"kind": "pipeline", "metric": "store_failing", "opened_at": 0,
+    ...     "event_ts": 0, "evidence": {"worker": "w1", "description": "store failing"}}))
+    driftline worker w1: store failing
     """
     workflow = str(alert.get("workflow") or "unknown workflow")
     kind = str(alert.get("kind") or "")
@@ -215,7 +218,12 @@ def summary(alert: Mapping[str, Any]) -> str:
     lasting = f" for {format_duration(ongoing)}" if ongoing >= 60 else ""
     bundle = _bundle_text(alert)
 
-    if kind == "budget" and metric == "tracked_workflows":
+    if kind == "pipeline":
+        # About driftline itself (streams/selfalerts.py): the worker and what it measured.
+        worker = str(evidence.get("worker") or "?")
+        described = str(evidence.get("description") or label)
+        text = f"driftline worker {worker}: {described}{lasting}"
+    elif kind == "budget" and metric == "tracked_workflows":
         names = ", ".join(str(o) for o in evidence.get("offenders") or ())
         text = (
             f"monitor at its cap of {_fmt(threshold or 0.0)} tracked workflows: new workflows"

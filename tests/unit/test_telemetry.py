@@ -27,6 +27,7 @@ from driftline.streams.telemetry import (
     counter_families,
     counter_spec,
     render,
+    self_reading,
     worker_families,
     worker_health,
     worker_readiness,
@@ -237,6 +238,47 @@ def test_readiness_names_what_is_missing() -> None:
     assert samples["driftline_store_consecutive_failures"] == {(): 3}
     # Without storage stages (with_governance=False) the store is no condition.
     assert worker_readiness(fake_worker(governance=None)).ok
+
+
+def test_self_alerts_read_the_same_state_and_their_gauge_is_exported() -> None:
+    from driftline.streams.selfalerts import Reading, Rules, SelfAlerts
+
+    worker = fake_worker()
+    worker.counters.update(
+        {"rejects.not_otlp": 3, "store.rejected.events": 2, "pages.gave_up": 1, "alerts.open": 4}
+    )
+    worker.governance.sinks["events"].failures = 2
+    held = SimpleNamespace(held_routes=lambda: ["pagerduty[0]"])
+    worker.governance.notifier = held
+    other = SimpleNamespace(held_routes=lambda: ["pagerduty[0]", "webhook[1]"])
+    reading = self_reading(worker, 50.0, [other, None])
+    assert reading == Reading(
+        at_s=50.0,
+        lag_records={("otlp_spans", 0): 20, ("otlp_spans", 1): 0},
+        store_open=True,
+        store_failures=2,
+        dead_letters=5,
+        deliveries_failed=1,
+        routes_held=("pagerduty[0]", "webhook[1]"),
+    )
+    # A store not open counts only once the worker is assigned (tables may recover for long).
+    worker.governance.sinks["alerts"].store = None
+    assert self_reading(worker, 0).store_open is False
+    worker.counters["worker.ready"] = 0
+    assert self_reading(worker, 0).store_open is True
+
+    samples = parse(render(worker_families(worker)))
+    assert set(samples["driftline_pipeline_alert_open"].values()) == {0}
+    alerts = SelfAlerts("w1", Rules(for_s=0))
+    alerts.step(reading)
+    worker.self_watch = SimpleNamespace(alerts=alerts)
+    samples = parse(render(worker_families(worker)))
+    assert samples["driftline_pipeline_alert_open"] == {
+        (("condition", "consumer_lag"),): 0,
+        (("condition", "store_failing"),): 1,
+        (("condition", "dead_letters"),): 0,
+        (("condition", "deliveries_failing"),): 1,
+    }
 
 
 def test_health_is_ok_until_the_app_crashes_or_stops() -> None:
