@@ -10,12 +10,16 @@ learned part of it), the smallest armed CUSUM target, and each level test's high
 score (statistic / threshold) after the change.
 
 Run: ``.venv/bin/python bench/diagnose_misses.py --family "level x1.2" --seed 2026``
-(continuous families; rate and mix families print reference size, rate and score).
+(continuous families; rate, count and mix families print the realised rate before and
+after the change, the reference's events, exposure and upper bound at the change, the
+log rate ratio of the horizon against that reference in standard errors (what a
+fixed-sample test could see at best), the reference size and the highest score).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -43,12 +47,22 @@ def diagnose(values: object, kind: str, noise: str) -> tuple[bool, str]:
     traces = values.traces if isinstance(values, Traced) else None
     first: tuple[int, str] | None = None
     at_change: tuple[int, float, float, float, str] | None = None
+    counted: tuple[float, float] | None = None  # a rate's reference (events, exposure)
     best = 0.0
     for start in range(0, len(x), BATCH):  # type: ignore[arg-type]
+        if start == CHANGE_AT and det._categorical is not None and det._shares is not None:
+            # The category that changes (bench/families.py): its share as a rate.
+            assert det._growth is not None
+            column = 1 + det._categorical[0].categories.index("length")
+            counted = (float(det._growth.totals[column]), float(det._growth.totals[0]))
+            bound = det._shares[column - 1].reference_rate
+            at_change = (det.reference_size, bound, 1.0, 1.0, "-")
         if start == CHANGE_AT and det._ref is not None:
             ref = det._ref
             smallest = f"{min(det._cusum.shifts):.2f}" if det._cusum is not None else "-"
             at_change = (det.reference_size, ref.mean, ref.scale, ref.inflation, smallest)
+            if det._growth is not None and det.kind in ("bernoulli", "poisson"):
+                counted = (float(det._growth.totals[1]), float(det._growth.totals[0]))
         groups = None if traces is None or det.frozen else traces[start : start + BATCH]
         found = det.update_many(x[start : start + BATCH], groups)  # type: ignore[index]
         level = det._cusum or det._rate
@@ -62,8 +76,25 @@ def diagnose(values: object, kind: str, noise: str) -> tuple[bool, str]:
     assert at_change is not None
     n0, mean0, scale, inflation, smallest = at_change
     if not traced:
+        rate = ""
+        if counted is not None:
+            xs = np.asarray(
+                [v == "length" for v in x] if kind == "categorical" else x,  # type: ignore[attr-defined]
+                dtype=np.float64,
+            )
+            pre, post = xs[:CHANGE_AT].mean(), xs[CHANGE_AT : CHANGE_AT + HORIZON].sum()
+            events, exposure = counted
+            # The best a fixed-sample test could do at the horizon: the log rate ratio
+            # of the horizon against the reference at the change, in standard errors.
+            z = math.log((post + 0.5) / HORIZON / ((events + 0.5) / exposure))
+            z /= math.sqrt(1.0 / (events + 0.5) + 1.0 / (post + 0.5))
+            rate = (
+                f"rate {pre:.4f} -> {post / HORIZON:.4f} (x{post / HORIZON / pre:.2f}); "
+                f"reference {events:.0f} in {exposure:.0f} (bound {mean0:.4f}); "
+                f"horizon vs reference z {z:.1f}; "
+            )
         return first is not None, (
-            f"found={first} reference n {n0} -> {det.reference_size} (end); "
+            f"found={first} {rate}reference n {n0} -> {det.reference_size} (end); "
             f"highest level score after the change {best:.2f}"
         )
     xs = np.asarray(x)
