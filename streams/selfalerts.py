@@ -156,7 +156,6 @@ class SelfAlerts:
         self._states = {name: _State() for name in CONDITIONS}
         # (at_s, dead letters, failed deliveries) over the last rate window
         self._history: deque[tuple[float, int, int]] = deque()
-        self._last: dict[str, tuple[float, str, dict[str, Any]]] = {}
 
     def export_open(self) -> dict[str, int]:
         """When each open condition opened (Unix microseconds): what a restart must resume."""
@@ -185,7 +184,6 @@ class SelfAlerts:
         out = []
         for name in CONDITIONS:
             value, description, evidence = self._measure(name, reading)
-            self._last[name] = (value, description, evidence)
             transition = self._advance(name, value, reading.at_s, description, evidence)
             if transition is not None:
                 out.append(transition)
@@ -332,10 +330,6 @@ class SelfAlerts:
             "transition": transition,
             "event_ts": now_us,
         }
-
-    def describe(self) -> dict[str, str]:
-        """The latest reading of each condition, in words (the worker logs it on a change)."""
-        return {name: last[1] for name, last in self._last.items()}
 
 
 @dataclass(slots=True)
