@@ -1,6 +1,8 @@
 """A real worker pages about itself: the store fails, a pipeline alert reaches the pager straight
 from the worker and resolves once the store is back; its heartbeat reaches a monitor only
-while it is ready; ``driftline status`` reads the same worker.
+while it is ready; ``driftline status`` reads the same worker. Then consumer lag: the store
+stage stalls after the worker has committed, records pile up on llm_events past the bound, a
+``consumer_lag`` page goes out and resolves once the store is back and the lag drains.
 
 The store is ClickHouse over HTTP served from chdb (switched to failing and back), the pager a
 local HTTP receiver checking PagerDuty's Events API v2 rules, the heartbeat monitor another.
@@ -19,9 +21,10 @@ import httpx
 import pytest
 
 from driftline.cli import main
-from tests.integration.conftest import PARTITIONS
+from driftline.streams import topics
+from tests.integration.conftest import PARTITIONS, Kafka
 from tests.integration.test_scaling import ROUTING_KEY, cluster
-from tests.integration.test_worker_metrics import free_port, value
+from tests.integration.test_worker_metrics import free_port, one_trace, value
 from tests.utils.http_receiver import HttpReceiver
 from tests.utils.prometheus_text import parse
 
@@ -121,3 +124,67 @@ def test_store_outage_pages_and_resolves_and_the_heartbeat_follows_readiness(
     print(
         f"\npaged {paged_s:.1f} s after the assignment, resolved {resolved_s:.1f} s after recovery"
     )
+
+
+def test_consumer_lag_over_the_bound_pages_and_resolves(tmp_path: Path) -> None:
+    """The store goes down after the worker has committed: the store stage stops taking
+    llm_events, so records pile up after the committed offset; lag over the bound pages."""
+    port = free_port()
+    metrics = f"http://127.0.0.1:{port}"
+    config = (
+        f'[worker]\nmetrics_port = {port}\nname = "{WORKER}"\n'
+        "self_alert_check_s = 0.5\nself_alert_for_s = 1\nself_alert_hold_down_s = 2\n"
+        "self_alert_lag_records = 4\n"
+    )
+    lag_key = f"pipeline/{WORKER}/consumer_lag/"
+    with cluster(tmp_path, config) as c:
+        pager = c.receiver
+        pager.validate_pagerduty = True
+
+        def pages(action: str) -> list[dict[str, Any]]:
+            return [
+                b
+                for b in pager.bodies()
+                if b.get("dedup_key") == lag_key and b.get("event_action") == action
+            ]
+
+        def scrape() -> dict[str, Any]:
+            return parse(httpx.get(f"{metrics}/metrics", timeout=5).text)
+
+        c.start_worker("worker")
+        kafka = Kafka(c.settings, c.bootstrap)
+        # One trace stored and its offsets committed (every few seconds) before the outage.
+        kafka.produce(topics.OTLP_SPANS, one_trace(2), partition=0)
+        wait_for(
+            lambda: (
+                value(scrape(), "driftline_events_completed_total") == 2
+                and value(scrape(), "driftline_store_pending_rows") == 0
+            ),
+            "the first trace stored",
+        )
+        time.sleep(8)
+        assert pages("trigger") == []
+
+        c.server.fail_with(210, "simulated outage")
+        # One workflow: every llm_events record on one partition. Apart, so each is a record
+        # batch of its own: the embedded broker reports a partition's end at the start of its
+        # last batch, so records sent in one batch show as one behind.
+        for _ in range(6):
+            kafka.produce(topics.OTLP_SPANS, one_trace(2), partition=1)
+            time.sleep(0.5)
+        trigger = wait_for(lambda: pages("trigger"), "the consumer_lag trigger")[0]
+        assert trigger["payload"]["severity"] == "error"
+        summary = trigger["payload"]["summary"]
+        assert summary.startswith(f"driftline worker {WORKER}: "), summary
+        assert "records behind on its source topics (llm_events " in summary, summary
+        assert summary.endswith(", bound 4"), summary
+        lag = scrape()["driftline_kafka_consumer_lag_records"]
+        behind = sum(v for k, v in lag.items() if k[0] == ("topic", topics.LLM_EVENTS))
+        assert behind > 4, lag
+
+        c.server.recover()
+        resolve = wait_for(lambda: pages("resolve"), "the consumer_lag resolve")[0]
+        assert resolve["dedup_key"] == lag_key
+        assert len(pages("trigger")) == 1
+        assert value(scrape(), "driftline_events_completed_total") == 14  # nothing lost
+        c.check_alive("worker")
