@@ -319,41 +319,71 @@ def _span_from_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class _TraceTree:
-    """Parent links and per-span depth of one trace's known spans."""
+    """Parent links and per-span depth of one trace's known spans.
+
+    Each span's chain of ancestors is walked once and kept: a call's depth, workflow
+    and inherited fields all read it.
+    """
 
     def __init__(self, spans: dict[str, dict[str, Any]]) -> None:
         self.spans = spans
         self._depth: dict[str, int] = {}
-        roots = sorted((s for s in spans.values() if not s.get("parent_span_id")), key=_start_key)
-        self.root: dict[str, Any] | None = roots[0] if roots else None
-        self.by_start = sorted(spans.values(), key=_start_key)
+        self._chains: dict[str, list[dict[str, Any]]] = {}
+        self._first: dict[str, str] = {}
+        self._by_start: list[dict[str, Any]] | None = None
+        root: dict[str, Any] | None = None
+        root_key: tuple[int, str] | None = None
+        for span in spans.values():
+            if not span.get("parent_span_id"):
+                key = _start_key(span)
+                if root_key is None or key < root_key:
+                    root, root_key = span, key
+        self.root = root  # the earliest span without a parent (by start, then id)
 
-    def ancestors(self, span_id: str) -> Iterable[dict[str, Any]]:
+    @property
+    def by_start(self) -> list[dict[str, Any]]:
+        if self._by_start is None:
+            self._by_start = sorted(self.spans.values(), key=_start_key)
+        return self._by_start
+
+    def ancestors(self, span_id: str) -> list[dict[str, Any]]:
         """Known ancestors, nearest first; stops at a missing parent or a cycle."""
-        seen = {span_id}
-        parent_id = self.spans[span_id].get("parent_span_id") or ""
-        while parent_id and parent_id not in seen and parent_id in self.spans:
-            seen.add(parent_id)
-            parent = self.spans[parent_id]
-            yield parent
-            parent_id = parent.get("parent_span_id") or ""
+        chain = self._chains.get(span_id)
+        if chain is None:
+            chain = []
+            spans = self.spans
+            seen = {span_id}
+            parent_id = spans[span_id].get("parent_span_id") or ""
+            while parent_id and parent_id not in seen and parent_id in spans:
+                seen.add(parent_id)
+                parent = spans[parent_id]
+                chain.append(parent)
+                parent_id = parent.get("parent_span_id") or ""
+            self._chains[span_id] = chain
+        return chain
 
     def depth(self, span_id: str) -> int:
         depth = self._depth.get(span_id)
         if depth is None:
-            chain = [self.spans[span_id], *self.ancestors(span_id)]
-            depth = sum(1 for span in chain if _counts_for_depth(span))
+            depth = int(_counts_for_depth(self.spans[span_id]))
+            depth += sum(1 for span in self.ancestors(span_id) if _counts_for_depth(span))
             self._depth[span_id] = depth
         return depth
 
     def first_with(self, name: str) -> str:
         """The root's value of ``name``, else the first span's (by start) that has one."""
-        if self.root is not None and self.root.get(name):
-            return str(self.root[name])
-        for span in self.by_start:
-            if span.get(name):
-                return str(span[name])
-        return ""
+        first = self._first.get(name)
+        if first is None:
+            first = ""
+            if self.root is not None and self.root.get(name):
+                first = str(self.root[name])
+            else:
+                for span in self.by_start:
+                    if span.get(name):
+                        first = str(span[name])
+                        break
+            self._first[name] = first
+        return first
 
     def inherited(self, span_id: str, name: str) -> str:
         for ancestor in self.ancestors(span_id):
@@ -466,16 +496,32 @@ def complete_trace(
 
     top = tree.root or (tree.by_start[0] if tree.by_start else {})
     top_id = top.get("span_id", "")
-    input_tokens = sum(e.get("input_tokens") or 0 for e in event_list)
-    output_tokens = sum(e.get("output_tokens") or 0 for e in event_list)
+    # One pass over the calls and one over the spans, each in the order the sums read them.
+    ins, outs, priced, depths = [], [], [], []
+    retries = 0
+    for e in event_list:
+        ins.append(e.get("input_tokens") or 0)
+        outs.append(e.get("output_tokens") or 0)
+        cost = e.get("cost_usd")
+        if cost is not None:
+            priced.append(cost)
+        depths.append(e["loop_depth"])
+        if (e.get("retry_attempt") or 0) > 0:
+            retries += 1
+    input_tokens, output_tokens = sum(ins), sum(outs)
     total_tokens = input_tokens + output_tokens
-    priced = [e["cost_usd"] for e in event_list if e.get("cost_usd") is not None]
     amplification = None
     if event_list:
         first = event_list[0]
         first_tokens = (first.get("input_tokens") or 0) + (first.get("output_tokens") or 0)
         if first_tokens > 0:
             amplification = total_tokens / first_tokens
+    starts, ends, errors = [], [], 0
+    for span in span_index.values():
+        starts.append(span.get("start_ts") or 0)
+        ends.append(span.get("end_ts") or 0)
+        if span.get("status") == "error":
+            errors += 1
     summary = {
         "trace_id": trace_id,
         "workflow": tree.workflow_of(top_id, top.get("service") or "") if top_id else "",
@@ -484,19 +530,19 @@ def complete_trace(
         "tenant": tree.inherited(top_id, "tenant") if top_id else "",
         "route": tree.inherited(top_id, "route") if top_id else "",
         "root_span_id": tree.root["span_id"] if tree.root is not None else "",
-        "start_ts": min((s.get("start_ts") or 0 for s in span_index.values()), default=0),
-        "end_ts": max((s.get("end_ts") or 0 for s in span_index.values()), default=0),
+        "start_ts": min(starts, default=0),
+        "end_ts": max(ends, default=0),
         "span_count": len(span_index),
         "llm_call_count": len(event_list),
-        "max_loop_depth": max((e["loop_depth"] for e in event_list), default=0),
+        "max_loop_depth": max(depths, default=0),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "total_tokens": total_tokens,
         "cost_usd": round(sum(priced), 12) if priced else None,
         "unpriced_calls": len(event_list) - len(priced),
         "amplification": amplification,
-        "retries": sum(1 for e in event_list if (e.get("retry_attempt") or 0) > 0),
-        "error_count": sum(1 for s in span_index.values() if s.get("status") == "error"),
+        "retries": retries,
+        "error_count": errors,
         "closed_by": closed_by,
     }
     assert tuple(summary) == TRACE_FIELD_NAMES, "trace summary fields drifted from the schema"
