@@ -562,10 +562,13 @@ def test_open_traces_survive_a_worker_crash(tmp_path: Path) -> None:
 
 
 def test_a_bad_llm_events_message_is_dead_lettered_and_the_worker_goes_on(
-    stack: EmbeddedStack, kafka: Kafka
+    tmp_path: Path,
 ) -> None:
-    """Anyone who can write llm_events must not stop the store or the monitor agent."""
-    dlq = kafka.reader(topics.OTLP_SPANS_DLQ)
+    """Anyone who can write llm_events must not stop the store or the monitor agent.
+
+    A stack of its own: the shared stack's other tests read every llm_events record."""
+    config = write_config(tmp_path, f"bad-events-{uuid.uuid4().hex[:8]}")
+    settings = load_settings(config)
     marker = uuid.uuid4().hex
     good = to_wire(from_wire({"span_id": f"good-{marker}", "workflow": "w", "input_tokens": 3}))
     mistyped = {**good, "span_id": f"bad-{marker}", "input_tokens": "12"}
@@ -574,8 +577,6 @@ def test_a_bad_llm_events_message_is_dead_lettered_and_the_worker_goes_on(
         1: b'["a list", "' + marker.encode() + b'"]',
         2: dumps({"events": [mistyped, good], "early": [], "traces": [], "requests": []}),
     }
-    for partition, value in sent.items():
-        kafka.produce(topics.LLM_EVENTS, value, partition=partition)
 
     def ours(records: list[Record]) -> dict[int, Record]:
         return {
@@ -585,15 +586,22 @@ def test_a_bad_llm_events_message_is_dead_lettered_and_the_worker_goes_on(
             and r.headers[topics.HEADER_SOURCE_TOPIC] == topics.LLM_EVENTS.encode()
         }
 
-    dlq.wait_for(lambda rs: set(ours(rs)) >= set(sent), timeout_s=30)
-    letters = ours(dlq.records)
+    with EmbeddedStack(settings, config_file=config) as stack:
+        assert stack.endpoints is not None and stack.worker is not None
+        kafka = Kafka(settings, stack.endpoints.bootstrap_servers)
+        dlq = kafka.reader(topics.OTLP_SPANS_DLQ)
+        for partition, value in sent.items():
+            kafka.produce(topics.LLM_EVENTS, value, partition=partition)
+        dlq.wait_for(lambda rs: set(ours(rs)) >= set(sent), timeout_s=30)
+        letters = ours(dlq.records)
+        # Both agents that read llm_events went on: the worker runs and logged no crash.
+        time.sleep(1.0)
+        assert stack.worker.is_running()
+        log = stack.worker.log_path.read_text(errors="replace")
+        kafka.close()
     detail = {p: letters[p].headers[topics.HEADER_DETAIL].decode() for p in sent}
     assert detail[0] == "not JSON"
     assert detail[1] == "not an object: list"
     assert detail[2] == "events[0]: input_tokens: str where int belongs"
     assert all(letters[p].value == b"" and marker not in detail[p] for p in sent)
-    # Both agents that read llm_events went on: the worker runs and logged no crash.
-    time.sleep(1.0)
-    assert stack.worker is not None and stack.worker.is_running()
-    log = stack.worker.log_path.read_text(errors="replace")
     assert "crashed" not in log.lower(), log[-2000:]
