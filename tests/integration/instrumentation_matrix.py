@@ -446,6 +446,108 @@ def drive_openlit(session: Session) -> None:
     _openai_calls(session, session.openai_client())
 
 
+# --- LangChain: chat models, each kind on OpenAI then on Anthropic ----------------------------
+
+
+def _langchain_calls(session: Session) -> None:
+    """``ChatOpenAI`` and ``ChatAnthropic`` against the stub: each kind runs on OpenAI, then on
+    Anthropic. The tool turn is a chain (a ``RunnableLambda``) that asks the bound model,
+    runs the tool LangChain's way (``tool.invoke(tool_call)``) and asks again with its
+    result; the tool turn runs on ``REASONING_MODEL`` for OpenAI."""
+    from langchain_anthropic import ChatAnthropic
+    from langchain_core.messages import BaseMessage, HumanMessage
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool(TOOL_NAME)
+    def get_answer() -> str:
+        """The answer."""
+        return "42"
+
+    def models(openai_model: str, anthropic_model: str) -> list[Any]:
+        # stream_usage: else ChatOpenAI asks a base_url of its own for no usage when streaming.
+        return [
+            ChatOpenAI(
+                model=openai_model,
+                base_url=session.server.base_url,
+                api_key="test",  # type: ignore[arg-type]
+                max_retries=0,
+                stream_usage=True,
+            ),
+            ChatAnthropic(  # type: ignore[call-arg]
+                model=anthropic_model,
+                base_url=session.server.anthropic_base_url,
+                api_key="test",  # type: ignore[arg-type]
+                max_retries=0,
+                max_tokens=100,
+            ),
+        ]
+
+    def chat() -> None:
+        for model in models(OPENAI_MODEL, ANTHROPIC_MODEL):
+            model.invoke(PROMPT)
+
+    def stream() -> None:
+        for model in models(OPENAI_MODEL, ANTHROPIC_MODEL):
+            assert [chunk.content for chunk in model.stream(PROMPT)], "the stub streamed nothing"
+
+    def turn(model: Any) -> Any:
+        bound = model.bind_tools([get_answer])
+        messages: list[BaseMessage] = [HumanMessage(PROMPT)]
+        asked = bound.invoke(messages)
+        assert asked.tool_calls, "the stub asked for no tool"
+        messages.append(asked)
+        messages += [get_answer.invoke(call) for call in asked.tool_calls]
+        return bound.invoke(messages)
+
+    def tool_turns() -> None:
+        for model in models(REASONING_MODEL, ANTHROPIC_MODEL):
+            RunnableLambda(turn, name="tool_turn").invoke(model)
+
+    def error() -> None:
+        for model in models(stub.FAIL_MODEL, stub.FAIL_MODEL):
+            try:
+                model.invoke(PROMPT)
+            except (openai.InternalServerError, anthropic.InternalServerError):
+                continue
+            raise AssertionError("the stub did not fail")
+
+    session.capture("chat", chat)
+    session.capture("stream", stream)
+    session.capture("tool", tool_turns)
+    session.capture("error", error)
+
+
+def drive_openinference_langchain(session: Session) -> None:
+    from openinference.instrumentation.langchain import LangChainInstrumentor
+
+    instrumentor = LangChainInstrumentor()
+    instrumentor.instrument(tracer_provider=session.tracer_provider)
+    try:
+        _langchain_calls(session)
+    finally:
+        instrumentor.uninstrument()
+
+
+def drive_openllmetry_langchain(session: Session) -> None:
+    """With OpenLLMetry's OpenAI and Anthropic instrumentations on as well, as Traceloop's SDK
+    sets them up: the LangChain one keeps them from recording the calls a second time."""
+    from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+    from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    instrumentors = [LangchainInstrumentor(), OpenAIInstrumentor(), AnthropicInstrumentor()]
+    with _environment({"TRACELOOP_TRACE_CONTENT": "true"}):
+        for instrumentor in instrumentors:
+            instrumentor.instrument(tracer_provider=session.tracer_provider)
+        try:
+            _langchain_calls(session)
+        finally:
+            for instrumentor in instrumentors:
+                instrumentor.uninstrument()
+
+
 # --- the matrix -------------------------------------------------------------------------------
 
 _PYDANTIC_AI_READS: Final = (
@@ -760,5 +862,80 @@ LIBRARIES: Final[dict[str, Library]] = {
             "replayed from a recording of version 1.45.0"
         ),
         version="1.45.0",
+    ),
+    "openinference-langchain": Library(
+        title=(
+            "OpenInference `openinference-instrumentation-langchain` (ChatOpenAI, ChatAnthropic)"
+        ),
+        distribution="openinference-instrumentation-langchain",
+        provider="openai",
+        scopes=("openinference.instrumentation.langchain",),
+        drive=drive_openinference_langchain,
+        expected={
+            "chat": (openai_call(status="ok"), anthropic_call(status="ok")),
+            "stream": (openai_call(status="ok"), anthropic_call(status="ok")),
+            "tool": (
+                openai_call(
+                    status="ok",
+                    finish_reason="tool_calls",
+                    reasoning_tokens=stub.REASONING_MODEL_TOKENS,
+                    tool_calls=1,
+                ),
+                openai_call(status="ok", reasoning_tokens=stub.REASONING_MODEL_TOKENS),
+                anthropic_call(status="ok", finish_reason="tool_use", tool_calls=1),
+                anthropic_call(status="ok"),
+            ),
+            "error": (failed("OpenAIAPIError"), failed("AnthropicAPIError")),
+        },
+        tool_spans=2,
+        reads=(
+            "`openinference.span.kind` (the `LLM` span is the call; the chain's `CHAIN` span and "
+            "the `TOOL` span are not), `llm.provider`, `llm.model_name`, `llm.token_count.*` "
+            "incl. cache and reasoning details, `llm.finish_reason`, the `exception` event's "
+            "`exception.type`"
+        ),
+        notes=(
+            "one `LLM` span per model call (named `ChatOpenAI` / `ChatAnthropic`), no span from "
+            "the provider SDK underneath; `llm.model_name` is the answering model on plain "
+            "calls and the requested one on streamed calls (the request model is only in the "
+            "`llm.invocation_parameters` JSON); a "
+            "failed call's status message is the exception's repr and a traceback, so the "
+            "class (LangChain's wrapper, `OpenAIAPIError` / `AnthropicAPIError`) comes from the "
+            "`exception` event. Turned on together with OpenInference's OpenAI instrumentation, "
+            "a ChatOpenAI call is two `LLM` spans in two separate traces (the LangChain span is "
+            "not made current), which driftline counts as two calls: turn on one of the two"
+        ),
+    ),
+    "openllmetry-langchain": Library(
+        title="OpenLLMetry `opentelemetry-instrumentation-langchain` (ChatOpenAI, ChatAnthropic)",
+        distribution="opentelemetry-instrumentation-langchain",
+        provider="openai",
+        scopes=("opentelemetry.instrumentation.langchain",),
+        drive=drive_openllmetry_langchain,
+        expected={
+            # No finish reason on ChatAnthropic's calls, no reasoning tokens on ChatOpenAI's.
+            "chat": (openai_call(), anthropic_call(finish_reason="")),
+            "stream": (openai_call(), anthropic_call(finish_reason="")),
+            "tool": (
+                openai_call(finish_reason="tool_call", tool_calls=1),
+                openai_call(),
+                anthropic_call(finish_reason="", tool_calls=1),
+                anthropic_call(finish_reason=""),
+            ),
+            "error": (failed("OpenAIAPIError"), failed("AnthropicAPIError")),
+        },
+        tool_spans=2,
+        reads=(
+            "the `<Model>.chat` span's `gen_ai.*` (operation, provider, models, usage incl. "
+            "cache), `gen_ai.response.finish_reasons`, `error.type`; the chain's workflow span "
+            "and the `execute_tool` span are not calls"
+        ),
+        notes=(
+            "no finish reason on ChatAnthropic's calls (it reads LangChain's `finish_reason`, "
+            "which ChatAnthropic names `stop_reason`) and no reasoning tokens: not on the span, "
+            "so not recoverable; driven with OpenLLMetry's OpenAI and Anthropic instrumentations "
+            "on as well: the LangChain one suppresses them inside its calls, so each call is "
+            "one span"
+        ),
     ),
 }

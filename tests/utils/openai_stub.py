@@ -7,7 +7,8 @@ true, with a final usage chunk when ``stream_options.include_usage`` is set),
 OpenAI usage reports cached prompt tokens the way OpenAI does
 (``prompt_tokens_details.cached_tokens``), and reasoning tokens for :data:`REASONING_MODEL`;
 Anthropic usage reports ``input_tokens`` without the cache reads and writes, as Anthropic
-does, and its stream's ``message_start`` carries ``output_tokens: 1`` as the real API's does.
+does, and its stream's ``message_start`` carries ``output_tokens: 1`` as the real API's does;
+its ``message_delta`` carries the whole usage, cumulative, as the API's does now.
 A request that offers tools and has no tool result yet gets a call to the first tool (an
 OpenAI ``tool_calls`` message, an Anthropic ``tool_use`` block); once a tool result is in
 the conversation, the answer. A request for model :data:`FAIL_MODEL` gets a 500 with the
@@ -204,7 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": ANTHROPIC_OUTPUT_TOKENS},
+                # Cumulative, input and cache counts included, as the API sends it (what
+                # langchain-anthropic reads a streamed call's input tokens from).
+                "usage": _anthropic_usage(ANTHROPIC_OUTPUT_TOKENS),
             },
         )
         self._named_event("message_stop", {"type": "message_stop"})
