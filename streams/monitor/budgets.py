@@ -54,6 +54,45 @@ def new_scope(budget: BudgetSettings) -> Scope:
     )
 
 
+def events_hits(
+    workflow: str,
+    wf: WorkflowSettings,
+    table: dict[str, Scope],
+    events: list[dict[str, Any]],
+    times: list[int],
+) -> list[Hit]:
+    """:func:`event_hits` of every call in turn, ``times`` their times (capped at the
+    workflow's clock). A workflow whose calls all count against its own scope alone
+    (no tenant or route budgets) and that sets no budget has nothing to check."""
+    if not wf.tenants and not wf.routes:
+        budget = wf.budgets
+        scope = table.get("")
+        if scope is None:
+            scope = table[""] = new_scope(budget)
+        if _checks_nothing(budget, scope):
+            return []
+        out: list[Hit] = []
+        for e, ts in zip(events, times, strict=True):
+            out.extend(_call_hits(workflow, "", budget, scope, e, ts))
+        return out
+    out = []
+    for e, ts in zip(events, times, strict=True):
+        out.extend(event_hits(workflow, wf, table, e, ts))
+    return out
+
+
+def _checks_nothing(budget: BudgetSettings, scope: Scope) -> bool:
+    """Whether a call can neither break ``budget`` nor feed ``scope``'s windows."""
+    return (
+        budget.max_tokens_per_request is None
+        and budget.max_retries_per_request is None
+        and budget.max_loop_depth is None
+        and scope.tokens is None
+        and scope.cost is None
+        and scope.burn is None
+    )
+
+
 def event_hits(
     workflow: str, wf: WorkflowSettings, table: dict[str, Scope], e: dict[str, Any], now: int
 ) -> list[Hit]:
@@ -89,33 +128,45 @@ def _call_hits(
         scope.cost.add(ts, float(cost))
         total = scope.cost.total(ts)
         checks.append(("cost_usd_per_window", total, budget.cost_usd_per_window, "error"))
-    context = {
-        "window_s": budget.window_s,
-        "trace_id": e.get("trace_id", ""),
-        "span_id": e.get("span_id", ""),
-        "service": e.get("service", ""),
-        "model": e.get("response_model") or e.get("request_model") or "",
-    }
-    hits = [
-        limit_hit(
-            ts=ts,
-            workflow=workflow,
-            metric=metric,
-            label=label,
-            severity=severity,
-            observed=float(observed),
-            limit=limit,
-            context=context,
-        )
-        for metric, observed, limit, severity in checks
-        if limit is not None and observed > limit
-    ]
+    broken = [c for c in checks if c[2] is not None and c[1] > c[2]]
+    hits: list[Hit] = []
+    if broken:
+        context = {
+            "window_s": budget.window_s,
+            "trace_id": e.get("trace_id", ""),
+            "span_id": e.get("span_id", ""),
+            "service": e.get("service", ""),
+            "model": e.get("response_model") or e.get("request_model") or "",
+        }
+        hits = [
+            limit_hit(
+                ts=ts,
+                workflow=workflow,
+                metric=metric,
+                label=label,
+                severity=severity,
+                observed=float(observed),
+                limit=limit,
+                context=context,
+            )
+            for metric, observed, limit, severity in broken
+            if limit is not None
+        ]
     if cost is not None and scope.burn is not None:
         scope.burn.add(ts, float(cost))
         verdict = scope.burn.verdict(ts)
         if verdict is not None:
             hits.append(burn_hit(ts, workflow, label, verdict, budget.monthly_cost_usd))
     return hits
+
+
+def limits_traces(wf: WorkflowSettings) -> bool:
+    """Whether any scope of ``wf`` limits a trace (loop depth, amplification): without
+    one, :func:`trace_hits` finds nothing."""
+    return any(
+        budget.max_loop_depth is not None or budget.max_amplification is not None
+        for budget in (wf.budgets, *wf.tenants.values(), *wf.routes.values())
+    )
 
 
 def trace_hits(workflow: str, wf: WorkflowSettings, trace: dict[str, Any], now: int) -> list[Hit]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -116,43 +117,76 @@ class DriftRules:
         self._settle_us = int(det.settle_s * _US)
 
     def hits(
-        self, workflow: str, bundles: dict[str, Bundle], events: list[dict], now: int
+        self,
+        workflow: str,
+        bundles: dict[str, Bundle],
+        events: list[dict],
+        now: int,
+        times: list[int] | None = None,
     ) -> list[Hit]:
         """Feed one workflow's events (event-time order); the drift and canary hits.
 
         Event times are capped at the workflow's clock ``now``: a record dated far ahead
-        must not start a bundle in the future (it would never settle).
+        must not start a bundle in the future (it would never settle). ``times``: the
+        events' :func:`event_time` s when the caller has them.
+
+        The metrics' values are read once per call, column by column
+        (:class:`_Columns`); each bundle then takes its rows of every column.
         """
         hits: list[Hit] = []
-        by_bundle: dict[str, list[dict]] = {}
-        for event in events:
-            by_bundle.setdefault(str(event.get("bundle_id") or ""), []).append(event)
-        for bundle_id in sorted(by_bundle, key=lambda b: (event_time(by_bundle[b][0]), b)):
-            batch = by_bundle[bundle_id]
-            ts = np.fromiter(
-                (min(event_time(e), now) for e in batch), dtype=np.int64, count=len(batch)
-            )
-            bundle = self._bundle(bundles, bundle_id, int(ts[0]), batch)
-            if bundle is None:
-                continue
-            if bundle.slot == ("", ""):
-                bundle.slot = canary_slot(batch[0])
-            if not bundle.context:
-                bundle.context = bundle_context(batch[0])
-            settled = bundle.first_ts + self._settle_us
-            if ts[0] < settled:
-                bundle.last_ts = max(bundle.last_ts, int(ts[-1]))
-                keep = np.flatnonzero(ts >= settled)
-                batch, ts = [batch[i] for i in keep], ts[keep]
-                if not batch:
-                    continue
-            # Timestamps of the bundle's previous window then this batch, oldest first.
-            ring = np.roll(bundle.ts_ring, -(bundle.n_events % bundle.ts_ring.shape[0]))
-            history = np.concatenate([ring, ts])
-            for metric in self.metrics:
-                hits.extend(self._metric(workflow, bundle_id, bundle, metric, batch, ts, history))
-            _push_times(bundle, ts)
+        if events:
+            if times is None:
+                times = [event_time(e) for e in events]
+            capped = np.array([t if t < now else now for t in times], dtype=np.int64)
+            by_bundle: dict[str, list[int]] = {}
+            for i, bid in enumerate(map(_bundle_of, events)):
+                rows = by_bundle.get(bid)
+                if rows is None:
+                    by_bundle[bid] = [i]
+                else:
+                    rows.append(i)
+            columns = _Columns(events, self.metrics)
+            for bundle_id in sorted(by_bundle, key=lambda b: (times[by_bundle[b][0]], b)):
+                hits.extend(
+                    self._bundle_hits(
+                        workflow, bundles, bundle_id, events, by_bundle[bundle_id], capped, columns
+                    )
+                )
         hits.extend(self._canary(workflow, bundles))
+        return hits
+
+    def _bundle_hits(
+        self,
+        workflow: str,
+        bundles: dict[str, Bundle],
+        bundle_id: str,
+        events: list[dict],
+        rows: list[int],
+        capped: np.ndarray,
+        columns: _Columns,
+    ) -> list[Hit]:
+        idx = np.array(rows, dtype=np.intp)
+        ts = capped[idx]
+        errors = columns.errors
+        bundle = self._bundle(bundles, bundle_id, int(ts[0]), all(errors[i] for i in rows))
+        if bundle is None:
+            return []
+        if bundle.slot == ("", ""):
+            bundle.slot = canary_slot(events[rows[0]])
+        if not bundle.context:
+            bundle.context = bundle_context(events[rows[0]])
+        settled = bundle.first_ts + self._settle_us
+        if ts[0] < settled:
+            bundle.last_ts = max(bundle.last_ts, int(ts[-1]))
+            keep = np.flatnonzero(ts >= settled)
+            idx, ts = idx[keep], ts[keep]
+            if not idx.shape[0]:
+                return []
+        rows_view = _BundleRows(bundle, idx, ts, columns)
+        hits: list[Hit] = []
+        for metric in self.metrics:
+            hits.extend(self._metric(workflow, bundle_id, bundle, metric, rows_view))
+        _push_times(bundle, ts)
         return hits
 
     def holds(self, bundles: dict[str, Bundle], record: dict[str, Any], now: int) -> bool:
@@ -189,7 +223,7 @@ class DriftRules:
         return Bundle(detectors, np.zeros(det.window_events, dtype=np.int64), first_ts=ts)
 
     def _bundle(
-        self, bundles: dict[str, Bundle], bundle_id: str, ts: int, batch: list[dict]
+        self, bundles: dict[str, Bundle], bundle_id: str, ts: int, all_failed: bool
     ) -> Bundle | None:
         """The bundle's state; a new one is tracked only when there is room for it.
 
@@ -203,7 +237,7 @@ class DriftRules:
         bundle = bundles.get(bundle_id)
         if bundle is not None:
             return bundle
-        if all(e.get("error_type") for e in batch):
+        if all_failed:
             return None
         det = self._det
         if len(bundles) >= det.max_bundles_per_workflow:
@@ -226,38 +260,31 @@ class DriftRules:
         bundle_id: str,
         bundle: Bundle,
         metric: Metric,
-        batch: list[dict],
-        ts: np.ndarray,
-        history: np.ndarray,
+        rows: _BundleRows,
     ) -> list[Hit]:
-        raw = [metric.raw_value(e) for e in batch]
-        positions = [i for i, v in enumerate(raw) if v is not None]
-        if not positions:
+        positions, values = rows.values(metric)
+        if not positions.shape[0]:
             return []
         detector = bundle.detectors[metric.name]
         was_frozen = detector.frozen
         warm_before = detector.n_warm
-        values: Any
-        if metric.kind == "categorical":
-            values = [raw[i] for i in positions]
-        else:
-            values = metric.natural(np.array([raw[i] for i in positions], dtype=np.float64))
         groups = None
         if metric.kind == "continuous" and not detector.frozen:
-            groups = np.fromiter(
-                (zlib.crc32(str(batch[i].get("trace_id", "")).encode()) for i in positions),
-                dtype=np.int64,
-                count=len(positions),
-            )
+            groups = rows.groups()[positions]
         detections = detector.update_many(values, groups)
+        ts = rows.ts
         if detector.frozen and not was_frozen and metric.kind != "categorical":
             last_warm = self._det.warmup_events - warm_before - 1
-            bundle.frozen_at[metric.name] = int(ts[positions[min(last_warm, len(positions) - 1)]])
+            at = int(positions[min(last_warm, positions.shape[0] - 1)])
+            bundle.frozen_at[metric.name] = int(ts[at])
+        if not detections:
+            return []
         hits = []
         window = self._det.window_events
+        history = rows.history()
         offset = history.shape[0] - ts.shape[0]
         for d in detections:
-            at = positions[d.index]
+            at = int(positions[d.index])
             start = int(history[max(0, offset + at - window + 1)]) or bundle.first_ts
             hits.append(self._drift_hit(workflow, bundle_id, bundle, metric, d, int(ts[at]), start))
         return hits
@@ -385,6 +412,123 @@ class DriftRules:
                     )
                 )
         return hits
+
+
+def _bundle_of(event: dict[str, Any]) -> str:
+    return str(event.get("bundle_id") or "")
+
+
+class _Columns:
+    """The metrics' fields of one step's events, read once, one column per field.
+
+    Values come out exactly as :meth:`Metric.raw_value` gives them, event by event:
+    a failed call (``error_type`` set) measured nothing but its retries, a missing
+    value is not measured, a negative one counts as 0.
+    """
+
+    __slots__ = ("_cache", "_columns", "_events", "errors")
+
+    def __init__(self, events: list[dict], metrics: tuple[Metric, ...]) -> None:
+        fields = (*dict.fromkeys(m.field for m in metrics), "error_type")
+        getter = itemgetter(*fields)
+        try:
+            table = list(map(getter, events))
+        except KeyError:  # a sparse record: read it field by field
+            table = [tuple(map(e.get, fields)) for e in events]
+        if len(fields) == 1:
+            table = [(v,) for v in table]
+        columns = list(zip(*table, strict=True))
+        self._columns = dict(zip(fields, columns, strict=True))
+        self.errors: list[bool] = list(map(bool, self._columns["error_type"]))
+        self._events = events
+        self._cache: dict[str, tuple[np.ndarray | None, Any]] = {}
+
+    def column(self, metric: Metric) -> tuple[np.ndarray | None, Any]:
+        """(measured: bool per event, None when every one is; values): float64 per event
+        for numeric metrics (anything where not measured), ``str | None`` per event for a
+        categorical one."""
+        cached = self._cache.get(metric.name)
+        if cached is not None:
+            return cached
+        raw = self._columns[metric.field]
+        n = len(raw)
+        failed = np.fromiter(self.errors, dtype=bool, count=n)
+        values: Any
+        if metric.kind == "categorical":
+            values = [str(v) if v else None for v in raw]
+            measured = np.fromiter(map(bool, raw), dtype=bool, count=n)
+        elif metric.kind == "bernoulli":
+            values = np.fromiter(map(bool, raw), dtype=np.float64, count=n)
+            measured = np.ones(n, dtype=bool)
+        else:
+            filled: Any = raw
+            measured = np.ones(n, dtype=bool)
+            if None in raw:
+                measured = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
+                filled = [0.0 if v is None else v for v in raw]
+            x = np.array(filled, dtype=np.float64)
+            values = np.where(x < 0.0, 0.0, x)  # max(v, 0.0): NaN and -0.0 stay
+        if metric.kind != "poisson":
+            measured &= ~failed
+        out = self._cache[metric.name] = (None if measured.all() else measured, values)
+        return out
+
+    def trace_groups(self, rows: np.ndarray) -> np.ndarray:
+        events = self._events
+        return np.fromiter(
+            (zlib.crc32(str(events[i].get("trace_id", "")).encode()) for i in rows.tolist()),
+            dtype=np.int64,
+            count=rows.shape[0],
+        )
+
+
+class _BundleRows:
+    """One bundle's rows of a step: its events' times and metric values, and what a
+    detection needs (trace groups, the times of the window before) only when asked."""
+
+    __slots__ = ("_bundle", "_columns", "_every", "_groups", "_history", "idx", "ts")
+
+    def __init__(self, bundle: Bundle, idx: np.ndarray, ts: np.ndarray, columns: _Columns):
+        self._bundle = bundle
+        self._columns = columns
+        self.idx = idx
+        self.ts = ts
+        self._groups: np.ndarray | None = None
+        self._history: np.ndarray | None = None
+        self._every: np.ndarray | None = None
+
+    def values(self, metric: Metric) -> tuple[np.ndarray, Any]:
+        """Positions (into the bundle's rows) of the measured values, and the values on
+        the metric's natural scale (``str`` s for a categorical one)."""
+        measured, values = self._columns.column(metric)
+        if measured is None:
+            positions, rows = self.every(), self.idx
+        else:
+            positions = np.flatnonzero(measured[self.idx])
+            rows = self.idx[positions]
+        if metric.kind == "categorical":
+            return positions, [values[i] for i in rows.tolist()]
+        return positions, metric.natural(values[rows])
+
+    def every(self) -> np.ndarray:
+        """Positions of all the rows."""
+        if self._every is None:
+            self._every = np.arange(self.idx.shape[0])
+        return self._every
+
+    def groups(self) -> np.ndarray:
+        """Trace group (CRC-32 of the trace id) per row: calls of one trace are one draw."""
+        if self._groups is None:
+            self._groups = self._columns.trace_groups(self.idx)
+        return self._groups
+
+    def history(self) -> np.ndarray:
+        """Timestamps of the bundle's previous window then these rows, oldest first."""
+        if self._history is None:
+            bundle = self._bundle
+            ring = np.roll(bundle.ts_ring, -(bundle.n_events % bundle.ts_ring.shape[0]))
+            self._history = np.concatenate([ring, self.ts])
+        return self._history
 
 
 def _push_times(bundle: Bundle, ts: np.ndarray) -> None:

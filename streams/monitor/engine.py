@@ -18,7 +18,7 @@ from driftline.streams.monitor.hits import Hit, event_time, record_order
 from driftline.streams.monitor.lifecycle import OpenAlert
 from driftline.streams.monitor.routing import (
     MAX_LISTED_OFFENDERS,
-    routing_hits,
+    routing_hits_of,
     with_offenders_of,
 )
 from driftline.streams.monitor.snapshot import SnapshotError
@@ -83,8 +83,8 @@ class Monitor:
             if not self._admit(workflow):
                 untracked.append((workflow, wf_events, wf_traces))
                 continue
-            for part, part_traces in _slices(wf_events, wf_traces, self._slice_us):
-                out.extend(self._step(workflow, part, part_traces))
+            for part, part_times, part_traces in _slices(wf_events, wf_traces, self._slice_us):
+                out.extend(self._step(workflow, part, part_times, part_traces))
         # A workflow of this batch may have made room for a later one: no longer tracked.
         touched = {w for w in by_workflow if w in self._states}
         if untracked:
@@ -317,21 +317,28 @@ class Monitor:
         wf = self._settings.workflows
         return wf.get(workflow) or wf.get("*") or _DEFAULT_WORKFLOW
 
-    def _step(self, workflow: str, events: list[dict], traces: list[dict]) -> list[dict]:
+    def _step(
+        self, workflow: str, events: list[dict], times: list[int], traces: list[dict]
+    ) -> list[dict]:
+        """One step of ``workflow``: ``events`` in event-time order with their
+        :func:`event_time` s (``times``), and the traces that go with them."""
         new = workflow not in self._states
         state = self._state(workflow)
-        times = [event_time(r) for r in (*events, *traces)]
+        trace_times = [event_time(t) for t in traces]
         floor = self._fleet_time() if new else 0  # a new clock starts near everyone else's
-        state.clock.step(times, self._step_us, floor)
+        state.clock.step(times + trace_times, self._step_us, floor)
         now = state.clock.now
         wf = self._workflow_settings(workflow)
-        hits = self._drift.hits(workflow, state.bundles, events, now)
-        for e in events:
-            ts = min(event_time(e), now)
-            hits.extend(routing_hits(workflow, wf, e, ts))
-            hits.extend(budgets.event_hits(workflow, wf, state.scopes, e, now))
-        for trace in sorted(traces, key=record_order):
-            hits.extend(budgets.trace_hits(workflow, wf, trace, now))
+        hits = self._drift.hits(workflow, state.bundles, events, now, times)
+        if events:
+            capped = [t if t < now else now for t in times]
+            hits.extend(routing_hits_of(workflow, wf, events, capped))
+            hits.extend(budgets.events_hits(workflow, wf, state.scopes, events, capped))
+        if traces and budgets.limits_traces(wf):
+            keys = [_trace_order(ts, t) for ts, t in zip(trace_times, traces, strict=True)]
+            for i in sorted(range(len(traces)), key=keys.__getitem__):
+                ts = trace_times[i]
+                hits.extend(budgets.trace_hits(workflow, wf, traces[i], ts if ts < now else now))
         hits.sort(key=lambda h: (h.ts, h.key))
         out: list[dict] = []
         for hit in hits:
@@ -402,33 +409,43 @@ def _has_reference(state: WorkflowState) -> bool:
 
 def _slices(
     events: list[dict], traces: list[dict], span_us: int
-) -> list[tuple[list[dict], list[dict]]]:
+) -> list[tuple[list[dict], list[int], list[dict]]]:
     """One workflow's records in event-time order, cut into steps spanning at most
     ``span_us`` of event time; each trace goes with the first step that reaches its time.
+    Each step: its events, their :func:`event_time` s, its traces.
 
     >>> events = [{"end_ts": t} for t in (1, 2, 9, 10, 30)]
-    >>> [[e["end_ts"] for e in part] for part, _ in _slices(events, [], 5)]
+    >>> [[e["end_ts"] for e in part] for part, _, _ in _slices(events, [], 5)]
     [[1, 2], [9, 10], [30]]
     """
-    ordered = sorted(events, key=record_order)
+    keys = [record_order(e) for e in events]
+    order = sorted(range(len(events)), key=keys.__getitem__)
     pending = sorted(traces, key=record_order)
-    parts: list[tuple[list[dict], list[dict]]] = []
-    for event in ordered:
-        ts = event_time(event)
-        if not parts or ts - event_time(parts[-1][0][0]) > span_us:
-            parts.append(([], []))
-        parts[-1][0].append(event)
+    parts: list[tuple[list[dict], list[int], list[dict]]] = []
+    first = 0
+    for i in order:
+        ts = keys[i][0]
+        if not parts or ts - first > span_us:
+            parts.append(([], [], []))
+            first = ts
+        parts[-1][0].append(events[i])
+        parts[-1][1].append(ts)
     t = 0
-    for part, part_traces in parts:
-        horizon = event_time(part[-1])
+    for _, part_times, part_traces in parts:
+        horizon = part_times[-1]
         while t < len(pending) and event_time(pending[t]) <= horizon:
             part_traces.append(pending[t])
             t += 1
     if t < len(pending):
         if not parts:
-            parts.append(([], []))
-        parts[-1][1].extend(pending[t:])
+            parts.append(([], [], []))
+        parts[-1][2].extend(pending[t:])
     return parts
+
+
+def _trace_order(ts: int, trace: dict[str, Any]) -> tuple[int, str, str]:
+    """:func:`record_order` of a trace whose event time is known."""
+    return (ts, str(trace.get("trace_id", "")), str(trace.get("span_id", "")))
 
 
 def _time_order(transitions: list[dict]) -> list[dict]:

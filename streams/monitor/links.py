@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlencode
+from functools import lru_cache
+from urllib.parse import quote, quote_plus
 
 from driftline.config import AlertSettings
 
@@ -27,11 +28,12 @@ def dashboard_url(settings: AlertSettings, workflow: str, opened_at: int, now: i
     'http://localhost:3000/d/driftline-drift?var-workflow=chat&from=0&to=4500000'
     """
     base = settings.dashboard_base_url.rstrip("/")
-    query = urlencode(
-        {
-            "var-workflow": workflow,
-            "from": opened_at // 1000 - DASHBOARD_BEFORE_MS,
-            "to": now // 1000 + DASHBOARD_AFTER_MS,
-        }
-    )
-    return f"{base}/d/driftline-drift?{query}"
+    # urlencode's form, spelled out: numbers need no quoting, a workflow's once.
+    start = quote_plus(str(opened_at // 1000 - DASHBOARD_BEFORE_MS))
+    end = quote_plus(str(now // 1000 + DASHBOARD_AFTER_MS))
+    return f"{base}/d/driftline-drift?var-workflow={_quoted(workflow)}&from={start}&to={end}"
+
+
+@lru_cache(maxsize=4096)
+def _quoted(workflow: str) -> str:
+    return quote_plus(workflow)

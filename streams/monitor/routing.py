@@ -70,17 +70,49 @@ def model_allowed(model: str, allowed: Iterable[str], exact: bool = False) -> bo
     )
 
 
-def routing_hits(workflow: str, wf: WorkflowSettings, e: dict[str, Any], ts: int) -> Iterator[Hit]:
-    """The routing conditions one call breaks (each an alert of kind ``routing``)."""
+def routing_hits_of(
+    workflow: str, wf: WorkflowSettings, events: list[dict[str, Any]], times: list[int]
+) -> list[Hit]:
+    """:func:`routing_hits` of every call in turn (``times``: each call's time); nothing
+    to check, nothing read when the workflow has no routing policy."""
+    if (
+        wf.allowed_models is None
+        and wf.registered_bundles is None
+        and wf.registered_model_versions is None
+    ):
+        return []
+    verdicts: dict[str, bool] = {}  # answering model -> allowed, for this batch
+    out: list[Hit] = []
+    for e, ts in zip(events, times, strict=True):
+        out.extend(routing_hits(workflow, wf, e, ts, verdicts))
+    return out
+
+
+def routing_hits(
+    workflow: str,
+    wf: WorkflowSettings,
+    e: dict[str, Any],
+    ts: int,
+    verdicts: dict[str, bool] | None = None,
+) -> Iterator[Hit]:
+    """The routing conditions one call breaks (each an alert of kind ``routing``).
+    ``verdicts`` remembers :func:`model_allowed` per model across calls of one batch."""
     bundle_id = str(e.get("bundle_id") or "")
     requested = str(e.get("request_model") or "")
     answered = str(e.get("response_model") or "")
     model = answering_model(e)
     version = str(e.get("model_version") or "")
     found: list[tuple[str, str, dict[str, Any]]] = []
-    if wf.allowed_models is not None and not model_allowed(
-        model, wf.allowed_models, exact=wf.model_match == "exact"
-    ):
+    allowed = True
+    if wf.allowed_models is not None:
+        cached = None if verdicts is None else verdicts.get(model)
+        if cached is None:
+            cached = model_allowed(model, wf.allowed_models, exact=wf.model_match == "exact")
+            if verdicts is not None:
+                verdicts[model] = cached
+        allowed = cached
+    if not allowed:
+        assert wf.allowed_models is not None
         found.append(
             (
                 "unallowed_model",
