@@ -385,9 +385,12 @@ max_tokens_per_request = {token_limit}
         published = [e["span_id"] for r in events_topic.records for e in r.json()["events"]]
         republished = len(published) - len(set(published))
         assert set(published) == {e["span_id"] for e in expected}
-        # Only a kill in the milliseconds between a closed trace's delivery and the
-        # acknowledged deletion of its checkpoint publishes it again (0 in every run seen).
-        assert republished <= len(expected) // 100, republished
+        # Traces the killed worker closed and published after its last offset commit whose
+        # checkpoint deletion was not yet acknowledged are published again by the survivor
+        # (at least once upstream; the store keeps one row, asserted above). Runs measured
+        # 0 to 387 of 12,968 events (up to 3%); a broken checkpoint would republish about
+        # half (every trace of the killed worker's partitions since its last commit).
+        assert republished <= len(expected) // 10, republished
 
         # Every expected routing and budget alert opened, each exactly once.
         wanted = expected_opens(c.settings, expected, {"routing", "budget"})
