@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from driftline.streams.selfalerts import (
 )
 from driftline.streams.telemetry import SelfWatch
 from tests.utils.http_receiver import HttpReceiver, pagerduty_errors
+from tests.utils.local_server import LocalServer
 
 RULES = Rules(for_s=30, hold_down_s=60, lag_records=1000, dead_letters_per_s=2.0)
 
@@ -182,7 +182,7 @@ def test_heartbeat_every_interval_while_healthy_at_once_when_healthy_again() -> 
     assert failing.due(5, True)
 
 
-class GetReceiver:
+class GetReceiver(LocalServer):
     """A local HTTP server that records GET and POST requests and answers ``status``."""
 
     def __init__(self) -> None:
@@ -206,20 +206,7 @@ class GetReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> GetReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

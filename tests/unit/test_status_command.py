@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from driftline.cli import main
 from driftline.commands.status import parse_metrics
 from driftline.streams.telemetry import render, worker_families
+from tests.utils.local_server import LocalServer
 
 CANNED = """\
 # HELP driftline_build_info The running driftline version.
@@ -72,7 +72,7 @@ driftline_heartbeats_sent_total 41
 """
 
 
-class FakeWorker:
+class FakeWorker(LocalServer):
     """Serves /metrics (counters grow by ``step`` at each scrape) and /readyz."""
 
     def __init__(self, *, ready: bool = True, failing_store: bool = False) -> None:
@@ -109,8 +109,7 @@ class FakeWorker:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def metrics(self) -> str:
         n = self.scrapes
@@ -124,18 +123,6 @@ class FakeWorker:
             failures=4 if self.failing_store else 0,
             store_alert=1 if self.failing_store else 0,
         )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeWorker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
