@@ -173,6 +173,7 @@ class StreamSettings(_Section):
     trace_grace_s: float = Field(5.0, ge=0)  # wait after the root span ends for late children
     trace_timeout_s: float = Field(120.0, gt=0)  # close a trace with no root after this
     max_open_traces: int = Field(200_000, ge=100)
+    max_trace_spans: int = Field(100_000, ge=1_000)  # one trace's spans; at it, it closes
     max_span_attributes: int = Field(32, ge=0, le=1024)
     max_attribute_chars: int = Field(256, ge=16, le=65_536)
     batch_max_messages: int = Field(64, ge=1)
@@ -198,6 +199,25 @@ class EngineSettings(_Section):
     staleness_s: float = Field(60.0, gt=0, le=900)
     # How far back each worker reads otlp_metrics when it starts.
     lookback_s: float = Field(300.0, gt=0, le=86_400)
+    # Engine alerts (streams/monitor/engine_conditions.py): KV cache saturated, preemptions
+    # rising, queue growing; paged like any alert, dedup key engine/<instance>/<condition>/<model>.
+    alerts: bool = True
+    kv_usage_high: float = Field(0.95, gt=0, le=1)  # opens at or above, once sustained
+    kv_usage_clear: float = Field(0.90, ge=0, lt=1)  # open while above
+    preemptions_per_s_high: float = Field(0.1, gt=0)  # open while above half of it
+    queue_waiting_high: float = Field(20.0, gt=0)  # requests waiting; open while above half
+    condition_for_s: float = Field(120.0, ge=0, le=86_400)  # bad at every report this long
+    hold_down_s: float = Field(300.0, ge=0, le=86_400)  # back within bounds this long
+    check_s: float = Field(1.0, gt=0, le=60)  # how often new reports are judged
+
+    @model_validator(mode="after")
+    def _clear_below_high(self) -> EngineSettings:
+        if self.kv_usage_clear >= self.kv_usage_high:
+            raise ValueError(
+                f"engines.kv_usage_clear ({self.kv_usage_clear}) must be below "
+                f"engines.kv_usage_high ({self.kv_usage_high})"
+            )
+        return self
 
 
 class WorkerSettings(_Section):

@@ -53,6 +53,7 @@ from driftline.schemas.event import TRACE_FIELDS, to_wire
 from driftline.streams import topics as names
 from driftline.streams.changelog import ChangelogWriter
 from driftline.streams.codec import dumps, loads
+from driftline.streams.engine_alerts import add_engine_alerts
 from driftline.streams.engine_attribution import EngineAttribution
 from driftline.streams.engine_feed import EngineMetricsFeed
 from driftline.streams.kafka import bootstrap_of, faust_settings, page_path_wait_s
@@ -346,6 +347,8 @@ def create_app(
     if with_governance:
         pipeline.governance = build_state(pipeline)
         add_governance(pipeline, pipeline.governance)
+        if pipeline.engine_feed is not None and settings.engines.alerts:
+            add_engine_alerts(pipeline)
     _add_readiness(pipeline, ready_file)
     _add_stats(pipeline)
     if settings.worker.metrics_port:

@@ -125,6 +125,24 @@ class EngineAttribution:
                 if not instances:
                     del self._instances_of_model[key[0]]
 
+    @property
+    def newest_ns(self) -> int:
+        """Time of the newest point seen, of any engine (0 before the first)."""
+        return self._newest_ns
+
+    def engine_keys(self) -> list[EngineKey]:
+        return sorted(self._series)
+
+    def points_after(
+        self, key: EngineKey, metric: str, after_ns: int
+    ) -> tuple[list[int], list[float]]:
+        """The points of ``metric`` of engine ``key`` later than ``after_ns``, in time order."""
+        series = self._series.get(key, {}).get(metric)
+        if series is None:
+            return [], []
+        at = bisect.bisect_right(series.times_ns, after_ns)
+        return series.times_ns[at:], series.values[at:]
+
     def engine_of(self, model: str, instance: str) -> EngineKey | None:
         """The engine that served a call (rules in the module docstring)."""
         if (model, instance) in self._series:

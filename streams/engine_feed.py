@@ -13,10 +13,12 @@ lock for the short time of a batch's lookups.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +79,12 @@ class EngineMetricsFeed:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[EngineAttribution]:
+        """The book, held from the feed's thread for the ``with`` block (keep it short)."""
+        with self._lock:
+            yield self.book
 
     def attribute(self, events: list[dict[str, Any]]) -> int:
         """Join the engine state onto ``events`` in place (see ``EngineAttribution``)."""

@@ -1,0 +1,164 @@
+"""Engine alerts in the worker: the conditions of the engines this worker owns, paged.
+
+Every worker's :class:`~driftline.streams.engine_feed.EngineMetricsFeed` reads all of
+``otlp_metrics``, so every worker sees every engine's reports whatever partition the
+collector put them on. Which worker judges an engine is therefore decided by the engine,
+not by its reports: engine (model, instance) is judged by the worker that owns partition
+:func:`owner_partition` (murmur2 of ``"<instance>/<model>"``) of ``llm_events``. The
+consumer group gives each partition to exactly one worker, so each engine has one judge.
+
+Its state (:class:`~driftline.streams.monitor.engine_conditions.EngineConditions`: the last
+report applied per metric, the runs of bad reports, the open alerts) is checkpointed in the
+table ``engine_conditions`` under the same key and partitioner. The worker that takes a
+partition over (a rebalance, a crash) restores its engines from the table and continues with
+the reports after the restored ones, which its own feed holds (15 minutes of them). An engine
+never checkpointed starts from the reports the feed holds: the last ``engines.lookback_s``
+after a start.
+
+Transitions go to ``llm_alerts`` keyed by dedup key, then to the store and the pager as every
+alert. They are published before the state that remembers them is checkpointed; alert ids
+are deterministic (dedup key and open time), so a transition published twice (a crash in
+between, two owners for a moment during a rebalance) is stored once and paged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from driftline.schemas.alert import TRANSITION_FIELDS
+from driftline.schemas.event import to_wire
+from driftline.streams.codec import dumps
+from driftline.streams.engine_attribution import EngineAttribution
+from driftline.streams.monitor import SnapshotError
+from driftline.streams.monitor.engine_conditions import EngineConditions, EngineKey
+from driftline.streams.positions import target_partition
+
+__all__ = ["ENGINE_CONDITIONS_TABLE", "add_engine_alerts", "engine_id", "judge", "owner_partition"]
+
+log = logging.getLogger(__name__)
+
+ENGINE_CONDITIONS_TABLE: Final = "engine_conditions"
+
+
+def engine_id(engine: EngineKey) -> str:
+    """The key of an engine's state: ``<instance>/<model>`` (instances hold no ``/``).
+
+    >>> engine_id(("meta-llama/Llama-3.1-8B", "vllm-0:8000"))
+    'vllm-0:8000/meta-llama/Llama-3.1-8B'
+    >>> engine_of_id(engine_id(("meta-llama/Llama-3.1-8B", "vllm-0:8000")))
+    ('meta-llama/Llama-3.1-8B', 'vllm-0:8000')
+    """
+    model, instance = engine
+    return f"{instance}/{model}"
+
+
+def engine_of_id(text: str) -> EngineKey:
+    instance, _, model = text.partition("/")
+    return (model, instance)
+
+
+def owner_partition(engine: EngineKey, partitions: int) -> int:
+    """The ``llm_events`` partition whose owner judges ``engine``."""
+    return target_partition(engine_id(engine), partitions)
+
+
+def judge(
+    watch: EngineConditions, book: EngineAttribution, owned: set[int], partitions: int
+) -> list[dict[str, Any]]:
+    """Apply the reports in ``book`` newer than ``watch`` has seen, for the engines whose
+    owner partition is in ``owned``; then resolve what engines that went quiet left open.
+    Transitions in event-time order."""
+    out: list[dict[str, Any]] = []
+    for engine in book.engine_keys():
+        if owner_partition(engine, partitions) not in owned:
+            continue
+        for metric in watch.metrics:
+            clock_us = watch.clock(engine, metric)
+            after_ns = clock_us * 1000 + 999 if clock_us >= 0 else -1
+            times_ns, values = book.points_after(engine, metric, after_ns)
+            if times_ns:
+                out.extend(watch.update(engine, metric, [t // 1000 for t in times_ns], values))
+    if book.newest_ns:
+        out.extend(watch.review(book.newest_ns // 1000))
+    out.sort(key=lambda t: int(t["event_ts"]))
+    return out
+
+
+def add_engine_alerts(p: Any) -> None:
+    """Register on ``p`` (a :class:`~driftline.streams.app.Pipeline`, which imports this
+    module) the engine alerts' table, the timer that judges new reports and the restore on
+    rebalance; needs the feed (``engines.enabled`` and governance)."""
+    from driftline.streams.stages import changelog_tail
+
+    feed = p.engine_feed
+    if feed is None:
+        raise ValueError("engine alerts need the engine metrics feed (engines.enabled)")
+    settings = p.settings
+    partitions = settings.kafka.partitions
+    events_topic = p.topics.llm_events.get_topic_name()
+    table = p.app.Table(
+        ENGINE_CONDITIONS_TABLE,
+        default=None,
+        partitions=partitions,
+        use_partitioner=True,  # written from a timer; changelog partition = owner_partition
+        key_type=bytes,
+        value_type=bytes,
+    )
+    p.tables[ENGINE_CONDITIONS_TABLE] = table
+    state: dict[str, Any] = {
+        "watch": EngineConditions(settings.engines, settings.alerts),
+        "owned": set(),
+    }
+
+    @p.app.timer(settings.engines.check_s, name="engine_alerts")
+    async def judge_engines() -> None:
+        watch: EngineConditions = state["watch"]
+        owned: set[int] = state["owned"]
+        if not owned:
+            return
+        with feed.locked() as book:
+            transitions = judge(watch, book, owned, partitions)
+        for record in transitions:
+            await p.topics.llm_alerts.send(
+                key=str(record["dedup_key"]).encode(),
+                value=dumps(to_wire(record, TRANSITION_FIELDS)),
+            )
+            log.info("engine alert %s: %s", record["transition"], record["dedup_key"])
+        if transitions:
+            # Delivered before the state that remembers them is checkpointed.
+            await p.app.producer.flush()
+        for engine in watch.dirty():
+            if owner_partition(engine, partitions) in owned:
+                table[engine_id(engine).encode()] = watch.snapshot(engine)
+
+    async def restore_engines(sender: Any, *args: Any, **kwargs: Any) -> None:
+        watch: EngineConditions = state["watch"]
+        owned = {
+            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == events_topic
+        }
+        for engine in watch.engines():
+            if owner_partition(engine, partitions) not in owned:
+                watch.drop(engine)  # its new owner continues from the table
+        moved = owned - state["owned"]
+        values = {k if isinstance(k, bytes) else str(k).encode(): v for k, v in table.items()}
+        tail = await asyncio.get_running_loop().run_in_executor(
+            None, changelog_tail, p, table, moved
+        )
+        values.update(tail)
+        restored = 0
+        for key, value in values.items():
+            engine = engine_of_id(key.decode())
+            if not value or owner_partition(engine, partitions) not in moved:
+                continue
+            try:
+                watch.restore(engine, value)
+                restored += 1
+            except SnapshotError as exc:
+                log.warning("engine state %r dropped, starting again: %s", key, exc)
+        state["owned"] = owned
+        if restored:
+            log.info("engine alerts: state of %d engines resumed from the changelog", restored)
+
+    p.app.on_rebalance_complete.connect(restore_engines)
