@@ -22,7 +22,7 @@ def mix(seed: int, p_after: list[float]) -> list[str]:
 
 def test_detects_mix_shift_at_known_index() -> None:
     det = CategoricalShift(warmup=500, window=500, stride=50, arl0=1e5)
-    assert det.update_many(mix(5, [0.8, 0.17, 0.03]))[:1] == [2299]
+    assert det.update_many(mix(5, [0.8, 0.17, 0.03]))[:1] == [1849]
     assert (
         det.last_detection["window_mix"]["length"] > det.last_detection["reference_mix"]["length"]
     )
@@ -63,20 +63,36 @@ def _stationary_alarms(seed: int) -> list[int]:
 
 
 # Derandomized: the seeds are the same on every run, so CI does not draw a new stream each
-# time; seeds found to break the budget are pinned below until the detector is fixed.
+# time; seeds found to break the budget are pinned below.
 @settings(max_examples=10, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_stationary_mix_stays_within_false_alarm_budget(seed: int) -> None:
     assert len(_stationary_alarms(seed)) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the property above: a stationary 90/7/3 mix alarms at 3,499 and 18,149"
-    " (ARL0 1e6 allows about one in 20,500 at most); not yet explained",
-)
 def test_stationary_mix_seed_4235_within_false_alarm_budget() -> None:
-    assert len(_stationary_alarms(4235)) <= 1
+    # Found by the property above: the warm-up saw tool_calls 4 times in 500 (expected
+    # 15, a 1-in-1,000 draw), and against that frozen reference a window of the true mix
+    # failed the test at 1e-3 instead of 5e-5: alarms at 3,499 and 18,149. The
+    # reference now grows while the mix is quiet and closes on the true shares.
+    det = CategoricalShift(500, 500, 50, 1e6)
+    rng = np.random.default_rng(4235)
+    labels = [str(x) for x in rng.choice(REASONS, 20_500, p=[0.9, 0.07, 0.03])]
+    assert det.update_many(labels[:500]) == []
+    assert det.reference_counts()[REASONS.index("tool_calls")] == 4
+    assert det.update_many(labels[500:]) == []
+    shares = det.reference_counts() / det.reference_counts().sum()
+    assert shares[REASONS.index("tool_calls")] == pytest.approx(0.03, abs=0.006)
+
+
+def test_reference_does_not_learn_a_shift() -> None:
+    # Windows that test loud keep their labels out of the reference: a lasting shift
+    # is found again after each detection, its share never taught as normal.
+    det = CategoricalShift(500, 500, 50, 1e6)
+    found = det.update_many(mix(7, [0.75, 0.2, 0.05]) + mix(8, [0.75, 0.2, 0.05])[1500:])
+    assert len(found) >= 3
+    shares = det.reference_counts() / det.reference_counts().sum()
+    assert shares[REASONS.index("length")] < 0.09
 
 
 @settings(max_examples=10, deadline=None)
