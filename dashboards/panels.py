@@ -4,16 +4,20 @@ A dashboard module describes its panels as :class:`PanelSpec` values: title, vis
 SQL (with the plugin's macros) and the columns the SQL returns. The same specs produce the
 Grafana JSON (:meth:`DashboardSpec.builder`), drive the static report and are executed by the
 tests, so a panel cannot drift away from what is tested.
+
+A dashboard can add rows of :class:`PromPanelSpec` panels below its ClickHouse panels: PromQL
+over the workers' own metrics (docs/metrics.md), read through the Prometheus data source. The
+tests check every metric and label they name against the documentation and the exporter.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from grafana_foundation_sdk.builders import barchart, stat, table, timeseries
+from grafana_foundation_sdk.builders import barchart, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog import builder as cogbuilder
@@ -24,6 +28,7 @@ from driftline.dashboards.query import (
     ClickHouseAnnotationBuilder,
     ClickHouseQueryBuilder,
     datasource_ref,
+    prometheus_datasource_ref,
 )
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 
 PanelKind = Literal["timeseries", "table", "stat", "barchart"]
 GRID_COLUMNS: Final = 24
+QUERY_REFS: Final = "ABCDEFGH"  # refIds of a Prometheus panel's queries, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,46 @@ class PanelSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PromQuery:
+    """One PromQL target; ``legend`` names series with ``{{label}}`` of the result."""
+
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromPanelSpec:
+    """A panel over the workers' own metrics: PromQL targets A, B, ... on one panel.
+
+    A ``stat`` panel shows each series' last value (an instant query); a time series plots
+    them over the dashboard's range. ``thresholds`` are reference lines, as for SQL panels.
+    """
+
+    title: str
+    kind: Literal["timeseries", "stat"]
+    queries: tuple[PromQuery, ...]
+    unit: str = "short"
+    description: str = ""
+    width: int = 12
+    height: int = 8
+    thresholds: tuple[tuple[float, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.width <= GRID_COLUMNS:
+            raise ValueError(f"panel {self.title!r}: width must be 1..{GRID_COLUMNS}")
+        if not 1 <= len(self.queries) <= len(QUERY_REFS):
+            raise ValueError(f"panel {self.title!r}: 1..{len(QUERY_REFS)} queries")
+
+
+@dataclass(frozen=True, slots=True)
+class RowSpec:
+    """A titled row of Prometheus panels, below the dashboard's SQL panels."""
+
+    title: str
+    panels: tuple[PromPanelSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AnnotationSpec:
     """Dashboard annotations from SQL returning ``time``, ``text`` and ``tags``."""
 
@@ -113,6 +159,7 @@ class DashboardSpec:
     tags: tuple[str, ...] = ("driftline",)
     default_range: tuple[str, str] = ("now-6h", "now")
     links: tuple[tuple[str, str], ...] = field(default=())  # (title, url)
+    rows: tuple[RowSpec, ...] = ()
 
     def builder(self) -> dash.Dashboard:
         board = (
@@ -144,6 +191,18 @@ class DashboardSpec:
         grids = layout(self.panels)
         for panel_id, (panel, grid) in enumerate(zip(self.panels, grids, strict=True), 1):
             board = board.with_panel(panel_builder(panel).id(panel_id).grid_pos(grid))
+        panel_id = len(self.panels)
+        top = max((g.y + g.h for g in grids), default=0)
+        for row in self.rows:
+            panel_id += 1
+            row_grid = dashboard.GridPos(h=1, w=GRID_COLUMNS, x=0, y=top)
+            board = board.with_row(dash.Row(row.title).id(panel_id).grid_pos(row_grid))
+            row_grids = layout(row.panels, top=top + 1)
+            for prom_panel, grid in zip(row.panels, row_grids, strict=True):
+                panel_id += 1
+                built = prom_panel_builder(prom_panel).id(panel_id).grid_pos(grid)
+                board = board.with_panel(built)
+            top = max((g.y + g.h for g in row_grids), default=top + 1)
         return board
 
     def to_json(self) -> dict[str, Any]:
@@ -153,10 +212,11 @@ class DashboardSpec:
         return result
 
 
-def layout(panels: tuple[PanelSpec, ...]) -> list[dashboard.GridPos]:
-    """Left-to-right, top-to-bottom placement on Grafana's 24-column grid."""
+def layout(panels: Sequence[PanelSpec | PromPanelSpec], top: int = 0) -> list[dashboard.GridPos]:
+    """Left-to-right, top-to-bottom placement on Grafana's 24-column grid, from row ``top``."""
     grids = []
-    x = y = row_height = 0
+    x = row_height = 0
+    y = top
     for panel in panels:
         if x + panel.width > GRID_COLUMNS:
             x, y, row_height = 0, y + row_height, 0
@@ -194,6 +254,39 @@ def panel_builder(panel: PanelSpec) -> _Builder:
         .unit(panel.unit)
         .with_target(target)
     )
+
+
+def prom_panel_builder(panel: PromPanelSpec) -> timeseries.Panel | stat.Panel:
+    builder: timeseries.Panel | stat.Panel
+    if panel.kind == "timeseries":
+        builder = timeseries.Panel().line_width(1).fill_opacity(10)
+        if panel.thresholds:
+            builder = builder.thresholds(_thresholds(panel.thresholds)).thresholds_style(
+                common_builders.GraphThresholdsStyleConfig().mode(
+                    common.GraphTresholdsStyleMode.DASHED
+                )
+            )
+    else:
+        builder = stat.Panel()
+        if panel.thresholds:
+            builder = builder.thresholds(_thresholds(panel.thresholds))
+    builder = (
+        builder.title(panel.title)
+        .description(panel.description)
+        .datasource(prometheus_datasource_ref())
+        .unit(panel.unit)
+    )
+    for ref, query in zip(QUERY_REFS, panel.queries, strict=False):
+        target = (
+            prometheus.Dataquery()
+            .ref_id(ref)
+            .datasource(prometheus_datasource_ref())
+            .expr(query.expr)
+            .legend_format(query.legend)
+        )
+        target = target.instant() if panel.kind == "stat" else target.range()
+        builder = builder.with_target(target)
+    return builder
 
 
 def _thresholds(lines: tuple[tuple[float, str], ...]) -> dash.ThresholdsConfig:

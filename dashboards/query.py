@@ -25,10 +25,17 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import runtime as cogruntime
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import dashboard
+from grafana_foundation_sdk.models import prometheus as prometheus_models
 
 DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
 # The provisioned data source (dashboards/provisioning/datasources/clickhouse.yaml) has this uid.
 DATASOURCE_UID: Final = "driftline-clickhouse"
+
+# The workers' own metrics (docs/metrics.md), scraped by Prometheus: the SRE dashboard's
+# pipeline row reads them through the provisioned data source
+# (dashboards/provisioning/datasources/prometheus.yaml) with this uid.
+PROMETHEUS_DATASOURCE_TYPE: Final = "prometheus"
+PROMETHEUS_DATASOURCE_UID: Final = "driftline-prometheus"
 
 QueryType = Literal["timeseries", "table"]
 
@@ -42,6 +49,12 @@ class Format(enum.IntEnum):
 
 def datasource_ref(uid: str = DATASOURCE_UID) -> dashboard.DataSourceRef:
     return dashboard.DataSourceRef(type_val=DATASOURCE_TYPE, uid=uid)
+
+
+def prometheus_datasource_ref() -> dashboard.DataSourceRef:
+    return dashboard.DataSourceRef(
+        type_val=PROMETHEUS_DATASOURCE_TYPE, uid=PROMETHEUS_DATASOURCE_UID
+    )
 
 
 class ClickHouseQuery(cogvariants.Dataquery):
@@ -111,8 +124,10 @@ def variant_config() -> cogruntime.DataqueryConfig:
     )
 
 
-# Registered at import, like the SDK's own plugins, so Dashboard.from_json knows the type.
+# Registered at import, like the SDK's own plugins, so Dashboard.from_json knows the type; the
+# SDK's Prometheus query too (the pipeline row), which it registers only with all its plugins.
 cogruntime.Runtime().register_dataquery_variant(variant_config())
+cogruntime.Runtime().register_dataquery_variant(prometheus_models.variant_config())
 
 
 class ClickHouseQueryBuilder(cogbuilder.Builder[ClickHouseQuery]):

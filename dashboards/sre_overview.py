@@ -2,13 +2,16 @@
 
 Everything but KV-cache pressure and the alert panels reads ``rollup_model_1m`` (per minute,
 workflow, model and environment), so every filter applies; the alert panels filter by
-workflow only (alerts carry no environment or model).
+workflow only (alerts carry no environment or model). Below them, the pipeline row
+(:mod:`driftline.dashboards.pipeline`) shows driftline's own health from Prometheus; the
+filters do not apply to it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from driftline.dashboards import pipeline
 from driftline.dashboards.panels import AnnotationSpec, BuildContext, DashboardSpec, PanelSpec
 from driftline.dashboards.variables import (
     ENVIRONMENT,
@@ -203,9 +206,11 @@ def spec(context: BuildContext | None = None) -> DashboardSpec:
     return DashboardSpec(
         uid=UID,
         title=TITLE,
-        description="Traffic, latency, KV-cache pressure, retries, errors and open alerts.",
+        description="Traffic, latency, KV-cache pressure, retries, errors and open alerts; "
+        "driftline's own pipeline (Prometheus).",
         panels=PANELS,
         annotations=ANNOTATIONS,
         variables=tuple(filter_variables()),
         links=(("Cost attribution", "/d/driftline-cost"), ("Drift", "/d/driftline-drift")),
+        rows=(pipeline.ROW,),
     )

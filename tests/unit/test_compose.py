@@ -48,6 +48,7 @@ CLICKHOUSE_USERS = ROOT / "deploy/clickhouse/users.d/driftline.xml"
 CLICKHOUSE_CONFIG = ROOT / "deploy/clickhouse/config.d/driftline.xml"
 COLLECTOR_CONFIG = ROOT / "collectors/otelcol.yaml"
 PROVISIONING = ROOT / "dashboards/provisioning"
+PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 DDL_DIR = ROOT / "schemas/ddl"
 
 SECRETS = (
@@ -307,7 +308,14 @@ def missing_files(services: Mapping[str, Mapping[str, Any]]) -> list[Path]:
 def test_every_referenced_file_exists(services: dict[str, dict[str, Any]]) -> None:
     assert missing_files(services) == []
     mounted = {PurePosixPath(s) for svc in services.values() for s in bind_sources(svc)}
-    for needed in (COLLECTOR_CONFIG, PROVISIONING, TOPICS_SCRIPT, CLICKHOUSE_USERS):
+    needed_files = (
+        COLLECTOR_CONFIG,
+        PROVISIONING,
+        TOPICS_SCRIPT,
+        CLICKHOUSE_USERS,
+        PROMETHEUS_CONFIG,
+    )
+    for needed in needed_files:
         assert PurePosixPath("./" + str(needed.relative_to(ROOT))) in mounted, needed
 
 
@@ -484,10 +492,127 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
         ("kafka", "/var/lib/kafka/data"),
         ("clickhouse", "/var/lib/clickhouse"),
         ("grafana", "/var/lib/grafana"),
+        ("prometheus", "/prometheus"),
     ):
         volumes = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
         assert volumes.get(target) in compose["volumes"], f"{name}: {target} is not a volume"
     assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+
+
+# --- Prometheus: the workers' own metrics, for the SRE dashboard's pipeline row -------------
+
+# Keys of the Prometheus configuration file this stack uses (prometheus.io docs, configuration:
+# <global>, <scrape_config>, <dns_sd_config>, <static_config>, <relabel_config>); a dict value is
+# the allow-list of the nested mapping, None a leaf.
+PROMETHEUS_KEYS: dict[str, Any] = {
+    "global": dict.fromkeys(
+        ["scrape_interval", "scrape_timeout", "evaluation_interval", "external_labels"]
+    ),
+    "scrape_configs": {
+        **dict.fromkeys(
+            [
+                "job_name",
+                "metrics_path",
+                "scheme",
+                "scrape_interval",
+                "scrape_timeout",
+                "honor_labels",
+                "relabel_configs",
+                "metric_relabel_configs",
+            ]
+        ),
+        "dns_sd_configs": dict.fromkeys(["names", "type", "port", "refresh_interval"]),
+        "static_configs": dict.fromkeys(["targets", "labels"]),
+    },
+}
+PROMETHEUS_IMAGE = re.compile(r"^prom/prometheus:v\d+\.\d+\.\d+$")
+
+
+def prometheus_problems(config: Mapping[str, Any]) -> list[str]:
+    """Keys the configuration file does not have, in the parts of it this stack uses."""
+    found = unknown_keys(
+        {k: v for k, v in config.items() if k != "scrape_configs"}, PROMETHEUS_KEYS, "prometheus"
+    )
+    allowed = PROMETHEUS_KEYS["scrape_configs"]
+    for i, job in enumerate(config.get("scrape_configs") or []):
+        where = f"prometheus.scrape_configs[{i}]"
+        for key, value in job.items():
+            if key not in allowed:
+                found.append(f"{where}.{key}")
+            elif isinstance(allowed[key], Mapping):
+                for j, entry in enumerate(value):
+                    found += unknown_keys(entry, allowed[key], f"{where}.{key}[{j}]")
+    return found
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    return config
+
+
+def test_prometheus_is_pinned_mounted_and_checked_for_health(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    assert PROMETHEUS_IMAGE.fullmatch(prometheus["image"]), "pin an exact prom/prometheus tag"
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in prometheus["command"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
+    assert mounts[flags["config.file"]] == "./" + str(PROMETHEUS_CONFIG.relative_to(ROOT))
+    assert flags["storage.tsdb.path"] in mounts, "the TSDB is a named volume"
+    assert re.fullmatch(r"\d+[dhw]", flags["storage.tsdb.retention.time"])
+    assert list(published_ports(prometheus)) == [("127.0.0.1", 9090, "tcp")]
+    check = prometheus["healthcheck"]
+    assert check["test"][0] == "CMD" and "http://localhost:9090/-/ready" in check["test"]
+    assert check["start_period"] and check["retries"] >= 1
+
+
+def test_prometheus_scrapes_every_worker_on_its_metrics_port(
+    services: dict[str, dict[str, Any]],
+    prometheus_config: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    assert prometheus_problems(prometheus_config) == []
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("DRIFTLINE_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment(services[WORKER]).items():
+        monkeypatch.setenv(key, value)
+    port = load_settings().worker.metrics_port
+    (job,) = [j for j in prometheus_config["scrape_configs"] if j["job_name"] == "driftline-worker"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    (sd,) = job["dns_sd_configs"]
+    # every replica of the service, on the port the worker listens on and exposes
+    assert (sd["names"], sd["type"], sd["port"]) == ([WORKER], "A", port)
+    assert str(port) in [str(p) for p in services[WORKER]["expose"]]
+
+
+def test_grafana_reads_this_prometheus_once_it_is_healthy(
+    services: dict[str, dict[str, Any]], prometheus_config: dict[str, Any]
+) -> None:
+    grafana = services["grafana"]
+    assert depends_on(grafana)["prometheus"] == "service_healthy"
+    source = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yaml").read_text())
+    (datasource,) = source["datasources"]
+    url = interpolate(datasource["url"], environment(grafana))
+    assert url == "http://prometheus:9090", url
+    # $__rate_interval is at least four of the data source's timeInterval: the scrape interval
+    assert datasource["jsonData"]["timeInterval"] == prometheus_config["global"]["scrape_interval"]
+
+
+def test_the_prometheus_key_check_catches_a_typo() -> None:
+    config = {
+        "global": {"scrape_intervall": "15s"},
+        "scrape_configs": [
+            {"job_name": "x", "dns_sd_config": [], "static_configs": [{"target": 1}]}
+        ],
+    }
+    assert prometheus_problems(config) == [
+        "prometheus.global.scrape_intervall",
+        "prometheus.scrape_configs[0].dns_sd_config",
+        "prometheus.scrape_configs[0].static_configs[0].target",
+    ]
 
 
 # --- driftline containers: configuration and commands ----------------------------------------

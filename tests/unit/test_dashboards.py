@@ -21,7 +21,13 @@ from driftline.dashboards.panels import (
     PanelSpec,
     panels_by_title,
 )
-from driftline.dashboards.query import DATASOURCE_TYPE, DATASOURCE_UID, ClickHouseQuery
+from driftline.dashboards.query import (
+    DATASOURCE_TYPE,
+    DATASOURCE_UID,
+    PROMETHEUS_DATASOURCE_TYPE,
+    PROMETHEUS_DATASOURCE_UID,
+    ClickHouseQuery,
+)
 
 PROVISIONING = Path(__file__).resolve().parents[2] / "dashboards" / "provisioning"
 CONTEXT = BuildContext({"support-chat": 800.0})
@@ -43,10 +49,17 @@ def test_uids_and_titles_are_stable(boards: dict[str, dict[str, Any]]) -> None:
     assert tuple(STABLE) == (sre_overview.UID, cost_attribution.UID, drift.UID)
 
 
+def sql_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels above the first row: the ClickHouse ones (rows below read Prometheus)."""
+    panels: list[dict[str, Any]] = board["panels"]
+    rows = [i for i, panel in enumerate(panels) if panel["type"] == "row"]
+    return panels[: rows[0]] if rows else panels
+
+
 def test_every_panel_has_one_plugin_target(boards: dict[str, dict[str, Any]]) -> None:
     for uid, board in boards.items():
         assert board["panels"], uid
-        for panel in board["panels"]:
+        for panel in sql_panels(board):
             (target,) = panel["targets"]
             assert set(target) == {
                 "refId",
@@ -69,8 +82,8 @@ def test_json_sql_is_the_spec_sql(boards: dict[str, dict[str, Any]]) -> None:
     for spec in dashboard_specs(CONTEXT):
         by_title = panels_by_title(spec)
         board = boards[spec.uid]
-        assert [p["title"] for p in board["panels"]] == list(by_title)
-        for panel in board["panels"]:
+        assert [p["title"] for p in sql_panels(board)] == list(by_title)
+        for panel in sql_panels(board):
             assert panel["targets"][0]["rawSql"] == by_title[panel["title"]].sql
         annotations = [a for a in board["annotations"].get("list", []) if "target" in a]
         assert [a["target"]["rawSql"] for a in annotations] == [a.sql for a in spec.annotations]
@@ -81,7 +94,7 @@ def test_round_trip_through_the_sdk_reads_clickhouse_targets(
 ) -> None:
     for board in boards.values():
         parsed = Dashboard.from_json(json.loads(json.dumps(board)))
-        assert parsed.panels
+        assert parsed.panels and len(parsed.panels) == len(board["panels"])
         panel = parsed.panels[0]
         assert isinstance(panel, DashboardPanel) and panel.targets
         target = panel.targets[0]
@@ -154,6 +167,11 @@ def test_provisioning_matches_the_dashboards() -> None:
     assert datasource["uid"] == DATASOURCE_UID and datasource["type"] == DATASOURCE_TYPE
     assert datasource["secureJsonData"]["password"].startswith("${")  # from the environment
     assert datasource["jsonData"]["defaultDatabase"] == "driftline"
+    source = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yaml").read_text())
+    (datasource,) = source["datasources"]
+    assert datasource["uid"] == PROMETHEUS_DATASOURCE_UID
+    assert datasource["type"] == PROMETHEUS_DATASOURCE_TYPE
+    assert datasource["access"] == "proxy" and not datasource.get("isDefault")
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "driftline.yaml").read_text())
     assert provider["providers"][0]["type"] == "file"
 
