@@ -98,7 +98,7 @@ TRACE_FIELDS: Final[tuple[Field, ...]] = (
     Field("amplification", "float", nullable=True),  # trace tokens / first call's tokens
     Field("retries", "int"),
     Field("error_count", "int"),
-    Field("closed_by", "str"),  # "root_end" | "timeout" | "flush" | "evicted"
+    Field("closed_by", "str"),  # "root_end" | "timeout" | "flush" | "evicted" | "span_cap"
 )
 TRACE_FIELD_NAMES: Final = tuple(f.name for f in TRACE_FIELDS)
 

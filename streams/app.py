@@ -61,8 +61,10 @@ from driftline.streams.paging import NOTIFIER_LEDGER_TABLE
 from driftline.streams.positions import (
     MARKS_KEY_PREFIX,
     SourceMarks,
+    chunk_key,
     encode_ordered,
     marks_key,
+    parse_chunk_key,
     route_sourced,
     target_partition,
 )
@@ -485,6 +487,7 @@ def _add_assemble(p: Pipeline) -> None:
                 settings.streams.trace_grace_s,
                 settings.streams.trace_timeout_s,
                 settings.streams.max_open_traces,
+                settings.streams.max_trace_spans,
             )
             saved = dict(table.items())
             # Records recovery may have missed: a closed trace's deletion among them, which
@@ -496,14 +499,23 @@ def _add_assemble(p: Pipeline) -> None:
                     saved[key] = loads(raw)
             saved_marks = saved.get(marks_key(partition, partitions).encode())
             p.marks[partition] = SourceMarks.load(saved_marks)
-            restored = 0
+            heads: dict[str, dict[str, Any]] = {}
+            chunks: dict[str, dict[int, dict[str, Any]]] = {}
             for key, state in saved.items():
                 trace_id = key.decode() if isinstance(key, bytes) else str(key)
-                if trace_id.startswith(MARKS_KEY_PREFIX):
+                if state is None or trace_id.startswith(MARKS_KEY_PREFIX):
                     continue
-                if state is not None and target_partition(trace_id, partitions) == partition:
-                    assembler.import_trace(trace_id, state)
-                    restored += 1
+                chunk = parse_chunk_key(trace_id)
+                if chunk is not None:
+                    chunks.setdefault(chunk[0], {})[chunk[1]] = state
+                elif target_partition(trace_id, partitions) == partition:
+                    heads[trace_id] = state
+            restored = 0
+            for trace_id, head in heads.items():
+                # Chunks without a head are left from a trace closed by a crash in between.
+                parts = chunks.get(trace_id, {})
+                assembler.import_trace(trace_id, head, [parts[i] for i in sorted(parts)])
+                restored += 1
             if restored:
                 log.info("partition %d: restored %d open traces", partition, restored)
         return assembler
@@ -519,11 +531,16 @@ def _add_assemble(p: Pipeline) -> None:
         if writer is None:
             writer = ChangelogWriter(p, table)
         assembler = p.assemblers[partition]
-        changes: list[tuple[bytes, Any]] = [(trace_id.encode(), None) for trace_id in closed]
-        changes += [
-            (trace_id.encode(), assembler.export_trace(trace_id))
-            for trace_id in assembler.dirty_trace_ids()
-        ]
+        changes: list[tuple[bytes, Any]] = []
+        for trace_id in closed:
+            changes.append((trace_id.encode(), None))
+            for index in range(assembler.closed_chunks.get(trace_id, 0)):
+                changes.append((chunk_key(trace_id, index, partitions).encode(), None))
+        for trace_id in assembler.dirty_trace_ids():
+            head, full_chunks = assembler.checkpoint_changes(trace_id)
+            for index, chunk in full_chunks:
+                changes.append((chunk_key(trace_id, index, partitions).encode(), chunk))
+            changes.append((trace_id.encode(), head))
         if marks_changed:
             changes.append((marks_key(partition, partitions).encode(), p.marks[partition].export()))
         await writer.write(changes)

@@ -31,14 +31,17 @@ from driftline.streams.codec import dumps
 __all__ = [
     "SEQ_FIELD",
     "SourceMarks",
+    "chunk_key",
     "encode_ordered",
     "marks_key",
+    "parse_chunk_key",
     "route_sourced",
     "target_partition",
 ]
 
 SEQ_FIELD: Final = "_seq"
 MARKS_KEY_PREFIX: Final = "\x00source-marks/"  # never a trace id (those are hex)
+CHUNK_KEY_PREFIX: Final = "\x00trace-chunk/"  # a trace checkpoint's full chunks
 
 Position = tuple[int, int]  # (source offset, index)
 
@@ -72,6 +75,30 @@ def marks_key(partition: int, partitions: int) -> str:
         if target_partition(key, partitions) == partition:
             return key
         n += 1
+
+
+def chunk_key(trace_id: str, index: int, partitions: int) -> str:
+    """Key of chunk ``index`` of a trace's checkpoint, on the trace's own partition.
+
+    >>> key = chunk_key("4bf92f3577b34da6a3ce929d0e0e4736", 3, 4)
+    >>> target_partition(key, 4), parse_chunk_key(key)
+    (2, ('4bf92f3577b34da6a3ce929d0e0e4736', 3))
+    """
+    partition = target_partition(trace_id, partitions)
+    n = 0
+    while True:
+        key = f"{CHUNK_KEY_PREFIX}{trace_id}/{index}/{n}"
+        if target_partition(key, partitions) == partition:
+            return key
+        n += 1
+
+
+def parse_chunk_key(key: str) -> tuple[str, int] | None:
+    """(trace id, chunk index) of a :func:`chunk_key`; None for any other key."""
+    if not key.startswith(CHUNK_KEY_PREFIX):
+        return None
+    trace_id, index, _n = key[len(CHUNK_KEY_PREFIX) :].rsplit("/", 2)
+    return trace_id, int(index)
 
 
 def route_sourced(

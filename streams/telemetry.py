@@ -58,6 +58,7 @@ from driftline.streams.traces import (
     CLOSED_BY_EVICTED,
     CLOSED_BY_FLUSH,
     CLOSED_BY_ROOT_END,
+    CLOSED_BY_SPAN_CAP,
     CLOSED_BY_TIMEOUT,
 )
 
@@ -86,7 +87,13 @@ PATH_HEALTH: Final = "/healthz"
 PATH_READY: Final = "/readyz"
 LOOP_PROBE_S: Final = 0.5  # how often the event loop's lateness is sampled
 FALLBACK_COUNTER: Final = "driftline_worker_counter_total"
-CLOSED_BY: Final = (CLOSED_BY_ROOT_END, CLOSED_BY_TIMEOUT, CLOSED_BY_EVICTED, CLOSED_BY_FLUSH)
+CLOSED_BY: Final = (
+    CLOSED_BY_ROOT_END,
+    CLOSED_BY_TIMEOUT,
+    CLOSED_BY_EVICTED,
+    CLOSED_BY_SPAN_CAP,
+    CLOSED_BY_FLUSH,
+)
 
 Kind = Literal["counter", "gauge"]
 Labels = Mapping[str, str]

@@ -8,11 +8,18 @@ keeps them per trace id and closes a trace
   a root span is exported when it ends, so by then most children are in;
 * ``timeout_s`` after the trace was first seen, when no root has arrived;
 * when more than ``max_open_traces`` are open: the oldest first ("evicted");
+* when it holds ``max_trace_spans`` spans or calls ("span_cap"): its spans so far
+  are published, and later spans of the same id open it again (as after an eviction);
 * on :meth:`TraceAssembler.flush`.
 
 Times are processing-time seconds supplied by the caller (``now_s``); use the
 wall clock (``time.time()``) when traces are checkpointed, so deadlines survive a
 restart.
+
+A checkpointing caller saves each open trace as a head (its times and its latest spans
+and calls) and, once it holds more than ``CHUNK_RECORDS``, full chunks of that many in
+arrival order, each written once: a growing trace rewrites only its head, and no record
+outgrows a Kafka message (:meth:`TraceAssembler.checkpoint_changes`).
 
 On close each LLM-call event is completed:
 
@@ -83,11 +90,17 @@ CLOSED_BY_ROOT_END: Final = "root_end"
 CLOSED_BY_TIMEOUT: Final = "timeout"
 CLOSED_BY_FLUSH: Final = "flush"
 CLOSED_BY_EVICTED: Final = "evicted"
+CLOSED_BY_SPAN_CAP: Final = "span_cap"
 
 _INHERITED_FIELDS: Final = ("tenant", "route", "session_id")
 # Where the walk up from a tool span to the call that led to it stops.
 _TOOL_OWNER_BOUNDARIES: Final = frozenset((OP_EXECUTE_TOOL, OP_INVOKE_AGENT, OP_CREATE_AGENT))
-_EXPORT_VERSION: Final = 1
+_EXPORT_VERSION: Final = 2
+_INLINE_VERSION: Final = 1  # one record per trace, spans inline (read on restore only)
+# Spans and calls per checkpoint chunk: a call is about 1 KB, 10 KB at most with every
+# attribute at its size limit, so a chunk stays well below a Kafka message's limit.
+CHUNK_RECORDS: Final = 64
+DEFAULT_MAX_TRACE_SPANS: Final = 100_000
 
 
 @dataclass(slots=True)
@@ -108,6 +121,19 @@ class _OpenTrace:
     root_seen_s: float | None = None
     spans: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Spans and calls in arrival order (True: a call), and the full chunks of it saved.
+    log: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
+    chunks_saved: int = 0
+
+    def size(self) -> int:
+        return max(len(self.spans), len(self.events))
+
+    def records(self, start: int, end: int | None = None) -> dict[str, Any]:
+        part = self.log[start:end]
+        return {
+            "spans": [record for is_call, record in part if not is_call],
+            "events": [record for is_call, record in part if is_call],
+        }
 
     def deadline(self, grace_s: float, timeout_s: float) -> float:
         if self.root_seen_s is not None:
@@ -126,6 +152,8 @@ class TraceAssembler:
         Seconds after a trace was first seen to close it when no root arrived.
     max_open_traces
         Open traces kept at most; beyond it the oldest (first seen) is closed.
+    max_trace_spans
+        Spans (or calls) one open trace holds at most; at it the trace is closed.
 
     Examples
     --------
@@ -147,23 +175,35 @@ class TraceAssembler:
     ('root_end', 2)
     """
 
-    def __init__(self, grace_s: float, timeout_s: float, max_open_traces: int) -> None:
+    def __init__(
+        self,
+        grace_s: float,
+        timeout_s: float,
+        max_open_traces: int,
+        max_trace_spans: int = DEFAULT_MAX_TRACE_SPANS,
+    ) -> None:
         if grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {grace_s}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_open_traces < 1:
             raise ValueError(f"max_open_traces must be >= 1, got {max_open_traces}")
+        if max_trace_spans < 1:
+            raise ValueError(f"max_trace_spans must be >= 1, got {max_trace_spans}")
         self.grace_s = grace_s
         self.timeout_s = timeout_s
         self.max_open_traces = max_open_traces
+        self.max_trace_spans = max_trace_spans
         # Insertion order is first-seen order: eviction pops from the front.
         self._open: dict[str, _OpenTrace] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._evicted: list[str] = []  # closed for room, emitted by the next close
         self._evicted_traces = ClosedTraces()
         self._dirty: set[str] = set()
+        self._evicted_chunks: dict[str, int] = {}
         self.closed_trace_ids: list[str] = []
+        # Chunks each closed trace had checkpointed: what a caller deletes with its head.
+        self.closed_chunks: dict[str, int] = {}
         self.closed_counts: Counter[str] = Counter()
 
     @property
@@ -182,18 +222,26 @@ class TraceAssembler:
             if span_id in trace.spans:
                 continue  # re-delivery
             trace.spans[span_id] = span
+            trace.log.append((False, span))
             if not span.get("parent_span_id") and trace.root_seen_s is None:
                 trace.root_seen_s = now_s
                 self._push_deadline(span["trace_id"], trace)
+            if len(trace.spans) >= self.max_trace_spans:
+                self._close_early(span["trace_id"], CLOSED_BY_SPAN_CAP)
         for event in events:
             trace = self._trace(event["trace_id"], now_s)
-            trace.events.setdefault(event["span_id"], event)
+            if event["span_id"] not in trace.events:
+                trace.events[event["span_id"]] = event
+                trace.log.append((True, event))
+                if len(trace.events) >= self.max_trace_spans:
+                    self._close_early(event["trace_id"], CLOSED_BY_SPAN_CAP)
         self._evict_beyond_limit()
 
     def close_due(self, now_s: float) -> ClosedTraces:
         """Close traces whose deadline has passed, plus any evicted since the last call."""
         out, self._evicted_traces = self._evicted_traces, ClosedTraces()
         closed_ids, self._evicted = self._evicted, []
+        self.closed_chunks, self._evicted_chunks = self._evicted_chunks, {}
         while self._deadlines and self._deadlines[0][0] <= now_s:
             _, trace_id = heapq.heappop(self._deadlines)
             trace = self._open.get(trace_id)
@@ -201,6 +249,7 @@ class TraceAssembler:
             if trace is None or trace.deadline(self.grace_s, self.timeout_s) > now_s:
                 continue
             closed_by = CLOSED_BY_TIMEOUT if trace.root_seen_s is None else CLOSED_BY_ROOT_END
+            _note_chunks(self.closed_chunks, trace_id, trace)
             out.extend(self._close(trace_id, closed_by))
             closed_ids.append(trace_id)
         self._mark_reopened(closed_ids)
@@ -211,7 +260,9 @@ class TraceAssembler:
         """Close every open trace (closed_by "flush"), after any evicted ones."""
         out, self._evicted_traces = self._evicted_traces, ClosedTraces()
         closed_ids, self._evicted = self._evicted, []
+        self.closed_chunks, self._evicted_chunks = self._evicted_chunks, {}
         for trace_id in list(self._open):
+            _note_chunks(self.closed_chunks, trace_id, self._open[trace_id])
             out.extend(self._close(trace_id, CLOSED_BY_FLUSH))
             closed_ids.append(trace_id)
         self._deadlines.clear()
@@ -227,32 +278,70 @@ class TraceAssembler:
         dirty, self._dirty = self._dirty, set()
         return {trace_id for trace_id in dirty if trace_id in self._open}
 
+    def checkpoint_changes(
+        self, trace_id: str
+    ) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
+        """What to save of one open trace since its last checkpoint: its head (times, the
+        spans and calls after its full chunks) and the full chunks not saved yet, by index.
+        :meth:`import_trace` restores them (JSON-able)."""
+        trace = self._open[trace_id]
+        full = len(trace.log) // CHUNK_RECORDS
+        chunks = [
+            (index, trace.records(index * CHUNK_RECORDS, (index + 1) * CHUNK_RECORDS))
+            for index in range(trace.chunks_saved, full)
+        ]
+        trace.chunks_saved = full
+        head = {
+            "version": _EXPORT_VERSION,
+            "first_seen_s": trace.first_seen_s,
+            "root_seen_s": trace.root_seen_s,
+            "chunks": full,
+            **trace.records(full * CHUNK_RECORDS),
+        }
+        return head, chunks
+
     def export_trace(self, trace_id: str) -> dict[str, Any]:
-        """JSON-able state of one open trace; :meth:`import_trace` restores it."""
+        """The whole state of one open trace in one JSON-able value (for tests and tools;
+        a checkpoint uses :meth:`checkpoint_changes`). :meth:`import_trace` restores it."""
         trace = self._open[trace_id]
         return {
-            "version": _EXPORT_VERSION,
+            "version": _INLINE_VERSION,
             "first_seen_s": trace.first_seen_s,
             "root_seen_s": trace.root_seen_s,
             "spans": list(trace.spans.values()),
             "events": list(trace.events.values()),
         }
 
-    def import_trace(self, trace_id: str, state: dict[str, Any]) -> None:
-        """Restore a trace exported by :meth:`export_trace` (replaces an open one)."""
-        if state.get("version") != _EXPORT_VERSION:
+    def import_trace(
+        self, trace_id: str, state: dict[str, Any], chunks: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        """Restore a trace (replaces an open one): a head from :meth:`checkpoint_changes`
+        with its chunks in index order, or one value from :meth:`export_trace`."""
+        version = state.get("version")
+        if version not in (_EXPORT_VERSION, _INLINE_VERSION):
             raise ValueError(
-                f"trace state of {trace_id} has version {state.get('version')!r}, "
-                f"expected {_EXPORT_VERSION}; drop the checkpoint table to start fresh"
+                f"trace state of {trace_id} has version {version!r}, expected "
+                f"{_EXPORT_VERSION}; drop the checkpoint table to start fresh"
             )
         trace = _OpenTrace(first_seen_s=float(state["first_seen_s"]))
         root_seen = state.get("root_seen_s")
         trace.root_seen_s = None if root_seen is None else float(root_seen)
-        trace.spans = {span["span_id"]: span for span in state["spans"]}
-        trace.events = {event["span_id"]: event for event in state["events"]}
+        chunks = list(chunks)
+        for chunk in [*chunks, state]:
+            for span in chunk["spans"]:
+                if trace.spans.setdefault(span["span_id"], span) is span:
+                    trace.log.append((False, span))
+            for event in chunk["events"]:
+                if trace.events.setdefault(event["span_id"], event) is event:
+                    trace.log.append((True, event))
+        trace.chunks_saved = len(chunks)
+        if len(trace.log) // CHUNK_RECORDS > len(chunks):
+            self._dirty.add(trace_id)  # an inline value too large for one record: chunk it
         self._open.pop(trace_id, None)
         self._open[trace_id] = trace
         self._push_deadline(trace_id, trace)
+        if trace.size() >= self.max_trace_spans:
+            self._close_early(trace_id, CLOSED_BY_SPAN_CAP)
         self._evict_beyond_limit()
 
     # -- internals -------------------------------------------------------------
@@ -274,11 +363,15 @@ class TraceAssembler:
         deadline = trace.deadline(self.grace_s, self.timeout_s)
         heapq.heappush(self._deadlines, (deadline, trace_id))
 
+    def _close_early(self, trace_id: str, closed_by: str) -> None:
+        """Close now, emitted by the next :meth:`close_due` (spans may still come)."""
+        _note_chunks(self._evicted_chunks, trace_id, self._open[trace_id])
+        self._evicted_traces.extend(self._close(trace_id, closed_by))
+        self._evicted.append(trace_id)
+
     def _evict_beyond_limit(self) -> None:
         while len(self._open) > self.max_open_traces:
-            oldest = next(iter(self._open))
-            self._evicted_traces.extend(self._close(oldest, CLOSED_BY_EVICTED))
-            self._evicted.append(oldest)
+            self._close_early(next(iter(self._open)), CLOSED_BY_EVICTED)
         if len(self._deadlines) > 4 * len(self._open) + 64:
             # Stale heap entries pile up when evictions outpace deadlines.
             self._deadlines = [(d, t) for d, t in self._deadlines if t in self._open]
@@ -291,6 +384,11 @@ class TraceAssembler:
             trace_id, trace.spans.values(), trace.events.values(), closed_by
         )
         return ClosedTraces(events=events, traces=[summary])
+
+
+def _note_chunks(chunks: dict[str, int], trace_id: str, trace: _OpenTrace) -> None:
+    # The most any incarnation of the id saved: every one of them is to be deleted.
+    chunks[trace_id] = max(chunks.get(trace_id, 0), trace.chunks_saved)
 
 
 def _start_key(record: dict[str, Any]) -> tuple[int, str]:

@@ -196,6 +196,7 @@ def test_gauges_read_the_workers_state() -> None:
         (("closed_by", "root_end"),): 14,  # 10 by assemblers of partitions since moved away
         (("closed_by", "timeout"),): 1,
         (("closed_by", "evicted"),): 1,
+        (("closed_by", "span_cap"),): 0,
         (("closed_by", "flush"),): 0,
     }
     assert samples["driftline_workflows_tracked"] == {(): 2}

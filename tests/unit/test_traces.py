@@ -19,7 +19,12 @@ from driftline.schemas import attributes as a
 from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELD_NAMES
 from driftline.simulator import GroundTruth, Simulator, SimulatorConfig
 from driftline.streams.normalize import normalize_message
-from driftline.streams.traces import ClosedTraces, TraceAssembler, tool_executions
+from driftline.streams.traces import (
+    CHUNK_RECORDS,
+    ClosedTraces,
+    TraceAssembler,
+    tool_executions,
+)
 from tests.utils import otlp_factory as f
 
 Record = dict[str, Any]
@@ -644,3 +649,137 @@ def test_tool_spans_of_each_convention_count_from_otlp(
     asm.add(batch.events, batch.spans, now_s=0.0)
     closed = asm.flush()
     assert [e["tool_calls"] for e in closed.events] == [2, 0]
+
+
+# -- checkpoints in bounded records, and the span cap ---------------------------------
+
+
+def big_trace(calls: int, trace_id: str = "big") -> TraceBuilder:
+    """An agent root, and under it ``calls`` LLM calls each with one tool execution."""
+    b = TraceBuilder(trace_id)
+    b.span("root", agent="planner", workflow="wf")
+    for n in range(calls):
+        b.call(f"c{n}", "root")
+        b.tool(f"t{n}", f"c{n}")
+    return b
+
+
+def closed_at_root(b: TraceBuilder) -> ClosedTraces:
+    reference = flushed(b)
+    return ClosedTraces(reference.events, [dict(t, closed_by="root_end") for t in reference.traces])
+
+
+class Table:
+    """What a changelog-backed table holds after checkpoint writes (None deletes)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, int | None], Record] = {}
+        self.written_bytes: list[int] = []
+
+    def save(self, asm: TraceAssembler) -> None:
+        for trace_id in sorted(asm.dirty_trace_ids()):
+            head, chunks = asm.checkpoint_changes(trace_id)
+            for index, chunk in chunks:
+                self.rows[(trace_id, index)] = json.loads(json.dumps(chunk))
+            self.rows[(trace_id, None)] = json.loads(json.dumps(head))
+            self.written_bytes.append(
+                sum(len(json.dumps(v)) for v in [head, *(c for _, c in chunks)])
+            )
+
+    def delete_closed(self, asm: TraceAssembler) -> None:
+        for trace_id in asm.closed_trace_ids:
+            self.rows.pop((trace_id, None), None)
+            for index in range(asm.closed_chunks.get(trace_id, 0)):
+                del self.rows[(trace_id, index)]
+
+    def restore(self, asm: TraceAssembler) -> None:
+        for (trace_id, index), head in self.rows.items():
+            if index is None:
+                parts = {i: c for (t, i), c in self.rows.items() if t == trace_id and i is not None}
+                asm.import_trace(trace_id, head, [parts[i] for i in sorted(parts)])
+
+
+def test_a_large_trace_is_checkpointed_in_bounded_records_and_restored_whole() -> None:
+    b = big_trace(1_500)  # 3,001 spans and 1,500 calls: far over one chunk
+    asm, table = assembler(), Table()
+    for start in range(0, len(b.spans), 100):  # arrives in 46 batches
+        calls = [
+            e
+            for e in b.events
+            if e["span_id"] in {s["span_id"] for s in b.spans[start : start + 100]}
+        ]
+        asm.add(copy.deepcopy(calls), copy.deepcopy(b.spans[start : start + 100]), now_s=0.0)
+        table.save(asm)
+    # Each write is the head plus any chunk just filled: bounded, not the whole trace.
+    whole = len(json.dumps(asm.export_trace("big")))
+    assert max(table.written_bytes) < whole / 5, (max(table.written_bytes), whole)
+    assert sum(table.written_bytes) < 3 * whole
+    assert len([k for k in table.rows if k[1] is not None]) >= 8
+
+    restored = assembler()
+    table.restore(restored)
+    assert restored.export_trace("big") == json.loads(json.dumps(asm.export_trace("big")))
+    assert restored.close_due(now_s=10.0) == closed_at_root(big_trace(1_500))
+    table.delete_closed(restored)
+    assert table.rows == {}
+
+
+def test_a_restored_trace_goes_on_growing_in_chunks() -> None:
+    b = big_trace(400)
+    first, table = assembler(), Table()
+    first.add(copy.deepcopy(b.events[:300]), copy.deepcopy(b.spans[:601]), now_s=0.0)
+    table.save(first)
+    second = assembler()
+    table.restore(second)
+    assert second.dirty_trace_ids() == set()  # restored as saved: nothing to write again
+    second.add(copy.deepcopy(b.events[300:]), copy.deepcopy(b.spans[601:]), now_s=1.0)
+    table.save(second)
+    third = assembler()
+    table.restore(third)
+    assert third.close_due(now_s=10.0) == closed_at_root(big_trace(400))
+
+
+def test_a_trace_saved_as_one_value_by_the_previous_release_is_restored() -> None:
+    b = big_trace(300)
+    old = assembler()
+    old.add(copy.deepcopy(b.events), copy.deepcopy(b.spans), now_s=0.0)
+    inline = json.loads(json.dumps(old.export_trace("big")))
+    assert inline["version"] == 1
+    restored, table = assembler(), Table()
+    restored.import_trace("big", inline)
+    table.save(restored)  # too large for one record now: written again in chunks
+    assert {index for _, index in table.rows} == {None, *range(901 // CHUNK_RECORDS)}
+    assert restored.close_due(now_s=10.0) == closed_at_root(big_trace(300))
+
+
+def test_a_trace_at_the_span_cap_closes_with_every_call_and_later_spans_open_it_again() -> None:
+    b = big_trace(1_000)  # 2,001 spans
+    asm, table = assembler(max_trace_spans=1_200), Table()
+    asm.add(copy.deepcopy(b.events), copy.deepcopy(b.spans), now_s=0.0)
+    table.save(asm)
+    closed = asm.close_due(now_s=0.0)
+    assert [t["closed_by"] for t in closed.traces] == ["span_cap"]
+    assert closed.traces[0]["span_count"] == 1_200
+    assert asm.closed_counts["span_cap"] == 1
+    assert asm.closed_trace_ids == ["big"]
+    # The spans after the cap are a trace of their own under the same id, and every call
+    # was published once, in one part or the other.
+    rest = asm.close_due(now_s=100.0)
+    assert [t["closed_by"] for t in rest.traces] == ["timeout"]
+    calls = [e["span_id"] for e in closed.events + rest.events]
+    assert sorted(calls) == sorted(e["span_id"] for e in b.events)
+
+
+def test_closing_deletes_every_chunk_a_trace_saved() -> None:
+    asm, table = assembler(max_open_traces=1), Table()
+    big = big_trace(700, "a")
+    asm.add(copy.deepcopy(big.events), copy.deepcopy(big.spans), now_s=0.0)
+    table.save(asm)
+    assert len(table.rows) == 1 + 2_101 // CHUNK_RECORDS  # head and full chunks
+    other = TraceBuilder("b")
+    other.call("x", "")
+    asm.add(other.events, other.spans, now_s=1.0)  # evicts "a"
+    asm.close_due(now_s=1.0)
+    table.delete_closed(asm)
+    table.save(asm)
+    assert set(table.rows) == {("b", None)}
