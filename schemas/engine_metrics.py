@@ -57,14 +57,21 @@ def _counter(engine: str, name: str, metric: str) -> dict[str, EngineMetric]:
     return {name: entry, f"{name}_total": entry}
 
 
+# vLLM's names for what the simulator's engine publishes too (as a scrape forwards them).
+VLLM_KV_CACHE_USAGE: Final = "vllm:kv_cache_usage_perc"
+VLLM_REQUESTS_WAITING: Final = "vllm:num_requests_waiting"
+VLLM_REQUESTS_RUNNING: Final = "vllm:num_requests_running"
+VLLM_PREEMPTIONS: Final = "vllm:num_preemptions"
+VLLM_MODEL_LABEL: Final = "model_name"
+
 SOURCE_METRICS: Final[dict[str, EngineMetric]] = {
     # vLLM
-    "vllm:kv_cache_usage_perc": EngineMetric("vllm", KV_CACHE_USAGE, "gauge"),
+    VLLM_KV_CACHE_USAGE: EngineMetric("vllm", KV_CACHE_USAGE, "gauge"),
     # Renamed to kv_cache_usage_perc in the V1 engine; still what older servers publish.
     "vllm:gpu_cache_usage_perc": EngineMetric("vllm", KV_CACHE_USAGE, "gauge", deprecated=True),
-    "vllm:num_requests_waiting": EngineMetric("vllm", REQUESTS_WAITING, "gauge"),
-    "vllm:num_requests_running": EngineMetric("vllm", REQUESTS_RUNNING, "gauge"),
-    **_counter("vllm", "vllm:num_preemptions", PREEMPTIONS),
+    VLLM_REQUESTS_WAITING: EngineMetric("vllm", REQUESTS_WAITING, "gauge"),
+    VLLM_REQUESTS_RUNNING: EngineMetric("vllm", REQUESTS_RUNNING, "gauge"),
+    **_counter("vllm", VLLM_PREEMPTIONS, PREEMPTIONS),
     **_counter("vllm", "vllm:prefix_cache_queries", PREFIX_CACHE_QUERIES),
     **_counter("vllm", "vllm:prefix_cache_hits", PREFIX_CACHE_HITS),
     # SGLang

@@ -13,7 +13,14 @@ Python API::
 
 from __future__ import annotations
 
-from .exporters import FanoutExporter, OtlpFileExporter, collector_endpoint, network_exporter
+from .engine import SERVERS as ENGINE_SERVERS
+from .exporters import (
+    FanoutExporter,
+    OtlpFileExporter,
+    collector_endpoint,
+    network_exporter,
+    network_metric_exporter,
+)
 from .ground_truth import GroundTruth, trace_events
 from .incidents import INCIDENT_KINDS, Incident, IncidentSpecError, parse_incident
 from .plan import LlmCall, SpanPlan, TraceContext, TracePlan
@@ -21,6 +28,7 @@ from .simulator import SimulationResult, Simulator, SimulatorConfig
 from .workflows import WORKFLOW_NAMES, WORKFLOWS
 
 __all__ = [
+    "ENGINE_SERVERS",
     "INCIDENT_KINDS",
     "WORKFLOWS",
     "WORKFLOW_NAMES",
@@ -38,6 +46,7 @@ __all__ = [
     "TracePlan",
     "collector_endpoint",
     "network_exporter",
+    "network_metric_exporter",
     "parse_incident",
     "trace_events",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -48,6 +49,35 @@ def network_exporter(protocol: Protocol, endpoint: str, timeout_s: float = 10.0)
         if endpoint.rstrip("/").count("/") <= 2:  # no path given: the standard one
             endpoint = endpoint.rstrip("/") + "/v1/traces"
         return HttpExporter(endpoint=endpoint, timeout=timeout_s)
+    raise ValueError(f"unknown OTLP protocol {protocol!r}; use grpc or http")
+
+
+def network_metric_exporter(
+    protocol: Protocol, endpoint: str, timeout_s: float = 10.0
+) -> MetricExporter:
+    """The SDK's OTLP metrics exporter to the collector at ``endpoint`` (``host:port`` or a
+    URL; HTTP without a path posts to ``/v1/metrics``)."""
+    if "://" not in endpoint:
+        endpoint = f"http://{endpoint}"
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        return GrpcMetricExporter(
+            endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=timeout_s
+        )
+    if protocol == "http":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        url = endpoint.rstrip("/")
+        if url.count("/") <= 2:
+            url += "/v1/metrics"
+        elif url.endswith("/v1/traces"):
+            url = url[: -len("/v1/traces")] + "/v1/metrics"
+        return HttpMetricExporter(endpoint=url, timeout=timeout_s)
     raise ValueError(f"unknown OTLP protocol {protocol!r}; use grpc or http")
 
 

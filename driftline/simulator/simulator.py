@@ -17,10 +17,12 @@ from datetime import datetime
 from typing import Literal
 
 import numpy as np
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .clock import RealtimeClock, SimulatedClock
 from .emitter import IdOnlyEmitter, SpanEmitter
+from .engine import EnginePublisher, engine_reports
 from .exporters import FanoutExporter
 from .ground_truth import GroundTruth
 from .incidents import Effects, Incident
@@ -72,6 +74,8 @@ class SimulationResult:
     first_event_us: int = 0
     last_event_us: int = 0
     stopped: bool = False
+    engine_points: int = 0  # engine metric points exported (run with engine_metrics)
+    engine_points_failed: int = 0
 
 
 class Simulator:
@@ -108,12 +112,17 @@ class Simulator:
             yield TracePlan(context=context, root=root, offset_s=offset)
 
     def run(
-        self, exporters: Sequence[SpanExporter], ground_truth: GroundTruth | None = None
+        self,
+        exporters: Sequence[SpanExporter],
+        ground_truth: GroundTruth | None = None,
+        engine_metrics: MetricExporter | None = None,
     ) -> SimulationResult:
         """Emit every planned request to ``exporters``; fill ``ground_truth`` as it goes.
 
         With no exporters only the ground truth is made (the ids are the ones the SDK
-        would have given), which is much faster.
+        would have given), which is much faster. With ``engine_metrics`` the self-hosted
+        servers report their KV usage, queue and preemptions there (:mod:`.engine`) before
+        each trace's spans are emitted, and their spans no longer carry the KV usage.
         """
         config = self.config
         clock = SimulatedClock(config.start) if config.clock == "simulated" else RealtimeClock()
@@ -123,6 +132,7 @@ class Simulator:
             emitter = SpanEmitter(fanout, config.environment, config.seed)
         else:  # ground truth only: same ids, no SDK work
             emitter = IdOnlyEmitter(config.seed)
+        engines = EnginePublisher(engine_metrics, config.seed) if engine_metrics else None
         result = SimulationResult()
         began = time.monotonic()
         try:
@@ -133,6 +143,8 @@ class Simulator:
                 shift = clock.end_shift_us(plan.root.end_us)
                 if shift:
                     _shift(plan.root, shift)
+                if engines is not None:
+                    engines.publish(engine_reports(plan))
                 emitter.emit(plan)
                 if ground_truth is not None:
                     ground_truth.add((plan,))
@@ -144,6 +156,10 @@ class Simulator:
                 result.last_event_us = max(result.last_event_us, plan.root.end_us)
         finally:
             emitter.shutdown()
+            if engines is not None:
+                engines.shutdown()
+                result.engine_points = engines.exported_points
+                result.engine_points_failed = engines.failed_points
         result.spans = emitter.spans_emitted
         result.exported = list(fanout.exported)
         result.failed = list(fanout.failed)
