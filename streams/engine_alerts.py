@@ -29,10 +29,14 @@ from typing import Any, Final
 
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import to_wire
-from driftline.streams.codec import dumps
+from driftline.streams.codec import dumps, loads
 from driftline.streams.engine_attribution import EngineAttribution
 from driftline.streams.monitor import SnapshotError
-from driftline.streams.monitor.engine_conditions import EngineConditions, EngineKey
+from driftline.streams.monitor.engine_conditions import (
+    SNAPSHOT_MAGIC,
+    EngineConditions,
+    EngineKey,
+)
 from driftline.streams.positions import target_partition
 
 __all__ = ["ENGINE_CONDITIONS_TABLE", "add_engine_alerts", "engine_id", "judge", "owner_partition"]
@@ -86,10 +90,24 @@ def judge(
     return out
 
 
+def _snapshot_bytes(value: Any) -> bytes:
+    """A table value as :meth:`EngineConditions.restore` takes it: the table holds the
+    snapshot as text, the changelog's tail as the JSON of that text.
+
+    >>> _snapshot_bytes('DLENG1\\n{}') == _snapshot_bytes(b'"DLENG1\\\\n{}"') == b'DLENG1\\n{}'
+    True
+    """
+    if isinstance(value, bytes | bytearray):
+        raw = bytes(value)
+        value = raw if raw.startswith(SNAPSHOT_MAGIC) else loads(raw)
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 def add_engine_alerts(p: Any) -> None:
     """Register on ``p`` (a :class:`~driftline.streams.app.Pipeline`, which imports this
     module) the engine alerts' table, the timer that judges new reports and the restore on
     rebalance; needs the feed (``engines.enabled`` and governance)."""
+    from driftline.streams.changelog import ChangelogWriter
     from driftline.streams.stages import changelog_tail
 
     feed = p.engine_feed
@@ -103,13 +121,13 @@ def add_engine_alerts(p: Any) -> None:
         default=None,
         partitions=partitions,
         use_partitioner=True,  # written from a timer; changelog partition = owner_partition
-        key_type=bytes,
-        value_type=bytes,
+        key_type=bytes,  # engine_id; value: EngineConditions.snapshot as text
     )
     p.tables[ENGINE_CONDITIONS_TABLE] = table
     state: dict[str, Any] = {
         "watch": EngineConditions(settings.engines, settings.alerts),
         "owned": set(),
+        "writer": None,
     }
 
     @p.app.timer(settings.engines.check_s, name="engine_alerts")
@@ -129,9 +147,17 @@ def add_engine_alerts(p: Any) -> None:
         if transitions:
             # Delivered before the state that remembers them is checkpointed.
             await p.app.producer.flush()
-        for engine in watch.dirty():
-            if owner_partition(engine, partitions) in owned:
-                table[engine_id(engine).encode()] = watch.snapshot(engine)
+        changes = [
+            (engine_id(engine).encode(), watch.snapshot(engine).decode())
+            for engine in sorted(watch.dirty())
+            if owner_partition(engine, partitions) in owned
+        ]
+        if changes:
+            # Acknowledged at once (not behind the shared producer buffer): a worker killed
+            # right after a page must leave the state that remembers it.
+            if state["writer"] is None:
+                state["writer"] = ChangelogWriter(p, table)
+            await state["writer"].write(changes)
 
     async def restore_engines(sender: Any, *args: Any, **kwargs: Any) -> None:
         watch: EngineConditions = state["watch"]
@@ -153,7 +179,7 @@ def add_engine_alerts(p: Any) -> None:
             if not value or owner_partition(engine, partitions) not in moved:
                 continue
             try:
-                watch.restore(engine, value)
+                watch.restore(engine, _snapshot_bytes(value))
                 restored += 1
             except SnapshotError as exc:
                 log.warning("engine state %r dropped, starting again: %s", key, exc)

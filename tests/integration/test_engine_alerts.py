@@ -178,3 +178,43 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
         f".{us % 1_000_000:06d}Z"
     )
+
+
+def test_a_worker_killed_mid_incident_leaves_it_to_the_next_which_resolves_it(
+    tmp_path: Path,
+) -> None:
+    """The first worker pages and is killed; the next restores the engine's state from the
+    changelog (it does not open the alert again from the reports its feed re-reads) and
+    resolves the same alert once KV falls: one trigger, one resolve."""
+    instance, model = "vllm-takeover.internal:8000", f"org/llama-{uuid.uuid4().hex[:6]}"
+    key = f"engine/{instance}/kv_cache_saturated/{model}"
+    with cluster(tmp_path, CONFIG) as c:
+        c.start_worker("first")
+        alerts = reader_of(c, topics.LLM_ALERTS)
+        changelog = reader_of(c, f"{c.settings.kafka.consumer_group}-engine_conditions-changelog")
+        start = time.time_ns() - 240 * S
+        publish(c, reports(instance, model, start, [0.97] * 13, 0))
+        wait_for(lambda: pages(c, key, "trigger"), "the kv_cache_saturated page")
+
+        def checkpointed() -> bool:
+            changelog.poll()
+            return any(key.encode() in r.value for r in changelog.records)
+
+        wait_for(checkpointed, "the engine's checkpoint with its open alert")
+        c.kill_worker("first")
+        c.start_worker("second")
+        publish(c, reports(instance, model, start + 65 * S, [0.5] * 12, 0))
+        wait_for(lambda: pages(c, key, "resolve"), "the resolve from the second worker")
+        time.sleep(2)
+        assert len(pages(c, key, "trigger")) == 1 and len(pages(c, key, "resolve")) == 1
+        seen = transitions(alerts, key)
+        assert [(t["transition"], t["event_ts"]) for t in seen] == [
+            ("open", _iso(start + 20 * S)),
+            ("resolve", _iso(start + 85 * S)),
+        ]
+        assert seen[0]["alert_id"] == seen[1]["alert_id"]
+        log = c.workers["second"].log_path.read_text(errors="replace")
+        assert "engine alerts: state of 1 engines resumed from the changelog" in log
+        c.check_alive("second")
+        alerts.consumer.close()
+        changelog.consumer.close()
