@@ -18,6 +18,9 @@ The cost window is two minutes, not one: budget windows are summed in calendar-m
 buckets and a long agent trace's calls carry their own (earlier) times, so a one-minute
 window sees a runaway late when it starts near a minute boundary.
 
+The worker's ``/metrics`` (read by the live view) is on a port free when the file is written,
+not the default 9464, so the view never reads another worker running on the same host.
+
 The file is an ordinary configuration: ``driftline --config <data-dir>/driftline.toml sql``
 or ``report`` read the demo's store with it after the run.
 """
@@ -25,6 +28,7 @@ or ``report`` read the demo's store with it after the run.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Final
 
@@ -63,7 +67,18 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def demo_config_text(data_dir: Path, consumer_group: str = "driftline-demo") -> str:
+def free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def demo_config_text(
+    data_dir: Path, consumer_group: str = "driftline-demo", metrics_port: int = 0
+) -> str:
+    """The file's text; ``metrics_port`` 0 turns the worker's /metrics off."""
     allowed = allowed_models()
     workflows = "\n".join(
         f'[workflows."{name}"]\nallowed_models = {_toml_list(models)}\n'
@@ -89,6 +104,9 @@ consumer_group = "{consumer_group}"
 grpc_port = 0  # free ports: the demo may run beside another stack
 http_port = 0
 batch_timeout_ms = 100
+
+[worker]
+metrics_port = {metrics_port}  # /metrics, /healthz, /readyz on 127.0.0.1; read by the live view
 
 [embedded]
 data_dir = {json.dumps(str(data_dir))}
@@ -123,5 +141,5 @@ hold_down_s = {HOLD_DOWN_S}
 
 def write_demo_config(data_dir: Path, consumer_group: str = "driftline-demo") -> Path:
     path = data_dir / CONFIG_NAME
-    path.write_text(demo_config_text(data_dir, consumer_group))
+    path.write_text(demo_config_text(data_dir, consumer_group, free_port()))
     return path

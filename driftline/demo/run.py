@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from driftline.config import DEFAULT_PAGERDUTY_EVENTS_URL, Settings, load_settings
 from driftline.demo.config import RATE_PER_S, write_demo_config
+from driftline.demo.metrics import WorkerMetrics
 from driftline.demo.receiver import Page, PagerDutyReceiver
 from driftline.demo.timeline import ScriptedIncident, explain, scripted_timeline, segments
 from driftline.demo.view import (
@@ -306,11 +307,13 @@ def run_demo(options: DemoOptions, out: TextIO) -> DemoOutcome:
             endpoints = stack.start()
             view.note(f"stack up in {stack.times.total_s:.1f}s; traffic starts")
             watch = PipelineWatch(settings, endpoints.bootstrap_servers).start()
+            worker = WorkerMetrics(endpoints.worker_metrics, window_s=RATE_WINDOW_S)
             try:
                 traffic = Traffic(endpoints.otlp_grpc, timeline, options)
                 traffic.start()
-                _live(view, watch, traffic, stack, pager, timeline, options, outcome)
+                _live(view, watch, worker, traffic, stack, pager, timeline, options, outcome)
             finally:
+                worker.close()
                 watch.close()
                 _summarize_live(outcome, watch, traffic, timeline, pager)
         except (KeyboardInterrupt, Interrupted):
@@ -337,6 +340,7 @@ def run_demo(options: DemoOptions, out: TextIO) -> DemoOutcome:
 def _live(
     view: LiveView,
     watch: PipelineWatch,
+    worker: WorkerMetrics,
     traffic: Traffic,
     stack: Any,
     pager: Paging,
@@ -344,7 +348,7 @@ def _live(
     options: DemoOptions,
     outcome: DemoOutcome,
 ) -> None:
-    samples: list[tuple[float, int, int]] = []  # (monotonic, spans sent, events seen)
+    samples: list[tuple[float, int]] = []  # (monotonic, spans sent)
     detected: dict[str, float] = {}
     explained: dict[str, str] = {}
     phase = "traffic"
@@ -359,8 +363,8 @@ def _live(
             raise DemoError(f"the traffic simulator failed: {traffic.error}") from traffic.error
         now = time.monotonic()
         samples = [s for s in samples if now - s[0] <= RATE_WINDOW_S]
-        samples.append((now, traffic.spans.sent, watch.events))
-        spans_rate, events_rate = _rates(samples)
+        samples.append((now, traffic.spans.sent))
+        spans_rate = _rate(samples)
         elapsed = min(traffic.elapsed_s(), options.duration_s)
         opened, resolved = watch.drain_news()
         for alert in opened:
@@ -393,7 +397,7 @@ def _live(
             spans_per_s=spans_rate,
             events_sent=traffic.truth.count,
             events_seen=watch.events,
-            events_per_s=events_rate,
+            worker=worker.read(now),
             workflows=dict(watch.workflows),
             incidents=[(i, _incident_state(i, elapsed), detected.get(i.title)) for i in timeline],
             alerts=list(watch.alerts.values()),
@@ -414,12 +418,11 @@ def _live(
             return
 
 
-def _rates(samples: Sequence[tuple[float, int, int]]) -> tuple[float, float]:
+def _rate(samples: Sequence[tuple[float, int]]) -> float:
     if len(samples) < 2:
-        return 0.0, 0.0
-    (t0, s0, e0), (t1, s1, e1) = samples[0], samples[-1]
-    dt = max(t1 - t0, 1e-6)
-    return (s1 - s0) / dt, (e1 - e0) / dt
+        return 0.0
+    (t0, s0), (t1, s1) = samples[0], samples[-1]
+    return (s1 - s0) / max(t1 - t0, 1e-6)
 
 
 def _incident_state(incident: ScriptedIncident, elapsed_s: float) -> str:

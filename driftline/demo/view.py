@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
+from driftline.demo.metrics import PipelineLine
 from driftline.demo.receiver import Page
 from driftline.demo.timeline import ScriptedIncident
 from driftline.demo.watch import AlertState, WorkflowTotals
@@ -128,7 +129,7 @@ class Frame:
     spans_per_s: float
     events_sent: int
     events_seen: int
-    events_per_s: float
+    worker: PipelineLine  # the worker's own /metrics: rates, lag, open traces, store backlog
     workflows: dict[str, WorkflowTotals]
     incidents: list[tuple[ScriptedIncident, str, float | None]]  # incident, state, detected after
     alerts: list[AlertState]
@@ -218,10 +219,16 @@ class LiveView:
     def _progress_line(self, f: Frame) -> str:
         open_alerts = sum(1 for a in f.alerts if a.is_open)
         triggers = sum(1 for p in f.pages if p.action == "trigger")
+        reading = f.worker.reading
+        worker = (
+            f"worker in {f.worker.spans_per_s:5.0f}/s lag {reading.lag_records:,.0f}"
+            if reading is not None
+            else f"worker {f.worker.problem}"
+        )
         return (
             f"[{clock(f.elapsed_s)}/{clock(f.duration_s)}] {f.phase:8} "
-            f"spans {f.spans_per_s:5.0f}/s  events {f.events_per_s:5.0f}/s "
-            f"({f.events_seen:,} of {f.events_sent:,} sent)  alerts {open_alerts} open "
+            f"spans sent {f.spans_per_s:5.0f}/s  {worker}  "
+            f"events {f.events_seen:,} of {f.events_sent:,}  alerts {open_alerts} open "
             f"{len(f.alerts) - open_alerts} resolved  pages {triggers} trigger "
             f"{len(f.pages) - triggers} resolve"
         )
@@ -231,9 +238,10 @@ class LiveView:
         lines = [
             f"driftline demo  {f.phase:8} {clock(f.elapsed_s)} / {clock(f.duration_s)} "
             f"{progress_bar(fraction)} {fraction:4.0%}",
-            f"throughput  spans sent {f.spans_per_s:5.0f}/s   events in llm_events "
-            f"{f.events_per_s:5.0f}/s   events {f.events_seen:,} of {f.events_sent:,} sent"
+            f"traffic  spans sent {f.spans_per_s:5.0f}/s   events in llm_events "
+            f"{f.events_seen:,} of {f.events_sent:,} sent"
             + (f"   FAILED spans {f.failed_spans}" if f.failed_spans else ""),
+            f.worker.text(),
             "",
             f"{'workflow':18} {'requests':>9} {'events':>8} {'cost USD':>10}",
         ]
