@@ -44,6 +44,7 @@ __all__ = ["ENGINE_CONDITIONS_TABLE", "add_engine_alerts", "engine_id", "judge",
 log = logging.getLogger(__name__)
 
 ENGINE_CONDITIONS_TABLE: Final = "engine_conditions"
+IDLE_AFTER_US: Final = 3600 * 1_000_000  # an engine with no report for this long is forgotten
 
 
 def engine_id(engine: EngineKey) -> str:
@@ -138,6 +139,7 @@ def add_engine_alerts(p: Any) -> None:
             return
         with feed.locked() as book:
             transitions = judge(watch, book, owned, partitions)
+            newest_us = book.newest_ns // 1000
         for record in transitions:
             await p.topics.llm_alerts.send(
                 key=str(record["dedup_key"]).encode(),
@@ -147,11 +149,14 @@ def add_engine_alerts(p: Any) -> None:
         if transitions:
             # Delivered before the state that remembers them is checkpointed.
             await p.app.producer.flush()
-        changes = [
+        changes: list[tuple[bytes, str | None]] = [
             (engine_id(engine).encode(), watch.snapshot(engine).decode())
             for engine in sorted(watch.dirty())
             if owner_partition(engine, partitions) in owned
         ]
+        # Engines silent for longer than the feed keeps reports: their state goes (tombstones).
+        gone = watch.forget_idle(newest_us, IDLE_AFTER_US) if newest_us else []
+        changes += [(engine_id(engine).encode(), None) for engine in gone]
         if changes:
             # Acknowledged at once (not behind the shared producer buffer): a worker killed
             # right after a page must leave the state that remembers it.

@@ -228,6 +228,19 @@ class EngineConditions:
                     self._dirty.add(engine)
         return out
 
+    def forget_idle(self, now_us: int, idle_us: int) -> list[EngineKey]:
+        """Drop the engines with no open alert and no report in the last ``idle_us``
+        before ``now_us`` (an engine gone, or a name seen once); returns them."""
+        gone = [
+            engine
+            for engine, state in self._states.items()
+            if not state.alerts
+            and max((t for t, _ in state.last.values()), default=0) < now_us - idle_us
+        ]
+        for engine in gone:
+            self.drop(engine)
+        return sorted(gone)
+
     # --- state ------------------------------------------------------------------
 
     def engines(self) -> list[EngineKey]:

@@ -218,3 +218,49 @@ def test_a_worker_killed_mid_incident_leaves_it_to_the_next_which_resolves_it(
         c.check_alive("second")
         alerts.consumer.close()
         changelog.consumer.close()
+
+
+def test_two_workers_judge_each_engine_once(tmp_path: Path) -> None:
+    """Each engine is judged by the worker owning its partition of llm_events: with two
+    workers and engines on both, every engine pages once, from one worker."""
+    with cluster(tmp_path, CONFIG) as c:
+        c.start_worker("a")
+        c.start_worker("b")
+
+        def split() -> dict[str, set[int]] | None:
+            owned = {n: (c.assignments(n) or [{}])[-1].get(topics.LLM_EVENTS, set()) for n in "ab"}
+            whole = owned["a"] | owned["b"] == set(range(PARTITIONS))
+            return owned if whole and not owned["a"] & owned["b"] and all(owned.values()) else None
+
+        owned = wait_for(split, "llm_events split between the two workers")
+        tag = uuid.uuid4().hex[:6]
+        engines: dict[str, tuple[str, str]] = {}  # dedup key -> (model, instance)
+        per_worker = {"a": 0, "b": 0}
+        for i in range(64):
+            engine = (f"org/llama-{tag}", f"vllm-pair-{i}.internal:8000")
+            judge_of = "a" if owner_partition(engine, PARTITIONS) in owned["a"] else "b"
+            if per_worker[judge_of] < 2:
+                per_worker[judge_of] += 1
+                engines[f"engine/{engine[1]}/kv_cache_saturated/{engine[0]}"] = engine
+        assert per_worker == {"a": 2, "b": 2}
+        alerts = reader_of(c, topics.LLM_ALERTS)
+        start = time.time_ns() - 240 * S
+        for n, (model, instance) in enumerate(engines.values()):
+            high = [0.97] * 13 + [0.5] * 12
+            messages = reports(instance, model, start, high, n % PARTITIONS)
+            publish(c, messages)
+        for key in engines:
+            wait_for(lambda key=key: pages(c, key, "resolve"), f"the resolve of {key}")
+        time.sleep(2)
+        judged_by: dict[str, list[str]] = {}
+        logs = {n: c.workers[n].log_path.read_text(errors="replace") for n in "ab"}
+        for key, (model, instance) in engines.items():
+            assert len(pages(c, key, "trigger")) == 1 and len(pages(c, key, "resolve")) == 1
+            seen = [t["transition"] for t in transitions(alerts, key)]
+            assert seen == ["open", "resolve"], (key, seen)
+            judged_by[key] = [n for n in "ab" if f"engine alert open: {key}" in logs[n]]
+            expected = "a" if owner_partition((model, instance), PARTITIONS) in owned["a"] else "b"
+            assert judged_by[key] == [expected], (key, judged_by[key], owned)
+        assert {w for ws in judged_by.values() for w in ws} == {"a", "b"}
+        c.check_alive("a", "b")
+        alerts.consumer.close()

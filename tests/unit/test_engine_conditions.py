@@ -106,6 +106,15 @@ def test_an_engine_that_stops_reporting_resolves_by_the_newest_report_elsewhere(
     assert resolve["evidence"]["resolution"] == "no_reports"
 
 
+def test_idle_engines_are_forgotten_unless_an_alert_is_open() -> None:
+    watch = conditions()
+    quiet, saturated = ("m", "vllm-1:8000"), ENGINE
+    watch.update(quiet, em.KV_CACHE_USAGE, *every(15, [0.5] * 4))
+    watch.update(saturated, em.KV_CACHE_USAGE, *every(15, [0.97] * 6))
+    assert watch.forget_idle(3600 * S, 600 * S) == [quiet]
+    assert watch.engines() == [saturated] and watch.open_alerts()
+
+
 def test_late_reports_are_counted_not_judged() -> None:
     watch = conditions()
     watch.update(ENGINE, em.KV_CACHE_USAGE, *every(15, [0.5] * 4))
