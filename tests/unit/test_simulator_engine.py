@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from statistics import mean
@@ -131,3 +132,26 @@ def test_without_a_metrics_exporter_the_span_keeps_the_kv_attribute() -> None:
     Simulator(config).run([spans])
     vllm = [s for s in spans.get_finished_spans() if s.name == a.VLLM_REQUEST_SPAN_NAME]
     assert any(a.DRIFTLINE_KV_CACHE_USAGE in s.attributes for s in vllm)
+
+
+def test_in_real_time_the_reports_are_dated_at_the_shifted_calls() -> None:
+    """A real-time run stamps each trace to end when it is sent: the servers report at the
+    calls' starts as sent, never in the future, and the join still finds each call's own."""
+    config = SimulatorConfig(rate=20, duration_s=2, seed=4, workflows=("batch-summarizer",))
+    spans, metrics, truth = InMemorySpanExporter(), MemoryMetricExporter(), GroundTruth()
+    sent_before_ns = time.time_ns()
+    Simulator(config).run([spans], truth, engine_metrics=metrics)
+    rows = rows_of(metrics.exports)
+    assert rows.time_ns and max(rows.time_ns) <= time.time_ns()
+    assert min(rows.time_ns) < sent_before_ns  # calls ended at sending: they started earlier
+    book = EngineAttribution(staleness_s=60, horizon_s=10**6)
+    book.add(rows)
+    events = normalize_message(encode_spans(spans.get_finished_spans()).SerializeToString()).events
+    calls = [e for e in events if e["provider"] == "vllm"]
+    book.attribute(calls)
+    expected = {e["span_id"]: e["kv_cache_usage"] for e in truth.events if e["kv_cache_usage"]}
+    assert (
+        expected
+        and {e["span_id"]: e["kv_cache_usage"] for e in calls if e["span_id"] in expected}
+        == expected
+    )
