@@ -41,7 +41,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -51,7 +51,7 @@ import faust
 from driftline.config import Settings
 from driftline.schemas.event import TRACE_FIELDS, to_wire
 from driftline.streams import topics as names
-from driftline.streams.changelog import ChangelogWriter
+from driftline.streams.changelog import AcknowledgedSender, ChangelogWriter, Header, Message
 from driftline.streams.codec import dumps, loads
 from driftline.streams.engine_alerts import add_engine_alerts
 from driftline.streams.engine_attribution import EngineAttribution
@@ -85,6 +85,7 @@ OPEN_TRACES_TABLE: Final = "open_traces"
 CLOSE_INTERVAL_S: Final = 0.5  # how often due traces are closed and published
 STATS_INTERVAL_S: Final = 30.0
 FETCH_MAX_WAIT_MS: Final = 100  # see _fetch_promptly
+STREAMS_DRAIN_S: Final = 10.0  # see _bound_wait_for_streams
 RECORD_TYPE_SPANS: Final = b"spans"
 RECORD_TYPE_CLOSED: Final = b"events+traces"  # llm_events value: see streams.requests
 RECORD_TYPE_REQUESTS: Final = b"requests"  # llm_events value: events published at decode
@@ -240,6 +241,7 @@ def _build_faust_app(settings: Settings, bootstrap_servers: str | None) -> faust
     )
     _seek_uncommitted_to_beginning(app)
     _fetch_promptly(app)
+    _bound_wait_for_streams(app)
     return app
 
 
@@ -261,6 +263,49 @@ def _fetch_promptly(app: faust.App) -> None:
         return consumer
 
     thread._create_worker_consumer = create_with_prompt_fetch
+
+
+def _bound_wait_for_streams(app: faust.App) -> None:
+    """Wait at most STREAMS_DRAIN_S for in-flight messages when partitions are revoked.
+
+    Before a rebalance completes, Faust waits until every message handed to the agents is
+    acknowledged (``Consumer.wait_empty``), with no bound. A message that a stream took in
+    while its flow was being suspended can stay unacknowledged for good (measured: after a
+    kill -9 of the other worker, three ``llm_events`` messages held the survivor's
+    rebalance, and with it every stage, until the end of the run; Faust's own issues show
+    the same ``wait_empty: Waiting for tasks``). Past the bound the revocation goes on:
+    what was acknowledged is committed, and the rest is read again by the partition's next
+    owner, which every stage tolerates as it tolerates a crash.
+    """
+    import gc
+
+    consumer: Any = app.consumer
+
+    async def wait_empty_bounded() -> None:
+        deadline = time.monotonic() + STREAMS_DRAIN_S
+        while not consumer.should_stop and consumer._unacked_messages:
+            gc.collect()  # the set is weak: messages dropped with a cleared queue leave it
+            consumer._clean_unacked_messages()
+            if not consumer._unacked_messages:
+                break
+            if time.monotonic() > deadline:
+                held = sorted(
+                    f"{m.tp.topic}/{m.tp.partition}@{m.offset}"
+                    for m in list(consumer._unacked_messages)
+                )
+                log.warning(
+                    "rebalance: %d messages still unacknowledged after %.0f s (%s); going "
+                    "on without them: their offsets are not committed, so they are read again",
+                    len(held),
+                    STREAMS_DRAIN_S,
+                    ", ".join(held[:10]),
+                )
+                break
+            await consumer.commit()
+            await consumer._wait_for_ack(timeout=1)
+        await consumer.commit_and_end_transactions()
+
+    consumer.wait_empty = wait_empty_bounded
 
 
 def _seek_uncommitted_to_beginning(app: faust.App) -> None:
@@ -565,6 +610,8 @@ def _add_assemble(p: Pipeline) -> None:
             for partition in touched:
                 await checkpoint(partition, marks_changed=True)
 
+    closed_sender: AcknowledgedSender | None = None
+
     @p.app.timer(CLOSE_INTERVAL_S, name="close_traces")
     async def close_traces() -> None:
         now_s = time.time()
@@ -572,11 +619,15 @@ def _add_assemble(p: Pipeline) -> None:
             closed = assembler.close_due(now_s)
             if closed.traces:
                 # Delivered before the checkpoints are deleted: were the deletion to reach
-                # the changelog and the events not, a crash would lose these traces. Only
-                # these sends are awaited, not the whole producer buffer, and the deletion
-                # is acknowledged right after: a crash in between (the one way a trace is
-                # published twice) has milliseconds to strike, not a backlog's flush time.
-                await asyncio.gather(*await publish_closed(p, closed.events, closed.traces))
+                # the changelog and the events not, a crash would lose these traces. Sent
+                # by a producer of their own, not queued behind what decode buffered for
+                # the same partitions, and the deletion is acknowledged right after: a
+                # crash in between (the one way a trace is published twice) has
+                # milliseconds to strike, not a backlog's flush time.
+                nonlocal closed_sender
+                if closed_sender is None:
+                    closed_sender = AcknowledgedSender(p, p.topics.llm_events.get_topic_name())
+                await closed_sender.send(closed_messages(p, closed.events, closed.traces))
             # Also traces restored or evicted since the last batch.
             await checkpoint(partition, closed=assembler.closed_trace_ids)
 
@@ -601,26 +652,22 @@ def _add_assemble(p: Pipeline) -> None:
     p.app.on_rebalance_complete.connect(restore_assemblers)  # type: ignore[arg-type]
 
 
-async def publish_closed(
+def closed_messages(
     p: Pipeline, events: Sequence[dict[str, Any]], traces: Sequence[dict[str, Any]]
-) -> list[Awaitable[Any]]:
-    """One ``llm_events`` message per workflow: its closed events and trace summaries.
-
-    Returns the deliveries to await: each resolves once the broker has the message.
-    """
-    deliveries = []
+) -> list[Message]:
+    """One ``llm_events`` message per workflow: its closed events and trace summaries, on
+    the workflow's partition (the default partitioner's, as for every message keyed by it)."""
+    messages: list[Message] = []
+    partitions = p.settings.kafka.partitions
+    headers: list[Header] = [(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)]
     for workflow, group in group_by_workflow(events, traces).items():
+        key = workflow.encode()
+        partition = target_partition(key, partitions)
         for value in encode_bounded(group, message_limit(p.settings)):
-            deliveries.append(
-                await p.topics.llm_events.send(
-                    key=workflow.encode(),
-                    value=value,
-                    headers=[(names.HEADER_RECORD_TYPE, RECORD_TYPE_CLOSED)],
-                )
-            )
+            messages.append((key, value, partition, headers))
     p.counters["events.out"] += len(events)
     p.counters["traces.out"] += len(traces)
-    return deliveries
+    return messages
 
 
 # -- readiness and counters ---------------------------------------------------------
