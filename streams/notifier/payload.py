@@ -204,6 +204,9 @@ def summary(alert: Mapping[str, Any]) -> str:
     >>> print(summary({"kind": "pipeline", "metric": "store_failing", "opened_at": 0,
     ...     "event_ts": 0, "evidence": {"worker": "w1", "description": "store failing"}}))
     driftline worker w1: store failing
+    >>> print(summary({"kind": "engine", "metric": "kv_cache_saturated", "opened_at": 0,
+    ...     "event_ts": 180_000_000, "evidence": {"description": "KV cache 97% full on vllm-0"}}))
+    engine: KV cache 97% full on vllm-0 for 3 min
     """
     workflow = str(alert.get("workflow") or "unknown workflow")
     kind = str(alert.get("kind") or "")
@@ -223,6 +226,9 @@ def summary(alert: Mapping[str, Any]) -> str:
         worker = str(evidence.get("worker") or "?")
         described = str(evidence.get("description") or label)
         text = f"driftline worker {worker}: {described}{lasting}"
+    elif kind == "engine":
+        # A serving engine's condition (streams/monitor/engine_conditions.py), not a workflow's.
+        text = f"engine: {evidence.get('description') or label}{lasting}"
     elif kind == "budget" and metric == "tracked_workflows":
         names = ", ".join(str(o) for o in evidence.get("offenders") or ())
         text = (

@@ -124,6 +124,8 @@ def test_kv_held_at_097_pages_once_and_resolves_after_it_falls(tmp_path: Path) -
         publish(c, reports(instance, model, start, [0.97] * 13, partition))
         trigger = wait_for(lambda: pages(c, key, "trigger"), "the kv_cache_saturated page")[0]
         assert trigger["payload"]["severity"] == "error"
+        summary = trigger["payload"]["summary"]
+        assert summary.startswith("engine: KV cache 97% full (bound 95%) on "), summary
         details = trigger["payload"]["custom_details"]
         assert details["kind"] == "engine" and details["transition"] == "open"
         time.sleep(3)  # still saturated at the last report: no resolve
