@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from driftline.config import ConfigError, load_settings
@@ -23,6 +24,7 @@ from driftline.simulator import (
     SimulatorConfig,
     collector_endpoint,
     network_exporter,
+    network_metric_exporter,
     parse_incident,
 )
 
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     exporters: list[SpanExporter] = []
     names: list[str] = []
+    engines: MetricExporter | None = None
     if not args.no_send:
         c = settings.collector
         endpoint = args.endpoint or collector_endpoint(
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         )
         exporters.append(network_exporter(args.protocol, endpoint))
         names.append(f"otlp-{args.protocol} {endpoint}")
+        # The self-hosted engines report KV usage, queue and preemptions as OTLP metrics.
+        engines = network_metric_exporter(args.protocol, endpoint)
     if args.otlp_out:
         exporters.append(OtlpFileExporter(args.otlp_out))
         names.append(f"file {args.otlp_out}")
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         truth = GroundTruth(out, keep=False)
         simulator = Simulator(config)
         try:
-            result = simulator.run(exporters, truth)
+            result = simulator.run(exporters, truth, engines)
         except KeyboardInterrupt:
             simulator.stop()
             return 130

@@ -50,7 +50,13 @@ from driftline.demo.view import (
     paging_outcome,
 )
 from driftline.demo.watch import AlertState, PipelineWatch
-from driftline.simulator import GroundTruth, SimulationResult, Simulator, SimulatorConfig
+from driftline.simulator import (
+    GroundTruth,
+    SimulationResult,
+    Simulator,
+    SimulatorConfig,
+    network_metric_exporter,
+)
 from driftline.simulator import network_exporter as otlp_exporter
 
 MARKER_FILE: Final = ".driftline-demo"
@@ -188,7 +194,10 @@ class Traffic(threading.Thread):
                         return
                     self._current = simulator
                 exporter = CountingExporter(otlp_exporter("grpc", self.endpoint), self.spans)
-                self.results.append(simulator.run([exporter], self.truth))
+                # The vLLM servers report KV usage, queue and preemptions as engine metrics,
+                # the way a real vLLM is scraped; the worker joins them to the calls.
+                engines = network_metric_exporter("grpc", self.endpoint)
+                self.results.append(simulator.run([exporter], self.truth, engines))
         except BaseException as exc:  # reported by the main thread
             self.error = exc
 
