@@ -14,6 +14,13 @@ Run: ``.venv/bin/python bench/diagnose_misses.py --family "level x1.2" --seed 20
 after the change, the reference's events, exposure and upper bound at the change, the
 log rate ratio of the horizon against that reference in standard errors (what a
 fixed-sample test could see at best), the reference size and the highest score).
+
+``--controls rates`` (or ``continuous``, ``categorical``) instead runs ``--streams``
+stationary controls of the group, drawn as the bench draws its controls but from
+their own seeds, and prints every stream that alarms (its warm-up mean against its
+overall mean, each alarm's index, test, rate ratio, reference rate and reference size)
+and the alarms per million events: the bench's own controls are about 1M events per
+group, too few to see a false-alarm rate near the budget.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ from bench_detectors import (
     WARMUP,
     WINDOW,
     Traced,
+    controls,
     families,
     metric_arl0,
 )
+from families import Change
 
 from driftline.detectors import MetricDetector
 from driftline.detectors.reference import long_run_inflation
@@ -109,6 +118,37 @@ def diagnose(values: object, kind: str, noise: str) -> tuple[bool, str]:
     )
 
 
+def control_alarms(group: str, streams: int, seed: int) -> None:
+    """Every control of ``group`` that alarms, and the alarms per million events."""
+    makers = controls(group)
+    total = 0
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(streams)):
+        label, kind, make = makers[i % len(makers)]
+        values = make(np.random.default_rng(child), CONTROL_LEN, CONTROL_LEN, Change("none"))
+        det = MetricDetector(kind, WARMUP, WINDOW, metric_arl0(kind))
+        x = values.values if isinstance(values, Traced) else values
+        traces = values.traces if isinstance(values, Traced) else None
+        alarms = []
+        for start in range(0, CONTROL_LEN, BATCH):
+            groups = None if traces is None or det.frozen else traces[start : start + BATCH]
+            for d in det.update_many(x[start : start + BATCH], groups):
+                ev = d.evidence
+                rate = ev.get("reference_rate")
+                alarms.append(
+                    f"{start + d.index} {d.test} x{ev.get('rate_ratio', '-')} "
+                    f"p0 {rate if rate is None else round(rate, 4)} n {det.reference_size}"
+                )
+        total += len(alarms)
+        if alarms:
+            line = f"{label} #{i} alarms {len(alarms)}"
+            if kind in ("bernoulli", "poisson"):
+                xs = np.asarray(x, dtype=np.float64)
+                line += f" warm-up mean {xs[:WARMUP].mean():.4f} overall {xs.mean():.4f}"
+            print(f"{line}: {'; '.join(alarms[:6])}")
+    events = streams * (CONTROL_LEN - WARMUP)
+    print(f"# {group}: {total} alarms in {events:,} events ({total / events * 1e6:.2f} per 1M)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="level x1.2")
@@ -116,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=21)
     ap.add_argument("--control-events", type=int, default=1_020_000)
     ap.add_argument("--all", action="store_true", help="every stream, not only the missed")
+    ap.add_argument("--controls", choices=("continuous", "rates", "categorical"))
     args = ap.parse_args(argv)
+    if args.controls:
+        control_alarms(args.controls, args.streams, args.seed)
+        return 0
     seeds = iter(np.random.SeedSequence(args.seed).spawn(10_000))
     for _ in range(3 * -(-args.control_events // CONTROL_LEN)):  # the controls' seeds
         next(seeds)
