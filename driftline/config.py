@@ -209,6 +209,7 @@ class EngineSettings(_Section):
     condition_for_s: float = Field(120.0, ge=0, le=86_400)  # bad at every report this long
     hold_down_s: float = Field(300.0, ge=0, le=86_400)  # back within bounds this long
     check_s: float = Field(1.0, gt=0, le=60)  # how often new reports are judged
+    max_engines: int = Field(1_000, ge=1)  # (model, instance) pairs tracked; more are counted
 
     @model_validator(mode="after")
     def _clear_below_high(self) -> EngineSettings:

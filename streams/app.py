@@ -413,7 +413,9 @@ def _add_engine_feed(p: Pipeline) -> None:
     feed = EngineMetricsFeed(
         settings.kafka,
         bootstrap_of(settings.kafka, p.bootstrap_servers),
-        EngineAttribution(staleness_s=settings.engines.staleness_s),
+        EngineAttribution(
+            staleness_s=settings.engines.staleness_s, max_engines=settings.engines.max_engines
+        ),
         lookback_s=settings.engines.lookback_s,
     )
     p.engine_feed = feed
@@ -480,6 +482,7 @@ def _add_decode(p: Pipeline) -> None:
                 prices.apply(result.events)
                 if p.engine_feed is not None:
                     p.counters["events.engine_state"] += p.engine_feed.attribute(result.events)
+                    p.counters["engines.untracked_points"] = p.engine_feed.book.untracked_points
                 source = (message.partition, message.offset)
                 by_workflow: dict[str, list[dict[str, Any]]] = {}
                 route_requests(result.events, source, workflows, by_workflow)

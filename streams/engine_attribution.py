@@ -17,7 +17,10 @@ Which engine served a request:
    engine state rather than a guess.
 
 A value the span itself carries (``driftline.kv_cache.usage``) is kept. Points are kept for
-``horizon_s`` behind the newest one seen (events arrive seconds after their start).
+``horizon_s`` behind the newest one seen (events arrive seconds after their start). At most
+``max_engines`` engines are tracked: the labels come from whoever can write ``otlp_metrics``,
+and points of further engines are counted (:attr:`EngineAttribution.untracked_points`), not
+kept, so neither memory nor the engine alerts grow with a flood of names.
 """
 
 from __future__ import annotations
@@ -88,9 +91,15 @@ class EngineAttribution:
     (1, 0.83)
     """
 
-    def __init__(self, staleness_s: float = 60.0, horizon_s: float = 900.0) -> None:
+    def __init__(
+        self, staleness_s: float = 60.0, horizon_s: float = 900.0, max_engines: int = 1_000
+    ) -> None:
         if staleness_s <= 0 or horizon_s < staleness_s:
             raise ValueError("staleness_s must be > 0 and horizon_s >= staleness_s")
+        if max_engines < 1:
+            raise ValueError(f"max_engines must be >= 1, got {max_engines}")
+        self.max_engines = max_engines
+        self.untracked_points = 0
         self.staleness_ns = int(staleness_s * 1e9)
         self.horizon_ns = int(horizon_s * 1e9)
         self._series: dict[EngineKey, dict[str, _Series]] = {}
@@ -107,7 +116,12 @@ class EngineAttribution:
         ):
             if metric not in JOINED_METRICS:
                 continue
-            by_metric = self._series.setdefault((model, instance), {})
+            by_metric = self._series.get((model, instance))
+            if by_metric is None:
+                if len(self._series) >= self.max_engines:
+                    self.untracked_points += 1
+                    continue
+                by_metric = self._series[(model, instance)] = {}
             by_metric.setdefault(metric, _Series()).add(time_ns, value)
             self._instances_of_model.setdefault(model, set()).add(instance)
             self._newest_ns = max(self._newest_ns, time_ns)

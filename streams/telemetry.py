@@ -290,6 +290,11 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "Workflows without a reference or open alert dropped to make room for new ones.",
     ),
     CounterSpec(
+        "engines.untracked_points",
+        "driftline_engine_untracked_points_total",
+        "Engine metric points of engines past engines.max_engines: not joined, not alerted on.",
+    ),
+    CounterSpec(
         "monitor.controls_applied",
         "driftline_monitor_controls_applied_total",
         "Operator controls (baseline accept) applied.",

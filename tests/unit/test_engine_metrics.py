@@ -320,6 +320,24 @@ def test_rows_that_are_not_joined_metrics_do_not_make_an_engine() -> None:
     assert book.engines == 0
 
 
+def test_a_flood_of_engine_names_is_counted_not_tracked() -> None:
+    rows = EngineMetricRows()
+    names = [f"invented-{n}:8000" for n in range(5_000)]
+    rows.time_ns, rows.engine, rows.model = [T0_NS] * 5_000, ["vllm"] * 5_000, [MODEL] * 5_000
+    rows.instance, rows.metric, rows.value = names, ["kv_cache_usage"] * 5_000, [0.99] * 5_000
+    book = EngineAttribution(max_engines=100)
+    book.add(rows)
+    assert book.engines == 100 and book.untracked_points == 4_900
+    # Engines already tracked keep taking points.
+    book.add(decode_metrics_message(vllm_scrape(T0_NS + S, 0.5, 0, 0)))
+    assert book.untracked_points == 4_900 + 3  # one more engine: its KV, queue and preemptions
+    more = EngineMetricRows()
+    more.time_ns, more.engine, more.model = [T0_NS + S], ["vllm"], [MODEL]
+    more.instance, more.metric, more.value = [names[0]], ["kv_cache_usage"], [0.5]
+    book.add(more)
+    assert book.points_after((MODEL, names[0]), "kv_cache_usage", T0_NS) == ([T0_NS + S], [0.5])
+
+
 # -- storage ----------------------------------------------------------------------------------
 
 
