@@ -105,3 +105,13 @@ def test_locks_pin_every_declared_dependency_within_its_range() -> None:
             )
     # The image runs what the tests ran: every runtime pin equals the dev lock's.
     assert {n: v for n, v in runtime.items() if dev.get(n) != v} == {}
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by their base name (the test folders are not packages):
+    two ``test_x.py`` in different folders stop the whole suite at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, list[str]] = {}
+    for path in tests.rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}
