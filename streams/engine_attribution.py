@@ -16,7 +16,10 @@ Which engine served a request:
 3. else none: a model served by several instances, none of which the span names, gets no
    engine state rather than a guess.
 
-A value the span itself carries (``driftline.kv_cache.usage``) is kept. Points are kept for
+A value the span itself carries (``driftline.kv_cache.usage``) is kept. A KV value taken
+from a report is marked with the report's time (:data:`ENGINE_KV_REPORT_NS`): every call
+between two scrapes shares it, and the per-workflow KV baseline counts one observation per
+report, not per call (:mod:`driftline.streams.monitor.drift`). Points are kept for
 ``horizon_s`` behind the newest one seen (events arrive seconds after their start). At most
 ``max_engines`` engines are tracked: the labels come from whoever can write ``otlp_metrics``,
 and points of further engines are counted (:attr:`EngineAttribution.untracked_points`), not
@@ -37,6 +40,9 @@ from driftline.streams.engine_metrics import EngineMetricRows
 ENGINE_INSTANCE: Final = "driftline.engine.instance"
 ENGINE_REQUESTS_WAITING: Final = "driftline.engine.requests_waiting"
 ENGINE_PREEMPTIONS_PER_S: Final = "driftline.engine.preemptions_per_s"
+# Time (ns since the epoch, decimal) of the engine report a joined KV usage came from; absent
+# when the span carried its own KV usage. Calls with one report time share one measurement.
+ENGINE_KV_REPORT_NS: Final = "driftline.engine.kv_report_ns"
 
 JOINED_METRICS: Final = (em.KV_CACHE_USAGE, em.REQUESTS_WAITING, em.PREEMPTIONS)
 _US: Final = 1_000
@@ -179,14 +185,16 @@ class EngineAttribution:
             key = self.engine_of(model, instance)
             if key is None:
                 continue
-            found = self._state_at(key, int(event["start_ts"]) * _US)
+            reported_ns: dict[str, int] = {}
+            found = self._state_at(key, int(event["start_ts"]) * _US, reported_ns)
             if not found:
                 continue
             attributed += 1
+            extra = {ENGINE_INSTANCE: key[1]}
             kv = found.get(em.KV_CACHE_USAGE)
             if kv is not None and event.get("kv_cache_usage") is None:
                 event["kv_cache_usage"] = kv
-            extra = {ENGINE_INSTANCE: key[1]}
+                extra[ENGINE_KV_REPORT_NS] = str(reported_ns[em.KV_CACHE_USAGE])
             if em.REQUESTS_WAITING in found:
                 extra[ENGINE_REQUESTS_WAITING] = f"{found[em.REQUESTS_WAITING]:g}"
             if em.PREEMPTIONS in found:
@@ -194,12 +202,17 @@ class EngineAttribution:
             event["attributes"] = {**attributes, **extra}
         return attributed
 
-    def _state_at(self, key: EngineKey, time_ns: int) -> dict[str, float]:
+    def _state_at(
+        self, key: EngineKey, time_ns: int, reported_ns: dict[str, int]
+    ) -> dict[str, float]:
+        """Each metric's state as of ``time_ns``; ``reported_ns`` gets the time of the
+        report each one was read from."""
         state: dict[str, float] = {}
         for metric, series in self._series[key].items():
             at = series.as_of(time_ns, self.staleness_ns)
             if at is None:
                 continue
+            reported_ns[metric] = series.times_ns[at]
             if metric == em.PREEMPTIONS:
                 # A counter: the rate over the interval ending at the point (resets read as 0).
                 if at == 0:

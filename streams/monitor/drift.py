@@ -5,6 +5,11 @@
   bundle first appears); the ARL0 budget ``detectors.arl0_events`` is split evenly over
   every test of every metric; failed calls count for retries only (see
   :mod:`detectors.metrics`). The alert stays open while :func:`shift_holds`.
+- KV pressure joined from engine reports: every call between two scrapes carries its
+  engine's one report (:data:`ENGINE_KV_REPORT_NS`), so the KV detector of a bundle takes a
+  call only if it has not taken that report of that engine yet (:func:`take_report`): one
+  observation per report, as many as there are measurements. A call whose span carried
+  its own KV (no report time) counts on its own.
 - canary: two bundles of one *slot* (:func:`canary_slot`: same operation, same model)
   active within ``detectors.canary_active_s`` are compared with each other (two-sample
   KS of their latest windows), so a change shared by both (retrieval, traffic mix) does
@@ -19,6 +24,7 @@ mix); ``threshold`` and ``evidence`` carry the test's own statistic.
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -30,7 +36,8 @@ from driftline.config import DetectorSettings
 from driftline.detectors import METRICS, MetricDetector
 from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
 from driftline.detectors.ks import ks_critical_value, ks_statistic
-from driftline.detectors.metrics import Metric
+from driftline.detectors.metrics import KV_PRESSURE, Metric
+from driftline.streams.engine_attribution import ENGINE_INSTANCE, ENGINE_KV_REPORT_NS
 from driftline.streams.monitor.hits import Hit, event_time
 
 _US: Final = 1_000_000
@@ -40,6 +47,12 @@ CANARY_STAY_FRACTION: Final = 0.8
 # is updated (not paged again).
 ERROR_EFFECT_SD: Final = 1.0
 ERROR_MEMBER_SD: Final = 1.5
+# Engines per bundle whose KV reports taken are remembered (the one with the oldest report
+# is forgotten beyond it), and reports remembered per engine: a call may end, and reach the
+# monitor, after calls that met later reports; one whose report is older than every report
+# remembered is not taken (it may have been).
+MAX_KV_ENGINES: Final = 64
+KV_REPORTS_KEPT: Final = 32
 
 BUNDLE_CONTEXT_FIELDS: Final = (
     "service",
@@ -65,6 +78,33 @@ class Bundle:
     slot: tuple[str, str] = ("", "")
     # What the bundle is (service, model, versions): evidence a responder needs on a page.
     context: dict[str, str] = field(default_factory=dict)
+    # Engine instance -> times (ns, ascending) of the newest KV reports its KV detector took.
+    kv_reports: dict[str, list[int]] = field(default_factory=dict)
+
+
+def take_report(taken: dict[str, list[int]], engine: str, report_ns: int) -> bool:
+    """Whether a KV value read from ``engine``'s report of ``report_ns`` is a new
+    measurement for a bundle that has ``taken`` these reports (which it then joins).
+
+    >>> taken = {}
+    >>> [take_report(taken, "vllm-0:8000", t) for t in (10, 10, 25, 10, 25, 40)]
+    [True, False, True, False, False, True]
+    """
+    times = taken.get(engine)
+    if times is None:
+        if len(taken) >= MAX_KV_ENGINES:
+            del taken[min(taken, key=lambda e: (taken[e][-1], e))]
+        taken[engine] = [report_ns]
+        return True
+    at = bisect.bisect_left(times, report_ns)
+    if at < len(times) and times[at] == report_ns:
+        return False
+    if at == 0 and len(times) >= KV_REPORTS_KEPT:
+        return False  # older than every report remembered: it may have been taken
+    times.insert(at, report_ns)
+    if len(times) > KV_REPORTS_KEPT:
+        del times[0]
+    return True
 
 
 def canary_slot(event: dict[str, Any]) -> tuple[str, str]:
@@ -263,6 +303,8 @@ class DriftRules:
         rows: _BundleRows,
     ) -> list[Hit]:
         positions, values = rows.values(metric)
+        if metric.name == KV_PRESSURE and positions.shape[0]:
+            positions, values = rows.new_reports(positions, values)
         if not positions.shape[0]:
             return []
         detector = bundle.detectors[metric.name]
@@ -426,7 +468,7 @@ class _Columns:
     value is not measured, a negative one counts as 0.
     """
 
-    __slots__ = ("_cache", "_columns", "_events", "errors")
+    __slots__ = ("_cache", "_columns", "errors", "events")
 
     def __init__(self, events: list[dict], metrics: tuple[Metric, ...]) -> None:
         fields = (*dict.fromkeys(m.field for m in metrics), "error_type")
@@ -440,7 +482,7 @@ class _Columns:
         columns = list(zip(*table, strict=True))
         self._columns = dict(zip(fields, columns, strict=True))
         self.errors: list[bool] = list(map(bool, self._columns["error_type"]))
-        self._events = events
+        self.events = events
         self._cache: dict[str, tuple[np.ndarray | None, Any]] = {}
 
     def column(self, metric: Metric) -> tuple[np.ndarray | None, Any]:
@@ -474,7 +516,7 @@ class _Columns:
         return out
 
     def trace_groups(self, rows: np.ndarray) -> np.ndarray:
-        events = self._events
+        events = self.events
         return np.fromiter(
             (zlib.crc32(str(events[i].get("trace_id", "")).encode()) for i in rows.tolist()),
             dtype=np.int64,
@@ -509,6 +551,27 @@ class _BundleRows:
         if metric.kind == "categorical":
             return positions, [values[i] for i in rows.tolist()]
         return positions, metric.natural(values[rows])
+
+    def new_reports(self, positions: np.ndarray, values: Any) -> tuple[np.ndarray, Any]:
+        """The KV values that are new measurements: a value joined from an engine report
+        (:data:`ENGINE_KV_REPORT_NS`) only if the bundle has not taken that report of that
+        engine yet (:attr:`Bundle.kv_reports`); a value without a report time, always."""
+        events = self._columns.events
+        taken = self._bundle.kv_reports
+        keep = np.ones(positions.shape[0], dtype=bool)
+        for k, row in enumerate(self.idx[positions].tolist()):
+            attributes = events[row].get("attributes")
+            reported = attributes.get(ENGINE_KV_REPORT_NS) if attributes else None
+            if reported is None:
+                continue
+            try:
+                report_ns = int(reported)
+            except (TypeError, ValueError):
+                continue  # not a time this join wrote: the value counts on its own
+            keep[k] = take_report(taken, str(attributes.get(ENGINE_INSTANCE, "")), report_ns)
+        if keep.all():
+            return positions, values
+        return positions[keep], values[keep]
 
     def every(self) -> np.ndarray:
         """Positions of all the rows."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import math
 from typing import Any, Final
 
@@ -28,7 +29,7 @@ from driftline.detectors import BurnRate, MetricDetector, WindowSum
 from driftline.schemas.alert import ALERT_FIELD_NAMES
 from driftline.streams.monitor.budgets import Scope
 from driftline.streams.monitor.clock import WorkflowClock
-from driftline.streams.monitor.drift import Bundle
+from driftline.streams.monitor.drift import KV_REPORTS_KEPT, MAX_KV_ENGINES, Bundle
 from driftline.streams.monitor.hits import CONDITIONS
 from driftline.streams.monitor.lifecycle import OpenAlert
 
@@ -161,6 +162,7 @@ def bundle_state(bundle: Bundle) -> dict[str, Any]:
         "frozen_at": dict(bundle.frozen_at),
         "slot": list(bundle.slot),
         "context": dict(bundle.context),
+        "kv_reports": {engine: list(t) for engine, t in sorted(bundle.kv_reports.items())},
     }
 
 
@@ -200,7 +202,31 @@ def bundle_from_state(
         frozen_at={k: _int(doc["frozen_at"], k, where) for k in _dict(doc.get("frozen_at"), where)},
         slot=(slot[0], slot[1]),
         context=_str_dict(doc.get("context"), f"{where}.context"),
+        kv_reports=_kv_reports(doc.get("kv_reports"), f"{where}.kv_reports"),
     )
+
+
+def _kv_reports(value: Any, where: str) -> dict[str, list[int]]:
+    """The KV reports a bundle took last, per engine; none in a snapshot taken before they
+    were kept (the calls of its last reports then count once more)."""
+    if value is None:
+        return {}
+    doc = _dict(value, where)
+    if len(doc) > MAX_KV_ENGINES:
+        raise SnapshotError(f"{where}: {len(doc)} engines, at most {MAX_KV_ENGINES}")
+    out = {}
+    for engine, times in doc.items():
+        if (
+            not isinstance(times, list)
+            or not 0 < len(times) <= KV_REPORTS_KEPT
+            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in times)
+            or any(a >= b for a, b in itertools.pairwise(times))
+        ):
+            raise SnapshotError(
+                f"{where}.{engine}: expected 1 to {KV_REPORTS_KEPT} ascending report times"
+            )
+        out[engine] = list(times)
+    return out
 
 
 def scope_state(scope: Scope) -> dict[str, Any]:
