@@ -152,7 +152,7 @@ def loads(workflow: str, blob: bytes) -> dict[str, Any]:
 
 
 def bundle_state(bundle: Bundle) -> dict[str, Any]:
-    return {
+    state = {
         "detectors": {name: d.to_state() for name, d in sorted(bundle.detectors.items())},
         "ts_ring": bundle.ts_ring,
         "first_ts": bundle.first_ts,
@@ -162,8 +162,10 @@ def bundle_state(bundle: Bundle) -> dict[str, Any]:
         "frozen_at": dict(bundle.frozen_at),
         "slot": list(bundle.slot),
         "context": dict(bundle.context),
-        "kv_reports": {engine: list(t) for engine, t in sorted(bundle.kv_reports.items())},
     }
+    if bundle.kv_reports:  # only with KV joined from engine reports: else as before
+        state["kv_reports"] = {e: list(t) for e, t in sorted(bundle.kv_reports.items())}
+    return state
 
 
 def bundle_from_state(

@@ -222,3 +222,10 @@ def test_a_snapshot_without_reports_restores_and_bad_reports_are_refused() -> No
     with pytest.raises(SnapshotError, match="at most"):
         monitor().restore("batch", snap.dumps("batch", doc))
     assert orjson.loads(m.snapshot("batch")[len(snap.SNAPSHOT_MAGIC) :])["version"] == 3
+
+
+def test_a_bundle_without_engine_reports_snapshots_as_before() -> None:
+    m = monitor()
+    feed(m, [call(i, T0 + i * S, 0.4, None) for i in range(25)])
+    (bundle,) = snap.loads("batch", m.snapshot("batch"))["bundles"].values()
+    assert "kv_reports" not in bundle
