@@ -43,6 +43,7 @@ from driftline.schemas.event import Field
 from driftline.schemas.tables import ALERTS_LOG, REQUESTS, TRACES
 from driftline.store import SkipExisting, Store, StoreError
 from driftline.store.base import StoreRejectedRowsError
+from driftline.store.rollups import rebuild_rollups, stored_minutes
 from driftline.streams.positions import offsets_token
 
 RecordKind = Literal["events", "traces", "alerts"]
@@ -373,11 +374,19 @@ class EventSink:
         fields = self._stored_fields(spec)
         table, kept, refused = self._convert(records, fields, self._ttl[spec.table])
         rejected = [RejectedRecord(kind, records[i], why, positions[i]) for i, why in refused]
+        # Rows already stored came from an earlier insert of theirs, which may have been cut
+        # off before every rollup got them: those keys are recomputed once this one is in.
+        stale = (
+            stored_minutes(self.store, spec.table, table, spec.skip_existing)
+            if spec.skip_existing is not None
+            else set()
+        )
         stored = 0
         for piece in split_by_partition(
             table, kept, spec.partition_by, self.max_partitions_per_insert, token
         ):
             stored += self._insert_isolating(spec, piece, rejected, kind, records, positions)
+        rebuild_rollups(self.store, spec.table, stale)
         return stored, rejected
 
     def _insert_isolating(

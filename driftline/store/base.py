@@ -265,6 +265,15 @@ def _literal(value: Any) -> str:
     return format_param(value)
 
 
+def sql_literal(value: Any) -> str:
+    """A value as a literal inside a statement: strings quoted, quotes and backslashes escaped.
+
+    >>> print(sql_literal("it's"))
+    'it\\'s'
+    """
+    return _literal(value)
+
+
 def format_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     """Every parameter as the engine's escaped text (what chdb takes)."""
     return {name: format_param(value) for name, value in (params or {}).items()}
