@@ -74,7 +74,13 @@ class DemoError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGTERM arrived: stop like Ctrl-C does."""
+    """Ctrl-C or SIGTERM arrived: stop the traffic and the stack, then report."""
+
+
+# Set by the signal handler as well as raising: an exception raised by a handler lands in
+# whatever code runs at that instant, and a library that catches broadly can swallow it (a
+# Ctrl-C was seen ignored under load); the live loop checks this flag at every refresh.
+_STOP_REQUESTED = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -263,18 +269,21 @@ def prepare_data_dir(path: Path) -> Path:
 
 
 @contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
+def _stop_on_signals() -> Iterator[None]:
     def raise_interrupted(signum: int, frame: FrameType | None) -> None:
+        _STOP_REQUESTED.set()
         raise Interrupted(signal.Signals(signum).name)
 
+    _STOP_REQUESTED.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -308,7 +317,7 @@ def run_demo(options: DemoOptions, out: TextIO) -> DemoOutcome:
     )
     view.note(f"data and logs in {data_dir} (config {config_file.name})")
     traffic: Traffic | None = None
-    with _stop_on_sigterm(), paging() as pager:
+    with _stop_on_signals(), paging() as pager:
         view.note(f"paging: {pager.description}")
         stack = EmbeddedStack(settings, config_file=config_file, echo=view.note)
         try:
@@ -367,6 +376,8 @@ def _live(
         deadline = time.monotonic() + REFRESH_S
         while time.monotonic() < deadline:
             watch.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+        if _STOP_REQUESTED.is_set():
+            raise Interrupted("stop requested")
         stack.check_alive()
         if traffic.error is not None:
             raise DemoError(f"the traffic simulator failed: {traffic.error}") from traffic.error

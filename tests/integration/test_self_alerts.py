@@ -89,6 +89,12 @@ def test_store_outage_pages_and_resolves_and_the_heartbeat_follows_readiness(
         assert trigger["payload"]["custom_details"]["kind"] == "pipeline"
         assert [r.answered for r in pager.requests if r.json().get("dedup_key") == KEY] == [202]
         assert open_gauge() == 1
+        # The page leaves while the first assignment's state is still being restored (the
+        # readiness reason is "rebalancing" until then); then the reason is the store.
+        wait_for(
+            lambda: "store not open" in httpx.get(f"{metrics}/readyz", timeout=5).text,
+            "/readyz to name the store",
+        )
         assert main(["status", "--worker", metrics, "--once"]) == 1
         screen = capsys.readouterr().out
         assert "  ready         NO: not ready: store not open yet (see the log)" in screen
@@ -176,7 +182,9 @@ def test_consumer_lag_over_the_bound_pages_and_resolves(tmp_path: Path) -> None:
         assert trigger["payload"]["severity"] == "error"
         summary = trigger["payload"]["summary"]
         assert summary.startswith(f"driftline worker {WORKER}: "), summary
-        assert "records behind on its source topics (llm_events " in summary, summary
+        # Topics by how far behind, worst first: under load decode and assembly lag too.
+        assert "records behind on its source topics (" in summary, summary
+        assert "llm_events " in summary.split("(", 1)[1], summary
         assert summary.endswith(", bound 4"), summary
         # The condition sums every source topic (llm_spans and otlp_spans lag a record or two
         # behind their ends too); what paged was over the bound, and the stalled store stage
