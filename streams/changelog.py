@@ -68,13 +68,38 @@ class AcknowledgedSender:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._send, messages)
 
     def _send(self, messages: Sequence[Message]) -> None:
+        # A flush returns once every message is delivered or has failed for good: a failure
+        # (too large, retries exhausted, no such partition) is only in its delivery report.
+        failed: list[str] = []
+
+        def on_delivery(error: Any, _message: Any) -> None:
+            if error is not None:
+                failed.append(str(error))
+
+        from confluent_kafka import KafkaException
+
         produce = self._producer.produce
-        for key, value, partition, headers in messages:
-            produce(self.topic, key=key, value=value, partition=partition, headers=headers)
+        try:
+            for key, value, partition, headers in messages:
+                produce(
+                    self.topic,
+                    key=key,
+                    value=value,
+                    partition=partition,
+                    headers=headers,
+                    on_delivery=on_delivery,
+                )
+        except (KafkaException, BufferError) as exc:  # refused before it left
+            self._producer.flush(WRITE_TIMEOUT_S)
+            raise ChangelogWriterError(f"{self.topic}: a write was refused ({exc})") from exc
         if self._producer.flush(WRITE_TIMEOUT_S):
             raise ChangelogWriterError(
                 f"{self.topic}: the broker did not acknowledge {len(messages)} writes within "
                 f"{WRITE_TIMEOUT_S:.0f} s"
+            )
+        if failed:
+            raise ChangelogWriterError(
+                f"{self.topic}: {len(failed)} of {len(messages)} writes failed ({failed[0]})"
             )
 
     def close(self) -> None:
