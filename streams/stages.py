@@ -67,6 +67,7 @@ T = TypeVar("T")
 
 MONITOR_STATE_TABLE: Final = "monitor_state"
 CHANGELOG_TAIL_MARGIN: Final = 1000
+CHANGELOG_FENCE_KEY: Final = b"\x00changelog-fence"  # deleted, never set: restores skip it
 CHANGELOG_TAIL_IDLE_POLLS: Final = 3  # 3 x 0.2 s without a record: the end of the changelog
 CHECKPOINT_MAGIC_V1: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
 # ... then the workflow's request marks (JSON) after the offset, before the newline
@@ -376,6 +377,7 @@ def changelog_tail(
                 TopicPartition(topic, partition), timeout=10
             )
             assigned.append(TopicPartition(topic, partition, max(0, high - margin)))
+        _fence(p, topic, partitions)
         consumer.assign(assigned)
         idle_polls = 0
         while idle_polls < CHANGELOG_TAIL_IDLE_POLLS:
@@ -388,6 +390,23 @@ def changelog_tail(
     finally:
         consumer.close()
     return latest
+
+
+def _fence(p: Pipeline, topic: str, partitions: set[int]) -> None:
+    """A tombstone after whatever the partitions' previous owner wrote last.
+
+    The broker may hold back a partition's last record batch until another follows it (tansu
+    reports its high watermark at that batch's start); a previous owner killed right after a
+    checkpoint leaves that checkpoint as the last batch. Fenced, it is read like the rest.
+    """
+    from confluent_kafka import Producer
+
+    from driftline.streams.kafka import producer_config
+
+    producer = Producer(producer_config(p.settings.kafka, p.bootstrap_servers))
+    for partition in sorted(partitions):
+        producer.produce(topic, key=CHANGELOG_FENCE_KEY, value=None, partition=partition)
+    producer.flush(10)
 
 
 def fresh_records(
