@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,26 +14,29 @@ from confluent_kafka import Producer
 
 from driftline.config import Settings
 from driftline.stack import EmbeddedStack
-from driftline.streams import topics
 from driftline.streams.changelog import AcknowledgedSender, ChangelogWriterError
-from driftline.streams.kafka import producer_config
+from driftline.streams.kafka import create_topics, producer_config
 from tests.integration.conftest import PARTITIONS, Kafka
+
+OWN_TOPIC = f"acknowledged-writes-{uuid.uuid4().hex[:8]}"
 
 
 def sender(stack: EmbeddedStack, settings: Settings) -> AcknowledgedSender:
+    """A sender to a topic of this module's own: the shared stack's other tests read every
+    record of theirs (a dead-letter test reads the DLQ's headers)."""
     assert stack.endpoints is not None
-    pipeline: Any = SimpleNamespace(
-        settings=settings, bootstrap_servers=stack.endpoints.bootstrap_servers
-    )
-    return AcknowledgedSender(pipeline, topics.OTLP_SPANS_DLQ)
+    bootstrap = stack.endpoints.bootstrap_servers
+    create_topics(settings.kafka, [OWN_TOPIC], bootstrap)
+    pipeline: Any = SimpleNamespace(settings=settings, bootstrap_servers=bootstrap)
+    return AcknowledgedSender(pipeline, OWN_TOPIC)
 
 
 def test_acknowledged_writes_arrive_in_order(
     stack: EmbeddedStack, settings: Settings, kafka: Kafka
 ) -> None:
-    reader = kafka.reader(topics.OTLP_SPANS_DLQ)
-    marker = b"ack-order-"
     out = sender(stack, settings)
+    reader = kafka.reader(OWN_TOPIC)
+    marker = b"ack-order-"
     messages = [(b"k", marker + str(i).encode(), 1, []) for i in range(50)]
     asyncio.run(out.send(messages))
     out.close()
@@ -56,7 +60,7 @@ def test_a_write_that_never_reaches_a_broker_is_an_error(settings: Settings) -> 
         sock.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{sock.getsockname()[1]}"
     pipeline: Any = SimpleNamespace(settings=settings, bootstrap_servers=closed)
-    out = AcknowledgedSender(pipeline, topics.OTLP_SPANS_DLQ)
+    out = AcknowledgedSender(pipeline, OWN_TOPIC)
     out._producer = Producer(  # the same producer, told to give up within half a second
         producer_config(settings.kafka, closed, **{"message.timeout.ms": 500})
     )
