@@ -93,7 +93,7 @@ def busy_worker(partitions: int) -> Any:
     }
     sink = SimpleNamespace(store=object(), failures=0, pending_rows=1000)
     governance = SimpleNamespace(
-        monitor=SimpleNamespace(workflows=lambda: [f"wf-{i}" for i in range(200)]),
+        monitor=SimpleNamespace(tracked_workflows=200),
         sinks={"events": sink, "alerts": sink},
     )
     return SimpleNamespace(
