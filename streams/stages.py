@@ -96,6 +96,10 @@ class StoreWriter:
         self._open = open_store
         self._store: Store | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
+        # One open attempt for every stage that needs the store: each stage retrying on its own
+        # opened a store per stage, and one asleep in its backoff when another got through kept
+        # its stage waiting (up to the 30 s backoff, longer if the store went down again).
+        self._opening = asyncio.Lock()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -125,9 +129,10 @@ class StoreWriter:
 
     async def store(self) -> Store:
         """The open store, waiting for it while it cannot be reached."""
-        if self._store is None:
-            self._store = await self.run_until_done("at start", self._open)
-        return self._store
+        async with self._opening:
+            if self._store is None:
+                self._store = await self.run_until_done("at start", self._open)
+            return self._store
 
     async def close(self) -> None:
         if self._store is not None:
