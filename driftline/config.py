@@ -24,6 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -210,6 +211,29 @@ class EngineSettings(_Section):
     hold_down_s: float = Field(300.0, ge=0, le=86_400)  # back within bounds this long
     check_s: float = Field(1.0, gt=0, le=60)  # how often new reports are judged
     max_engines: int = Field(1_000, ge=1)  # (model, instance) pairs tracked; more are counted
+    # `driftline up` scrapes these Prometheus /metrics URLs itself (collectors/scrape.py) and
+    # publishes the engine metrics to otlp_metrics, for a stack without an OTel Collector.
+    # Empty: no scraping (the collector's prometheus/engines receiver does it).
+    scrape_targets: list[str] = []
+    scrape_interval_s: float = Field(15.0, gt=0, le=3_600)
+
+    @field_validator("scrape_targets")
+    @classmethod
+    def _targets_are_http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            try:
+                parts.port  # noqa: B018 (raises on a port that is not a number in range)
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from exc
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"{url!r} is not an http:// or https:// URL with a host "
+                    "(e.g. http://vllm-0.internal:8000/metrics)"
+                )
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL is listed twice")
+        return urls
 
     @model_validator(mode="after")
     def _clear_below_high(self) -> EngineSettings:
