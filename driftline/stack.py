@@ -1,4 +1,4 @@
-"""The embedded stack: broker -> topics -> collector -> stream worker, started in order.
+"""The embedded stack: broker -> topics -> collector (and engine scraper) -> stream worker.
 
 ``EmbeddedStack`` is a context manager: on enter every part is started and waited
 for until healthy (broker answers metadata, collector ports accept, the worker
@@ -9,6 +9,8 @@ parent process (``PR_SET_PDEATHSIG``), so even a killed ``driftline up`` leaves
 no orphans.
 
 With ``kafka.bootstrap_servers`` set, no broker is started and that Kafka is used.
+With ``engines.scrape_targets`` set, a scraper thread in this process publishes the engines'
+Prometheus metrics to ``otlp_metrics`` (collectors/scrape.py), since rotel cannot scrape.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from types import TracebackType
 
 from driftline.collectors.process import ManagedProcess, ProcessStartError
 from driftline.collectors.rotel import RotelCollector
+from driftline.collectors.scrape import EngineScraper, KafkaPublisher
 from driftline.collectors.tansu import TansuBroker
 from driftline.config import Settings
-from driftline.streams.kafka import create_topics
+from driftline.streams.kafka import create_topics, producer_config
 from driftline.streams.topics import ALL_TOPICS, OTLP_METRICS, OTLP_SPANS
 
 
@@ -113,6 +116,8 @@ class EmbeddedStack:
         self.broker: TansuBroker | None = None
         self.collector: RotelCollector | None = None
         self.worker: ManagedProcess | None = None
+        self.scraper: EngineScraper | None = None
+        self._scrape_publisher: KafkaPublisher | None = None
         self.endpoints: Endpoints | None = None
         self.times = StartTimes()
         self._bootstrap: str | None = None
@@ -160,6 +165,7 @@ class EmbeddedStack:
         self.echo(f"collector  rotel, OTLP receivers up ({self.times.collector_s:.2f}s)")
 
         self._bootstrap = bootstrap
+        self._start_scraper(bootstrap)
         if self.with_worker:
             self.times.worker_s = self.restart_worker()
             self.echo(f"worker     ready ({self.times.worker_s:.2f}s)")
@@ -172,6 +178,39 @@ class EmbeddedStack:
             worker_metrics=worker_metrics_url(self.settings) if self.with_worker else None,
         )
         return self.endpoints
+
+    def _start_scraper(self, bootstrap: str) -> None:
+        # Engines' /metrics scraped in this process (rotel cannot), published where the
+        # collector's metrics go; the worker reads them like a collector's scrape.
+        engines = self.settings.engines
+        if not engines.scrape_targets:
+            return
+        self._scrape_publisher = KafkaPublisher(
+            producer_config(self.settings.kafka, bootstrap, **{"client.id": "driftline-scrape"}),
+            OTLP_METRICS,
+        )
+        self.scraper = EngineScraper(
+            engines.scrape_targets, engines.scrape_interval_s, self._scrape_publisher.publish
+        )
+        self.scraper.start()
+        self.echo(
+            f"scraper    {len(engines.scrape_targets)} engine /metrics targets every "
+            f"{engines.scrape_interval_s:g}s to {OTLP_METRICS}"
+        )
+
+    def _stop_scraper(self) -> None:
+        if self.scraper is not None:
+            self.scraper.stop()
+            self.echo(f"scraper    stopped: {self.scraper.summary()}")
+            self.scraper = None
+        if self._scrape_publisher is not None:
+            undelivered = self._scrape_publisher.close()
+            if undelivered or self._scrape_publisher.failed:
+                self.echo(
+                    f"scraper    {self._scrape_publisher.failed} messages refused by Kafka, "
+                    f"{undelivered} undelivered at stop"
+                )
+            self._scrape_publisher = None
 
     def restart_worker(self) -> float:
         """(Re)start the worker child and wait for its ready file; returns seconds taken.
@@ -206,7 +245,8 @@ class EmbeddedStack:
                 )
 
     def stop(self) -> None:
-        # Collector first: no new input; then the worker commits; the broker last.
+        # Scraper and collector first: no new input; then the worker commits; the broker last.
+        self._stop_scraper()
         for process in (
             self.collector.process if self.collector else None,
             self.worker,

@@ -1,12 +1,15 @@
 """``driftline up``: start the embedded stack (broker, collector, worker) and keep it running.
 
-Prints the OTLP endpoints to send spans to. Ctrl-C or SIGTERM stops every part;
-a part that dies on its own stops the rest and exits non-zero.
+Prints the OTLP endpoints to send spans to. With ``engines.scrape_targets`` set it also
+scrapes those engines' ``/metrics`` (collectors/scrape.py). Ctrl-C or SIGTERM stops every
+part; a part that dies on its own stops the rest and exits non-zero. A scrape target that
+fails is logged and retried, and never stops the stack.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -34,6 +37,18 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _show_scrape_log() -> None:
+    # The engine scraper runs in this process: its target state changes (a target failing,
+    # coming back) go to the terminal with the stack's own lines, not to a worker's log.
+    scrape_log = logging.getLogger("driftline.collectors.scrape")
+    if not scrape_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s scraper    %(message)s"))
+        scrape_log.addHandler(handler)
+        scrape_log.setLevel(logging.INFO)
+        scrape_log.propagate = False
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
@@ -45,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from driftline.stack import EmbeddedStack
     from driftline.streams.kafka import KafkaConfigError
 
+    _show_scrape_log()
     source = config_path(args.config)
     stack = EmbeddedStack(
         settings,

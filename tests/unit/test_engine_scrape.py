@@ -16,6 +16,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from pydantic import ValidationError
 
 from driftline.collectors.scrape import (
     FAILED_CONNECT,
@@ -30,6 +31,7 @@ from driftline.collectors.scrape import (
     scrape_message,
     target_of,
 )
+from driftline.config import Settings
 from driftline.schemas import engine_metrics as em
 from driftline.streams.engine_metrics import EngineMetricRows, decode_metrics_message
 
@@ -402,3 +404,23 @@ def test_a_slow_target_does_not_delay_the_others(metrics_server: MetricsServer) 
 def test_an_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         EngineScraper([], 0, lambda key, value: None)
+
+
+@pytest.mark.parametrize(
+    ("engines", "message"),
+    [
+        ({"scrape_targets": ["vllm-0.internal:8000/metrics"]}, "not an http:// or https://"),
+        ({"scrape_targets": ["ftp://vllm-0.internal/metrics"]}, "not an http:// or https://"),
+        ({"scrape_targets": ["http://vllm-0.internal:80000/metrics"]}, "out of range"),
+        ({"scrape_targets": ["http://a:8000/metrics", "http://a:8000/metrics"]}, "twice"),
+        ({"scrape_interval_s": 0}, "greater than 0"),
+    ],
+)
+def test_scrape_settings_are_checked(engines: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(engines=engines)
+
+
+def test_scraping_is_off_by_default() -> None:
+    engines = Settings().engines
+    assert (engines.scrape_targets, engines.scrape_interval_s) == ([], 15.0)
