@@ -81,6 +81,7 @@ FAILED_TOO_LARGE: Final = "too_large"
 FAILED_PARSE: Final = "parse"
 FAILED_HTTP: Final = "http"  # any other transport error
 FAILED_PUBLISH: Final = "publish"  # the message could not be handed to the producer
+FAILED_INTERNAL: Final = "internal"  # a defect of the scraper: logged with its traceback
 
 Publish = Callable[[bytes, bytes], None]  # (key, OTLP protobuf message)
 
@@ -284,7 +285,14 @@ def _histogram(
             one.count = float(sample.value)
         elif suffix == "_sum":
             one.total = float(sample.value)
+    added = 0
     for key, one in series.items():
+        counts = [_whole(cumulative) for _, cumulative in one.buckets]
+        if _whole(one.count) is None or None in counts:
+            # OTLP counts are unsigned integers: a NaN or negative count has no encoding (the
+            # decoder would reject it as a bad value anyway).
+            continue
+        added += 1
         point = metric.histogram.data_points.add()
         point.attributes.extend(_attributes(one.labels))
         point.start_time_unix_nano = created.get((family, key), 0)
@@ -299,7 +307,11 @@ def _histogram(
                 point.explicit_bounds.append(bound)
             point.bucket_counts.append(int(max(cumulative - previous, 0.0)))
             previous = cumulative
-    return len(series)
+    return added
+
+
+def _whole(value: float) -> int | None:
+    return int(value) if math.isfinite(value) and value >= 0 else None
 
 
 def fetch(client: httpx.Client, url: str, timeout_s: float, max_body_bytes: int) -> str:
@@ -430,10 +442,15 @@ class EngineScraper:
     def _run(self, target: Target) -> None:
         # One client per target: its connection is kept between scrapes, and no pool is
         # shared with a target that hangs.
-        with httpx.Client(follow_redirects=False) as client:
+        # Redirects are followed, as Prometheus does.
+        with httpx.Client(follow_redirects=True) as client:
             next_due = time.monotonic()
             while not self._stop.is_set():
-                self.scrape_once(target, client)
+                try:
+                    self.scrape_once(target, client)
+                except Exception as exc:  # a defect must not end this target's scraping
+                    logger.exception("engine scrape of %s: unexpected error", target.url)
+                    self._record(target, self.stats[target.url], FAILED_INTERNAL, repr(exc))
                 # The next scrape is due an interval after the last was due, not after it
                 # ended; a scrape that overran skips to the next slot instead of bunching up.
                 next_due += self.interval_s

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from driftline.collectors.scrape import (
     FAILED_CONNECT,
     FAILED_PARSE,
+    FAILED_PUBLISH,
     FAILED_STATUS,
     FAILED_TIMEOUT,
     FAILED_TOO_LARGE,
@@ -185,6 +186,22 @@ def test_a_known_histogram_keeps_its_buckets_and_token_type() -> None:
         (f"{usage}.input:sum", 4321.0),
         (f"{usage}.output:count", 6.0),
         (f"{usage}.output:sum", 300.0),
+    }
+
+
+def test_a_histogram_count_with_no_otlp_encoding_drops_only_its_series() -> None:
+    body = """\
+# TYPE "gen_ai.server.request.duration" histogram
+{"gen_ai.server.request.duration_bucket",model="a",le="+Inf"} NaN
+{"gen_ai.server.request.duration_count",model="a"} NaN
+{"gen_ai.server.request.duration_sum",model="a"} 1
+{"gen_ai.server.request.duration_bucket",model="b",le="+Inf"} 2
+{"gen_ai.server.request.duration_count",model="b"} 2
+{"gen_ai.server.request.duration_sum",model="b"} 0.5
+"""
+    assert {(m, model, v) for m, _, model, _, v, _ in rows_of(body)} == {
+        (f"{em.SERVER_REQUEST_DURATION}:count", "b", 2.0),
+        (f"{em.SERVER_REQUEST_DURATION}:sum", "b", 0.5),
     }
 
 
@@ -424,3 +441,20 @@ def test_scrape_settings_are_checked(engines: dict[str, object], message: str) -
 def test_scraping_is_off_by_default() -> None:
     engines = Settings().engines
     assert (engines.scrape_targets, engines.scrape_interval_s) == ([], 15.0)
+
+
+def test_a_publish_the_producer_refuses_is_a_failed_scrape(metrics_server: MetricsServer) -> None:
+    metrics_server.answers["/fine"] = Answer()
+
+    def full_queue(key: bytes, value: bytes) -> None:
+        raise BufferError("Local: Queue full")
+
+    scraper = EngineScraper([metrics_server.url("/fine")], 1.0, full_queue)
+    with httpx.Client() as client:
+        scraper.scrape_once(scraper.targets[0], client)
+    stats = scraper.stats[metrics_server.url("/fine")]
+    assert (stats.state, dict(stats.failures), stats.messages) == (
+        FAILED_PUBLISH,
+        {FAILED_PUBLISH: 1},
+        0,
+    )
