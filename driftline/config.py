@@ -231,6 +231,9 @@ class EngineSettings(_Section):
                     f"{url!r} is not an http:// or https:// URL with a host "
                     "(e.g. http://vllm-0.internal:8000/metrics)"
                 )
+            if parts.username is not None or parts.password is not None:
+                # The URL is logged when its target fails; a password is never in the file.
+                raise ValueError(f"{parts.hostname}: a scrape URL carries no user or password")
         if len(set(urls)) != len(urls):
             raise ValueError("a URL is listed twice")
         return urls

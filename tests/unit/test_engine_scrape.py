@@ -430,6 +430,7 @@ def test_an_interval_must_be_positive() -> None:
         ({"scrape_targets": ["ftp://vllm-0.internal/metrics"]}, "not an http:// or https://"),
         ({"scrape_targets": ["http://vllm-0.internal:80000/metrics"]}, "out of range"),
         ({"scrape_targets": ["http://a:8000/metrics", "http://a:8000/metrics"]}, "twice"),
+        ({"scrape_targets": ["http://u:secret@vllm-0.internal/metrics"]}, "no user or password"),
         ({"scrape_interval_s": 0}, "greater than 0"),
     ],
 )
