@@ -1,0 +1,394 @@
+"""Labeled workflows replayed through the public CLI: what an on-call engineer would see.
+
+Generates days of agent traffic with ``bench/replay_families.py`` (not
+``bench/families.py``: other structures, other code), several workflows interleaved in
+each NDJSON file of normalized events, runs ``driftline replay FILE`` in a subprocess
+with the default configuration (no config file), parses the printed transitions and
+scores them per family against the labels:
+
+- false alarms: drift alerts opened on a control, or on any metric of a shifted workflow
+  before its change; per 1M stationary events (every event of a workflow counts once);
+- missed: no alert opened on the changed metric within ``--horizon`` events of the change;
+- delay: events of the workflow from the change to that alert;
+- flaps: an alert on the changed metric resolved while its shift lasts, then reopened;
+- cross-metric: an alert opened after the change on a metric the change does not touch
+  (related metrics are listed per family: more output tokens take longer);
+- transients: how many events after the transient's end its last alert (changed or
+  related metric) resolved;
+- river's ADWIN, run in the same process on the changed metric's values of the primary
+  bundle (natural scale, standardized by its first 500 values, fed from the 501st), its
+  delta tuned by bisection to no false alarm on the same controls and pre-change
+  stretches, per group (continuous, rates, finish mix), as ``bench/bench_detectors.py``
+  tunes it.
+
+Run: ``.venv/bin/python bench/bench_replay.py`` (seed 2026, about 3-4 minutes);
+``--seed S --seeds N`` for seeds S..S+N-1; ``--keep DIR`` keeps the NDJSON files and the
+replay's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from replay_families import FAMILIES, Family, Workflow, event_lines, generate, workflow_name
+from river import drift
+
+from driftline.schemas.event import iso_to_micros
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIFTLINE = ROOT / ".venv" / "bin" / "driftline"
+WARMUP = 500
+CONTINUOUS = ("input_tokens", "output_tokens", "latency", "ttft", "output_length")
+RATES = ("validation_failure", "retries")
+FIELD_OF = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "latency": "latency_ms",
+    "ttft": "ttft_ms",
+    "output_length": "output_chars",
+    "validation_failure": "validation_failed",
+    "retries": "retry_attempt",
+    "finish_reason": "finish_reason",
+}
+
+
+def group_of(metric: str) -> str:
+    if metric in CONTINUOUS:
+        return "continuous"
+    return "rates" if metric in RATES else "categorical"
+
+
+@dataclass
+class Transition:
+    kind: str
+    transition: str
+    metric: str
+    key: str
+    index: int  # events of the workflow up to and including its time
+
+
+@dataclass
+class Outcome:
+    workflow: Workflow
+    transitions: list[Transition]
+    change_index: int | None
+    end_index: int | None
+
+    @property
+    def stationary_events(self) -> int:
+        return self.workflow.n_events if self.change_index is None else self.change_index
+
+
+def replay(path: Path) -> list[dict]:
+    """The transitions ``driftline replay`` prints for ``path`` (one JSON record a line)."""
+    proc = subprocess.run(
+        [str(DRIFTLINE), "replay", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tempfile.gettempdir(),  # no driftline.toml: the defaults
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"driftline replay {path} exited {proc.returncode}: {proc.stderr}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def outcomes(workflows: list[Workflow], records: list[dict]) -> list[Outcome]:
+    by_name = {w.name: w for w in workflows}
+    per: dict[str, list[Transition]] = {w.name: [] for w in workflows}
+    for r in records:
+        w = by_name.get(str(r["workflow"]))
+        if w is None or r["transition"] == "update":
+            continue
+        ts = iso_to_micros(str(r["event_ts"]))
+        index = int(np.searchsorted(w.columns["end_ts"], ts, side="right"))
+        metric = str(r["metric"]).split(":")[0]
+        per[w.name].append(Transition(r["kind"], r["transition"], metric, r["dedup_key"], index))
+    out = []
+    for w in workflows:
+        ends = w.columns["end_ts"]
+        change = None if w.change_ts is None else int(np.searchsorted(ends, w.change_ts))
+        end = None if w.end_ts is None else int(np.searchsorted(ends, w.end_ts))
+        out.append(Outcome(w, sorted(per[w.name], key=lambda t: t.index), change, end))
+    return out
+
+
+# --- river ----------------------------------------------------------------------------
+
+
+def natural(w: Workflow, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The metric's values on the primary bundle, natural scale, and their event indices."""
+    c = w.columns
+    rows = ~c["fallback"]
+    if metric != "retries":
+        rows &= c["error_type"] == ""
+    raw = c[FIELD_OF[metric]]
+    if metric == "finish_reason":
+        x = (raw == "length").astype(np.float64)
+    elif metric in RATES:
+        x = raw.astype(np.float64)
+    else:
+        x = np.log1p(np.nan_to_num(raw.astype(np.float64), nan=0.0))
+    index = np.flatnonzero(rows)
+    return x[index], index
+
+
+def adwin_alarms(delta: float, x: np.ndarray, stop_after: int = 1 << 30) -> list[int]:
+    """Positions (in ``x``) where ADWIN signals, fed from the end of the warm-up."""
+    if x.shape[0] <= WARMUP:
+        return []
+    ref = x[:WARMUP]
+    z = (x - ref.mean()) / max(float(ref.std()), 1e-9)
+    det = drift.ADWIN(delta=delta)
+    found = []
+    for i, v in enumerate(z[WARMUP:].tolist()):
+        det.update(v)
+        if det.drift_detected:
+            found.append(WARMUP + i)
+            if len(found) > stop_after:
+                break
+    return found
+
+
+def tune_adwin(streams: list[np.ndarray], steps: int) -> float:
+    """The largest delta (most sensitive) with no alarm on ``streams``, by log bisection."""
+    lo, hi = 1e-2, 1e-14
+
+    def quiet(delta: float) -> bool:
+        return all(not adwin_alarms(delta, x, stop_after=0) for x in streams)
+
+    best = hi
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        if quiet(mid):
+            hi = best = mid
+        else:
+            lo = mid
+    return best
+
+
+# --- scoring --------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    workflows: int = 0
+    stationary_events: int = 0
+    false_alarms: int = 0
+    delays: list[int] = field(default_factory=list)
+    adwin_delays: list[int] = field(default_factory=list)
+    missed: int = 0
+    adwin_missed: int = 0
+    flaps: int = 0
+    cross: int = 0
+    resolve_after_end: list[int] = field(default_factory=list)
+    unresolved: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def score(o: Outcome, row: Row, horizon: int) -> None:
+    w, fam = o.workflow, o.workflow.family
+    shift = fam.shift
+    row.workflows += 1
+    row.stationary_events += o.stationary_events
+    opens = [t for t in o.transitions if t.transition == "open"]
+    for t in opens:
+        if o.change_index is None or t.index < o.change_index:
+            row.false_alarms += 1
+            row.notes.append(f"{w.name}: false {t.kind} {t.metric} at {t.index} {_params(w)}")
+    if o.change_index is None:
+        return
+    change = o.change_index
+    touched = {shift.metric, *shift.related}
+    for t in opens:
+        if t.index >= change and t.metric not in touched:
+            row.cross += 1
+            row.notes.append(f"{w.name}: cross {t.kind} {t.metric} at +{t.index - change}")
+    found = [t for t in opens if t.metric == shift.metric and change <= t.index < change + horizon]
+    if found:
+        row.delays.append(found[0].index - change)
+    else:
+        row.missed += 1
+        row.notes.append(f"{w.name}: missed {shift.metric} {_params(w)}")
+    lasts = o.end_index if o.end_index is not None else w.n_events
+    target = [t for t in o.transitions if t.metric == shift.metric and t.index >= change]
+    for i, t in enumerate(target):
+        reopened = any(u.transition == "open" and u.index < lasts for u in target[i + 1 :])
+        if t.transition == "resolve" and t.index < lasts and reopened:
+            row.flaps += 1
+            row.notes.append(f"{w.name}: flap {t.metric} resolved at +{t.index - change}")
+    if o.end_index is not None and found:
+        mine = [t for t in o.transitions if t.metric in touched and t.index >= change]
+        still_open: dict[str, bool] = {}
+        last_resolve = 0
+        for t in mine:
+            still_open[t.key] = t.transition == "open"
+            if t.transition == "resolve":
+                last_resolve = max(last_resolve, t.index)
+        if any(still_open.values()):
+            row.unresolved += 1
+            row.notes.append(f"{w.name}: transient still open at the end")
+        else:
+            row.resolve_after_end.append(last_resolve - o.end_index)
+
+
+def _params(w: Workflow) -> str:
+    return "(" + ", ".join(f"{k} {v:.3g}" for k, v in w.params.items()) + ")"
+
+
+def adwin_score(o: Outcome, delta: float, row: Row, horizon: int) -> None:
+    shift = o.workflow.family.shift
+    assert o.change_index is not None
+    x, index = natural(o.workflow, shift.metric)
+    alarms = [int(index[a]) for a in adwin_alarms(delta, x)]
+    after = [a - o.change_index for a in alarms if 0 <= a - o.change_index < horizon]
+    if after:
+        row.adwin_delays.append(after[0])
+    else:
+        row.adwin_missed += 1
+
+
+def fmt(values: list[int]) -> str:
+    return f"{np.median(values):.0f}" if values else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--seeds", type=int, default=1, help="run seeds seed .. seed+N-1")
+    ap.add_argument("--per-family", type=int, default=3, help="shifted workflows per family")
+    ap.add_argument("--controls", type=int, default=6, help="stationary workflows per seed")
+    ap.add_argument("--calls", type=int, default=24_000, help="successful calls per workflow")
+    ap.add_argument("--per-file", type=int, default=11, help="workflows interleaved per file")
+    ap.add_argument("--horizon", type=int, default=4_000)
+    ap.add_argument("--steps", type=int, default=8, help="bisection steps for ADWIN's delta")
+    ap.add_argument("--keep", type=Path, help="keep the NDJSON files and replay output here")
+    ap.add_argument("--verbose", action="store_true", help="print every alarm, miss and flap")
+    args = ap.parse_args(argv)
+    started = time.monotonic()
+    all_outcomes: list[Outcome] = []
+    replay_s = 0.0
+    for seed in range(args.seed, args.seed + args.seeds):
+        rng = np.random.default_rng(seed)
+        plan: list[Family] = []
+        for fam in FAMILIES:
+            plan.extend([fam] * (args.controls if fam.shift.kind == "none" else args.per_family))
+        order = rng.permutation(len(plan))
+        workflows = [
+            generate(rng, workflow_name(i, plan[j], seed), plan[j], args.calls)
+            for i, j in enumerate(order)
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            where = args.keep or Path(tmp)
+            where.mkdir(parents=True, exist_ok=True)
+            for part in range(0, len(workflows), args.per_file):
+                shard = workflows[part : part + args.per_file]
+                path = where / f"events-{seed}-{part // args.per_file}.ndjson"
+                path.write_text("\n".join(event_lines(shard)) + "\n")
+                t = time.monotonic()
+                records = replay(path)
+                replay_s += time.monotonic() - t
+                if args.keep:
+                    path.with_suffix(".alerts.ndjson").write_text(
+                        "".join(json.dumps(r) + "\n" for r in records)
+                    )
+                all_outcomes.extend(outcomes(shard, records))
+    deltas = {}
+    for group in ("continuous", "rates", "categorical"):
+        quiet: list[np.ndarray] = []
+        for o in all_outcomes:
+            shift = o.workflow.family.shift
+            if shift.kind == "none":
+                metrics = {
+                    "continuous": CONTINUOUS,
+                    "rates": RATES,
+                    "categorical": ("finish_reason",),
+                }[group]
+                quiet.extend(natural(o.workflow, m)[0] for m in metrics)
+            elif group_of(shift.metric) == group and o.change_index is not None:
+                x, index = natural(o.workflow, shift.metric)
+                quiet.append(x[index < o.change_index])
+        deltas[group] = tune_adwin(quiet, args.steps)
+    rows: dict[str, Row] = {f.name: Row() for f in FAMILIES}
+    for o in all_outcomes:
+        row = rows[o.workflow.family.name]
+        score(o, row, args.horizon)
+        if o.change_index is not None:
+            adwin_score(o, deltas[group_of(o.workflow.family.shift.metric)], row, args.horizon)
+    print(
+        f"# seeds {args.seed}..{args.seed + args.seeds - 1}; {args.controls} controls and "
+        f"{args.per_family} workflows per family per seed, ~{args.calls:,} calls each over a "
+        f"day, {args.per_file} per file; `driftline replay FILE` with the defaults; "
+        f"missed = no alert within {args.horizon:,} events"
+    )
+    print(
+        "# ADWIN delta tuned to 0 false alarms on the same controls and pre-change stretches: "
+        + ", ".join(f"{g} {d:.2g}" for g, d in deltas.items())
+    )
+    head = (
+        f"{'family':20s} {'wf':>3s} {'stat. events':>12s} {'false':>5s} {'missed':>6s} "
+        f"{'ADWIN missed':>12s} {'median':>6s} {'ADWIN':>6s} {'ratio':>5s} {'flaps':>5s} "
+        f"{'cross':>5s} {'resolve':>7s}"
+    )
+    print(head)
+    ratios = []
+    for fam in FAMILIES:
+        r = rows[fam.name]
+        shifted = fam.shift.kind != "none"
+        ratio = (
+            float(np.median(r.delays) / np.median(r.adwin_delays))
+            if r.delays and r.adwin_delays
+            else math.nan
+        )
+        if shifted and not math.isnan(ratio):
+            ratios.append(ratio)
+        resolve = (f"{max(r.resolve_after_end)}" if r.resolve_after_end else "-") + (
+            "+open" * bool(r.unresolved)
+        )
+        print(
+            f"{fam.name:20s} {r.workflows:3d} {r.stationary_events:12,d} {r.false_alarms:5d} "
+            + (
+                f"{r.missed:6d} {r.adwin_missed:12d} {fmt(r.delays):>6s} "
+                f"{fmt(r.adwin_delays):>6s} {ratio:5.2f} {r.flaps:5d} {r.cross:5d} {resolve:>7s}"
+                if shifted
+                else ""
+            )
+        )
+    total = Row()
+    for r in rows.values():
+        total.stationary_events += r.stationary_events
+        total.false_alarms += r.false_alarms
+        total.missed += r.missed
+        total.adwin_missed += r.adwin_missed
+        total.flaps += r.flaps
+        total.cross += r.cross
+        total.unresolved += r.unresolved
+    shifted_n = sum(r.workflows for f, r in rows.items() if FAMILY_KIND[f] != "none")
+    print(
+        f"# total: {total.false_alarms} false alarms in {total.stationary_events:,} stationary "
+        f"events ({1e6 * total.false_alarms / max(total.stationary_events, 1):.2f} per 1M); "
+        f"missed {total.missed} of {shifted_n} (ADWIN {total.adwin_missed}); flaps {total.flaps}; "
+        f"cross-metric {total.cross}; transients still open {total.unresolved}; median of "
+        f"per-family median delay / ADWIN's {np.median(ratios) if ratios else math.nan:.2f}"
+    )
+    if args.verbose:
+        for name, r in rows.items():
+            for note in r.notes:
+                print(f"#   {name}: {note}")
+    print(f"# replay {replay_s:.0f}s; total {time.monotonic() - started:.0f}s")
+    return 0
+
+
+FAMILY_KIND = {f.name: f.shift.kind for f in FAMILIES}
+
+if __name__ == "__main__":
+    sys.exit(main())
