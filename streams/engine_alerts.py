@@ -146,7 +146,7 @@ def add_engine_alerts(p: Any) -> None:
                 value=dumps(to_wire(record, TRANSITION_FIELDS)),
             )
             log.info("engine alert %s: %s", record["transition"], record["dedup_key"])
-            p.counters[f"alerts.{record['transition']}"] += 1  # as the monitor's own
+            p.counters[f"alerts.{record['transition']}.{record['kind']}"] += 1  # like the monitor's
         if transitions:
             # Delivered before the state that remembers them is checkpointed.
             await p.app.producer.flush()

@@ -718,7 +718,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     key=str(record["dedup_key"]).encode(),
                     value=dumps(to_wire(record, TRANSITION_FIELDS)),
                 )
-                p.counters[f"alerts.{record['transition']}"] += 1
+                p.counters[f"alerts.{record['transition']}.{record['kind']}"] += 1
             if transitions:
                 # Delivered before the state that remembers them is checkpointed: a crash in
                 # between must re-derive them, not find them applied and lose them.

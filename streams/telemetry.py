@@ -15,7 +15,9 @@ The parts:
 - the text exposition (:class:`Family`, :func:`render`), format 0.0.4;
 - the names of the counters (:data:`COUNTERS`, :func:`counter_families`): one metric per
   counter, and one labelled metric where the counter's key carries a reason, kind, outcome or
-  transition (``rejects.not_otlp`` -> ``driftline_spans_rejected_total{reason="not_otlp"}``);
+  transition (``rejects.not_otlp`` -> ``driftline_spans_rejected_total{reason="not_otlp"}``;
+  ``alerts.open.drift`` -> ``driftline_alert_transitions_total{transition="open",kind="drift"}``);
+- the notifiers' own counts by route (:func:`page_families`): deliveries;
 - what a scrape reads from the worker (:func:`worker_families`, :func:`worker_readiness`,
   :func:`worker_health`; the ``Pipeline`` of ``streams.app`` is passed in, not imported);
 - the HTTP server (:class:`TelemetryServer`), which ``streams.app._add_telemetry`` starts
@@ -28,6 +30,7 @@ The parts:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -43,8 +46,10 @@ import httpx
 from aiohttp import web
 
 from driftline import __version__
-from driftline.schemas.alert import TRANSITIONS
-from driftline.streams.notifier.records import FAILED_PERMANENT, GAVE_UP, Outcome
+from driftline.schemas.alert import KINDS, TRANSITIONS
+from driftline.streams.monitor.engine_conditions import KIND_ENGINE
+from driftline.streams.notifier.metrics import NO_ROUTE
+from driftline.streams.notifier.records import FAILED_PERMANENT, GAVE_UP, UNROUTED, Outcome
 from driftline.streams.notifier.routing import scrub
 from driftline.streams.selfalerts import (
     CONDITIONS,
@@ -72,6 +77,7 @@ __all__ = [
     "TelemetryServer",
     "consumer_lag",
     "counter_families",
+    "page_families",
     "render",
     "self_reading",
     "worker_families",
@@ -97,6 +103,12 @@ CLOSED_BY: Final = (
 
 Kind = Literal["counter", "gauge"]
 Labels = Mapping[str, str]
+# Alert kinds the monitor and the engine conditions raise, exported at 0 before their first
+# transition (a unit test reads the kinds the alert code sets and keeps this complete).
+ALERT_KINDS: Final = (*KINDS, KIND_ENGINE)
+# A counter key without a value for one of its spec's labels (a key counted before the label
+# was added to it): still counted, under this value, so the sum over the label stays whole.
+MISSING_LABEL: Final = "unknown"
 
 
 # -- the text exposition ------------------------------------------------------------------
@@ -162,17 +174,40 @@ def render(families: Iterable[Family]) -> str:
 class CounterSpec:
     """How one key of ``Pipeline.counters`` (or every key under a prefix) is exported.
 
-    ``key`` ending in ``.`` is a prefix: the rest of the key is the value of ``label``, cut at
-    the first ``:`` (``negative_tokens:gen_ai.usage.input_tokens`` -> ``negative_tokens``) so
-    labels stay a short, bounded set; the DLQ headers keep the whole reason. ``known`` label
-    values are exported at 0 before they first happen, so ``rate()`` sees them from the start.
+    ``key`` ending in ``.`` is a prefix: the rest of the key holds the values of ``labels``,
+    one after the other, separated by ``.`` (``alerts.open.drift``: transition ``open``, kind
+    ``drift``; the last label takes the rest). Each value is cut at its first ``:``
+    (``negative_tokens:gen_ai.usage.input_tokens`` -> ``negative_tokens``) so labels stay a
+    short, bounded set of values the code names, never span content; the DLQ headers keep the
+    whole reason. A key with fewer values than labels counts the missing ones as
+    ``unknown``. ``known`` holds each label's values known in advance: every combination is
+    exported at 0 before it first happens, so ``rate()`` sees it from the start.
     """
 
     key: str
     name: str
     help: str
-    label: str | None = None
-    known: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    known: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.labels and not self.key.endswith("."):
+            raise ValueError(f"{self.name}: a labelled counter's key must be a prefix ending in .")
+        if self.known and len(self.known) != len(self.labels):
+            raise ValueError(f"{self.name}: known values are given per label")
+
+    def label_values(self, rest: str) -> tuple[str, ...]:
+        """The label values in ``rest``, the key after the prefix.
+
+        >>> CounterSpec("a.", "a_total", "", ("t", "k")).label_values("open.drift:x.y")
+        ('open', 'drift')
+        >>> CounterSpec("a.", "a_total", "", ("t", "k")).label_values("open")
+        ('open', 'unknown')
+        """
+        parts = rest.split(".", len(self.labels) - 1)
+        values = [part.split(":", 1)[0] or MISSING_LABEL for part in parts]
+        values += [MISSING_LABEL] * (len(self.labels) - len(values))
+        return tuple(values)
 
 
 COUNTERS: Final[tuple[CounterSpec, ...]] = (
@@ -182,14 +217,14 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "rejects.metrics.",
         "driftline_engine_metrics_rejected_total",
         "otlp_metrics records dead-lettered to otlp_spans_dlq, by reason.",
-        "reason",
+        ("reason",),
     ),
     CounterSpec(
         "rejects.",
         "driftline_spans_rejected_total",
         "Spans (or whole messages that are not OTLP) dead-lettered to otlp_spans_dlq at "
         "decode, by reason.",
-        "reason",
+        ("reason",),
     ),
     CounterSpec(
         "events.decoded", "driftline_events_decoded_total", "LLM-call events normalized at decode."
@@ -233,7 +268,7 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "store.rejected.",
         "driftline_store_rejected_records_total",
         "Records the store can never take, dead-lettered, by kind.",
-        "kind",
+        ("kind",),
     ),
     CounterSpec(
         "engine_metrics.rows",
@@ -248,16 +283,9 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
     CounterSpec(
         "alerts.",
         "driftline_alert_transitions_total",
-        "Alert transitions published to llm_alerts, by transition.",
-        "transition",
-        TRANSITIONS,
-    ),
-    CounterSpec(
-        "pages.",
-        "driftline_page_deliveries_total",
-        "Alert deliveries to paging routes (PagerDuty, webhooks), by outcome.",
-        "outcome",
-        tuple(get_args(Outcome)),
+        "Alert transitions published to llm_alerts, by transition and alert kind.",
+        ("transition", "kind"),
+        (TRANSITIONS, ALERT_KINDS),
     ),
     CounterSpec(
         "monitor.redelivered_skipped",
@@ -309,8 +337,8 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "decode.tokenless.",
         "driftline_tokenless_spans_total",
         "Spans that look like LLM calls but carry no token counts, by reason.",
-        "reason",
-        ("no_usage", "zero_usage", "not_a_call"),
+        ("reason",),
+        (("no_usage", "zero_usage", "not_a_call"),),
     ),
     CounterSpec(
         "monitor.controls_refused",
@@ -321,8 +349,8 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "pipeline_alerts.",
         "driftline_pipeline_alert_transitions_total",
         "Alerts about the worker itself (pipeline/<worker>/<condition>/), by transition.",
-        "transition",
-        ("open", "resolve"),
+        ("transition",),
+        (("open", "resolve"),),
     ),
     CounterSpec(
         "heartbeats.sent",
@@ -335,26 +363,35 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "Heartbeats that got no answer or a non-2xx one.",
     ),
 )
-# Kept in the counters for other reasons and exported otherwise (driftline_worker_ready).
+# Kept in the counters for other reasons and exported otherwise: driftline_worker_ready, and
+# the page outcomes (read by the pipeline alerts and logged), which the notifiers count again
+# by route for driftline_page_deliveries_total (page_families).
 NOT_EXPORTED: Final = frozenset({"worker.ready"})
+NOT_EXPORTED_PREFIXES: Final = ("pages.",)
 
 
-def counter_spec(key: str) -> tuple[CounterSpec, str | None] | None:
-    """The spec exporting ``key`` and its label value; None for a key no spec names.
+def counter_spec(key: str) -> tuple[CounterSpec, tuple[str, ...]] | None:
+    """The spec exporting ``key`` and its label values; None for a key no spec names.
 
-    >>> spec, value = counter_spec("rejects.negative_tokens:gen_ai.usage.input_tokens")
-    >>> spec.name, value
-    ('driftline_spans_rejected_total', 'negative_tokens')
+    >>> spec, values = counter_spec("rejects.negative_tokens:gen_ai.usage.input_tokens")
+    >>> spec.name, values
+    ('driftline_spans_rejected_total', ('negative_tokens',))
     >>> counter_spec("rejects.metrics.bad_value")[0].name
     'driftline_engine_metrics_rejected_total'
+    >>> counter_spec("alerts.open.budget")[1]
+    ('open', 'budget')
     """
     for spec in COUNTERS:
-        if spec.label is None:
+        if not spec.labels:
             if key == spec.key:
-                return spec, None
+                return spec, ()
         elif key.startswith(spec.key) and len(key) > len(spec.key):
-            return spec, key[len(spec.key) :].split(":", 1)[0]
+            return spec, spec.label_values(key[len(spec.key) :])
     return None
+
+
+def _exported(key: str) -> bool:
+    return key not in NOT_EXPORTED and not key.startswith(NOT_EXPORTED_PREFIXES)
 
 
 def counter_families(counters: Mapping[str, float]) -> list[Family]:
@@ -374,40 +411,67 @@ def counter_families(counters: Mapping[str, float]) -> list[Family]:
     # TYPE driftline_spans_rejected_total counter
     driftline_spans_rejected_total{reason="not_otlp"} 1
     """  # noqa: E501
-    by_name: dict[str, Family] = {}
-    labelled: dict[str, dict[str, float]] = {}
+    values: dict[str, dict[tuple[str, ...], float]] = {}
     for spec in COUNTERS:
-        by_name[spec.name] = Family(spec.name, "counter", spec.help)
-        if spec.label is None:
-            labelled[spec.name] = {"": float(counters.get(spec.key, 0))}
+        if not spec.labels:
+            values[spec.name] = {(): float(counters.get(spec.key, 0))}
         else:
-            labelled[spec.name] = dict.fromkeys(spec.known, 0.0)
+            known = itertools.product(*spec.known) if spec.known else ()
+            values[spec.name] = dict.fromkeys(known, 0.0)
     unknown = Family(
         FALLBACK_COUNTER, "counter", "Worker counters without a metric of their own, by name."
     )
     for key, value in sorted(counters.items()):
-        if key in NOT_EXPORTED:
+        if not _exported(key):
             continue
         found = counter_spec(key)
         if found is None:
             unknown.add(value, name=key)
             continue
-        spec, label_value = found
-        if label_value is not None:
-            values = labelled[spec.name]
-            values[label_value] = values.get(label_value, 0.0) + value
+        spec, label_values = found
+        if label_values:
+            by_labels = values[spec.name]
+            by_labels[label_values] = by_labels.get(label_values, 0.0) + value
     out = []
     for spec in COUNTERS:
-        family = by_name[spec.name]
-        for label_value, value in sorted(labelled[spec.name].items()):
-            if spec.label is None:
-                family.add(value)
-            else:
-                family.add(value, **{spec.label: label_value})
+        family = Family(spec.name, "counter", spec.help)
+        for label_values, value in sorted(values[spec.name].items()):
+            family.add(value, **dict(zip(spec.labels, label_values, strict=True)))
         out.append(family)
     if unknown.samples:
         out.append(unknown)
     return out
+
+
+# -- the notifiers' deliveries, by route --------------------------------------------------
+
+OUTCOMES: Final[tuple[str, ...]] = get_args(Outcome)
+
+
+def page_families(notifiers: Iterable[Any]) -> list[Family]:
+    """Deliveries by route and outcome, of ``notifiers``.
+
+    The paging stage's notifier and the pipeline alerts' one page over the same configured
+    routes: their counts add up per route. Every configured route's outcomes (and ``unrouted``
+    under ``route="none"``) are exported at 0 before their first delivery. No notifier (paging
+    off): no series.
+    """
+    present = [n for n in notifiers if n is not None]
+    deliveries: Counter[tuple[str, str]] = Counter()
+    for notifier in present:
+        for route in notifier.router.routes:
+            for outcome in OUTCOMES:
+                deliveries[route.name, outcome] += 0
+        deliveries[NO_ROUTE, UNROUTED] += 0
+        deliveries.update(notifier.metrics.deliveries)
+    counted = Family(
+        "driftline_page_deliveries_total",
+        "counter",
+        "Alert deliveries to paging routes (PagerDuty, webhooks), by outcome and route.",
+    )
+    for (route_name, outcome), n in sorted(deliveries.items()):
+        counted.add(n, outcome=outcome, route=route_name)
+    return [counted]
 
 
 # -- gauges read from the consumer --------------------------------------------------------
@@ -495,8 +559,12 @@ def worker_health(p: Any) -> Probe:
 
 
 def worker_families(p: Any) -> list[Family]:
-    """What a scrape exports: the counters by name, and gauges read from the worker's state."""
+    """What a scrape exports: the counters by name, the notifiers' deliveries, and gauges read
+    from the worker's state."""
     out = counter_families(p.counters)
+    watch = getattr(p, "self_watch", None)
+    paging = getattr(p.governance, "notifier", None)
+    out += page_families([paging, getattr(watch, "notifier", None)])
     app: Any = p.app
     consumer: Any = app.consumer
     ready = worker_readiness(p).ok
@@ -552,7 +620,6 @@ def worker_families(p: Any) -> list[Family]:
     for closed_by in CLOSED_BY:
         closed_family.add(closed[closed_by], closed_by=closed_by)
     out.append(closed_family)
-    watch = getattr(p, "self_watch", None)
     open_now = set(watch.alerts.open_conditions()) if watch is not None else set()
     pipeline = Family(
         "driftline_pipeline_alert_open",

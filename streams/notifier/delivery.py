@@ -49,6 +49,7 @@ from driftline.streams.notifier.ledger import (
     held_key,
     skip_reason,
 )
+from driftline.streams.notifier.metrics import DeliveryMetrics
 from driftline.streams.notifier.ratelimit import TokenBucket
 from driftline.streams.notifier.records import delivery_record
 from driftline.streams.notifier.retry import RetryPolicy
@@ -185,6 +186,7 @@ class Notifier:
         self.material_change = material_change
         self.keep_for_redelivery = keep_for_redelivery
         self.ledger = DeliveryLedger()
+        self.metrics = DeliveryMetrics()  # read by the worker's /metrics
         # Awaited with each ledger entry right after a delivery succeeded, so the caller can
         # make it durable before the next send instead of after a whole batch (a crash in
         # between would page again); also with each event kept for redelivery and released.
@@ -280,6 +282,7 @@ class Notifier:
     def take_late_records(self) -> list[dict[str, Any]]:
         """Delivery records of held events made since the last call (write them as usual)."""
         late, self._late = self._late, []
+        self.metrics.count(late)
         return late
 
     # -- delivery -------------------------------------------------------------------------
@@ -296,6 +299,7 @@ class Notifier:
             for item in slot:
                 out.extend(item if isinstance(item, list) else await item)
         await self._save()  # held events are durable before the caller commits their offsets
+        self.metrics.count(out)
         out.extend(self.take_late_records())
         return out
 

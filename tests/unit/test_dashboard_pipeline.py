@@ -23,6 +23,7 @@ from grafana_foundation_sdk.models.prometheus import Dataquery
 from driftline.dashboards import pipeline, sre_overview
 from driftline.dashboards.panels import PromPanelSpec, PromQuery, RowSpec
 from driftline.dashboards.query import PROMETHEUS_DATASOURCE_TYPE, PROMETHEUS_DATASOURCE_UID
+from driftline.streams.notifier.metrics import DeliveryMetrics
 from driftline.streams.telemetry import COUNTERS, Probe, TelemetryServer, render, worker_families
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,6 +175,10 @@ def exported() -> dict[str, frozenset[str]]:
         _read_offset={},
     )
     sink = SimpleNamespace(store="store", failures=0, pending_rows=3)
+    notifier = SimpleNamespace(
+        router=SimpleNamespace(routes=[SimpleNamespace(name="pagerduty[0]")]),
+        metrics=DeliveryMetrics(),
+    )
     worker = SimpleNamespace(
         app=SimpleNamespace(
             consumer=consumer,
@@ -184,7 +189,9 @@ def exported() -> dict[str, frozenset[str]]:
         counters=Counter({"worker.ready": 1}),
         assemblers={0: SimpleNamespace(open_count=0, closed_counts=Counter())},
         closed_elsewhere=Counter(),
-        governance=SimpleNamespace(monitor=SimpleNamespace(tracked_workflows=1), sinks={"e": sink}),
+        governance=SimpleNamespace(
+            monitor=SimpleNamespace(tracked_workflows=1), sinks={"e": sink}, notifier=notifier
+        ),
         started_s=0.0,
     )
     server = TelemetryServer(
@@ -198,8 +205,7 @@ def exported() -> dict[str, frozenset[str]]:
             name, _, rest = line.partition("{")
             labels.setdefault(name.split(" ")[0], set()).update(re.findall(r'(\w+)="', rest))
     for spec in COUNTERS:
-        if spec.label:
-            labels[spec.name].add(spec.label)
+        labels[spec.name].update(spec.labels)
     return {name: frozenset(found) for name, found in labels.items()}
 
 
@@ -261,8 +267,8 @@ def test_counters_are_read_through_rate_or_increase_and_gauges_never_are(
         (PromQuery("sum(driftline_spans_recieved_total)", "x"), "unknown metric"),
         (PromQuery("sum by (reason) (driftline_store_pending_rows)", "x"), "grouping by reason"),
         (
-            PromQuery('driftline_page_deliveries_total{route="pd"}', "x"),
-            "has no label route",
+            PromQuery('driftline_page_deliveries_total{kind="pd"}', "x"),
+            "has no label kind",
         ),
         (PromQuery("sum(driftline_kafka_consumer_lag_records)", "{{topic}}"), "legend"),
         (PromQuery("summ(driftline_worker_ready)", "x"), "unknown function summ()"),
@@ -342,3 +348,5 @@ def test_exported_labels_are_read_from_a_real_render() -> None:
     assert served["driftline_spans_rejected_total"] == {"reason"}
     assert served["driftline_worker_event_loop_lag_seconds"] == frozenset()
     assert served["driftline_pipeline_alert_open"] == {"condition"}
+    assert served["driftline_page_deliveries_total"] == {"outcome", "route"}
+    assert served["driftline_alert_transitions_total"] == {"transition", "kind"}

@@ -17,10 +17,14 @@ import pytest
 
 from driftline.config import ConfigError, load_settings
 from driftline.stack import worker_metrics_url
+from driftline.streams.notifier.metrics import DeliveryMetrics
 from driftline.streams.telemetry import (
+    ALERT_KINDS,
     CONTENT_TYPE,
     COUNTERS,
     FALLBACK_COUNTER,
+    NOT_EXPORTED_PREFIXES,
+    CounterSpec,
     Family,
     Probe,
     TelemetryServer,
@@ -69,8 +73,10 @@ def test_counters_are_exported_by_name_with_bounded_labels() -> None:
             "rejects.negative_tokens:gen_ai.usage.input_tokens": 1,
             "rejects.negative_tokens:gen_ai.usage.output_tokens": 2,
             "rejects.metrics.bad_value": 4,
-            "alerts.open": 2,
-            "pages.delivered": 2,
+            "alerts.open.drift": 2,
+            "alerts.resolve.engine": 1,
+            "alerts.update": 4,  # counted without a kind: still in the sum over kinds
+            "pages.delivered": 2,  # exported by route from the notifiers (test_telemetry_pages)
             "store.rejected.events": 1,
             "worker.ready": 1,
             "brand.new": 9,
@@ -85,14 +91,18 @@ def test_counters_are_exported_by_name_with_bounded_labels() -> None:
         (("reason", "negative_tokens"),): 3,  # the attribute key is cut off: bounded labels
     }
     assert samples["driftline_engine_metrics_rejected_total"] == {(("reason", "bad_value"),): 4}
-    assert samples["driftline_alert_transitions_total"] == {
-        (("transition", "open"),): 2,
-        (("transition", "resolve"),): 0,
-        (("transition", "update"),): 0,
-    }
-    pages = samples["driftline_page_deliveries_total"]
-    assert pages[(("outcome", "delivered"),)] == 2
-    assert pages[(("outcome", "failed_permanent"),)] == 0
+    alerts = samples["driftline_alert_transitions_total"]
+    assert alerts[(("transition", "open"), ("kind", "drift"))] == 2
+    assert alerts[(("transition", "resolve"), ("kind", "engine"))] == 1
+    assert alerts[(("transition", "update"), ("kind", "unknown"))] == 4
+    # Every known transition and kind from the start, at 0: 3 x 4, and the one unknown kind.
+    assert alerts[(("transition", "open"), ("kind", "routing"))] == 0
+    assert len(alerts) == 3 * len(ALERT_KINDS) + 1
+    by_transition: Counter[str] = Counter()
+    for labels, n in alerts.items():
+        by_transition[dict(labels)["transition"]] += int(n)
+    assert by_transition == {"open": 2, "resolve": 1, "update": 4}  # the series before kinds
+    assert "driftline_page_deliveries_total" not in samples
     assert samples["driftline_store_rejected_records_total"] == {(("kind", "events"),): 1}
     # Not silently lost: a counter added later and not named yet.
     assert samples[FALLBACK_COUNTER] == {(("name", "brand.new"),): 9}
@@ -112,8 +122,38 @@ def _counter_keys_in_source() -> set[str]:
 def test_every_counter_in_the_code_has_a_metric_of_its_own() -> None:
     keys = _counter_keys_in_source()
     assert {"spans.in", "rejects.x", "alerts.x", "pages.x", "store.failures"} <= keys
-    unnamed = sorted(k for k in keys - {"worker.ready"} if counter_spec(k) is None)
+    unnamed = sorted(
+        k
+        for k in keys - {"worker.ready"}
+        if counter_spec(k) is None and not k.startswith(NOT_EXPORTED_PREFIXES)
+    )
     assert unnamed == [], "add these to streams.telemetry.COUNTERS and docs/metrics.md"
+
+
+def test_alert_counters_carry_the_transition_and_the_kind() -> None:
+    found = []
+    for path in (ROOT / "streams").rglob("*.py"):
+        found += re.findall(r'counters\[f"alerts\.([^"]*)"\]', path.read_text())
+    assert len(found) == 2  # the monitor's and the engine conditions'
+    assert set(found) == {"{record['transition']}.{record['kind']}"}
+
+
+def test_every_alert_kind_the_code_raises_is_known() -> None:
+    raised = set()
+    for path in (ROOT / "streams" / "monitor").rglob("*.py"):
+        raised |= set(re.findall(r'\bkind="(\w+)"', path.read_text()))
+    assert raised, "no alert kinds found: the pattern no longer matches the monitor's code"
+    assert raised <= set(ALERT_KINDS)
+
+
+def test_a_labelled_counter_is_a_prefix_with_known_values_per_label() -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        CounterSpec("alerts", "x_total", "", ("transition",))
+    with pytest.raises(ValueError, match="per label"):
+        CounterSpec("alerts.", "x_total", "", ("transition", "kind"), (("open",),))
+    spec = CounterSpec("a.", "x_total", "", ("t", "k"))
+    assert spec.label_values("open.") == ("open", "unknown")
+    assert spec.label_values("open.a.b:c") == ("open", "a.b")  # the last label takes the rest
 
 
 # -- the worker's state, read at scrape time --------------------------------------------
@@ -246,10 +286,19 @@ def test_self_alerts_read_the_same_state_and_their_gauge_is_exported() -> None:
 
     worker = fake_worker()
     worker.counters.update(
-        {"rejects.not_otlp": 3, "store.rejected.events": 2, "pages.gave_up": 1, "alerts.open": 4}
+        {
+            "rejects.not_otlp": 3,
+            "store.rejected.events": 2,
+            "pages.gave_up": 1,
+            "alerts.open.drift": 4,
+        }
     )
     worker.governance.sinks["events"].failures = 2
-    held = SimpleNamespace(held_routes=lambda: ["pagerduty[0]"])
+    held = SimpleNamespace(
+        held_routes=lambda: ["pagerduty[0]"],
+        router=SimpleNamespace(routes=()),
+        metrics=DeliveryMetrics(),
+    )
     worker.governance.notifier = held
     other = SimpleNamespace(held_routes=lambda: ["pagerduty[0]", "webhook[1]"])
     reading = self_reading(worker, 50.0, [other, None])
@@ -294,7 +343,10 @@ def test_health_is_ok_until_the_app_crashes_or_stops() -> None:
 def test_every_exported_metric_is_documented() -> None:
     doc = (ROOT / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(driftline_[a-z_]+)`", doc, flags=re.MULTILINE))
-    text = render(worker_families(fake_worker()))
+    worker = fake_worker()
+    metrics = DeliveryMetrics()
+    worker.governance.notifier = SimpleNamespace(router=SimpleNamespace(routes=()), metrics=metrics)
+    text = render(worker_families(worker))
     exported = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
     exported.add("driftline_worker_event_loop_lag_seconds")  # added by the server
     exported.add(FALLBACK_COUNTER)
