@@ -3,6 +3,7 @@ decoder reads, and a target that fails, hangs or floods without stopping the oth
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import socket
@@ -278,6 +279,11 @@ def metrics_server() -> Iterator[MetricsServer]:
             answer = state.answers.get(self.path, Answer(status=404, body=b"no such path\n"))
             state.hits[self.path] = state.hits.get(self.path, 0) + 1
             time.sleep(answer.delay_s)
+            # The scraper hangs up on a slow or too large answer: expected, not worth a trace.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._answer(answer)
+
+        def _answer(self, answer: Answer) -> None:
             self.send_response(answer.status)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             if answer.chunked:
