@@ -17,7 +17,8 @@ The parts:
   counter, and one labelled metric where the counter's key carries a reason, kind, outcome or
   transition (``rejects.not_otlp`` -> ``driftline_spans_rejected_total{reason="not_otlp"}``;
   ``alerts.open.drift`` -> ``driftline_alert_transitions_total{transition="open",kind="drift"}``);
-- the notifiers' own counts by route (:func:`page_families`): deliveries;
+- the notifiers' own counts and timings by route (:func:`page_families`): deliveries, and
+  histograms of the HTTP attempts and of an alert's event to its page;
 - what a scrape reads from the worker (:func:`worker_families`, :func:`worker_readiness`,
   :func:`worker_health`; the ``Pipeline`` of ``streams.app`` is passed in, not imported);
 - the HTTP server (:class:`TelemetryServer`), which ``streams.app._add_telemetry`` starts
@@ -48,7 +49,7 @@ from aiohttp import web
 from driftline import __version__
 from driftline.schemas.alert import KINDS, TRANSITIONS
 from driftline.streams.monitor.engine_conditions import KIND_ENGINE
-from driftline.streams.notifier.metrics import NO_ROUTE
+from driftline.streams.notifier.metrics import NO_ROUTE, Histogram
 from driftline.streams.notifier.records import FAILED_PERMANENT, GAVE_UP, UNROUTED, Outcome
 from driftline.streams.notifier.routing import scrub
 from driftline.streams.selfalerts import (
@@ -101,7 +102,7 @@ CLOSED_BY: Final = (
     CLOSED_BY_FLUSH,
 )
 
-Kind = Literal["counter", "gauge"]
+Kind = Literal["counter", "gauge", "histogram"]
 Labels = Mapping[str, str]
 # Alert kinds the monitor and the engine conditions raise, exported at 0 before their first
 # transition (a unit test reads the kinds the alert code sets and keeps this complete).
@@ -116,16 +117,30 @@ MISSING_LABEL: Final = "unknown"
 
 @dataclass(slots=True)
 class Family:
-    """One metric: its name (a counter's ends in ``_total``), type, help and samples."""
+    """One metric: its name (a counter's ends in ``_total``), type, help and samples.
+
+    A histogram's series are :class:`Histogram` values (:meth:`add_histogram`), written as the
+    ``_bucket`` (one per bound, cumulative, with ``le``), ``_sum`` and ``_count`` samples.
+    """
 
     name: str
     kind: Kind
     help: str
     samples: list[tuple[Labels, float]] = field(default_factory=list)
+    histograms: list[tuple[Labels, Histogram]] = field(default_factory=list)
 
     def add(self, value: float, **labels: str) -> Family:
         self.samples.append((labels, value))
         return self
+
+    def add_histogram(self, histogram: Histogram, **labels: str) -> Family:
+        self.histograms.append((labels, histogram))
+        return self
+
+    @property
+    def series(self) -> int:
+        """Sample lines this family renders to."""
+        return len(self.samples) + sum(len(h.bounds) + 3 for _, h in self.histograms)
 
 
 def _escape_label(value: str) -> str:
@@ -146,24 +161,46 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _sample(name: str, labels: Labels, value: float) -> str:
+    if not labels:
+        return f"{name} {_number(value)}"
+    text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
+    return f"{name}{{{text}}} {_number(value)}"
+
+
 def render(families: Iterable[Family]) -> str:
     """Families in the Prometheus text format, version 0.0.4.
+
+    A histogram's bounds are written as the Go client writes them (``le="0.5"``, ``le="1"``,
+    ``le="+Inf"``), its buckets cumulative.
 
     >>> print(render([Family("x_total", "counter", 'a "b"').add(3, reason='q"\\\\')]), end="")
     # HELP x_total a "b"
     # TYPE x_total counter
     x_total{reason="q\\"\\\\"} 3
+    >>> h = Histogram((0.5, 1.0))
+    >>> h.observe(0.75)
+    >>> print(render([Family("t_seconds", "histogram", "t").add_histogram(h, route="r")]), end="")
+    # HELP t_seconds t
+    # TYPE t_seconds histogram
+    t_seconds_bucket{route="r",le="0.5"} 0
+    t_seconds_bucket{route="r",le="1"} 1
+    t_seconds_bucket{route="r",le="+Inf"} 1
+    t_seconds_sum{route="r"} 0.75
+    t_seconds_count{route="r"} 1
     """
     lines: list[str] = []
     for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
+        name = family.name
+        lines.append(f"# HELP {name} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {name} {family.kind}")
         for labels, value in family.samples:
-            if labels:
-                text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
-                lines.append(f"{family.name}{{{text}}} {_number(value)}")
-            else:
-                lines.append(f"{family.name} {_number(value)}")
+            lines.append(_sample(name, labels, value))
+        for labels, histogram in family.histograms:
+            for bound, count in histogram.cumulative():
+                lines.append(_sample(f"{name}_bucket", {**labels, "le": _number(bound)}, count))
+            lines.append(_sample(f"{name}_sum", labels, histogram.sum))
+            lines.append(_sample(f"{name}_count", labels, histogram.count))
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -448,13 +485,23 @@ def counter_families(counters: Mapping[str, float]) -> list[Family]:
 OUTCOMES: Final[tuple[str, ...]] = get_args(Outcome)
 
 
+def _merged(histograms: Iterable[Histogram]) -> Histogram:
+    histograms = list(histograms)
+    out = Histogram(histograms[0].bounds)
+    for histogram in histograms:
+        out.add(histogram)
+    return out
+
+
 def page_families(notifiers: Iterable[Any]) -> list[Family]:
-    """Deliveries by route and outcome, of ``notifiers``.
+    """Deliveries by route and outcome, and the delivery histograms, of ``notifiers``.
 
     The paging stage's notifier and the pipeline alerts' one page over the same configured
     routes: their counts add up per route. Every configured route's outcomes (and ``unrouted``
-    under ``route="none"``) are exported at 0 before their first delivery. No notifier (paging
-    off): no series.
+    under ``route="none"``) are exported at 0 before their first delivery; a histogram series
+    appears with its first observation (a histogram without any is left out, as client
+    libraries leave out a labelled metric they have not observed). No notifier (paging off):
+    the counter has no series.
     """
     present = [n for n in notifiers if n is not None]
     deliveries: Counter[tuple[str, str]] = Counter()
@@ -471,7 +518,28 @@ def page_families(notifiers: Iterable[Any]) -> list[Family]:
     )
     for (route_name, outcome), n in sorted(deliveries.items()):
         counted.add(n, outcome=outcome, route=route_name)
-    return [counted]
+    send: dict[tuple[str, str], list[Histogram]] = {}
+    accepted: dict[str, list[Histogram]] = {}
+    for notifier in present:
+        for key, histogram in notifier.metrics.send_seconds.items():
+            send.setdefault(key, []).append(histogram)
+        for route_name, histogram in notifier.metrics.event_to_accepted_seconds.items():
+            accepted.setdefault(route_name, []).append(histogram)
+    delivery = Family(
+        "driftline_page_delivery_seconds",
+        "histogram",
+        "Time of each HTTP attempt to deliver a page, by route and outcome.",
+    )
+    for (route_name, outcome), found in sorted(send.items()):
+        delivery.add_histogram(_merged(found), route=route_name, outcome=outcome)
+    event_to_page = Family(
+        "driftline_event_to_page_seconds",
+        "histogram",
+        "From the event that raised an alert transition to its page accepted, by route.",
+    )
+    for route_name, found in sorted(accepted.items()):
+        event_to_page.add_histogram(_merged(found), route=route_name)
+    return [counted, *(f for f in (delivery, event_to_page) if f.histograms)]
 
 
 # -- gauges read from the consumer --------------------------------------------------------

@@ -107,6 +107,12 @@ def event_action(transition: Mapping[str, Any]) -> str:
         ) from None
 
 
+def _event_us(transition: Mapping[str, Any]) -> int:
+    """The transition's event time in microseconds; 0 when it has none."""
+    value = transition.get("event_ts")
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
 def _is_retryable(status_code: int) -> bool:
     return status_code in (408, 429) or status_code >= 500
 
@@ -549,6 +555,34 @@ class Notifier:
             latency_ms=latency_ms,
         )
 
+    def _attempt_record(
+        self,
+        transition: Mapping[str, Any],
+        action: str,
+        attempt: int,
+        outcome: records.Outcome,
+        *,
+        route: str,
+        target: str,
+        status_code: int,
+        took_s: float,
+        sent_at: int,
+        error: str = "",
+    ) -> dict[str, Any]:
+        """The record of one HTTP attempt, its time observed by route and outcome."""
+        self.metrics.observe_send(route, outcome, took_s)
+        return self._record(
+            transition,
+            action,
+            attempt,
+            outcome,
+            target,
+            error,
+            status_code=status_code,
+            latency_ms=took_s * 1000.0,
+            sent_at=sent_at,
+        )
+
     def _body(self, destination: Destination, transition: Mapping[str, Any], action: str) -> bytes:
         route = destination.route
         if route.kind == "webhook":
@@ -626,16 +660,18 @@ class Notifier:
                     error = error[: records.MAX_ERROR_CHARS]
             except TransportError as exc:
                 error = scrub(str(exc), secrets)[: records.MAX_ERROR_CHARS]
-            latency_ms = (time.perf_counter() - began) * 1000.0
+            took_s = time.perf_counter() - began
 
+            # Every branch below records the attempt once, and so times it once.
             record = functools.partial(
-                self._record,
+                self._attempt_record,
                 transition,
                 action,
                 attempt,
+                route=route.name,
                 target=target,
                 status_code=status,
-                latency_ms=latency_ms,
+                took_s=took_s,
                 sent_at=sent_at,
             )
 
@@ -643,6 +679,7 @@ class Notifier:
                 self._held.discard(route.route_id)
                 entry = self.ledger.record(route.route_id, transition, action, sent_at)
                 log.append(record(records.DELIVERED, error=error))
+                self.metrics.observe_accepted(route.name, _event_us(transition), self.clock())
                 if self.on_delivered is not None:
                     await self.on_delivered(entry)
                 logger.info(

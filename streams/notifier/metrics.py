@@ -1,12 +1,16 @@
-"""What a notifier counts about its own deliveries, for the worker's ``/metrics``.
+"""What a notifier measures about its own deliveries, for the worker's ``/metrics``.
 
-The notifier is where a page is sent, so it is where the delivery is counted by route: the
-paging stage and the pipeline alerts each hold a notifier, and the exporter
-(``streams.telemetry``) reads both at a scrape. Nothing here does I/O.
+The notifier is where a page is sent, so it is where the delivery is counted by route and
+timed: the paging stage and the pipeline alerts each hold a notifier, and the exporter
+(``streams.telemetry``) reads both at a scrape. Nothing here does I/O; an observation is a few
+additions on the event loop.
 
-:attr:`DeliveryMetrics.deliveries` counts delivery records by route and outcome as the caller
-gets them (from :meth:`Notifier.deliver` and :meth:`Notifier.take_late_records`), so their sum
-over routes is what the stage has always counted by outcome (``pages.<outcome>``).
+- :attr:`DeliveryMetrics.deliveries`: delivery records by route and outcome, counted as the
+  caller gets them (from :meth:`Notifier.deliver` and :meth:`Notifier.take_late_records`), so
+  their sum over routes is what the stage has always counted by outcome (``pages.<outcome>``);
+- :attr:`DeliveryMetrics.send_seconds`: each HTTP attempt's time, by route and outcome;
+- :attr:`DeliveryMetrics.event_to_accepted_seconds`: from the time of the event that raised an
+  alert transition (its ``event_ts``) to the page being accepted, by route.
 
 Routes are the configured ones (``default``, ``pagerduty[0]``, ``webhook[1]``...), so the route
 label is a bounded set; a record that reached no route (``unrouted``, a malformed transition)
@@ -15,13 +19,86 @@ counts under :data:`NO_ROUTE`.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["NO_ROUTE", "DeliveryMetrics", "route_of"]
+__all__ = [
+    "DELIVERY_BUCKETS_S",
+    "EVENT_TO_ACCEPTED_BUCKETS_S",
+    "NO_ROUTE",
+    "DeliveryMetrics",
+    "Histogram",
+    "route_of",
+]
 
 NO_ROUTE: Final = "none"
+# An HTTP exchange with PagerDuty or a webhook: a few ms on a LAN, about 0.1-0.5 s over the
+# internet, up to the 10 s per-attempt timeout (notifier.DEFAULT_TIMEOUT_S) when it hangs.
+DELIVERY_BUCKETS_S: Final = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+# An event to its page: collector export, trace assembly (a trace without its root closes after
+# streams.trace_timeout_s), batching, detection and delivery; retries can take minutes.
+EVENT_TO_ACCEPTED_BUCKETS_S: Final = (
+    *(0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    *(120.0, 300.0, 600.0, 1800.0, 3600.0),
+)
+
+
+class Histogram:
+    """A Prometheus histogram: observations counted under fixed upper bounds, sum and count.
+
+    Counts are kept per bucket and made cumulative when read, so an observation costs one
+    bisection. A value equal to a bound counts in that bound's bucket (``le``: less or equal).
+
+    >>> h = Histogram((0.1, 1.0))
+    >>> for seconds in (0.05, 0.1, 0.5, 7.0):
+    ...     h.observe(seconds)
+    >>> h.cumulative(), h.count, h.sum
+    ([(0.1, 2), (1.0, 3), (inf, 4)], 4, 7.65)
+    """
+
+    __slots__ = ("_counts", "bounds", "count", "sum")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        if not self.bounds:
+            raise ValueError("a histogram needs at least one bucket bound")
+        if not all(math.isfinite(b) for b in self.bounds):
+            raise ValueError(f"bucket bounds must be finite (+Inf is implied), got {self.bounds}")
+        if any(b >= c for b, c in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError(f"bucket bounds must increase strictly, got {self.bounds}")
+        self._counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value``; NaN is ignored (it would make the sum NaN for good)."""
+        if math.isnan(value):
+            return
+        self._counts[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def add(self, other: Histogram) -> None:
+        """Count ``other``'s observations in this one as well (same bounds)."""
+        if other.bounds != self.bounds:
+            raise ValueError(f"bounds differ: {self.bounds} and {other.bounds}")
+        self._counts = [a + b for a, b in zip(self._counts, other._counts, strict=True)]
+        self.count += other.count
+        self.sum += other.sum
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it), ending with (+Inf, count)."""
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, math.inf), self._counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
 
 
 def route_of(record: Mapping[str, Any]) -> str:
@@ -35,13 +112,34 @@ def route_of(record: Mapping[str, Any]) -> str:
 
 
 class DeliveryMetrics:
-    """A notifier's counts, by route (see the module's docstring)."""
+    """A notifier's counts and timings, by route (see the module's docstring)."""
 
-    __slots__ = ("deliveries",)
+    __slots__ = ("deliveries", "event_to_accepted_seconds", "send_seconds")
 
     def __init__(self) -> None:
         self.deliveries: Counter[tuple[str, str]] = Counter()  # (route, outcome)
+        self.send_seconds: dict[tuple[str, str], Histogram] = {}  # (route, outcome)
+        self.event_to_accepted_seconds: dict[str, Histogram] = {}  # route
 
     def count(self, records: Iterable[Mapping[str, Any]]) -> None:
         for record in records:
             self.deliveries[route_of(record), str(record["outcome"])] += 1
+
+    def observe_send(self, route: str, outcome: str, seconds: float) -> None:
+        found = self.send_seconds.get((route, outcome))
+        if found is None:
+            found = self.send_seconds[route, outcome] = Histogram(DELIVERY_BUCKETS_S)
+        found.observe(seconds)
+
+    def observe_accepted(self, route: str, event_us: int, accepted_s: float) -> None:
+        """A page accepted at ``accepted_s`` (Unix time) for an event at ``event_us``.
+
+        A transition without an event time (0) is not observed; an event stamped after its
+        page (clocks of the traced services ahead of the worker's) counts as 0 s.
+        """
+        if event_us <= 0:
+            return
+        found = self.event_to_accepted_seconds.get(route)
+        if found is None:
+            found = self.event_to_accepted_seconds[route] = Histogram(EVENT_TO_ACCEPTED_BUCKETS_S)
+        found.observe(max(0.0, accepted_s - event_us / 1_000_000))

@@ -5,7 +5,8 @@ No Prometheus runs here, so the expressions are read, not run: a small PromQL re
 each metric, its label matchers, the labels of ``by``/``without``/``on``/``ignoring`` clauses,
 the functions called and the ``{{label}}`` of each legend. The known labels of a metric are the
 documentation's and must equal the exporter's (``streams/telemetry.py``); Prometheus adds
-``job`` and ``instance`` to every scraped series.
+``job`` and ``instance`` to every scraped series. A histogram is queried through its
+``_bucket`` (with ``le``), ``_sum`` and ``_count`` series, never by its own name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from driftline.streams.telemetry import COUNTERS, Probe, TelemetryServer, render
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_LABELS = frozenset({"job", "instance"})  # added by Prometheus to every scraped series
+HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 AGGREGATIONS = frozenset(
     {"sum", "min", "max", "avg", "count", "stddev", "stdvar", "group", "topk", "bottomk"}
     | {"quantile", "count_values"}
@@ -150,12 +152,27 @@ def problems(query: PromQuery, known: dict[str, frozenset[str]], where: str = "p
 # --- what is documented and what is exported -----------------------------------------------
 
 
+def histogram_series(name: str, labels: frozenset[str]) -> dict[str, frozenset[str]]:
+    """The series a histogram is queried by: ``_bucket`` (with ``le``), ``_sum``, ``_count``."""
+    out = {f"{name}{suffix}": labels for suffix in HISTOGRAM_SERIES}
+    out[f"{name}_bucket"] = labels | {"le"}
+    return out
+
+
 def documented() -> dict[str, frozenset[str]]:
-    """Metric -> labels, from the tables of docs/metrics.md."""
+    """Metric (a histogram's series) -> labels, from the tables of docs/metrics.md."""
     doc = (ROOT / "docs" / "metrics.md").read_text()
-    rows = re.findall(r"^\| `(driftline_[a-z_]+)` \|([^|]*)\|", doc, flags=re.MULTILINE)
+    table = r"^\| `(driftline_[a-z_]+)` \|([^|]*)\|"
+    rows = re.findall(table, doc, flags=re.MULTILINE)
     assert len(rows) > 30, "docs/metrics.md: the metric tables were not found"
-    return {name: frozenset(re.findall(r"`(\w+)`", labels)) for name, labels in rows}
+    section = doc.split("### Histograms", 1)[1].split("\n### ", 1)[0]
+    histograms = {name for name, _ in re.findall(table, section, flags=re.MULTILINE)}
+    assert histograms, "docs/metrics.md: the histogram table was not found"
+    out: dict[str, frozenset[str]] = {}
+    for name, text in rows:
+        labels = frozenset(re.findall(r"`(\w+)`", text))
+        out.update(histogram_series(name, labels) if name in histograms else {name: labels})
+    return out
 
 
 @dataclass(frozen=True)
@@ -175,9 +192,12 @@ def exported() -> dict[str, frozenset[str]]:
         _read_offset={},
     )
     sink = SimpleNamespace(store="store", failures=0, pending_rows=3)
+    paged = DeliveryMetrics()  # a page sent, so that its histograms have series to read
+    paged.count([{"target": "pagerduty[0]@events.pagerduty.com", "outcome": "delivered"}])
+    paged.observe_send("pagerduty[0]", "delivered", 0.2)
+    paged.observe_accepted("pagerduty[0]", 1_000_000, 30.0)
     notifier = SimpleNamespace(
-        router=SimpleNamespace(routes=[SimpleNamespace(name="pagerduty[0]")]),
-        metrics=DeliveryMetrics(),
+        router=SimpleNamespace(routes=[SimpleNamespace(name="pagerduty[0]")]), metrics=paged
     )
     worker = SimpleNamespace(
         app=SimpleNamespace(
@@ -200,7 +220,9 @@ def exported() -> dict[str, frozenset[str]]:
     labels: dict[str, set[str]] = {}
     for line in render(server.families()).splitlines():
         if line.startswith("# TYPE "):
-            labels.setdefault(line.split(" ")[2], set())
+            _, _, name, kind = line.split(" ")
+            if kind != "histogram":  # its samples name its series
+                labels.setdefault(name, set())
         elif not line.startswith("#"):
             name, _, rest = line.partition("{")
             labels.setdefault(name.split(" ")[0], set()).update(re.findall(r'(\w+)="', rest))
@@ -254,7 +276,7 @@ def test_counters_are_read_through_rate_or_increase_and_gauges_never_are(
     for panel in pipeline.PANELS:
         for query in panel.queries:
             found = read(query.expr)
-            counters = {m for m in found.metrics if m.endswith("_total")}
+            counters = {m for m in found.metrics if m.endswith(("_total", *HISTOGRAM_SERIES))}
             if counters:
                 assert found.functions & {"rate", "increase", "irate"}, query.expr
             else:
@@ -269,6 +291,14 @@ def test_counters_are_read_through_rate_or_increase_and_gauges_never_are(
         (
             PromQuery('driftline_page_deliveries_total{kind="pd"}', "x"),
             "has no label kind",
+        ),
+        (
+            PromQuery("sum(rate(driftline_page_delivery_seconds[5m]))", "x"),
+            "unknown metric",
+        ),
+        (
+            PromQuery("sum by (le) (rate(driftline_page_delivery_seconds_sum[5m]))", "x"),
+            "grouping by le",
         ),
         (PromQuery("sum(driftline_kafka_consumer_lag_records)", "{{topic}}"), "legend"),
         (PromQuery("summ(driftline_worker_ready)", "x"), "unknown function summ()"),
@@ -350,3 +380,14 @@ def test_exported_labels_are_read_from_a_real_render() -> None:
     assert served["driftline_pipeline_alert_open"] == {"condition"}
     assert served["driftline_page_deliveries_total"] == {"outcome", "route"}
     assert served["driftline_alert_transitions_total"] == {"transition", "kind"}
+    assert served["driftline_page_delivery_seconds_bucket"] == {"route", "outcome", "le"}
+    assert served["driftline_page_delivery_seconds_count"] == {"route", "outcome"}
+    assert served["driftline_event_to_page_seconds_sum"] == {"route"}
+    assert "driftline_page_delivery_seconds" not in served
+
+
+def test_histograms_are_documented_by_their_series() -> None:
+    docs = documented()
+    assert docs["driftline_page_delivery_seconds_bucket"] == {"route", "outcome", "le"}
+    assert docs["driftline_event_to_page_seconds_count"] == {"route"}
+    assert "driftline_page_delivery_seconds" not in docs
