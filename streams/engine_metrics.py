@@ -13,7 +13,7 @@ Histograms are stored as two rows, ``<metric>:count`` and ``<metric>:sum`` (cumu
 delta as the source sends them; rates and means come from differences in SQL); the GenAI
 token-usage histogram's token type joins the name (``gen_ai.client.token.usage.input:sum``).
 A vLLM server running several data-parallel engines labels each one's points ``engine``;
-engines other than the first are kept as instance ``host:port#<engine>``.
+engines other than the first are kept as instance ``host:port/<engine>``.
 TensorRT-LLM's KV gauge reports blocks used and max in one metric under a label: the
 fraction is used / max of the same instance and time (or the ``fraction`` block type where
 the backend reports it).
@@ -224,7 +224,9 @@ def _source(
             instance = em.instance_of(str(where[em.SERVER_ADDRESS]), where.get(em.SERVER_PORT))
     engine_index = labels.get(em.VLLM_ENGINE_LABEL)
     if engine_index not in (None, "", "0", 0):
-        instance = f"{instance}#{engine_index}"
+        # "/", not "#": the instance is a name every dashboard and query carries, and the
+        # name check below refuses "#" (engines other than 0 were all rejected with it).
+        instance = f"{instance}/{engine_index}"
     for name, value in (("model", model), ("instance", instance)):
         if len(value) > MAX_NAME_CHARS or UNSAFE_NAME_CHAR.search(value):
             return MetricReject(

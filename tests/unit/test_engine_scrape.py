@@ -117,16 +117,10 @@ def test_a_vllm_body_decodes_to_what_the_worker_stores() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/engine_metrics.py names data-parallel engine 1 'host:port#1', and the "
-    "decoder's own name check (schemas/event.py UNSAFE_NAME_CHAR) refuses '#' as unsafe_name: "
-    "every engine but the first is rejected, whoever scraped it",
-)
 def test_data_parallel_engines_other_than_the_first_are_stored() -> None:
     rows = decoded(VLLM_BODY)
     assert not rows.rejects
-    assert f"{INSTANCE}#1" in rows.instance
+    assert f"{INSTANCE}/1" in rows.instance
 
 
 def test_only_known_metrics_are_encoded_with_the_receivers_resource() -> None:
