@@ -1,10 +1,11 @@
-"""SRE overview: traffic, latency, TTFT, KV-cache pressure, retries, errors, open alerts.
+"""SRE overview: traffic, latency, TTFT, KV-cache pressure, engines, retries, errors, alerts.
 
-Everything but KV-cache pressure and the alert panels reads ``rollup_model_1m`` (per minute,
-workflow, model and environment), so every filter applies; the alert panels filter by
-workflow only (alerts carry no environment or model). Below them, the pipeline row
-(:mod:`driftline.dashboards.pipeline`) shows driftline's own health from Prometheus; the
-filters do not apply to it.
+Everything but KV-cache pressure, the engine panels and the alert panels reads
+``rollup_model_1m`` (per minute, workflow, model and environment), so every filter applies;
+the alert panels filter by workflow only (alerts carry no environment or model), the engine
+panels (``rollup_engine_1m``, what the serving engines report) by model only. Below them,
+the pipeline row (:mod:`driftline.dashboards.pipeline`) shows driftline's own health from
+Prometheus; the filters do not apply to it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from driftline.dashboards.variables import (
     filter_variables,
     where,
 )
+from driftline.schemas import engine_metrics as em
 from driftline.schemas.alert import SEVERITIES
 
 UID: Final = "driftline-sre"
@@ -29,6 +31,9 @@ TITLE: Final = "driftline / SRE overview"
 _ROLLUP: Final = "driftline.rollup_model_1m"
 _ROLLUP_WHERE: Final = where("minute", ENVIRONMENT, WORKFLOW, MODEL)
 _RAW_WHERE: Final = where("start_ts", ENVIRONMENT, WORKFLOW, MODEL)
+# Engines serve models, not workflows or environments: only the model filter applies.
+_ENGINE_ROLLUP: Final = "driftline.rollup_engine_1m"
+_ENGINE_WHERE: Final = where("minute", MODEL)
 _SEVERITY_RANK: Final = "indexOf([" + ", ".join(f"'{s}'" for s in SEVERITIES) + "], severity)"
 
 
@@ -52,6 +57,14 @@ FROM
 )
 WHERE NOT isNaN(p50)
 ORDER BY time, workflow"""
+
+
+def _engine_peak(metric: str, alias: str) -> str:
+    return f"""SELECT $__timeInterval(minute) AS time, instance, toFloat64(max(value_max)) AS {alias}
+FROM {_ENGINE_ROLLUP}
+WHERE {_ENGINE_WHERE} AND metric = '{metric}'
+GROUP BY time, instance
+ORDER BY time, instance"""
 
 
 def _stat(value: str) -> str:
@@ -129,6 +142,57 @@ ORDER BY time, workflow""",
         unit="percentunit",
         raw=True,
         description="vLLM KV-cache usage (0..1) reported with each request; raw rows.",
+    ),
+    PanelSpec(
+        "Engine KV-cache usage",
+        "timeseries",
+        _engine_peak(em.KV_CACHE_USAGE, "max_usage"),
+        ("time", "instance", "max_usage"),
+        labels=("instance",),
+        unit="percentunit",
+        thresholds=((0.95, "saturated"),),
+        description="Highest KV-cache usage each serving engine reported (vLLM, SGLang, "
+        "TensorRT-LLM scrapes on otlp_metrics), per minute. The model filter applies.",
+    ),
+    PanelSpec(
+        "Engine queue depth",
+        "timeseries",
+        _engine_peak(em.REQUESTS_WAITING, "max_waiting"),
+        ("time", "instance", "max_waiting"),
+        labels=("instance",),
+        description="Most requests waiting in each engine's queue, per minute.",
+    ),
+    PanelSpec(
+        "Engine preemptions per second",
+        "timeseries",
+        f"""SELECT time, instance,
+       greatest(last - previous, 0) / greatest($__interval_s, 60) AS preemptions_per_s
+FROM
+(
+    SELECT time, instance, last,
+           lagInFrame(last) OVER running AS previous, row_number() OVER running AS nth
+    FROM
+    (
+        SELECT time, instance, sum(last_of_model) AS last
+        FROM
+        (
+            SELECT $__timeInterval(minute) AS time, instance, model,
+                   argMaxMerge(value_last) AS last_of_model
+            FROM {_ENGINE_ROLLUP}
+            WHERE {_ENGINE_WHERE} AND metric = '{em.PREEMPTIONS}'
+            GROUP BY time, instance, model
+        )
+        GROUP BY time, instance
+    )
+    WINDOW running AS (PARTITION BY instance ORDER BY time
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+)
+WHERE nth > 1
+ORDER BY time, instance""",
+        ("time", "instance", "preemptions_per_s"),
+        labels=("instance",),
+        description="Requests each engine preempted (KV cache full), from the difference of "
+        "its running count between intervals; a counter reset counts 0.",
     ),
     PanelSpec(
         "Retries per request",

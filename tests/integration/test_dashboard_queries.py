@@ -5,6 +5,7 @@ with rows. A panel that names a missing table or column fails here, not in Grafa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,3 +188,19 @@ def test_time_range_prunes_partitions(
         pytest.skip("reads every partition by design")
     sql = expand(item.sql, RANGE, default_variables())
     store.query(f"SELECT * FROM ({sql}) SETTINGS force_index_by_date = 1")
+
+
+def test_engine_preemption_rate_is_the_counters_growth(store: ChdbStore) -> None:
+    panel = panels_by_title(SPECS[0])["Engine preemptions per second"]
+    rows = store.query(expand(panel.sql, RANGE, default_variables())).to_pylist()
+    points = dashboard_data.engine_metrics().to_pylist()
+    for instance in ("vllm-0:8000", "vllm-1:8000"):
+        counts = [
+            p["value"] for p in points if p["instance"] == instance and p["metric"] == "preemptions"
+        ]
+        # Per minute: the growth of the last count of a minute over the one before, a reset
+        # (vllm-1 restarts at scrape 200) counting 0, never negative.
+        last_of_minute = counts[3::4]
+        expected = [max(b - a, 0.0) / 60 for a, b in itertools.pairwise(last_of_minute)]
+        got = [r["preemptions_per_s"] for r in rows if r["instance"] == instance]
+        assert got == pytest.approx(expected)

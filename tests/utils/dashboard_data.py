@@ -19,8 +19,10 @@ from typing import Any
 import pyarrow as pa
 
 from driftline.config import PriceOverride
+from driftline.schemas import engine_metrics as em
 from driftline.schemas.alert import alert_id, dedup_key
 from driftline.schemas.event import bundle_id
+from driftline.schemas.tables import ENGINE_METRICS
 from driftline.store import Store
 from driftline.store.prices import write_model_prices
 from driftline.streams.pricing import PriceBook
@@ -31,6 +33,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 START_US = int(START.timestamp() * 1_000_000)
 SPAN = timedelta(hours=2)
 END = START + SPAN
+ENGINE_MODEL = "llama-3.1-8b"  # the self-hosted (vLLM) model of tests.utils.events
 CANARY_WORKFLOW = "support-chat"
 CANARY_PROMPT = "p4"
 STAGING = "staging"
@@ -109,6 +112,36 @@ def traffic(n_traces: int = 1500, seed: int = 7) -> tuple[Records, Records]:
     for e in events:
         by_trace[e["trace_id"]].append(e)
     return events, [summarize_trace(t) for t in by_trace.values()]
+
+
+def engine_metrics(scrape_s: int = 15, seed: int = 11) -> pa.Table:
+    """Two vLLM servers of the self-hosted model scraped over the span: KV usage, queue, and
+    a preemption count that grows and, on one server, restarts from 0 (an engine restart)."""
+    rng = random.Random(seed)
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for instance in ("vllm-0:8000", "vllm-1:8000"):
+        preemptions = 0.0
+        for i in range(int(SPAN.total_seconds()) // scrape_s):
+            at = START + timedelta(seconds=i * scrape_s)
+            if instance == "vllm-1:8000" and i == 200:
+                preemptions = 0.0
+            preemptions += rng.choice((0, 0, 0, 1, 2))
+            for metric, value in (
+                (em.KV_CACHE_USAGE, round(min(0.99, max(0.05, rng.gauss(0.6, 0.2))), 4)),
+                (em.REQUESTS_WAITING, float(rng.randint(0, 12))),
+                (em.PREEMPTIONS, preemptions),
+            ):
+                rows["time"].append(at)
+                rows["engine"].append("vllm")
+                rows["model"].append(ENGINE_MODEL)
+                rows["instance"].append(instance)
+                rows["metric"].append(metric)
+                rows["value"].append(value)
+                rows["source_metric"].append(f"vllm:{metric}")
+    types = {"time": pa.timestamp("us", "UTC"), "value": pa.float64()}
+    return pa.table(
+        {c: pa.array(rows[c], types.get(c, pa.string())) for c in ENGINE_METRICS.columns}
+    )
 
 
 def alert_transitions() -> list[dict[str, Any]]:
@@ -206,10 +239,13 @@ def fill(store: Store, n_traces: int = 1500) -> dict[str, int]:
     baselines = baseline_table(events)
     store.insert_arrow("driftline.workflow_baselines", baselines)
     prices = write_model_prices(store, price_book())
+    engine_points = engine_metrics()
+    store.insert_arrow(ENGINE_METRICS.name, engine_points)
     return {
         "events": len(events),
         "traces": len(traces),
         "alerts": len(alerts),
         "baselines": baselines.num_rows,
         "prices": prices,
+        "engine_points": engine_points.num_rows,
     }
