@@ -117,6 +117,17 @@ RATE_RECOVERY_SPAN = 1500
 RATE_RECOVERY_SHARE = 2.0 / 3.0
 NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 UNSEEN = 2**62
+# A count or rate's tests arm once its reference holds this many events: before that
+# the reference grows freely (no detection, no hold). A 500-event warm-up of a 1% rate
+# holds 5 on average and often 0-2 (at a cycle's trough, or by chance); its upper bound
+# then sits under the true rate, the 2.5 member alarms, growth stops while the alert
+# holds, and the reference stays wrong for good (bench/bench_replay.py, seed 2026: a
+# 1.3% retry rate whose warm-up saw 0 retries alarmed 14 times in 24,000 calls; the
+# property seed 641: a 1.56% rate whose warm-up saw 1). Sampled until it holds k
+# events, a reference's rate is under half the truth with probability P(Gamma(k) > 2k),
+# 0.005 for k = 10, and under a third of it with 7e-6 (the 500-event warm-up and
+# 100-event growth blocks overshoot k, which only lowers these).
+RATE_MIN_EVENTS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +512,8 @@ class MetricDetector:
         self._level = float(ewma_filter(z, alpha, self._level)[-1])
         found: list[Detection] = []
         if self._rate is not None:
+            if not self._rate_armed():
+                return []
             for i in self._rate.update_many(rest):
                 ev = self._rate.last_detection
                 ev["shift_sd"] = (ev["rate_ratio"] - 1.0) * ref.mean / ref.scale
@@ -600,6 +613,10 @@ class MetricDetector:
             rows = np.stack([np.ones_like(rest), rest], axis=1)
         if self._push_growth(rows):
             self._regrow()
+
+    def _rate_armed(self) -> bool:
+        """Whether a count or rate's reference holds ``RATE_MIN_EVENTS`` events."""
+        return self._growth is not None and float(self._growth.totals[1]) >= RATE_MIN_EVENTS
 
     def _building(self) -> bool:
         """Whether a level or rate test is building up evidence: ripe blocks then wait.
@@ -742,6 +759,8 @@ class MetricDetector:
         if ref is None:
             return False
         if self.kind != "continuous":
+            if not self._rate_armed():
+                return False  # the reference is still learning the rate (RATE_MIN_EVENTS)
             # A count's reference sits at the upper bound of its rate: in control the
             # level averages below zero, so half the bar keeps few false holds.
             return self._level > 0.5 * HOLD_SE * math.sqrt(1.0 / self.window)
