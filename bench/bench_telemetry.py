@@ -3,7 +3,9 @@
 Nothing is counted for the metrics on the hot path (the agents keep the counters they always
 kept); the cost is the scrape itself, on the worker's event loop. This builds the state a busy
 worker holds (every source topic at ``--partitions`` partitions, all assigned, with offsets;
-open traces; reject reasons; alert and page counters), then times:
+open traces; reject reasons; alert counters by kind; ``--routes`` paging routes whose two
+notifiers, the paging stage's and the pipeline alerts', have counted and timed deliveries of
+every outcome), then times:
 
 - ``render(worker_families(...))``: reading the state and writing the text, as a scrape does;
 - a scrape over HTTP (aiohttp server and httpx client in one process: both sides' cost);
@@ -35,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from driftline.streams.normalize import normalize_message  # noqa: E402
+from driftline.streams.notifier.metrics import DeliveryMetrics  # noqa: E402
 from driftline.streams.telemetry import (  # noqa: E402
     TelemetryServer,
     render,
@@ -57,7 +60,28 @@ class _TP(tuple[str, int]):
         return self[1]
 
 
-def busy_worker(partitions: int) -> Any:
+OUTCOMES = ("delivered", "retrying", "failed_permanent", "gave_up", "unrouted", "coalesced")
+SENT = ("delivered", "retrying", "failed_permanent", "gave_up")  # outcomes of an HTTP attempt
+
+
+def busy_notifier(routes: int) -> Any:
+    """A notifier that has paged on every route, with every outcome of an attempt timed."""
+    names = [f"pagerduty[{i}]" if i % 2 == 0 else f"webhook[{i}]" for i in range(routes)]
+    metrics = DeliveryMetrics()
+    for name in names:
+        for outcome in OUTCOMES:
+            metrics.count([{"target": f"{name}@events.example", "outcome": outcome}] * 3)
+        for outcome in SENT:
+            for seconds in (0.004, 0.08, 0.3, 2.0, 11.0):
+                metrics.observe_send(name, outcome, seconds)
+        for seconds in (0.4, 3.0, 45.0, 700.0):
+            metrics.observe_accepted(name, 1_000_000, 1.0 + seconds)
+    return SimpleNamespace(
+        router=SimpleNamespace(routes=[SimpleNamespace(name=n) for n in names]), metrics=metrics
+    )
+
+
+def busy_worker(partitions: int, routes: int = 3) -> Any:
     """The state a worker reads at a scrape, shaped like one owning every partition."""
     tps = {_TP((topic, p)) for topic in SOURCE_TOPICS for p in range(partitions)}
     tps |= {_TP((f"g-{name}-changelog", p)) for name in ("a", "b", "c") for p in range(partitions)}
@@ -83,7 +107,11 @@ def busy_worker(partitions: int) -> Any:
             "traces.out": 2_000_000,
             "store.failures": 3,
             **{f"rejects.reason_{i}:gen_ai.key_{i}": i for i in range(30)},
-            **{f"alerts.{t}": 10 for t in ("open", "update", "resolve")},
+            **{
+                f"alerts.{t}.{k}": 10
+                for t in ("open", "update", "resolve")
+                for k in ("drift", "budget", "routing", "engine")
+            },
             **{f"pages.{o}": 5 for o in ("delivered", "coalesced", "failed_permanent")},
         }
     )
@@ -95,6 +123,10 @@ def busy_worker(partitions: int) -> Any:
     governance = SimpleNamespace(
         monitor=SimpleNamespace(tracked_workflows=200),
         sinks={"events": sink, "alerts": sink},
+        notifier=busy_notifier(routes),
+    )
+    watch = SimpleNamespace(
+        alerts=SimpleNamespace(open_conditions=lambda: []), notifier=busy_notifier(routes)
     )
     return SimpleNamespace(
         app=app,
@@ -102,6 +134,7 @@ def busy_worker(partitions: int) -> Any:
         assemblers=assemblers,
         closed_elsewhere=Counter(),
         governance=governance,
+        self_watch=watch,
         started_s=time.time(),
     )
 
@@ -140,6 +173,7 @@ async def time_http(worker: Any, repeat: int) -> tuple[list[float], int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--partitions", type=int, default=64)
+    parser.add_argument("--routes", type=int, default=3, help="configured paging routes")
     parser.add_argument("--repeat", type=int, default=300)
     parser.add_argument("--interval", type=float, default=15.0, help="scrape interval, s")
     args = parser.parse_args()
@@ -153,17 +187,17 @@ def main() -> None:
     decode()  # warm up
     decode_s = statistics.median(time_each(decode, max(args.repeat // 10, 10))) / 1000
 
-    worker = busy_worker(args.partitions)
+    worker = busy_worker(args.partitions, args.routes)
     render(worker_families(worker))  # warm up
-    families = worker_families(worker)
-    series = sum(len(f.samples) for f in families)
+    text = render(worker_families(worker))
+    series = sum(1 for line in text.splitlines() if not line.startswith("#"))
     scrape_s = statistics.median(time_each(lambda: render(worker_families(worker)), args.repeat))
     http_times, size = asyncio.run(time_http(worker, args.repeat))
     http_s = statistics.median(http_times)
 
     print(
         f"state: {len(SOURCE_TOPICS)} source topics x {args.partitions} partitions, "
-        f"{series} series, {size / 1024:.1f} KiB per scrape"
+        f"{args.routes} routes, {series} series, {size / 1024:.1f} KiB per scrape"
     )
     print(f"baseline  decode                 {decode_s * 1e6:8.2f} us per span")
     print(f"scrape    read state + render    {scrape_s * 1e3:8.3f} ms  (median of {args.repeat})")

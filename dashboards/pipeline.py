@@ -23,6 +23,11 @@ def _rate(metric: str, by: str = "") -> str:
     return f"sum{grouping} (rate({metric}{RATE}))"
 
 
+def _quantile(q: float, histogram: str, by: str) -> str:
+    """The ``q`` quantile of a histogram over all workers, per ``by``."""
+    return f"histogram_quantile({q:g}, sum by (le, {by}) (rate({histogram}_bucket{RATE})))"
+
+
 PANELS: Final = (
     PromPanelSpec(
         "Workers ready",
@@ -125,6 +130,41 @@ PANELS: Final = (
         ),
         description="Deliveries to paging routes per interval: failed_permanent and gave_up "
         "are pages that reached no one.",
+    ),
+    PromPanelSpec(
+        "Alerts opened by kind",
+        "timeseries",
+        (
+            PromQuery(
+                "sum by (kind) (increase(driftline_alert_transitions_total"
+                f'{{transition="open"}}{RATE}))',
+                "{{kind}}",
+            ),
+        ),
+        description="Alerts opened per interval, by kind (drift, budget, routing, engine): a "
+        "burst of one kind after a deploy points at what changed.",
+    ),
+    PromPanelSpec(
+        "Page delivery time by route",
+        "timeseries",
+        (
+            PromQuery(_quantile(0.99, "driftline_page_delivery_seconds", "route"), "p99 {{route}}"),
+            PromQuery(_quantile(0.5, "driftline_page_delivery_seconds", "route"), "p50 {{route}}"),
+        ),
+        unit="s",
+        description="Time of each HTTP attempt to deliver a page, every outcome: a route that "
+        "times out shows at its 10 s timeout.",
+    ),
+    PromPanelSpec(
+        "Event to page by route",
+        "timeseries",
+        (
+            PromQuery(_quantile(0.99, "driftline_event_to_page_seconds", "route"), "p99 {{route}}"),
+            PromQuery(_quantile(0.5, "driftline_event_to_page_seconds", "route"), "p50 {{route}}"),
+        ),
+        unit="s",
+        description="From the event that raised an alert (its span's end) to the page accepted: "
+        "collector export, trace assembly, detection, rate limit and retries.",
     ),
     PromPanelSpec(
         "Event-loop lag per worker",

@@ -31,6 +31,7 @@ The parts:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -161,11 +162,36 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _label_text(labels: Labels) -> str:
+    return ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
+
+
 def _sample(name: str, labels: Labels, value: float) -> str:
     if not labels:
         return f"{name} {_number(value)}"
-    text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
-    return f"{name}{{{text}}} {_number(value)}"
+    return f"{name}{{{_label_text(labels)}}} {_number(value)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    return (*(_number(b) for b in bounds), "+Inf")
+
+
+def _histogram_lines(name: str, labels: Labels, histogram: Histogram) -> list[str]:
+    # The label text and the le values are written once per series, not once per bucket: a
+    # worker with a few routes has hundreds of bucket lines.
+    text = _label_text(labels)
+    bucket = f"{name}_bucket{{{text}," if text else f"{name}_bucket{{"
+    counts = (count for _, count in histogram.cumulative())
+    lines = [
+        f'{bucket}le="{le}"}} {count}'
+        for le, count in zip(_le_values(histogram.bounds), counts, strict=True)
+    ]
+    lines.append(_sample(f"{name}_sum", labels, histogram.sum))
+    lines.append(
+        f"{name}_count{{{text}}} {histogram.count}" if text else f"{name}_count {histogram.count}"
+    )
+    return lines
 
 
 def render(families: Iterable[Family]) -> str:
@@ -197,10 +223,7 @@ def render(families: Iterable[Family]) -> str:
         for labels, value in family.samples:
             lines.append(_sample(name, labels, value))
         for labels, histogram in family.histograms:
-            for bound, count in histogram.cumulative():
-                lines.append(_sample(f"{name}_bucket", {**labels, "le": _number(bound)}, count))
-            lines.append(_sample(f"{name}_sum", labels, histogram.sum))
-            lines.append(_sample(f"{name}_count", labels, histogram.count))
+            lines += _histogram_lines(name, labels, histogram)
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -407,6 +430,8 @@ NOT_EXPORTED: Final = frozenset({"worker.ready"})
 NOT_EXPORTED_PREFIXES: Final = ("pages.",)
 
 
+# Keys are a bounded set (the code's counters with bounded label values), read at every scrape.
+@functools.lru_cache(maxsize=4096)
 def counter_spec(key: str) -> tuple[CounterSpec, tuple[str, ...]] | None:
     """The spec exporting ``key`` and its label values; None for a key no spec names.
 
@@ -427,8 +452,12 @@ def counter_spec(key: str) -> tuple[CounterSpec, tuple[str, ...]] | None:
     return None
 
 
-def _exported(key: str) -> bool:
-    return key not in NOT_EXPORTED and not key.startswith(NOT_EXPORTED_PREFIXES)
+# Every combination of the known values of each labelled counter's labels, exported at 0.
+_KNOWN_LABELS: Final = {
+    spec.name: tuple(itertools.product(*spec.known)) if spec.known else ()
+    for spec in COUNTERS
+    if spec.labels
+}
 
 
 def counter_families(counters: Mapping[str, float]) -> list[Family]:
@@ -448,18 +477,12 @@ def counter_families(counters: Mapping[str, float]) -> list[Family]:
     # TYPE driftline_spans_rejected_total counter
     driftline_spans_rejected_total{reason="not_otlp"} 1
     """  # noqa: E501
-    values: dict[str, dict[tuple[str, ...], float]] = {}
-    for spec in COUNTERS:
-        if not spec.labels:
-            values[spec.name] = {(): float(counters.get(spec.key, 0))}
-        else:
-            known = itertools.product(*spec.known) if spec.known else ()
-            values[spec.name] = dict.fromkeys(known, 0.0)
+    values = {name: dict.fromkeys(known, 0.0) for name, known in _KNOWN_LABELS.items()}
     unknown = Family(
         FALLBACK_COUNTER, "counter", "Worker counters without a metric of their own, by name."
     )
     for key, value in sorted(counters.items()):
-        if not _exported(key):
+        if key in NOT_EXPORTED or key.startswith(NOT_EXPORTED_PREFIXES):
             continue
         found = counter_spec(key)
         if found is None:
@@ -472,8 +495,13 @@ def counter_families(counters: Mapping[str, float]) -> list[Family]:
     out = []
     for spec in COUNTERS:
         family = Family(spec.name, "counter", spec.help)
-        for label_values, value in sorted(values[spec.name].items()):
-            family.add(value, **dict(zip(spec.labels, label_values, strict=True)))
+        if spec.labels:
+            family.samples.extend(
+                (dict(zip(spec.labels, label_values, strict=True)), value)
+                for label_values, value in sorted(values[spec.name].items())
+            )
+        else:
+            family.add(float(counters.get(spec.key, 0)))
         out.append(family)
     if unknown.samples:
         out.append(unknown)
@@ -485,8 +513,9 @@ def counter_families(counters: Mapping[str, float]) -> list[Family]:
 OUTCOMES: Final[tuple[str, ...]] = get_args(Outcome)
 
 
-def _merged(histograms: Iterable[Histogram]) -> Histogram:
-    histograms = list(histograms)
+def _merged(histograms: list[Histogram]) -> Histogram:
+    if len(histograms) == 1:  # the usual case: only one notifier has paged on that series
+        return histograms[0]
     out = Histogram(histograms[0].bounds)
     for histogram in histograms:
         out.add(histogram)

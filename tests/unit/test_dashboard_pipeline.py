@@ -265,6 +265,9 @@ def test_every_expression_names_documented_metrics_and_labels(
         "driftline_store_pending_rows",
         "driftline_store_consecutive_failures",
         "driftline_page_deliveries_total",
+        "driftline_page_delivery_seconds_bucket",
+        "driftline_event_to_page_seconds_bucket",
+        "driftline_alert_transitions_total",
         "driftline_pipeline_alert_open",
         "driftline_worker_event_loop_lag_seconds",
     } <= used
