@@ -138,11 +138,6 @@ class Family:
         self.histograms.append((labels, histogram))
         return self
 
-    @property
-    def series(self) -> int:
-        """Sample lines this family renders to."""
-        return len(self.samples) + sum(len(h.bounds) + 3 for _, h in self.histograms)
-
 
 def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
