@@ -60,7 +60,8 @@ ORDER BY time, workflow"""
 
 
 def _engine_peak(metric: str, alias: str) -> str:
-    return f"""SELECT $__timeInterval(minute) AS time, instance, toFloat64(max(value_max)) AS {alias}
+    return f"""SELECT $__timeInterval(minute) AS time, instance,
+       toFloat64(max(value_max)) AS {alias}
 FROM {_ENGINE_ROLLUP}
 WHERE {_ENGINE_WHERE} AND metric = '{metric}'
 GROUP BY time, instance

@@ -25,7 +25,8 @@ def parse(text: str) -> Samples:
     """Samples by metric name and labels; asserts the text format 0.0.4 on the way.
 
     Each family has one HELP and one TYPE line, before its samples; counters end in _total;
-    no sample appears twice.
+    a histogram's samples are its _bucket (with le), _sum and _count series; no sample
+    appears twice.
     """
     assert text.endswith("\n")
     out: Samples = {}
@@ -40,9 +41,12 @@ def parse(text: str) -> Samples:
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             assert name in helped and name not in typed, line
-            assert kind in ("counter", "gauge"), line
+            assert kind in ("counter", "gauge", "histogram"), line
             assert (kind == "counter") == name.endswith("_total"), line
             typed[name] = kind
+            if kind == "histogram":
+                for suffix in ("_bucket", "_sum", "_count"):
+                    typed[name + suffix] = kind
             continue
         match = SAMPLE.fullmatch(line)
         assert match, f"not a sample line: {line!r}"
@@ -52,6 +56,8 @@ def parse(text: str) -> Samples:
             (key, _ESCAPE.sub(_unescape, quoted[1:-1]))
             for key, quoted in re.findall(rf"([a-zA-Z_][a-zA-Z0-9_]*)=({LABEL_VALUE})", line)
         )
+        if name.endswith("_bucket") and typed[name] == "histogram":
+            assert labels and labels[-1][0] == "le", f"a bucket without le: {line!r}"
         samples = out.setdefault(name, {})
         assert labels not in samples, f"duplicate sample {line!r}"
         samples[labels] = float(match["value"])
