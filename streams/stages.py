@@ -42,7 +42,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from driftline.schemas.alert import TRANSITION_FIELDS
@@ -288,23 +288,32 @@ class DecodedMessages:
     The store and the monitor consume the same messages, each at its own pace: the monitor
     in steps of ``streams.batch_max_messages`` within a tenth of a second, the store in
     batches of up to ``STORE_BATCH_MESSAGES`` within ``store.batch_seconds``. The first to
-    reach a message decodes it and leaves it here, the second takes it. The two are apart
-    by up to a whole store batch, so the bound is what that batch may hold: a count and the
-    encoded bytes of the messages held (their decoded records take a few times that). A
-    reader that falls further behind decodes for itself. Neither reader changes the records.
+    reach a message decodes it and leaves here what the other reads of it, the second takes
+    that. The two are apart by up to a whole store batch, so the bound is what that batch
+    may hold: a count of messages, and the encoded bytes of the messages whose records are
+    held (their decoded records take a few times that). The store reads no requests, so
+    what the monitor leaves of a message of requests holds no records. A reader that falls
+    further behind decodes for itself. Neither reader changes the records.
 
     Measured (``bench/bench_pipeline.py``): with room for 32 messages nearly every message
     was decoded by both readers: 17% of the worker's samples in a profile.
 
     >>> cache = DecodedMessages(size=2)
-    >>> first = cache.get(0, 5, b'{"events": [], "traces": []}')
-    >>> cache.get(0, 5, b"not read again") is first, len(cache), cache.reused
+    >>> first = cache.get(0, 5, b'{"events": [], "traces": [{"trace_id": "t"}]}', by_monitor=False)
+    >>> cache.get(0, 5, b"not read again", by_monitor=True) is first, len(cache), cache.reused
     (True, 0, 1)
-    >>> small = DecodedMessages(size=10, max_bytes=40)
+    >>> from driftline.streams.codec import dumps
+    >>> request = from_wire({"trace_id": "t", "span_id": "a", "workflow": "w"}, EVENT_FIELDS)
+    >>> requests = dumps({"requests": [request]})
+    >>> len(cache.get(1, 7, requests, by_monitor=True).requests), cache.held_bytes
+    (1, 0)
+    >>> cache.get(1, 7, requests, by_monitor=False).requests, cache.reused
+    ([], 2)
+    >>> small = DecodedMessages(size=10, max_bytes=80)
     >>> for offset in range(3):
-    ...     _ = small.get(0, offset, b'{"events": [], "traces": []}')
+    ...     _ = small.get(0, offset, b'{"traces": [{"trace_id": "t"}]}', by_monitor=False)
     >>> len(small), small.held_bytes
-    (1, 28)
+    (2, 62)
     """
 
     def __init__(self, size: int = 2 * STORE_BATCH_MESSAGES, max_bytes: int = 64 << 20) -> None:
@@ -317,15 +326,17 @@ class DecodedMessages:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, partition: int, offset: int, value: bytes) -> Decoded:
+    def get(self, partition: int, offset: int, value: bytes, *, by_monitor: bool) -> Decoded:
         held = self._items.pop((partition, offset), None)
         if held is not None:
             self.held_bytes -= held[1]
             self.reused += 1
             return held[0]
         decoded = decode_closed(value)
-        self._items[(partition, offset)] = (decoded, len(value))
-        self.held_bytes += len(value)
+        left = replace(decoded, late=[], requests=[]) if by_monitor else decoded
+        weight = len(value) if left.events or left.traces or left.requests else 0
+        self._items[(partition, offset)] = (left, weight)
+        self.held_bytes += weight
         while self._items and (len(self._items) > self._size or self.held_bytes > self._max_bytes):
             self.held_bytes -= self._items.popitem(last=False)[1][1]
         return decoded
@@ -617,7 +628,7 @@ def _add_store_events(p: Pipeline, state: GovernanceState) -> None:
             for event in batch:
                 m = event.message
                 position = (m.topic, m.partition, m.offset)
-                decoded = state.decoded.get(m.partition, m.offset, event.value)
+                decoded = state.decoded.get(m.partition, m.offset, event.value, by_monitor=False)
                 if decoded.problem:
                     # The store agent speaks for both readers of the message: one dead
                     # letter, its position, the reason; the records that were fine go on.
@@ -712,7 +723,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                     # offset; applying it here would write state this worker no longer owns.
                     p.counters["monitor.revoked_skipped"] += 1
                     continue
-                decoded = state.decoded.get(m.partition, m.offset, event.value)
+                decoded = state.decoded.get(m.partition, m.offset, event.value, by_monitor=True)
                 if decoded.empty:  # no records: maybe an operator's control record
                     transitions.extend(
                         control_transitions(
