@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -369,8 +370,28 @@ def resolve_event(alert: Mapping[str, Any]) -> dict[str, Any]:
     return {"event_action": "resolve", "dedup_key": pagerduty_dedup_key(str(alert["dedup_key"]))}
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON null).
+
+    JSON has no NaN or Infinity; Python's encoder writes them bare, and a strict receiver
+    (PagerDuty answers 400) then drops the page. A non-finite score or cost can only come from
+    input that slipped past every bound, and the page must still go out.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _encode(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(_finite(doc), default=str, separators=(",", ":"), allow_nan=False).encode()
+
+
 def _encoded_size(doc: Mapping[str, Any]) -> int:
-    return len(json.dumps(doc, default=str, separators=(",", ":")).encode())
+    return len(_encode(doc))
 
 
 def fit_body(
@@ -409,4 +430,4 @@ def encode_body(event: Mapping[str, Any], routing_key: str | None) -> bytes:
     doc = dict(event)
     if routing_key is not None:
         doc = {"routing_key": routing_key, **doc}
-    return json.dumps(doc, default=str, separators=(",", ":")).encode()
+    return _encode(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -494,3 +495,34 @@ def test_backoff_is_full_jitter_under_a_capped_exponential() -> None:
     assert all(0 <= d <= 60 for d in delays[2]) and max(delays[2]) > 50
     with pytest.raises(ValueError, match="base_s"):
         RetryPolicy(base_s=0)
+
+
+def _strict(body: bytes) -> Any:
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("kind", ["drift", "budget", "routing", "trace", "engine"])
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_every_body_is_strict_json_whatever_the_numbers(kind: str, bad: float) -> None:
+    alert = make_alert(
+        kind=kind,
+        metric="cost_burn_rate" if kind == "budget" else "output_tokens",
+        baseline_value=bad,
+        current_value=bad,
+        score=bad,
+        threshold=bad,
+        evidence={"burn_rate_1h": bad, "rates": [1.0, bad], "nested": {"cost_usd": bad}},
+    )
+    bodies = [
+        payload.encode_body(payload.trigger_event(alert), "routing-key-0123456789abcdef0123"),
+        payload.encode_body(slack_body(alert), None),
+        payload.encode_body(alertmanager_body(alert, receiver="oncall"), None),
+    ]
+    for body in bodies:
+        _strict(body)  # a strict receiver (PagerDuty answers 400) takes every one
+    details = _strict(bodies[0])["payload"]["custom_details"]
+    assert details["current_value"] is None
+    assert details["evidence"]["nested"]["cost_usd"] is None
