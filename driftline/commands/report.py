@@ -21,13 +21,24 @@ from driftline.config import ConfigError, load_settings
 EXIT_QUERY_FAILED = EXIT_FAILED
 DEFAULT_LAST = "6h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# --last reaches back at most this far (about 100 years): enough for any store's retention
+# (store.ttl_days <= 3650), and far from the dates a datetime can hold.
+_MAX_RANGE_S = 36_525 * 86400
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output directory (created if missing)",
+    )
     parser.add_argument("--from", dest="start", metavar="ISO", help="range start (UTC if no zone)")
     parser.add_argument("--to", dest="end", metavar="ISO", help="range end (default: now)")
-    parser.add_argument("--last", metavar="DURATION", help="range ending now: 15m, 1h, 7d")
+    parser.add_argument(
+        "--last", metavar="DURATION", help="range ending now: 15m, 1h, 7d (at most 36525d)"
+    )
     parser.add_argument(
         "--store",
         metavar="URL",
@@ -48,7 +59,10 @@ def parse_duration(text: str) -> timedelta:
     match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
     if not match or int(match[1]) == 0:
         raise ValueError(f"duration {text!r}: write a positive number and a unit, e.g. 1h or 15m")
-    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds > _MAX_RANGE_S:
+        raise ValueError(f"duration {text!r}: at most {_MAX_RANGE_S // 86400}d")
+    return timedelta(seconds=seconds)
 
 
 def parse_time(text: str) -> datetime:
@@ -64,7 +78,11 @@ def time_range_of(
     end = parse_time(args.end) if args.end else (now or datetime.now(UTC))
     if args.start:
         return parse_time(args.start), end
-    return end - parse_duration(args.last or DEFAULT_LAST), end
+    duration = parse_duration(args.last or DEFAULT_LAST)
+    try:
+        return end - duration, end
+    except OverflowError:
+        raise ValueError(f"--last {args.last or DEFAULT_LAST} reaches before year 1") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
         time_range = TimeRange.between(start, end)
     except (ConfigError, ValueError) as exc:
         print(f"driftline report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if args.out.exists() and not args.out.is_dir():
+        print(
+            f"driftline report: --out {args.out}: exists and is not a directory",
+            file=sys.stderr,
+        )
         return EXIT_UNUSABLE
     variables = default_variables(args.metric) if args.metric else default_variables()
     for name in ("workflow", "model", "environment"):
@@ -103,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_QUERY_FAILED
     except StoreError as exc:
         print(f"driftline report: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except OSError as exc:  # the directory or a file in it cannot be written
+        print(f"driftline report: cannot write to {args.out}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     finally:
         store.close()

@@ -100,3 +100,48 @@ def test_time_range_flags() -> None:
         time_range_of(argparse.Namespace(start="2026-01-01", end=None, last="1h"), now)
     with pytest.raises(ValueError, match="duration"):
         time_range_of(argparse.Namespace(start=None, end=None, last="soon"), now)
+
+
+@pytest.mark.parametrize("last", ["999999999d", "99999999999999999999999w", "36526d"])
+def test_a_range_too_long_is_a_one_line_error(
+    store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], last: str
+) -> None:
+    code = main(["report", "--out", str(tmp_path), "--store", store.url, "--last", last])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("driftline report: duration") and err.count("\n") == 1, err
+    assert not (tmp_path / "index.html").exists()
+
+
+def test_a_range_ending_near_year_one_is_a_one_line_error(
+    store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["report", "--out", str(tmp_path), "--store", store.url, "--to", "0001-01-01"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "driftline report: --last 6h reaches before year 1\n"
+
+
+def test_out_naming_a_file_is_a_one_line_error(
+    store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "report.html"
+    existing.write_text("kept")
+    argv = ["report", "--out", str(existing), "--store", store.url, "--last", "1h"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"driftline report: --out {existing}: exists and is not a directory\n"
+    assert existing.read_text() == "kept"
+
+
+def test_out_under_a_file_is_a_one_line_error(
+    store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "report.html"
+    existing.write_text("kept")
+    argv = ["report", "--out", str(existing / "sub"), "--store", store.url, "--last", "1h"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"driftline report: cannot write to {existing / 'sub'}: ") and (
+        err.count("\n") == 1
+    ), err
