@@ -104,7 +104,27 @@ VLLM_PROVIDER: Final = "vllm"
 # is dropped: prompts, completions, documents and tool payloads land only by opting in
 # (``ingest.store_content``).
 DEFAULT_ATTRIBUTES_ALLOW: Final = (
-    "gen_ai.request.*",
+    # Request parameters by name, not ``gen_ai.request.*``: instrumentations put content under
+    # that prefix too (``gen_ai.request.messages``, ``.prompt``, ``.tools``, ``.functions.*``
+    # with tool definitions). The OTel GenAI conventions' parameters, and what OpenLIT, OpenLLMetry
+    # and vLLM send beside them; ``gen_ai.request.user`` (an end-user id) is left out.
+    "gen_ai.request.model",
+    "gen_ai.request.max_tokens",
+    "gen_ai.request.temperature",
+    "gen_ai.request.top_p",
+    "gen_ai.request.top_k",
+    "gen_ai.request.frequency_penalty",
+    "gen_ai.request.presence_penalty",
+    "gen_ai.request.stop_sequences",
+    "gen_ai.request.seed",
+    "gen_ai.request.choice.count",
+    "gen_ai.request.encoding_formats",
+    "gen_ai.request.stream",
+    "gen_ai.request.is_stream",
+    "gen_ai.request.n",
+    "gen_ai.request.service_tier",
+    "gen_ai.request.reasoning_effort",
+    "gen_ai.request.id",  # vLLM's request id
     "gen_ai.response.id",
     "gen_ai.output.type",
     "gen_ai.usage.*",

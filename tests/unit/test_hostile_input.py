@@ -220,6 +220,12 @@ CONTENT_KEYS = (
     "Input.Value",
     "gen_ai.prompt.0.content",
     "input.value",
+    # Content under the request-parameter prefix (tool definitions, messages, prompts).
+    "gen_ai.request.messages",
+    "gen_ai.request.prompt",
+    "gen_ai.request.tools",
+    "gen_ai.request.functions.0.parameters",
+    "gen_ai.request.api_key",
 )
 
 
