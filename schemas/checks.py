@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final
 
-from driftline.schemas.event import EVENT_FIELDS, Field
+from driftline.schemas.event import (
+    EARLIEST_TIME_NS,
+    EVENT_FIELDS,
+    LATEST_TIME_NS,
+    MAX_CALL_SECONDS,
+    MAX_IDENTITY_CHARS,
+    MAX_STEPS,
+    MAX_TOKENS,
+    UNSAFE_NAME_CHAR,
+    Field,
+)
 
-__all__ = ["record_problem"]
+__all__ = ["event_problem", "record_problem"]
 
 MAX_INT: Final = 2**63 - 1
 # Accepted Python types per field kind, as JSON decodes them (a float field may arrive as
@@ -135,4 +145,71 @@ def _first_problem(record: Mapping[str, Any], plan: _Plan) -> str | None:
             return f"{name}: {'negative' if value < 0 else 'not finite'}"
         if kind == "map" and not all(type(k) is str and type(v) is str for k, v in value.items()):
             return f"{name}: a map of strings expected"
+    return None
+
+
+# --- what the normalizer guarantees ----------------------------------------------------------
+
+# Names the normalizer makes safe (dashboards, links and SQL carry them).
+SAFE_NAME_FIELDS: Final = (
+    "service",
+    "environment",
+    "workflow",
+    "agent",
+    "tenant",
+    "route",
+    "provider",
+    "request_model",
+    "response_model",
+)
+_TOKEN_FIELDS: Final = ("output_tokens", "cache_read_tokens", "cache_write_tokens", "output_chars")
+_STEP_FIELDS: Final = ("retry_attempt", "loop_depth", "tool_calls")
+_MILLISECOND_FIELDS: Final = ("latency_ms", "ttft_ms", "queue_ms")
+STATUSES: Final = frozenset({"ok", "error", "unset"})
+
+
+def event_problem(record: Any) -> str | None:
+    """Why an event read from outside the pipeline (an NDJSON file) is not one the normalizer
+    could have written, or ``None``: :func:`record_problem`, then the bounds every span is held
+    to on the way in (token counts, durations, KV usage, dates, safe names, the status).
+
+    >>> from driftline.schemas.event import from_wire
+    >>> good = from_wire({"span_id": "a", "start_ts": "2026-01-01T00:00:00Z",
+    ...                   "end_ts": "2026-01-01T00:00:01Z", "status": "ok"})
+    >>> event_problem(good) is None
+    True
+    >>> event_problem({**good, "kv_cache_usage": 7.5})
+    'kv_cache_usage: 7.5 is not a fraction'
+    >>> event_problem({**good, "workflow": "x'; DROP TABLE t --"})
+    'workflow: holds characters no dashboard can carry'
+    """
+    problem = record_problem(record, EVENT_FIELDS)
+    if problem is not None:
+        return problem
+    for name in _TOKEN_FIELDS:
+        value = record[name]
+        if value is not None and value > MAX_TOKENS:
+            return f"{name}: {value} is over {MAX_TOKENS}"
+    if record["input_tokens"] > 3 * MAX_TOKENS:  # cached tokens may be added to the input
+        return f"input_tokens: {record['input_tokens']} is over {3 * MAX_TOKENS}"
+    for name in _STEP_FIELDS:
+        if record[name] > MAX_STEPS:
+            return f"{name}: {record[name]} is over {MAX_STEPS}"
+    for name in _MILLISECOND_FIELDS:
+        value = record[name]
+        if value is not None and value > MAX_CALL_SECONDS * 1000:
+            return f"{name}: {value} ms is over a day"
+    kv = record["kv_cache_usage"]
+    if kv is not None and kv > 1.0:
+        return f"kv_cache_usage: {kv} is not a fraction"
+    start, end = record["start_ts"], record["end_ts"]
+    earliest, latest = EARLIEST_TIME_NS // 1000, LATEST_TIME_NS // 1000
+    if not (earliest <= start <= end < latest):
+        return "start_ts, end_ts: outside 2000-2090 or ending before the start"
+    for name in SAFE_NAME_FIELDS:
+        value = record[name]
+        if len(value) > MAX_IDENTITY_CHARS or UNSAFE_NAME_CHAR.search(value):
+            return f"{name}: holds characters no dashboard can carry"
+    if record["status"] not in STATUSES:
+        return f"status: {record['status'][:20]!r} is not one of {sorted(STATUSES)}"
     return None

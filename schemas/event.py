@@ -111,6 +111,9 @@ MAX_ATTRIBUTE_VALUE_CHARS: Final = 256
 # and space: no quote, backslash or ``$`` that a dashboard variable's quoting could not carry.
 # The normalizer makes other names safe; the dashboards' macro expander refuses them.
 UNSAFE_NAME_CHAR: Final = re.compile(r"[^\w.:/@+~ -]")
+# Identity values longer than this are rejected rather than truncated: a truncated model or
+# workflow name would silently merge distinct series.
+MAX_IDENTITY_CHARS: Final = 512
 
 # Bounds on what one span may claim; a span beyond any of them is dead-lettered, so one bad
 # value cannot reach a price, a detector's baseline or a rollup. Generous for real traffic:

@@ -9,13 +9,17 @@ Exit status: 0 all loaded, 1 some lines rejected (listed on stderr), 2 unusable 
 from __future__ import annotations
 
 import argparse
+import codecs
+import fnmatch
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from driftline.config import ConfigError, load_settings
+from driftline.config import ConfigError, Settings, load_settings
+from driftline.schemas.attributes import DEFAULT_ATTRIBUTES_ALLOW
+from driftline.schemas.checks import event_problem, record_problem
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire
 
 EXIT_OK = 0
@@ -31,18 +35,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _records(path: Path, fields: tuple[Field, ...], rejects: list[str]) -> Iterator[dict[str, Any]]:
+def _records(
+    path: Path, fields: tuple[Field, ...], rejects: list[str], keep_key: Callable[[str], bool]
+) -> Iterator[dict[str, Any]]:
+    """The usable records of ``path``: held to the bounds the normalizer holds spans to (a
+    file is outside input like any span), their attributes to the ingest allow list."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                doc = json.loads(line)
+                doc = json.loads(line, parse_constant=_refuse_constant)
                 if not isinstance(doc, dict):
                     raise ValueError("not a JSON object")
-                yield from_wire(doc, fields)
+                record = from_wire(doc, fields)
             except ValueError as exc:
                 rejects.append(f"{path}:{number}: {exc}")
+                continue
+            problem = (
+                event_problem(record) if fields is EVENT_FIELDS else record_problem(record, fields)
+            )
+            if problem is not None:
+                rejects.append(f"{path}:{number}: {problem}")
+                continue
+            if fields is EVENT_FIELDS:
+                record["attributes"] = {
+                    k: v for k, v in record["attributes"].items() if keep_key(k)
+                }
+            yield record
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _not_text(path: Path) -> str | None:
+    """Why ``path`` is not NDJSON text (checked on its start, before a store is opened)."""
+    with path.open("rb") as raw:
+        head = raw.read(1 << 16)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start}); OTLP protobuf goes to `driftline normalize`"
+    return None
+
+
+def _attribute_filter(settings: Settings) -> Callable[[str], bool]:
+    """The keys an event's attributes may keep, as the normalizer decides (``[ingest]``)."""
+    if settings.ingest.store_content:
+        return lambda key: True
+    patterns = settings.ingest.attributes_allow
+    allowed = DEFAULT_ATTRIBUTES_ALLOW if patterns is None else tuple(patterns)
+    return lambda key: any(fnmatch.fnmatchcase(key, p) for p in allowed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"driftline load: {path}: no such file", file=sys.stderr)
             return EXIT_UNUSABLE
+        if why := _not_text(path):
+            print(f"driftline load: {path}: {why}", file=sys.stderr)
+            return EXIT_UNUSABLE
+    keep_key = _attribute_filter(settings)
 
     try:
         store = open_store(args.store, settings.store)
@@ -78,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         sink = EventSink(store, batch_rows=settings.store.batch_rows)
         for kind, path, fields in inputs:
             counts[kind] = 0
-            for record in _records(path, fields, rejects):
+            for record in _records(path, fields, rejects, keep_key):
                 sink.add(kind, record)
                 counts[kind] += 1
                 if sink.pending_rows >= sink.batch_rows:
