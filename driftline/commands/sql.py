@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import re
 import sys
 from typing import TYPE_CHECKING, Any, Final
@@ -41,6 +42,16 @@ _NOT_A_SELECT: Final = ("supports only SELECT queries", "cannot have output opti
 _READONLY_CODE: Final = "Code: 164."
 # A QUERY that is one word names a library query: it is never run as SQL.
 _QUERY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# The engine's error code, when the engine ran the statement and reported why it failed.
+_ENGINE_CODE: Final = re.compile(r"Code: (\d+)\.")
+# Codes that say the store could not be reached, not that the query failed in it.
+_UNREACHABLE_CODES: Final = frozenset({209, 210, 1000})  # socket timeout, network, Poco
+# Control characters (C0, DEL, C1) a terminal may act on: stored text is span-controlled.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+FORMAT_HELP: Final = (
+    "pretty (aligned columns) or csv, both with control characters shown escaped "
+    "(ESC as \\x1b), or json (one object per row; NaN and infinities are null)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--list", action="store_true", help="list the library's query names and parameters"
     )
-    parser.add_argument("--format", choices=("pretty", "csv", "json"), default="pretty")
+    parser.add_argument(
+        "--format", choices=("pretty", "csv", "json"), default="pretty", help=FORMAT_HELP
+    )
     parser.add_argument(
         "--store",
         metavar="URL",
@@ -68,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from driftline.store import StoreError, StoreQueryError, open_store
+    from driftline.store import StoreError, open_store
     from driftline.store.queries import load_query, query_defaults, query_names, query_params
 
     if args.list:
@@ -128,16 +141,32 @@ def run(args: argparse.Namespace) -> int:
         else:
             store.command(sql)
             return EXIT_OK
-    except StoreQueryError as exc:
-        print(f"driftline sql: {exc}", file=sys.stderr)
-        return EXIT_QUERY_FAILED
     except StoreError as exc:
         print(f"driftline sql: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return EXIT_QUERY_FAILED if _query_failed(exc) else EXIT_UNUSABLE
     finally:
         store.close()
     sys.stdout.write(render(table, args.format))
     return EXIT_OK
+
+
+def _query_failed(exc: Exception) -> bool:
+    """Whether the engine ran the statement and it failed (exit 1), not an unusable store.
+
+    A limit hit at run time (``max_execution_time``, memory) is a failed query, although the
+    store reports it as "retry later".
+
+    >>> _query_failed(RuntimeError("Code: 159. DB::Exception: Timeout exceeded"))
+    True
+    >>> _query_failed(RuntimeError("Code: 210. DB::NetException: Connection refused"))
+    False
+    """
+    from driftline.store import StoreQueryError
+
+    if isinstance(exc, StoreQueryError):
+        return True
+    match = _ENGINE_CODE.search(str(exc))
+    return match is not None and int(match.group(1)) not in _UNREACHABLE_CODES
 
 
 def store_target(
@@ -263,19 +292,19 @@ def render(table: pa.Table, fmt: str) -> str:
     """
     rows = table.to_pylist()
     if fmt == "json":
-        return "".join(json.dumps(r, default=str) + "\n" for r in rows)
+        return "".join(json.dumps(_finite(r), default=str, allow_nan=False) + "\n" for r in rows)
     if fmt == "csv":
         import csv
         import io
 
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(table.column_names)
+        writer.writerow([escape_controls(n) for n in table.column_names])
         for r in rows:
-            writer.writerow(["" if v is None else v for v in r.values()])
+            writer.writerow(["" if v is None else escape_controls(str(v)) for v in r.values()])
         return out.getvalue()
-    names = table.column_names
-    cells = [[_cell(r[n]) for n in names] for r in rows]
+    names = [escape_controls(n) for n in table.column_names]
+    cells = [[_cell(r[n]) for n in table.column_names] for r in rows]
     widths = [max([len(n)] + [len(row[i]) for row in cells]) for i, n in enumerate(names)]
     numeric = [
         pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
@@ -299,4 +328,27 @@ def _cell(value: Any) -> str:
         return "NULL"
     if isinstance(value, float):
         return f"{value:.10g}"
-    return str(value)
+    return escape_controls(str(value))
+
+
+def escape_controls(text: str) -> str:
+    r"""``text`` with every C0 control character, DEL and C1 control character as ``\xNN``.
+
+    Stored values come from spans; printed raw, an escape sequence in one would retitle,
+    clear or reprogram the analyst's terminal.
+
+    >>> print(escape_controls("a\x1b]0;title\x07b\tc\x9b"))
+    a\x1b]0;title\x07b\x09c\x9b
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, at any depth, as None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

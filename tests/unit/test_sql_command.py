@@ -7,6 +7,7 @@ suite holds its own.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,64 @@ def test_help_names_the_reader_store_and_the_exit_codes(tmp_path: Path) -> None:
     text = " ".join(done.stdout.split())
     assert "store.reader_url when set" in text
     assert "exit codes: 0" in text and " 2 could not run" in text
+
+
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_json_prints_null_for_nan_and_infinities(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    query = "SELECT 0/0 AS a, 1/0 AS b, -1/0 AS c, [1/0, 2.5] AS d, map('k', 0/0) AS m, 1.5 AS e"
+    done = driftline("sql", query, "--store", store, "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout, parse_constant=_no_constants)
+    assert row == {"a": None, "b": None, "c": None, "d": [None, 2.5], "m": [["k", None]], "e": 1.5}
+    help_text = " ".join(driftline("sql", "--help", cwd=tmp_path).stdout.split())
+    assert "NaN and infinities are null" in help_text
+
+
+# A stored value as a span could carry it: a title change (OSC), a screen clear (CSI), DEL, a
+# C1 CSI (U+009B), a tab and a newline.
+HOSTILE = "a\x1b]0;title\x07b\x1b[2Jc\x7fd\x9be\tf\ng"
+HOSTILE_SQL = (
+    "concat('a', char(27), ']0;title', char(7), 'b', char(27), '[2Jc', char(127), 'd', "
+    "unhex('C29B'), 'e', char(9), 'f', char(10), 'g')"
+)
+ESCAPED = r"a\x1b]0;title\x07b\x1b[2Jc\x7fd\x9be\x09f\x0ag"
+
+
+def test_control_characters_in_stored_text_are_escaped(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    for statement in (
+        "CREATE TABLE default.spans (v String) ENGINE = MergeTree ORDER BY v",
+        f"INSERT INTO default.spans SELECT {HOSTILE_SQL}",
+    ):
+        done = driftline("sql", statement, "--store", store, "--write", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    query = "SELECT v, [v] AS vs FROM default.spans"
+    outputs = {}
+    for fmt in ("pretty", "csv", "json"):
+        done = driftline("sql", query, "--store", store, "--format", fmt, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs[fmt] = done.stdout
+    for fmt in ("pretty", "csv"):
+        lines = outputs[fmt].splitlines()
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f]", "".join(lines)), (fmt, outputs[fmt])
+        assert any(line.startswith(ESCAPED) for line in lines), (fmt, outputs[fmt])
+    assert len(outputs["csv"].splitlines()) == 2
+    assert json.loads(outputs["json"]) == {"v": HOSTILE, "vs": [HOSTILE]}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT sum(sipHash64(number)) FROM numbers(10000000000) SETTINGS max_execution_time=0.2",
+        "SELECT groupArray(number) FROM numbers(10000000) SETTINGS max_memory_usage=1000000",
+    ],
+)
+def test_a_query_failing_at_run_time_exits_1(guarded_store: tuple[str, Path], query: str) -> None:
+    store, directory = guarded_store
+    done = run_sql(store, directory, query)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("driftline sql: Code: "), done.stderr
