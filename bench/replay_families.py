@@ -341,6 +341,8 @@ def generate(
         "provider": np.full(n + m, provider, dtype=object),
         "slowdown": both(slowdown, slowdown[fail_rows]),
     }
+    bundle_of = {mod: bundle_id(mod, "", "p7", "idx-3", "") for mod in (primary, fallback)}
+    columns["bundle_id"] = np.array([bundle_of[mod] for mod in columns["model"]], dtype=object)
     order = np.argsort(columns["end_ts"], kind="stable")
     columns = {k: v[order] for k, v in columns.items()}
     return Workflow(
@@ -404,7 +406,7 @@ def _line(w: Workflow, i: int) -> str:
         f'"response_model":"{model}"',
         '"prompt_version":"p7"',
         '"retrieval_index_version":"idx-3"',
-        f'"bundle_id":"{bundle_id(model, "", "p7", "idx-3", "")}"',
+        f'"bundle_id":"{c["bundle_id"][i]}"',
         f'"input_tokens":{int(c["input_tokens"][i])}',
         f'"output_tokens":{int(c["output_tokens"][i])}',
         f'"latency_ms":{float(c["latency_ms"][i]):.3f}',
