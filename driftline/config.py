@@ -43,6 +43,9 @@ _GLOB_CHARACTERS: Final = frozenset("*?[]")
 # routing key is 32 of them, uppercase in newer accounts), or it is the value of a variable.
 _ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _KEY_LIKE: Final = re.compile(r"(?=.*[0-9])[A-Z0-9]{20,}")
+# Highest price accepted, USD per million tokens (list prices are below 1,000): a price near
+# the float limit makes every cost infinite, and a page carrying Infinity is refused.
+MAX_PRICE_PER_MTOK: Final = 1_000_000.0
 
 
 class ConfigError(ValueError):
@@ -86,7 +89,8 @@ def _env_name_field(value: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: one reaches costs, budgets and pages (JSON has neither).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KafkaSettings(_Section):
@@ -366,10 +370,10 @@ class PagerDutySettings(_Section):
 class PriceOverride(_Section):
     """USD per million tokens."""
 
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-    cache_read_per_mtok: float | None = Field(None, ge=0)  # None: input rate
-    cache_write_per_mtok: float | None = Field(None, ge=0)  # None: input rate
+    input_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK)
+    output_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK)
+    cache_read_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK)  # None: input
+    cache_write_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK)  # None: input
 
 
 class Settings(BaseSettings):
@@ -505,6 +509,9 @@ def _source_of(loc: tuple[str, ...], file_data: dict[str, Any], file: str | None
     lowered = tuple(part.lower() for part in loc)
     for name, path in env_overrides().items():
         if lowered[: len(path)] == path or path[: len(lowered)] == lowered:
+            return f"from the environment, {name}"
+    for name in os.environ:  # a whole section as JSON: DRIFTLINE_PRICES='{"m": {...}}'
+        if lowered and name.upper() == f"{ENV_PREFIX}{lowered[0].upper()}":
             return f"from the environment, {name}"
     node: Any = file_data
     for part in loc:
