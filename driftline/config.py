@@ -24,9 +24,17 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -43,6 +51,12 @@ _GLOB_CHARACTERS: Final = frozenset("*?[]")
 # routing key is 32 of them, uppercase in newer accounts), or it is the value of a variable.
 _ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _KEY_LIKE: Final = re.compile(r"(?=.*[0-9])[A-Z0-9]{20,}")
+# Words of a URL's user name or query parameter name that say it holds a secret.
+_SECRET_WORDS: Final = frozenset(
+    {"pass", "passwd", "password", "pwd", "pw", "token", "secret", "key", "apikey", "auth"}
+    | {"sig", "signature", "credential", "credentials", "accesstoken", "jwt", "session"}
+)
+_WORD: Final = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 # Highest price accepted, USD per million tokens (list prices are below 1,000): a price near
 # the float limit makes every cost infinite, and a page carrying Infinity is refused.
 MAX_PRICE_PER_MTOK: Final = 1_000_000.0
@@ -88,6 +102,97 @@ def _env_name_field(value: str) -> str:
     return check_env_name(value)
 
 
+def refuse_credentials(url: str, remedy: str, *, users: bool = False) -> str:
+    """``url`` if it carries no password, token or key; the error never repeats them.
+
+    Refused: ``user:password@``, a user name that looks like a token (or any user, unless
+    ``users``), and a query parameter named like a password, token or key. ``url`` may be a
+    comma-separated list of servers (``kafka.bootstrap_servers``). ``remedy`` ends the message:
+    where the secret belongs instead.
+
+    >>> refuse_credentials("clickhouse://driftline_writer@ch:8123/db", "nowhere", users=True)
+    'clickhouse://driftline_writer@ch:8123/db'
+    >>> for url in ("http://admin:S3CR3T@grafana:3000", "b:9092,u:S3CR3T@b2:9092",
+    ...             "clickhouse://S3CR3T_token@ch/db", "clickhouse://ch/db?password=S3CR3T",
+    ...             "clickhouse://u:S3/CR3T@ch/db", "clickhouse://u@corp:S3CR3T@ch/db"):
+    ...     try:
+    ...         refuse_credentials(url, "set it in X_ENV", users=True)
+    ...     except ValueError as exc:
+    ...         assert "S3CR3T" not in str(exc)
+    ...         print(str(exc).split(";")[0])
+    must not contain a password
+    must not contain a password
+    must not carry a user name that looks like a token or password (write the user name only)
+    must not carry a password, token or key as a query parameter
+    must not contain a password
+    must not contain a password
+    """
+    for item in url.split(","):
+        rest = item.strip().split("://", 1)[-1]
+        # The user ends at an "@"; a pasted password may hold "@", "/", "?" or "#" itself.
+        users_seen = (rest.partition("@")[0], rest.rpartition("@")[0]) if "@" in rest else ()
+        if any(":" in user for user in users_seen):
+            raise ValueError(f"must not contain a password; {remedy}")
+        if users_seen and not users:
+            raise ValueError(f"must not carry a user or password; {remedy}")
+        if any(_token_like(unquote(user)) for user in users_seen):
+            raise ValueError(
+                "must not carry a user name that looks like a token or password (write the "
+                f"user name only); {remedy}"
+            )
+        query = rest.partition("?")[2].partition("#")[0]
+        if any(_secret_named(name) for name, _ in parse_qsl(query, keep_blank_values=True)):
+            raise ValueError(
+                f"must not carry a password, token or key as a query parameter; {remedy}"
+            )
+    return url
+
+
+def _secret_named(name: str) -> bool:
+    """``name`` has a word (snake, kebab or camel case) that names a secret.
+
+    >>> [_secret_named(n) for n in ("apiKey", "X-Amz-Signature", "S3CR3T_token", "design")]
+    [True, True, True, False]
+    """
+    words = {word.lower() for word in _WORD.findall(name)} | {name.lower()}
+    return not words.isdisjoint(_SECRET_WORDS)
+
+
+def _token_like(user: str) -> bool:
+    """A URL user name that is a secret: named like one, a long key, or mixed like one."""
+    mixed = len(user) >= 16 and all(re.search(c, user) for c in ("[a-z]", "[A-Z]", "[0-9]"))
+    return _secret_named(user) or bool(_KEY_LIKE.fullmatch(user.upper())) or mixed
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without what may be secret (a webhook's path, a query, a user): for printing.
+
+    >>> redacted_url("https://hooks.slack.com/services/T000/B000/XXXXXXXX")
+    'https://hooks.slack.com/<redacted>'
+    >>> redacted_url("https://events.pagerduty.com")
+    'https://events.pagerduty.com'
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    if not parts.scheme or not host:
+        return "<redacted>"
+    secret = parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc
+    return f"{parts.scheme}://{host}" + ("/<redacted>" if secret else "")
+
+
+def printable(settings: Settings) -> dict[str, Any]:
+    """The resolved settings as JSON-ready data, with each route's URL redacted.
+
+    A webhook URL (Slack's) carries its secret in the path; the other URLs are refused at
+    load when they carry one (:func:`refuse_credentials`).
+    """
+    data = settings.model_dump(mode="json")
+    for route in data["pagerduty"]["routes"]:
+        if route.get("url"):
+            route["url"] = redacted_url(route["url"])
+    return data
+
+
 class _Section(BaseModel):
     # No NaN or infinity anywhere: one reaches costs, budgets and pages (JSON has neither).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -110,6 +215,15 @@ class KafkaSettings(_Section):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
 
     _sasl_password_env_is_a_name = field_validator("sasl_password_env")(_env_name_field)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _no_credentials(cls, servers: str | None) -> str | None:
+        remedy = (
+            "give the user as kafka.sasl_username and the password in the environment variable "
+            "named by kafka.sasl_password_env"
+        )
+        return None if servers is None else refuse_credentials(servers, remedy)
 
     @property
     def sasl_password(self) -> str | None:
@@ -153,17 +267,16 @@ class StoreSettings(_Section):
 
     @field_validator("url", "reader_url")
     @classmethod
-    def _known_scheme(cls, url: str | None) -> str | None:
+    def _known_scheme(cls, url: str | None, info: ValidationInfo) -> str | None:
         if url is None:
             return None
         if not url.startswith(("chdb://", "clickhouse://", "clickhouses://")):
             raise ValueError("must start with chdb://, clickhouse:// or clickhouses://")
-        if "@" in url and ":" in url.split("://", 1)[1].split("@", 1)[0]:
-            raise ValueError(
-                "must not contain a password; set it in the environment variable "
-                "named by store.password_env"
-            )
-        return url
+        reader = info.field_name == "reader_url"
+        variable = "store.reader_password_env" if reader else "store.password_env"
+        return refuse_credentials(
+            url, f"set it in the environment variable named by {variable}", users=True
+        )
 
     _password_envs_are_names = field_validator("password_env", "reader_password_env")(
         _env_name_field
@@ -347,6 +460,13 @@ class AlertSettings(_Section):
     max_clock_step_s: float = Field(300.0, gt=0)
     runbook_base_url: str = "https://runbooks.example.com/driftline"
     dashboard_base_url: str = "http://localhost:3000"
+
+    @field_validator("runbook_base_url", "dashboard_base_url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        # Every alert carries these links, and so every page and webhook message.
+        remedy = "the link goes into every alert and page, and people sign in to it themselves"
+        return refuse_credentials(url, remedy)
 
 
 class PagerDutyRoute(_Section):

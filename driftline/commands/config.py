@@ -2,7 +2,8 @@
 
 Prints the resolved configuration, or names every bad field and where its value came from
 (the file, an environment variable, the defaults). A secret a configured route or connection
-needs but cannot read is an error here, as it is at worker start; values are never printed.
+needs but cannot read is an error here, as it is at worker start; values are never printed,
+nor the path or query of a route's URL (a Slack webhook's secret is its path).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import sys
 
 from driftline.commands.exits import EXIT_OK, EXIT_UNUSABLE
-from driftline.config import ConfigError, config_path, load_settings
+from driftline.config import ConfigError, config_path, load_settings, printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     source = config_path(args.config)
     origin = source or "none, defaults"
     print(f"# configuration OK (file: {origin}; secrets come from the environment)")
-    print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+    print(json.dumps(printable(settings), indent=2, sort_keys=True))
     return EXIT_OK
