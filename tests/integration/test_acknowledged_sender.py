@@ -18,6 +18,8 @@ from driftline.streams.changelog import AcknowledgedSender, ChangelogWriterError
 from driftline.streams.kafka import create_topics, producer_config
 from tests.integration.conftest import PARTITIONS, Kafka
 
+pytestmark = pytest.mark.integration
+
 OWN_TOPIC = f"acknowledged-writes-{uuid.uuid4().hex[:8]}"
 
 

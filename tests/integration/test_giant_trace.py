@@ -14,6 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from driftline.config import load_settings
 from driftline.schemas import attributes as a
 from driftline.stack import EmbeddedStack
@@ -23,6 +25,8 @@ from driftline.streams.positions import CHUNK_KEY_PREFIX
 from tests.integration.conftest import TRACE_TIMEOUT_S, Kafka, write_config
 from tests.integration.test_ingest import closed_records, wait_for_trace
 from tests.utils import otlp_factory as f
+
+pytestmark = pytest.mark.integration
 
 CHILDREN = 40_000
 PER_MESSAGE = 1_000

@@ -26,6 +26,8 @@ if str(ROOT) not in sys.path:
 from tests.unit.test_notifier_payload import KEY, MIN, OPENED, make_alert  # noqa: E402
 from tests.utils.http_receiver import HttpReceiver  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 
 def final_states(n: int) -> list[dict[str, Any]]:
     """What ``driftline replay`` prints: alert records in their final state."""

@@ -115,3 +115,15 @@ def test_test_modules_have_unique_names() -> None:
     for path in tests.rglob("test_*.py"):
         seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
     assert {name: where for name, where in seen.items() if len(where) > 1} == {}
+
+
+def test_every_integration_module_is_marked() -> None:
+    """``make test-unit`` (-m "not integration") must not start brokers, and
+    ``make test-integration`` must not skip a module silently."""
+    folder = Path(__file__).resolve().parents[1] / "integration"
+    unmarked = [
+        path.name
+        for path in sorted(folder.glob("test_*.py"))
+        if "pytestmark = pytest.mark.integration" not in path.read_text()
+    ]
+    assert unmarked == []
