@@ -119,7 +119,7 @@ def busy_worker(partitions: int, routes: int = 3) -> Any:
         p: SimpleNamespace(open_count=500, closed_counts=Counter(root_end=10_000, timeout=50))
         for p in range(partitions)
     }
-    sink = SimpleNamespace(store=object(), failures=0, pending_rows=1000)
+    sink = SimpleNamespace(store=object(), failures=0, pending_rows=1000, last_success_s=1.0)
     governance = SimpleNamespace(
         monitor=SimpleNamespace(tracked_workflows=200),
         sinks={"events": sink, "alerts": sink},

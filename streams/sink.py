@@ -276,6 +276,8 @@ class EventSink:
         self._buffers: dict[RecordKind, _Buffer] = {kind: _Buffer() for kind in KINDS}
         self._pending = 0
         self._failures = 0
+        # Unix time of the last flush that wrote everything it held (None: none yet).
+        self.last_success_s: float | None = None
         # Records set aside for good, oldest first, until take_rejected() hands them out.
         self.rejected: list[RejectedRecord] = []
         self._columns: dict[str, tuple[Field, ...]] = {}
@@ -358,6 +360,7 @@ class EventSink:
             self._pending -= len(buffer.rows)
             self._buffers[kind] = _Buffer()
         self._failures = 0
+        self.last_success_s = time.time()
         return FlushResult(written, len(self.rejected) - rejected_before)
 
     def _write_kind(

@@ -752,6 +752,15 @@ def worker_families(p: Any) -> list[Family]:
                 "Failed store writes in a row (0 after a success).",
             ).add(failures)
         )
+        successes = [s.last_success_s for s in sinks if s.last_success_s is not None]
+        if successes:  # absent until the first write: no misleading 0 (1970) to alert on
+            out.append(
+                Family(
+                    "driftline_store_last_success_timestamp_seconds",
+                    "gauge",
+                    "Unix time of the last store write that succeeded.",
+                ).add(max(successes))
+            )
     return out
 
 

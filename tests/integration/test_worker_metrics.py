@@ -235,6 +235,7 @@ def test_readyz_follows_the_store(tmp_path: Path) -> None:
         c.start_worker("worker")
         wait_for(503, "not ready: store not open yet (see the log)\n")
         assert metric("driftline_store_reachable") == 0
+        assert metric("driftline_store_last_success_timestamp_seconds") is None  # none yet
         c.server.recover()
         wait_for(200, f"ready: {4 * PARTITIONS} partitions assigned\n")
         assert metric("driftline_store_reachable") == 1
@@ -260,4 +261,6 @@ def test_readyz_follows_the_store(tmp_path: Path) -> None:
         assert metric("driftline_store_pending_rows") == 0
         assert metric("driftline_store_consecutive_failures") == 0
         assert metric("driftline_events_completed_total") == 3
+        stored_at = metric("driftline_store_last_success_timestamp_seconds")
+        assert stored_at is not None and abs(time.time() - stored_at) < 60
         c.check_alive("worker")

@@ -191,7 +191,7 @@ def exported() -> dict[str, frozenset[str]]:
         _committed_offset={tp: 4},
         _read_offset={},
     )
-    sink = SimpleNamespace(store="store", failures=0, pending_rows=3)
+    sink = SimpleNamespace(store="store", failures=0, pending_rows=3, last_success_s=1.0)
     paged = DeliveryMetrics()  # a page sent, so that its histograms have series to read
     paged.count([{"target": "pagerduty[0]@events.pagerduty.com", "outcome": "delivered"}])
     paged.observe_send("pagerduty[0]", "delivered", 0.2)

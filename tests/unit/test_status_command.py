@@ -247,7 +247,9 @@ def test_reads_what_the_worker_really_exports() -> None:
     )
     governance = SimpleNamespace(
         monitor=SimpleNamespace(tracked_workflows=0),
-        sinks={"events": SimpleNamespace(store="s", failures=0, pending_rows=0)},
+        sinks={
+            "events": SimpleNamespace(store="s", failures=0, pending_rows=0, last_success_s=None)
+        },
     )
     p = SimpleNamespace(
         app=app,

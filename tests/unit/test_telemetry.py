@@ -170,6 +170,7 @@ class FakeSink:
     store: object | None = "store"
     failures: int = 0
     pending_rows: int = 0
+    last_success_s: float | None = None
 
 
 @dataclass
@@ -348,6 +349,7 @@ def test_every_exported_metric_is_documented() -> None:
     metrics.observe_send("default", "delivered", 0.1)
     metrics.observe_accepted("default", 1_000_000, 3.0)
     worker.governance.notifier = SimpleNamespace(router=SimpleNamespace(routes=()), metrics=metrics)
+    worker.governance.sinks["events"].last_success_s = 1_767_225_600.0  # a write went through
     text = render(worker_families(worker))
     exported = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
     exported.add("driftline_worker_event_loop_lag_seconds")  # added by the server
