@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import codecs
 import fnmatch
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from driftline.commands.records import checked_record, loads_strict
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.attributes import DEFAULT_ATTRIBUTES_ALLOW
-from driftline.schemas.checks import event_problem, record_problem
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire
 
 EXIT_OK = 0
@@ -45,16 +44,14 @@ def _records(
             if not line.strip():
                 continue
             try:
-                doc = json.loads(line, parse_constant=_refuse_constant)
+                doc = loads_strict(line)
                 if not isinstance(doc, dict):
                     raise ValueError("not a JSON object")
                 record = from_wire(doc, fields)
             except ValueError as exc:
                 rejects.append(f"{path}:{number}: {exc}")
                 continue
-            problem = (
-                event_problem(record) if fields is EVENT_FIELDS else record_problem(record, fields)
-            )
+            problem = checked_record(record, fields)
             if problem is not None:
                 rejects.append(f"{path}:{number}: {problem}")
                 continue
@@ -63,10 +60,6 @@ def _records(
                     k: v for k, v in record["attributes"].items() if keep_key(k)
                 }
             yield record
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _not_text(path: Path) -> str | None:

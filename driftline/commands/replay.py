@@ -41,6 +41,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from driftline.commands.records import checked_record, loads_strict
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
@@ -140,9 +141,12 @@ def read_ndjson(
             continue
         where = f"{report.name}:{number}"
         try:
-            doc = json.loads(line)
+            doc = loads_strict(line)
         except json.JSONDecodeError as exc:
             report.rejects.append(f"{where}: not JSON ({exc.msg})")
+            continue
+        except ValueError as exc:  # NaN or Infinity: Python reads them, JSON has none
+            report.rejects.append(f"{where}: {exc}")
             continue
         if not isinstance(doc, dict):
             report.rejects.append(f"{where}: expected a JSON object per line")
@@ -152,10 +156,16 @@ def read_ndjson(
             report.rejects.append(f"{where}: missing {', '.join(missing)}")
             continue
         try:
-            records.append(from_wire(doc, fields))
+            record = from_wire(doc, fields)
         except (ValueError, TypeError) as exc:
             report.rejects.append(f"{where}: {exc}")
             continue
+        # Bounded as spans are (a non-finite TTFT froze a baseline and stopped the replay).
+        problem = checked_record(record, fields)
+        if problem is not None:
+            report.rejects.append(f"{where}: {problem}")
+            continue
+        records.append(record)
         report.used += 1
     return records
 

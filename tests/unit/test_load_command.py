@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.config import StoreSettings
-from driftline.schemas.event import EVENT_FIELDS, micros_to_iso, to_wire
+from driftline.schemas.event import EVENT_FIELDS, UNSAFE_NAME_CHAR, micros_to_iso, to_wire
 from driftline.store import open_store
 
 # A day ago, whole seconds: inside any retention the store keeps.
@@ -73,7 +73,7 @@ def test_hostile_lines_are_rejected_by_line_and_the_rest_is_loaded(tmp_path: Pat
         ("kv_cache_usage", 7.5, "not a fraction"),
         ("ttft_ms", 1e300, "ttft_ms"),
         ("latency_ms", 90_000_000.0, "over a day"),
-        ("workflow", "w'; DROP TABLE x --", "workflow"),
+        ("workflow", "w" * 600, "longer than 512"),
         ("status", "weird", "status"),
         ("start_ts", micros_to_iso(4_102_444_800_000_000), "2000-2090"),  # 2100
     ]
@@ -86,6 +86,9 @@ def test_hostile_lines_are_rejected_by_line_and_the_rest_is_loaded(tmp_path: Pat
     lines.append(
         json.dumps(event(100, attributes={"Input.Value": secret, "gen_ai.request.seed": "7"}))
     )
+    # A name the dashboards could not carry is made safe, as the normalizer makes it; a whole
+    # number written as a float is read as the number.
+    lines.append(json.dumps(event(101, workflow="w'; DROP TABLE x --", output_tokens=50.0)))
     done, store = load(tmp_path, lines)
     assert done.returncode == 1, done.stderr
     stderr = done.stderr.splitlines()
@@ -99,12 +102,16 @@ def test_hostile_lines_are_rejected_by_line_and_the_rest_is_loaded(tmp_path: Pat
     opened = open_store(f"chdb://{store}", StoreSettings())
     try:
         rows = opened.query(
-            "SELECT span_id, attributes FROM driftline.llm_requests ORDER BY span_id"
+            "SELECT span_id, workflow, output_tokens, attributes"
+            " FROM driftline.llm_requests ORDER BY span_id"
         ).to_pylist()
     finally:
         opened.close()
-    assert [r["span_id"] for r in rows] == [f"{0:016x}", f"{100:016x}"]
+    assert [r["span_id"] for r in rows] == [f"{n:016x}" for n in (0, 100, 101)]
     assert dict(rows[1]["attributes"]) == {"gen_ai.request.seed": "7"}  # content dropped
+    assert UNSAFE_NAME_CHAR.search(rows[2]["workflow"]) is None
+    assert dict(rows[2]["attributes"])["driftline.original.workflow"] == "w'; DROP TABLE x --"
+    assert rows[2]["output_tokens"] == 50
 
 
 def test_a_binary_file_is_refused_before_any_store_is_made(tmp_path: Path) -> None:
