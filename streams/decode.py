@@ -25,6 +25,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,14 @@ _INT64_MAX: Final = 2**63 - 1
 _UINT64_MAX: Final = 2**64 - 1
 _unpack_double: Final = struct.Struct("<d").unpack_from
 _STATUS_CODES: Final = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+# Arrays and key-value lists nested in one attribute value, at most: a value nested deeper
+# is cut there (decoded as :data:`UNDECODABLE`, left empty when read from JSON), so one
+# hostile attribute costs its own depth, not the span (Python's recursion limit).
+MAX_VALUE_DEPTH: Final = 32
+# JSON brackets (objects and arrays) a document may nest before the parser's recursion limit
+# would reject it whole: deeper containers are replaced by ``null`` (see _decode_json). A span
+# attribute's value starts about 10 deep; MAX_VALUE_DEPTH levels take 4 brackets each.
+_MAX_JSON_NESTING: Final = 200
 
 
 class NotOtlpError(ValueError):
@@ -113,9 +122,11 @@ class UndecodableValue:
 UNDECODABLE: Final = UndecodableValue()
 
 
-def any_value_to_python(raw: bytes) -> Any:
+def any_value_to_python(raw: bytes, depth: int = 0) -> Any:
     """The Python value of an encoded OTLP AnyValue: ``str``, ``bool``, ``int``, ``float``,
     ``bytes``, ``list`` (array), ``dict`` (key-value list), ``None`` (empty) or
+    :data:`UNDECODABLE`. Arrays and key-value lists nested deeper than
+    :data:`MAX_VALUE_DEPTH` (``depth`` counts the levels above ``raw``) are
     :data:`UNDECODABLE`.
 
     The encodings OTel SDKs produce for one scalar (a single field filling the buffer) are
@@ -126,7 +137,7 @@ def any_value_to_python(raw: bytes) -> Any:
     """
     size = len(raw)
     if size < 2:
-        return None if not size else _any_value_slow(raw)
+        return None if not size else _any_value_slow(raw, depth)
     tag = raw[0]
     if tag == 0x0A:  # field 1 string_value, length-delimited
         length = raw[1]
@@ -152,18 +163,18 @@ def any_value_to_python(raw: bytes) -> Any:
             return _unpack_double(raw, 1)[0]
     elif tag == 0x10 and size == 2 and raw[1] < 2:  # field 2 bool_value
         return raw[1] == 1
-    return _any_value_slow(raw)
+    return _any_value_slow(raw, depth)
 
 
-def _any_value_slow(raw: bytes) -> Any:
+def _any_value_slow(raw: bytes, depth: int) -> Any:
     try:
         message = lean.AnyValue.FromString(raw)
     except DecodeError:
         return UNDECODABLE
-    return _any_value_message_to_python(message)
+    return _any_value_message_to_python(message, depth)
 
 
-def _any_value_message_to_python(message: Any) -> Any:
+def _any_value_message_to_python(message: Any, depth: int) -> Any:
     kind = message.WhichOneof("value")
     if kind is None:
         return None
@@ -171,20 +182,28 @@ def _any_value_message_to_python(message: Any) -> Any:
         text = message.string_value
         return text if type(text) is str else text.decode("utf-8", "replace")
     if kind == "array_value":
-        return [_any_value_message_to_python(item) for item in message.array_value.values]
+        if depth >= MAX_VALUE_DEPTH:
+            return UNDECODABLE
+        return [
+            _any_value_message_to_python(item, depth + 1) for item in message.array_value.values
+        ]
     if kind == "kvlist_value":
-        return kvlist_to_python(message.kvlist_value)
+        return kvlist_to_python(message.kvlist_value, depth)
     return getattr(message, kind)
 
 
-def kvlist_to_python(raw: bytes) -> dict[str, Any] | UndecodableValue:
+def kvlist_to_python(raw: bytes, depth: int = 0) -> dict[str, Any] | UndecodableValue:
     """An encoded KeyValueList (the bytes of a lean Resource) as a dict; keys that are not
-    valid UTF-8 are dropped."""
+    valid UTF-8 are dropped. ``depth``: as for :func:`any_value_to_python`."""
+    if depth >= MAX_VALUE_DEPTH:
+        return UNDECODABLE
     try:
         attrs = lean.Resource.FromString(raw).attributes
     except DecodeError:
         return UNDECODABLE
-    return {key: any_value_to_python(attrs[key]) for key in list(attrs) if type(key) is str}
+    return {
+        key: any_value_to_python(attrs[key], depth + 1) for key in list(attrs) if type(key) is str
+    }
 
 
 # --- protobuf -------------------------------------------------------------------------
@@ -289,7 +308,14 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
 def _decode_json(payload: bytes) -> DecodedTraces:
     try:
         doc = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        # Nested too deep for the parser: cut what lies deeper than any OTLP field needs,
+        # so one hostile attribute value costs that value, not the document.
+        try:
+            doc = json.loads(_cut_deep_json(payload, _MAX_JSON_NESTING))
+        except (ValueError, RecursionError) as exc:
+            raise NotOtlpError(f"not valid JSON: {exc}") from exc
+    except ValueError as exc:
         raise NotOtlpError(f"not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise NotOtlpError("OTLP/JSON must be an object with resourceSpans")
@@ -335,6 +361,37 @@ def _decode_json(payload: bytes) -> DecodedTraces:
         return json.dumps({"resourceSpans": [rs_out]}).encode()
 
     return DecodedTraces(data, encode_span, errors)
+
+
+_JSON_TOKEN: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _cut_deep_json(payload: bytes, max_nesting: int) -> bytes:
+    """``payload`` with every object or array opened deeper than ``max_nesting`` replaced by
+    ``null`` (strings are skipped whole; invalid JSON stays invalid).
+
+    >>> _cut_deep_json(b'{"a": [1, {"b": [2]}], "c": "[{"}', 2)
+    b'{"a": [1, null], "c": "[{"}'
+    """
+    out = bytearray()
+    depth = 0
+    copied = 0  # payload[:copied] is in out (or cut)
+    cut_from = -1  # where the container being cut opened
+    for match in _JSON_TOKEN.finditer(payload):
+        token = match.group()
+        if token[0] == 0x22:  # a string
+            continue
+        if token in b"[{":
+            depth += 1
+            if depth == max_nesting + 1:
+                cut_from = match.start()
+        elif depth > 0:
+            depth -= 1
+            if depth == max_nesting:
+                out += payload[copied:cut_from] + b"null"
+                copied = match.end()
+    out += payload[copied:]
+    return bytes(out)
 
 
 def _redacted_span_doc(span_doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
@@ -524,9 +581,10 @@ def _set_attributes(target: Any, docs: Any) -> None:
             target[_text(key)] = value.SerializeToString()
 
 
-def _set_any_value(target: Any, doc: Any) -> None:
+def _set_any_value(target: Any, doc: Any, depth: int = 0) -> None:
     """Fill a lean AnyValue from OTLP/JSON. A value of the wrong JSON type is kept as a
-    string, so typed fields downstream reject it as ``wrong_type`` instead of losing it."""
+    string, so typed fields downstream reject it as ``wrong_type`` instead of losing it.
+    An array or key-value list nested deeper than :data:`MAX_VALUE_DEPTH` is left empty."""
     if not isinstance(doc, dict):
         return
     if (v := _get(doc, "stringValue", "string_value")) is not None:
@@ -549,12 +607,17 @@ def _set_any_value(target: Any, doc: Any) -> None:
         else:
             target.string_value = _as_text(v)
     elif (v := _get(doc, "arrayValue", "array_value")) is not None:
+        if depth >= MAX_VALUE_DEPTH:
+            return
         target.array_value.SetInParent()
         items = v.get("values") if isinstance(v, dict) else None
         for item in items if isinstance(items, list) else ():
-            _set_any_value(target.array_value.values.add(), item)
+            _set_any_value(target.array_value.values.add(), item, depth + 1)
     elif (v := _get(doc, "kvlistValue", "kvlist_value")) is not None:
-        target.kvlist_value = _kvlist_bytes(v.get("values") if isinstance(v, dict) else None)
+        if depth >= MAX_VALUE_DEPTH:
+            return
+        values = v.get("values") if isinstance(v, dict) else None
+        target.kvlist_value = _kvlist_bytes(values, depth + 1)
     elif (v := _get(doc, "bytesValue", "bytes_value")) is not None:
         try:
             target.bytes_value = base64.b64decode(v, validate=True)
@@ -566,7 +629,7 @@ _KEY_VALUE_TAG: Final = b"\x0a"  # KeyValueList.values and KeyValue.key: field 1
 _VALUE_TAG: Final = b"\x12"  # KeyValue.value: field 2
 
 
-def _kvlist_bytes(docs: Any) -> bytes:
+def _kvlist_bytes(docs: Any, depth: int = 0) -> bytes:
     """The protobuf bytes of a KeyValueList from OTLP/JSON ``values``, entry by entry in
     their order (duplicates too), as a protobuf producer would have written them."""
     if not isinstance(docs, list):
@@ -575,7 +638,7 @@ def _kvlist_bytes(docs: Any) -> bytes:
     for kv in docs:
         if isinstance(kv, dict) and isinstance(key := kv.get("key", ""), str):
             value = lean.AnyValue()
-            _set_any_value(value, kv.get("value"))
+            _set_any_value(value, kv.get("value"), depth)
             entry = _length_delimited(_KEY_VALUE_TAG, _text(key).encode()) + _length_delimited(
                 _VALUE_TAG, value.SerializeToString()
             )
