@@ -187,6 +187,13 @@ _TYPE_NAMES: Final[dict[type, str]] = {
 _RESOURCE_KEYS: Final = frozenset((a.SERVICE_NAME, *a.ENVIRONMENT_KEYS, *_RESOURCE_FALLBACK_KEYS))
 # "RateLimitError: slow down" -> "RateLimitError" (the OTel SDKs' status description form).
 _EXCEPTION_CLASS: Final = re.compile(r"([A-Za-z_][\w.]*):")
+# Characters that steer a terminal or break a CSV line: C0 controls, DEL, C1 controls (ESC
+# sequences, OSC titles, bells), and the bidirectional overrides that reorder what is shown.
+_CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_REPLACEMENT: Final = "\ufffd"
+# A free attribute that names an endpoint: credentials in it (``user:password@host``) are
+# dropped, the host kept.
+_SERVER_ADDRESS: Final = "server.address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -726,7 +733,7 @@ def _normalize_span(
     prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
     index_version = _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
     router_version = _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
-    error_type = _text(values, _ERROR_TYPE)
+    error_type = _printable(_text(values, _ERROR_TYPE))
     if not error_type and status == "error":
         error_type = _exception_class(span.status.message)
     events.append(
@@ -928,6 +935,11 @@ def _flag(values: dict[str, Any], key: str) -> bool:
 
 
 def _finish_reason(values: dict[str, Any]) -> str:
+    """The first finish reason reported, control characters replaced (see :func:`_printable`)."""
+    return _printable(_first_finish_reason(values))
+
+
+def _first_finish_reason(values: dict[str, Any]) -> str:
     reasons = values.get(a.GEN_AI_RESPONSE_FINISH_REASONS)
     if type(reasons) is str and reasons.startswith("["):
         # The array sent as JSON text ('["stop"]', logfire): a string array all the same.
@@ -939,6 +951,44 @@ def _finish_reason(values: dict[str, Any]) -> str:
         return _text(first, _FINISH_REASONS) or _text(values, _LLM_FINISH_REASON)
     # Some instrumentations send one string instead of an array.
     return _text(values, a.FINISH_REASON_KEYS)
+
+
+def _printable(text: str) -> str:
+    """``text`` with each control character (C0, DEL, C1, bidirectional override) replaced
+    by U+FFFD: free text copied from a span into a field that terminals, CSV files and
+    dashboards show as is. Its length is bounded by the reader (``MAX_IDENTITY_CHARS``).
+
+    >>> _printable("tool_calls"), _printable("openai.APIError")
+    ('tool_calls', 'openai.APIError')
+    >>> _printable("\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mRED")
+    '\ufffd]0;pwned\ufffd\ufffd[2J\ufffd[31mRED'
+    """
+    if text.isprintable() or _CONTROL_CHARS.search(text) is None:
+        return text
+    return _CONTROL_CHARS.sub(_REPLACEMENT, text)
+
+
+def _without_credentials(address: str) -> str:
+    """An endpoint with user information (``user:password@``) reduced to its host; any other
+    value as is.
+
+    >>> _without_credentials("https://user:secret@api.example.com:443/v1")
+    'api.example.com'
+    >>> _without_credentials("api.openai.com"), _without_credentials("[::1]")
+    ('api.openai.com', '[::1]')
+    >>> _without_credentials("key@[2001:db8::1]:8080")
+    '[2001:db8::1]'
+    """
+    if "@" not in address:
+        return address
+    rest = address.split("://", 1)[-1]
+    host = rest.rpartition("@")[2]
+    for end in "/?#":
+        host = host.split(end, 1)[0]
+    if host.startswith("["):
+        bracket = host.find("]")
+        return host[: bracket + 1] if bracket > 0 else host
+    return host.split(":", 1)[0]
 
 
 def _json_string_list(text: str) -> list[str] | str:
@@ -982,6 +1032,9 @@ def _free_attributes(
         out[key if len(key) <= max_chars else key[:max_chars]] = (
             text if len(text) <= max_chars else text[:max_chars]
         )
+    address = out.get(_SERVER_ADDRESS)
+    if address is not None:
+        out[_SERVER_ADDRESS] = _without_credentials(address)
     if originals:
         out.update(_shown_originals(originals, max_chars))
     return out
@@ -1240,6 +1293,7 @@ class _Plan:
         "free_keys",
         "free_names",
         "free_values",
+        "has_address",
         "memo_keys",
         "memo_values",
         "model_only",
@@ -1272,6 +1326,7 @@ class _Plan:
         kept = _key_plan(keys, keep)[1][:max_attributes]
         self.free_keys = kept
         self.free_names = tuple(key if len(key) <= max_chars else key[:max_chars] for key in kept)
+        self.has_address = _SERVER_ADDRESS in self.free_names
         self.memo_values = _values_getter(self.memo_keys)
         self.free_values = _values_getter(kept)
 
@@ -1446,7 +1501,9 @@ def _normalize_span_fast(
                 text if text is not None else limits.text(attrs[key])
                 for key, text in zip(free_keys, shown, strict=True)
             ]
-        event["attributes"] = dict(zip(plan.free_names, shown, strict=False))
+        kept = event["attributes"] = dict(zip(plan.free_names, shown, strict=False))
+        if plan.has_address:
+            kept[_SERVER_ADDRESS] = _without_credentials(kept[_SERVER_ADDRESS])
     else:
         event["attributes"] = {}
     if originals:
@@ -1545,7 +1602,7 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
             "finish_reason": _finish_reason(values),
             "output_chars": None,
             "validation_failed": _flag(values, a.DRIFTLINE_OUTPUT_VALIDATION_FAILED),
-            "error_type": _text(values, _ERROR_TYPE),
+            "error_type": _printable(_text(values, _ERROR_TYPE)),
             "status": "",
             "attributes": None,
         }

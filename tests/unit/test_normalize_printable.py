@@ -1,0 +1,127 @@
+"""Free text that the normalizer copies from a span into an event field (``error_type``,
+``finish_reason``) holds no control characters, and an endpoint kept in ``attributes``
+(``server.address``) holds no credentials, in protobuf and OTLP/JSON alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from driftline.schemas import attributes as a
+from driftline.streams.normalize import IngestPolicy, normalize_message
+from tests.utils import otlp_factory as f
+
+TRACE_ID = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
+CALL = {
+    a.GEN_AI_OPERATION_NAME: a.OP_CHAT,
+    a.GEN_AI_REQUEST_MODEL: "gpt-4o",
+    a.GEN_AI_USAGE_INPUT_TOKENS: 10,
+    a.GEN_AI_USAGE_OUTPUT_TOKENS: 5,
+}
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31mRED"
+CONTROLS = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
+
+both_encodings = pytest.mark.parametrize("as_json", [False, True], ids=["proto", "json"])
+both_policies = pytest.mark.parametrize(
+    "policy", [IngestPolicy(), IngestPolicy(store_content=True)], ids=["default", "content"]
+)
+
+
+def event_for(
+    attributes: dict[str, Any],
+    as_json: bool,
+    policy: IngestPolicy | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    span = f.make_span(
+        trace_id=TRACE_ID, span_id=b"\x0b" * 8, attributes={**CALL, **attributes}, **kwargs
+    )
+    data = f.traces_data(f.make_resource_spans([span]))
+    payload = f.to_otlp_json(data) if as_json else data.SerializeToString()
+    batch = normalize_message(payload, policy=policy or IngestPolicy())
+    assert [r.reason for r in batch.rejects] == []
+    [event] = batch.events
+    return event
+
+
+def is_clean(text: str) -> bool:
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+@both_encodings
+@pytest.mark.parametrize(
+    "attributes, field",
+    [
+        ({a.ERROR_TYPE: ESCAPES}, "error_type"),
+        ({a.ERROR_TYPE: CONTROLS + "Boom"}, "error_type"),
+        ({a.GEN_AI_RESPONSE_FINISH_REASONS: [ESCAPES]}, "finish_reason"),
+        ({a.GEN_AI_RESPONSE_FINISH_REASONS: ESCAPES}, "finish_reason"),
+        ({a.GEN_AI_RESPONSE_FINISH_REASONS: '["\\u001b[2Jstop"]'}, "finish_reason"),
+        ({a.LLM_FINISH_REASON: CONTROLS + "stop"}, "finish_reason"),
+    ],
+)
+def test_control_characters_never_reach_error_type_or_finish_reason(
+    attributes: dict[str, Any], field: str, as_json: bool
+) -> None:
+    for _ in range(2):  # the second span is served from the normalizer's memo
+        value = event_for(attributes, as_json)[field]
+        assert value and is_clean(value), repr(value)
+        assert "\x1b" not in value and "\x07" not in value
+        assert len(value) <= 512
+
+
+@both_encodings
+def test_the_text_around_the_control_characters_is_kept(as_json: bool) -> None:
+    event = event_for(
+        {a.ERROR_TYPE: ESCAPES, a.GEN_AI_RESPONSE_FINISH_REASONS: ["\x1b[31mstop"]}, as_json
+    )
+    assert event["error_type"] == "\ufffd]0;pwned\ufffd\ufffd[2J\ufffd[31mRED"
+    assert event["finish_reason"] == "\ufffd[31mstop"
+
+
+@both_encodings
+@pytest.mark.parametrize("finish_reason", ["stop", "length", "tool_calls", "content_filter"])
+@pytest.mark.parametrize("error_type", ["RateLimitError", "openai.APIError", "500", "timeout"])
+def test_ordinary_values_are_unchanged(finish_reason: str, error_type: str, as_json: bool) -> None:
+    event = event_for(
+        {a.GEN_AI_RESPONSE_FINISH_REASONS: [finish_reason], a.ERROR_TYPE: error_type}, as_json
+    )
+    assert (event["finish_reason"], event["error_type"]) == (finish_reason, error_type)
+
+
+@both_encodings
+def test_an_error_status_without_error_type_still_names_the_exception(as_json: bool) -> None:
+    event = event_for(
+        {}, as_json, status_code=f.STATUS_ERROR, status_message="RateLimitError: slow down"
+    )
+    assert event["error_type"] == "RateLimitError"
+
+
+@both_encodings
+@both_policies
+@pytest.mark.parametrize(
+    "address, host",
+    [
+        ("https://user:s3cr3t@api.example.com:443/v1", "api.example.com"),
+        ("user:s3cr3t@api.example.com", "api.example.com"),
+        ("http://tok3n@10.0.0.7:8000", "10.0.0.7"),
+        ("https://u:s3cr3t@[2001:db8::1]:8443/", "[2001:db8::1]"),
+    ],
+)
+def test_credentials_in_server_address_are_not_stored(
+    address: str, host: str, as_json: bool, policy: IngestPolicy
+) -> None:
+    for _ in range(2):
+        event = event_for({"server.address": address}, as_json, policy=policy)
+        assert event["attributes"]["server.address"] == host
+        assert "s3cr3t" not in str(event) and "tok3n" not in str(event)
+
+
+@both_encodings
+@pytest.mark.parametrize(
+    "address", ["api.openai.com", "10.0.0.7", "[::1]", "https://api.example.com/v1"]
+)
+def test_addresses_without_credentials_are_kept_as_sent(address: str, as_json: bool) -> None:
+    event = event_for({"server.address": address}, as_json)
+    assert event["attributes"]["server.address"] == address
