@@ -52,6 +52,16 @@ class OfflineResult:
     documents: int
     otlp_documents: int  # documents that decoded as OTLP (possibly with rejected spans)
     unknown_models: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Of span_count: spans rejected (not whole documents), and spans whose (trace id, span id)
+    # an earlier span of the file already had (counted once, like a re-delivery). The rest,
+    # beyond the events, are spans that are not LLM calls.
+    rejected_spans: int = 0
+    duplicate_spans: int = 0
+
+    @property
+    def skipped_spans(self) -> int:
+        """Spans read that are neither events, rejects nor duplicates: not LLM calls."""
+        return self.span_count - len(self.events) - self.rejected_spans - self.duplicate_spans
 
 
 class OfflinePipeline:
@@ -87,6 +97,9 @@ class OfflinePipeline:
         self._span_count = 0
         self._documents = 0
         self._otlp_documents = 0
+        self._rejected_spans = 0
+        self._seen_spans: set[tuple[str, str]] = set()
+        self._duplicate_spans = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflinePipeline:
@@ -119,6 +132,15 @@ class OfflinePipeline:
             self._otlp_documents += 1
         self._rejects.extend(SourcedReject(self._documents, r) for r in batch.rejects)
         self._span_count += batch.span_count
+        if batch.span_count:  # else the one reject is the whole document's
+            self._rejected_spans += len(batch.rejects)
+        seen = self._seen_spans
+        for span in batch.spans:  # every span read, LLM call or not, that was not rejected
+            key = (span["trace_id"], span["span_id"])
+            if key in seen:
+                self._duplicate_spans += 1
+            else:
+                seen.add(key)
         self.price_book.apply(batch.events)
         self._assembler.add(batch.events, batch.spans, now_s=0.0)
         return batch
@@ -136,6 +158,8 @@ class OfflinePipeline:
             documents=self._documents,
             otlp_documents=self._otlp_documents,
             unknown_models=dict(self.price_book.unknown_models),
+            rejected_spans=self._rejected_spans,
+            duplicate_spans=self._duplicate_spans,
         )
 
 

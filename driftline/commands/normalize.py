@@ -5,10 +5,11 @@ or OTLP/JSON: one document, or NDJSON with one document per line as the
 OpenTelemetry collector's file exporter writes it. Events go to stdout as NDJSON
 (one per LLM-call span, in start order, timestamps ISO 8601 UTC); each rejected
 span or document is one JSON line on stderr, and the last stderr line counts what was
-read: the file's encoding, documents, spans, events printed, spans rejected and spans
-skipped (not LLM calls). Exit status: 0 when every span was read, 1 when some spans or
-documents were rejected (the rest is printed), 2 when the file is missing, not OTLP at all,
-or the configuration is invalid.
+read: the file's encoding, documents (and how many were rejected whole), spans, and what
+became of them: events printed, spans rejected, duplicates (a span id an earlier span of the
+file had: counted once) and spans skipped (not LLM calls), which add up to the spans. Exit
+status: 0 when every span was read, 1 when some spans or documents were rejected (the rest
+is printed), 2 when the file is missing, not OTLP at all, or the configuration is invalid.
 """
 
 from __future__ import annotations
@@ -85,12 +86,15 @@ def run(args: argparse.Namespace) -> int:
             "document": sourced.document,
         }
         print(json.dumps(line), file=sys.stderr)
-    span_rejects = sum(1 for s in result.rejects if s.reject.span_id)
-    skipped = max(result.span_count - len(result.events) - span_rejects, 0)
+    rejected_documents = len(result.rejects) - result.rejected_spans
+    read = f"{result.documents} documents" + (
+        f" ({rejected_documents} rejected)" if rejected_documents else ""
+    )
     print(
-        f"driftline normalize: {path} ({encoding}): {result.documents} documents, "
-        f"{result.span_count} spans: {len(result.events)} events, {len(result.rejects)} "
-        f"rejected, {skipped} skipped (not LLM calls); {len(result.traces)} traces",
+        f"driftline normalize: {path} ({encoding}): {read}, {result.span_count} spans: "
+        f"{len(result.events)} events, {result.rejected_spans} rejected, "
+        f"{result.duplicate_spans} duplicates, {result.skipped_spans} skipped (not LLM calls); "
+        f"{len(result.traces)} traces",
         file=sys.stderr,
     )
 

@@ -173,7 +173,10 @@ def test_export_request_and_otlp_json_give_the_same_events(
         path.write_bytes(payload)
         code, events, err = run_cli([str(path)], capsys)
         assert code == 0, name
-        assert " 5 spans: 3 events, 0 rejected, 2 skipped (not LLM calls); 2 traces" in err
+        assert (
+            " 5 spans: 3 events, 0 rejected, 0 duplicates, 2 skipped (not LLM calls); 2 traces"
+            in err
+        )
         outputs.append(events)
     assert len(outputs[0]) == 3
     assert all(out == outputs[0] for out in outputs)
@@ -191,7 +194,7 @@ def test_ndjson_with_a_trace_split_across_lines_and_a_bad_line(
     assert code == 1  # a document was rejected; the rest is printed
     (reject,) = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert reject["reason"] == "not_otlp"
-    assert "(OTLP/JSON): 3 documents, " in err and ": 2 events, 1 rejected, " in err
+    assert "(OTLP/JSON): 3 documents (1 rejected), " in err and ": 2 events, 0 rejected, " in err
     assert reject["document"] == 2
     assert [(e["workflow"], e["loop_depth"]) for e in events] == [("planner", 1), ("planner", 2)]
     (trace,) = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
@@ -328,4 +331,4 @@ def test_empty_otlp_message_is_read_and_prints_nothing(
     path.write_bytes(content)
     code, events, err = run_cli([str(path)], capsys)
     assert (code, events) == (0, [])
-    assert " 0 spans: 0 events, 0 rejected, 0 skipped" in err
+    assert " 0 spans: 0 events, 0 rejected, 0 duplicates, 0 skipped" in err
