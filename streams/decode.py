@@ -260,7 +260,38 @@ def _drop_keys(attributes: Any, keep: KeyFilter) -> None:
     kept = [(key, attributes[key]) for key in attributes if type(key) is str and keep(key)]
     attributes.clear()
     for key, value in kept:
+        if key == SERVER_ADDRESS:
+            address = any_value_to_python(value)
+            if type(address) is str and address != (host := without_credentials(address)):
+                value = lean.AnyValue(string_value=host).SerializeToString()
         attributes[key] = value
+
+
+# An attribute that names an endpoint: stored (events, redacted dead letters) without the
+# credentials a URL may carry in it.
+SERVER_ADDRESS: Final = "server.address"
+
+
+def without_credentials(address: str) -> str:
+    """An endpoint with user information (``user:password@``) reduced to its host; any other
+    value as is.
+
+    >>> without_credentials("https://user:secret@api.example.com:443/v1")
+    'api.example.com'
+    >>> without_credentials("api.openai.com"), without_credentials("[::1]")
+    ('api.openai.com', '[::1]')
+    >>> without_credentials("key@[2001:db8::1]:8080")
+    '[2001:db8::1]'
+    """
+    if "@" not in address:
+        return address
+    host = address.split("://", 1)[-1].rpartition("@")[2]
+    for end in "/?#":
+        host = host.split(end, 1)[0]
+    if host.startswith("["):
+        bracket = host.find("]")
+        return host[: bracket + 1] if bracket > 0 else host
+    return host.split(":", 1)[0]
 
 
 def _without_fields(message: bytes, numbers: frozenset[int]) -> bytes:
@@ -407,11 +438,19 @@ def _with_kept_attributes(doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any
     if not isinstance(attributes, list):
         return {k: v for k, v in doc.items() if k != "attributes"}
     kept = [
-        kv
+        _address_without_credentials(kv) if kv["key"] == SERVER_ADDRESS else kv
         for kv in attributes
         if isinstance(kv, dict) and isinstance(kv.get("key"), str) and keep(kv["key"])
     ]
     return {**doc, "attributes": kept}
+
+
+def _address_without_credentials(kv: dict[str, Any]) -> dict[str, Any]:
+    value = kv.get("value")
+    address = _get(value, "stringValue", "string_value") if isinstance(value, dict) else None
+    if not isinstance(address, str) or "@" not in address:
+        return kv
+    return {**kv, "value": {"stringValue": without_credentials(address)}}
 
 
 def _get(doc: dict[str, Any], camel: str, snake: str) -> Any:

@@ -95,12 +95,14 @@ from driftline.schemas.instrumentations import (
     rule_for_scope,
 )
 from driftline.streams.decode import (
+    SERVER_ADDRESS,
     UNDECODABLE,
     ContentType,
     NotOtlpError,
     SpanIndex,
     any_value_to_python,
     decode_traces,
+    without_credentials,
 )
 
 __all__ = [
@@ -191,9 +193,6 @@ _EXCEPTION_CLASS: Final = re.compile(r"([A-Za-z_][\w.]*):")
 # sequences, OSC titles, bells), and the bidirectional overrides that reorder what is shown.
 _CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _REPLACEMENT: Final = "\ufffd"
-# A free attribute that names an endpoint: credentials in it (``user:password@host``) are
-# dropped, the host kept.
-_SERVER_ADDRESS: Final = "server.address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -968,29 +967,6 @@ def _printable(text: str) -> str:
     return _CONTROL_CHARS.sub(_REPLACEMENT, text)
 
 
-def _without_credentials(address: str) -> str:
-    """An endpoint with user information (``user:password@``) reduced to its host; any other
-    value as is.
-
-    >>> _without_credentials("https://user:secret@api.example.com:443/v1")
-    'api.example.com'
-    >>> _without_credentials("api.openai.com"), _without_credentials("[::1]")
-    ('api.openai.com', '[::1]')
-    >>> _without_credentials("key@[2001:db8::1]:8080")
-    '[2001:db8::1]'
-    """
-    if "@" not in address:
-        return address
-    rest = address.split("://", 1)[-1]
-    host = rest.rpartition("@")[2]
-    for end in "/?#":
-        host = host.split(end, 1)[0]
-    if host.startswith("["):
-        bracket = host.find("]")
-        return host[: bracket + 1] if bracket > 0 else host
-    return host.split(":", 1)[0]
-
-
 def _json_string_list(text: str) -> list[str] | str:
     """``text`` parsed when it is a JSON array of strings; otherwise ``text`` itself."""
     try:
@@ -1032,9 +1008,9 @@ def _free_attributes(
         out[key if len(key) <= max_chars else key[:max_chars]] = (
             text if len(text) <= max_chars else text[:max_chars]
         )
-    address = out.get(_SERVER_ADDRESS)
+    address = out.get(SERVER_ADDRESS)
     if address is not None:
-        out[_SERVER_ADDRESS] = _without_credentials(address)
+        out[SERVER_ADDRESS] = without_credentials(address)
     if originals:
         out.update(_shown_originals(originals, max_chars))
     return out
@@ -1326,7 +1302,7 @@ class _Plan:
         kept = _key_plan(keys, keep)[1][:max_attributes]
         self.free_keys = kept
         self.free_names = tuple(key if len(key) <= max_chars else key[:max_chars] for key in kept)
-        self.has_address = _SERVER_ADDRESS in self.free_names
+        self.has_address = SERVER_ADDRESS in self.free_names
         self.memo_values = _values_getter(self.memo_keys)
         self.free_values = _values_getter(kept)
 
@@ -1503,7 +1479,7 @@ def _normalize_span_fast(
             ]
         kept = event["attributes"] = dict(zip(plan.free_names, shown, strict=False))
         if plan.has_address:
-            kept[_SERVER_ADDRESS] = _without_credentials(kept[_SERVER_ADDRESS])
+            kept[SERVER_ADDRESS] = without_credentials(kept[SERVER_ADDRESS])
     else:
         event["attributes"] = {}
     if originals:

@@ -125,3 +125,23 @@ def test_credentials_in_server_address_are_not_stored(
 def test_addresses_without_credentials_are_kept_as_sent(address: str, as_json: bool) -> None:
     event = event_for({"server.address": address}, as_json)
     assert event["attributes"]["server.address"] == address
+
+
+@both_encodings
+def test_dead_letters_carry_no_credentials_from_server_address(as_json: bool) -> None:
+    span = f.make_span(
+        trace_id=TRACE_ID,
+        span_id=b"\x0b" * 8,
+        attributes={
+            **CALL,
+            "server.address": "https://user:s3cr3t@api.example.com:443/v1",
+            a.GEN_AI_USAGE_INPUT_TOKENS: -5,  # rejected: the span goes to the dead letters
+        },
+    )
+    data = f.traces_data(f.make_resource_spans([span]))
+    payload = f.to_otlp_json(data) if as_json else data.SerializeToString()
+    [reject] = normalize_message(payload).rejects
+    assert b"s3cr3t" not in reject.payload and b"api.example.com" in reject.payload
+    # With the content opted in, the dead letter is the span as sent.
+    [whole] = normalize_message(payload, policy=IngestPolicy(dlq_content=True)).rejects
+    assert b"s3cr3t" in whole.payload
