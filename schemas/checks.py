@@ -161,7 +161,13 @@ SAFE_NAME_FIELDS: Final = (
     "request_model",
     "response_model",
 )
-_TOKEN_FIELDS: Final = ("output_tokens", "cache_read_tokens", "cache_write_tokens", "output_chars")
+_TOKEN_FIELDS: Final = (
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "output_chars",
+)
 _STEP_FIELDS: Final = ("retry_attempt", "loop_depth", "tool_calls")
 _MILLISECOND_FIELDS: Final = ("latency_ms", "ttft_ms", "queue_ms")
 STATUSES: Final = frozenset({"ok", "error", "unset"})

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from driftline.schemas import attributes as a
+from driftline.schemas.checks import SAFE_NAME_FIELDS
 from driftline.schemas.event import (
     EARLIEST_TIME_NS,
     EVENT_FIELD_NAMES,
@@ -30,17 +31,7 @@ TOKEN_FIELDS = (
 STEP_FIELDS = ("retry_attempt", "tool_calls")
 MILLIS_FIELDS = ("latency_ms", "ttft_ms", "queue_ms")
 # Names that reach dashboards, links and SQL (schemas/event.py, UNSAFE_NAME_CHAR).
-NAME_FIELDS = (
-    "service",
-    "environment",
-    "workflow",
-    "agent",
-    "tenant",
-    "route",
-    "provider",
-    "request_model",
-    "response_model",
-)
+NAME_FIELDS = SAFE_NAME_FIELDS
 _MAX_CALL_MS = MAX_CALL_SECONDS * 1000.0
 
 
