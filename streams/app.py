@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import faust
+from faust.sensors import Sensor
 
 from driftline.config import Settings
 from driftline.schemas.event import TRACE_FIELDS, to_wire
@@ -205,6 +206,8 @@ class Pipeline:
     started_s: float = field(default_factory=time.time)
     # Alerts about the worker itself and its heartbeat (streams.telemetry.SelfWatch).
     self_watch: Any = None
+    # Per source partition, how long the last record read had waited (streams.telemetry).
+    read_delays: Any = None
 
 
 def _declare_topics(app: faust.App, partitions: int) -> Topics:
@@ -737,12 +740,15 @@ def _add_stats(p: Pipeline) -> None:
 def _add_telemetry(p: Pipeline) -> None:
     """Serve the worker's metrics and probes from its start to its shutdown."""
     from driftline.streams.telemetry import (
+        ReadDelays,
         TelemetryServer,
         worker_families,
         worker_health,
         worker_readiness,
     )
 
+    p.read_delays = ReadDelays()
+    p.app.sensors.add(_ReadDelaySensor(p.read_delays))
     worker = p.settings.worker
     server = TelemetryServer(
         worker.metrics_host,
@@ -769,6 +775,17 @@ def _add_telemetry(p: Pipeline) -> None:
         signal.connect(start_telemetry)  # type: ignore[arg-type]
     p.app.on_rebalance_complete.connect(start_telemetry)  # type: ignore[arg-type]
     p.app.on_before_shutdown.connect(stop_telemetry)  # type: ignore[arg-type]
+
+
+class _ReadDelaySensor(Sensor):
+    """Faust's hook on every message handed to the streams: feeds ``ReadDelays``."""
+
+    def __init__(self, delays: Any) -> None:
+        super().__init__()
+        self._note = delays.note
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        self._note(tp.topic, tp.partition, message.timestamp)
 
 
 def _add_self_watch(p: Pipeline, with_governance: bool) -> None:

@@ -202,6 +202,11 @@ def test_counts_after_a_known_input(metrics_stack: EmbeddedStack) -> None:
         (("topic", topics.OTLP_SPANS), ("partition", "2")): 0,
         (("topic", topics.OTLP_SPANS), ("partition", "3")): 0,
     }
+    # The partitions that carried the messages were read within seconds of their append.
+    delays = wait_until(metrics_stack, committed)["driftline_kafka_consumer_read_delay_seconds"]
+    spans_delay = {k: v for k, v in delays.items() if k[0] == ("topic", topics.OTLP_SPANS)}
+    assert set(spans_delay) == set(spans_lag)
+    assert all(0 <= seconds < 30 for seconds in spans_delay.values()), spans_delay
     assert get(metrics_stack, "/readyz").status_code == 200
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from driftline.streams.telemetry import (
     CounterSpec,
     Family,
     Probe,
+    ReadDelays,
     TelemetryServer,
     counter_families,
     counter_spec,
@@ -350,6 +352,8 @@ def test_every_exported_metric_is_documented() -> None:
     metrics.observe_accepted("default", 1_000_000, 3.0)
     worker.governance.notifier = SimpleNamespace(router=SimpleNamespace(routes=()), metrics=metrics)
     worker.governance.sinks["events"].last_success_s = 1_767_225_600.0  # a write went through
+    worker.read_delays = ReadDelays()
+    worker.read_delays.note("otlp_spans", 0, time.time() - 2.0)
     text = render(worker_families(worker))
     exported = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
     exported.add("driftline_worker_event_loop_lag_seconds")  # added by the server
@@ -439,3 +443,16 @@ def test_metrics_port_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DRIFTLINE_WORKER__METRICS_PORT", "70000")
     with pytest.raises(ConfigError, match=r"worker\.metrics_port"):
         load_settings()
+
+
+def test_read_delay_is_exported_for_assigned_partitions_only() -> None:
+    worker = fake_worker()
+    worker.read_delays = ReadDelays(clock=lambda: 1_000.0)
+    worker.read_delays.note("otlp_spans", 0, 997.5)  # read 2.5 s after its append
+    worker.read_delays.note("otlp_spans", 7, 900.0)  # a partition this worker no longer owns
+    worker.read_delays.note("llm_events", 0, 1_000.5)  # clocks apart: never negative
+    samples = parse(render(worker_families(worker)))
+    assert samples["driftline_kafka_consumer_read_delay_seconds"] == {
+        (("topic", "llm_events"), ("partition", "0")): 0.0,
+        (("topic", "otlp_spans"), ("partition", "0")): 2.5,
+    }
