@@ -44,6 +44,7 @@ from driftline.schemas.tables import ALERTS_LOG, REQUESTS, TRACES
 from driftline.store import SkipExisting, Store, StoreError
 from driftline.store.base import StoreRejectedRowsError
 from driftline.store.rollups import rebuild_rollups, stored_minutes
+from driftline.streams.histogram import Histogram
 from driftline.streams.positions import offsets_token
 
 RecordKind = Literal["events", "traces", "alerts"]
@@ -54,6 +55,9 @@ PartitionUnit = Literal["day", "month"]
 
 # ClickHouse's default max_partitions_per_insert_block; a server set lower is met by bisection.
 MAX_PARTITIONS_PER_INSERT: Final = 100
+# One sink's write: chdb takes about 1M rows/s from Arrow, a server a round trip more; the
+# retries of a store that is down wait outside the attempt.
+STORE_WRITE_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +282,8 @@ class EventSink:
         self._failures = 0
         # Unix time of the last flush that wrote everything it held (None: none yet).
         self.last_success_s: float | None = None
+        # Each write attempt's time, by outcome (streams.stages.flush_until_stored times it).
+        self.write_seconds = {o: Histogram(STORE_WRITE_BUCKETS_S) for o in ("ok", "failed")}
         # Records set aside for good, oldest first, until take_rejected() hands them out.
         self.rejected: list[RejectedRecord] = []
         self._columns: dict[str, tuple[Field, ...]] = {}

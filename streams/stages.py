@@ -173,10 +173,14 @@ async def flush_until_stored(
     """
     from driftline.store import StoreError
 
+    clock = asyncio.get_running_loop().time
     while sink.pending_rows:
+        started = clock()
         try:
             await writer.run(sink.flush)
+            sink.write_seconds["ok"].observe(clock() - started)
         except StoreError as exc:
+            sink.write_seconds["failed"].observe(clock() - started)
             counters["store.failures"] += 1
             delay = store_backoff_s(sink.failures)
             log.warning(

@@ -49,8 +49,9 @@ from aiohttp import web
 
 from driftline import __version__
 from driftline.schemas.alert import KINDS, TRANSITIONS
+from driftline.streams.histogram import Histogram
 from driftline.streams.monitor.engine_conditions import KIND_ENGINE
-from driftline.streams.notifier.metrics import NO_ROUTE, Histogram
+from driftline.streams.notifier.metrics import NO_ROUTE
 from driftline.streams.notifier.records import FAILED_PERMANENT, GAVE_UP, UNROUTED, Outcome
 from driftline.streams.notifier.routing import scrub
 from driftline.streams.selfalerts import (
@@ -792,6 +793,17 @@ def worker_families(p: Any) -> list[Family]:
                 "Failed store writes in a row (0 after a success).",
             ).add(failures)
         )
+        writes = Family(
+            "driftline_store_write_seconds",
+            "histogram",
+            "Each attempt to write a sink's buffered rows to the store, by outcome.",
+        )
+        for outcome in ("ok", "failed"):
+            timed = [s.write_seconds[outcome] for s in sinks if hasattr(s, "write_seconds")]
+            if any(h.count for h in timed):
+                writes.add_histogram(_merged([h for h in timed if h.count]), outcome=outcome)
+        if writes.histograms:
+            out.append(writes)
         successes = [s.last_success_s for s in sinks if s.last_success_s is not None]
         if successes:  # absent until the first write: no misleading 0 (1970) to alert on
             out.append(

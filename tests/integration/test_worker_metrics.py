@@ -268,4 +268,9 @@ def test_readyz_follows_the_store(tmp_path: Path) -> None:
         assert metric("driftline_events_completed_total") == 3
         stored_at = metric("driftline_store_last_success_timestamp_seconds")
         assert stored_at is not None and abs(time.time() - stored_at) < 60
+        writes = parse(httpx.get(f"{url}/metrics", timeout=5).text)[
+            "driftline_store_write_seconds_count"
+        ]
+        assert writes[(("outcome", "failed"),)] >= 1  # the writes refused during the outage
+        assert writes[(("outcome", "ok"),)] >= 1
         c.check_alive("worker")

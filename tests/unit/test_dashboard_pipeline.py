@@ -393,4 +393,5 @@ def test_histograms_are_documented_by_their_series() -> None:
     docs = documented()
     assert docs["driftline_page_delivery_seconds_bucket"] == {"route", "outcome", "le"}
     assert docs["driftline_event_to_page_seconds_count"] == {"route"}
+    assert docs["driftline_store_write_seconds_bucket"] == {"outcome", "le"}
     assert "driftline_page_delivery_seconds" not in docs

@@ -18,7 +18,9 @@ import pytest
 
 from driftline.config import ConfigError, load_settings
 from driftline.stack import worker_metrics_url
+from driftline.streams.histogram import Histogram
 from driftline.streams.notifier.metrics import DeliveryMetrics
+from driftline.streams.sink import STORE_WRITE_BUCKETS_S
 from driftline.streams.telemetry import (
     ALERT_KINDS,
     CONTENT_TYPE,
@@ -353,6 +355,9 @@ def test_every_exported_metric_is_documented() -> None:
     worker.governance.notifier = SimpleNamespace(router=SimpleNamespace(routes=()), metrics=metrics)
     worker.governance.sinks["events"].last_success_s = 1_767_225_600.0  # a write went through
     worker.read_delays = ReadDelays()
+    timed = {o: Histogram(STORE_WRITE_BUCKETS_S) for o in ("ok", "failed")}
+    timed["ok"].observe(0.02)
+    worker.governance.sinks["events"].write_seconds = timed
     worker.read_delays.note("otlp_spans", 0, time.time() - 2.0)
     text = render(worker_families(worker))
     exported = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
