@@ -155,6 +155,8 @@ class GovernanceState:
     request_marks: dict[str, SourceMarks] = field(default_factory=dict)
     owned_partitions: set[int] = field(default_factory=set)  # llm_events partitions, last seen
     baselines_due: set[str] = field(default_factory=set)  # workflows changed since a snapshot
+    # workflow -> bytes of its last monitor checkpoint (written or restored): the state's size
+    snapshot_bytes: dict[str, int] = field(default_factory=dict)
     decoded: DecodedMessages = field(default_factory=lambda: DecodedMessages())
 
 
@@ -763,11 +765,13 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             state.baselines_due |= dirty
             for workflow in dirty | set(advanced):
                 if target_partition(workflow, partitions) in owned:
-                    table[workflow.encode()] = checkpoint_value(
+                    value = checkpoint_value(
                         applied.get(workflow, -1),
                         monitor.snapshot(workflow),
                         state.request_marks.get(workflow),
                     )
+                    table[workflow.encode()] = value
+                    state.snapshot_bytes[workflow] = len(value)
 
     async def restore_monitor(sender: Any, *args: Any, **kwargs: Any) -> None:
         from driftline.streams.monitor import Monitor
@@ -804,6 +808,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 offset, marks[workflow], snapshot = parse_checkpoint(value)
                 restore_or_rebuild(fresh, workflow, snapshot, p.counters)
                 applied[workflow] = offset
+                state.snapshot_bytes[workflow] = len(value)
                 restored += 1
         state.monitor = fresh
         state.applied_offsets = applied

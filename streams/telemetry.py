@@ -769,6 +769,14 @@ def worker_families(p: Any) -> list[Family]:
                 "driftline_workflows_tracked", "gauge", "Workflows whose monitor state is held."
             ).add(state.monitor.tracked_workflows)
         )
+        sizes = getattr(state, "snapshot_bytes", {})
+        out.append(
+            Family(
+                "driftline_monitor_state_bytes",
+                "gauge",
+                "Size of the monitor state held: its workflows' last checkpoints, encoded.",
+            ).add(sum(sizes.get(w, 0) for w in state.monitor.workflows()) if sizes else 0)
+        )
         sinks = list(state.sinks.values())
         failures = max((sink.failures for sink in sinks), default=0)
         reachable = all(sink.store is not None for sink in sinks) and not failures

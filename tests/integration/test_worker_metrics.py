@@ -164,6 +164,7 @@ def test_counts_after_a_known_input(metrics_stack: EmbeddedStack) -> None:
         return (
             value(s, "driftline_traces_published_total") == 1
             and value(s, "driftline_workflows_tracked") == 1
+            and (value(s, "driftline_monitor_state_bytes") or 0) > 0  # its checkpoint written
             and value(s, "driftline_store_pending_rows") == 0
         )
 
