@@ -56,6 +56,7 @@ from driftline.streams.notifier.records import FAILED_PERMANENT, GAVE_UP, UNROUT
 from driftline.streams.notifier.routing import scrub
 from driftline.streams.selfalerts import (
     CONDITIONS,
+    CONSUMER_LAG,
     HeartbeatSchedule,
     Reading,
     SelfAlerts,
@@ -647,8 +648,9 @@ class Probe:
 
 
 def worker_readiness(p: Any) -> Probe:
-    """Ready: the partition assignment has completed, no rebalance is under way, and the store
-    is open and its last write succeeded (from the sinks' own state: no connection per probe).
+    """Ready: the partition assignment has completed, no rebalance is under way, the store
+    is open and its last write succeeded (from the sinks' own state: no connection per probe),
+    and the worker is not behind its lag bound.
 
     A worker assigned no partition (more workers than partitions) is ready: it is a standby
     member of the group, and a rebalance may give it work at any time.
@@ -665,6 +667,11 @@ def worker_readiness(p: Any) -> Probe:
         failures = max((sink.failures for sink in sinks), default=0)
         if failures:
             return Probe(False, f"not ready: store unavailable ({failures} failed writes in a row)")
+    # Behind its bound (the consumer_lag alert about itself, worker.self_alert_lag_records for
+    # worker.self_alert_for_s): the one lag bound, so the probe and the page agree.
+    watch = getattr(p, "self_watch", None)
+    if watch is not None and CONSUMER_LAG in watch.alerts.open_conditions():
+        return Probe(False, "not ready: behind (the consumer_lag alert is open)")
     assigned = [tp for tp in p.app.assignor.assigned_actives() if tp.topic in SOURCE_TOPICS]
     return Probe(True, f"ready: {len(assigned)} partitions assigned")
 

@@ -284,6 +284,18 @@ def test_readiness_names_what_is_missing() -> None:
     assert samples["driftline_store_consecutive_failures"] == {(): 3}
     # Without storage stages (with_governance=False) the store is no condition.
     assert worker_readiness(fake_worker(governance=None)).ok
+    behind = fake_worker()
+    behind.self_watch = SimpleNamespace(
+        alerts=SimpleNamespace(open_conditions=lambda: ["consumer_lag"])
+    )
+    assert worker_readiness(behind) == Probe(
+        False, "not ready: behind (the consumer_lag alert is open)"
+    )
+    other = fake_worker()
+    other.self_watch = SimpleNamespace(
+        alerts=SimpleNamespace(open_conditions=lambda: ["dead_letters"])
+    )
+    assert worker_readiness(other).ok  # dead letters are input trouble, not the worker's
 
 
 def test_self_alerts_read_the_same_state_and_their_gauge_is_exported() -> None:
