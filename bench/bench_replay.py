@@ -75,6 +75,7 @@ class Transition:
     metric: str
     key: str
     index: int  # events of the workflow up to and including its time
+    fired: str = ""  # the test that fired (and the level member's shift), from the evidence
 
 
 @dataclass
@@ -113,7 +114,15 @@ def outcomes(workflows: list[Workflow], records: list[dict]) -> list[Outcome]:
         ts = iso_to_micros(str(r["event_ts"]))
         index = int(np.searchsorted(w.columns["end_ts"], ts, side="right"))
         metric = str(r["metric"]).split(":")[0]
-        per[w.name].append(Transition(r["kind"], r["transition"], metric, r["dedup_key"], index))
+        ev = r.get("evidence") or {}
+        fired = str(ev.get("test", ""))
+        if "rate_ratio" in ev:
+            fired += f" x{float(ev['rate_ratio']):g}"
+        elif "shift_sd" in ev:
+            fired += f" {float(ev['shift_sd']):.2f} sd {ev.get('direction', '')}"
+        per[w.name].append(
+            Transition(r["kind"], r["transition"], metric, r["dedup_key"], index, fired)
+        )
     out = []
     for w in workflows:
         ends = w.columns["end_ts"]
@@ -206,7 +215,9 @@ def score(o: Outcome, row: Row, horizon: int) -> None:
     for t in opens:
         if o.change_index is None or t.index < o.change_index:
             row.false_alarms += 1
-            row.notes.append(f"{w.name}: false {t.kind} {t.metric} at {t.index} {_params(w)}")
+            row.notes.append(
+                f"{w.name}: false {t.kind} {t.metric} at {t.index} [{t.fired}] {_params(w)}"
+            )
     if o.change_index is None:
         return
     change = o.change_index
@@ -214,7 +225,9 @@ def score(o: Outcome, row: Row, horizon: int) -> None:
     for t in opens:
         if t.index >= change and t.metric not in touched:
             row.cross += 1
-            row.notes.append(f"{w.name}: cross {t.kind} {t.metric} at +{t.index - change}")
+            row.notes.append(
+                f"{w.name}: cross {t.kind} {t.metric} at +{t.index - change} [{t.fired}]"
+            )
     found = [t for t in opens if t.metric == shift.metric and change <= t.index < change + horizon]
     if found:
         row.delays.append(found[0].index - change)
