@@ -133,8 +133,11 @@ settle_s = 10
     )
     assert resolve["evidence"]["resolution"] == "accepted"
     assert rows == [{"state": "resolved", "resolution": "accepted"}]
-    # Every bundle's alert on the metric resolved as accepted, and the doubled answers that
-    # went on for five more minutes opened nothing new on it.
+    # Every bundle's alert on the metric open when the accept was applied resolved as accepted,
+    # and the doubled answers that went on for five more minutes opened nothing new on it. An
+    # alert that opened and recovered before the accept (a bundle's alert resolving and
+    # reopening while its shift lasted: a flap, which the detectors' benches measure; seen once,
+    # in a run on a loaded machine) is reported, not counted as accepted.
     on_metric = [t for t in every if t["metric"] == METRIC and t["workflow"] == WORKFLOW]
     opened_ids = {t["alert_id"] for t in on_metric if t["transition"] == "open"}
     resolved = {
@@ -142,8 +145,19 @@ settle_s = 10
         for t in on_metric
         if t["transition"] == "resolve"
     }
-    assert resolved == dict.fromkeys(opened_ids, "accepted")
-    assert all(t["event_ts"] <= resolve["event_ts"] for t in on_metric)
+    recovered_before = {
+        alert for alert, resolution in resolved.items() if resolution == "recovered"
+    }
+    if recovered_before:
+        print(f"alerts on {METRIC} recovered before the accept (flaps): {sorted(recovered_before)}")
+    assert set(resolved) == opened_ids  # every one resolved
+    open_at_accept = opened_ids - recovered_before
+    assert opened["alert_id"] in open_at_accept
+    assert {a: resolved[a] for a in open_at_accept} == dict.fromkeys(open_at_accept, "accepted")
+    assert all(t["event_ts"] <= resolve["event_ts"] for t in on_metric)  # nothing after it
+    # A flap reopened its bundle's incident, and that one was open at the accept.
+    key_of = {t["alert_id"]: t["dedup_key"] for t in on_metric}
+    assert {key_of[a] for a in recovered_before} <= {key_of[a] for a in open_at_accept}
     paged = [
         (b["event_action"], b.get("payload", {}).get("custom_details", {}).get("alert_id"))
         for b in bodies
