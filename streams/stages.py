@@ -315,6 +315,11 @@ class DecodedMessages:
     (1, 0)
     >>> cache.get(1, 7, requests, by_monitor=False).requests, cache.reused
     ([], 2)
+    >>> _ = cache.get(2, 9, requests, by_monitor=True)
+    >>> len(cache.get(2, 9, requests, by_monitor=True).requests)  # the monitor again: whole
+    1
+    >>> cache.get(2, 9, requests, by_monitor=False).requests, cache.reused  # the store's copy
+    ([], 3)
     >>> small = DecodedMessages(size=10, max_bytes=80)
     >>> for offset in range(3):
     ...     _ = small.get(0, offset, b'{"traces": [{"trace_id": "t"}]}', by_monitor=False)
@@ -325,7 +330,8 @@ class DecodedMessages:
     def __init__(self, size: int = 2 * STORE_BATCH_MESSAGES, max_bytes: int = 64 << 20) -> None:
         self._size = size
         self._max_bytes = max_bytes
-        self._items: OrderedDict[tuple[int, int], tuple[Decoded, int]] = OrderedDict()
+        # (partition, offset) -> (what the other reader takes, its weight, decoded by monitor?)
+        self._items: OrderedDict[tuple[int, int], tuple[Decoded, int, bool]] = OrderedDict()
         self.held_bytes = 0
         self.reused = 0  # messages the second reader took decoded
 
@@ -333,15 +339,22 @@ class DecodedMessages:
         return len(self._items)
 
     def get(self, partition: int, offset: int, value: bytes, *, by_monitor: bool) -> Decoded:
-        held = self._items.pop((partition, offset), None)
-        if held is not None:
+        key = (partition, offset)
+        held = self._items.get(key)
+        if held is not None and held[2] != by_monitor:
+            del self._items[key]
             self.held_bytes -= held[1]
             self.reused += 1
             return held[0]
         decoded = decode_closed(value)
+        if held is not None:
+            # The same reader again (it reads from its committed offset after a seek or a
+            # rebalance): what was left here is the other reader's, and may lack what this one
+            # needs (the monitor leaves no requests), so this reader decodes for itself.
+            return decoded
         left = replace(decoded, late=[], requests=[]) if by_monitor else decoded
         weight = len(value) if left.events or left.traces or left.requests else 0
-        self._items[(partition, offset)] = (left, weight)
+        self._items[key] = (left, weight, by_monitor)
         self.held_bytes += weight
         while self._items and (len(self._items) > self._size or self.held_bytes > self._max_bytes):
             self.held_bytes -= self._items.popitem(last=False)[1][1]
