@@ -193,4 +193,4 @@ def add_engine_alerts(p: Any) -> None:
         if restored:
             log.info("engine alerts: state of %d engines resumed from the changelog", restored)
 
-    p.app.on_rebalance_complete.connect(restore_engines)
+    p.after_rebalance(restore_engines)

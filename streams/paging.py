@@ -150,5 +150,5 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
         if writer is not None:
             writer.close()
 
-    p.app.on_rebalance_complete.connect(restore_ledger)  # type: ignore[arg-type]
+    p.after_rebalance(restore_ledger)
     p.app.on_before_shutdown.connect(close_writer)  # type: ignore[arg-type]

@@ -23,7 +23,9 @@ after its alert resolved would open (and page) the alert again.
 
 Rebalance: on ``on_rebalance_complete`` (sent after the tables are recovered) the monitor keeps
 the workflows it still owns from memory and resumes the ones that moved to it from the table;
-batches from partitions revoked while they were buffered are left to their new owner.
+batches from partitions revoked while they were buffered are left to their new owner. The
+restore holds the monitor's lock while it reads the changelog's tail and swaps the state, so
+no batch is applied to the monitor being replaced; the worker signals ready only after it.
 
 Store unavailable: the body retries with exponential backoff and does not return, so the
 agent stops taking from its topic (consumption pauses, memory stays bounded by Faust's stream
@@ -158,6 +160,10 @@ class GovernanceState:
     # workflow -> bytes of its last monitor checkpoint (written or restored): the state's size
     snapshot_bytes: dict[str, int] = field(default_factory=dict)
     decoded: DecodedMessages = field(default_factory=lambda: DecodedMessages())
+    # Held by the monitor agent for each batch and by the restore after a rebalance for the
+    # whole swap: a batch applied while the restore waits on the changelog would go to the
+    # monitor being replaced and be lost (its offsets committed all the same).
+    monitor_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 async def flush_until_stored(
@@ -729,64 +735,74 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         async for batch in stream.take_events(
             settings.streams.batch_max_messages, within=page_path_wait_s(settings.streams)
         ):
-            owned = owned_partitions()
-            applied = state.applied_offsets
-            monitor = state.monitor
-            untracked, evicted = monitor.untracked_records, monitor.evicted_workflows
-            transitions: list[dict[str, Any]] = []
-            advanced: dict[str, int] = {}
-            for event in batch:
-                m = event.message
-                if m.partition not in owned:
-                    # Revoked while buffered: its new owner re-reads it from the committed
-                    # offset; applying it here would write state this worker no longer owns.
-                    p.counters["monitor.revoked_skipped"] += 1
-                    continue
-                decoded = state.decoded.get(m.partition, m.offset, event.value, by_monitor=True)
-                if decoded.empty:  # no records: maybe an operator's control record
-                    transitions.extend(
-                        control_transitions(
-                            monitor, event.value, m.offset, applied, advanced, p.counters
-                        )
+            async with state.monitor_lock:
+                await apply_batch(batch)
+
+    async def apply_batch(batch: list[Any]) -> None:
+        owned = owned_partitions()
+        applied = state.applied_offsets
+        monitor = state.monitor
+        untracked, evicted = monitor.untracked_records, monitor.evicted_workflows
+        transitions: list[dict[str, Any]] = []
+        advanced: dict[str, int] = {}
+        for event in batch:
+            m = event.message
+            if m.partition not in owned:
+                # Revoked while buffered: its new owner re-reads it from the committed
+                # offset; applying it here would write state this worker no longer owns.
+                p.counters["monitor.revoked_skipped"] += 1
+                continue
+            decoded = state.decoded.get(m.partition, m.offset, event.value, by_monitor=True)
+            if decoded.empty:  # no records: maybe an operator's control record
+                transitions.extend(
+                    control_transitions(
+                        monitor, event.value, m.offset, applied, advanced, p.counters
                     )
-                    continue
-                e = [*decoded.late, *decoded.requests]
-                fresh_e, fresh_t = fresh_records(e, decoded.traces, m.offset, applied, advanced)
-                if len(fresh_e) + len(fresh_t) < len(e) + len(decoded.traces):
-                    p.counters["monitor.redelivered_skipped"] += 1
-                fresh_e = fresh_requests(fresh_e, state.request_marks, p.counters)
-                # One message at a time, not the whole batch: batches are cut differently
-                # when a message is read again after a crash, messages are not, so a
-                # re-derived alert gets the same first hit, hence the same alert id.
-                transitions.extend(monitor.process(fresh_e, fresh_t))
-            # Publish before checkpointing: a crash in between re-derives the same
-            # transitions (deterministic ids) instead of losing them.
-            for record in transitions:
-                await p.topics.llm_alerts.send(
-                    key=str(record["dedup_key"]).encode(),
-                    value=dumps(to_wire(record, TRANSITION_FIELDS)),
                 )
-                p.counters[f"alerts.{record['transition']}.{record['kind']}"] += 1
-            if transitions:
-                # Delivered before the state that remembers them is checkpointed: a crash in
-                # between must re-derive them, not find them applied and lose them.
-                await p.app.producer.flush()
-            applied.update(advanced)
-            p.counters["monitor.untracked_records"] += monitor.untracked_records - untracked
-            p.counters["monitor.evicted_workflows"] += monitor.evicted_workflows - evicted
-            dirty = monitor.dirty_workflows()
-            state.baselines_due |= dirty
-            for workflow in dirty | set(advanced):
-                if target_partition(workflow, partitions) in owned:
-                    value = checkpoint_value(
-                        applied.get(workflow, -1),
-                        monitor.snapshot(workflow),
-                        state.request_marks.get(workflow),
-                    )
-                    table[workflow.encode()] = value
-                    state.snapshot_bytes[workflow] = len(value)
+                continue
+            e = [*decoded.late, *decoded.requests]
+            fresh_e, fresh_t = fresh_records(e, decoded.traces, m.offset, applied, advanced)
+            if len(fresh_e) + len(fresh_t) < len(e) + len(decoded.traces):
+                p.counters["monitor.redelivered_skipped"] += 1
+            fresh_e = fresh_requests(fresh_e, state.request_marks, p.counters)
+            p.counters["monitor.events"] += len(fresh_e)
+            p.counters["monitor.traces"] += len(fresh_t)
+            # One message at a time, not the whole batch: batches are cut differently
+            # when a message is read again after a crash, messages are not, so a
+            # re-derived alert gets the same first hit, hence the same alert id.
+            transitions.extend(monitor.process(fresh_e, fresh_t))
+        # Publish before checkpointing: a crash in between re-derives the same
+        # transitions (deterministic ids) instead of losing them.
+        for record in transitions:
+            await p.topics.llm_alerts.send(
+                key=str(record["dedup_key"]).encode(),
+                value=dumps(to_wire(record, TRANSITION_FIELDS)),
+            )
+            p.counters[f"alerts.{record['transition']}.{record['kind']}"] += 1
+        if transitions:
+            # Delivered before the state that remembers them is checkpointed: a crash in
+            # between must re-derive them, not find them applied and lose them.
+            await p.app.producer.flush()
+        applied.update(advanced)
+        p.counters["monitor.untracked_records"] += monitor.untracked_records - untracked
+        p.counters["monitor.evicted_workflows"] += monitor.evicted_workflows - evicted
+        dirty = monitor.dirty_workflows()
+        state.baselines_due |= dirty
+        for workflow in dirty | set(advanced):
+            if target_partition(workflow, partitions) in owned:
+                value = checkpoint_value(
+                    applied.get(workflow, -1),
+                    monitor.snapshot(workflow),
+                    state.request_marks.get(workflow),
+                )
+                table[workflow.encode()] = value
+                state.snapshot_bytes[workflow] = len(value)
 
     async def restore_monitor(sender: Any, *args: Any, **kwargs: Any) -> None:
+        async with state.monitor_lock:
+            await _restore_monitor()
+
+    async def _restore_monitor() -> None:
         from driftline.streams.monitor import Monitor
 
         owned = {
@@ -832,7 +848,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             restored,
         )
 
-    p.app.on_rebalance_complete.connect(restore_monitor)  # type: ignore[arg-type]
+    p.after_rebalance(restore_monitor)
 
     @p.app.timer(settings.store.baseline_snapshot_s, name="snapshot_baselines")
     async def snapshot_baselines() -> None:
