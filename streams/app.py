@@ -487,6 +487,8 @@ def _add_decode(p: Pipeline) -> None:
             # message as one step, so a step holds what one export request held, as the
             # app grouped it, not a whole batch (a backlog's batch spans minutes).
             requests: list[tuple[str, list[dict[str, Any]]]] = []
+            if p.engine_feed is not None and not await p.engine_feed.catch_up():
+                p.counters["engines.join_waits_timed_out"] += 1
             for event in batch:
                 message = event.message
                 payload = event.value if event.value is not None else b""

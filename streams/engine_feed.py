@@ -13,8 +13,10 @@ lock for the short time of a batch's lookups.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from driftline.config import KafkaSettings
 from driftline.streams.engine_attribution import EngineAttribution
@@ -31,6 +33,15 @@ from driftline.streams.kafka import consumer_config
 from driftline.streams.topics import OTLP_METRICS
 
 log = logging.getLogger(__name__)
+
+# How long decode waits for the feed to read what ``otlp_metrics`` held when a batch came.
+ENGINE_JOIN_WAIT_S = 1.0
+# The feed's poll, and the most a broker holds its fetch when nothing is new: how stale the
+# end of the topic it compares its position with can be while idle.
+CATCH_UP_POLL_S = 0.05
+# Reports written this shortly before a batch may be missed (the collector's own batching
+# delays them as much): in steady state decode then never waits on the feed's next poll.
+CATCH_UP_SLACK_S = 0.25
 
 
 @dataclass(slots=True)
@@ -61,11 +72,13 @@ class EngineMetricsFeed:
             kafka,
             f"driftline-engine-feed-{uuid.uuid4().hex[:8]}",  # never joins or commits
             bootstrap_servers,
-            **{"enable.auto.commit": False},
+            **{"enable.auto.commit": False, "fetch.wait.max.ms": int(CATCH_UP_POLL_S * 1000)},
         )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # When the feed last had read everything its latest fetch said the topic held.
+        self._caught_up_at = -math.inf
 
     @property
     def started(self) -> bool:
@@ -93,12 +106,30 @@ class EngineMetricsFeed:
         self.counters.attributed += attributed
         return attributed
 
+    async def catch_up(self, max_wait_s: float = ENGINE_JOIN_WAIT_S) -> bool:
+        """Wait until the feed has read what the topic held ``CATCH_UP_SLACK_S`` before this
+        was called; False if it is still behind after ``max_wait_s``.
+
+        Decode joins a call to the last report at or before its start: a report already
+        written to the topic but not yet read would be missed, and a burst of traffic (a
+        replayed backlog, a simulated clock) decodes spans faster than the feed's thread
+        reads their reports.
+        """
+        clock = time.monotonic
+        asked = clock()
+        while self._caught_up_at < asked - CATCH_UP_SLACK_S:
+            if clock() - asked >= max_wait_s or not self.started:
+                return False
+            await asyncio.sleep(CATCH_UP_POLL_S)
+        return True
+
     def _run(self) -> None:
         consumer = Consumer(self._config)
         try:
-            consumer.assign(self._start_positions(consumer))
+            start = self._start_positions(consumer)
+            consumer.assign(start)
             while not self._stopping.is_set():
-                messages = consumer.consume(500, timeout=0.5)
+                messages = consumer.consume(500, timeout=CATCH_UP_POLL_S)
                 for message in messages:
                     if message.error() is not None:
                         continue
@@ -108,19 +139,45 @@ class EngineMetricsFeed:
                     self.counters.rejects += len(rows.rejects)
                     with self._lock:
                         self.book.add(rows)
+                if self._read_all(consumer, start):
+                    self._caught_up_at = time.monotonic()
         except KafkaException as exc:  # the worker keeps running without engine state
             log.warning("engine metrics feed stopped: %s", exc)
         finally:
             consumer.close()
 
+    @staticmethod
+    def _read_all(consumer: Consumer, start: list[TopicPartition]) -> bool:
+        """Whether every partition's position is at the end its latest fetch reported."""
+        for tp, at in zip(consumer.position(start), start, strict=True):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 or max(tp.offset, at.offset) < high:
+                return False
+        return True
+
     def _start_positions(self, consumer: Consumer) -> list[TopicPartition]:
         metadata = consumer.list_topics(self.topic, timeout=10)
         partitions = sorted(metadata.topics[self.topic].partitions)
+        # The ends first: a record written after this is read whatever offsets_for_times says.
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+            for p in partitions
+        }
         since_ms = int((time.time() - self.lookback_s) * 1000)
         wanted = [TopicPartition(self.topic, p, since_ms) for p in partitions]
         found = consumer.offsets_for_times(wanted, timeout=10)
-        # No record since then: start at the end (offsets_for_times answers -1).
-        return [
-            TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+        # No record since then (offsets_for_times answers -1): start at the end as it was
+        # read above, an offset, not OFFSET_END, which the client resolves only when it
+        # first fetches and which skipped the reports written meanwhile.
+        start = [
+            TopicPartition(
+                self.topic, tp.partition, tp.offset if tp.offset >= 0 else ends[tp.partition]
+            )
             for tp in found
         ]
+        log.info(
+            "engine metrics feed: reading %s from %s",
+            self.topic,
+            ", ".join(f"{tp.partition}@{tp.offset}" for tp in start),
+        )
+        return start

@@ -345,6 +345,21 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         (TRANSITIONS, ALERT_KINDS),
     ),
     CounterSpec(
+        "monitor.events",
+        "driftline_monitor_events_total",
+        "Call events applied to the monitor's baselines and budgets.",
+    ),
+    CounterSpec(
+        "monitor.traces",
+        "driftline_monitor_traces_total",
+        "Trace summaries applied to the monitor.",
+    ),
+    CounterSpec(
+        "engines.join_waits_timed_out",
+        "driftline_engine_join_waits_timed_out_total",
+        "Decode batches joined to engine state while the engine metrics feed was still behind.",
+    ),
+    CounterSpec(
         "monitor.redelivered_skipped",
         "driftline_monitor_redelivered_messages_skipped_total",
         "llm_events messages read again and skipped by the monitor (applied already).",
