@@ -10,16 +10,19 @@ The reference is not frozen for good after the warm-up: it keeps growing, a wind
 behind and only while the metric is quiet (:class:`detectors.growth.ReferenceGrowth`),
 up to ``GROWTH_CAP`` warm-ups. Continuous tests are recalibrated each time it doubles
 (the guard against the reference's own error shrinks with it, and the smallest shift
-members arm once the reference can tell them from its error); rate CUSUMs follow it
-block by block.
+members arm once the reference can tell them from its error), on a long-run variance
+re-read from the spread of the reference's long means (never under the warm-up's own
+estimate); rate CUSUMs follow it block by block.
 
 State (``W`` = warm-up, ``N`` = window, defaults 500 and 500): a continuous metric
 keeps its warm-up sample in arrival order (``4 W`` bytes, for recalibration; ``12 W``
 with trace codes while warming up), a sorted copy for KS and one KS window (``4 (W +
-N)``), and at most ``N / 100`` block sums of growth: 6 KB of arrays, 12 KB in memory
-with its Python objects (measured with tracemalloc over 100 detectors after 12,000
-values, the shared calibration cache excluded); a count or rate 2.7 KB; a categorical
-mix (two windows of int8 codes, a rate CUSUM per category) 8.5 KB.
+N)``), at most ``N / 100`` block sums of growth and the latest ``16 W / 100`` block sums
+of the reference (its long means, 0.6 KB): 6.6 KB of arrays, 12.6 KB in memory with
+its Python objects (12 KB measured with tracemalloc over 100 detectors after 12,000
+values before the long means were kept, the shared calibration cache excluded); a count
+or rate 2.7 KB; a categorical mix (two windows of int8 codes, a rate CUSUM per category)
+8.5 KB.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from driftline.detectors.reference import (
     MIN_SCALE,
     FrozenReference,
     Model,
+    batch_means_inflation,
     huber_location,
 )
 
@@ -232,6 +236,7 @@ class MetricDetector:
         "_square",
         "_tail",
         "_warm",
+        "_warm_inflation",
         "arl0",
         "ewma_lam",
         "kind",
@@ -262,6 +267,8 @@ class MetricDetector:
         "_recovery": Field("numbers", ndim=5),
         # A count's latest DISPERSION_LAGS values: lagged products across batches.
         "_tail": Field("array", dtype="float64", optional=True),
+        # The warm-up's long-run inflation: the floor of every later estimate.
+        "_warm_inflation": Field("float", lo=1.0, optional=True),
     }
 
     def __init__(
@@ -327,6 +334,7 @@ class MetricDetector:
         # ``column``; the shift holds until S crosses h (h = 0: no test running).
         self._recovery: tuple[float, ...] = NO_RECOVERY
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
+        self._warm_inflation: float | None = None
 
     @property
     def frozen(self) -> bool:
@@ -426,7 +434,10 @@ class MetricDetector:
             )
             wins = ref.mean + ref.scale * ref.standardize(values)
             self._growth = self._new_growth(3)
-            self._growth.start(np.array([n, wins.sum(), (wins**2).sum()]))
+            block = self._growth.block
+            whole = wins[wins.shape[0] % block :].reshape(-1, block).sum(axis=1)
+            self._growth.start(np.array([n, wins.sum(), (wins**2).sum()]), whole)
+            self._warm_inflation = ref.inflation
             self._calibrate(ref)
         self._groups = None
         self._recent_mean = self._ref.mean if self._ref is not None else 0.0
@@ -434,7 +445,9 @@ class MetricDetector:
     def _new_growth(self, columns: int) -> ReferenceGrowth:
         block = min(GROWTH_BLOCK, self.window)
         wait = GROWTH_WAIT * self.window
-        return ReferenceGrowth(columns, block, self.window, GROWTH_CAP * self.warmup, wait)
+        cap = GROWTH_CAP * self.warmup
+        history = -(-cap // block) if self.kind == "continuous" else 0
+        return ReferenceGrowth(columns, block, self.window, cap, wait, history)
 
     def _set_rate_reference(self) -> None:
         assert self._growth is not None and self._rate is not None
@@ -486,8 +499,13 @@ class MetricDetector:
             return
         mean = s1 / n
         var = max(s2 / n - mean * mean, 0.0) * n / (n - 1.0)
-        old = self._ref
-        scale = math.sqrt(max(var, MIN_SCALE**2) * old.inflation)
+        # The long-run variance at the time scale of the smallest members, from the
+        # spread of the reference's long means, never under the warm-up's own estimate.
+        floor = self._warm_inflation or self._ref.inflation
+        inflation = max(
+            floor, batch_means_inflation(self._growth.block_sums, self._growth.block, var)
+        )
+        scale = math.sqrt(max(var, MIN_SCALE**2) * inflation)
         # The warm-up sample keeps its shape (tails, autocorrelation) for calibration,
         # on the grown scale and centred where its clipped values average to zero (as
         # in-control values do against the grown reference).
@@ -498,9 +516,7 @@ class MetricDetector:
         wins = np.clip(warm, centre - CLIP * scale, centre + CLIP * scale)
         ratio = math.sqrt(var / max(float(wins.var(ddof=1)), MIN_SCALE**2))
         z = np.clip((warm - centre) / scale * ratio, -CLIP, CLIP)
-        ref = FrozenReference(
-            "continuous", int(n), mean, scale, old.inflation, z.astype(np.float32)
-        )
+        ref = FrozenReference("continuous", int(n), mean, scale, inflation, z.astype(np.float32))
         self._calibrate(ref)
 
     def _follow(self, mean: float) -> None:
@@ -895,7 +911,8 @@ class MetricDetector:
             det = cls(**args)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}.args: {exc}") from exc
-        state = {"_tail": None, **state}  # snapshots from before the dispersion was kept
+        # Snapshots from before the dispersion and the warm-up's inflation were kept.
+        state = {"_tail": None, "_warm_inflation": None, **state}
         decode_fields(det, state, cls._STATE, name)
         det._check_state()
         return det

@@ -13,7 +13,9 @@ So a change is never learned as normal, and a stable stream's reference ends up
 ``cap`` events long; past that it slides (older sums fade as new blocks join), so it
 follows what moves slower than about ``cap`` events (a daily cycle) and stays put for
 what moves faster (a shift, a creep over a few thousand events). Only per-block sums
-are kept (one row of ``columns`` numbers per block), whatever the values.
+are kept (one row of ``columns`` numbers per block), whatever the values; with
+``history``, also the first column's sum of the latest ``history`` blocks that joined
+(for the variance of long means, which the reference's totals cannot show).
 """
 
 from __future__ import annotations
@@ -39,18 +41,26 @@ class ReferenceGrowth:
 
     __slots__ = (
         "_filled",
+        "_history",
         "_partial",
         "_pending",
         "_totals",
         "block",
         "cap",
         "columns",
+        "history",
         "lag",
         "wait",
     )
 
     def __init__(
-        self, columns: int, block: int = 100, lag: int = 500, cap: int = 8000, wait: int = 0
+        self,
+        columns: int,
+        block: int = 100,
+        lag: int = 500,
+        cap: int = 8000,
+        wait: int = 0,
+        history: int = 0,
     ) -> None:
         if not 1 <= columns <= 130:
             raise ValueError(f"columns must be in [1, 130], got {columns}")
@@ -60,11 +70,15 @@ class ReferenceGrowth:
             raise ValueError(f"cap must be >= 1 observation, got {cap}")
         if not 0 <= wait <= 64 * lag:
             raise ValueError(f"wait must be in [0, 64 lags], got {wait}")
+        if not 0 <= history <= 4096:
+            raise ValueError(f"history must be in [0, 4096] blocks, got {history}")
         self.columns = columns
         self.block = block
         self.lag = lag
         self.cap = cap
         self.wait = wait
+        self.history = history
+        self._history = np.zeros(0)  # column 1's sum per joined block, oldest first
         self._totals = np.zeros(columns)  # column 0 counts observations
         self._pending = np.zeros((0, columns))  # whole blocks, oldest first
         self._partial = np.zeros(columns)
@@ -79,9 +93,16 @@ class ReferenceGrowth:
     def full(self) -> bool:
         return bool(self._totals[0] >= self.cap)
 
-    def start(self, totals: FloatArray) -> None:
-        """The warm-up's sums: the reference before any growth."""
+    @property
+    def block_sums(self) -> FloatArray:
+        """Column 1's sum over each of the latest ``history`` blocks that joined, oldest first."""
+        return self._history
+
+    def start(self, totals: FloatArray, block_sums: FloatArray | None = None) -> None:
+        """The warm-up's sums (and its column 1 per block): the reference before growth."""
         self._totals = np.asarray(totals, dtype=np.float64).copy()
+        if block_sums is not None and self.history:
+            self._history = np.asarray(block_sums, dtype=np.float64)[-self.history :].copy()
 
     def discard(self) -> None:
         """A detection: nothing waiting may join (it may hold the change)."""
@@ -126,6 +147,9 @@ class ReferenceGrowth:
             if excess > 0:
                 self._totals *= 1.0 - excess / self._totals[0]
             self._totals += block
+        if self.history:
+            joined = np.concatenate([self._history, ripe[:, 1]])
+            self._history = joined[-self.history :]
         return int(ripe.shape[0])
 
     def to_state(self) -> dict[str, Any]:
@@ -138,11 +162,13 @@ class ReferenceGrowth:
                 "lag": self.lag,
                 "cap": self.cap,
                 "wait": self.wait,
+                "history": self.history,
             },
             "totals": self._totals.copy(),
             "pending": self._pending.copy(),
             "partial": self._partial.copy(),
             "filled": self._filled,
+            "history": self._history.copy(),
         }
 
     @classmethod
@@ -153,8 +179,9 @@ class ReferenceGrowth:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{name} state version {state.get('version')!r} unsupported")
         args = state.get("args")
-        if not isinstance(args, dict) or set(args) - {"wait"} != {"columns", "block", "lag", "cap"}:
-            raise ValueError(f"{name}.args: expected columns, block, lag, cap (and wait)")
+        optional = {"wait", "history"}  # snapshots from before they existed lack them
+        if not isinstance(args, dict) or set(args) - optional != {"columns", "block", "lag", "cap"}:
+            raise ValueError(f"{name}.args: expected columns, block, lag, cap (wait, history)")
         ints = {k: decode(args, k, Field("int"), f"{name}.args") for k in args}
         try:
             out = cls(**ints)
@@ -172,4 +199,9 @@ class ReferenceGrowth:
             raise ValueError(f"{name}.pending: more blocks than the lag holds, or negative counts")
         out._totals, out._pending, out._partial = totals, pending, partial
         out._filled = decode(state, "filled", Field("int", lo=0, hi=out.block - 1), name)
+        if state.get("history") is not None:
+            sums = check_array(state["history"], f"{name}.history", "float64", 1, Field("array"))
+            if sums.shape[0] > out.history:
+                raise ValueError(f"{name}.history: more than {out.history} blocks")
+            out._history = sums
         return out
