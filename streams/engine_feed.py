@@ -118,7 +118,9 @@ class EngineMetricsFeed:
         clock = time.monotonic
         asked = clock()
         while self._caught_up_at < asked - CATCH_UP_SLACK_S:
-            if clock() - asked >= max_wait_s or not self.started:
+            # A feed that stopped (its broker gone) holds nothing more back.
+            alive = self._thread is not None and self._thread.is_alive()
+            if clock() - asked >= max_wait_s or not alive:
                 return False
             await asyncio.sleep(CATCH_UP_POLL_S)
         return True
