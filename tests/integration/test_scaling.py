@@ -336,8 +336,10 @@ max_tokens_per_request = {token_limit}
                 90,
                 poll_s=0.1,
             )
-            # Mid-stream: most of the traffic is still to be stored (in flight or unsent).
-            assert stored_totals(store)[0] < len(calm) * 3 // 4, "killed too late; send more"
+            # Mid-stream: a good part of the traffic is still to be stored (in flight or
+            # unsent). One store flush can hold half of it (seen: 3,160 stored at one poll,
+            # 9,491 of 12,639 at the next), so the bound is a tenth left, not a quarter.
+            assert stored_totals(store)[0] < len(calm) * 9 // 10, "killed too late; send more"
             stored_at_kill = stored_totals(store)[0]
             victim_partitions = logged["worker-b"][topics.LLM_EVENTS]
             c.kill_worker("worker-b")
