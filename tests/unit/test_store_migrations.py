@@ -1,5 +1,5 @@
-"""Schema upgrades on a store that already holds data: 0003 (environment in the rollups) and
-0004 (delivery-log column comments).
+"""Schema upgrades on a store that already holds data: 0003 (environment in the rollups),
+0004 (delivery-log column comments) and 0006 (the delivery log keyed by route).
 
 The rollups are compared as a whole: every key and every counter of the four per-minute
 tables, plus the latency and TTFT percentiles, on a store built with 0001-0004 from the start
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, get_args
 
+import pyarrow as pa
 import pytest
 
 from driftline.config import StoreSettings
 from driftline.schemas.ddl import load_migrations
+from driftline.schemas.tables import DELIVERIES
 from driftline.store import ChdbStore, open_store
 from driftline.store.migrations import applied_versions, migrate
 from driftline.streams.notifier.records import Outcome
@@ -180,3 +183,66 @@ def test_delivery_outcomes_documented_as_the_notifier_writes_them(store: ChdbSto
     documented = re.findall(r"(?:^|\| )([a-z_]+) \(", outcome)
     assert documented == list(get_args(Outcome))
     assert "0 when no response" in comments["status_code"]
+
+
+def _deliveries(sent_at: datetime) -> pa.Table:
+    """One trigger's first attempt, sent to two routes in the same microsecond."""
+    rows = [
+        {
+            "alert_id": "a1",
+            "dedup_key": "k1",
+            "event_action": "trigger",
+            "attempt": 1,
+            "status_code": code,
+            "outcome": outcome,
+            "error": "",
+            "latency_ms": 12.5,
+            "sent_at": sent_at,
+            "target": target,
+        }
+        for target, code, outcome in (
+            ("pagerduty@events.pagerduty.com", 202, "delivered"),
+            ("chat@hooks.example.com", 503, "retrying"),
+        )
+    ]
+    return pa.Table.from_pylist(rows).select(list(DELIVERIES.columns))
+
+
+def _stored_deliveries(store: ChdbStore) -> list[tuple[str, str]]:
+    store.command("OPTIMIZE TABLE driftline.alert_deliveries FINAL")
+    rows = store.query(
+        "SELECT target, outcome FROM driftline.alert_deliveries ORDER BY target"
+    ).to_pylist()
+    return [(r["target"], r["outcome"]) for r in rows]
+
+
+BOTH_ROUTES = [
+    ("chat@hooks.example.com", "retrying"),
+    ("pagerduty@events.pagerduty.com", "delivered"),
+]
+
+
+def test_one_attempt_to_two_routes_keeps_both_records(store: ChdbStore) -> None:
+    _fresh(store, versions=5)
+    sent_at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    store.insert_arrow(DELIVERIES.name, _deliveries(sent_at))
+    before = _stored_deliveries(store)
+    assert len(before) == 1  # the old key: one route's record collapsed away at insert
+    upgrade = load_migrations()[5]
+    statements = upgrade.statements(3650)
+    # interrupted right after the swap, before the old table was dropped, then applied again
+    swap = next(i for i, s in enumerate(statements) if s.startswith("EXCHANGE TABLES"))
+    for statement in statements[: swap + 1]:
+        store.command(statement)
+    assert migrate(store, 3650) == [m.version for m in load_migrations()[5:]]  # 6, ...
+    assert _stored_deliveries(store) == before  # copied once, across the swap and the re-run
+    store.command("TRUNCATE TABLE driftline.alert_deliveries")
+    store.insert_arrow(DELIVERIES.name, _deliveries(sent_at))
+    assert _stored_deliveries(store) == BOTH_ROUTES
+    keys = store.query(
+        "SELECT sorting_key FROM system.tables"
+        " WHERE database = 'driftline' AND name = 'alert_deliveries'"
+    ).column(0)
+    assert keys.to_pylist() == ["alert_id, event_action, attempt, target, sent_at"]
+    tables = store.query("SELECT name FROM system.tables WHERE database = 'driftline'")
+    assert "alert_deliveries_next" not in tables.column(0).to_pylist()
