@@ -743,6 +743,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         applied = state.applied_offsets
         monitor = state.monitor
         untracked, evicted = monitor.untracked_records, monitor.evicted_workflows
+        untracked_bundles = monitor.untracked_bundle_records
         transitions: list[dict[str, Any]] = []
         advanced: dict[str, int] = {}
         for event in batch:
@@ -786,6 +787,9 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         applied.update(advanced)
         p.counters["monitor.untracked_records"] += monitor.untracked_records - untracked
         p.counters["monitor.evicted_workflows"] += monitor.evicted_workflows - evicted
+        p.counters["monitor.untracked_bundle_records"] += (
+            monitor.untracked_bundle_records - untracked_bundles
+        )
         dirty = monitor.dirty_workflows()
         state.baselines_due |= dirty
         for workflow in dirty | set(advanced):

@@ -385,6 +385,11 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "Events and trace summaries of workflows over detectors.max_workflows, not tracked.",
     ),
     CounterSpec(
+        "monitor.untracked_bundle_records",
+        "driftline_monitor_untracked_bundle_records_total",
+        "Events of bundles past detectors.max_bundles_per_workflow, not monitored.",
+    ),
+    CounterSpec(
         "monitor.evicted_workflows",
         "driftline_monitor_evicted_workflows_total",
         "Workflows without a reference or open alert dropped to make room for new ones.",

@@ -39,6 +39,7 @@ from driftline.detectors.ks import ks_critical_value, ks_statistic
 from driftline.detectors.metrics import KV_PRESSURE, Metric
 from driftline.streams.engine_attribution import ENGINE_INSTANCE, ENGINE_KV_REPORT_NS
 from driftline.streams.monitor.hits import Hit, event_time
+from driftline.streams.monitor.routing import MAX_OFFENDER_CHARS
 
 _US: Final = 1_000_000
 CANARY_STAY_FRACTION: Final = 0.8
@@ -145,6 +146,9 @@ def shift_holds(detector: MetricDetector) -> bool:
     return detector.shift_holds()
 
 
+TRACKED_BUNDLES: Final = "tracked_bundles"  # the warning metric of a workflow's bundle cap
+
+
 class DriftRules:
     """Drift and canary rules for every workflow, on state the caller keeps per workflow."""
 
@@ -155,6 +159,8 @@ class DriftRules:
         # Every test gets an equal share of the workflow's false-alarm budget.
         self.test_arl0 = det.arl0_events * max(tests, 1)
         self._settle_us = int(det.settle_s * _US)
+        # Events of bundles past detectors.max_bundles_per_workflow (exported as a counter).
+        self.untracked_bundle_records = 0
 
     def hits(
         self,
@@ -208,9 +214,13 @@ class DriftRules:
         idx = np.array(rows, dtype=np.intp)
         ts = capped[idx]
         errors = columns.errors
-        bundle = self._bundle(bundles, bundle_id, int(ts[0]), all(errors[i] for i in rows))
+        all_failed = all(errors[i] for i in rows)
+        bundle = self._bundle(bundles, bundle_id, int(ts[0]), all_failed)
         if bundle is None:
-            return []
+            if all_failed:
+                return []
+            self.untracked_bundle_records += len(rows)
+            return [self._no_room_hit(workflow, bundle_id, events[rows[0]], int(ts[-1]))]
         if bundle.slot == ("", ""):
             bundle.slot = canary_slot(events[rows[0]])
         if not bundle.context:
@@ -228,6 +238,30 @@ class DriftRules:
             hits.extend(self._metric(workflow, bundle_id, bundle, metric, rows_view))
         _push_times(bundle, ts)
         return hits
+
+    def _no_room_hit(self, workflow: str, bundle_id: str, event: dict[str, Any], ts: int) -> Hit:
+        """The warning that a bundle serves ``workflow`` unmonitored: every tracked bundle
+        is armed and serving (``detectors.max_bundles_per_workflow``). One incident per
+        workflow (``budget/<workflow>/tracked_bundles/``), listing the bundles left out; it
+        resolves once none has come for the hold-down."""
+        model = bundle_context(event)["model"]
+        cap = self._det.max_bundles_per_workflow
+        return Hit(
+            ts=ts,
+            workflow=workflow,
+            kind="budget",
+            metric=TRACKED_BUNDLES,
+            bundle_id="",
+            severity="warning",
+            score=1.0,
+            threshold=float(cap),
+            baseline=None,
+            current=float(cap + 1),
+            evidence={
+                "offenders": [f"{bundle_id} ({model})"[:MAX_OFFENDER_CHARS]],
+                "setting": "detectors.max_bundles_per_workflow",
+            },
+        )
 
     def holds(self, bundles: dict[str, Bundle], record: dict[str, Any], now: int) -> bool:
         """Whether a drift or canary alert's condition still holds at ``now``.

@@ -68,6 +68,11 @@ class Monitor:
 
     # --- public API ---------------------------------------------------------
 
+    @property
+    def untracked_bundle_records(self) -> int:
+        """Events of bundles past ``detectors.max_bundles_per_workflow``, not monitored."""
+        return self._drift.untracked_bundle_records
+
     def process(self, events: list[dict[str, Any]], traces: list[dict[str, Any]]) -> list[dict]:
         """Feed a batch; return the alert transitions it caused, in event-time order."""
         by_workflow: dict[str, tuple[list[dict], list[dict]]] = {}
@@ -349,7 +354,7 @@ class Monitor:
                 # Late evidence (an event that arrived after newer ones) of an incident
                 # already resolved after its time: not a new incident, no new page.
                 continue
-            if hit.kind == "routing" and hit.key in state.alerts:
+            if "offenders" in hit.evidence and hit.key in state.alerts:
                 hit = with_offenders_of(hit, state.alerts[hit.key].record.get("evidence"))
             out.extend(lifecycle.apply_hit(state.alerts, hit, self._settings.alerts))
         out.extend(self._review(state, now))

@@ -81,3 +81,82 @@ def test_the_warning_survives_a_snapshot() -> None:
     # Still over the cap after the restore: the same incident, not a new one.
     out = restored.process([event(2, T0 + 21 * S, 400, workflow="another")], [])
     assert [t["transition"] for t in of(out, KEY)] in ([], ["update"])
+
+
+def two_bundles(max_bundles: int = 2, hold_s: float = 60.0) -> Settings:
+    return Settings(
+        detectors=DetectorSettings(
+            warmup_events=50,
+            window_events=20,
+            settle_s=0,
+            max_bundles_per_workflow=max_bundles,
+        ),
+        alerts=AlertSettings(hold_down_s=hold_s),
+    )
+
+
+def serving(names: list[str], start_s: int, count: int) -> list[dict]:
+    """Steady calls of each bundle (its model named like it), one a second per bundle."""
+    return [
+        event(
+            i * len(names) + n,
+            T0 + (start_s + i) * S + n,
+            400 + i % 7,
+            bundle_id=name,
+            response_model=f"model-{name}",
+        )
+        for i in range(count)
+        for n, name in enumerate(names)
+    ]
+
+
+BUNDLE_KEY = "budget/chat/tracked_bundles/"
+
+
+def test_a_bundle_past_the_cap_raises_one_warning_naming_it() -> None:
+    monitor = Monitor(two_bundles())
+    assert of(monitor.process(serving(["b1", "b2"], 0, 60), []), BUNDLE_KEY) == []
+    out = monitor.process(serving(["b1", "b2", "b3"], 60, 30), [])
+    warnings = of(out, BUNDLE_KEY)
+    assert [w["transition"] for w in warnings] == ["open"]  # one incident, updates aside
+    (alert,) = [a for a in monitor.open_alerts() if a["dedup_key"] == BUNDLE_KEY]
+    assert alert["evidence"]["offenders"] == ["b3 (model-b3)"]
+    assert alert["evidence"]["setting"] == "detectors.max_bundles_per_workflow"
+    assert (alert["severity"], alert["threshold"]) == ("warning", 2.0)
+    assert monitor.untracked_bundle_records == 30
+    # b3 stops: the warning resolves once, after the hold-down of the workflow's event time
+    out = monitor.process(serving(["b1", "b2"], 90, 120), [])
+    assert [w["transition"] for w in of(out, BUNDLE_KEY)] == ["resolve"]
+    assert monitor.untracked_bundle_records == 30
+
+
+def test_a_rollout_flood_keeps_the_open_alerts_of_a_workflow_bounded() -> None:
+    """A workflow answered by one new model after another (60 bundles, each shifting its
+    tokens x4 once armed, then going quiet): drift alerts open on each, and the workflow's
+    open alerts never pass what max_bundles_per_workflow allows."""
+    settings = two_bundles(max_bundles=3)
+    metrics = len(Monitor(settings)._drift.metrics)
+    bound = 3 * 2 * metrics + 1  # a drift and a canary alert per bundle and metric, the warning
+    monitor = Monitor(settings)
+    opened: set[str] = set()
+    peak = 0
+    for b in range(60):
+        calls = [
+            event(
+                b * 1000 + i,
+                T0 + (b * 150 + i) * S,
+                (400 + i % 7) * (4 if i >= 70 else 1),
+                bundle_id=f"x{b}",
+                response_model=f"m{b}",
+            )
+            for i in range(150)
+        ]
+        for start in range(0, 150, 10):
+            out = monitor.process(calls[start : start + 10], [])
+            opened |= {t["dedup_key"] for t in out if t["transition"] == "open"}
+            open_now = [a for a in monitor.open_alerts() if a["workflow"] == "chat"]
+            peak = max(peak, len(open_now))
+            assert len(open_now) <= bound
+    drift_bundles = {k.split("/")[3] for k in opened if k.startswith("drift/")}
+    assert len(drift_bundles) >= 30  # most bundles alarmed: the bound was put to the test
+    assert peak > metrics
