@@ -571,7 +571,8 @@ def _exception_event_class(span: Any) -> str:
 
 
 _LENGTH_DELIMITED: Final = 2
-_CLASS_NAME: Final = re.compile(r"[A-Za-z_]\w*")
+# ASCII only: ``\w`` also takes digits such as "²", which no language's class name holds.
+_CLASS_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _class_name(qualified: str) -> str:
