@@ -38,7 +38,7 @@ from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
 from driftline.detectors.ks import ks_critical_value, ks_statistic
 from driftline.detectors.metrics import KV_PRESSURE, Metric
 from driftline.streams.engine_attribution import ENGINE_INSTANCE, ENGINE_KV_REPORT_NS
-from driftline.streams.monitor.hits import Hit, event_time
+from driftline.streams.monitor.hits import Hit, cap_warning, event_time
 from driftline.streams.monitor.routing import MAX_OFFENDER_CHARS
 
 _US: Final = 1_000_000
@@ -245,22 +245,13 @@ class DriftRules:
         workflow (``budget/<workflow>/tracked_bundles/``), listing the bundles left out; it
         resolves once none has come for the hold-down."""
         model = bundle_context(event)["model"]
-        cap = self._det.max_bundles_per_workflow
-        return Hit(
-            ts=ts,
-            workflow=workflow,
-            kind="budget",
-            metric=TRACKED_BUNDLES,
-            bundle_id="",
-            severity="warning",
-            score=1.0,
-            threshold=float(cap),
-            baseline=None,
-            current=float(cap + 1),
-            evidence={
-                "offenders": [f"{bundle_id} ({model})"[:MAX_OFFENDER_CHARS]],
-                "setting": "detectors.max_bundles_per_workflow",
-            },
+        return cap_warning(
+            ts,
+            workflow,
+            TRACKED_BUNDLES,
+            "detectors.max_bundles_per_workflow",
+            self._det.max_bundles_per_workflow,
+            {"offenders": [f"{bundle_id} ({model})"[:MAX_OFFENDER_CHARS]]},
         )
 
     def holds(self, bundles: dict[str, Bundle], record: dict[str, Any], now: int) -> bool:

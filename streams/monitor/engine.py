@@ -14,7 +14,7 @@ from driftline.streams.monitor import budgets, lifecycle, snapshot
 from driftline.streams.monitor.clock import WorkflowClock, fleet_time
 from driftline.streams.monitor.control import check_control
 from driftline.streams.monitor.drift import Bundle, DriftRules
-from driftline.streams.monitor.hits import Hit, event_time, record_order
+from driftline.streams.monitor.hits import cap_warning, event_time, record_order
 from driftline.streams.monitor.lifecycle import OpenAlert
 from driftline.streams.monitor.routing import (
     MAX_LISTED_OFFENDERS,
@@ -289,27 +289,20 @@ class Monitor:
         times = [event_time(r) for _, events, traces in untracked for r in (*events, *traces)]
         state.clock.step(times, self._step_us, self._fleet_time() or min(times))
         self.untracked_records += len(times)
-        cap = self._settings.detectors.max_workflows
         names = [name for name, _, _ in untracked]
         evidence: dict[str, Any] = {
             "offenders": names[:MAX_LISTED_OFFENDERS],
-            "setting": "detectors.max_workflows",
             "records_not_monitored": self.untracked_records,
         }
         if len(names) > MAX_LISTED_OFFENDERS:
             evidence["offenders_truncated"] = True
-        hit = Hit(
-            ts=state.clock.now,
-            workflow=UNTRACKED,
-            kind="budget",
-            metric="tracked_workflows",
-            bundle_id="",
-            severity="warning",
-            score=1.0,
-            threshold=float(cap),
-            baseline=None,
-            current=float(cap + 1),
-            evidence=evidence,
+        hit = cap_warning(
+            state.clock.now,
+            UNTRACKED,
+            "tracked_workflows",
+            "detectors.max_workflows",
+            self._settings.detectors.max_workflows,
+            evidence,
         )
         if hit.key in state.alerts:
             hit = with_offenders_of(hit, state.alerts[hit.key].record.get("evidence"))

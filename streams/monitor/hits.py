@@ -38,6 +38,30 @@ class Hit:
         return dedup_key(self.kind, self.workflow, self.metric, self.bundle_id)
 
 
+def cap_warning(
+    ts: int, workflow: str, metric: str, setting: str, cap: int, evidence: dict[str, Any]
+) -> Hit:
+    """The warning that a cardinality cap (``setting``, at ``cap``) left something
+    unmonitored: one incident per workflow and cap, ``evidence`` listing what was left out.
+
+    >>> cap_warning(1, "w", "tracked_bundles", "detectors.x", 2, {"offenders": ["b3"]}).key
+    'budget/w/tracked_bundles/'
+    """
+    return Hit(
+        ts=ts,
+        workflow=workflow,
+        kind="budget",
+        metric=metric,
+        bundle_id="",
+        severity="warning",
+        score=1.0,
+        threshold=float(cap),
+        baseline=None,
+        current=float(cap + 1),
+        evidence={**evidence, "setting": setting},
+    )
+
+
 def event_time(record: dict[str, Any]) -> int:
     """Event time of an event or trace: its end, else its start (microseconds).
 
