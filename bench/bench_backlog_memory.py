@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -41,24 +40,22 @@ if str(ROOT) not in sys.path:
 
 from bench_pipeline import (  # noqa: E402
     PAGING_ENV,
-    PARTITIONS,
     STALL_TIMEOUT_S,
     EventsReader,
     build_messages,
     committed_all,
     cpu_seconds,
+    events_consumers,
     normalize_all,
     produce,
     stored_counts,
     write_config,
 )
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer  # noqa: E402
 
 from driftline.config import load_settings  # noqa: E402
 from driftline.stack import EmbeddedStack  # noqa: E402
 from driftline.store import open_store  # noqa: E402
-from driftline.streams import topics  # noqa: E402
-from driftline.streams.kafka import consumer_config  # noqa: E402
 
 SAMPLE_S = 0.25
 DEFAULT_BATCH_MESSAGES = 64
@@ -176,26 +173,8 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
         sampler.start()
         rss_at_ready = rss_mib(pid)
         cpu_before = cpu_seconds(pid)
-        consumer = Consumer(
-            consumer_config(
-                settings.kafka,
-                f"bench-reader-{uuid.uuid4().hex[:8]}",
-                bootstrap,
-                **{"enable.auto.commit": False},
-            )
-        )
-        consumer.assign(
-            [TopicPartition(topics.LLM_EVENTS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
-        )
+        consumer, group_consumer = events_consumers(settings, bootstrap)
         reader = PositionsReader(consumer)
-        group_consumer = Consumer(
-            consumer_config(
-                settings.kafka,
-                settings.kafka.consumer_group,
-                bootstrap,
-                **{"enable.auto.commit": False},
-            )
-        )
         while len(reader.span_ids) < expected_events:
             reader.poll()
             if time.perf_counter() - max(reader.last_event_s, started) > STALL_TIMEOUT_S:

@@ -187,6 +187,21 @@ def produce(settings: Settings, bootstrap: str, payloads: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
+def events_consumers(settings: Settings, bootstrap: str) -> tuple[Consumer, Consumer]:
+    """A reader of ``llm_events`` from the beginning (by assignment, its own group), and a
+    consumer in the worker's group to read its commits; neither commits anything."""
+    no_commit = {"enable.auto.commit": False}
+    reader_group = f"bench-reader-{uuid.uuid4().hex[:8]}"
+    reader = Consumer(consumer_config(settings.kafka, reader_group, bootstrap, **no_commit))
+    reader.assign(
+        [TopicPartition(topics.LLM_EVENTS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
+    )
+    group = Consumer(
+        consumer_config(settings.kafka, settings.kafka.consumer_group, bootstrap, **no_commit)
+    )
+    return reader, group
+
+
 def committed_all(group_consumer: Consumer, end_offsets: dict[int, int]) -> bool:
     wanted = [TopicPartition(topics.LLM_EVENTS, p) for p in end_offsets]
     committed = group_consumer.committed(wanted, timeout=5)
@@ -214,26 +229,8 @@ def run_stack(
         endpoints = stack.start()
         bootstrap = endpoints.bootstrap_servers
         worker_pid = stack.worker.pid if stack.worker else None
-        consumer = Consumer(
-            consumer_config(
-                settings.kafka,
-                f"bench-reader-{uuid.uuid4().hex[:8]}",
-                bootstrap,
-                **{"enable.auto.commit": False},
-            )
-        )
-        consumer.assign(
-            [TopicPartition(topics.LLM_EVENTS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
-        )
+        consumer, group_consumer = events_consumers(settings, bootstrap)
         reader = EventsReader(consumer)
-        group_consumer = Consumer(
-            consumer_config(
-                settings.kafka,
-                settings.kafka.consumer_group,
-                bootstrap,
-                **{"enable.auto.commit": False},
-            )
-        )
         cpu_before = cpu_seconds(worker_pid)
 
         started = time.perf_counter()
