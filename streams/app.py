@@ -55,6 +55,7 @@ from driftline.schemas.event import TRACE_FIELDS, to_wire
 from driftline.streams import topics as names
 from driftline.streams.changelog import AcknowledgedSender, ChangelogWriter, Header, Message
 from driftline.streams.codec import dumps, loads
+from driftline.streams.commits import guard_commits
 from driftline.streams.engine_alerts import add_engine_alerts
 from driftline.streams.engine_attribution import EngineAttribution
 from driftline.streams.engine_feed import EngineMetricsFeed
@@ -444,6 +445,7 @@ def create_app(
         if pipeline.engine_feed is not None and settings.engines.alerts:
             add_engine_alerts(pipeline)
     _add_gc_tuning(pipeline)
+    guard_commits(app, pipeline.counters)
     _add_stats(pipeline)
     if settings.worker.metrics_port:
         _add_telemetry(pipeline)

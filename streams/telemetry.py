@@ -365,6 +365,24 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "llm_events messages read again and skipped by the monitor (applied already).",
     ),
     CounterSpec(
+        "consumer.commits_held",
+        "driftline_consumer_commits_held_total",
+        "Times a partition's commit held because its committed offset was not acknowledged "
+        "while later ones were (Faust would have committed past it).",
+    ),
+    CounterSpec(
+        "consumer.partitions_reread",
+        "driftline_consumer_partitions_reread_total",
+        "Partitions read again from their committed offset: held while no agent had the "
+        "message there.",
+    ),
+    CounterSpec(
+        "consumer.offsets_counted_read",
+        "driftline_consumer_offsets_counted_read_total",
+        "Committed offsets counted as read after reads from them never handed them to an "
+        "agent (not a record: a transaction marker or compacted).",
+    ),
+    CounterSpec(
         "monitor.revoked_skipped",
         "driftline_monitor_revoked_messages_skipped_total",
         "llm_events messages of partitions revoked while buffered, left to their new owner.",
