@@ -458,6 +458,10 @@ class AlertSettings(_Section):
     # this long; a record beyond a longer gap moves it only once a second batch confirms
     # the jump, so one far-future record resolves nothing.
     max_clock_step_s: float = Field(300.0, gt=0)
+    # Open alerts of one kind (drift, budget, routing) one workflow may hold: past it, a new
+    # one is not opened but counted, and one warning (budget/<workflow>/open_alerts/) lists
+    # them. Bounds the pages a single workflow can send at once.
+    max_open_per_workflow_kind: int = Field(20, ge=1)
     runbook_base_url: str = "https://runbooks.example.com/driftline"
     dashboard_base_url: str = "http://localhost:3000"
 

@@ -744,6 +744,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         monitor = state.monitor
         untracked, evicted = monitor.untracked_records, monitor.evicted_workflows
         untracked_bundles = monitor.untracked_bundle_records
+        over_cap = monitor.alerts_over_cap
         transitions: list[dict[str, Any]] = []
         advanced: dict[str, int] = {}
         for event in batch:
@@ -790,6 +791,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
         p.counters["monitor.untracked_bundle_records"] += (
             monitor.untracked_bundle_records - untracked_bundles
         )
+        p.counters["monitor.alerts_over_cap"] += monitor.alerts_over_cap - over_cap
         dirty = monitor.dirty_workflows()
         state.baselines_due |= dirty
         for workflow in dirty | set(advanced):

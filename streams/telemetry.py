@@ -408,6 +408,12 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "Events of bundles past detectors.max_bundles_per_workflow, not monitored.",
     ),
     CounterSpec(
+        "monitor.alerts_over_cap",
+        "driftline_monitor_alerts_over_cap_total",
+        "Alerts not opened: their workflow held alerts.max_open_per_workflow_kind of their "
+        "kind (listed by the budget/<workflow>/open_alerts/ warning).",
+    ),
+    CounterSpec(
         "monitor.evicted_workflows",
         "driftline_monitor_evicted_workflows_total",
         "Workflows without a reference or open alert dropped to make room for new ones.",

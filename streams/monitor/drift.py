@@ -38,7 +38,7 @@ from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
 from driftline.detectors.ks import ks_critical_value, ks_statistic
 from driftline.detectors.metrics import KV_PRESSURE, Metric
 from driftline.streams.engine_attribution import ENGINE_INSTANCE, ENGINE_KV_REPORT_NS
-from driftline.streams.monitor.hits import Hit, cap_warning, event_time
+from driftline.streams.monitor.hits import TRACKED_BUNDLES, Hit, cap_warning, event_time
 from driftline.streams.monitor.routing import MAX_OFFENDER_CHARS
 
 _US: Final = 1_000_000
@@ -144,9 +144,6 @@ def shift_holds(detector: MetricDetector) -> bool:
     """Whether a metric's recent window still differs from its reference, at the detector's
     stay-open bar (lower than the bar that opens an alert): the drift alert's condition."""
     return detector.shift_holds()
-
-
-TRACKED_BUNDLES: Final = "tracked_bundles"  # the warning metric of a workflow's bundle cap
 
 
 class DriftRules:

@@ -14,7 +14,15 @@ from driftline.streams.monitor import budgets, lifecycle, snapshot
 from driftline.streams.monitor.clock import WorkflowClock, fleet_time
 from driftline.streams.monitor.control import check_control
 from driftline.streams.monitor.drift import Bundle, DriftRules
-from driftline.streams.monitor.hits import cap_warning, event_time, record_order
+from driftline.streams.monitor.hits import (
+    CAP_METRICS,
+    OPEN_ALERTS,
+    TRACKED_WORKFLOWS,
+    Hit,
+    cap_warning,
+    event_time,
+    record_order,
+)
 from driftline.streams.monitor.lifecycle import OpenAlert
 from driftline.streams.monitor.routing import (
     MAX_LISTED_OFFENDERS,
@@ -63,6 +71,9 @@ class Monitor:
         # workflows pushed out to make room; the worker exports both as counters.
         self.untracked_records = 0
         self.evicted_workflows = 0
+        # Alerts not opened because their workflow had alerts.max_open_per_workflow_kind of
+        # their kind open (exported as a counter).
+        self.alerts_over_cap = 0
         self._seen: OrderedDict[str, None] = OrderedDict()  # tracked, least recent first
         self._no_room = False  # this batch found no workflow to replace
 
@@ -299,7 +310,7 @@ class Monitor:
         hit = cap_warning(
             state.clock.now,
             UNTRACKED,
-            "tracked_workflows",
+            TRACKED_WORKFLOWS,
             "detectors.max_workflows",
             self._settings.detectors.max_workflows,
             evidence,
@@ -339,6 +350,7 @@ class Monitor:
                 hits.extend(budgets.trace_hits(workflow, wf, traces[i], ts if ts < now else now))
         hits.sort(key=lambda h: (h.ts, h.key))
         out: list[dict] = []
+        over_cap: list[Hit] = []
         for hit in hits:
             if hit.ts > now:  # canary hits carry a bundle's time: never past the clock
                 hit = dataclasses.replace(hit, ts=now)
@@ -347,12 +359,54 @@ class Monitor:
                 # Late evidence (an event that arrived after newer ones) of an incident
                 # already resolved after its time: not a new incident, no new page.
                 continue
+            if hit.metric not in CAP_METRICS and self._at_cap(state, hit):
+                over_cap.append(hit)
+                continue
             if "offenders" in hit.evidence and hit.key in state.alerts:
                 hit = with_offenders_of(hit, state.alerts[hit.key].record.get("evidence"))
             out.extend(lifecycle.apply_hit(state.alerts, hit, self._settings.alerts))
+        if over_cap:
+            out.extend(self._over_cap(workflow, state, over_cap))
         out.extend(self._review(state, now))
         self._remember_resolves(state, out, now)
         return out
+
+    def _at_cap(self, state: WorkflowState, hit: Hit) -> bool:
+        """Whether ``hit`` would open a new alert while ``state`` holds
+        ``alerts.max_open_per_workflow_kind`` of its kind (cap warnings not counted)."""
+        cap = self._settings.alerts.max_open_per_workflow_kind
+        if hit.key in state.alerts or len(state.alerts) < cap:
+            return False
+        kind = hit.kind
+        open_of_kind = sum(
+            1
+            for a in state.alerts.values()
+            if a.record["kind"] == kind and a.record["metric"] not in CAP_METRICS
+        )
+        return open_of_kind >= cap
+
+    def _over_cap(self, workflow: str, state: WorkflowState, hits: list[Hit]) -> list[dict]:
+        """Count the alerts left unopened, and keep one warning (``budget/<workflow>/
+        open_alerts/``) listing them, as severe as the worst of them: it may stand for a
+        critical condition."""
+        self.alerts_over_cap += len(hits)
+        keys = sorted({h.key for h in hits})
+        evidence: dict[str, Any] = {"offenders": keys[:MAX_LISTED_OFFENDERS]}
+        if len(keys) > MAX_LISTED_OFFENDERS:
+            evidence["offenders_truncated"] = True
+        worst = min((h.severity for h in hits), key=lifecycle.severity_rank)
+        hit = cap_warning(
+            max(h.ts for h in hits),
+            workflow,
+            OPEN_ALERTS,
+            "alerts.max_open_per_workflow_kind",
+            self._settings.alerts.max_open_per_workflow_kind,
+            evidence,
+            severity=worst,
+        )
+        if hit.key in state.alerts:
+            hit = with_offenders_of(hit, state.alerts[hit.key].record.get("evidence"))
+        return lifecycle.apply_hit(state.alerts, hit, self._settings.alerts)
 
     def _remember_resolves(self, state: WorkflowState, out: list[dict], now: int) -> None:
         for t in out:

@@ -38,8 +38,21 @@ class Hit:
         return dedup_key(self.kind, self.workflow, self.metric, self.bundle_id)
 
 
+# The metrics of the cap warnings: a workflow's cap of open alerts leaves them out.
+TRACKED_WORKFLOWS: Final = "tracked_workflows"
+TRACKED_BUNDLES: Final = "tracked_bundles"
+OPEN_ALERTS: Final = "open_alerts"
+CAP_METRICS: Final = frozenset({TRACKED_WORKFLOWS, TRACKED_BUNDLES, OPEN_ALERTS})
+
+
 def cap_warning(
-    ts: int, workflow: str, metric: str, setting: str, cap: int, evidence: dict[str, Any]
+    ts: int,
+    workflow: str,
+    metric: str,
+    setting: str,
+    cap: int,
+    evidence: dict[str, Any],
+    severity: str = "warning",
 ) -> Hit:
     """The warning that a cardinality cap (``setting``, at ``cap``) left something
     unmonitored: one incident per workflow and cap, ``evidence`` listing what was left out.
@@ -53,7 +66,7 @@ def cap_warning(
         kind="budget",
         metric=metric,
         bundle_id="",
-        severity="warning",
+        severity=severity,
         score=1.0,
         threshold=float(cap),
         baseline=None,

@@ -79,7 +79,7 @@ def apply_hit(alerts: dict[str, OpenAlert], hit: Hit, settings: AlertSettings) -
     alert.clear_since = None  # a hit is the condition observed holding
     record = alert.record
     # Severity only rises while open: a falling one is not news to the responder.
-    if _rank(hit.severity) < _rank(record["severity"]):
+    if severity_rank(hit.severity) < severity_rank(record["severity"]):
         record["severity"] = hit.severity
     _fill(record, hit, settings)
     grew = hit.score > alert.emitted_score * (1.0 + MATERIAL_SCORE_GROWTH)
@@ -144,7 +144,8 @@ def _fill(record: dict[str, Any], hit: Hit, settings: AlertSettings) -> None:
     record["dashboard_url"] = dashboard_url(settings, hit.workflow, record["opened_at"], hit.ts)
 
 
-def _rank(severity: str) -> int:
+def severity_rank(severity: str) -> int:
+    """0 for the most severe (``SEVERITIES`` order); unknown ones last."""
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 

@@ -236,6 +236,14 @@ def summary(alert: Mapping[str, Any]) -> str:
             f"monitor at its cap of {_fmt(threshold or 0.0)} tracked workflows: new workflows"
             f" not monitored ({names}); raise detectors.max_workflows or add workers"
         )
+    elif kind == "budget" and metric == "open_alerts":
+        listed = [str(o) for o in evidence.get("offenders") or ()]
+        truncated = bool(evidence.get("offenders_truncated"))
+        more = ", ..." if len(listed) > 3 or truncated else ""
+        text = (
+            f"{workflow}: {len(listed)}{'+' if truncated else ''} alerts not opened, at the cap"
+            f" of {_fmt(threshold or 0.0)} open per kind ({', '.join(listed[:3])}{more})"
+        )
     elif kind == "budget":
         text = f"{workflow}: {label} {_fmt(current) if current is not None else '?'} over"
         limit = "threshold" if metric.startswith("cost_burn_rate") else "budget"

@@ -160,3 +160,63 @@ def test_a_rollout_flood_keeps_the_open_alerts_of_a_workflow_bounded() -> None:
     drift_bundles = {k.split("/")[3] for k in opened if k.startswith("drift/")}
     assert len(drift_bundles) >= 30  # most bundles alarmed: the bound was put to the test
     assert peak > metrics
+
+
+OPEN_KEY = "budget/chat/open_alerts/"
+
+
+def test_past_the_cap_of_open_alerts_per_kind_one_warning_stands_for_the_rest() -> None:
+    """The rollout flood above with alerts.max_open_per_workflow_kind = 2: never more than
+    two drift alerts open at once; the ones left out are counted and listed by one warning,
+    as severe as the worst of them, which resolves once none is left out."""
+    settings = two_bundles(max_bundles=3)
+    settings = settings.model_copy(
+        update={"alerts": AlertSettings(hold_down_s=60.0, max_open_per_workflow_kind=2)}
+    )
+    monitor = Monitor(settings)
+    transitions: list[dict] = []
+    for b in range(20):
+        calls = [
+            event(
+                b * 1000 + i,
+                T0 + (b * 150 + i) * S,
+                (400 + i % 7) * (4 if i >= 70 else 1),
+                bundle_id=f"x{b}",
+                response_model=f"m{b}",
+            )
+            for i in range(150)
+        ]
+        for start in range(0, 150, 10):
+            out = monitor.process(calls[start : start + 10], [])
+            transitions += out
+            drift_open = [a for a in monitor.open_alerts() if a["kind"] == "drift"]
+            assert len(drift_open) <= 2
+    warnings = of(transitions, OPEN_KEY)
+    assert warnings and warnings[0]["transition"] == "open"
+    assert monitor.alerts_over_cap > 0
+    listed = {str(k) for w in warnings for k in w["evidence"]["offenders"]}
+    assert listed and all(k.startswith("drift/chat/") for k in listed)
+    drift_severities = {t["severity"] for t in transitions if t["kind"] == "drift"}
+    assert warnings[0]["severity"] in drift_severities
+    assert warnings[0]["evidence"]["setting"] == "alerts.max_open_per_workflow_kind"
+    # Each episode is one incident: it resolves after the hold-down once nothing more is
+    # left out, before the next one opens.
+    states = [w["transition"] for w in warnings if w["transition"] != "update"]
+    assert states == ["open", "resolve"] * (len(states) // 2)
+    quiet = serving(["x19"], 20 * 150, 400)
+    monitor.process(quiet, [])
+    assert all(a["dedup_key"] != OPEN_KEY for a in monitor.open_alerts())
+
+
+def test_the_cap_does_not_hold_back_another_kind_or_a_cap_warning() -> None:
+    settings = two_bundles(max_bundles=2)
+    settings = settings.model_copy(
+        update={"alerts": AlertSettings(hold_down_s=60.0, max_open_per_workflow_kind=1)}
+    )
+    monitor = Monitor(settings)
+    monitor.process(serving(["b1", "b2"], 0, 60), [])
+    # A third bundle past max_bundles_per_workflow: its (budget) warning opens even with
+    # the cap at 1, and a second cap warning of the same kind is not held back either.
+    out = monitor.process(serving(["b1", "b2", "b3"], 60, 30), [])
+    assert [w["transition"] for w in of(out, BUNDLE_KEY)] == ["open"]
+    assert monitor.alerts_over_cap == 0

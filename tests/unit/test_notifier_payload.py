@@ -162,6 +162,19 @@ def test_budget_and_routing_summaries() -> None:
         "monitor at its cap of 2000 tracked workflows: new workflows not monitored"
         " (new-a, new-b); raise detectors.max_workflows or add workers"
     )
+    over_cap = make_alert(
+        kind="budget",
+        metric="open_alerts",
+        severity="critical",
+        bundle_id="",
+        threshold=20.0,
+        evidence={"offenders": [f"drift/support-bot/m{i}/b" for i in range(4)]},
+        event_ts=OPENED,
+    )
+    assert payload.summary(over_cap) == (
+        "support-bot: 4 alerts not opened, at the cap of 20 open per kind"
+        " (drift/support-bot/m0/b, drift/support-bot/m1/b, drift/support-bot/m2/b, ...)"
+    )
     grouped_ghost = make_alert(
         kind="routing",
         metric="unregistered_bundle",
