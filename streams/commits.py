@@ -81,14 +81,26 @@ class CommitGuard:
         # are intervals that count as read.
         return bool(self.consumer._gap[tp].at(offset))
 
+    def _in_hands_now(self) -> list[Any] | None:
+        """The messages agents hold (None if the set kept changing while it was read:
+        acknowledgements may come from another thread)."""
+        for _ in range(3):
+            try:
+                return list(self.consumer._unacked_messages)
+            except RuntimeError:  # "set changed size during iteration"
+                continue
+        return None
+
     def _lowest_in_hands(self, tp: Any) -> int | None:
-        offsets = [m.offset for m in list(self.consumer._unacked_messages) if m.tp == tp]
-        return min(offsets, default=None)
+        messages = self._in_hands_now()
+        if messages is None:
+            return -1  # unknown: hold this round
+        return min((m.offset for m in messages if m.tp == tp), default=None)
 
     def _in_hands(self, tp: Any, offset: int, generation: int) -> bool:
-        return any(
-            m.tp == tp and m.offset == offset and m.generation_id == generation
-            for m in list(self.consumer._unacked_messages)
+        messages = self._in_hands_now()
+        return messages is None or any(
+            m.tp == tp and m.offset == offset and m.generation_id == generation for m in messages
         )
 
     async def reread_stuck(self, generation: int, rebalancing: bool, assigned: set[Any]) -> None:
