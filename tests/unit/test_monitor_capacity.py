@@ -130,6 +130,21 @@ def test_a_bundle_past_the_cap_raises_one_warning_naming_it() -> None:
     assert monitor.untracked_bundle_records == 30
 
 
+def rollout_bundle(b: int) -> list[dict]:
+    """Bundle ``x<b>``'s 150 calls, one a second after bundle b-1's: its tokens x4 from
+    the 70th on (armed by then)."""
+    return [
+        event(
+            b * 1000 + i,
+            T0 + (b * 150 + i) * S,
+            (400 + i % 7) * (4 if i >= 70 else 1),
+            bundle_id=f"x{b}",
+            response_model=f"m{b}",
+        )
+        for i in range(150)
+    ]
+
+
 def test_a_rollout_flood_keeps_the_open_alerts_of_a_workflow_bounded() -> None:
     """A workflow answered by one new model after another (60 bundles, each shifting its
     tokens x4 once armed, then going quiet): drift alerts open on each, and the workflow's
@@ -141,16 +156,7 @@ def test_a_rollout_flood_keeps_the_open_alerts_of_a_workflow_bounded() -> None:
     opened: set[str] = set()
     peak = 0
     for b in range(60):
-        calls = [
-            event(
-                b * 1000 + i,
-                T0 + (b * 150 + i) * S,
-                (400 + i % 7) * (4 if i >= 70 else 1),
-                bundle_id=f"x{b}",
-                response_model=f"m{b}",
-            )
-            for i in range(150)
-        ]
+        calls = rollout_bundle(b)
         for start in range(0, 150, 10):
             out = monitor.process(calls[start : start + 10], [])
             opened |= {t["dedup_key"] for t in out if t["transition"] == "open"}
@@ -176,16 +182,7 @@ def test_past_the_cap_of_open_alerts_per_kind_one_warning_stands_for_the_rest() 
     monitor = Monitor(settings)
     transitions: list[dict] = []
     for b in range(20):
-        calls = [
-            event(
-                b * 1000 + i,
-                T0 + (b * 150 + i) * S,
-                (400 + i % 7) * (4 if i >= 70 else 1),
-                bundle_id=f"x{b}",
-                response_model=f"m{b}",
-            )
-            for i in range(150)
-        ]
+        calls = rollout_bundle(b)
         for start in range(0, 150, 10):
             out = monitor.process(calls[start : start + 10], [])
             transitions += out
