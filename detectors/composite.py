@@ -120,6 +120,7 @@ RATE_RECOVERY_SPAN = 1500
 # after its end (seed 2026; two thirds 1,800, the full ratio 1,700).
 RATE_RECOVERY_SHARE = 2.0 / 3.0
 NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
+NO_EPISODE = (0.0, 0.0)
 UNSEEN = 2**62
 # A count or rate's tests arm once its reference holds this many events: before that
 # the reference grows freely (no detection, no hold). A 500-event warm-up of a 1% rate
@@ -217,6 +218,7 @@ class MetricDetector:
         "_calibrated_n",
         "_categorical",
         "_cusum",
+        "_episode",
         "_ewma",
         "_groups",
         "_growth",
@@ -265,6 +267,7 @@ class MetricDetector:
         "_hold": Field("numbers", ndim=2, lo=0.0),
         "_since_detection": Field("int", lo=0, hi=UNSEEN),
         "_recovery": Field("numbers", ndim=5),
+        "_episode": Field("numbers", ndim=2),
         # A count's latest DISPERSION_LAGS values: lagged products across batches.
         "_tail": Field("array", dtype="float64", optional=True),
         # The warm-up's long-run inflation: the floor of every later estimate.
@@ -333,6 +336,9 @@ class MetricDetector:
         # standardized value (continuous), the count, or the indicator of category
         # ``column``; the shift holds until S crosses h (h = 0: no test running).
         self._recovery: tuple[float, ...] = NO_RECOVERY
+        # (sum, count) of the standardized values since the running level recovery test
+        # was first armed: the shift's estimate over the whole episode (see _recover).
+        self._episode: tuple[float, ...] = NO_EPISODE
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
         self._warm_inflation: float | None = None
 
@@ -609,26 +615,35 @@ class MetricDetector:
         1% -> 3% validation rate resolved 11,138 events after its change, and reopened).
         """
         skip = 0
+        z = data(-1) if self.kind == "continuous" else None
+        running = self._recovery[2] > 0.0
         for d in reversed(found):
             armed = self._arm_recovery(d)
             if armed is not None:
                 current = self._recovery
-                running = current[2] > 0.0
-                if self.kind == "continuous":
+                if z is not None:
+                    # The shift as the episode so far measures it, up to this detection.
+                    level = self._episode_level(z[: d.index - start + 1])
                     # The larger test gives way when the level sits between the two
                     # tests' shifts and it has gathered no evidence of a return yet;
-                    # a shift that is ending it recognises sooner.
+                    # a shift that is ending it recognises sooner. A larger member that
+                    # fires within an episode takes the test over only when the episode
+                    # stands at its shift: one fires on a burst within a smaller shift.
                     smaller_fits = (
-                        self._level_at(armed)
-                        and not self._level_at(current)
+                        self._level_at(armed, level)
+                        and not self._level_at(current, level)
                         and current[3] < 0.25 * current[2]
                     )
-                    keep = running and current[0] > armed[0] and not smaller_fits
+                    larger_fits = current[0] >= armed[0] or self._level_at(armed, level)
+                    keep = running and (current[0] > armed[0] or not larger_fits)
+                    keep = keep and not smaller_fits
                 else:  # the same count or category, weighed nearer its reference
                     keep = running and current[4] == armed[4] and current[1] < armed[1]
                 if not keep:
                     self._recovery = armed
                     skip = d.index - start + 1
+                    if not running and z is not None:
+                        self._episode = NO_EPISODE
                 break
         a, b, h, s, column = self._recovery
         if h <= 0.0:
@@ -637,9 +652,26 @@ class MetricDetector:
         if not x.shape[0]:
             return
         path = cusum_path(a - b * x, s)
-        self._recovery = NO_RECOVERY if bool(np.any(path > h)) else (a, b, h, path[-1], column)
+        if bool(np.any(path > h)):
+            self._recovery, self._episode = NO_RECOVERY, NO_EPISODE
+            return
+        self._recovery = (a, b, h, path[-1], column)
+        if z is not None:  # the episode's values: the whole batch if it ran before it
+            first = 0 if running else skip
+            total, n = self._episode
+            self._episode = (total + float(z[first:].sum()), n + float(z.shape[0] - first))
 
-    def _level_at(self, test: tuple[float, ...]) -> bool:
+    def _episode_level(self, upto: FloatArray) -> float:
+        """The mean standardized value since the running test was first armed, through
+        ``upto`` (this batch's values to the detection); the recent level while the
+        episode is shorter than a window (no test running: a new episode)."""
+        if self._recovery[2] <= 0.0:
+            return self._level
+        total, n = self._episode
+        n += upto.shape[0]
+        return (total + float(upto.sum())) / n if n >= self.window else self._level
+
+    def _level_at(self, test: tuple[float, ...], level: float) -> bool:
         """Whether the recent level is still at the shift a running level recovery
         ``test`` weighs against ("still at delta"): a large member can fire early, by
         chance, on a smaller shift, and its test then sits near its break-even on that
@@ -650,7 +682,7 @@ class MetricDetector:
         assert self._ref is not None
         drift, sign = test[0], test[1]
         delta = 2.0 * drift - TOLERANCE / self._ref.scale
-        return sign * self._level >= delta
+        return sign * level >= delta
 
     def _arm_recovery(self, d: Detection) -> tuple[float, ...] | None:
         ev = d.evidence
@@ -933,7 +965,7 @@ class MetricDetector:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}.args: {exc}") from exc
         # Snapshots from before the dispersion and the warm-up's inflation were kept.
-        state = {"_tail": None, "_warm_inflation": None, **state}
+        state = {"_tail": None, "_warm_inflation": None, "_episode": NO_EPISODE, **state}
         decode_fields(det, state, cls._STATE, name)
         det._check_state()
         return det

@@ -67,3 +67,31 @@ def test_level_shift_that_lasts_holds_whichever_member_found_it(seed: int) -> No
     for _ in range(60):
         det.update_many(0.25 + _clustered(rng, 100))
         assert det.shift_holds()
+
+
+@pytest.mark.parametrize("seed", [10, 12, 14, 18, 21, 27, 31, 32])
+def test_burst_within_a_lasting_shift_does_not_end_it(seed: int) -> None:
+    # A larger member fires on a burst inside a small shift that lasts; its recovery
+    # test ("still at half its shift") would sit near break-even once the burst is over
+    # and resolve the shift while it lasts (bench/bench_replay.py seed 1: an output x1.2
+    # shift resolved 4,763 events in, reopened 580 later; here seeds 18, 27, 31 and 32
+    # before). It takes the test over only when the episode since the first detection
+    # stands at its shift.
+    rng = np.random.default_rng(seed)
+    det = MetricDetector("continuous", warmup=500, window=500, arl0=2.7e7)
+    det.update_many(_clustered(rng, 4000))
+    found = []
+    for _ in range(100):
+        found = det.update_many(0.25 + _clustered(rng, 100))
+        if found:
+            break
+    else:
+        raise AssertionError("not found within 10,000 values")
+    for _ in range(30):
+        det.update_many(0.25 + _clustered(rng, 100))
+    burst = det.update_many(1.0 + _clustered(rng, 150))
+    first = min(float(d.evidence.get("shift_sd", 0.0)) for d in found)
+    assert any(float(d.evidence.get("shift_sd", 0.0)) > first for d in burst if d.test == "cusum")
+    for _ in range(60):
+        det.update_many(0.25 + _clustered(rng, 100))
+        assert det.shift_holds()
