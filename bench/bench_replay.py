@@ -144,6 +144,8 @@ def natural(w: Workflow, metric: str) -> tuple[np.ndarray, np.ndarray]:
     raw = c[FIELD_OF[metric]]
     if metric == "finish_reason":
         x = (raw == "length").astype(np.float64)
+    elif metric == "retries":  # tries that are retries, as the monitor counts them
+        x = (raw > 0).astype(np.float64)
     elif metric in RATES:
         x = raw.astype(np.float64)
     else:

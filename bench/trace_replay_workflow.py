@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for r in out if args.first <= at <= args.last else []:
             if r.get("metric") == args.metric and r["transition"] != "update":
-                print(f"        {r['transition']} {r['dedup_key']} {r.get('evidence', '')}"[:300])
+                print(f"        {r['transition']} {r['dedup_key']} {r.get('evidence', '')}")
     return 0
 
 

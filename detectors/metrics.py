@@ -5,6 +5,11 @@ compared on ``log1p``; KV-cache pressure lives in (0, 1) and is compared on the
 logit; retries are counts (Poisson), validation failures 0/1 (Bernoulli), and finish
 reasons a multinomial mix.
 
+A retry is counted once, on the try that is one: instrumentations write a span per try,
+each with its ordinal (``driftline.retry.attempt`` 0, 1, 2...; HTTP's resend count), and
+summing the ordinals would count a call retried N times as N(N+1)/2, bursts out of
+proportion to the retries that happened (the trace summary counts them the same way).
+
 A failed call (``error_type`` set) used nothing and answered nothing: its zero tokens
 and its time-out latency are not measurements of the signal, and a retry burst would
 otherwise look like a level shift in every usage metric. Failed calls count only in
@@ -45,6 +50,11 @@ def logit(p: FloatArray) -> FloatArray:
     return np.log(q / (1.0 - q))
 
 
+def retried(attempt: FloatArray) -> FloatArray:
+    """1 for a try that is a retry (ordinal above 0), else 0."""
+    return (np.asarray(attempt, dtype=np.float64) > 0.0).astype(np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     name: str
@@ -80,7 +90,7 @@ class Metric:
 METRICS: Final[tuple[Metric, ...]] = (
     Metric(INPUT_TOKENS, "input_tokens", "continuous", np.log1p, np.expm1),
     Metric(OUTPUT_TOKENS, "output_tokens", "continuous", np.log1p, np.expm1),
-    Metric(RETRIES, "retry_attempt", "poisson"),
+    Metric(RETRIES, "retry_attempt", "poisson", retried),
     Metric(KV_PRESSURE, "kv_cache_usage", "continuous", logit, expit),
     Metric(LATENCY, "latency_ms", "continuous", np.log1p, np.expm1),
     Metric(TTFT, "ttft_ms", "continuous", np.log1p, np.expm1),
