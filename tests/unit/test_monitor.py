@@ -45,6 +45,15 @@ def settings(metrics: list[str] | None = None, hold_s: float = 300.0, **workflow
     )
 
 
+def small_settings(hold_s: float = 60.0, **detectors: Any) -> Settings:
+    """A 50-event warm-up, 20-event windows and no settle time: a few calls arm a bundle."""
+    base: dict[str, Any] = {"warmup_events": 50, "window_events": 20, "settle_s": 0}
+    return Settings(
+        detectors=DetectorSettings(**(base | detectors)),
+        alerts=AlertSettings(hold_down_s=hold_s),
+    )
+
+
 def token_stream(seed: int, n: int, shift_at: int, shift_end: int, factor: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
     tokens = np.exp(rng.normal(np.log(400), 0.5, n))

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from driftline.config import AlertSettings, DetectorSettings, Settings
+from driftline.config import AlertSettings, Settings
 from driftline.streams.monitor import Monitor
 from driftline.streams.monitor.engine import UNTRACKED
 from driftline.streams.monitor.routing import MAX_LISTED_OFFENDERS
-from tests.unit.test_monitor import T0, S, event, of
+from tests.unit.test_monitor import T0, S, event, of, small_settings
 
 KEY = "budget/*/tracked_workflows/"
 
 
 def capped(max_workflows: int, hold_s: float = 60.0) -> Settings:
-    return Settings(
-        detectors=DetectorSettings(
-            warmup_events=50,
-            window_events=20,
-            settle_s=0,
-            enabled_metrics=["input_tokens"],
-            max_workflows=max_workflows,
-        ),
-        alerts=AlertSettings(hold_down_s=hold_s),
-    )
+    return small_settings(hold_s, enabled_metrics=["input_tokens"], max_workflows=max_workflows)
 
 
 def established(monitor: Monitor, names: list[str]) -> None:
@@ -84,15 +75,7 @@ def test_the_warning_survives_a_snapshot() -> None:
 
 
 def two_bundles(max_bundles: int = 2, hold_s: float = 60.0) -> Settings:
-    return Settings(
-        detectors=DetectorSettings(
-            warmup_events=50,
-            window_events=20,
-            settle_s=0,
-            max_bundles_per_workflow=max_bundles,
-        ),
-        alerts=AlertSettings(hold_down_s=hold_s),
-    )
+    return small_settings(hold_s, max_bundles_per_workflow=max_bundles)
 
 
 def serving(names: list[str], start_s: int, count: int) -> list[dict]:

@@ -8,25 +8,16 @@ for that long or for ``RETIRED_GAPS`` of its own mean gap, whichever is longer.
 
 from __future__ import annotations
 
-from driftline.config import AlertSettings, DetectorSettings, Settings
+from driftline.config import Settings
 from driftline.streams.monitor import Monitor
 from driftline.streams.monitor.drift import RETIRED_GAPS
-from tests.unit.test_monitor import T0, S, event, run
+from tests.unit.test_monitor import T0, S, event, run, small_settings
 
 ACTIVE_S = 600
 
 
 def sparse_settings() -> Settings:
-    return Settings(
-        detectors=DetectorSettings(
-            warmup_events=50,
-            window_events=20,
-            settle_s=0,
-            enabled_metrics=["input_tokens"],
-            canary_active_s=ACTIVE_S,
-        ),
-        alerts=AlertSettings(hold_down_s=60.0),
-    )
+    return small_settings(enabled_metrics=["input_tokens"], canary_active_s=ACTIVE_S)
 
 
 def traffic(sparse_gap_s: int, sparse_calls: int, shifted_from: int) -> list[dict]:
