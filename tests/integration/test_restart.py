@@ -266,7 +266,19 @@ allowed_models = {allowed[RESOLVING]!r}
         and t["metric"] == "output_tokens"
         and t["opened_at"] >= killed_at_us
     ]
-    assert drift, "the output-token drift after the restart was not detected"
+    assert drift, (
+        "the output-token drift after the restart was not detected",
+        [
+            (
+                t["transition"],
+                (t["event_ts"] - killed_at_us) / 1e6,
+                t["alert_id"][:6],
+                t["bundle_id"],
+            )
+            for t in after
+            if t["workflow"] == DRIFTING and t["metric"] == "output_tokens"
+        ],
+    )
     first = min(drift, key=lambda t: t["opened_at"])
     evidence = first["evidence"]
     assert evidence["reference_end"] < killed_at_us, evidence  # frozen before the kill
