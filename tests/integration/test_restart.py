@@ -13,6 +13,7 @@ resolved one is not triggered again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
@@ -174,8 +175,22 @@ allowed_models = {allowed[RESOLVING]!r}
         events_reader.wait_for(
             lambda rs: sum(len(r.json()["events"]) for r in rs) >= len(sent), timeout_s=30
         )
-        alerts.poll()
-        after = transitions(alerts.records)
+
+        # The monitor reads llm_events apart from the store and may still be working
+        # through phase 3 (restored state, then the burst): wait for the drift it must
+        # find, then read everything it published (asserted below either way).
+        def drift_after_kill(records: list[Record]) -> bool:
+            return any(
+                t["transition"] == "open"
+                and t["workflow"] == DRIFTING
+                and t["metric"] == "output_tokens"
+                and t["opened_at"] >= killed_at_us
+                for t in transitions(records)
+            )
+
+        with contextlib.suppress(AssertionError):
+            alerts.wait_for(drift_after_kill, timeout_s=60)
+        after = transitions(alerts.drain())
         bodies = c.receiver.bodies()
         receiver = c.receiver
         c.check_alive("worker")
