@@ -121,8 +121,7 @@ settle_s = 10
             ).to_pylist()
         finally:
             store.close()
-        alerts.poll()
-        every = transitions(alerts.records)
+        every = transitions(alerts.drain())  # everything published so far, not one poll
         bodies = c.receiver.bodies()
         c.check_alive("worker")
         kafka.close()

@@ -118,7 +118,7 @@ def test_unapproved_model_opens_one_routing_alert(run: Run) -> None:
     alerts = run.kafka.reader(topics.LLM_ALERTS)
     alerts.wait_for(lambda rs: bool(_routing_opens(rs)), timeout_s=90)
     time.sleep(3)  # a duplicate open would arrive in the same batches
-    alerts.poll()
+    alerts.drain()
     opens = _routing_opens(alerts.records)
     # One incident per workflow and condition: the unapproved model runs under several
     # prompt versions (several bundles), all of them one page.
