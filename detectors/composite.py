@@ -607,12 +607,14 @@ class MetricDetector:
         """Arm the recovery test at the latest level or rate detection, then feed it.
 
         A running test for a larger level shift is kept: a small member that fires late
-        in a large shift must not slow the recovery from it. For a rate the other way
-        round: a running test of a smaller ratio is kept when a larger one fires, since
-        the larger member fires by chance on a burst within a smaller shift, and its test
-        ("still at 4.3x the reference" for the 6 member) then sits at its break-even on
-        that shift and resolves it while it lasts (bench/bench_replay.py seed 2026: a
-        1% -> 3% validation rate resolved 11,138 events after its change, and reopened).
+        in a large shift must not slow the recovery from it. Which level test runs is
+        decided on the episode's mean (:meth:`_episode_level`), not one window's level.
+        For a rate the other way round: a running test of a smaller ratio is kept when a
+        larger one fires, since the larger member fires by chance on a burst within a
+        smaller shift, and its test ("still at 4.3x the reference" for the 6 member) then
+        sits at its break-even on that shift and resolves it while it lasts
+        (bench/bench_replay.py seed 2026: a 1% -> 3% validation rate resolved 11,138
+        events after its change, and reopened).
         """
         skip = 0
         z = data(-1) if self.kind == "continuous" else None
@@ -624,19 +626,20 @@ class MetricDetector:
                 if z is not None:
                     # The shift as the episode so far measures it, up to this detection.
                     level = self._episode_level(z[: d.index - start + 1])
-                    # The larger test gives way when the level sits between the two
-                    # tests' shifts and it has gathered no evidence of a return yet;
-                    # a shift that is ending it recognises sooner. A larger member that
-                    # fires within an episode takes the test over only when the episode
-                    # stands at its shift: one fires on a burst within a smaller shift.
-                    smaller_fits = (
-                        self._level_at(armed, level)
-                        and not self._level_at(current, level)
-                        and current[3] < 0.25 * current[2]
-                    )
-                    larger_fits = current[0] >= armed[0] or self._level_at(armed, level)
-                    keep = running and (current[0] > armed[0] or not larger_fits)
-                    keep = keep and not smaller_fits
+                    if current[0] > armed[0]:
+                        # A larger test gives way when the level sits between the two
+                        # tests' shifts and it has gathered no evidence of a return
+                        # yet; a shift that is ending it recognises sooner.
+                        keep = not (
+                            self._level_at(armed, level)
+                            and not self._level_at(current, level)
+                            and current[3] < 0.25 * current[2]
+                        )
+                    else:
+                        # A larger member takes over only when the episode stands at
+                        # its shift: one fires on a burst within a smaller shift.
+                        keep = current[0] < armed[0] and not self._level_at(armed, level)
+                    keep = keep and running
                 else:  # the same count or category, weighed nearer its reference
                     keep = running and current[4] == armed[4] and current[1] < armed[1]
                 if not keep:
@@ -672,7 +675,7 @@ class MetricDetector:
         return (total + float(upto.sum())) / n if n >= self.window else self._level
 
     def _level_at(self, test: tuple[float, ...], level: float) -> bool:
-        """Whether the recent level is still at the shift a running level recovery
+        """Whether ``level`` is still at the shift a running level recovery
         ``test`` weighs against ("still at delta"): a large member can fire early, by
         chance, on a smaller shift, and its test then sits near its break-even on that
         shift and resolves it while it lasts (bench/bench_replay.py seed 12: a x1.2
