@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 # How long decode waits for the feed to read what ``otlp_metrics`` held when a batch came.
 ENGINE_JOIN_WAIT_S = 1.0
+# The wait before the feed's first catch-up: connecting, finding its start by timestamp and
+# reading the lookback takes seconds on a busy broker (each request may take up to 10 s),
+# and a batch decoded meanwhile is stored with no engine state at all, for good.
+FIRST_CATCH_UP_WAIT_S = 30.0
 # The feed's poll, and the most a broker holds its fetch when nothing is new: how stale the
 # end of the topic it compares its position with can be while idle.
 CATCH_UP_POLL_S = 0.05
@@ -106,15 +110,19 @@ class EngineMetricsFeed:
         self.counters.attributed += attributed
         return attributed
 
-    async def catch_up(self, max_wait_s: float = ENGINE_JOIN_WAIT_S) -> bool:
+    async def catch_up(self, max_wait_s: float | None = None) -> bool:
         """Wait until the feed has read what the topic held ``CATCH_UP_SLACK_S`` before this
-        was called; False if it is still behind after ``max_wait_s``.
+        was called; False if it is still behind after ``max_wait_s`` (by default
+        ``ENGINE_JOIN_WAIT_S``, ``FIRST_CATCH_UP_WAIT_S`` until the feed first caught up).
 
         Decode joins a call to the last report at or before its start: a report already
         written to the topic but not yet read would be missed, and a burst of traffic (a
         replayed backlog, a simulated clock) decodes spans faster than the feed's thread
         reads their reports.
         """
+        if max_wait_s is None:
+            first = self._caught_up_at == -math.inf
+            max_wait_s = FIRST_CATCH_UP_WAIT_S if first else ENGINE_JOIN_WAIT_S
         clock = time.monotonic
         asked = clock()
         while self._caught_up_at < asked - CATCH_UP_SLACK_S:
