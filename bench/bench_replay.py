@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from replay_families import FAMILIES, Family, Workflow, event_lines, generate, workflow_name
+from replay_families import FAMILIES, Workflow, day_of, event_lines
 from river import drift
 
+from driftline.detectors.metrics import METRICS_BY_NAME
 from driftline.schemas.event import iso_to_micros
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,16 +51,6 @@ DRIFTLINE = ROOT / ".venv" / "bin" / "driftline"
 WARMUP = 500
 CONTINUOUS = ("input_tokens", "output_tokens", "latency", "ttft", "output_length")
 RATES = ("validation_failure", "retries")
-FIELD_OF = {
-    "input_tokens": "input_tokens",
-    "output_tokens": "output_tokens",
-    "latency": "latency_ms",
-    "ttft": "ttft_ms",
-    "output_length": "output_chars",
-    "validation_failure": "validation_failed",
-    "retries": "retry_attempt",
-    "finish_reason": "finish_reason",
-}
 
 
 def group_of(metric: str) -> str:
@@ -141,15 +132,12 @@ def natural(w: Workflow, metric: str) -> tuple[np.ndarray, np.ndarray]:
     rows = ~c["fallback"]
     if metric != "retries":
         rows &= c["error_type"] == ""
-    raw = c[FIELD_OF[metric]]
-    if metric == "finish_reason":
+    watched = METRICS_BY_NAME[metric]
+    raw = c[watched.field]
+    if metric == "finish_reason":  # ADWIN is fed the category that changes
         x = (raw == "length").astype(np.float64)
-    elif metric == "retries":  # tries that are retries, as the monitor counts them
-        x = (raw > 0).astype(np.float64)
-    elif metric in RATES:
-        x = raw.astype(np.float64)
-    else:
-        x = np.log1p(np.nan_to_num(raw.astype(np.float64), nan=0.0))
+    else:  # the monitor's own scale (log1p of sizes, a try that is a retry counted once)
+        x = watched.natural(np.nan_to_num(raw.astype(np.float64), nan=0.0))
     index = np.flatnonzero(rows)
     return x[index], index
 
@@ -300,15 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     all_outcomes: list[Outcome] = []
     replay_s = 0.0
     for seed in range(args.seed, args.seed + args.seeds):
-        rng = np.random.default_rng(seed)
-        plan: list[Family] = []
-        for fam in FAMILIES:
-            plan.extend([fam] * (args.controls if fam.shift.kind == "none" else args.per_family))
-        order = rng.permutation(len(plan))
-        workflows = [
-            generate(rng, workflow_name(i, plan[j], seed), plan[j], args.calls)
-            for i, j in enumerate(order)
-        ]
+        workflows = list(day_of(seed, args.calls, args.controls, args.per_family))
         with tempfile.TemporaryDirectory() as tmp:
             where = args.keep or Path(tmp)
             where.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ writes them; times are microseconds since the epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -361,6 +362,17 @@ def generate(
             "mean_calls": mean_calls,
         },
     )
+
+
+def day_of(seed: int, calls: int, controls: int, per_family: int) -> Iterator[Workflow]:
+    """One seed's workflows in the bench's order: ``controls`` stationary ones and
+    ``per_family`` of each shifted family, shuffled, drawn one after another from the seed."""
+    rng = np.random.default_rng(seed)
+    plan: list[Family] = []
+    for family in FAMILIES:
+        plan.extend([family] * (controls if family.shift.kind == "none" else per_family))
+    for index, pick in enumerate(rng.permutation(len(plan))):
+        yield generate(rng, workflow_name(index, plan[pick], seed), plan[pick], calls)
 
 
 def workflow_name(index: int, family: Family, seed: int) -> str:

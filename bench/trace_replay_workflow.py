@@ -20,7 +20,7 @@ import json
 import sys
 
 import numpy as np
-from replay_families import FAMILIES, Family, Workflow, event_lines, generate, workflow_name
+from replay_families import Workflow, day_of, event_lines
 
 from driftline.commands.replay import BATCH_EVENTS
 from driftline.config import load_settings
@@ -29,13 +29,7 @@ from driftline.streams.monitor import Monitor, event_time
 
 
 def regenerate(seed: int, name: str, calls: int, controls: int, per_family: int) -> Workflow:
-    rng = np.random.default_rng(seed)
-    plan: list[Family] = []
-    for fam in FAMILIES:
-        plan.extend([fam] * (controls if fam.shift.kind == "none" else per_family))
-    order = rng.permutation(len(plan))
-    for i, j in enumerate(order):
-        w = generate(rng, workflow_name(i, plan[j], seed), plan[j], calls)
+    for w in day_of(seed, calls, controls, per_family):
         if w.name == name:
             return w
     raise SystemExit(f"no workflow {name} on seed {seed}")
