@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from bench_pipeline import (  # noqa: E402
     PAGING_ENV,
+    PARTITIONS,
     STALL_TIMEOUT_S,
     EventsReader,
     build_messages,
@@ -51,11 +52,12 @@ from bench_pipeline import (  # noqa: E402
     stored_counts,
     write_config,
 )
-from confluent_kafka import Consumer  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from driftline.config import load_settings  # noqa: E402
 from driftline.stack import EmbeddedStack  # noqa: E402
 from driftline.store import open_store  # noqa: E402
+from driftline.streams import topics  # noqa: E402
 
 SAMPLE_S = 0.25
 DEFAULT_BATCH_MESSAGES = 64
@@ -118,20 +120,33 @@ class PositionsReader(EventsReader):
         self.positions: dict[str, tuple[int, int]] = {}
         self.message_sizes: dict[tuple[int, int], int] = {}
 
-    def poll(self, timeout_s: float = 0.2) -> None:
-        for message in self.consumer.consume(1000, timeout=timeout_s):
-            if message.error() is not None:
-                continue
-            where = (message.partition() or 0, message.offset() or 0)
-            self.end_offsets[where[0]] = max(self.end_offsets.get(where[0], 0), where[1] + 1)
-            events = json.loads(message.value() or b"{}").get("events", [])
-            if events:
-                self.events += len(events)
-                self.message_sizes[where] = len(events)
-                for e in events:
-                    self.span_ids.add(e["span_id"])
-                    self.positions[e["span_id"]] = where
-                self.last_event_s = time.perf_counter()
+    def took(self, where: tuple[int, int], events: list[dict[str, Any]]) -> None:
+        self.message_sizes[where] = len(events)
+        for e in events:
+            self.span_ids.add(e["span_id"])
+            self.positions[e["span_id"]] = where
+
+
+def read_again(settings: Any, bootstrap: str, quiet_s: float = 15.0) -> PositionsReader:
+    """``llm_events`` read once more from the beginning by a new reader, until nothing new
+    came for ``quiet_s``: tells a reader that missed messages from a topic that lacks them.
+    The caller closes the returned reader's consumer."""
+    consumer, group_consumer = events_consumers(settings, bootstrap)
+    group_consumer.close()
+    reader = PositionsReader(consumer)
+    began = time.perf_counter()
+    while time.perf_counter() - max(reader.last_event_s, began) < quiet_s:
+        reader.poll(1.0)
+    return reader
+
+
+def positions_against_ends(consumer: Consumer) -> dict[int, list[int]]:
+    """Per partition of ``llm_events``: [the reader's position, the broker's high watermark]."""
+    assigned = [TopicPartition(topics.LLM_EVENTS, p) for p in range(PARTITIONS)]
+    return {
+        tp.partition: [tp.offset, consumer.get_watermark_offsets(tp, timeout=10)[1]]
+        for tp in consumer.position(assigned)
+    }
 
 
 def missing_report(settings: Any, reader: PositionsReader) -> dict[str, Any]:
@@ -162,6 +177,7 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
     stack = EmbeddedStack(settings, config_file=config_file, with_worker=False)
     reader: PositionsReader | None = None
     group_consumer: Consumer | None = None
+    stall: dict[str, Any] = {}
     sampler: RssSampler | None = None
     try:
         bootstrap = stack.start().bootstrap_servers
@@ -179,17 +195,30 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
             reader.poll()
             if time.perf_counter() - max(reader.last_event_s, started) > STALL_TIMEOUT_S:
                 stack.check_alive()
-                raise RuntimeError(
-                    f"stalled: {len(reader.span_ids)} of {expected_events} distinct events on"
-                    f" llm_events ({reader.events} with copies)"
-                )
+                stall = {
+                    "distinct_events_read": len(reader.span_ids),
+                    "events_read": reader.events,
+                    "reader_errors": dict(reader.errors),
+                    "position_and_end": positions_against_ends(reader.consumer),
+                }
+                reader.consumer.close()
+                reader = read_again(settings, bootstrap)
+                stall["read_again_distinct"] = len(reader.span_ids)
+                stall["read_again_errors"] = dict(reader.errors)
+                print(json.dumps({"reader_stalled": stall}), file=sys.stderr)
+                if len(reader.span_ids) < expected_events:
+                    raise RuntimeError(
+                        f"stalled: {len(reader.span_ids)} of {expected_events} distinct events"
+                        f" on llm_events read again from the beginning; {stall}"
+                    )
         reader.poll(1.0)
         deadline = time.perf_counter() + 120
         while not committed_all(group_consumer, reader.end_offsets):
             if time.perf_counter() > deadline:
                 raise RuntimeError("the worker did not commit llm_events within 120 s")
             time.sleep(0.1)
-        drained_s = time.perf_counter() - started
+        # Not measured when the reader stalled: the time includes its wait and the re-read.
+        drained_s = None if stall else time.perf_counter() - started
         cpu_s = cpu_seconds(pid) - cpu_before
         sampler.stop()
         rss_at_end = rss_mib(pid)
@@ -220,7 +249,7 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
         "backlog_mib": round(sum(map(len, payloads)) / 2**20, 1),
         "produce_s": round(produce_s, 1),
         "worker_ready_s": round(ready_s, 1),
-        "drained_s": round(drained_s, 1),
+        "drained_s": None if drained_s is None else round(drained_s, 1),
         "worker_cpu_s": round(cpu_s, 1),
         "rss_at_ready_mib": round(rss_at_ready),
         "rss_peak_mib": round(sampler.peak),
@@ -230,6 +259,8 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
         "distinct_events_read": len(reader.span_ids) if reader else 0,
         "stored": stored,
         "offset_gaps_logged": offset_gaps,
+        "reader_stalled": stall or None,
+        "reader_errors": dict(reader.errors) if reader else {},
         "every_event_once": exact,
     }
 

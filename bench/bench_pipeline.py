@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,19 +155,25 @@ class EventsReader:
     span_ids: set[str] = field(default_factory=set)
     end_offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset + 1
     last_event_s: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)  # the client's, by name
 
     def poll(self, timeout_s: float = 0.2) -> None:
         for message in self.consumer.consume(1000, timeout=timeout_s):
-            if message.error() is not None:
+            error = message.error()
+            if error is not None:
+                self.errors[error.name()] += 1
                 continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            self.end_offsets[partition] = max(self.end_offsets.get(partition, 0), offset + 1)
-            doc = json.loads(message.value() or b"{}")
-            events = doc.get("events", [])
+            where = (message.partition() or 0, message.offset() or 0)
+            self.end_offsets[where[0]] = max(self.end_offsets.get(where[0], 0), where[1] + 1)
+            events = json.loads(message.value() or b"{}").get("events", [])
             if events:
                 self.events += len(events)
-                self.span_ids.update(e["span_id"] for e in events)
+                self.took(where, events)
                 self.last_event_s = time.perf_counter()
+
+    def took(self, where: tuple[int, int], events: list[dict[str, Any]]) -> None:
+        """Keep what the bench checks of one message's events (at ``(partition, offset)``)."""
+        self.span_ids.update(e["span_id"] for e in events)
 
 
 def produce(settings: Settings, bootstrap: str, payloads: list[bytes]) -> float:
@@ -242,7 +249,8 @@ def run_stack(
                 stack.check_alive()
                 raise RuntimeError(
                     f"stalled: {reader.events} of {expected.events} events on llm_events "
-                    f"after {time.perf_counter() - started:.0f} s; worker's last "
+                    f"after {time.perf_counter() - started:.0f} s (reader errors: "
+                    f"{dict(reader.errors)}); worker's last "
                     f"{last_stats(stack.worker.log_path if stack.worker else None)}"
                 )
         events_s = reader.last_event_s - started
@@ -268,6 +276,7 @@ def run_stack(
         "stored_and_committed_s": round(stored_s, 2),
         "events_read": reader.events,
         "distinct_event_spans": len(reader.span_ids),
+        "reader_errors": dict(reader.errors),
         "stored": stored,
         "worker_cpu_s_to_events": round(cpu_at_events - cpu_before, 2),
         "worker_cpu_s_to_stored": round(cpu_at_stored - cpu_before, 2),
