@@ -202,6 +202,7 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
                     "position_and_end": positions_against_ends(reader.consumer),
                 }
                 reader.consumer.close()
+                reader = None  # closed: not again on the way out if the re-read fails
                 reader = read_again(settings, bootstrap)
                 stall["read_again_distinct"] = len(reader.span_ids)
                 stall["read_again_errors"] = dict(reader.errors)
