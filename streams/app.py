@@ -265,32 +265,7 @@ def _build_faust_app(settings: Settings, bootstrap_servers: str | None) -> faust
     _seek_uncommitted_to_beginning(app)
     _fetch_promptly(app)
     _bound_wait_for_streams(app)
-    _log_offset_gaps(app)
     return app
-
-
-def _log_offset_gaps(app: faust.App) -> None:
-    """Say when Faust meets a jump in a partition's offsets.
-
-    Faust takes offsets it never received (transaction markers, compacted records) as
-    acknowledged, so a commit passes them: a record the broker had not shown yet when the
-    next one was fetched would be committed unread. Logged with the offsets, so a store
-    short of records can be traced to it.
-    """
-    consumer: Any = app.consumer
-    add_gap = consumer._add_gap
-
-    async def add_logged_gap(tp: Any, offset_from: int, offset_to: int) -> None:
-        log.warning(
-            "offsets %d-%d of %s[%d] were skipped by the fetch; Faust counts them as read",
-            offset_from,
-            offset_to,
-            tp.topic,
-            tp.partition,
-        )
-        await add_gap(tp, offset_from, offset_to)
-
-    consumer._add_gap = add_logged_gap
 
 
 def _fetch_promptly(app: faust.App) -> None:

@@ -371,6 +371,12 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "while later ones were (Faust would have committed past it).",
     ),
     CounterSpec(
+        "consumer.offsets_skipped_by_fetch",
+        "driftline_consumer_offsets_skipped_by_fetch_total",
+        "Offsets of a stream topic a fetch jumped over; left unacknowledged, so the commit "
+        "holds there and the partition is read again from it.",
+    ),
+    CounterSpec(
         "consumer.partitions_reread",
         "driftline_consumer_partitions_reread_total",
         "Partitions read again from their committed offset: held while no agent had the "

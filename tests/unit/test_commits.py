@@ -17,6 +17,7 @@ from faust.types import TP
 from driftline.streams.commits import MAX_REREADS, CommitGuard
 
 TOPIC = TP("llm_events", 2)
+CHANGELOG = TP("driftline-monitor_state-changelog", 0)
 
 
 @pytest.fixture
@@ -25,10 +26,10 @@ def consumer() -> Any:
     return app.consumer
 
 
-def acknowledge(consumer: Any, *offsets: int) -> None:
+def acknowledge(consumer: Any, *offsets: int, tp: TP = TOPIC) -> None:
     for offset in offsets:
-        consumer._acked[TOPIC].append(offset)
-        consumer._acked_index[TOPIC].add(offset)
+        consumer._acked[tp].append(offset)
+        consumer._acked_index[tp].add(offset)
 
 
 def test_faust_alone_commits_past_an_unacknowledged_head(consumer: Any) -> None:
@@ -61,14 +62,38 @@ def test_a_run_from_the_head_commits_as_before(consumer: Any) -> None:
     assert consumer._new_offset(TOPIC) == 43
 
 
-def test_offsets_faust_counts_as_skipped_let_the_commit_pass(consumer: Any) -> None:
-    # A fetch that jumped from 40 to 43 (transaction markers, compacted records): Faust's gap.
+def test_offsets_a_fetch_jumped_over_on_a_changelog_let_the_commit_pass(consumer: Any) -> None:
+    # A fetch that jumped from 40 to 43 on a compacted changelog: Faust's gap, records gone.
     CommitGuard(consumer, Counter()).install()
+    consumer._committed_offset[CHANGELOG] = 40
+    acknowledge(consumer, 40, tp=CHANGELOG)
+    asyncio.run(consumer._add_gap(CHANGELOG, 41, 42))
+    acknowledge(consumer, 43, 44, tp=CHANGELOG)
+    assert consumer._new_offset(CHANGELOG) == 45
+
+
+def test_offsets_a_fetch_jumped_over_on_a_stream_topic_are_read_again(consumer: Any) -> None:
+    # The fetch returned 42 after 40: 41 is on the topic (nothing is compacted or written in
+    # transactions there) but was not returned; counting it as read would commit past it.
+    counters: Counter[str] = Counter()
+    guard = CommitGuard(consumer, counters, reread_after_s=0.0)
+    guard.install()
     consumer._committed_offset[TOPIC] = 40
     acknowledge(consumer, 40)
     asyncio.run(consumer._add_gap(TOPIC, 41, 42))
-    acknowledge(consumer, 43, 44)
-    assert consumer._new_offset(TOPIC) == 45
+    acknowledge(consumer, 42, 43)
+    assert counters["consumer.offsets_skipped_by_fetch"] == 1
+    assert consumer._new_offset(TOPIC) == 41  # the run before the skipped offset
+    consumer._committed_offset[TOPIC] = 41  # as Faust records its commit
+    assert consumer._new_offset(TOPIC) is None  # and there it holds
+    sought: list[tuple[Any, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer._seek = seek
+    asyncio.run(guard.reread_stuck(1, rebalancing=False, assigned={TOPIC}))
+    assert sought == [(TOPIC, 41)]
 
 
 class Message:
