@@ -199,6 +199,7 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
                     "distinct_events_read": len(reader.span_ids),
                     "events_read": reader.events,
                     "reader_errors": dict(reader.errors),
+                    "reader_skipped_offsets": reader.skipped_offsets,
                     "position_and_end": positions_against_ends(reader.consumer),
                 }
                 reader.consumer.close()
@@ -262,6 +263,7 @@ def run_backlog(payloads: list[bytes], expected_events: int, batch_messages: int
         "offset_gaps_logged": offset_gaps,
         "reader_stalled": stall or None,
         "reader_errors": dict(reader.errors) if reader else {},
+        "reader_skipped_offsets": reader.skipped_offsets if reader else 0,
         "every_event_once": exact,
     }
 

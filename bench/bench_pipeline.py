@@ -156,6 +156,9 @@ class EventsReader:
     end_offsets: dict[int, int] = field(default_factory=dict)  # partition -> last offset + 1
     last_event_s: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)  # the client's, by name
+    # Offsets the client jumped over (the broker returned a later record first; the topic
+    # has no compaction or transactions, so each is a record this reader never got).
+    skipped_offsets: int = 0
 
     def poll(self, timeout_s: float = 0.2) -> None:
         for message in self.consumer.consume(1000, timeout=timeout_s):
@@ -164,6 +167,7 @@ class EventsReader:
                 self.errors[error.name()] += 1
                 continue
             where = (message.partition() or 0, message.offset() or 0)
+            self.skipped_offsets += max(where[1] - self.end_offsets.get(where[0], 0), 0)
             self.end_offsets[where[0]] = max(self.end_offsets.get(where[0], 0), where[1] + 1)
             events = json.loads(message.value() or b"{}").get("events", [])
             if events:
@@ -250,7 +254,8 @@ def run_stack(
                 raise RuntimeError(
                     f"stalled: {reader.events} of {expected.events} events on llm_events "
                     f"after {time.perf_counter() - started:.0f} s (reader errors: "
-                    f"{dict(reader.errors)}); worker's last "
+                    f"{dict(reader.errors)}, offsets skipped: {reader.skipped_offsets}); "
+                    "worker's last "
                     f"{last_stats(stack.worker.log_path if stack.worker else None)}"
                 )
         events_s = reader.last_event_s - started
@@ -277,6 +282,7 @@ def run_stack(
         "events_read": reader.events,
         "distinct_event_spans": len(reader.span_ids),
         "reader_errors": dict(reader.errors),
+        "reader_skipped_offsets": reader.skipped_offsets,
         "stored": stored,
         "worker_cpu_s_to_events": round(cpu_at_events - cpu_before, 2),
         "worker_cpu_s_to_stored": round(cpu_at_stored - cpu_before, 2),
