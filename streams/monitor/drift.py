@@ -397,6 +397,9 @@ class DriftRules:
             "reference_start": bundle.first_ts + self._settle_us,
             "reference_end": bundle.frozen_at.get(metric.name, bundle.first_ts),
             "reference_events": det.warmup_events,
+            # The reference keeps growing while the metric is in control (up to 8x the
+            # warm-up): how many observations it holds now, beside the warm-up's window.
+            "reference_size": bundle.detectors[metric.name].reference_size,
             "bundle_id": bundle_id,
             **bundle.context,
             **{k: v for k, v in d.evidence.items() if k not in {"statistic", "threshold"}},
