@@ -15,9 +15,9 @@ Three guards, installed by :func:`guard_commits`:
 - offsets a fetch jumped over are counted as read (Faust's gap bookkeeping) only on a
   changelog: compacted, its gaps are records removed for good. driftline's stream topics
   are neither compacted nor written in transactions, so a jump there is a record the fetch
-  did not return: tansu was seen returning offset C + 1 before C under concurrent producers
-  (``bench/bench_backlog_memory.py``: a whole ``llm_events`` message of 2,312 events never
-  stored while the worker's commit passed it). It is logged and left unacknowledged;
+  did not return: tansu was seen returning offset C + 1 to a fetch from C, with C on the
+  topic (``bench/bench_backlog_memory.py``: a whole ``llm_events`` message of 2,312 events
+  never stored while the worker's commit passed it). It is logged and left unacknowledged;
 - the commit holds at C until C itself is acknowledged, or counted as read;
 - a partition held for ``REREAD_AFTER_S`` while later offsets are acknowledged, and whose
   message at C is in no agent's hands, is read again from C. Every agent's writes are
