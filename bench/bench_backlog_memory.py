@@ -120,11 +120,13 @@ class PositionsReader(EventsReader):
         self.positions: dict[str, tuple[int, int]] = {}
         self.message_sizes: dict[tuple[int, int], int] = {}
 
-    def took(self, where: tuple[int, int], events: list[dict[str, Any]]) -> None:
-        self.message_sizes[where] = len(events)
-        for e in events:
-            self.span_ids.add(e["span_id"])
-            self.positions[e["span_id"]] = where
+    def took(self, where: tuple[int, int], doc: dict[str, Any]) -> None:
+        super().took(where, doc)
+        events = doc.get("events", [])
+        if events:
+            self.message_sizes[where] = len(events)
+            for e in events:
+                self.positions[e["span_id"]] = where
 
 
 def read_again(settings: Any, bootstrap: str, quiet_s: float = 15.0) -> PositionsReader:

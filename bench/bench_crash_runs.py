@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench_pipeline import EventsReader  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 
 from driftline.config import Settings, load_settings  # noqa: E402
@@ -152,25 +153,16 @@ metrics_port = 0  # other stacks on the machine may hold the default port
 
 
 @dataclass
-class EventsReader:
-    """Reads ``llm_events`` from the beginning: span ids and trace ids seen, end offsets."""
+class TracesReader(EventsReader):
+    """An :class:`EventsReader` that also keeps the trace ids and when a message last came."""
 
-    consumer: Consumer
-    span_ids: set[str] = field(default_factory=set)
     trace_ids: set[str] = field(default_factory=set)
-    end_offsets: dict[int, int] = field(default_factory=dict)
     last_message_s: float = 0.0
 
-    def poll(self, timeout_s: float = 0.2) -> None:
-        for message in self.consumer.consume(1000, timeout=timeout_s):
-            if message.error() is not None:
-                continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            self.end_offsets[partition] = max(self.end_offsets.get(partition, 0), offset + 1)
-            doc = json.loads(message.value() or b"{}")
-            self.span_ids.update(e["span_id"] for e in doc.get("events", []))
-            self.trace_ids.update(t["trace_id"] for t in doc.get("traces", []))
-            self.last_message_s = time.monotonic()
+    def took(self, where: tuple[int, int], doc: dict[str, Any]) -> None:
+        super().took(where, doc)
+        self.trace_ids.update(t["trace_id"] for t in doc.get("traces", []))
+        self.last_message_s = time.monotonic()
 
 
 def behind(group: Consumer, topic: str, end_offsets: dict[int, int]) -> dict[int, str]:
@@ -231,7 +223,7 @@ def drain(stack: EmbeddedStack, settings: Settings, truth: Truth, produced: dict
     assert stack.endpoints is not None
     bootstrap = stack.endpoints.bootstrap_servers
     no_commit = {"enable.auto.commit": False}
-    reader = EventsReader(
+    reader = TracesReader(
         Consumer(
             consumer_config(settings.kafka, f"crash-{uuid.uuid4().hex[:8]}", bootstrap, **no_commit)
         )
@@ -259,8 +251,9 @@ def drain(stack: EmbeddedStack, settings: Settings, truth: Truth, produced: dict
                 raise RuntimeError(
                     f"not drained in {DRAIN_TIMEOUT_S:.0f} s: "
                     f"{len(truth.span_ids - reader.span_ids)} events and "
-                    f"{len(set(truth.traces) - reader.trace_ids)} traces never on llm_events; "
-                    f"commits behind: {lagging}"
+                    f"{len(set(truth.traces) - reader.trace_ids)} traces never on llm_events "
+                    f"(this reader's errors {dict(reader.errors)}, offsets it jumped over "
+                    f"{reader.skipped_offsets}); commits behind: {lagging}"
                 )
     finally:
         reader.consumer.close()

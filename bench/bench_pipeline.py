@@ -169,15 +169,15 @@ class EventsReader:
             where = (message.partition() or 0, message.offset() or 0)
             self.skipped_offsets += max(where[1] - self.end_offsets.get(where[0], 0), 0)
             self.end_offsets[where[0]] = max(self.end_offsets.get(where[0], 0), where[1] + 1)
-            events = json.loads(message.value() or b"{}").get("events", [])
-            if events:
-                self.events += len(events)
-                self.took(where, events)
-                self.last_event_s = time.perf_counter()
+            self.took(where, json.loads(message.value() or b"{}"))
 
-    def took(self, where: tuple[int, int], events: list[dict[str, Any]]) -> None:
-        """Keep what the bench checks of one message's events (at ``(partition, offset)``)."""
-        self.span_ids.update(e["span_id"] for e in events)
+    def took(self, where: tuple[int, int], doc: dict[str, Any]) -> None:
+        """Keep what the bench checks of one message (at ``(partition, offset)``)."""
+        events = doc.get("events", [])
+        if events:
+            self.events += len(events)
+            self.span_ids.update(e["span_id"] for e in events)
+            self.last_event_s = time.perf_counter()
 
 
 def produce(settings: Settings, bootstrap: str, payloads: list[bytes]) -> float:
