@@ -260,6 +260,7 @@ def tune(name: str, zs: list[np.ndarray], allowed: int, steps: int) -> tuple[flo
 
 @dataclass
 class Score:
+    change_at: int = CHANGE_AT
     delays: list[int] = field(default_factory=list)
     missed: int = 0
     early: int = 0  # alarms in the stationary stretch before the change
@@ -268,16 +269,17 @@ class Score:
     unresolved: int = 0
 
     def add(self, run: Run, change: Change) -> None:
-        self.early += sum(1 for a in run.alarms if a < CHANGE_AT)
-        after = [a - CHANGE_AT for a in run.alarms if CHANGE_AT <= a < CHANGE_AT + HORIZON]
+        at = self.change_at
+        self.early += sum(1 for a in run.alarms if a < at)
+        after = [a - at for a in run.alarms if at <= a < at + HORIZON]
         if after:
             self.delays.append(after[0])
         else:
             self.missed += 1
         if not run.opens:
             return
-        end = CHANGE_AT + (change.length if change.length is not None else HORIZON)
-        self.flaps += sum(1 for r in run.resolves if CHANGE_AT <= r < end)
+        end = at + (change.length if change.length is not None else HORIZON)
+        self.flaps += sum(1 for r in run.resolves if at <= r < end)
         if change.length is not None and after:
             later = [r - end for r in run.resolves if r >= end]
             if later:
@@ -299,11 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--control-events", type=int, default=1_020_000, help="per group")
     ap.add_argument("--steps", type=int, default=7, help="bisection steps per river detector")
     ap.add_argument(
+        "--change-at",
+        type=int,
+        default=CHANGE_AT,
+        help="event of each labeled stream's change (earlier: a younger reference)",
+    )
+    ap.add_argument(
         "--groups",
         default="continuous,rates,categorical",
         help="comma-separated groups to run (the streams drawn are the same either way)",
     )
     args = ap.parse_args(argv)
+    change_at = args.change_at
+    if change_at <= WARMUP:
+        ap.error(f"--change-at must come after the {WARMUP}-event warm-up")
     t0 = time.perf_counter()
     root = np.random.SeedSequence(args.seed)
     fams = families()
@@ -327,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     labeled = {
         f.name: [
-            f.make(np.random.default_rng(next(seeds)), CHANGE_AT + HORIZON, CHANGE_AT, f.change)
+            f.make(np.random.default_rng(next(seeds)), change_at + HORIZON, change_at, f.change)
             for _ in range(args.streams)
         ]
         for f in fams
@@ -354,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     # Labeled families.
     scores: dict[str, dict[str, Score]] = {}
     for f in fams:
-        by = scores[f.name] = {"driftline": Score(), "ADWIN": Score(), "PageHinkley": Score()}
+        by = scores[f.name] = {
+            name: Score(change_at) for name in ("driftline", "ADWIN", "PageHinkley")
+        }
         for values in labeled[f.name]:
             by["driftline"].add(run_driftline(f.kind, values), f.change)
             z = river_input(f.kind, values)
@@ -364,14 +377,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- report -----------------------------------------------------------------
     print(
-        f"# seed {args.seed}; {args.streams} streams per family, change at {CHANGE_AT} "
+        f"# seed {args.seed}; {args.streams} streams per family, change at {change_at} "
         f"(after a {WARMUP}-event warm-up), missed = not found within {HORIZON}; "
         f"driftline ARL0 {WORKFLOW_ARL0:.0e} per workflow (monitor defaults)"
     )
     print("false alarms per 1M stationary events (controls + pre-change stretches):")
     for g in groups:
         stat_events = n_streams[g] * (CONTROL_LEN - WARMUP)
-        pre = sum(args.streams * (CHANGE_AT - WARMUP) for f in fams if f.group == g)
+        pre = sum(args.streams * (change_at - WARMUP) for f in fams if f.group == g)
         early = {
             d: sum(s[d].early for f, s in scores.items() if _group(fams, f) == g)
             for d in ("driftline", "ADWIN", "PageHinkley")

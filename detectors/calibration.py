@@ -65,8 +65,13 @@ def cusum_thresholds(
     arl0: float,
     guard: float = DEFAULT_GUARD,
     seed: int = 0,
+    long_run: float | tuple[float, ...] = 1.0,
 ) -> FloatArray:
     """Threshold for each CUSUM ``(direction, drift k)`` so each has ARL0 ``arl0`` events.
+
+    ``long_run`` (one for all, or one per member) is the variance of long sums of the
+    values in the reference's unit, for the Gaussian floor of the tail: above 1 where the
+    reference's inflation is known not to cover the member's time scale yet.
 
     >>> rng = np.random.default_rng(1)
     >>> ref = FrozenReference.from_values(rng.normal(size=2000))
@@ -77,7 +82,7 @@ def cusum_thresholds(
     if arl0 <= 1:
         raise ValueError(f"arl0 must be > 1 event, got {arl0}")
     _require_sample(ref)
-    key = _key(ref, tuple(directions), tuple(drifts), arl0, guard, seed)
+    key = _key(ref, tuple(directions), tuple(drifts), arl0, guard, seed, long_run)
     if (hit := _cache.get(key)) is not None:
         _cache.move_to_end(key)
         return hit
@@ -87,6 +92,7 @@ def cusum_thresholds(
     bias = guard / math.sqrt(ref.n)
     arl_h0 = LENGTH / math.log(2.0)
     out = np.empty(len(drifts))
+    long_runs = np.broadcast_to(np.asarray(long_run, dtype=np.float64), (len(drifts),))
     for i, (d, k) in enumerate(zip(directions, drifts, strict=True)):
         maxima = cusum_path(d * paths + bias - k).max(axis=1)
         h0 = float(np.median(maxima))
@@ -95,10 +101,10 @@ def cusum_thresholds(
         # iid ones divided by the inflation suggest: the coefficient of sums over
         # BLOCK consecutive increments bounds it from their own joint behaviour.
         sums = np.convolve(increments, np.ones(BLOCK), mode="valid")
-        # And no lighter than a Gaussian of the long-run variance (1 in these units):
-        # a 500-value sample rarely shows the rare large cluster that a stream of
-        # millions will, on the side where it happened to see none.
-        gaussian = 2.0 * max(k - bias, 1e-3)
+        # And no lighter than a Gaussian of the long-run variance (1 in these units, or
+        # the member's long_run): a 500-value sample rarely shows the rare large
+        # cluster that a stream of millions will, on the side where it happened to see none.
+        gaussian = 2.0 * max(k - bias, 1e-3) / float(long_runs[i])
         theta = min(
             adjustment_coefficient(increments) / ref.inflation,
             adjustment_coefficient(sums),
@@ -118,15 +124,21 @@ def cusum_thresholds(
 
 
 def ewma_limits(
-    ref: FrozenReference, lam: float, arl0: float, guard: float = DEFAULT_GUARD, seed: int = 0
+    ref: FrozenReference,
+    lam: float,
+    arl0: float,
+    guard: float = DEFAULT_GUARD,
+    seed: int = 0,
+    long_run: float = 1.0,
 ) -> float:
     """Limit ``L`` on ``|EWMA(z)|`` with in-control ARL ``arl0`` (per side budget halved).
 
     Simulated like :func:`cusum_thresholds`; the Gaussian tail of the EWMA gives the
-    extrapolation ``L^2 = L0^2 + 2 var ln(ARL0 / ARL(L0))``.
+    extrapolation ``L^2 = L0^2 + 2 var ln(ARL0 / ARL(L0))``, ``var`` no less than the
+    EWMA's of a process of long-run variance ``long_run``.
     """
     _require_sample(ref)
-    key = _key(ref, "ewma", lam, arl0, guard, seed)
+    key = _key(ref, "ewma", lam, arl0, guard, seed, long_run)
     if (hit := _cache.get(key)) is not None:
         return float(hit[0])
 
@@ -137,8 +149,8 @@ def ewma_limits(
     e = ewma_filter(paths + bias, lam)[:, int(4 / lam) :]
     dev = e - bias
     # No less than the EWMA variance of a process with the reference's long-run variance
-    # (1 in these units): block resampling cuts runs longer than a block short.
-    var = max(float(dev.var()), lam / (2.0 - lam))
+    # (1 in these units, or long_run): block resampling cuts runs longer than a block short.
+    var = max(float(dev.var()), long_run * lam / (2.0 - lam))
     l0 = float(np.median(e.max(axis=1))) - bias
     arl_l0 = e.shape[1] / math.log(2.0)
     limit = bias + math.sqrt(l0 * l0 + 2.0 * var * math.log(max(2.0 * arl0 / arl_l0, 1.0)))

@@ -130,10 +130,16 @@ class CUSUM(DriftDetector):
         arl0: float = 1e6,
         guard: float = DEFAULT_GUARD,
         upward_only: bool = False,
+        long_run: float | tuple[float, ...] = 1.0,
     ) -> CUSUM:
-        """A detector already past warm-up, sharing a reference frozen elsewhere."""
+        """A detector already past warm-up, sharing a reference frozen elsewhere.
+
+        ``long_run`` is the variance of long sums of the values, in the reference's own
+        unit (1 when its inflation already covers the time scale the members add over),
+        for the whole bank or one per member (the order of ``shifts``, both sides alike).
+        """
         det = cls(max(20, ref.n), shifts, arl0, ref.model, guard, upward_only=upward_only)
-        det._set_reference(ref)
+        det._set_reference(ref, long_run)
         return det
 
     @property
@@ -151,13 +157,17 @@ class CUSUM(DriftDetector):
     def _freeze(self) -> None:
         self._set_reference(FrozenReference.from_values(np.asarray(self._warm), self.model))
 
-    def _set_reference(self, ref: FrozenReference) -> None:
+    def _set_reference(
+        self, ref: FrozenReference, long_run: float | tuple[float, ...] = 1.0
+    ) -> None:
         self._ref = ref
         self._warm = []
         # Bonferroni split of the bank's budget over its members.
         share = self.arl0 * len(self._drifts)
+        if isinstance(long_run, tuple):
+            long_run = tuple(np.tile(long_run, len(self._drifts) // len(long_run)))
         self._thresholds = cusum_thresholds(
-            ref, self._directions, self._drifts, share, self.guard, self.seed
+            ref, self._directions, self._drifts, share, self.guard, self.seed, long_run
         )
         self._ref = ref.without_sample()
 

@@ -100,18 +100,19 @@ class EWMA(DriftDetector):
         arl0: float,
         guard: float = DEFAULT_GUARD,
         margin: float = 0.0,
+        long_run: float = 1.0,
     ) -> EWMA:
         det = cls(max(20, ref.n), lam, arl0, guard, margin=margin)
-        det._set_reference(ref)
+        det._set_reference(ref, long_run)
         return det
 
     @property
     def limit(self) -> float:
         return self._limit
 
-    def _set_reference(self, ref: FrozenReference) -> None:
+    def _set_reference(self, ref: FrozenReference, long_run: float = 1.0) -> None:
         self._warm = []
-        limit = ewma_limits(ref, self.lam, self.arl0, self.guard, self.seed)
+        limit = ewma_limits(ref, self.lam, self.arl0, self.guard, self.seed, long_run)
         self._limit = limit + self.margin
         self._ref = ref.without_sample()
 
