@@ -126,20 +126,32 @@ def outcomes(workflows: list[Workflow], records: list[dict]) -> list[Outcome]:
 # --- river ----------------------------------------------------------------------------
 
 
-def natural(w: Workflow, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The metric's values on the primary bundle, natural scale, and their event indices."""
+# How ADWIN sees a finish mix: "each" category's 0/1 indicator, one ADWIN each, an alarm
+# at the first of them (what a user without knowledge of the change would run), or the
+# "oracle": only the indicator of the category the shift raises (``length``).
+MIX_FEEDS = ("each", "oracle")
+
+
+def natural(w: Workflow, metric: str, mix: str = "oracle") -> list[tuple[np.ndarray, np.ndarray]]:
+    """The metric's values on the primary bundle, natural scale, and their event indices:
+    one stream, or one per category of a finish mix fed ``each``."""
     c = w.columns
     rows = ~c["fallback"]
     if metric != "retries":
         rows &= c["error_type"] == ""
+    index = np.flatnonzero(rows)
     watched = METRICS_BY_NAME[metric]
     raw = c[watched.field]
-    if metric == "finish_reason":  # ADWIN is fed the category that changes
-        x = (raw == "length").astype(np.float64)
-    else:  # the monitor's own scale (log1p of sizes, a try that is a retry counted once)
-        x = watched.natural(np.nan_to_num(raw.astype(np.float64), nan=0.0))
-    index = np.flatnonzero(rows)
-    return x[index], index
+    if metric == "finish_reason":
+        labels = raw[index]
+        seen = ["length"] if mix == "oracle" else sorted(set(labels[:WARMUP].tolist()))
+        streams = [(labels == name).astype(np.float64) for name in seen]
+        if mix == "each":  # whatever the warm-up did not show, pooled
+            streams.append((~np.isin(labels, seen)).astype(np.float64))
+        return [(x, index) for x in streams]
+    # the monitor's own scale (log1p of sizes, a try that is a retry counted once)
+    x = watched.natural(np.nan_to_num(raw.astype(np.float64), nan=0.0))
+    return [(x[index], index)]
 
 
 def adwin_alarms(delta: float, x: np.ndarray, stop_after: int = 1 << 30) -> list[int]:
@@ -147,7 +159,9 @@ def adwin_alarms(delta: float, x: np.ndarray, stop_after: int = 1 << 30) -> list
     if x.shape[0] <= WARMUP:
         return []
     ref = x[:WARMUP]
-    z = (x - ref.mean()) / max(float(ref.std()), 1e-9)
+    # A 0/1 stream the warm-up saw no 1 of (a category, a rare failure) gets the spread
+    # of one in WARMUP, not a zero that would make its first 1 a billion deviations.
+    z = (x - ref.mean()) / max(float(ref.std()), math.sqrt((1 - 1 / WARMUP) / WARMUP))
     det = drift.ADWIN(delta=delta)
     found = []
     for i, v in enumerate(z[WARMUP:].tolist()):
@@ -255,11 +269,14 @@ def _params(w: Workflow) -> str:
     return "(" + ", ".join(f"{k} {v:.3g}" for k, v in w.params.items()) + ")"
 
 
-def adwin_score(o: Outcome, delta: float, row: Row, horizon: int) -> None:
+def adwin_score(o: Outcome, delta: float, row: Row, horizon: int, mix: str) -> None:
     shift = o.workflow.family.shift
     assert o.change_index is not None
-    x, index = natural(o.workflow, shift.metric)
-    alarms = [int(index[a]) for a in adwin_alarms(delta, x)]
+    alarms = sorted(
+        int(index[a])
+        for x, index in natural(o.workflow, shift.metric, mix)
+        for a in adwin_alarms(delta, x)
+    )
     after = [a - o.change_index for a in alarms if 0 <= a - o.change_index < horizon]
     if after:
         row.adwin_delays.append(after[0])
@@ -282,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon", type=int, default=4_000)
     ap.add_argument("--steps", type=int, default=8, help="bisection steps for ADWIN's delta")
     ap.add_argument("--keep", type=Path, help="keep the NDJSON files and replay output here")
+    ap.add_argument(
+        "--adwin-mix",
+        choices=MIX_FEEDS,
+        default="each",
+        help="ADWIN on each finish category, or on the one the shift raises",
+    )
     ap.add_argument("--verbose", action="store_true", help="print every alarm, miss and flap")
     args = ap.parse_args(argv)
     started = time.monotonic()
@@ -315,17 +338,18 @@ def main(argv: list[str] | None = None) -> int:
                     "rates": RATES,
                     "categorical": ("finish_reason",),
                 }[group]
-                quiet.extend(natural(o.workflow, m)[0] for m in metrics)
+                quiet.extend(x for m in metrics for x, _ in natural(o.workflow, m, args.adwin_mix))
             elif group_of(shift.metric) == group and o.change_index is not None:
-                x, index = natural(o.workflow, shift.metric)
-                quiet.append(x[index < o.change_index])
+                for x, index in natural(o.workflow, shift.metric, args.adwin_mix):
+                    quiet.append(x[index < o.change_index])
         deltas[group] = tune_adwin(quiet, args.steps)
     rows: dict[str, Row] = {f.name: Row() for f in FAMILIES}
     for o in all_outcomes:
         row = rows[o.workflow.family.name]
         score(o, row, args.horizon)
         if o.change_index is not None:
-            adwin_score(o, deltas[group_of(o.workflow.family.shift.metric)], row, args.horizon)
+            delta = deltas[group_of(o.workflow.family.shift.metric)]
+            adwin_score(o, delta, row, args.horizon, args.adwin_mix)
     print(
         f"# seeds {args.seed}..{args.seed + args.seeds - 1}; {args.controls} controls and "
         f"{args.per_family} workflows per family per seed, ~{args.calls:,} calls each over a "
@@ -335,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "# ADWIN delta tuned to 0 false alarms on the same controls and pre-change stretches: "
         + ", ".join(f"{g} {d:.2g}" for g, d in deltas.items())
+        + f"; a finish mix fed {args.adwin_mix} ("
+        + ("one ADWIN per category" if args.adwin_mix == "each" else "the category that rises")
+        + ")"
     )
     head = (
         f"{'family':20s} {'wf':>3s} {'stat. events':>12s} {'false':>5s} {'missed':>6s} "
