@@ -145,6 +145,10 @@ UNSEEN = 2**62
 # events, a reference's rate is under half the truth with probability P(Gamma(k) > 2k),
 # 0.005 for k = 10, and under a third of it with 7e-6 (the 500-event warm-up and
 # 100-event growth blocks overshoot k, which only lowers these).
+# A category's share test arms the same way, once the reference holds this many of its
+# labels (the G-tests watch every category from the warm-up on): a category the warm-up
+# saw none of pools into "(other)" with a reference of zero, and its share member alarmed
+# at the first handful (bench/bench_replay.py, seed 12: agent-planner-012-32 at 1,509).
 RATE_MIN_EVENTS = 10.0
 # Counts come in bursts: a call retried twice is three events of one incident (attempts
 # 0, 1, 2), a provider's bad minute fails several calls in a row. The rate CUSUMs are
@@ -877,7 +881,10 @@ class MetricDetector:
         names = self._categorical[0].categories if self._categorical else []
         reference = self._growth.totals[1:] + 0.5
         found = []
+        armed = self._growth.totals[1:] >= RATE_MIN_EVENTS
         for c, det in enumerate(self._shares):
+            if not armed[c]:
+                continue  # the reference is still learning this category's share
             for i in det.update_many(hits[c]):
                 ev = dict(det.last_detection)
                 js = jensen_shannon(reference, recent[:, i] * reference.sum() + 0.5)
@@ -922,7 +929,9 @@ class MetricDetector:
             if self._shares is None or self._categorical[0].holds(HOLD_P):
                 return self._shares is not None
             p0 = np.array([d.reference_rate for d in self._shares])
-            return bool(np.any(self._share_recent > p0 + HOLD_SE * np.sqrt(p0 / self.window)))
+            armed = self._growth is not None and self._growth.totals[1:] >= RATE_MIN_EVENTS
+            above = self._share_recent > p0 + HOLD_SE * np.sqrt(p0 / self.window)
+            return bool(np.any(above & armed))
         ref = self._ref
         if ref is None:
             return False
