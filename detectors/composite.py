@@ -790,6 +790,12 @@ class MetricDetector:
         """Whether a count or rate's reference holds ``RATE_MIN_EVENTS`` events."""
         return self._growth is not None and float(self._growth.totals[1]) >= RATE_MIN_EVENTS
 
+    def _shares_armed(self) -> np.ndarray:
+        """Per category, whether the reference holds ``RATE_MIN_EVENTS`` of its labels."""
+        if self._growth is None or self._shares is None:
+            return np.zeros(0 if self._shares is None else len(self._shares), dtype=bool)
+        return np.asarray(self._growth.totals[1:] >= RATE_MIN_EVENTS)
+
     def _building(self) -> bool:
         """Whether a level or rate test is building up evidence: ripe blocks then wait.
 
@@ -881,7 +887,7 @@ class MetricDetector:
         names = self._categorical[0].categories if self._categorical else []
         reference = self._growth.totals[1:] + 0.5
         found = []
-        armed = self._growth.totals[1:] >= RATE_MIN_EVENTS
+        armed = self._shares_armed()
         for c, det in enumerate(self._shares):
             if not armed[c]:
                 continue  # the reference is still learning this category's share
@@ -929,9 +935,8 @@ class MetricDetector:
             if self._shares is None or self._categorical[0].holds(HOLD_P):
                 return self._shares is not None
             p0 = np.array([d.reference_rate for d in self._shares])
-            armed = self._growth is not None and self._growth.totals[1:] >= RATE_MIN_EVENTS
             above = self._share_recent > p0 + HOLD_SE * np.sqrt(p0 / self.window)
-            return bool(np.any(above & armed))
+            return bool(np.any(above & self._shares_armed()))
         ref = self._ref
         if ref is None:
             return False
