@@ -48,6 +48,11 @@ from driftline.detectors.ewma import EWMA
 from driftline.detectors.growth import ReferenceGrowth
 from driftline.detectors.ks import KSWindow
 from driftline.detectors.metrics import Kind
+from driftline.detectors.one_trace import (
+    RECENT_VALUES,
+    cusum_rests_on_one_trace,
+    ewma_rests_on_one_trace,
+)
 from driftline.detectors.rate import RateCUSUM
 from driftline.detectors.reference import (
     CLIP,
@@ -245,7 +250,9 @@ class MetricDetector:
         "_moments",
         "_n_warm",
         "_rate",
+        "_recent_groups",
         "_recent_mean",
+        "_recent_values",
         "_recovery",
         "_ref",
         "_share_recent",
@@ -289,6 +296,9 @@ class MetricDetector:
         "_tail": Field("array", dtype="float64", optional=True),
         # The warm-up's long-run inflation: the floor of every later estimate.
         "_warm_inflation": Field("float", lo=1.0, optional=True),
+        # The latest values and their traces: a detection must hold without one trace.
+        "_recent_values": Field("array", dtype="float32", optional=True),
+        "_recent_groups": Field("array", dtype="int64", optional=True),
     }
 
     def __init__(
@@ -358,6 +368,9 @@ class MetricDetector:
         self._episode: tuple[float, ...] = NO_EPISODE
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
         self._warm_inflation: float | None = None
+        # The latest RECENT_VALUES values fed with their trace codes (continuous only).
+        self._recent_values: np.ndarray | None = None
+        self._recent_groups: np.ndarray | None = None
 
     @property
     def frozen(self) -> bool:
@@ -564,7 +577,8 @@ class MetricDetector:
         self, values: FloatArray | list[str], groups: np.ndarray | None = None
     ) -> list[Detection]:
         """Feed a batch; ``groups`` (int64 per value, e.g. hashed trace ids) marks values
-        that are not independent of each other, for the reference's effective size."""
+        that are not independent of each other: for the reference's effective size, and
+        so that no detection rests on one trace (:mod:`detectors.one_trace`)."""
         if self._categorical is not None:
             labels = [str(v) for v in values]
             return self._count_since(self._update_categorical(labels), len(labels))
@@ -585,11 +599,14 @@ class MetricDetector:
         rest = x[start:]
         if not rest.shape[0]:
             return []
-        found = self._count_since(self._tests(rest, start), x.shape[0])
+        rest_groups = None if groups is None else np.asarray(groups, dtype=np.int64)[start:]
+        found = self._count_since(self._tests(rest, start, rest_groups), x.shape[0])
         self._grow(rest, bool(found))
         return found
 
-    def _tests(self, rest: FloatArray, start: int) -> list[Detection]:
+    def _tests(
+        self, rest: FloatArray, start: int, groups: np.ndarray | None = None
+    ) -> list[Detection]:
         ref = self._ref
         assert ref is not None
         alpha = 2.0 / (self.window + 1.0)
@@ -623,8 +640,43 @@ class MetricDetector:
                 for i in det.update_many(data):
                     found.append(self._make(start + i, test, det.last_detection, recent[i], ref))
         found.sort(key=lambda d: (d.index, d.test))
+        if groups is not None:
+            found = self._hold_without_one_trace(found, rest, start, groups)
         self._recover(found, start, lambda _col: z)
         return found
+
+    def _hold_without_one_trace(
+        self, found: list[Detection], rest: FloatArray, start: int, groups: np.ndarray
+    ) -> list[Detection]:
+        """The detections that hold without their heaviest trace (detectors.one_trace);
+        then remember this batch's latest values and traces for the next."""
+        before = self._recent_values
+        known = before is not None and self._recent_groups is not None
+        values = np.concatenate([before, rest]) if known else rest
+        codes = np.concatenate([self._recent_groups, groups]) if known else groups
+        offset = values.shape[0] - rest.shape[0]
+        kept = []
+        for d in found:
+            end = offset + d.index - start + 1
+            lo = max(0, end - RECENT_VALUES)
+            if not self._rests_on_one_trace(d, values[lo:end], codes[lo:end]):
+                kept.append(d)
+        self._recent_values = values[-RECENT_VALUES:].astype(np.float32)
+        self._recent_groups = codes[-RECENT_VALUES:].copy()
+        return kept
+
+    def _rests_on_one_trace(self, d: Detection, values: FloatArray, groups: np.ndarray) -> bool:
+        ev = d.evidence
+        if d.test in ("cusum", "cusum_spread"):
+            cusum = self._cusum if d.test == "cusum" else self._spread
+            assert cusum is not None and self._ref is not None
+            data = values if d.test == "cusum" else self._ref.standardize(values) ** 2
+            increments = cusum.increments(data, str(ev["direction"]), float(ev["shift_sd"]))
+            return cusum_rests_on_one_trace(increments, groups, float(ev["statistic"]))
+        if d.test == "ewma" and self._ewma is not None:
+            z = self._ewma.standardize(values)
+            return ewma_rests_on_one_trace(z, groups, self._ewma.lam, float(ev["statistic"]))
+        return False
 
     def _recover(
         self, found: list[Detection], start: int, data: Callable[[int], FloatArray]
@@ -1017,6 +1069,12 @@ class MetricDetector:
             raise ValueError(f"{name}._warm: expected {warm} values")
         if self._groups is not None and self._groups.shape != (self.warmup,):
             raise ValueError(f"{name}._groups: expected {self.warmup} codes")
+        recent = (self._recent_values, self._recent_groups)
+        if recent[0] is not None or recent[1] is not None:
+            if recent[0] is None or recent[1] is None or recent[0].shape != recent[1].shape:
+                raise ValueError(f"{name}._recent_values/_recent_groups: one code per value")
+            if recent[0].ndim != 1 or recent[0].shape[0] > RECENT_VALUES:
+                raise ValueError(f"{name}._recent_values: at most {RECENT_VALUES} values")
         if (self._categorical is None) != (self.kind != "categorical"):
             raise ValueError(f"{name}._categorical: present exactly for a categorical kind")
         if self.kind == "continuous":

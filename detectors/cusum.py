@@ -187,6 +187,14 @@ class CUSUM(DriftDetector):
             raise ValueError("no reference to move before the warm-up is over")
         self._ref = replace(self._ref, mean=float(mean))
 
+    def increments(self, values: FloatArray, direction: str, shift_sd: float) -> FloatArray:
+        """What the member of a detection (its ``direction`` and ``shift_sd``) adds to its
+        statistic for each of ``values``, as :meth:`update_many` adds it."""
+        if self._ref is None:
+            raise ValueError("no reference before the warm-up is over")
+        sign = 1.0 if direction == "up" else -1.0
+        return sign * self._ref.standardize(values) - 0.5 * shift_sd
+
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""
         x = np.asarray(values, dtype=np.float64)

@@ -106,6 +106,12 @@ class EWMA(DriftDetector):
         det._set_reference(ref, long_run)
         return det
 
+    def standardize(self, values: FloatArray) -> FloatArray:
+        """``values`` as :meth:`update_many` averages them."""
+        if self._ref is None:
+            raise ValueError("no reference before the warm-up is over")
+        return self._ref.standardize(values)
+
     @property
     def limit(self) -> float:
         return self._limit

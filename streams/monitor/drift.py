@@ -348,7 +348,7 @@ class DriftRules:
         was_frozen = detector.frozen
         warm_before = detector.n_warm
         groups = None
-        if metric.kind == "continuous" and not detector.frozen:
+        if metric.kind == "continuous":  # the reference's design effect, then one_trace
             groups = rows.groups()[positions]
         detections = detector.update_many(values, groups)
         ts = rows.ts
@@ -556,9 +556,16 @@ class _Columns:
         return out
 
     def trace_groups(self, rows: np.ndarray) -> np.ndarray:
+        """A code per row: CRC-32 of its trace id, or a code of its own (negative) for a
+        call without one, which is no more tied to other such calls than to any call."""
         events = self.events
         return np.fromiter(
-            (zlib.crc32(str(events[i].get("trace_id", "")).encode()) for i in rows.tolist()),
+            (
+                zlib.crc32(trace.encode())
+                if (trace := str(events[i].get("trace_id") or ""))
+                else -1 - i
+                for i in rows.tolist()
+            ),
             dtype=np.int64,
             count=rows.shape[0],
         )
