@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from families import NOISES, Change, bernoulli, continuous, finish_mix, poisson
+from families import NOISES, TRACE_NOISES, Change, bernoulli, continuous, finish_mix, poisson
 from river import drift
 from river.base import DriftDetector
 
@@ -143,6 +143,15 @@ def families() -> list[Family]:
             "retries 2%->10%", "rates", "poisson", _rate(poisson, 0.02), Change("rate", 5.0), True
         ),
         Family("finish length x3", "categorical", "categorical", _mix, Change("mix", 3.0), True),
+        # Last: its streams are drawn after every other family's, which stay as they were.
+        Family(
+            "level x1.5 skewed traces",
+            "continuous",
+            "continuous",
+            _cont(lambda _r: TRACE_NOISES[0]),
+            Change("level", 1.5),
+            True,
+        ),
     ]
     return out
 
@@ -178,8 +187,8 @@ def run_driftline(kind: Kind, values: Any) -> Run:
     if isinstance(values, Traced):
         values = values.values
     for start in range(0, len(values), BATCH):
-        # As the monitor does: trace ids (cluster codes) only while warming up.
-        groups = None if traces is None or det.frozen else traces[start : start + BATCH]
+        # As the monitor does: trace ids (cluster codes) with every batch.
+        groups = None if traces is None else traces[start : start + BATCH]
         found = det.update_many(values[start : start + BATCH], groups)
         idx = sorted({start + d.index for d in found})
         run.alarms.extend(idx)
@@ -343,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for f in fams
     }
+    # Controls on skewed traces, as many as of each other structure, drawn after the rest.
+    for i in range(n_streams["continuous"] // len(NOISES)):
+        label = TRACE_NOISES[i % len(TRACE_NOISES)]
+        rng = np.random.default_rng(next(seeds))
+        values = _cont(lambda _r, n=label: n)(rng, CONTROL_LEN, CONTROL_LEN, Change("none"))
+        control_streams["continuous"].append((label, "continuous", values))
     # Every stream is drawn above whatever the groups chosen; only the chosen ones run.
     groups = tuple(g for g in groups if g in chosen)
     fams = [f for f in fams if f.group in chosen]
@@ -383,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("false alarms per 1M stationary events (controls + pre-change stretches):")
     for g in groups:
-        stat_events = n_streams[g] * (CONTROL_LEN - WARMUP)
+        stat_events = len(control_streams[g]) * (CONTROL_LEN - WARMUP)
         pre = sum(args.streams * (change_at - WARMUP) for f in fams if f.group == g)
         early = {
             d: sum(s[d].early for f, s in scores.items() if _group(fams, f) == g)

@@ -10,6 +10,9 @@ setting. What a family varies:
   correlation 0.2..0.5), Student t with 3 degrees of freedom, or all of these at once;
   a slow cycle (+-2..5% of the level, period 2k..200k events, i.e. minutes to a day at
   a few events per second); rare large outliers (0.1..0.5% of values x10..x100);
+  and, apart (``TRACE_NOISES``, drawn after every other stream so those stay as they
+  were), skewed traces: runs of 1..12 calls sharing an offset drawn from an exponential
+  law (a few traces carry far longer documents), 30..50% of the variance;
 - rates (validation failures, ``length`` finishes): Bernoulli at 0.5..5% with a slow
   +-20% cycle; counts (retry attempts): Poisson at 0.02..0.08 per call, same cycle;
 - categorical finish mixes: stop / length 1..3% / tool_calls 5..15% / content_filter.
@@ -28,6 +31,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 NOISES = ("iid", "ar1", "clustered", "heavy", "outliers", "cycle", "mixed")
+TRACE_NOISES = ("skewed traces",)
 FINISH = ("stop", "length", "tool_calls", "content_filter")
 
 
@@ -76,6 +80,15 @@ def _noise(
         traces.append(np.arange(n))
     if noise == "heavy":
         return rng.standard_t(3, n) / math.sqrt(3.0)
+    if noise == "skewed traces":
+        share = rng.uniform(0.3, 0.5)
+        runs = np.repeat(np.arange(n), rng.integers(1, 13, n))[:n]
+        if given is not None:
+            runs = given
+        elif traces is not None:
+            traces[-1] = runs
+        offsets = (rng.exponential(1.0, n) - 1.0)[runs]  # mean 0, variance 1, skewed
+        return math.sqrt(1 - share) * rng.normal(0.0, 1.0, n) + math.sqrt(share) * offsets
     parts = {"ar1", "clustered"} if noise == "mixed" else {noise}
     e = rng.normal(0.0, 1.0, n)
     if "ar1" in parts:
