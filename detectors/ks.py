@@ -22,8 +22,12 @@ def ks_statistic(ref_sorted: FloatArray, window: FloatArray) -> float:
 
 
 # A frozen reference's own ECDF error is allowed for up to its (1 - this) quantile,
-# the KS counterpart of the CUSUM's mean guard (1.5 standard errors, ~93%).
-REFERENCE_GUARD_P = 0.07
+# the KS counterpart of the CUSUM's mean guard. Stricter than that guard (~93%): the
+# level tests' reference keeps growing and is re-read, the KS window's stays the 500-value
+# warm-up for the bundle's life, so one reference in 14 (at 0.07) that happened to sit off
+# the stream's shape raised that bundle's false alarms for good, most on slow cycles the
+# warm-up saw one phase of (docs/detection.md, "the KS window's frozen reference").
+REFERENCE_GUARD_P = 0.01
 
 
 def ks_critical_value(
@@ -44,7 +48,7 @@ def ks_critical_value(
     >>> round(ks_critical_value(500, 500, 0.05), 3)
     0.086
     >>> round(ks_critical_value(500, 500, 0.05, frozen_reference=True), 3)
-    0.119
+    0.134
     """
     if not frozen_reference:
         scale = math.sqrt((n_ref + n_window) / (n_ref * n_window) * inflation)
@@ -80,7 +84,7 @@ class KSWindow(DriftDetector):
     >>> stream = np.concatenate([rng.normal(0, 1, 1500), rng.normal(0, 2, 1500)])
     >>> detector = KSWindow(warmup=500, window=500, stride=50, arl0=1e5)
     >>> print(detector.update_many(stream))
-    [1799, 2299, 2799]
+    [1849, 2349, 2849]
 
     References
     ----------
