@@ -15,7 +15,10 @@ scores them per family against the labels:
   (related metrics are listed per family: more output tokens take longer);
 - transients: how many events after the transient's end its last alert (changed or
   related metric) resolved, in the workflow's events / in that alert's bundle's own
-  events (a fallback model on 10-20% of the calls sees a tenth of them);
+  events (a fallback model on 10-20% of the calls sees a tenth of them). Once those alerts
+  have all resolved, the workflow is stationary again: an alert opened later, and at least
+  ``AFTER_END_GRACE`` events after the end, is a false alarm, and the events from there on
+  count as stationary (it was scored as a late resolve);
 - river's ADWIN, run in the same process on the changed metric's values of the primary
   bundle (natural scale, standardized by its first 500 values, fed from the 501st), its
   delta tuned by bisection to no false alarm on the same controls and pre-change
@@ -78,7 +81,27 @@ class Outcome:
 
     @property
     def stationary_events(self) -> int:
+        """Before the change (a transient's settled stretch after its end: in :func:`score`)."""
         return self.workflow.n_events if self.change_index is None else self.change_index
+
+    def settled_index(self, touched: set[str]) -> int | None:
+        """Where the transient's alerts (changed or related metric) have all resolved, at
+        or after its end; None while one stays open to the end of the workflow."""
+        assert self.change_index is not None and self.end_index is not None
+        end = self.end_index
+        open_keys: set[str] = set()
+        for t in self.transitions:
+            if t.metric not in touched or t.index < self.change_index:
+                continue
+            if t.index >= end and not open_keys:
+                return end
+            if t.transition == "open":
+                open_keys.add(t.key)
+            else:
+                open_keys.discard(t.key)
+            if t.index >= end and not open_keys:
+                return t.index
+        return None if open_keys else end
 
 
 def replay(path: Path) -> list[dict]:
@@ -193,6 +216,11 @@ def tune_adwin(streams: list[np.ndarray], steps: int) -> float:
 # --- scoring --------------------------------------------------------------------------
 
 
+# Events after a transient's end before the workflow counts as stationary again: the
+# issue's bar for resolving a transient.
+AFTER_END_GRACE = 2_000
+
+
 @dataclass
 class Row:
     workflows: int = 0
@@ -226,8 +254,20 @@ def score(o: Outcome, row: Row, horizon: int) -> None:
         return
     change = o.change_index
     touched = {shift.metric, *shift.related}
+    settled = None if o.end_index is None else o.settled_index(touched)
+    end = w.n_events if o.end_index is None else o.end_index
+    quiet_from = w.n_events  # a transient's alerts all resolved: stationary again from here
+    if settled is not None:
+        quiet_from = min(w.n_events, max(settled + 1, end + AFTER_END_GRACE))
+        row.stationary_events += w.n_events - quiet_from
     for t in opens:
-        if t.index >= change and t.metric not in touched:
+        if t.index >= quiet_from:
+            row.false_alarms += 1
+            row.notes.append(
+                f"{w.name}: false {t.kind} {t.metric} at +{t.index - end} after the "
+                f"transient's end [{t.fired}] {_params(w)}"
+            )
+        elif t.index >= change and t.metric not in touched:
             row.cross += 1
             row.notes.append(
                 f"{w.name}: cross {t.kind} {t.metric} at +{t.index - change} [{t.fired}]"
@@ -246,7 +286,8 @@ def score(o: Outcome, row: Row, horizon: int) -> None:
             row.flaps += 1
             row.notes.append(f"{w.name}: flap {t.metric} resolved at +{t.index - change}")
     if o.end_index is not None and found:
-        mine = [t for t in o.transitions if t.metric in touched and t.index >= change]
+        last = w.n_events if settled is None else settled
+        mine = [t for t in o.transitions if t.metric in touched and change <= t.index <= last]
         still_open: dict[str, bool] = {}
         last_resolve = last_own = 0
         bundles = w.columns["bundle_id"]
