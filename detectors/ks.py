@@ -1,4 +1,11 @@
-"""Two-sample Kolmogorov-Smirnov of a rolling window against the frozen reference."""
+"""Two-sample Kolmogorov-Smirnov of a rolling window against the reference.
+
+The reference starts as the warm-up sample. A caller that grows its reference (the
+composite detector, a window behind and only while the metric is quiet) hands the grown
+counts per bin back with :meth:`KSWindow.grow`: bins cut at the warm-up's quantiles, so
+a few dozen numbers stand for however many values joined, and the test then reads both
+ECDFs at the bins' edges.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ def ks_statistic(ref_sorted: FloatArray, window: FloatArray) -> float:
 # the stream's shape raised that bundle's false alarms for good, most on slow cycles the
 # warm-up saw one phase of (docs/detection.md, "the KS window's frozen reference").
 REFERENCE_GUARD_P = 0.01
+
+# Bins of a grown reference, cut at the warm-up's quantiles 1/64 .. 63/64: the ECDF
+# compared at 63 points misses at most a bin's mass (1.6%) of the largest gap.
+KS_BINS = 64
 
 
 def ks_critical_value(
@@ -64,8 +75,9 @@ class KSWindow(DriftDetector):
     the ARL0 budget turned into a per-test false-alarm probability
     ``stride / arl0`` (a union bound over the overlapping tests, so the realised
     run length is longer than ``arl0``), not a fixed p-value; the critical value
-    also allows for the frozen reference's own error (:func:`ks_critical_value`).
-    A detection empties the window; the reference stays frozen.
+    also allows for the reference's own error (:func:`ks_critical_value`), which
+    shrinks as a grown reference is handed in (:meth:`grow`). A detection empties the
+    window; the reference changes only by :meth:`grow`.
 
     Parameters
     ----------
@@ -97,8 +109,13 @@ class KSWindow(DriftDetector):
         "_buf",
         "_count",
         "_critical",
+        "_edges",
+        "_inflation",
         "_pos",
+        "_ref_cdf",
+        "_ref_n",
         "_ref_sorted",
+        "_score",
         "_since_test",
         "arl0",
         "stride",
@@ -109,6 +126,11 @@ class KSWindow(DriftDetector):
     _STATE = {
         "_ref_sorted": Field("array", dtype="float32", optional=True),
         "_critical": Field("float", lo=0.0, allow_inf=True),
+        "_edges": Field("array", dtype="float64", optional=True),
+        "_ref_cdf": Field("array", dtype="float64", optional=True),
+        "_ref_n": Field("float", lo=0.0),
+        "_inflation": Field("float", lo=0.0),
+        "_score": Field("float", lo=0.0),
         "_buf": Field("array", dtype="float32"),
         "_pos": Field("int", lo=0),
         "_count": Field("int", lo=0),
@@ -133,6 +155,11 @@ class KSWindow(DriftDetector):
         self.arl0 = arl0
         self._ref_sorted: FloatArray | None = None
         self._critical = math.inf
+        self._edges: FloatArray | None = None  # the bins of a grown reference
+        self._ref_cdf: FloatArray | None = None  # its ECDF at the edges, once grown
+        self._ref_n = 0.0
+        self._inflation = 1.0
+        self._score = 0.0  # the latest test's statistic over the critical value
         self._buf = np.zeros(window, dtype=np.float32)
         self._pos = 0  # next write position in the ring
         self._count = 0  # observations in the window since the last reset (<= window)
@@ -155,10 +182,42 @@ class KSWindow(DriftDetector):
         if inflation is None:
             inflation = FrozenReference.from_values(values).inflation
         self._ref_sorted = np.sort(values).astype(np.float32)
-        n = self._ref_sorted.shape[0]
-        alpha = self.stride / self.arl0
-        self._critical = ks_critical_value(n, self.window, alpha, inflation, frozen_reference=True)
+        quantiles = np.quantile(
+            self._ref_sorted.astype(np.float64), np.arange(1, KS_BINS) / KS_BINS
+        )
+        self._edges = np.unique(quantiles)
+        self._ref_cdf = None
+        self._set_reference_size(float(self._ref_sorted.shape[0]), inflation)
         self._warm = []
+
+    def _set_reference_size(self, n: float, inflation: float) -> None:
+        self._ref_n, self._inflation = n, inflation
+        alpha = self.stride / self.arl0
+        self._critical = ks_critical_value(
+            max(1, round(n)), self.window, alpha, inflation, frozen_reference=True
+        )
+
+    @property
+    def bins(self) -> int:
+        """Bins of a grown reference (0 before the warm-up is frozen)."""
+        return 0 if self._edges is None else self._edges.shape[0] + 1
+
+    def bin_codes(self, values: FloatArray) -> np.ndarray:
+        """Each value's bin (0 .. ``bins`` - 1): how many edges lie below it."""
+        assert self._edges is not None, "bins exist once the reference is frozen"
+        return np.searchsorted(self._edges, values, side="left")
+
+    def grow(self, counts: FloatArray, inflation: float | None = None) -> None:
+        """Take the grown reference: its values' counts per bin (they may be fractional:
+        a sliding reference fades its older counts), and its autocorrelation inflation."""
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (self.bins,):
+            raise ValueError(f"expected {self.bins} bin counts, got shape {counts.shape}")
+        n = float(counts.sum())
+        if n <= 0.0:
+            return
+        self._ref_cdf = np.cumsum(counts)[:-1] / n
+        self._set_reference_size(n, self._inflation if inflation is None else inflation)
 
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""
@@ -187,6 +246,10 @@ class KSWindow(DriftDetector):
         return self._flag(found, x.shape[0])
 
     def _check_state(self) -> None:
+        if self._ref_cdf is not None and (
+            self._edges is None or self._ref_cdf.shape != self._edges.shape
+        ):
+            raise ValueError("KSWindow._ref_cdf: one value per edge")
         if self._buf.shape != (self.window,):
             raise ValueError(f"KSWindow._buf: expected {self.window} values")
         if self._pos >= self.window or self._count > self.window:
@@ -214,21 +277,33 @@ class KSWindow(DriftDetector):
 
     def _test(self) -> bool:
         assert self._ref_sorted is not None
-        d = ks_statistic(self._ref_sorted, self._buf.astype(np.float64))
+        if self._ref_cdf is None:
+            d = ks_statistic(self._ref_sorted, self._buf.astype(np.float64))
+        else:
+            assert self._edges is not None
+            win = np.sort(self._buf)
+            at_edges = np.searchsorted(win, self._edges, side="right") / win.shape[0]
+            d = float(np.max(np.abs(self._ref_cdf - at_edges), initial=0.0))
+        self._score = d / self._critical
         if d <= self._critical:
             return False
+        self._score = 0.0  # the window starts over
         self._last = {
             "statistic": d,
             "threshold": self._critical,
             "window_mean": float(self._buf.mean()),
             "reference_mean": float(self._ref_sorted.mean()),
             "window_size": self.window,
-            "reference_size": int(self._ref_sorted.shape[0]),
+            "reference_size": round(self._ref_n),
         }
         self._drift_detected = True
         self._count = 0
         self._since_test = 0
         return True
+
+    def score(self) -> float:
+        """The latest test's statistic over its critical value (0 before the first)."""
+        return self._score
 
     def reference_sorted(self) -> FloatArray | None:
         """The frozen reference sample, ascending (None before it is frozen)."""
@@ -242,4 +317,6 @@ class KSWindow(DriftDetector):
 
     def nbytes(self) -> int:
         ref = 0 if self._ref_sorted is None else self._ref_sorted.nbytes
+        for grown in (self._edges, self._ref_cdf):
+            ref += 0 if grown is None else grown.nbytes
         return int(ref + self._buf.nbytes + 8 * len(self._warm) + 128)
