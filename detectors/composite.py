@@ -578,10 +578,8 @@ class MetricDetector:
         self._grow_ks()
 
     def _grow_ks(self) -> None:
-        """Hand the KS window the grown reference's bin counts. Its inflation stays the
-        warm-up's: the level tests' re-read from the spread of long means is noisy upwards
-        (measured: it took the critical value from 0.19 to 0.31 on a t3 stream, and the
-        shift the window finds first was missed)."""
+        """Hand the KS window the grown reference's bin counts (its critical value stays
+        the warm-up's: :meth:`KSWindow.grow`)."""
         assert self._growth is not None and self._ks is not None
         if self._growth.columns == LEVEL_COLUMNS + self._ks.bins:
             self._ks.grow(self._growth.totals[LEVEL_COLUMNS:])

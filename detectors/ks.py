@@ -75,9 +75,9 @@ class KSWindow(DriftDetector):
     the ARL0 budget turned into a per-test false-alarm probability
     ``stride / arl0`` (a union bound over the overlapping tests, so the realised
     run length is longer than ``arl0``), not a fixed p-value; the critical value
-    also allows for the reference's own error (:func:`ks_critical_value`), which
-    shrinks as a grown reference is handed in (:meth:`grow`). A detection empties the
-    window; the reference changes only by :meth:`grow`.
+    also allows for the warm-up reference's own error (:func:`ks_critical_value`),
+    and stays so when a grown reference is handed in (:meth:`grow`). A detection
+    empties the window; the reference changes only by :meth:`grow`.
 
     Parameters
     ----------
@@ -110,7 +110,6 @@ class KSWindow(DriftDetector):
         "_count",
         "_critical",
         "_edges",
-        "_inflation",
         "_pos",
         "_ref_cdf",
         "_ref_n",
@@ -129,7 +128,6 @@ class KSWindow(DriftDetector):
         "_edges": Field("array", dtype="float64", optional=True),
         "_ref_cdf": Field("array", dtype="float64", optional=True),
         "_ref_n": Field("float", lo=0.0),
-        "_inflation": Field("float", lo=0.0),
         "_score": Field("float", lo=0.0),
         "_buf": Field("array", dtype="float32"),
         "_pos": Field("int", lo=0),
@@ -158,7 +156,6 @@ class KSWindow(DriftDetector):
         self._edges: FloatArray | None = None  # the bins of a grown reference
         self._ref_cdf: FloatArray | None = None  # its ECDF at the edges, once grown
         self._ref_n = 0.0
-        self._inflation = 1.0
         self._score = 0.0  # the latest test's statistic over the critical value
         self._buf = np.zeros(window, dtype=np.float32)
         self._pos = 0  # next write position in the ring
@@ -187,15 +184,11 @@ class KSWindow(DriftDetector):
         )
         self._edges = np.unique(quantiles)
         self._ref_cdf = None
-        self._set_reference_size(float(self._ref_sorted.shape[0]), inflation)
-        self._warm = []
-
-    def _set_reference_size(self, n: float, inflation: float) -> None:
-        self._ref_n, self._inflation = n, inflation
+        n = self._ref_sorted.shape[0]
+        self._ref_n = float(n)
         alpha = self.stride / self.arl0
-        self._critical = ks_critical_value(
-            max(1, round(n)), self.window, alpha, inflation, frozen_reference=True
-        )
+        self._critical = ks_critical_value(n, self.window, alpha, inflation, frozen_reference=True)
+        self._warm = []
 
     @property
     def bins(self) -> int:
@@ -207,9 +200,15 @@ class KSWindow(DriftDetector):
         assert self._edges is not None, "bins exist once the reference is frozen"
         return np.searchsorted(self._edges, values, side="left")
 
-    def grow(self, counts: FloatArray, inflation: float | None = None) -> None:
+    def grow(self, counts: FloatArray) -> None:
         """Take the grown reference: its values' counts per bin (they may be fractional:
-        a sliding reference fades its older counts), and its autocorrelation inflation."""
+        a sliding reference fades its older counts).
+
+        The critical value keeps the warm-up's allowance for the reference's error: a
+        grown reference mixes the phases the stream went through, it is no sample of what
+        the stream is now, and sharpening the test as it grew brought back a heavy-tailed
+        TTFT false alarm (bench/bench_replay.py seed 2026, docs/detection.md).
+        """
         counts = np.asarray(counts, dtype=np.float64)
         if counts.shape != (self.bins,):
             raise ValueError(f"expected {self.bins} bin counts, got shape {counts.shape}")
@@ -217,7 +216,7 @@ class KSWindow(DriftDetector):
         if n <= 0.0:
             return
         self._ref_cdf = np.cumsum(counts)[:-1] / n
-        self._set_reference_size(n, self._inflation if inflation is None else inflation)
+        self._ref_n = n
 
     def update_many(self, values: FloatArray) -> list[int]:
         """Feed a batch; return the indices (into ``values``) of detections."""
