@@ -581,8 +581,7 @@ class MetricDetector:
         """Hand the KS window the grown reference's bin counts (its critical value stays
         the warm-up's: :meth:`KSWindow.grow`)."""
         assert self._growth is not None and self._ks is not None
-        if self._growth.columns == LEVEL_COLUMNS + self._ks.bins:
-            self._ks.grow(self._growth.totals[LEVEL_COLUMNS:])
+        self._ks.grow(self._growth.totals[LEVEL_COLUMNS:])
 
     def _follow(self, mean: float) -> None:
         """Move the level tests' reference mean (the thresholds stay calibrated)."""
@@ -842,8 +841,7 @@ class MetricDetector:
             rows[:, 0] = 1.0
             rows[:, 1] = wins
             rows[:, 2] = wins * wins
-            if growth.columns > LEVEL_COLUMNS:
-                rows[np.arange(rest.shape[0]), LEVEL_COLUMNS + self._ks.bin_codes(rest)] = 1.0
+            rows[np.arange(rest.shape[0]), LEVEL_COLUMNS + self._ks.bin_codes(rest)] = 1.0
         elif rows is None:  # restored from a snapshot taken before the dispersion was kept
             rows = np.stack([np.ones_like(rest), rest], axis=1)
         if self._push_growth(rows):
@@ -1110,8 +1108,8 @@ class MetricDetector:
             armed = (self._ref, self._cusum, self._ks, self._spread, self._growth)
             if self._rate is not None or len({p is None for p in armed}) != 1:
                 raise ValueError(f"{name}._cusum/_ks/_spread/_growth: a partial reference")
-            with_bins = LEVEL_COLUMNS + (0 if self._ks is None else self._ks.bins)
-            if self._growth is not None and self._growth.columns not in (LEVEL_COLUMNS, with_bins):
+            columns = LEVEL_COLUMNS + (0 if self._ks is None else self._ks.bins)
+            if self._growth is not None and self._growth.columns != columns:
                 raise ValueError(f"{name}._growth: not the level sums and the KS bins")
         elif self.kind != "categorical":
             counted = (self._ref, self._rate, self._growth)
