@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
+import driftline.streams.normalize as normalize_module
 from driftline.schemas.event import (
     EARLIEST_TIME_NS,
     LATEST_TIME_NS,
@@ -21,11 +22,12 @@ from driftline.schemas.event import (
     from_wire,
     to_wire,
 )
-from driftline.streams.normalize import DEFAULT_POLICY, normalize_message
+from driftline.streams.normalize import DEFAULT_POLICY, NormalizedBatch, normalize_message
 from driftline.streams.pipeline import OfflinePipeline
 from tests.fuzz.checks import check_event, strict_json
 from tests.fuzz.profiles import fuzz_settings
 from tests.fuzz.strategies import ARRIVAL_NS, CONTENT_MARKER, encoded, traces_message
+from tests.utils.otlp_factory import realistic_message
 
 pytestmark = pytest.mark.fuzz
 
@@ -61,6 +63,44 @@ def test_every_span_is_a_bounded_record_or_a_reject_with_a_reason(
     for event in batch.events:
         check_event(event, WINDOW_NS)
     assert CONTENT_MARKER not in repr(batch.events) + repr(batch.spans)
+
+
+def _exact_only(*args: object) -> bool:
+    raise RuntimeError("the exact path decides")
+
+
+def _outcome(batch: NormalizedBatch) -> tuple[object, ...]:
+    rejects = [(r.reason, r.detail, r.trace_id, r.span_id, r.payload) for r in batch.rejects]
+    return (batch.events, batch.spans, rejects, batch.span_count, batch.tokenless)
+
+
+@fuzz_settings()
+@given(message=traces_message(), as_json=st.booleans())
+def test_the_fast_path_agrees_with_the_exact_path(message: TracesData, as_json: bool) -> None:
+    """The normalizer's fast path (one read per attribute, repetition cached) is a speed-up,
+    never a second mapping: with it turned off, every span ends the same, event for event,
+    record for record and reject for reject."""
+    payload = encoded(message, as_json)
+    fast = normalize_message(payload, policy=DEFAULT_POLICY, arrival_ns=ARRIVAL_NS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(normalize_module, "_normalize_span_fast", _exact_only)
+        exact = normalize_message(payload, policy=DEFAULT_POLICY, arrival_ns=ARRIVAL_NS)
+
+    assert _outcome(fast) == _outcome(exact)
+
+
+@fuzz_settings(share=0.5)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_fast_path_agrees_on_mixed_conventions(seed: int) -> None:
+    """The same on well-formed calls in every convention the factory writes (GenAI,
+    OpenInference, OpenLLMetry, ...), where the fast path's caches do their work."""
+    payload = realistic_message(300, seed=seed).SerializeToString()
+    fast = normalize_message(payload, policy=DEFAULT_POLICY)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(normalize_module, "_normalize_span_fast", _exact_only)
+        exact = normalize_message(payload, policy=DEFAULT_POLICY)
+
+    assert fast.events and _outcome(fast) == _outcome(exact)
 
 
 @fuzz_settings()
