@@ -272,6 +272,8 @@ class StoreSettings(_Section):
             return None
         if not url.startswith(("chdb://", "clickhouse://", "clickhouses://")):
             raise ValueError("must start with chdb://, clickhouse:// or clickhouses://")
+        if url == "chdb://":
+            raise ValueError("give a path, e.g. chdb://var/chdb or chdb:///abs/path")
         reader = info.field_name == "reader_url"
         variable = "store.reader_password_env" if reader else "store.password_env"
         return refuse_credentials(

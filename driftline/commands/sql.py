@@ -39,7 +39,7 @@ _FILE_FUNCTIONS: Final = frozenset({"file"})
 _AST_FUNCTION: Final = re.compile(r"^(\s*)Function (\w+)")
 # The engine's words when a statement is not one plain SELECT (EXPLAIN in a subquery).
 _NOT_A_SELECT: Final = ("supports only SELECT queries", "cannot have output options")
-_READONLY_CODE: Final = "Code: 164."
+_READONLY_CODE: Final = 164  # READONLY: this user may not run the statement
 # A QUERY that is one word names a library query: it is never run as SQL.
 _QUERY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # The engine's error code, when the engine ran the statement and reported why it failed.
@@ -165,8 +165,8 @@ def _query_failed(exc: Exception) -> bool:
 
     if isinstance(exc, StoreQueryError):
         return True
-    match = _ENGINE_CODE.search(str(exc))
-    return match is not None and int(match.group(1)) not in _UNREACHABLE_CODES
+    code = engine_code(str(exc))
+    return code is not None and code not in _UNREACHABLE_CODES
 
 
 def store_target(
@@ -249,10 +249,26 @@ def reading_refusal(store: Store, sql: str, params: dict[str, Any]) -> str | Non
                 "only one SELECT (or WITH ... SELECT) runs without --write; for SHOW or "
                 "DESCRIBE, query system.tables and system.columns"
             )
-        if _READONLY_CODE in message and not isinstance(store, ChdbStore):
+        if engine_code(message) == _READONLY_CODE and not isinstance(store, ChdbStore):
             return None  # a server's read-only user may not EXPLAIN; its grants hold instead
         raise
     return _forbidden_function([str(line) for line in tree.column("explain").to_pylist()])
+
+
+def engine_code(message: str) -> int | None:
+    """The code of an engine error: the first ``Code: N.``, which ClickHouse writes before
+    its message. Text quoted from the query (a setting's name, a cut literal) comes after
+    it, so a query cannot pass for another error by spelling one.
+
+    >>> engine_code("Code: 115. DB::Exception: Unknown setting 'Code: 164.'")
+    115
+    >>> engine_code("HTTP 500\\nCode: 164. DB::Exception: Cannot execute query in readonly mode")
+    164
+    >>> engine_code("connection reset") is None
+    True
+    """
+    match = _ENGINE_CODE.search(message)
+    return int(match.group(1)) if match else None
 
 
 def _forbidden_function(ast_lines: list[str]) -> str | None:

@@ -94,7 +94,9 @@ def open_store(
     """
     settings = settings or StoreSettings.model_validate({})
     url = url or settings.url
-    if read_only and url.startswith("chdb://") and not chdb_path(url).is_dir():
+    # The engine writes its catalogue (metadata/) when it first opens a path: without one,
+    # there is no store, and opening it would already write into the directory.
+    if read_only and url.startswith("chdb://") and not (chdb_path(url) / "metadata").is_dir():
         raise StoreNotFoundError(
             f"no store at {chdb_path(url)} (from {url}); check --store or store.url. A store is "
             "created by `driftline worker`, `up`, `demo` or `load`, never by a reading command"

@@ -50,8 +50,9 @@ class TooManyPartitionsError(StoreRejectedRowsError):
     """
 
 
-class StoreUrlError(ValueError):
-    """A store URL that names no backend or is malformed."""
+class StoreUrlError(StoreError, ValueError):
+    """A store URL that names no backend or is malformed (every command reports a
+    :class:`StoreError` as a one-line error; it is a ``ValueError`` as well)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ def held_by_another_process(path: Path) -> str | None:
     status = path / "status"
     try:
         fd = os.open(status, os.O_RDONLY)
-    except FileNotFoundError:  # removed by a clean shutdown; never created on a new path
+    except (FileNotFoundError, NotADirectoryError):  # removed by a clean shutdown; a new path
         return None
     try:
         try:
@@ -89,7 +89,11 @@ def _acquire(path: Path) -> chdb_session.Session:
                 f"chdb can open one data path per process; {other} is open, {path} was asked for. "
                 "Close the other store first or use the same path."
             )
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a read-only file system
+            why = "a file is there" if path.exists() else exc.strerror
+            raise StoreError(f"cannot use {path} as a store directory: {why}") from exc
         try:
             session = chdb_session.Session(str(path))
         except RuntimeError as exc:

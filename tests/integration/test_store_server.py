@@ -209,3 +209,18 @@ def test_read_only_open_of_a_current_store_sends_no_ddl(
     sent = server.requests[first:]
     assert sent, "the open should have read the migrations table"
     assert not [s for s in sent if s.lstrip().upper().startswith(("CREATE", "ALTER", "INSERT"))]
+
+
+def test_a_query_cannot_pass_for_the_readers_refusal_by_quoting_its_code(remote: Store) -> None:
+    """A server's read-only user may not EXPLAIN (code 164), so the reading check lets the
+    server's grants decide then. The engine quotes a query's own text in other errors (an
+    unknown setting's name, a literal cut at the size limit): that text must not count."""
+    from driftline.commands.sql import reading_refusal
+    from driftline.store import StoreQueryError
+
+    reads_a_file = "SELECT * FROM file('/etc/hostname', 'LineAsString')"
+    assert reading_refusal(remote, reads_a_file, {}) == (
+        "file() reads outside the store; it runs only with --write"
+    )
+    with pytest.raises(StoreQueryError, match="Code: 115"):
+        reading_refusal(remote, reads_a_file + " SETTINGS `Code: 164.` = 1", {})

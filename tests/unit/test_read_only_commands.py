@@ -140,4 +140,28 @@ def test_reading_commands_refuse_a_directory_without_a_store(tmp_path: Path) -> 
     empty.mkdir()
     done = driftline("sql", "SELECT 1", "--store", f"chdb://{empty}", cwd=tmp_path)
     assert done.returncode == 2
-    assert "holds no driftline store" in done.stderr
+    assert "no store at" in done.stderr
+    assert list(empty.iterdir()) == []  # the engine was not even started on it
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        (("sql", "SELECT 1", "--store", "chdb://"), "give a path"),
+        (("sql", "SELECT 1", "--store", "foo://x"), "must start with chdb://"),
+        (("sql", "SELECT 1", "--store", "chdb://{dir}/a-file"), "no store at"),
+        (("load", "{dir}/none.ndjson", "--store", "chdb://{dir}/a-file"), "a file is there"),
+        (("load", "{dir}/none.ndjson", "--store", "chdb://"), "give a path"),
+        (("replay", "{dir}/none.ndjson", "--store", "chdb://{dir}/a-file"), "a file is there"),
+    ],
+    ids=["sql-empty-path", "sql-scheme", "sql-file", "load-file", "load-empty-path", "replay-file"],
+)
+def test_an_unusable_store_url_is_one_line_of_error_not_a_traceback(
+    tmp_path: Path, command: tuple[str, ...], words: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a store")
+    (tmp_path / "none.ndjson").write_text("")
+    done = driftline(*(a.format(dir=tmp_path) for a in command), cwd=tmp_path)
+    assert done.returncode != 0
+    assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "a-file").read_text() == "not a store"
