@@ -261,7 +261,8 @@ class StoreSettings(_Section):
     reader_password_env: str = "CLICKHOUSE_READER_PASSWORD"
     secure: bool = False
     ttl_days: int = Field(90, ge=1, le=3650)
-    batch_rows: int = Field(50_000, ge=1)
+    # Rows held in memory before a write (a row is about 1 KB): a bound, not a wish list.
+    batch_rows: int = Field(50_000, ge=1, le=1_000_000)
     batch_seconds: float = Field(2.0, gt=0)
     baseline_snapshot_s: float = Field(60.0, gt=0)
 

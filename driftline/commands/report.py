@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workflow", action="append", default=[], help="only this workflow")
     parser.add_argument("--model", action="append", default=[], help="only this model")
     parser.add_argument("--environment", action="append", default=[], help="only this environment")
-    parser.add_argument("--metric", help="drift dashboard metric (default: output_tokens)")
+    parser.add_argument(
+        "--metric", help="drift dashboard metric, e.g. output_tokens (the default) or latency"
+    )
 
 
 def parse_duration(text: str) -> timedelta:
@@ -87,6 +89,7 @@ def time_range_of(
 
 def run(args: argparse.Namespace) -> int:
     from driftline.commands.sql import store_target
+    from driftline.dashboards.drift import METRIC_EXPRESSIONS
     from driftline.dashboards.macros import ALL, MacroError, TimeRange
     from driftline.dashboards.panels import BuildContext
     from driftline.dashboards.report import default_variables, render_report
@@ -104,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
             f"driftline report: --out {args.out}: exists and is not a directory",
             file=sys.stderr,
         )
+        return EXIT_UNUSABLE
+    if args.metric and args.metric not in METRIC_EXPRESSIONS:
+        known = ", ".join(sorted(METRIC_EXPRESSIONS))
+        print(f"driftline report: --metric {args.metric!r}: one of {known}", file=sys.stderr)
         return EXIT_UNUSABLE
     variables = default_variables(args.metric) if args.metric else default_variables()
     for name in ("workflow", "model", "environment"):

@@ -46,8 +46,9 @@ _QUERY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _ENGINE_CODE: Final = re.compile(r"Code: (\d+)\.")
 # Codes that say the store could not be reached, not that the query failed in it.
 _UNREACHABLE_CODES: Final = frozenset({209, 210, 1000})  # socket timeout, network, Poco
-# Control characters (C0, DEL, C1) a terminal may act on: stored text is span-controlled.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters (C0, DEL, C1) a terminal may act on, and the text-direction overrides
+# and isolates that make a value display as other text: stored text is span-controlled.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 FORMAT_HELP: Final = (
     "pretty (aligned columns) or csv, both with control characters shown escaped "
     "(ESC as \\x1b), or json (one object per row; NaN and infinities are null)"
@@ -348,15 +349,24 @@ def _cell(value: Any) -> str:
 
 
 def escape_controls(text: str) -> str:
-    r"""``text`` with every C0 control character, DEL and C1 control character as ``\xNN``.
+    r"""``text`` with every C0 control character, DEL and C1 control character as ``\xNN``,
+    and every text-direction override or isolate as ``\uNNNN``.
 
     Stored values come from spans; printed raw, an escape sequence in one would retitle,
-    clear or reprogram the analyst's terminal.
+    clear or reprogram the analyst's terminal, and a right-to-left override would show a
+    value as other text.
 
     >>> print(escape_controls("a\x1b]0;title\x07b\tc\x9b"))
     a\x1b]0;title\x07b\x09c\x9b
+    >>> print(escape_controls("cost\u202egpj.exe"))
+    cost\u202egpj.exe
     """
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def _finite(value: Any) -> Any:

@@ -145,3 +145,15 @@ def test_out_under_a_file_is_a_one_line_error(
     assert err.startswith(f"driftline report: cannot write to {existing / 'sub'}: ") and (
         err.count("\n") == 1
     ), err
+
+
+def test_an_unknown_metric_is_a_one_line_error_not_empty_panels(
+    store: ChdbStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["report", "--out", str(tmp_path), "--store", store.url, "--metric", "output_token"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("driftline report: --metric 'output_token': one of ") and (
+        "output_tokens" in err and err.count("\n") == 1
+    ), err
+    assert not (tmp_path / "index.html").exists()
