@@ -169,6 +169,22 @@ _TOKEN_FIELDS: Final = (
     "output_chars",
 )
 _STEP_FIELDS: Final = ("retry_attempt", "loop_depth", "tool_calls")
+_TEXT_FIELDS: Final = tuple(f.name for f in EVENT_FIELDS if f.kind == "str")
+_TOKEN_TOTAL_FIELDS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+# The most a call can cost: a per-call fee (search, tools, images) plus every token at the
+# highest price the configuration accepts (``config.MAX_PRICE_PER_MTOK``, $1M per million
+# tokens, far above any list price). Costs are worked out by the pipeline's price book; a
+# cost read from a file is held to this, so one line cannot blow up a sum.
+MAX_CALL_FEE_USD: Final = 10.0
+MAX_USD_PER_TOKEN: Final = 1.0
+# A name made safe gains "~" and 8 hex digits (``streams.normalize.safe_name``).
+MAX_SAFE_NAME_CHARS: Final = MAX_IDENTITY_CHARS + 9
 _MILLISECOND_FIELDS: Final = ("latency_ms", "ttft_ms", "queue_ms")
 STATUSES: Final = frozenset({"ok", "error", "unset"})
 
@@ -181,14 +197,20 @@ def event_problem(record: Any) -> str | None:
     normalizer does (``streams.normalize.safe_name``).
 
     >>> from driftline.schemas.event import from_wire
-    >>> good = from_wire({"span_id": "a", "start_ts": "2026-01-01T00:00:00Z",
+    >>> good = from_wire({"trace_id": "t", "span_id": "a", "start_ts": "2026-01-01T00:00:00Z",
     ...                   "end_ts": "2026-01-01T00:00:01Z", "status": "ok"})
     >>> event_problem(good) is None
     True
     >>> event_problem({**good, "kv_cache_usage": 7.5})
     'kv_cache_usage: 7.5 is not a fraction'
     >>> event_problem({**good, "workflow": "w" * 600})
-    'workflow: longer than 512 characters'
+    'workflow: longer than 521 characters'
+    >>> event_problem({**good, "error_type": "E" * 600})
+    'error_type: longer than 512 characters'
+    >>> event_problem({**good, "span_id": ""})
+    'trace_id, span_id: missing'
+    >>> event_problem({**good, "input_tokens": 1000, "cost_usd": 9.2e18})
+    'cost_usd: 9.2e+18 is more than any price gives for 1000 tokens'
     """
     problem = record_problem(record, EVENT_FIELDS)
     if problem is not None:
@@ -213,9 +235,19 @@ def event_problem(record: Any) -> str | None:
     earliest, latest = EARLIEST_TIME_NS // 1000, LATEST_TIME_NS // 1000
     if not (earliest <= start <= end < latest):
         return "start_ts, end_ts: outside 2000-2090 or ending before the start"
-    for name in SAFE_NAME_FIELDS:
-        if len(record[name]) > MAX_IDENTITY_CHARS:
-            return f"{name}: longer than {MAX_IDENTITY_CHARS} characters"
+    if end - start > MAX_CALL_SECONDS * 1_000_000:
+        return f"start_ts, end_ts: the call lasted {(end - start) / 1e6:.0f} s, over a day"
+    if not record["trace_id"] or not record["span_id"]:
+        return "trace_id, span_id: missing"
+    for name in _TEXT_FIELDS:
+        most = MAX_SAFE_NAME_CHARS if name in SAFE_NAME_FIELDS else MAX_IDENTITY_CHARS
+        if len(record[name]) > most:
+            return f"{name}: longer than {most} characters"
+    cost = record["cost_usd"]
+    if cost is not None:
+        tokens = sum(record[name] for name in _TOKEN_TOTAL_FIELDS)
+        if cost > MAX_CALL_FEE_USD + MAX_USD_PER_TOKEN * tokens:
+            return f"cost_usd: {cost:.6g} is more than any price gives for {tokens} tokens"
     if record["status"] and record["status"] not in STATUSES:
         return f"status: {record['status'][:20]!r} is not one of {sorted(STATUSES)}"
     return None

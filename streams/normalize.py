@@ -111,6 +111,7 @@ __all__ = [
     "NormalizedBatch",
     "Reject",
     "normalize_message",
+    "printable",
     "safe_name",
 ]
 
@@ -680,7 +681,7 @@ def _normalize_span(
     tenant = safe_name(tenant, "tenant", originals)
     route = _text(values, (a.DRIFTLINE_ROUTE,)) or fallbacks[a.DRIFTLINE_ROUTE]
     route = safe_name(route, "route", originals)
-    session_id = _text(values, a.SESSION_KEYS)
+    session_id = printable(_text(values, a.SESSION_KEYS))
     start_ts = start_ns // 1000
     end_ts = end_ns // 1000
     record = {
@@ -729,11 +730,19 @@ def _normalize_span(
         provider = a.VLLM_PROVIDER
     request_model = safe_name(_text(values, a.REQUEST_MODEL_KEYS), "request_model", originals)
     response_model = safe_name(_text(values, a.RESPONSE_MODEL_KEYS), "response_model", originals)
-    model_version = _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
-    prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
-    index_version = _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
-    router_version = _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
-    error_type = _printable(_text(values, _ERROR_TYPE))
+    # Free text that is grouped by and shown as stored: control characters replaced (names
+    # are made safe instead, which keeps them distinct).
+    model_version = printable(_text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION])
+    prompt_version = printable(
+        _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
+    )
+    index_version = printable(
+        _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
+    )
+    router_version = printable(
+        _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
+    )
+    error_type = printable(_text(values, _ERROR_TYPE))
     if not error_type and status == "error":
         error_type = _exception_class(span.status.message)
     events.append(
@@ -748,7 +757,7 @@ def _normalize_span(
             "workflow": workflow,
             "agent": agent,
             "tenant": tenant,
-            "user_hash": _text(values, _USER_HASH),
+            "user_hash": printable(_text(values, _USER_HASH)),
             "session_id": session_id,
             "route": route,
             "operation": operation,
@@ -935,8 +944,8 @@ def _flag(values: dict[str, Any], key: str) -> bool:
 
 
 def _finish_reason(values: dict[str, Any]) -> str:
-    """The first finish reason reported, control characters replaced (see :func:`_printable`)."""
-    return _printable(_first_finish_reason(values))
+    """The first finish reason reported, control characters replaced (see :func:`printable`)."""
+    return printable(_first_finish_reason(values))
 
 
 def _first_finish_reason(values: dict[str, Any]) -> str:
@@ -953,14 +962,14 @@ def _first_finish_reason(values: dict[str, Any]) -> str:
     return _text(values, a.FINISH_REASON_KEYS)
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` with each control character (C0, DEL, C1, bidirectional override) replaced
     by U+FFFD: free text copied from a span into a field that terminals, CSV files and
     dashboards show as is. Its length is bounded by the reader (``MAX_IDENTITY_CHARS``).
 
-    >>> _printable("tool_calls"), _printable("openai.APIError")
+    >>> printable("tool_calls"), printable("openai.APIError")
     ('tool_calls', 'openai.APIError')
-    >>> _printable("\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mRED")
+    >>> printable("\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mRED")
     '\ufffd]0;pwned\ufffd\ufffd[2J\ufffd[31mRED'
     """
     if text.isprintable() or _CONTROL_CHARS.search(text) is None:
@@ -1204,8 +1213,8 @@ def _as_count(key: str, value: Any) -> int:
     return _count({key: value}, (key,), "negative")  # the exact path words any reject
 
 
-def _as_text(key: str, value: Any) -> str:
-    return _text({key: value}, (key,))
+def _as_text(key: str, value: Any) -> str:  # user hashes and session ids: free text
+    return printable(_text({key: value}, (key,)))
 
 
 def _as_millis(key: str, value: Any) -> float | None:
@@ -1526,12 +1535,18 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
         response_model = safe_name(
             _text(values, a.RESPONSE_MODEL_KEYS), "response_model", originals
         )
-        model_version = _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
-        prompt_version = _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
-        index_version = (
+        model_version = printable(
+            _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
+        )
+        prompt_version = printable(
+            _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
+        )
+        index_version = printable(
             _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
         )
-        router_version = _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
+        router_version = printable(
+            _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
+        )
         # Field order is the event's: per-span fields are overwritten in place.
         template = {
             "trace_id": "",
@@ -1579,7 +1594,7 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
             "finish_reason": _finish_reason(values),
             "output_chars": None,
             "validation_failed": _flag(values, a.DRIFTLINE_OUTPUT_VALIDATION_FAILED),
-            "error_type": _printable(_text(values, _ERROR_TYPE)),
+            "error_type": printable(_text(values, _ERROR_TYPE)),
             "status": "",
             "attributes": None,
         }

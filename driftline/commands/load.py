@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from driftline.commands.records import checked_record, loads_strict
+from driftline.commands.records import AttributeBounds, checked_record, loads_strict
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.attributes import DEFAULT_ATTRIBUTES_ALLOW
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _records(
-    path: Path, fields: tuple[Field, ...], rejects: list[str], keep_key: Callable[[str], bool]
+    path: Path, fields: tuple[Field, ...], rejects: list[str], bounds: AttributeBounds
 ) -> Iterator[dict[str, Any]]:
     """The usable records of ``path``: held to the bounds the normalizer holds spans to (a
     file is outside input like any span), their attributes to the ingest allow list."""
@@ -51,14 +51,10 @@ def _records(
             except ValueError as exc:
                 rejects.append(f"{path}:{number}: {exc}")
                 continue
-            problem = checked_record(record, fields)
+            problem = checked_record(record, fields, bounds)
             if problem is not None:
                 rejects.append(f"{path}:{number}: {problem}")
                 continue
-            if fields is EVENT_FIELDS:
-                record["attributes"] = {
-                    k: v for k, v in record["attributes"].items() if keep_key(k)
-                }
             yield record
 
 
@@ -105,7 +101,11 @@ def run(args: argparse.Namespace) -> int:
         if why := _not_text(path):
             print(f"driftline load: {path}: {why}", file=sys.stderr)
             return EXIT_UNUSABLE
-    keep_key = _attribute_filter(settings)
+    bounds = AttributeBounds(
+        _attribute_filter(settings),
+        settings.streams.max_span_attributes,
+        settings.streams.max_attribute_chars,
+    )
 
     try:
         store = open_store(args.store, settings.store)
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         sink = EventSink(store, batch_rows=settings.store.batch_rows)
         for kind, path, fields in inputs:
             counts[kind] = 0
-            for record in _records(path, fields, rejects, keep_key):
+            for record in _records(path, fields, rejects, bounds):
                 sink.add(kind, record)
                 counts[kind] += 1
                 if sink.pending_rows >= sink.batch_rows:

@@ -10,15 +10,44 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from driftline.schemas.checks import SAFE_NAME_FIELDS, event_problem, record_problem
-from driftline.schemas.event import EVENT_FIELDS, Field
-from driftline.streams.normalize import safe_name
+from driftline.schemas.attributes import ORIGINAL_NAME_PREFIX
+from driftline.schemas.checks import (
+    MAX_SAFE_NAME_CHARS,
+    SAFE_NAME_FIELDS,
+    event_problem,
+    record_problem,
+)
+from driftline.schemas.event import (
+    EVENT_FIELDS,
+    MAX_ATTRIBUTE_VALUE_CHARS,
+    MAX_EVENT_ATTRIBUTES,
+    MAX_IDENTITY_CHARS,
+    Field,
+)
+from driftline.streams.decode import SERVER_ADDRESS, without_credentials
+from driftline.streams.normalize import printable, safe_name
 
 _WHOLE_NUMBER_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.kind in ("int", "ts"))
 _FLAG_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.kind == "bool")
 _MAP_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.kind == "map")
+# Text the pipeline derives (a hash, the price book's name for itself): taken from a file, it
+# is a name like any other and made safe as names are.
+_DERIVED_NAME_FIELDS = ("bundle_id", "price_source")
+# Free text: control characters replaced, as the normalizer replaces them.
+# The originals a normalizer keeps of the names it made safe (the only driftline.* keys an
+# event's attributes hold).
+_ORIGINAL_KEYS = frozenset(
+    ORIGINAL_NAME_PREFIX + name for name in SAFE_NAME_FIELDS + _DERIVED_NAME_FIELDS
+)
+_FREE_TEXT_FIELDS = tuple(
+    f.name
+    for f in EVENT_FIELDS
+    if f.kind == "str" and f.name not in SAFE_NAME_FIELDS + _DERIVED_NAME_FIELDS
+)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -36,11 +65,23 @@ def loads_strict(line: str) -> Any:
     return json.loads(line, parse_constant=_refuse_constant)
 
 
-def checked_record(record: dict[str, Any], fields: tuple[Field, ...]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class AttributeBounds:
+    """What an event's ``attributes`` may keep: the allow list (``[ingest]``) and the
+    normalizer's count and length limits (``[streams]``)."""
+
+    keep_key: Callable[[str], bool] | None = None
+    max_attributes: int = MAX_EVENT_ATTRIBUTES
+    max_chars: int = MAX_ATTRIBUTE_VALUE_CHARS
+
+
+def checked_record(
+    record: dict[str, Any], fields: tuple[Field, ...], bounds: AttributeBounds | None = None
+) -> str | None:
     """Make ``record`` (internal form, from ``from_wire``) usable in place, or say why not.
 
     >>> from driftline.schemas.event import from_wire
-    >>> event = from_wire({"span_id": "a", "start_ts": "2026-01-01T00:00:00Z",
+    >>> event = from_wire({"trace_id": "t", "span_id": "a", "start_ts": "2026-01-01T00:00:00Z",
     ...                    "end_ts": "2026-01-01T00:00:01Z", "output_tokens": 120.0,
     ...                    "workflow": "pay'ments"})
     >>> checked_record(event, EVENT_FIELDS), event["output_tokens"], event["workflow"]
@@ -49,20 +90,71 @@ def checked_record(record: dict[str, Any], fields: tuple[Field, ...]) -> str | N
     'latency_ms: negative'
     >>> flagged = {**event, "validation_failed": 1, "attributes": {"try": 2, "ok": True}}
     >>> checked_record(flagged, EVENT_FIELDS), flagged["validation_failed"], flagged["attributes"]
-    (None, True, {'try': '2', 'ok': 'true'})
+    (None, True, {'ok': 'true', 'try': '2'})
     """
     if fields is not EVENT_FIELDS:
-        return record_problem(record, fields)
+        return record_problem(record, fields) or _trace_text_problem(record, fields)
     _read_leniently(record)
     problem = event_problem(record)
     if problem is not None:
         return problem
     originals: dict[str, str] = {}
-    for name in SAFE_NAME_FIELDS:
+    for name in SAFE_NAME_FIELDS + _DERIVED_NAME_FIELDS:
         record[name] = safe_name(record[name], name, originals)
-    if originals:
-        record["attributes"] = {**record["attributes"], **originals}
+    for name in _FREE_TEXT_FIELDS:
+        record[name] = printable(record[name])
+    record["attributes"] = bounded_attributes(
+        record["attributes"], originals, bounds or AttributeBounds()
+    )
     return None
+
+
+def _trace_text_problem(record: dict[str, Any], fields: tuple[Field, ...]) -> str | None:
+    """A trace summary's ids and names: present, bounded, made safe like an event's."""
+    if not record.get("trace_id"):
+        return "trace_id: missing"
+    for field in fields:
+        if field.kind == "str":
+            most = MAX_SAFE_NAME_CHARS if field.name in SAFE_NAME_FIELDS else MAX_IDENTITY_CHARS
+            if len(record[field.name]) > most:
+                return f"{field.name}: longer than {most} characters"
+            if field.name in SAFE_NAME_FIELDS:
+                record[field.name] = safe_name(record[field.name], field.name, {})
+            else:
+                record[field.name] = printable(record[field.name])
+    return None
+
+
+def bounded_attributes(
+    attributes: dict[str, str], originals: dict[str, str], bounds: AttributeBounds
+) -> dict[str, str]:
+    """As the normalizer keeps them: allowed keys in alphabetical order, at most
+    ``max_attributes``, keys and values cut to ``max_chars``, ``server.address`` without
+    credentials; then, on top, the originals of names made safe: those the file carries
+    (an earlier normalizer's) and those made safe now, which win.
+
+    >>> bounds = AttributeBounds(lambda key: key != "c", max_attributes=2, max_chars=16)
+    >>> out = bounded_attributes({"b": "x" * 300, "a": "1", "c": "2", "d": "3"}, {}, bounds)
+    >>> {key: len(value) for key, value in out.items()}
+    {'a': 1, 'b': 16}
+    >>> bounded_attributes({"driftline.original.workflow": "w'", "e": "4"}, {}, bounds)
+    {'e': '4', 'driftline.original.workflow': "w'"}
+    """
+    cut = bounds.max_chars
+    carried: dict[str, str] = {}
+    free: list[str] = []
+    for key in attributes:
+        if key.startswith(ORIGINAL_NAME_PREFIX):
+            if key in _ORIGINAL_KEYS:
+                carried[key] = attributes[key]
+        elif bounds.keep_key is None or bounds.keep_key(key):
+            free.append(key)
+    out = {key[:cut]: attributes[key][:cut] for key in sorted(free)[: bounds.max_attributes]}
+    address = out.get(SERVER_ADDRESS)
+    if address is not None:
+        out[SERVER_ADDRESS] = without_credentials(address)
+    out.update({key: value[:cut] for key, value in {**carried, **originals}.items()})
+    return out
 
 
 def _read_leniently(record: dict[str, Any]) -> None:

@@ -15,8 +15,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
 import driftline.streams.normalize as normalize_module
+from driftline.commands.records import AttributeBounds, checked_record
 from driftline.schemas.event import (
     EARLIEST_TIME_NS,
+    EVENT_FIELDS,
     LATEST_TIME_NS,
     TRACE_FIELDS,
     from_wire,
@@ -122,6 +124,34 @@ def test_assembled_events_are_bounded_and_survive_the_wire(
     for trace in result.traces:
         assert trace["llm_call_count"] >= 0 and trace["span_count"] >= trace["llm_call_count"]
         strict_json(to_wire(trace, TRACE_FIELDS))
+
+
+@fuzz_settings()
+@given(messages=st.lists(traces_message(), min_size=1, max_size=2), as_json=st.booleans())
+def test_events_the_normalizer_writes_load_unchanged(
+    messages: list[TracesData], as_json: bool
+) -> None:
+    """``driftline load`` holds a file to the normalizer's bounds: what the normalizer wrote
+    (hostile names made safe, attributes at its limits, originals on top) passes them as is."""
+    pipeline = OfflinePipeline()
+    for message in messages:
+        pipeline.feed(encoded(message, as_json))
+    for event in pipeline.finish().events:
+        record = from_wire(to_wire(event))
+        assert checked_record(record, EVENT_FIELDS, AttributeBounds()) is None
+        assert record == event
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_priced_events_of_every_convention_load_unchanged(seed: int) -> None:
+    pipeline = OfflinePipeline()
+    pipeline.feed(realistic_message(1000, seed=seed).SerializeToString())
+    events = pipeline.finish().events
+    assert sum(e["cost_usd"] is not None for e in events) > len(events) // 2
+    for event in events:
+        record = from_wire(to_wire(event))
+        assert checked_record(record, EVENT_FIELDS, AttributeBounds()) is None
+        assert record == event
 
 
 def test_a_protobuf_message_that_starts_like_json_is_read_as_protobuf() -> None:

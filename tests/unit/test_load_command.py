@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from driftline.config import StoreSettings
-from driftline.schemas.event import EVENT_FIELDS, UNSAFE_NAME_CHAR, micros_to_iso, to_wire
+from driftline.schemas.event import (
+    EVENT_FIELDS,
+    MAX_ATTRIBUTE_VALUE_CHARS,
+    UNSAFE_NAME_CHAR,
+    micros_to_iso,
+    to_wire,
+)
 from driftline.store import open_store
 
 # A day ago, whole seconds: inside any retention the store keeps.
@@ -73,9 +79,16 @@ def test_hostile_lines_are_rejected_by_line_and_the_rest_is_loaded(tmp_path: Pat
         ("kv_cache_usage", 7.5, "not a fraction"),
         ("ttft_ms", 1e300, "ttft_ms"),
         ("latency_ms", 90_000_000.0, "over a day"),
-        ("workflow", "w" * 600, "longer than 512"),
+        ("workflow", "w" * 600, "longer than 521"),  # room for the safe form's suffix
         ("status", "weird", "status"),
         ("start_ts", micros_to_iso(4_102_444_800_000_000), "2000-2090"),  # 2100
+        ("end_ts", micros_to_iso(START_US + 30 * 3_600_000_000), "over a day"),
+        ("span_id", "", "trace_id, span_id: missing"),
+        ("error_type", "E" * 600, "longer than 512"),
+        ("model_version", "v" * 100_000, "longer than 512"),
+        # A cost is the price book's to work out: one read from a file is held to what any
+        # price gives for its tokens, so a sum over the store cannot be blown up by one line.
+        ("cost_usd", 9.2e18, "more than any price gives"),
     ]
     lines = [json.dumps(event(0))]
     for n, (field, value, _) in enumerate(hostile, start=1):
@@ -89,6 +102,12 @@ def test_hostile_lines_are_rejected_by_line_and_the_rest_is_loaded(tmp_path: Pat
     # A name the dashboards could not carry is made safe, as the normalizer makes it; a whole
     # number written as a float is read as the number.
     lines.append(json.dumps(event(101, workflow="w'; DROP TABLE x --", output_tokens=50.0)))
+    # Free text cannot drive a terminal; derived ids are names like any other; attributes
+    # are as many and as long as the normalizer keeps.
+    escape = "\x1b]0;PWNED\x07\x1b[2J\u202e"
+    lines.append(json.dumps(event(102, error_type=escape, prompt_version=escape)))
+    lines.append(json.dumps(event(103, bundle_id="'; DROP TABLE x --\x00")))
+    lines.append(json.dumps(event(104, attributes={"gen_ai.request.seed": "7" * 3_000_000})))
     done, store = load(tmp_path, lines)
     assert done.returncode == 1, done.stderr
     stderr = done.stderr.splitlines()
@@ -96,18 +115,24 @@ def test_hostile_lines_are_rejected_by_line_and_the_rest_is_loaded(tmp_path: Pat
         assert any(
             line.startswith(f"{tmp_path / 'events.ndjson'}:{n}:") and why in line for line in stderr
         ), (n, why, stderr)
-    assert any(":10: NaN is not a JSON number" in line for line in stderr), stderr
+    nan_line = len(hostile) + 2
+    assert any(f":{nan_line}: NaN is not a JSON number" in line for line in stderr), stderr
     assert secret not in done.stdout + done.stderr
 
     opened = open_store(f"chdb://{store}", StoreSettings())
     try:
         rows = opened.query(
-            "SELECT span_id, workflow, output_tokens, attributes"
-            " FROM driftline.llm_requests ORDER BY span_id"
+            "SELECT span_id, workflow, output_tokens, attributes, error_type, prompt_version,"
+            " bundle_id FROM driftline.llm_requests ORDER BY span_id"
         ).to_pylist()
     finally:
         opened.close()
-    assert [r["span_id"] for r in rows] == [f"{n:016x}" for n in (0, 100, 101)]
+    assert [r["span_id"] for r in rows] == [f"{n:016x}" for n in (0, 100, 101, 102, 103, 104)]
+    assert (
+        rows[3]["error_type"] == rows[3]["prompt_version"] == "\ufffd]0;PWNED\ufffd\ufffd[2J\ufffd"
+    )
+    assert UNSAFE_NAME_CHAR.search(rows[4]["bundle_id"]) is None
+    assert dict(rows[5]["attributes"]) == {"gen_ai.request.seed": "7" * MAX_ATTRIBUTE_VALUE_CHARS}
     assert dict(rows[1]["attributes"]) == {"gen_ai.request.seed": "7"}  # content dropped
     assert UNSAFE_NAME_CHAR.search(rows[2]["workflow"]) is None
     assert dict(rows[2]["attributes"])["driftline.original.workflow"] == "w'; DROP TABLE x --"
@@ -127,3 +152,25 @@ def test_a_binary_file_is_refused_before_any_store_is_made(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "not UTF-8 text" in done.stderr and "Traceback" not in done.stderr
     assert not store.exists()
+
+
+def test_the_cost_bound_is_the_highest_price_the_configuration_accepts() -> None:
+    from driftline.config import MAX_PRICE_PER_MTOK
+    from driftline.schemas.checks import MAX_USD_PER_TOKEN
+
+    assert MAX_USD_PER_TOKEN == MAX_PRICE_PER_MTOK / 1e6
+
+
+def test_originals_in_the_file_do_not_take_the_places_of_attributes() -> None:
+    from driftline.commands.records import AttributeBounds, bounded_attributes
+
+    attributes = {f"gen_ai.usage.k{n:02d}": str(n) for n in range(32)}
+    attributes["driftline.original.workflow"] = "w'"
+    attributes["driftline.original.anything"] = "dropped: no normalizer writes it"
+    kept = bounded_attributes(attributes, {"driftline.original.tenant": "t'"}, AttributeBounds())
+    assert {k: v for k, v in kept.items() if k.startswith("gen_ai.")} == {
+        k: v for k, v in attributes.items() if k.startswith("gen_ai.")
+    }
+    assert kept["driftline.original.workflow"] == "w'"
+    assert kept["driftline.original.tenant"] == "t'"
+    assert "driftline.original.anything" not in kept

@@ -30,6 +30,7 @@ from driftline.streams.normalize import (
     IngestPolicy,
     NormalizedBatch,
     normalize_message,
+    printable,
     safe_name,
 )
 from tests.utils import otlp_factory as f
@@ -747,13 +748,13 @@ def test_random_valid_spans_round_trip_field_values(
     batch = normalize_message(payload)
     assert batch.rejects == []
     (event,) = batch.events
-    # Names are made safe for dashboards; versions are kept as they are.
+    # Names are made safe for dashboards; versions are kept but for control characters.
     assert event["request_model"] == safe_name(model, "request_model", {})
     assert (event["workflow"], event["tenant"]) == (
         safe_name(workflow, "", {}),
         safe_name(tenant, "", {}),
     )
-    assert event["prompt_version"] == prompt_version
+    assert event["prompt_version"] == printable(prompt_version)
     expected_input = input_tokens if cache_read <= input_tokens else input_tokens + cache_read
     assert (event["input_tokens"], event["output_tokens"]) == (expected_input, output_tokens)
     assert event["cache_read_tokens"] == cache_read
@@ -761,7 +762,9 @@ def test_random_valid_spans_round_trip_field_values(
     assert event["kv_cache_usage"] == kv
     assert (event["start_ts"], event["end_ts"]) == (start // 1000, (start + duration) // 1000)
     assert event["latency_ms"] == pytest.approx(duration / 1e6)
-    assert event["bundle_id"] == bundle_id(event["request_model"], "", prompt_version, "", "")
+    assert event["bundle_id"] == bundle_id(
+        event["request_model"], "", event["prompt_version"], "", ""
+    )
 
 
 @PROPERTY_SETTINGS
