@@ -730,18 +730,7 @@ def _normalize_span(
         provider = a.VLLM_PROVIDER
     request_model = safe_name(_text(values, a.REQUEST_MODEL_KEYS), "request_model", originals)
     response_model = safe_name(_text(values, a.RESPONSE_MODEL_KEYS), "response_model", originals)
-    # Free text that is grouped by and shown as stored: control characters replaced (names
-    # are made safe instead, which keeps them distinct).
-    model_version = printable(_text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION])
-    prompt_version = printable(
-        _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
-    )
-    index_version = printable(
-        _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
-    )
-    router_version = printable(
-        _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
-    )
+    model_version, prompt_version, index_version, router_version = _versions(values, fallbacks)
     error_type = printable(_text(values, _ERROR_TYPE))
     if not error_type and status == "error":
         error_type = _exception_class(span.status.message)
@@ -863,6 +852,18 @@ def _text(values: dict[str, Any], keys: tuple[str, ...]) -> str:
             )
         return value
     return ""
+
+
+def _versions(values: dict[str, Any], fallbacks: dict[str, str]) -> tuple[str, str, str, str]:
+    """Model, prompt, retrieval index and router versions (the span's, else its resource's):
+    free text that is grouped by and shown as stored, so control characters are replaced
+    (names are made safe instead, which keeps them distinct)."""
+    return (
+        printable(_text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]),
+        printable(_text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]),
+        printable(_text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]),
+        printable(_text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]),
+    )
 
 
 def _count(
@@ -1535,18 +1536,7 @@ def _remember(memo_key: tuple[Any, ...], resource: _ResourceContext) -> _Memo:
         response_model = safe_name(
             _text(values, a.RESPONSE_MODEL_KEYS), "response_model", originals
         )
-        model_version = printable(
-            _text(values, _MODEL_VERSION) or fallbacks[a.DRIFTLINE_MODEL_VERSION]
-        )
-        prompt_version = printable(
-            _text(values, _PROMPT_VERSION) or fallbacks[a.DRIFTLINE_PROMPT_VERSION]
-        )
-        index_version = printable(
-            _text(values, _INDEX_VERSION) or fallbacks[a.DRIFTLINE_RETRIEVAL_INDEX_VERSION]
-        )
-        router_version = printable(
-            _text(values, _ROUTER_VERSION) or fallbacks[a.DRIFTLINE_ROUTER_VERSION]
-        )
+        model_version, prompt_version, index_version, router_version = _versions(values, fallbacks)
         # Field order is the event's: per-span fields are overwritten in place.
         template = {
             "trace_id": "",
