@@ -37,12 +37,12 @@ _MAP_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.kind == "map")
 # Text the pipeline derives (a hash, the price book's name for itself): taken from a file, it
 # is a name like any other and made safe as names are.
 _DERIVED_NAME_FIELDS = ("bundle_id", "price_source")
-# Free text: control characters replaced, as the normalizer replaces them.
 # The originals a normalizer keeps of the names it made safe (the only driftline.* keys an
 # event's attributes hold).
 _ORIGINAL_KEYS = frozenset(
     ORIGINAL_NAME_PREFIX + name for name in SAFE_NAME_FIELDS + _DERIVED_NAME_FIELDS
 )
+# Free text: control characters replaced, as the normalizer replaces them.
 _FREE_TEXT_FIELDS = tuple(
     f.name
     for f in EVENT_FIELDS
