@@ -8,8 +8,9 @@ span or document is one JSON line on stderr, and the last stderr line counts wha
 read: the file's encoding, documents (and how many were rejected whole), spans, and what
 became of them: events printed, spans rejected, duplicates (a span id an earlier span of the
 file had: counted once) and spans skipped (not LLM calls), which add up to the spans. Exit
-status: 0 when every span was read, 1 when some spans or documents were rejected (the rest
-is printed), 2 when the file is missing, not OTLP at all, or the configuration is invalid.
+status: 0 when every span was read (an empty file has none), 1 when some spans or documents
+were rejected (the rest is printed), 2 when the file is missing, not OTLP at all, or the
+configuration is invalid.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftline normalize: {path}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_UNUSABLE_INPUT
 
+    if not data.strip():
+        # Zero bytes decode as an empty TracesData: say what was read, not "1 documents".
+        print(f"driftline normalize: {path}: empty file: 0 documents, 0 spans", file=sys.stderr)
+        return EXIT_OK
     pipeline = OfflinePipeline.from_settings(settings)
     documents = split_otlp_file(data)
     for payload, content_type in documents:

@@ -323,7 +323,7 @@ def test_split_otlp_file() -> None:
     assert split_otlp_file(broken) == [(broken, "otlp_json")]
 
 
-@pytest.mark.parametrize("content", [b"", b'{"resourceSpans": []}\n'])
+@pytest.mark.parametrize("content", [b"", b"\n \n", b'{"resourceSpans": []}\n'])
 def test_empty_otlp_message_is_read_and_prints_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
 ) -> None:
@@ -331,4 +331,7 @@ def test_empty_otlp_message_is_read_and_prints_nothing(
     path.write_bytes(content)
     code, events, err = run_cli([str(path)], capsys)
     assert (code, events) == (0, [])
-    assert " 0 spans: 0 events, 0 rejected, 0 duplicates, 0 skipped" in err
+    if content.strip():
+        assert "1 documents, 0 spans: 0 events, 0 rejected, 0 duplicates, 0 skipped" in err
+    else:  # not "1 documents": nothing was in the file
+        assert err.strip().endswith(": empty file: 0 documents, 0 spans")
