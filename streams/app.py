@@ -54,7 +54,7 @@ from driftline.config import Settings
 from driftline.schemas.event import TRACE_FIELDS, to_wire
 from driftline.streams import topics as names
 from driftline.streams.changelog import AcknowledgedSender, ChangelogWriter, Header, Message
-from driftline.streams.codec import dumps, loads
+from driftline.streams.codec import dumps, encode_in_parts, loads
 from driftline.streams.commits import guard_commits
 from driftline.streams.engine_alerts import add_engine_alerts
 from driftline.streams.engine_attribution import EngineAttribution
@@ -105,11 +105,13 @@ def message_limit(settings: Settings) -> int:
 
 
 def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
-    """JSON messages of the records in ``lists``, split in halves until each fits ``limit``.
+    """JSON messages of the records in ``lists``, cut in parts until each fits ``limit``.
 
     A backlog makes batches large; one message over the broker's limit would fail every
-    retry and stall the stage, so a batch is cut rather than sent whole. A single record
-    larger than the limit is still sent alone (and fails loudly).
+    retry and stall the stage, so a batch is cut rather than sent whole (each list at the
+    same share of its length: lists of equal length, events and their early flags, are cut
+    at the same index). A single record larger than the limit is still sent alone (and
+    fails loudly).
 
     >>> parts = encode_bounded({"events": list(range(1000)), "spans": []}, 1000)
     >>> len(parts) > 1, all(len(p) <= 1000 for p in parts)
@@ -117,13 +119,16 @@ def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
     >>> sum(len(loads(p)["events"]) for p in parts)
     1000
     """
-    value = dumps(lists)
-    # Lists of equal length (events and their early flags) are cut at the same index.
-    if len(value) <= limit or max((len(v) for v in lists.values()), default=0) <= 1:
-        return [value]
-    first = {k: v[: len(v) // 2] for k, v in lists.items()}
-    second = {k: v[len(v) // 2 :] for k, v in lists.items()}
-    return encode_bounded(first, limit) + encode_bounded(second, limit)
+    count = max((len(v) for v in lists.values()), default=0)
+
+    def encode(start: int, end: int) -> bytes:
+        if count == 0:
+            return dumps(lists)
+        return dumps(
+            {k: v[start * len(v) // count : end * len(v) // count] for k, v in lists.items()}
+        )
+
+    return encode_in_parts(count, encode, limit)
 
 
 def group_by_workflow(

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from aiokafka.partitioner import murmur2
 
-from driftline.streams.codec import dumps
+from driftline.streams.codec import dumps, encode_in_parts
 
 __all__ = [
     "SEQ_FIELD",
@@ -136,9 +136,10 @@ def route_sourced(
 def encode_ordered(records: list[tuple[str, dict[str, Any]]], limit: int) -> list[bytes]:
     """``{"events": [...], "spans": [...]}`` messages of ``records``, split in order.
 
-    Halves until each message fits ``limit``; the first half's records all come before the
-    second's, so positions keep growing from one message to the next. A single record over
-    the limit is still sent alone (and fails loudly at the producer).
+    Cut in consecutive parts until each message fits ``limit`` (:func:`streams.codec.
+    encode_in_parts`); a part's records all come before the next part's, so positions keep
+    growing from one message to the next. A single record over the limit is still sent alone
+    (and fails loudly at the producer).
 
     >>> records = [("spans", {"i": i}) for i in range(100)]
     >>> parts = encode_ordered(records, 200)
@@ -148,14 +149,14 @@ def encode_ordered(records: list[tuple[str, dict[str, Any]]], limit: int) -> lis
     >>> [s["i"] for p in parts for s in loads(p)["spans"]] == list(range(100))
     True
     """
-    doc: dict[str, list[dict[str, Any]]] = {"events": [], "spans": []}
-    for kind, record in records:
-        doc[kind].append(record)
-    value = dumps(doc)
-    if len(value) <= limit or len(records) <= 1:
-        return [value]
-    half = len(records) // 2
-    return encode_ordered(records[:half], limit) + encode_ordered(records[half:], limit)
+
+    def encode(start: int, end: int) -> bytes:
+        doc: dict[str, list[dict[str, Any]]] = {"events": [], "spans": []}
+        for kind, record in records[start:end]:
+            doc[kind].append(record)
+        return dumps(doc)
+
+    return encode_in_parts(len(records), encode, limit)
 
 
 class SourceMarks:

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from driftline.config import WorkflowSettings
 from driftline.schemas.event import EVENT_FIELD_NAMES
-from driftline.streams.codec import dumps
+from driftline.streams.codec import dumps, encode_in_parts
 from driftline.streams.positions import SEQ_FIELD
 
 __all__ = [
@@ -140,8 +140,7 @@ def encode_requests(requests: list[dict[str, Any]], limit: int) -> list[bytes]:
 
 
 def _encode_within(requests: list[dict[str, Any]], limit: int) -> list[bytes]:
-    value = dumps({"events": [], "early": [], "traces": [], "requests": requests})
-    if len(value) <= limit or len(requests) <= 1:
-        return [value]
-    half = len(requests) // 2
-    return _encode_within(requests[:half], limit) + _encode_within(requests[half:], limit)
+    def encode(start: int, end: int) -> bytes:
+        return dumps({"events": [], "early": [], "traces": [], "requests": requests[start:end]})
+
+    return encode_in_parts(len(requests), encode, limit)

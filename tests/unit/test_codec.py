@@ -1,4 +1,5 @@
-"""streams.codec writes the same bytes whether or not a value has keys that are not str."""
+"""streams.codec writes the same bytes whether or not a value has keys that are not str, and
+cuts a batch into messages that fit, in order, encoding it about twice at most."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from driftline.streams.codec import dumps, loads
+from driftline.streams.codec import dumps, encode_in_parts, loads
 
 _EVERY_KEY_KIND = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -46,3 +49,41 @@ def test_a_value_that_cannot_be_encoded_still_raises() -> None:
 def test_round_trip() -> None:
     value = {"events": [{"span_id": "a", "tokens": 3}], "traces": []}
     assert loads(dumps(value)) == value
+
+
+def _counting(items: list[str], encoded: list[int]) -> Any:
+    def encode(start: int, end: int) -> bytes:
+        value = dumps({"items": items[start:end]})
+        encoded.append(len(value))
+        return value
+
+    return encode
+
+
+@given(st.lists(st.text(max_size=300), max_size=400), st.integers(min_value=40, max_value=20_000))
+def test_parts_keep_order_and_fit_the_limit(items: list[str], limit: int) -> None:
+    values = encode_in_parts(len(items), _counting(items, []), limit)
+    parts = [loads(v)["items"] for v in values]
+    assert [x for part in parts for x in part] == items
+    # Alone an item may exceed the limit; a message of two or more fits it.
+    assert all(len(v) <= limit for v, part in zip(values, parts, strict=True) if len(part) > 1)
+
+
+@given(
+    st.integers(min_value=0, max_value=2_000),
+    st.integers(min_value=1, max_value=200),
+    st.integers(min_value=1_000, max_value=50_000),
+)
+def test_a_batch_of_like_items_is_encoded_at_most_about_twice(
+    count: int, size: int, limit: int
+) -> None:
+    items = ["x" * size] * count
+    encoded: list[int] = []
+    values = encode_in_parts(count, _counting(items, encoded), limit)
+    whole = len(dumps({"items": items}))
+    assert all(len(v) <= limit for v in values)
+    if whole <= limit:
+        assert encoded == [whole]
+    else:  # the whole once, then each part once (halving it encoded a 16x batch 5 times)
+        assert len(encoded) == 1 + len(values)
+        assert sum(encoded) <= 2 * whole + 16 * len(values)
