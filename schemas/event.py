@@ -210,6 +210,19 @@ def _plan(fields: tuple[Field, ...]) -> _Plan:
     return plan
 
 
+def internal(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:
+    """``record`` with exactly the schema's fields (absent ones None), values as they are:
+    what the stages publish to each other (no timestamp formatting, no parsing back).
+
+    >>> record = internal({"span_id": "a", "start_ts": 5, "_early": True})
+    >>> record["span_id"], record["start_ts"], record["trace_id"], "_early" in record
+    ('a', 5, None, False)
+    >>> tuple(record) == EVENT_FIELD_NAMES
+    True
+    """
+    return {name: record.get(name) for name in _plan(fields)[0]}
+
+
 def to_wire(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:
     """A record as it is printed and published: timestamps as ISO 8601 strings."""
     names, stamps, _ = _plan(fields)

@@ -51,7 +51,7 @@ import faust
 from faust.sensors import Sensor
 
 from driftline.config import Settings
-from driftline.schemas.event import TRACE_FIELDS, to_wire
+from driftline.schemas.event import TRACE_FIELDS, internal
 from driftline.streams import topics as names
 from driftline.streams.changelog import AcknowledgedSender, ChangelogWriter, Header, Message
 from driftline.streams.codec import dumps, encode_in_parts, loads
@@ -134,14 +134,15 @@ def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
 def group_by_workflow(
     events: Iterable[dict[str, Any]], traces: Iterable[dict[str, Any]]
 ) -> dict[str, dict[str, list[Any]]]:
-    """Closed events and trace summaries in wire form, grouped by workflow.
+    """Closed events and trace summaries in internal form (:func:`schemas.event.internal`:
+    the schema's fields, timestamps in microseconds), grouped by workflow.
 
-    ``early`` runs beside ``events`` (same length, so a split in halves keeps them aligned):
-    whether the event already went to the monitor as a request (``streams.requests``).
+    ``early`` runs beside ``events`` (same length, so a split keeps them aligned): whether
+    the event already went to the monitor as a request (``streams.requests``).
 
-    >>> out = group_by_workflow([{"workflow": "w", "start_ts": 0}], [{"workflow": "w"}])
+    >>> out = group_by_workflow([{"workflow": "w", "start_ts": 7}], [{"workflow": "w"}])
     >>> list(out), len(out["w"]["events"]), out["w"]["events"][0]["start_ts"], out["w"]["early"]
-    (['w'], 1, '1970-01-01T00:00:00.000000Z', [False])
+    (['w'], 1, 7, [False])
     """
     out: dict[str, dict[str, list[Any]]] = {}
 
@@ -154,10 +155,10 @@ def group_by_workflow(
 
     for event in events:
         group = group_of(event)
-        group["events"].append(to_wire(event))
+        group["events"].append(internal(event))
         group["early"].append(bool(event.get(EARLY_FIELD)))
     for trace in traces:
-        group_of(trace)["traces"].append(to_wire(trace, TRACE_FIELDS))
+        group_of(trace)["traces"].append(internal(trace, TRACE_FIELDS))
     return out
 
 

@@ -236,7 +236,10 @@ def decode_closed(value: bytes) -> Decoded:
     A message that is not the layout of :mod:`streams.requests`, or records whose values
     are not of their fields' types (:func:`schemas.checks.record_problem`), are left out
     and named in :attr:`Decoded.problem`: anyone who can write the topic must not stop the
-    store or poison a detector.
+    store or poison a detector. Records come in internal form (the schema's fields,
+    timestamps in microseconds, as :func:`streams.app.group_by_workflow` writes them); one
+    with fields missing or timestamps in ISO 8601 (what the stages wrote before) is read
+    through :func:`schemas.event.from_wire`.
 
     >>> d = decode_closed(b'{"events": [{"span_id": "a"}, {"span_id": "b"}], "early": [true]}')
     >>> [e["span_id"] for e in d.events], [e["span_id"] for e in d.late], d.empty
@@ -263,7 +266,13 @@ def decode_closed(value: bytes) -> Decoded:
             problems.append(f"{key}: not a list")
             return []
         out: list[dict[str, Any] | None] = []
+        width = len(fields)
         for i, item in enumerate(raw):
+            # In internal form, as the stages write it (the schema's fields exactly): taken as
+            # it is once it passes the checks, which is what from_wire would have made of it.
+            if type(item) is dict and len(item) == width and record_problem(item, fields) is None:
+                out.append(item)
+                continue
             record: Any = item
             if wire and isinstance(item, dict):
                 try:

@@ -25,7 +25,7 @@ from driftline.schemas.event import (
     EVENT_FIELD_NAMES,
     TRACE_FIELD_NAMES,
     from_wire,
-    micros_to_iso,
+    internal,
     to_wire,
 )
 from driftline.stack import EmbeddedStack
@@ -188,8 +188,9 @@ def test_sdk_spans_come_out_as_exact_events(
         assert tuple(event) == EVENT_FIELD_NAMES
         assert span.parent is not None and span.start_time and span.end_time and span.attributes
         assert event["parent_span_id"] == f"{span.parent.span_id:016x}"
-        assert event["start_ts"] == micros_to_iso(span.start_time // 1000)
-        assert event["end_ts"] == micros_to_iso(span.end_time // 1000)
+        # Internal form on the topic: the schema's fields, times in integer microseconds.
+        assert event["start_ts"] == span.start_time // 1000
+        assert event["end_ts"] == span.end_time // 1000
         assert event["service"] == SERVICE
         assert event["workflow"] == workflow
         assert event["provider"] == "openai"
@@ -215,7 +216,7 @@ def test_sdk_spans_come_out_as_exact_events(
     offline = OfflinePipeline.from_settings(settings)
     for message in raw.records:
         offline.feed(message.value)
-    expected = [to_wire(e) for e in offline.finish().events if e["trace_id"] == trace_id]
+    expected = [internal(e) for e in offline.finish().events if e["trace_id"] == trace_id]
     assert events == expected
     print(
         f"\nend-to-end latency span -> llm_events: {latency_s:.2f}s "

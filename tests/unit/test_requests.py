@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.config import BudgetSettings, WorkflowSettings
+from driftline.schemas.event import EVENT_FIELD_NAMES, TRACE_FIELDS, from_wire, to_wire
 from driftline.streams.app import encode_bounded, group_by_workflow
-from driftline.streams.codec import loads
+from driftline.streams.codec import dumps, loads
+from driftline.streams.normalize import normalize_message
 from driftline.streams.positions import SEQ_FIELD, SourceMarks
 from driftline.streams.requests import (
     EARLY_FIELD,
@@ -25,6 +27,7 @@ from driftline.streams.stages import (
     fresh_requests,
     parse_checkpoint,
 )
+from driftline.streams.traces import TraceAssembler
 
 names = st.sampled_from(["", "chat", "rag", "*"])
 
@@ -157,3 +160,42 @@ def test_monitor_checkpoint_round_trips(
         SourceMarks(marks).export(),
         snapshot,
     )
+
+
+@given(st.integers(0, 2**16), st.integers(20, 400))
+@settings(max_examples=20, deadline=None)
+def test_closed_records_in_internal_form_read_back_as_the_wire_form_did(
+    seed: int, spans: int
+) -> None:
+    """Completed events and traces travel in internal form and are taken as they are; the
+    same records in the older wire form (ISO 8601 timestamps) read back to the same dicts."""
+    from tests.utils.otlp_factory import realistic_message
+
+    batch = normalize_message(realistic_message(spans, seed=seed).SerializeToString())
+    assembler = TraceAssembler(0.0, 60.0, 10_000, 10_000)
+    assembler.add(batch.events, batch.spans, 0.0)
+    closed = assembler.close_due(1.0)
+    assert closed.events
+    decoded = [
+        decode_closed(v)
+        for g in group_by_workflow(closed.events, closed.traces).values()
+        for v in encode_bounded(g, 1 << 20)
+    ]
+    assert all(d.problem == "" for d in decoded)
+    events = [e for d in decoded for e in d.events]
+    assert all(tuple(e) == EVENT_FIELD_NAMES for e in events)
+    assert sorted(events, key=lambda e: e["span_id"]) == sorted(
+        (from_wire(to_wire(e)) for e in closed.events), key=lambda e: e["span_id"]
+    )
+    traces = [t for d in decoded for t in d.traces]
+    assert len(traces) == len(closed.traces)
+    wire = dumps(
+        {
+            "events": [to_wire(e) for e in events],
+            "early": [],
+            "traces": [to_wire(t, TRACE_FIELDS) for t in traces],
+            "requests": [],
+        }
+    )
+    again = decode_closed(wire)
+    assert (again.events, again.traces, again.problem) == (events, traces, "")
