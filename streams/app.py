@@ -478,6 +478,7 @@ def _add_engine_feed(p: Pipeline) -> None:
 def _add_decode(p: Pipeline) -> None:
     from driftline.streams.normalize import IngestPolicy, normalize_message
     from driftline.streams.pricing import PriceBook
+    from driftline.streams.traces import spans_without_calls
 
     settings = p.settings
     prices = PriceBook(settings.prices)
@@ -531,7 +532,7 @@ def _add_decode(p: Pipeline) -> None:
                 requests.extend(by_workflow.items())
                 route_sourced(
                     result.events,
-                    result.spans,
+                    spans_without_calls(result.events, result.spans),
                     source,
                     partitions,
                     routed,

@@ -23,6 +23,7 @@ from driftline.streams.traces import (
     CHUNK_RECORDS,
     ClosedTraces,
     TraceAssembler,
+    spans_without_calls,
     tool_executions,
 )
 from tests.utils import otlp_factory as f
@@ -444,10 +445,11 @@ def shuffled_deliveries(draw: st.DrawFn) -> tuple[TraceBuilder, list[list[str]]]
 
 
 @settings(max_examples=150, deadline=None)
-@given(shuffled_deliveries())
+@given(shuffled_deliveries(), st.booleans())
 def test_any_arrival_order_gives_the_same_result(
-    case: tuple[TraceBuilder, list[list[str]]],
+    case: tuple[TraceBuilder, list[list[str]]], call_records: bool
 ) -> None:
+    """Also without the calls' span records, as decode sends them (spans_without_calls)."""
     b, chunks = case
     reference = flushed(b)
     spans = {s["span_id"]: s for s in b.spans}
@@ -456,7 +458,7 @@ def test_any_arrival_order_gives_the_same_result(
     for n, chunk in enumerate(chunks):
         asm.add(
             [copy.deepcopy(events[i]) for i in chunk if i in events],
-            [copy.deepcopy(spans[i]) for i in chunk],
+            [copy.deepcopy(spans[i]) for i in chunk if call_records or i not in events],
             now_s=float(n),
         )
     closed = asm.flush()
@@ -753,9 +755,10 @@ def test_a_trace_saved_as_one_value_by_the_previous_release_is_restored() -> Non
 
 
 def test_a_trace_at_the_span_cap_closes_with_every_call_and_later_spans_open_it_again() -> None:
-    b = big_trace(1_000)  # 2,001 spans
+    b = big_trace(1_000)  # 2,001 spans, 1,000 of them calls
     asm, table = assembler(max_trace_spans=1_200), Table()
-    asm.add(copy.deepcopy(b.events), copy.deepcopy(b.spans), now_s=0.0)
+    # As decode sends them: the calls' events stand for their spans.
+    asm.add(copy.deepcopy(b.events), spans_without_calls(b.events, b.spans), now_s=0.0)
     table.save(asm)
     closed = asm.close_due(now_s=0.0)
     assert [t["closed_by"] for t in closed.traces] == ["span_cap"]
@@ -783,3 +786,30 @@ def test_closing_deletes_every_chunk_a_trace_saved() -> None:
     table.delete_closed(asm)
     table.save(asm)
     assert set(table.rows) == {("b", None)}
+
+
+def test_a_call_sent_without_its_span_record_stands_for_it() -> None:
+    """Decode sends no span record for a call: its event stands for its span, as the root
+    (the trace closes at the grace, not the timeout) and in every count."""
+    b = TraceBuilder("solo")
+    b.call("only", "")  # a bare chat completion: the call is the root
+    asm = assembler()
+    asm.add(copy.deepcopy(b.events), spans_without_calls(b.events, b.spans), now_s=0.0)
+    assert asm.close_due(now_s=4.9) == ClosedTraces()  # the grace is 5 s, the timeout 60
+    closed = asm.close_due(now_s=5.0)
+    assert closed == closed_at_root(b)
+    assert closed.traces[0]["span_count"] == 1
+
+
+def test_realistic_traffic_assembles_alike_without_the_calls_span_records() -> None:
+    from driftline.streams.normalize import normalize_message
+
+    for seed in range(5):
+        batch = normalize_message(f.realistic_message(600, seed=seed).SerializeToString())
+        with_records, without = assembler(), assembler()
+        with_records.add(copy.deepcopy(batch.events), copy.deepcopy(batch.spans), now_s=0.0)
+        without.add(
+            copy.deepcopy(batch.events), spans_without_calls(batch.events, batch.spans), 0.0
+        )
+        assert len(spans_without_calls(batch.events, batch.spans)) < len(batch.spans)
+        assert without.flush() == with_records.flush()
