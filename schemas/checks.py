@@ -85,9 +85,12 @@ def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     return get
 
 
-def record_problem(record: Any, fields: tuple[Field, ...] = EVENT_FIELDS) -> str | None:
+def record_problem(
+    record: Any, fields: tuple[Field, ...] = EVENT_FIELDS, *, every_field: bool = False
+) -> str | None:
     """Why ``record`` (internal form: timestamps as integer microseconds) cannot be used,
-    or ``None``.
+    or ``None``. With ``every_field``, a field absent from ``record`` is a problem even
+    where its value may be None (a record taken as it is must hold every field).
 
     >>> from driftline.schemas.event import from_wire
     >>> good = from_wire({"span_id": "a", "input_tokens": 12, "latency_ms": 3})
@@ -101,6 +104,9 @@ def record_problem(record: Any, fields: tuple[Field, ...] = EVENT_FIELDS) -> str
     'validation_failed: int where bool belongs'
     >>> record_problem([1, 2])
     'not an object: list'
+    >>> lacking = {k: v for k, v in good.items() if k != "ttft_ms"}
+    >>> record_problem(lacking), record_problem(lacking, every_field=True)
+    (None, 'ttft_ms: absent')
     """
     if not isinstance(record, Mapping):
         return f"not an object: {type(record).__name__}"
@@ -108,6 +114,9 @@ def record_problem(record: Any, fields: tuple[Field, ...] = EVENT_FIELDS) -> str
     try:
         signature = tuple(map(type, plan.values(record)))
     except KeyError:
+        if every_field:
+            absent = next(name for name, *_ in plan.fields if name not in record)
+            return f"{absent}: absent"
         return _first_problem(record, plan)
     if signature not in plan.accepted:
         problem = _first_problem(record, plan)

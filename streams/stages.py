@@ -270,7 +270,11 @@ def decode_closed(value: bytes) -> Decoded:
         for i, item in enumerate(raw):
             # In internal form, as the stages write it (the schema's fields exactly): taken as
             # it is once it passes the checks, which is what from_wire would have made of it.
-            if type(item) is dict and len(item) == width and record_problem(item, fields) is None:
+            if (
+                type(item) is dict
+                and len(item) == width
+                and record_problem(item, fields, every_field=True) is None
+            ):
                 out.append(item)
                 continue
             record: Any = item

@@ -199,3 +199,15 @@ def test_closed_records_in_internal_form_read_back_as_the_wire_form_did(
     )
     again = decode_closed(wire)
     assert (again.events, again.traces, again.problem) == (events, traces, "")
+
+
+def test_a_record_with_the_schemas_width_but_not_its_fields_is_not_taken_as_it_is() -> None:
+    """A writer of llm_events swapping a field that may be None for a key of its own: the
+    record is read through from_wire (every field, nothing else), not taken as it is."""
+    event = from_wire({"trace_id": "t", "span_id": "a", "workflow": "w", "input_tokens": 3})
+    swapped = {k: v for k, v in event.items() if k != "ttft_ms"} | {"extra": "x" * 100}
+    assert len(swapped) == len(event)
+    decoded = decode_closed(dumps({"events": [swapped], "early": [False]}))
+    assert decoded.problem == ""
+    (record,) = decoded.events
+    assert tuple(record) == EVENT_FIELD_NAMES and record["ttft_ms"] is None
