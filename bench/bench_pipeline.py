@@ -8,7 +8,9 @@ Python SDK tops out near 5k spans/s per process, so it cannot feed this), and me
   (a) end to end: first message produced -> every event out on ``llm_events``
       (decode + normalize + price -> llm_spans -> trace assembly -> llm_events),
       as spans/s and events/s. Events are counted in the messages read, never from
-      the broker's high watermark (tansu reports it at the last batch's start);
+      the broker's high watermark (tansu reports it at the last batch's start); a reader
+      that jumped over offsets (tansu at times returns a later record first) and then
+      stalls reads the topic again from the beginning, once (``reader_rereads``);
   (b) into the store: -> the worker's group committed every ``llm_events`` message
       (Faust commits after both the store and the monitor agents acknowledged it;
       resolution = Faust's commit interval), then the worker is stopped and chdb
@@ -159,6 +161,19 @@ class EventsReader:
     # Offsets the client jumped over (the broker returned a later record first; the topic
     # has no compaction or transactions, so each is a record this reader never got).
     skipped_offsets: int = 0
+    rereads: int = 0  # times the topic was read again from the beginning after such a jump
+
+    def reread(self) -> None:
+        """Count again from the beginning: a jump cost this reader the records it skipped,
+        which are on the topic (the worker's own consumer meets the same jumps and reads
+        its partition again from there, ``streams/commits.py``)."""
+        self.rereads += 1
+        self.events = 0
+        self.span_ids = set()
+        self.end_offsets = {}
+        self.consumer.assign(
+            [TopicPartition(topics.LLM_EVENTS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
+        )
 
     def poll(self, timeout_s: float = 0.2) -> None:
         for message in self.consumer.consume(1000, timeout=timeout_s):
@@ -249,6 +264,10 @@ def run_stack(
         while reader.events < expected.events:
             reader.poll()
             idle = time.perf_counter() - max(reader.last_event_s, started + produce_s)
+            if idle > STALL_TIMEOUT_S and reader.skipped_offsets and not reader.rereads:
+                reader.reread()
+                reader.last_event_s = time.perf_counter()
+                continue
             if idle > STALL_TIMEOUT_S:
                 stack.check_alive()
                 raise RuntimeError(
@@ -283,6 +302,8 @@ def run_stack(
         "distinct_event_spans": len(reader.span_ids),
         "reader_errors": dict(reader.errors),
         "reader_skipped_offsets": reader.skipped_offsets,
+        # After a reread events_out_s includes the stall: the CPU ratios do not.
+        "reader_rereads": reader.rereads,
         "stored": stored,
         "worker_cpu_s_to_events": round(cpu_at_events - cpu_before, 2),
         "worker_cpu_s_to_stored": round(cpu_at_stored - cpu_before, 2),
