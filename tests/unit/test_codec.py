@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.streams.codec import dumps, encode_in_parts, loads
+from driftline.streams.codec import SAMPLED_FROM, dumps, encode_in_parts, loads
 
 _EVERY_KEY_KIND = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -69,10 +69,28 @@ def test_parts_keep_order_and_fit_the_limit(items: list[str], limit: int) -> Non
     assert all(len(v) <= limit for v, part in zip(values, parts, strict=True) if len(part) > 1)
 
 
+@settings(max_examples=30, deadline=None)
 @given(
-    st.integers(min_value=0, max_value=2_000),
+    st.integers(min_value=2_000, max_value=5_000),
+    st.lists(st.sampled_from([0, 10, 300]), min_size=1, max_size=5),
+    st.integers(min_value=300, max_value=200_000),
+)
+def test_a_large_batch_of_unlike_items_keeps_order_and_fits(
+    count: int, sizes: list[int], limit: int
+) -> None:
+    """Sized from samples that may not look like the rest (runs of items of one size): a
+    part that comes out too large is halved."""
+    items = ["x" * sizes[i * len(sizes) // count] for i in range(count)]
+    values = encode_in_parts(len(items), _counting(items, []), limit)
+    parts = [loads(v)["items"] for v in values]
+    assert [x for part in parts for x in part] == items
+    assert all(len(v) <= limit for v, part in zip(values, parts, strict=True) if len(part) > 1)
+
+
+@given(
+    st.integers(min_value=0, max_value=6_000),
     st.integers(min_value=1, max_value=200),
-    st.integers(min_value=1_000, max_value=50_000),
+    st.integers(min_value=1_000, max_value=500_000),
 )
 def test_a_batch_of_like_items_is_encoded_at_most_about_twice(
     count: int, size: int, limit: int
@@ -82,8 +100,13 @@ def test_a_batch_of_like_items_is_encoded_at_most_about_twice(
     values = encode_in_parts(count, _counting(items, encoded), limit)
     whole = len(dumps({"items": items}))
     assert all(len(v) <= limit for v in values)
-    if whole <= limit:
-        assert encoded == [whole]
+    assert [x for v in values for x in loads(v)["items"]] == items
+    sampled = 3 if count >= SAMPLED_FROM else 0
+    if whole <= limit:  # (a sampled batch that fits is encoded whole after its samples)
+        assert encoded[sampled:] == [whole]
+    elif sampled:  # three samples of 64 items, then each part once
+        assert len(encoded) == 3 + len(values)
+        assert sum(encoded) <= whole * (1 + 192 / count) + 16 * len(encoded)
     else:  # the whole once, then each part once (halving it encoded a 16x batch 5 times)
         assert len(encoded) == 1 + len(values)
         assert sum(encoded) <= 2 * whole + 16 * len(values)
