@@ -489,7 +489,6 @@ def _add_engine_feed(p: Pipeline) -> None:
 def _add_decode(p: Pipeline) -> None:
     from driftline.streams.normalize import IngestPolicy, normalize_message
     from driftline.streams.pricing import PriceBook
-    from driftline.streams.traces import spans_without_calls
 
     settings = p.settings
     prices = PriceBook(settings.prices)
@@ -541,13 +540,7 @@ def _add_decode(p: Pipeline) -> None:
                 by_workflow: dict[str, list[dict[str, Any]]] = {}
                 route_requests(result.events, source, workflows, by_workflow)
                 requests.extend(by_workflow.items())
-                route_sourced(
-                    result.events,
-                    spans_without_calls(result.events, result.spans),
-                    source,
-                    partitions,
-                    routed,
-                )
+                route_sourced(result.events, result.spans, source, partitions, routed)
                 p.counters["spans.in"] += result.span_count
                 p.counters["events.decoded"] += len(result.events)
                 p.counters.update(result.counters())  # decode.tokenless.<reason>

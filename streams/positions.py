@@ -106,7 +106,7 @@ def parse_chunk_key(key: str) -> tuple[str, int] | None:
 
 
 def route_sourced(
-    events: Iterable[dict[str, Any]],
+    events: list[dict[str, Any]],
     spans: Iterable[dict[str, Any]],
     source: tuple[int, int],
     partitions: int,
@@ -114,13 +114,23 @@ def route_sourced(
 ) -> None:
     """Append the records of one source message to ``out[partition]`` with their positions.
 
+    A call's span record is not sent: its event stands for its span in trace assembly
+    (``streams.traces``), and the record holds nothing the event does not. It keeps its
+    position all the same, so a message decoded again by a worker of another release
+    numbers its records alike and what was applied is still recognised
+    (:meth:`SourceMarks.fresh`). Span ids are unique within a trace only: a call is its
+    trace id and span id.
+
     >>> out = {}
-    >>> route_sourced([{"trace_id": "a"}], [{"trace_id": "a"}, {"trace_id": "c"}], (1, 7), 4, out)
+    >>> events = [{"trace_id": "a", "span_id": "1"}]
+    >>> spans = [{"trace_id": "a", "span_id": "1"}, {"trace_id": "c", "span_id": "1"}]
+    >>> route_sourced(events, spans, (1, 7), 4, out)
     >>> [(p, kind, r[SEQ_FIELD]) for p, records in sorted(out.items()) for kind, r in records]
-    [(0, 'events', [1, 7, 0]), (0, 'spans', [1, 7, 1]), (2, 'spans', [1, 7, 0])]
+    [(0, 'events', [1, 7, 0]), (2, 'spans', [1, 7, 0])]
     """
     memo: dict[str, int] = {}
     index: dict[int, int] = {}
+    calls = {(event["trace_id"], event["span_id"]) for event in events}
     for kind, records in (("events", events), ("spans", spans)):
         for record in records:
             trace_id = record["trace_id"]
@@ -129,6 +139,8 @@ def route_sourced(
                 partition = memo[trace_id] = target_partition(trace_id, partitions)
             k = index.get(partition, 0)
             index[partition] = k + 1
+            if kind == "spans" and (trace_id, record["span_id"]) in calls:
+                continue  # position 1 on partition 0 above: the call's record
             record[SEQ_FIELD] = [source[0], source[1], k]
             out.setdefault(partition, []).append((kind, record))
 

@@ -411,17 +411,22 @@ def spans_without_calls(
     events: Iterable[dict[str, Any]], spans: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """The span records an assembler needs beside ``events``: those of spans that are not
-    calls. A call's record holds nothing its event does not (:func:`_span_from_event`
-    rebuilds it on close), and sending it through the repartition as well cost a worker
-    about 5% of its CPU (``bench/bench_pipeline.py``: 70% of the spans are calls).
+    calls (what decode sends, :func:`streams.positions.route_sourced`). A call's record
+    holds nothing its event does not (:func:`_span_from_event` rebuilds it on close), and
+    sending it through the repartition as well cost a worker about 5% of its CPU
+    (``bench/bench_pipeline.py``: 70% of the spans are calls). Span ids are unique within
+    a trace only.
 
-    >>> spans_without_calls([{"span_id": "b"}], [{"span_id": "a"}, {"span_id": "b"}])
-    [{'span_id': 'a'}]
+    >>> calls = [{"trace_id": "t", "span_id": "b"}]
+    >>> spans_without_calls(calls, [{"trace_id": "t", "span_id": "a"},
+    ...                             {"trace_id": "t", "span_id": "b"},
+    ...                             {"trace_id": "u", "span_id": "b"}])
+    [{'trace_id': 't', 'span_id': 'a'}, {'trace_id': 'u', 'span_id': 'b'}]
     """
-    calls = {event["span_id"] for event in events}
+    calls = {(event["trace_id"], event["span_id"]) for event in events}
     if not calls:
         return spans
-    return [span for span in spans if span["span_id"] not in calls]
+    return [span for span in spans if (span["trace_id"], span["span_id"]) not in calls]
 
 
 def _start_key(record: dict[str, Any]) -> tuple[int, str]:
