@@ -136,17 +136,42 @@ def _record(message: Message) -> Record:
 
 @dataclass
 class TopicReader:
-    """Reads every partition of a topic from the beginning; keeps all records seen."""
+    """Reads every partition of a topic from the beginning; keeps all records seen, once.
+
+    tansu at times returns a partition's later records before earlier ones it has not
+    served yet (a fetch from offset 0 answered from offset 3): a reader that trusted it
+    would skip the first alert of a key for good. A record past the first offset this
+    reader has not seen of its partition sends the reader back to that offset, once per
+    such gap; what it reads again twice is kept once.
+    """
 
     consumer: Consumer
     topic: str
     records: list[Record] = field(default_factory=list)
+    rereads: int = 0  # gaps read again
+    _seen: set[tuple[int, int]] = field(default_factory=set)
+    _unseen: dict[int, int] = field(default_factory=dict)  # first offset not seen
+    _gaps_read: set[tuple[int, int]] = field(default_factory=set)
 
     def poll(self, timeout_s: float = 0.2) -> None:
         for message in self.consumer.consume(500, timeout=timeout_s):
             if message.error() is not None:
                 continue
-            self.records.append(_record(message))
+            record = _record(message)
+            at = (record.partition, record.offset)
+            if at in self._seen:
+                continue
+            self._seen.add(at)
+            self.records.append(record)
+            first_unseen = self._unseen.get(record.partition, 0)
+            while (record.partition, first_unseen) in self._seen:
+                first_unseen += 1
+            self._unseen[record.partition] = first_unseen
+            gap = (record.partition, first_unseen)
+            if record.offset > first_unseen and gap not in self._gaps_read:
+                self._gaps_read.add(gap)
+                self.rereads += 1
+                self.consumer.seek(TopicPartition(self.topic, *gap))
 
     def drain(self, quiet_s: float = 2.0, timeout_s: float = 30.0) -> list[Record]:
         """Poll until nothing new arrived for ``quiet_s``: everything published so far."""
