@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -221,6 +222,37 @@ def internal(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -
     True
     """
     return {name: record.get(name) for name in _plan(fields)[0]}
+
+
+def internal_copy(
+    record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS, marks: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A new record of ``record``'s schema fields without the stages' ``marks``: a plain
+    copy when that leaves as many keys as the schema has fields (a stage's own record,
+    already internal; 0.3 us against 1.9 us for :func:`internal`), else :func:`internal`.
+
+    >>> record = {name: None for name in EVENT_FIELD_NAMES} | {"_seq": [0, 1, 2]}
+    >>> copied = internal_copy(record, marks=("_seq",))
+    >>> tuple(copied) == EVENT_FIELD_NAMES, copied is record, "_seq" in record
+    (True, False, True)
+    >>> tuple(internal_copy({"span_id": "a", "other": 1})) == EVENT_FIELD_NAMES
+    True
+    """
+    out = record.copy()
+    for mark in marks:
+        out.pop(mark, None)
+    names = _plan(fields)[0]
+    return out if len(out) == len(names) else {name: out.get(name) for name in names}
+
+
+def span_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(trace id, span id) of each record: what names a span (span ids are unique within
+    a trace only).
+
+    >>> sorted(span_keys([{"trace_id": "t", "span_id": "a"}, {"trace_id": "u", "span_id": "a"}]))
+    [('t', 'a'), ('u', 'a')]
+    """
+    return {(record["trace_id"], record["span_id"]) for record in records}
 
 
 def to_wire(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -> dict[str, Any]:

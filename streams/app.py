@@ -51,7 +51,7 @@ import faust
 from faust.sensors import Sensor
 
 from driftline.config import Settings
-from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, internal
+from driftline.schemas.event import TRACE_FIELDS, internal_copy
 from driftline.streams import topics as names
 from driftline.streams.changelog import AcknowledgedSender, ChangelogWriter, Header, Message
 from driftline.streams.codec import dumps, encode_in_parts, loads
@@ -121,19 +121,15 @@ def encode_bounded(lists: dict[str, list[Any]], limit: int) -> list[bytes]:
     1000
     """
     count = max((len(v) for v in lists.values()), default=0)
+    if count == 0:
+        return [dumps(lists)]
 
     def encode(start: int, end: int) -> bytes:
-        if count == 0:
-            return dumps(lists)
         return dumps(
             {k: v[start * len(v) // count : end * len(v) // count] for k, v in lists.items()}
         )
 
     return encode_in_parts(count, encode, limit)
-
-
-_EVENT_WIDTH: Final = len(EVENT_FIELDS)
-_TRACE_WIDTH: Final = len(TRACE_FIELDS)
 
 
 def group_by_workflow(
@@ -160,16 +156,11 @@ def group_by_workflow(
 
     for event in events:
         group = group_of(event)
-        # An event holds the schema's fields and the stages' two marks: a copy without the
-        # marks is 7x cheaper than building the record field by field (1.9 us).
-        record = event.copy()
-        group["early"].append(bool(record.pop(EARLY_FIELD, False)))
-        record.pop(SEQ_FIELD, None)
-        group["events"].append(record if len(record) == _EVENT_WIDTH else internal(record))
+        # An event holds the schema's fields and the stages' two marks.
+        group["early"].append(bool(event.get(EARLY_FIELD, False)))
+        group["events"].append(internal_copy(event, marks=(EARLY_FIELD, SEQ_FIELD)))
     for trace in traces:
-        group_of(trace)["traces"].append(
-            trace if len(trace) == _TRACE_WIDTH else internal(trace, TRACE_FIELDS)
-        )
+        group_of(trace)["traces"].append(internal_copy(trace, TRACE_FIELDS))
     return out
 
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from aiokafka.partitioner import murmur2
 
+from driftline.schemas.event import span_keys
 from driftline.streams.codec import dumps, encode_in_parts
 
 __all__ = [
@@ -130,7 +131,7 @@ def route_sourced(
     """
     memo: dict[str, int] = {}
     index: dict[int, int] = {}
-    calls = {(event["trace_id"], event["span_id"]) for event in events}
+    calls = span_keys(events)
     for kind, records in (("events", events), ("spans", spans)):
         for record in records:
             trace_id = record["trace_id"]

@@ -82,7 +82,7 @@ from driftline.schemas.attributes import (
     OP_EXECUTE_TOOL,
     OP_INVOKE_AGENT,
 )
-from driftline.schemas.event import TRACE_FIELD_NAMES
+from driftline.schemas.event import TRACE_FIELD_NAMES, span_keys
 
 __all__ = ["ClosedTraces", "TraceAssembler", "spans_without_calls", "tool_executions"]
 
@@ -423,7 +423,7 @@ def spans_without_calls(
     ...                             {"trace_id": "u", "span_id": "b"}])
     [{'trace_id': 't', 'span_id': 'a'}, {'trace_id': 'u', 'span_id': 'b'}]
     """
-    calls = {(event["trace_id"], event["span_id"]) for event in events}
+    calls = span_keys(events)
     if not calls:
         return spans
     return [span for span in spans if (span["trace_id"], span["span_id"]) not in calls]
