@@ -132,6 +132,9 @@ class Cluster:
         self.stack.stop()
 
 
+LOG_TAIL = 80  # lines of each worker's log printed when a test on a cluster fails
+
+
 @contextlib.contextmanager
 def cluster(directory: Path, extra_config: str, store_config: str = "") -> Iterator[Cluster]:
     """A running broker and collector, a ClickHouse HTTP endpoint and a PagerDuty receiver.
@@ -163,6 +166,14 @@ def cluster(directory: Path, extra_config: str, store_config: str = "") -> Itera
         running.store().close()
         stack.start()
         yield running
+    except BaseException:
+        # A failure in CI leaves no directory to look at: the workers' last lines go with
+        # the test's report (pytest shows what a failing test printed).
+        for name, worker in running.workers.items():
+            if worker.log_path.exists():
+                tail = worker.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+                print(f"--- last {len(tail)} lines of worker {name}'s log ---", *tail, sep="\n")
+        raise
     finally:
         running.stop()
         receiver.stop()
