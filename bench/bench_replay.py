@@ -19,11 +19,11 @@ scores them per family against the labels:
   have all resolved, the workflow is stationary again: an alert opened later, and at least
   ``AFTER_END_GRACE`` events after the end, is a false alarm, and the events from there on
   count as stationary (it was scored as a late resolve);
-- river's ADWIN, run in the same process on the changed metric's values of the primary
-  bundle (natural scale, standardized by its first 500 values, fed from the 501st), its
-  delta tuned by bisection to no false alarm on the same controls and pre-change
-  stretches, per group (continuous, rates, finish mix), as ``bench/bench_detectors.py``
-  tunes it.
+- river's ADWIN and PageHinkley, run in the same process on the changed metric's values
+  of the primary bundle (natural scale, standardized by its first 500 values, fed from
+  the 501st), ADWIN's delta and PageHinkley's threshold each tuned by bisection to no
+  false alarm on the same controls and pre-change stretches, per group (continuous,
+  rates, finish mix), as ``bench/bench_detectors.py`` tunes them.
 
 Run: ``.venv/bin/python bench/bench_replay.py`` (seed 2026, about 3-4 minutes);
 ``--seed S --seeds N`` for seeds S..S+N-1; ``--keep DIR`` keeps the NDJSON files and the
@@ -39,12 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from replay_families import FAMILIES, Workflow, day_of, event_lines
 from river import drift
+from river.base import DriftDetector
 
 from driftline.detectors.metrics import METRICS_BY_NAME
 from driftline.schemas.event import iso_to_micros
@@ -177,15 +179,28 @@ def natural(w: Workflow, metric: str, mix: str = "oracle") -> list[tuple[np.ndar
     return [(x[index], index)]
 
 
-def adwin_alarms(delta: float, x: np.ndarray, stop_after: int = 1 << 30) -> list[int]:
-    """Positions (in ``x``) where ADWIN signals, fed from the end of the warm-up."""
+# name: (detector of a parameter, most sensitive end, quietest end) for the bisection; the
+# same detectors and ends as bench/bench_detectors.py.
+RIVER: dict[str, tuple[Callable[[float], DriftDetector], float, float]] = {
+    "ADWIN": (lambda p: drift.ADWIN(delta=p), 1e-2, 1e-14),
+    "PageHinkley": (
+        lambda p: drift.PageHinkley(min_instances=30, delta=0.1, threshold=p, alpha=1.0),
+        5.0,
+        2000.0,
+    ),
+}
+
+
+def river_alarms(name: str, p: float, x: np.ndarray, stop_after: int = 1 << 30) -> list[int]:
+    """Positions (in ``x``) where river's ``name`` at parameter ``p`` signals, fed from the
+    end of the warm-up."""
     if x.shape[0] <= WARMUP:
         return []
     ref = x[:WARMUP]
     # A 0/1 stream the warm-up saw no 1 of (a category, a rare failure) gets the spread
     # of one in WARMUP, not a zero that would make its first 1 a billion deviations.
     z = (x - ref.mean()) / max(float(ref.std()), math.sqrt((1 - 1 / WARMUP) / WARMUP))
-    det = drift.ADWIN(delta=delta)
+    det = RIVER[name][0](p)
     found = []
     for i, v in enumerate(z[WARMUP:].tolist()):
         det.update(v)
@@ -196,12 +211,13 @@ def adwin_alarms(delta: float, x: np.ndarray, stop_after: int = 1 << 30) -> list
     return found
 
 
-def tune_adwin(streams: list[np.ndarray], steps: int) -> float:
-    """The largest delta (most sensitive) with no alarm on ``streams``, by log bisection."""
-    lo, hi = 1e-2, 1e-14
+def tune(name: str, streams: list[np.ndarray], steps: int) -> float:
+    """The most sensitive parameter of ``name`` with no alarm on ``streams``, by log
+    bisection."""
+    _, lo, hi = RIVER[name]
 
-    def quiet(delta: float) -> bool:
-        return all(not adwin_alarms(delta, x, stop_after=0) for x in streams)
+    def quiet(p: float) -> bool:
+        return all(not river_alarms(name, p, x, stop_after=0) for x in streams)
 
     best = hi
     for _ in range(steps):
@@ -227,9 +243,9 @@ class Row:
     stationary_events: int = 0
     false_alarms: int = 0
     delays: list[int] = field(default_factory=list)
-    adwin_delays: list[int] = field(default_factory=list)
+    river_delays: dict[str, list[int]] = field(default_factory=lambda: {n: [] for n in RIVER})
     missed: int = 0
-    adwin_missed: int = 0
+    river_missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RIVER, 0))
     flaps: int = 0
     cross: int = 0
     resolve_after_end: list[int] = field(default_factory=list)
@@ -310,19 +326,19 @@ def _params(w: Workflow) -> str:
     return "(" + ", ".join(f"{k} {v:.3g}" for k, v in w.params.items()) + ")"
 
 
-def adwin_score(o: Outcome, delta: float, row: Row, horizon: int, mix: str) -> None:
+def river_score(name: str, o: Outcome, p: float, row: Row, horizon: int, mix: str) -> None:
     shift = o.workflow.family.shift
     assert o.change_index is not None
     alarms = sorted(
         int(index[a])
         for x, index in natural(o.workflow, shift.metric, mix)
-        for a in adwin_alarms(delta, x)
+        for a in river_alarms(name, p, x)
     )
     after = [a - o.change_index for a in alarms if 0 <= a - o.change_index < horizon]
     if after:
-        row.adwin_delays.append(after[0])
+        row.river_delays[name].append(after[0])
     else:
-        row.adwin_missed += 1
+        row.river_missed[name] += 1
 
 
 def fmt(values: list[int]) -> str:
@@ -338,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=24_000, help="successful calls per workflow")
     ap.add_argument("--per-file", type=int, default=11, help="workflows interleaved per file")
     ap.add_argument("--horizon", type=int, default=4_000)
-    ap.add_argument("--steps", type=int, default=8, help="bisection steps for ADWIN's delta")
+    ap.add_argument("--steps", type=int, default=8, help="bisection steps of river's parameters")
     ap.add_argument("--keep", type=Path, help="keep the NDJSON files and replay output here")
     ap.add_argument(
         "--adwin-mix",
@@ -368,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                         "".join(json.dumps(r) + "\n" for r in records)
                     )
                 all_outcomes.extend(outcomes(shard, records))
-    deltas = {}
+    params: dict[str, dict[str, float]] = {name: {} for name in RIVER}
     for group in ("continuous", "rates", "categorical"):
         quiet: list[np.ndarray] = []
         for o in all_outcomes:
@@ -383,14 +399,16 @@ def main(argv: list[str] | None = None) -> int:
             elif group_of(shift.metric) == group and o.change_index is not None:
                 for x, index in natural(o.workflow, shift.metric, args.adwin_mix):
                     quiet.append(x[index < o.change_index])
-        deltas[group] = tune_adwin(quiet, args.steps)
+        for name in RIVER:
+            params[name][group] = tune(name, quiet, args.steps)
     rows: dict[str, Row] = {f.name: Row() for f in FAMILIES}
     for o in all_outcomes:
         row = rows[o.workflow.family.name]
         score(o, row, args.horizon)
         if o.change_index is not None:
-            delta = deltas[group_of(o.workflow.family.shift.metric)]
-            adwin_score(o, delta, row, args.horizon, args.adwin_mix)
+            group = group_of(o.workflow.family.shift.metric)
+            for name in RIVER:
+                river_score(name, o, params[name][group], row, args.horizon, args.adwin_mix)
     print(
         f"# seeds {args.seed}..{args.seed + args.seeds - 1}; {args.controls} controls and "
         f"{args.per_family} workflows per family per seed, ~{args.calls:,} calls each over a "
@@ -399,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "# ADWIN delta tuned to 0 false alarms on the same controls and pre-change stretches: "
-        + ", ".join(f"{g} {d:.2g}" for g, d in deltas.items())
+        + ", ".join(f"{g} {d:.2g}" for g, d in params["ADWIN"].items())
+        + "; PageHinkley's threshold the same way: "
+        + ", ".join(f"{g} {d:.3g}" for g, d in params["PageHinkley"].items())
         + f"; a finish mix fed {args.adwin_mix} ("
         + ("one ADWIN per category" if args.adwin_mix == "each" else "the category that rises")
         + ")"
@@ -407,28 +427,31 @@ def main(argv: list[str] | None = None) -> int:
     head = (
         f"{'family':20s} {'wf':>3s} {'stat. events':>12s} {'false':>5s} {'missed':>6s} "
         f"{'ADWIN missed':>12s} {'median':>6s} {'ADWIN':>6s} {'ratio':>5s} {'flaps':>5s} "
-        f"{'cross':>5s} {'resolve':>11s}"
+        f"{'cross':>5s} {'resolve':>11s} {'PH missed':>9s} {'PH':>6s} {'ratio':>5s}"
     )
     print(head)
-    ratios = []
+    ratios: dict[str, list[float]] = {name: [] for name in RIVER}
     for fam in FAMILIES:
         r = rows[fam.name]
         shifted = fam.shift.kind != "none"
-        ratio = (
-            float(np.median(r.delays) / np.median(r.adwin_delays))
-            if r.delays and r.adwin_delays
-            else math.nan
-        )
-        if shifted and not math.isnan(ratio):
-            ratios.append(ratio)
+        ratio = {
+            name: float(np.median(r.delays) / np.median(d)) if r.delays and d else math.nan
+            for name, d in r.river_delays.items()
+        }
+        for name, value in ratio.items():
+            if shifted and not math.isnan(value):
+                ratios[name].append(value)
+        adwin, ph = r.river_delays["ADWIN"], r.river_delays["PageHinkley"]
         resolve = (
             f"{max(r.resolve_after_end)}/{max(r.resolve_own)}" if r.resolve_after_end else "-"
         ) + ("+open" * bool(r.unresolved))
         print(
             f"{fam.name:20s} {r.workflows:3d} {r.stationary_events:12,d} {r.false_alarms:5d} "
             + (
-                f"{r.missed:6d} {r.adwin_missed:12d} {fmt(r.delays):>6s} "
-                f"{fmt(r.adwin_delays):>6s} {ratio:5.2f} {r.flaps:5d} {r.cross:5d} {resolve:>11s}"
+                f"{r.missed:6d} {r.river_missed['ADWIN']:12d} {fmt(r.delays):>6s} "
+                f"{fmt(adwin):>6s} {ratio['ADWIN']:5.2f} {r.flaps:5d} {r.cross:5d} "
+                f"{resolve:>11s} {r.river_missed['PageHinkley']:9d} {fmt(ph):>6s} "
+                f"{ratio['PageHinkley']:5.2f}"
                 if shifted
                 else ""
             )
@@ -438,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         total.stationary_events += r.stationary_events
         total.false_alarms += r.false_alarms
         total.missed += r.missed
-        total.adwin_missed += r.adwin_missed
+        for name in RIVER:
+            total.river_missed[name] += r.river_missed[name]
         total.flaps += r.flaps
         total.cross += r.cross
         total.unresolved += r.unresolved
@@ -446,9 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# total: {total.false_alarms} false alarms in {total.stationary_events:,} stationary "
         f"events ({1e6 * total.false_alarms / max(total.stationary_events, 1):.2f} per 1M); "
-        f"missed {total.missed} of {shifted_n} (ADWIN {total.adwin_missed}); flaps {total.flaps}; "
+        f"missed {total.missed} of {shifted_n} (ADWIN {total.river_missed['ADWIN']}, "
+        f"PageHinkley {total.river_missed['PageHinkley']}); flaps {total.flaps}; "
         f"cross-metric {total.cross}; transients still open {total.unresolved}; median of "
-        f"per-family median delay / ADWIN's {np.median(ratios) if ratios else math.nan:.2f}"
+        f"per-family median delay / ADWIN's {_median(ratios['ADWIN']):.2f}, / PageHinkley's "
+        f"{_median(ratios['PageHinkley']):.2f}"
     )
     if args.verbose:
         for name, r in rows.items():
@@ -459,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 FAMILY_KIND = {f.name: f.shift.kind for f in FAMILIES}
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else math.nan
+
 
 if __name__ == "__main__":
     sys.exit(main())
