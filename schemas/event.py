@@ -227,9 +227,12 @@ def internal(record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS) -
 def internal_copy(
     record: dict[str, Any], fields: tuple[Field, ...] = EVENT_FIELDS, marks: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """A new record of ``record``'s schema fields without the stages' ``marks``: a plain
-    copy when that leaves as many keys as the schema has fields (a stage's own record,
-    already internal; 0.3 us against 1.9 us for :func:`internal`), else :func:`internal`.
+    """``record`` without the stages' ``marks`` as a new record: a plain copy when that
+    leaves as many keys as the schema has fields (a stage's own record, already internal;
+    0.3 us against 1.9 us for :func:`internal`), else :func:`internal`. Only the count is
+    checked: a record of the schema's width with a foreign key in place of a field is
+    copied as it is, so a caller takes input that is not its own through :func:`internal`
+    or checks every field (``schemas.checks.record_problem``).
 
     >>> record = {name: None for name in EVENT_FIELD_NAMES} | {"_seq": [0, 1, 2]}
     >>> copied = internal_copy(record, marks=("_seq",))

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from driftline.config import WorkflowSettings
-from driftline.schemas.event import internal_copy
+from driftline.schemas.event import internal, internal_copy
 from driftline.streams.codec import dumps, encode_in_parts
 from driftline.streams.positions import SEQ_FIELD
 
@@ -112,7 +112,9 @@ def route_requests(
     for event in events:
         if not monitored_at_decode(event, workflows):
             continue
-        request = internal_copy(event, marks=(EARLY_FIELD,))
+        # Decode's own events (schema fields, no mark yet) are copied; anything else is
+        # rebuilt field by field.
+        request = internal(event) if EARLY_FIELD in event else internal_copy(event)
         event[EARLY_FIELD] = True
         request[SEQ_FIELD] = [source[0], source[1], index]
         index += 1

@@ -211,3 +211,18 @@ def test_a_record_with_the_schemas_width_but_not_its_fields_is_not_taken_as_it_i
     assert decoded.problem == ""
     (record,) = decoded.events
     assert tuple(record) == EVENT_FIELD_NAMES and record["ttft_ms"] is None
+
+
+def test_a_request_holds_exactly_the_schema_fields_whatever_the_event_carried() -> None:
+    # An event already flagged, one schema field swapped for a key of its own: as wide as
+    # the schema once the flag is gone, but not its fields.
+    event: dict[str, Any] = {name: None for name in EVENT_FIELD_NAMES}
+    event.update(workflow="w", trace_id="t", span_id="s")
+    del event["response_model"]
+    event["foreign"] = "x"
+    event[EARLY_FIELD] = True
+    out: dict[str, list[dict[str, Any]]] = {}
+    route_requests([event], (0, 1), {}, out)
+    (request,) = out["w"]
+    assert set(request) == {*EVENT_FIELD_NAMES, SEQ_FIELD}
+    assert request["response_model"] is None
