@@ -142,7 +142,9 @@ class TopicReader:
     served yet (a fetch from offset 0 answered from offset 3): a reader that trusted it
     would skip the first alert of a key for good. A record past the first offset this
     reader has not seen of its partition sends the reader back to that offset, once per
-    such gap; what it reads again twice is kept once.
+    such gap; what it reads again twice is kept once. A gap that stays empty after that
+    (a compacted changelog's) holds the partition's first unseen offset there, so a later
+    jump on that partition is not read again.
     """
 
     consumer: Consumer
