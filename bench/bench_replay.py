@@ -320,6 +320,10 @@ def score(o: Outcome, row: Row, horizon: int) -> None:
         else:
             row.resolve_after_end.append(last_resolve - o.end_index)
             row.resolve_own.append(last_own)
+            row.notes.append(
+                f"{w.name}: transient resolved +{last_resolve - o.end_index} after its end "
+                f"({last_own} of the alert's bundle's events) {_params(w)}"
+            )
 
 
 def _params(w: Workflow) -> str:
@@ -466,13 +470,18 @@ def main(argv: list[str] | None = None) -> int:
         total.flaps += r.flaps
         total.cross += r.cross
         total.unresolved += r.unresolved
+        total.resolve_after_end += r.resolve_after_end
     shifted_n = sum(r.workflows for f, r in rows.items() if FAMILY_KIND[f] != "none")
     print(
         f"# total: {total.false_alarms} false alarms in {total.stationary_events:,} stationary "
         f"events ({1e6 * total.false_alarms / max(total.stationary_events, 1):.2f} per 1M); "
         f"missed {total.missed} of {shifted_n} (ADWIN {total.river_missed['ADWIN']}, "
         f"PageHinkley {total.river_missed['PageHinkley']}); flaps {total.flaps}; "
-        f"cross-metric {total.cross}; transients still open {total.unresolved}; median of "
+        f"cross-metric {total.cross}; transients resolved within {AFTER_END_GRACE:,} events "
+        f"of their end {_within(total.resolve_after_end)} of "
+        f"{len(total.resolve_after_end) + total.unresolved} (median "
+        f"{_median([float(v) for v in total.resolve_after_end]):.0f}), still open "
+        f"{total.unresolved}; median of "
         f"per-family median delay / ADWIN's {_median(ratios['ADWIN']):.2f}, / PageHinkley's "
         f"{_median(ratios['PageHinkley']):.2f}"
     )
@@ -485,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 FAMILY_KIND = {f.name: f.shift.kind for f in FAMILIES}
+
+
+def _within(resolves: list[int]) -> int:
+    return sum(v <= AFTER_END_GRACE for v in resolves)
 
 
 def _median(values: list[float]) -> float:

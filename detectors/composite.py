@@ -754,6 +754,8 @@ class MetricDetector:
         path = cusum_path(a - b * x, s)
         if bool(np.any(path > h)):
             self._recovery, self._episode = NO_RECOVERY, NO_EPISODE
+            # The test has decided "back": the window after its detection holds no longer.
+            self._since_detection = max(self._since_detection, self.window)
             return
         self._recovery = (a, b, h, path[-1], column)
         if z is not None:  # the episode's values: the whole batch if it ran before it
@@ -899,6 +901,9 @@ class MetricDetector:
     def _count_since(self, found: list[Detection], n: int) -> list[Detection]:
         if found:
             self._since_detection = n - 1 - found[-1].index
+            if self._recovery[2] <= 0.0 and self._arm_recovery(found[-1]) is not None:
+                # The latest detection's recovery test ran and decided within this batch.
+                self._since_detection = max(self._since_detection, self.window)
         else:
             self._since_detection = min(self._since_detection + n, UNSEEN)
         return found
@@ -998,9 +1003,12 @@ class MetricDetector:
     def shift_holds(self) -> bool:
         """Whether the recent window still differs from the reference at the stay-open bar.
 
-        True for a window after a detection, and while the recovery test (a sequential
-        test of "back to the reference" against "still at half the detected shift", two
-        thirds of the increase for a rate) has not decided; then, continuous: the level
+        True while the recovery test (a sequential test of "back to the reference"
+        against "still at half the detected shift", two thirds of the increase for a
+        rate) has not decided, and for a window after the latest detection unless such a
+        test has decided "back" since (spread and shape detections arm none; on a
+        bundle with a tenth of a workflow's calls a window is ten of the workflow's);
+        then, continuous: the level
         (an EWMA of the standardized value over about one window) beyond ``HOLD_SE``
         standard errors plus the tolerance, or the spread (the same of its square) above
         its reference by as many; counts and rates: the level above half the bar;
