@@ -300,6 +300,12 @@ class KSWindow(DriftDetector):
         self._since_test = 0
         return True
 
+    def restart(self) -> None:
+        """The window starts over, as after a detection."""
+        self._score = 0.0
+        self._count = 0
+        self._since_test = 0
+
     def score(self) -> float:
         """The latest test's statistic over its critical value (0 before the first)."""
         return self._score

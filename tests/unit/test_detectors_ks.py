@@ -86,3 +86,22 @@ def test_shape_change_is_detected(seed: int) -> None:
     stream = np.concatenate([rng.normal(0, 1, 1000), rng.normal(0, 3, 1000)])
     found = KSWindow(500, 500, 100, 1e6).update_many(stream)
     assert found and 1000 <= found[0] < 1700
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_restart_forgets_the_window(seed: int) -> None:
+    # A window 300 values into a 0.8 sd shift, then back: left as it is, the test at the
+    # full window finds the shift's values; restarted when the shift ended, it tests
+    # only values from after, and a window of them later.
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(0.0, 1.0, 500)
+    shifted = 0.8 + rng.normal(0.0, 1.0, 300)
+    back = rng.normal(0.0, 1.0, 500)
+    kept, restarted = KSWindow(500, 500, 100, 1e5), KSWindow(500, 500, 100, 1e5)
+    for det in (kept, restarted):
+        det.update_many(reference)
+        assert det.update_many(shifted) == []  # the window is not full yet
+    restarted.restart()
+    assert kept.update_many(back) == [199]
+    assert restarted.update_many(back) == []
+    assert restarted.score() > 0.0  # it has tested: a full window of values from after
