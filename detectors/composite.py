@@ -250,6 +250,7 @@ class MetricDetector:
         "_calibrated_n",
         "_categorical",
         "_cusum",
+        "_decided_at",
         "_episode",
         "_ewma",
         "_groups",
@@ -376,6 +377,9 @@ class MetricDetector:
         # (sum, count) of the standardized values since the running level recovery test
         # was first armed: the shift's estimate over the whole episode (see _recover).
         self._episode: tuple[float, ...] = NO_EPISODE
+        # Where in the batch being fed a recovery test decided "back" (None: it did not);
+        # not state: every batch starts without one.
+        self._decided_at: int | None = None
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
         self._warm_inflation: float | None = None
         # The latest RECENT_VALUES values fed with their trace codes (continuous only).
@@ -754,9 +758,10 @@ class MetricDetector:
         path = cusum_path(a - b * x, s)
         if bool(np.any(path > h)):
             self._recovery, self._episode = NO_RECOVERY, NO_EPISODE
-            # The test has decided "back": the window after its detection holds no longer.
-            self._since_detection = max(self._since_detection, self.window)
-            # And the shape test's window, which still holds the shift's values, starts
+            # The test has decided "back" (:meth:`_count_since` ends the window after
+            # the detections before this point).
+            self._decided_at = start + skip + int(np.argmax(path > h))
+            # The shape test's window, which still holds the shift's values, starts
             # over: left full, it found the shift again after the alert had resolved
             # (bench/bench_replay.py seed 41, agent-planner-041-22: a 0.26 sd shape
             # effect reopened a fallback bundle's alert, and the small claim it armed held
@@ -909,11 +914,13 @@ class MetricDetector:
     def _count_since(self, found: list[Detection], n: int) -> list[Detection]:
         if found:
             self._since_detection = n - 1 - found[-1].index
-            if self._recovery[2] <= 0.0 and self._arm_recovery(found[-1]) is not None:
-                # The latest detection's recovery test ran and decided within this batch.
-                self._since_detection = max(self._since_detection, self.window)
         else:
             self._since_detection = min(self._since_detection + n, UNSEEN)
+        decided, self._decided_at = self._decided_at, None
+        if decided is not None and (not found or decided >= found[-1].index):
+            # A recovery test decided "back" after the latest detection: the window after
+            # that detection holds no longer. A detection after the decision keeps it.
+            self._since_detection = max(self._since_detection, self.window)
         return found
 
     def _make(
@@ -1014,7 +1021,8 @@ class MetricDetector:
         True while the recovery test (a sequential test of "back to the reference"
         against "still at half the detected shift", two thirds of the increase for a
         rate) has not decided, and for a window after the latest detection unless such a
-        test has decided "back" since (spread and shape detections arm none; on a
+        test has decided "back" since (spread detections, and shape detections without a
+        level effect, arm none; on a
         bundle with a tenth of a workflow's calls a window is ten of the workflow's);
         then, continuous: the level
         (an EWMA of the standardized value over about one window) beyond ``HOLD_SE``

@@ -262,7 +262,9 @@ class DriftRules:
 
         A bundle no longer tracked, or without traffic for ``detectors.canary_active_s``
         or for ``RETIRED_GAPS`` of its own mean gap between calls if that is longer
-        (retired by a rollout), has no shift left to keep its alerts open.
+        (retired by a rollout), has no shift left to keep its alerts open. A canary alert
+        holds while either bundle's window is refilling (after a shape detection, or a
+        recovery test's decision, started it over): no evidence either way yet.
         """
         metric_name, _, canary = str(record["metric"]).partition(":")
         bundle = bundles.get(str(record["bundle_id"]))
@@ -275,7 +277,7 @@ class DriftRules:
             if incumbent is None:
                 return False
             d, critical = self._canary_statistic(incumbent, bundle, metric_name)
-            return d is not None and d > CANARY_STAY_FRACTION * critical
+            return d is None or d > CANARY_STAY_FRACTION * critical
         return shift_holds(bundle.detectors[metric_name])
 
     def _retired_after_us(self, bundle: Bundle) -> float:

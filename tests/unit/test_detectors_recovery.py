@@ -118,3 +118,21 @@ def test_a_decided_recovery_ends_the_window_after_the_detection() -> None:
                 break
     assert len(cleared) == 20
     assert float(np.median(cleared)) < 500
+
+
+def test_a_detection_after_the_decision_keeps_its_window() -> None:
+    # A running test kept over a batch decides "back" early in it; a burst later in the
+    # same batch fires a larger member. That detection holds for a window after it: the
+    # decision came before it (the review's case: seed 3, decided at 467, the 1.5 sd
+    # member at 819; shift_holds was False right after the detection).
+    rng = np.random.default_rng(3)
+    det = MetricDetector("continuous", warmup=500, window=500, arl0=2.7e7)
+    det.update_many(rng.normal(0.0, 1.0, 3000))
+    for _ in range(4):
+        det.update_many(0.7 + rng.normal(0.0, 1.0, 50))
+    assert det._recovery[2] > 0.0  # a test is running into the next batch
+    x = rng.normal(0.0, 1.0, 820)
+    x[800:] += 2.0
+    found = det.update_many(x)
+    assert found and found[-1].index > 800
+    assert det.shift_holds()

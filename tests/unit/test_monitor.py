@@ -234,6 +234,37 @@ def test_canary_compares_two_bundles_serving_at_once() -> None:
     assert canary[0]["event_ts"] < T0 + (SETTLE_S_DEFAULT + 200) * S
 
 
+def test_a_canary_alert_holds_while_a_window_refills() -> None:
+    # A bundle's KS window starts over after a shape detection or a decided recovery; the
+    # canary has nothing to compare until it is full again, which is no evidence that the
+    # candidate came back: its alert stays open (it resolved once the refill outlasted
+    # the hold-down).
+    rng = np.random.default_rng(9)
+
+    def pairs(first: int, n: int, gap_s: int) -> list[dict[str, Any]]:
+        out = []
+        for i in range(first, first + n):
+            ts = T0 + (first + (i - first) * gap_s) * S
+            b1 = float(np.exp(rng.normal(np.log(400), 0.5)))
+            b2 = float(np.exp(rng.normal(np.log(400 * 1.8), 0.5)))
+            out.append(event(2 * i, ts, b1))
+            out.append(event(2 * i + 1, ts + 1, b2, bundle_id="b2"))
+        return out
+
+    monitor = Monitor(settings(["input_tokens"]))
+    opened = of(run(monitor, pairs(0, 600, 1)), "drift/chat/input_tokens:canary/")
+    assert [t["transition"] for t in opened] == ["open", "open"]  # either way round
+    for bundle in ("b1", "b2"):
+        ks = monitor._states["chat"].bundles[bundle].detectors["input_tokens"]._ks
+        assert ks is not None
+        ks.restart()  # as a decided recovery on the bundle's own drift test does
+    # Refilling the windows takes twice the hold-down and more at a pair every 8 s.
+    window = monitor._states["chat"].bundles["b1"].detectors["input_tokens"].window
+    assert window * 8 > 2 * 300  # settings(): hold_down_s 300
+    during = of(run(monitor, pairs(600, window - 10, 8)), "drift/chat/input_tokens:canary/")
+    assert [t["transition"] for t in during if t["transition"] != "update"] == []
+
+
 def test_dirty_workflows_and_bad_snapshots() -> None:
     monitor = Monitor(settings(["input_tokens"]))
     monitor.process([event(0, T0, 400), event(1, T0, 400, workflow="other")], [])
