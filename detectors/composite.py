@@ -1022,10 +1022,9 @@ class MetricDetector:
         against "still at half the detected shift", two thirds of the increase for a
         rate) has not decided, and for a window after the latest detection unless such a
         test has decided "back" since (spread detections, and shape detections without a
-        level effect, arm none; on a
-        bundle with a tenth of a workflow's calls a window is ten of the workflow's);
-        then, continuous: the level
-        (an EWMA of the standardized value over about one window) beyond ``HOLD_SE``
+        level effect, arm none; on a bundle with a tenth of a workflow's calls a window
+        is ten of the workflow's); then, continuous: the level (an EWMA of the
+        standardized value over about one window) beyond ``HOLD_SE``
         standard errors plus the tolerance, or the spread (the same of its square) above
         its reference by as many; counts and rates: the level above half the bar;
         categorical: a category's recent share above its reference rate by as much, or

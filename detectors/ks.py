@@ -286,7 +286,6 @@ class KSWindow(DriftDetector):
         self._score = d / self._critical
         if d <= self._critical:
             return False
-        self._score = 0.0  # the window starts over
         self._last = {
             "statistic": d,
             "threshold": self._critical,
@@ -296,8 +295,7 @@ class KSWindow(DriftDetector):
             "reference_size": round(self._ref_n),
         }
         self._drift_detected = True
-        self._count = 0
-        self._since_test = 0
+        self.restart()
         return True
 
     def restart(self) -> None:
