@@ -917,9 +917,13 @@ class MetricDetector:
         else:
             self._since_detection = min(self._since_detection + n, UNSEEN)
         decided, self._decided_at = self._decided_at, None
-        if decided is not None and (not found or decided >= found[-1].index):
+        continuous = self.kind == "continuous"
+        if continuous and decided is not None and (not found or decided >= found[-1].index):
             # A recovery test decided "back" after the latest detection: the window after
             # that detection holds no longer. A detection after the decision keeps it.
+            # Not for counts and categories: their recent level is too noisy to hold a
+            # lasting shift alone until its next detection when a test decides "back" by
+            # chance (bench/bench_detectors.py seed 9001: a 1% -> 3% rate flapped).
             self._since_detection = max(self._since_detection, self.window)
         return found
 
@@ -1020,11 +1024,11 @@ class MetricDetector:
 
         True while the recovery test (a sequential test of "back to the reference"
         against "still at half the detected shift", two thirds of the increase for a
-        rate) has not decided, and for a window after the latest detection unless such a
-        test has decided "back" since (spread detections, and shape detections without a
-        level effect, arm none; on a bundle with a tenth of a workflow's calls a window
-        is ten of the workflow's); then, continuous: the level (an EWMA of the
-        standardized value over about one window) beyond ``HOLD_SE``
+        rate) has not decided, and for a window after the latest detection unless (for a
+        continuous metric) such a test has decided "back" since (spread detections, and
+        shape detections without a level effect, arm none; on a bundle with a tenth of a
+        workflow's calls a window is ten of the workflow's); then, continuous: the level
+        (an EWMA of the standardized value over about one window) beyond ``HOLD_SE``
         standard errors plus the tolerance, or the spread (the same of its square) above
         its reference by as many; counts and rates: the level above half the bar;
         categorical: a category's recent share above its reference rate by as much, or
