@@ -20,6 +20,9 @@ from driftline.detectors.base import STATE_VERSION, Field, check_array, decode
 
 BUCKET_US = 60_000_000
 MONTH_S = 30 * 86_400.0
+# A smaller monthly budget's share of the shortest window rounds to nothing (a division
+# by zero once, found by feeding 1e-320 through the CLI); config holds to the same bound.
+MIN_MONTHLY_BUDGET_USD = 1e-6
 # Stay-open bar as a share of the alarm bar (limit, or burn-rate factor).
 RECOVERY = 0.8
 
@@ -146,8 +149,9 @@ class BurnRate:
     """
 
     def __init__(self, monthly_budget: float) -> None:
-        if not 0 < monthly_budget < math.inf:
-            raise ValueError(f"monthly_budget must be > 0 USD, got {monthly_budget}")
+        if not MIN_MONTHLY_BUDGET_USD <= monthly_budget < math.inf:
+            least = MIN_MONTHLY_BUDGET_USD
+            raise ValueError(f"monthly_budget must be at least {least} USD, got {monthly_budget}")
         self.monthly_budget = monthly_budget
         self._spend = WindowSum(max(p[1] for p in BURN_RATE_PAIRS))
 

@@ -405,8 +405,10 @@ class BudgetSettings(_Section):
     tokens_per_window: int | None = Field(None, gt=0)
     cost_usd_per_window: float | None = Field(None, gt=0)
     window_s: float = Field(3600.0, gt=0)
-    # Cost budget for a 30-day period; burn-rate alerts compare spend to it.
-    monthly_cost_usd: float | None = Field(None, gt=0)
+    # Cost budget for a 30-day period; burn-rate alerts compare spend to it. At least a
+    # millionth of a dollar (detectors.burn_rate.MIN_MONTHLY_BUDGET_USD): a smaller one's
+    # share of a five-minute window rounds to nothing.
+    monthly_cost_usd: float | None = Field(None, ge=1e-6)
 
 
 class WorkflowSettings(_Section):
@@ -672,6 +674,23 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return default if default.exists() else None
 
 
+# No configuration is near this; a larger file (or a device such as /dev/zero given by
+# mistake) is refused before it is read whole.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config_text(file: Path) -> str:
+    """The file's text: at most ``MAX_CONFIG_BYTES`` of UTF-8."""
+    with file.open("rb") as handle:
+        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration file {file} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file} is not UTF-8 text (byte {exc.start})") from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the configuration; raise :class:`ConfigError` naming bad fields."""
     file = config_path(path)
@@ -680,11 +699,15 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     if file is not None:
         source = f"{file} and environment"
         try:
-            data = tomllib.loads(file.read_text())
+            data = tomllib.loads(_read_config_text(file))
         except FileNotFoundError as exc:
             raise ConfigError(f"configuration file not found: {file}") from exc
+        except OSError as exc:
+            raise ConfigError(f"configuration file {file} unreadable: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+        except RecursionError:
+            raise ConfigError(f"{file} is not valid TOML: nested too deeply") from None
     file_data = dict(data)
     data.update(overrides)
     unknown_sections = _unknown_env_sections()

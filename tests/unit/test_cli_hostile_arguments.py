@@ -1,0 +1,111 @@
+"""Broken or hostile arguments and files through the CLI: a clear error, exit 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftline.cli import main
+from driftline.config import MAX_CONFIG_BYTES
+from driftline.detectors import BurnRate
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``main``'s return, or argparse's exit status."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"[workflows.w.budgets]\nmonthly_cost_usd = 1e-320\n", "greater than or equal"),
+        (b'a = "\xff"\n', "not UTF-8 text"),
+        (b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n", "nested too deeply"),
+        (b"# " + b"x" * MAX_CONFIG_BYTES + b"\n", "larger than"),
+    ],
+)
+def test_a_broken_config_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, why: str
+) -> None:
+    config = tmp_path / "driftline.toml"
+    config.write_bytes(content)
+    assert _exit_code(["--config", str(config), "config", "check"]) == 2
+    assert why in capsys.readouterr().err
+
+
+def test_a_directory_as_config_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code(["--config", str(tmp_path), "config", "check"]) == 2
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_a_monthly_budget_too_small_to_divide_is_refused() -> None:
+    # 1e-320 USD passed the config once and divided by zero in the detectors.
+    with pytest.raises(ValueError, match="at least"):
+        BurnRate(monthly_budget=1e-320)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [""],
+        ["x\udcff"],
+        ["x' OR 1=1; DROP TABLE llm_alerts --"],
+        ["a" * 100_000],
+        ["a\x1b[31mb"],
+        ["chat", "--bundle", ""],
+        ["chat", "--bundle", "'; DROP"],
+    ],
+)
+def test_baseline_accept_refuses_names_no_span_can_have(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before Kafka is asked (the port is closed): exit 2, the value not echoed.
+    code = _exit_code(["baseline", "accept", *argv, "--bootstrap-servers", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "\x1b" not in err and "DROP" not in err and len(err) < 1000
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "-1", "0"])
+def test_status_refuses_an_interval_that_is_no_duration(
+    interval: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["status", "--interval", interval, "--worker", "http://127.0.0.1:1"]
+    assert _exit_code(argv) == 2
+    assert "--interval" in capsys.readouterr().err
+
+
+def test_status_does_not_print_a_password_in_a_worker_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _exit_code(["status", "--once", "--worker", "http://ops:S3CRETPW@127.0.0.1:1/"]) == 1
+    out = capsys.readouterr()
+    assert "S3CRETPW" not in out.out + out.err
+    assert "http://127.0.0.1:1" in out.out
+
+
+def test_report_refuses_an_empty_output_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code(["report", "--out", "", "--store", f"chdb://{tmp_path}/s"]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_refuses_a_negative_lag() -> None:
+    assert _exit_code(["doctor", "--max-lag", "-5"]) == 2
+
+
+def test_normalize_says_at_once_when_the_traces_file_cannot_be_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spans = tmp_path / "spans.json"
+    spans.write_text('{"resourceSpans": []}')
+    assert _exit_code(["normalize", str(spans), "--traces", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
