@@ -210,6 +210,6 @@ def _parses_whole(data: bytes) -> bool:
     try:
         text = data.decode().strip(_JSON_WHITESPACE)
         _, end = json.JSONDecoder().raw_decode(text)
-    except ValueError:  # UnicodeDecodeError is a ValueError too
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
         return False
     return end == len(text)

@@ -39,8 +39,14 @@ def _records(
 ) -> Iterator[dict[str, Any]]:
     """The usable records of ``path``: held to the bounds the normalizer holds spans to (a
     file is outside input like any span), their attributes to the ingest allow list."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # The start of the file was checked (_not_text); a bad line later is one reject.
+                rejects.append(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:

@@ -61,8 +61,15 @@ def loads_strict(line: str) -> Any:
     Traceback (most recent call last):
     ...
     ValueError: NaN is not a JSON number
+    >>> loads_strict("[" * 100_000 + "]" * 100_000)
+    Traceback (most recent call last):
+    ...
+    ValueError: nested too deeply
     """
-    return json.loads(line, parse_constant=_refuse_constant)
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 @dataclass(frozen=True, slots=True)

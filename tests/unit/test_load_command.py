@@ -174,3 +174,37 @@ def test_originals_in_the_file_do_not_take_the_places_of_attributes() -> None:
     assert kept["driftline.original.workflow"] == "w'"
     assert kept["driftline.original.tenant"] == "t'"
     assert "driftline.original.anything" not in kept
+
+
+def test_a_bad_line_past_the_checked_start_is_one_reject(tmp_path: Path) -> None:
+    # The file's first 64 KB are checked for text before a store is opened; a line of
+    # bad UTF-8 after them, or one nested past the parser's depth, used to stop the load
+    # with a traceback and nothing stored.
+    good = [json.dumps(event(n)) for n in range(200)]
+    assert sum(len(line) + 1 for line in good[:-2]) > 1 << 16
+    events = tmp_path / "events.ndjson"
+    bad_text, deep = b'{"workflow": "\xff"}', b"[" * 100_000 + b"]" * 100_000
+    body = (
+        [line.encode() for line in good[:-2]] + [bad_text, deep] + [g.encode() for g in good[-2:]]
+    )
+    events.write_bytes(b"\n".join(body) + b"\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "load",
+            str(events),
+            "--store",
+            f"chdb://{tmp_path}/s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{events}:199: not UTF-8 text" in done.stderr
+    assert f"{events}:200: nested too deeply" in done.stderr
+    assert "read 200 events" in done.stdout and ": 200 requests" in done.stdout, done.stdout
