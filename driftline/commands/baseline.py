@@ -55,18 +55,27 @@ def run(args: argparse.Namespace) -> int:
         producer_config,
         topic_partition_counts,
     )
-    from driftline.streams.monitor.control import RECORD_TYPE_CONTROL, accept_baseline_message
+    from driftline.streams.monitor.control import (
+        RECORD_TYPE_CONTROL,
+        ControlError,
+        accept_baseline_message,
+    )
     from driftline.streams.positions import target_partition
 
+    try:
+        # Checked before Kafka is asked anything: a name no span can have is a usage error.
+        value = accept_baseline_message(
+            args.workflow, args.metric, args.bundle, time.time_ns() // 1000, getpass.getuser()
+        )
+    except ControlError as exc:
+        print(f"driftline baseline accept: {exc}", file=sys.stderr)
+        return 2
     try:
         servers = bootstrap_of(settings.kafka, args.bootstrap_servers)
         partitions = topic_partition_counts(settings.kafka, servers).get(topics.LLM_EVENTS)
         if not partitions:
             print(f"topic {topics.LLM_EVENTS} not found on {servers}", file=sys.stderr)
             return 1
-        value = accept_baseline_message(
-            args.workflow, args.metric, args.bundle, time.time_ns() // 1000, getpass.getuser()
-        )
         producer = Producer(producer_config(settings.kafka, servers))
         producer.produce(
             topics.LLM_EVENTS,

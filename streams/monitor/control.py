@@ -10,15 +10,19 @@ that only store events see nothing to store.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import orjson
 
 from driftline.detectors import METRIC_NAMES
+from driftline.schemas.checks import MAX_SAFE_NAME_CHARS
+from driftline.schemas.event import MAX_IDENTITY_CHARS, UNSAFE_NAME_CHAR
 
 CONTROL_FIELD: Final = "control"
 ACCEPT_BASELINE: Final = "accept_baseline"
 RECORD_TYPE_CONTROL: Final = b"control"  # value of the record-type header
+BUNDLE_ID: Final = re.compile(r"[0-9a-f]{16}")  # schemas.event.bundle_id
 
 
 class ControlError(ValueError):
@@ -63,17 +67,33 @@ def parse_control(value: bytes) -> dict[str, Any] | None:
 def check_control(control: Any) -> None:
     if not isinstance(control, dict) or control.get("action") != ACCEPT_BASELINE:
         raise ControlError(f"control.action must be {ACCEPT_BASELINE!r}")
+    # Messages name the field, never quote the value: it may be anything, of any length.
     workflow = control.get("workflow")
-    if not isinstance(workflow, str) or not workflow:
-        raise ControlError("control.workflow must be a non-empty string")
+    if not _is_safe_name(workflow):
+        raise ControlError(
+            "control.workflow must be a workflow name as the monitor keys it: 1 to "
+            f"{MAX_SAFE_NAME_CHARS} letters, digits, spaces or . : / @ + ~ - _ (a span's "
+            "name with other characters is made safe by the normalizer: use that form)"
+        )
     metric = control.get("metric")
     if metric is not None and metric not in METRIC_NAMES:
-        raise ControlError(f"control.metric must be one of {sorted(METRIC_NAMES)}, got {metric!r}")
+        raise ControlError(f"control.metric must be one of {sorted(METRIC_NAMES)}")
     bundle_id = control.get("bundle_id")
-    if bundle_id is not None and (not isinstance(bundle_id, str) or not bundle_id):
-        raise ControlError("control.bundle_id must be a non-empty string when given")
+    if bundle_id is not None and not (
+        isinstance(bundle_id, str) and BUNDLE_ID.fullmatch(bundle_id) is not None
+    ):
+        raise ControlError("control.bundle_id must be 16 hex digits when given (llm_requests)")
     requested_at = control.get("requested_at")
     if not isinstance(requested_at, int) or isinstance(requested_at, bool) or requested_at < 0:
         raise ControlError("control.requested_at must be microseconds since the epoch")
-    if not isinstance(control.get("requested_by", ""), str):
-        raise ControlError("control.requested_by must be a string")
+    by = control.get("requested_by", "")
+    if not isinstance(by, str) or len(by) > MAX_IDENTITY_CHARS:
+        raise ControlError(f"control.requested_by must be a string of at most {MAX_IDENTITY_CHARS}")
+
+
+def _is_safe_name(name: Any) -> bool:
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_SAFE_NAME_CHARS
+        and UNSAFE_NAME_CHAR.search(name) is None
+    )
