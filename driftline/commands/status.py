@@ -23,6 +23,7 @@ import httpx
 from driftline.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
 
 DEFAULT_INTERVAL_S: Final = 5.0
+MAX_INTERVAL_S: Final = 3600.0  # rates over longer than an hour say little about now
 TIMEOUT_S: Final = 5.0
 SOURCE_TOPICS: Final = ("otlp_spans", "llm_spans", "llm_events", "llm_alerts")
 
@@ -132,13 +133,15 @@ DEAD_LETTER_METRICS: Final = {
 def describe(last: Scrape, first: Scrape | None) -> tuple[list[str], bool]:
     """The lines of one worker, and whether it is failing (not ready, unreachable, or an
     alert about itself open). ``first``: an earlier scrape to take rates from, or None."""
+    shown = shown_url(last.url)
     if last.error:
-        return [f"worker {last.url}", f"  FAIL          {last.error}"], True
+        error = last.error.replace(last.url, shown)
+        return [f"worker {shown}", f"  FAIL          {error}"], True
     version = next(
         (dict(k).get("version", "?") for k in last.samples.get("driftline_build_info", {})), "?"
     )
     started = last.total("driftline_worker_start_time_seconds")
-    head = f"worker {last.url} (driftline {version}"
+    head = f"worker {shown} (driftline {version}"
     head += f", up {_uptime(max(0.0, last.at_s - started))})" if started else ")"
     lines = [head]
     ready = "yes" if last.ready else "NO"
@@ -236,8 +239,19 @@ def normalize_url(text: str) -> str:
     url = url.removesuffix("/metrics").removesuffix("/readyz")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"--worker {text!r}: give http://HOST:PORT (the worker's metrics port)")
+        shown = shown_url(text.strip())
+        raise ValueError(f"--worker {shown!r}: give http://HOST:PORT (the worker's metrics port)")
     return url
+
+
+def shown_url(url: str) -> str:
+    """``url`` as printed: without a user and password (a worker behind basic auth).
+
+    >>> shown_url("http://ops:s3cret@w:9464"), shown_url("http://w:9464")
+    ('http://w:9464', 'http://w:9464')
+    """
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,8 +297,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         urls = [normalize_url(u) for u in args.worker] if args.worker else default_urls(args.config)
-        if args.interval <= 0 and not args.once:
-            raise ValueError("--interval must be > 0")
+        if not args.once and not 0 < args.interval <= MAX_INTERVAL_S:
+            raise ValueError(f"--interval must be a number of seconds in (0, {MAX_INTERVAL_S:g}]")
     except (ValueError, ConfigError) as exc:
         print(f"driftline status: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -203,7 +203,7 @@ def test_usage_errors_are_2(
     assert main(["status", "--worker", "ftp://x:1"]) == 2
     assert "give http://HOST:PORT" in capsys.readouterr().err
     assert main(["status", "--worker", "127.0.0.1:1", "--interval", "0"]) == 2
-    assert "--interval must be > 0" in capsys.readouterr().err
+    assert "--interval must be a number of seconds in (0, 3600]" in capsys.readouterr().err
     config = tmp_path / "driftline.toml"
     config.write_text("[worker]\nmetrics_port = 0\n")
     assert main(["--config", str(config), "status"]) == 2
