@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -84,7 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     module = modules[args.command]
-    code: int = module.run(args)  # type: ignore[attr-defined]
+    try:
+        code: int = module.run(args)  # type: ignore[attr-defined]
+    except BrokenPipeError:
+        # The reader of stdout has gone (``| head``): not an error of the command. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code
 
 

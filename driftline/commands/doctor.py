@@ -59,6 +59,17 @@ class Finding:
         return f"{self.status:<4}  {self.area:<8}  {self.detail}"
 
 
+def _records(text: str) -> int:
+    """``--max-lag``: a count of records, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a lag is 0 records or more")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers",
@@ -68,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL", help="store to check (default: store.url)")
     parser.add_argument(
         "--max-lag",
-        type=int,
+        type=_records,
         default=DEFAULT_MAX_LAG,
         metavar="RECORDS",
         help=f"consumer lag above which a topic is reported (default: {DEFAULT_MAX_LAG})",

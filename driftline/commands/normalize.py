@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftline normalize: {path}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_UNUSABLE_INPUT
 
+    if args.traces and (problem := _unwritable(Path(args.traces))):
+        # Said before any work: found after it, the events decoded were never printed.
+        print(f"driftline normalize: cannot write {args.traces}: {problem}", file=sys.stderr)
+        return EXIT_UNUSABLE_INPUT
+
     if not data.strip():
         # Zero bytes decode as an empty TracesData: say what was read, not "1 documents".
         print(f"driftline normalize: {path}: empty file: 0 documents, 0 spans", file=sys.stderr)
@@ -121,6 +126,18 @@ def run(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return EXIT_SOME_REJECTED if result.rejects else EXIT_OK
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot take the traces, or None (it is not created here)."""
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return "no such directory"
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "permission denied"
+    return None
 
 
 def _write_ndjson(out: IO[str], records: Iterable[dict[str, Any]]) -> None:

@@ -26,11 +26,18 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_RANGE_S = 36_525 * 86400
 
 
+def _out_dir(text: str) -> Path:
+    """``--out``: a directory path; an empty one would write into the working directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a directory (an empty path is the current one)")
+    return Path(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         required=True,
-        type=Path,
+        type=_out_dir,
         metavar="DIR",
         help="output directory (created if missing)",
     )
