@@ -16,6 +16,15 @@ what moves faster (a shift, a creep over a few thousand events). Only per-block 
 are kept (one row of ``columns`` numbers per block), whatever the values; with
 ``history``, also the first column's sum of the latest ``history`` blocks that joined
 (for the variance of long means, which the reference's totals cannot show).
+
+With ``held``, the latest ``held`` blocks dropped while a shift held (and those a
+detection discarded) are kept aside, and join before the ripe ones once the detector
+is quiet again, those whose mean (column 1 over column 0) lies within the ``band`` the
+caller gives. A slow cycle's phase that held an alert is then learned as the rest of
+the stream is: dropped, it left a reference that knew only the other phases, which the
+next cycle alarmed on again (measured on stationary streams with a +-9% cycle of 5,000
+values: an alert every cycle). A shift's own blocks lie beyond the band, or never join
+while it holds.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ class ReferenceGrowth:
 
     __slots__ = (
         "_filled",
+        "_held",
         "_history",
         "_partial",
         "_pending",
@@ -48,6 +58,7 @@ class ReferenceGrowth:
         "block",
         "cap",
         "columns",
+        "held",
         "history",
         "lag",
         "wait",
@@ -61,6 +72,7 @@ class ReferenceGrowth:
         cap: int = 8000,
         wait: int = 0,
         history: int = 0,
+        held: int = 0,
     ) -> None:
         if not 1 <= columns <= 130:
             raise ValueError(f"columns must be in [1, 130], got {columns}")
@@ -72,12 +84,16 @@ class ReferenceGrowth:
             raise ValueError(f"wait must be in [0, 64 lags], got {wait}")
         if not 0 <= history <= 4096:
             raise ValueError(f"history must be in [0, 4096] blocks, got {history}")
+        if not 0 <= held <= 4096:
+            raise ValueError(f"held must be in [0, 4096] blocks, got {held}")
         self.columns = columns
         self.block = block
         self.lag = lag
         self.cap = cap
         self.wait = wait
         self.history = history
+        self.held = held
+        self._held = np.zeros((0, columns))  # blocks held aside while a shift held
         self._history = np.zeros(0)  # column 1's sum per joined block, oldest first
         self._totals = np.zeros(columns)  # column 0 counts observations
         self._pending = np.zeros((0, columns))  # whole blocks, oldest first
@@ -105,17 +121,25 @@ class ReferenceGrowth:
             self._history = np.asarray(block_sums, dtype=np.float64)[-self.history :].copy()
 
     def discard(self) -> None:
-        """A detection: nothing waiting may join (it may hold the change)."""
+        """A detection: nothing waiting may join now (it may hold the change)."""
+        self._hold_aside(self._pending)
         self._pending = np.zeros((0, self.columns))
         self._partial = np.zeros(self.columns)
         self._filled = 0
 
-    def push(self, rows: FloatArray, quiet: bool, building: bool = False) -> int:
+    def push(
+        self,
+        rows: FloatArray,
+        quiet: bool,
+        building: bool = False,
+        band: tuple[float, float] | None = None,
+    ) -> int:
         """Queue ``rows`` (one per observation, column 0 all ones); return blocks absorbed.
 
         Blocks older than ``lag`` join the reference if ``quiet``; if not, they wait
         while the tests are only ``building`` (joining once older than ``lag + wait``)
-        and are dropped otherwise (a shift holds).
+        and are dropped otherwise (a shift holds), or held aside (``held``). When
+        ``quiet``, the blocks held aside whose mean lies within ``band`` join first.
         """
         rows = np.asarray(rows, dtype=np.float64)
         need = self.block - self._filled
@@ -139,7 +163,16 @@ class ReferenceGrowth:
             keep += self.wait // self.block
         cut = max(0, pending.shape[0] - keep)
         ripe, self._pending = pending[:cut], pending[cut:]
-        if not ripe.shape[0] or (not quiet and not building):
+        if not quiet and not building:
+            self._hold_aside(ripe)
+            return 0
+        if quiet and self._held.shape[0]:
+            if band is not None:
+                means = self._held[:, 1] / self._held[:, 0]
+                within = (band[0] <= means) & (means <= band[1])
+                ripe = np.concatenate([self._held[within], ripe])
+            self._held = np.zeros((0, self.columns))
+        if not ripe.shape[0]:
             return 0
         for block in ripe:
             # Past the cap the reference slides: older sums fade so it stays ``cap`` long.
@@ -152,6 +185,10 @@ class ReferenceGrowth:
             self._history = joined[-self.history :]
         return int(ripe.shape[0])
 
+    def _hold_aside(self, blocks: FloatArray) -> None:
+        if self.held and blocks.shape[0]:
+            self._held = np.concatenate([self._held, blocks])[-self.held :]
+
     def to_state(self) -> dict[str, Any]:
         return {
             "class": "ReferenceGrowth",
@@ -163,12 +200,14 @@ class ReferenceGrowth:
                 "cap": self.cap,
                 "wait": self.wait,
                 "history": self.history,
+                "held": self.held,
             },
             "totals": self._totals.copy(),
             "pending": self._pending.copy(),
             "partial": self._partial.copy(),
             "filled": self._filled,
             "history": self._history.copy(),
+            "held": self._held.copy(),
         }
 
     @classmethod
@@ -179,9 +218,11 @@ class ReferenceGrowth:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{name} state version {state.get('version')!r} unsupported")
         args = state.get("args")
-        optional = {"wait", "history"}  # snapshots from before they existed lack them
+        optional = {"wait", "history", "held"}  # snapshots from before they existed lack them
         if not isinstance(args, dict) or set(args) - optional != {"columns", "block", "lag", "cap"}:
-            raise ValueError(f"{name}.args: expected columns, block, lag, cap (wait, history)")
+            raise ValueError(
+                f"{name}.args: expected columns, block, lag, cap (wait, history, held)"
+            )
         ints = {k: decode(args, k, Field("int"), f"{name}.args") for k in args}
         try:
             out = cls(**ints)
@@ -204,4 +245,12 @@ class ReferenceGrowth:
             if sums.shape[0] > out.history:
                 raise ValueError(f"{name}.history: more than {out.history} blocks")
             out._history = sums
+        if state.get("held") is not None:
+            held = check_array(state["held"], f"{name}.held", "float64", 2, Field("array"))
+            if held.shape[0] and (
+                held.shape[1:] != (c,) or held.shape[0] > out.held or np.any(held[:, 0] < 1.0)
+            ):
+                raise ValueError(f"{name}.held: at most {out.held} blocks of {c} columns")
+            if held.shape[0]:
+                out._held = held
         return out
