@@ -183,6 +183,9 @@ def _is_undecodable(batch: NormalizedBatch) -> bool:
     return any(r.reason == REASON_NOT_OTLP for r in batch.rejects)
 
 
+UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+
 def split_otlp_file(data: bytes) -> list[tuple[bytes, ContentType]]:
     """The OTLP documents of a file, each with its encoding.
 
@@ -195,7 +198,11 @@ def split_otlp_file(data: bytes) -> list[tuple[bytes, ContentType]]:
     [(b'{"resourceSpans": []}', 'otlp_json'), (b'{"resourceSpans": []}', 'otlp_json')]
     >>> split_otlp_file(b'{\\n  "resourceSpans": []\\n}\\n')
     [(b'{\\n  "resourceSpans": []\\n}\\n', 'otlp_json')]
+    >>> split_otlp_file(UTF8_BOM + b'{"resourceSpans": []}')  # as some editors save it
+    [(b'{"resourceSpans": []}', 'otlp_json')]
     """
+    if data.startswith(UTF8_BOM) and sniff_content_type(data[len(UTF8_BOM) :]) == "otlp_json":
+        data = data[len(UTF8_BOM) :]
     if sniff_content_type(data) != "otlp_json":
         return [(data, "otlp_proto")]
     lines = [line for line in (raw.strip() for raw in data.splitlines()) if line]

@@ -42,7 +42,8 @@ def _records(
     with path.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
             try:
-                line = raw.decode("utf-8")
+                # A byte-order mark, as some editors save text, is no part of the record.
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 # The start of the file was checked (_not_text); a bad line later is one reject.
                 rejects.append(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)")

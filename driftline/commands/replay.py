@@ -127,6 +127,7 @@ def read_ndjson(
         report.name = "<stdin>"
     else:
         text = _decode(Path(path).read_bytes(), path)
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors save text
     if _OTLP_JSON.search(text[:65536]):
         raise ReplayInputError(
             f"{report.name} is OTLP/JSON (it has resourceSpans), not normalized events; run "

@@ -208,3 +208,22 @@ def test_a_bad_line_past_the_checked_start_is_one_reject(tmp_path: Path) -> None
     assert f"{events}:199: not UTF-8 text" in done.stderr
     assert f"{events}:200: nested too deeply" in done.stderr
     assert "read 200 events" in done.stdout and ": 200 requests" in done.stdout, done.stdout
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_record(tmp_path: Path) -> None:
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(
+        b"\xef\xbb\xbf" + b"".join(json.dumps(event(n)).encode() + b"\n" for n in range(3))
+    )
+    for command in (
+        ["load", str(events), "--store", f"chdb://{tmp_path}/s"],
+        ["replay", str(events)],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "driftline.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
