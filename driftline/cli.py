@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -88,12 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = module.run(args)  # type: ignore[attr-defined]
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe or socket broke: that is the command's failure
         # The reader of stdout has gone (``| head``): not an error of the command. Point
         # stdout at /dev/null so the interpreter's final flush does not fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     return code
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

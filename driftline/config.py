@@ -686,7 +686,7 @@ def _read_config_text(file: Path) -> str:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"configuration file {file} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark, as some editors save text
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file} is not UTF-8 text (byte {exc.start})") from None
 

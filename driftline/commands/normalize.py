@@ -132,12 +132,12 @@ def _unwritable(path: Path) -> str | None:
     """Why ``path`` cannot take the traces, or None (it is not created here)."""
     if path.is_dir():
         return "is a directory"
+    if path.exists():  # a file, or a device such as /dev/null or /dev/stdout
+        return None if os.access(path, os.W_OK) else "permission denied"
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         return "no such directory"
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return "permission denied"
-    return None
+    return None if os.access(parent, os.W_OK) else "permission denied"
 
 
 def _write_ndjson(out: IO[str], records: Iterable[dict[str, Any]]) -> None:

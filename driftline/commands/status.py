@@ -239,7 +239,7 @@ def normalize_url(text: str) -> str:
     url = url.removesuffix("/metrics").removesuffix("/readyz")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = shown_url(text.strip())
+        shown = shown_url(url)  # with its scheme: "user:pw@host" alone parses as a scheme
         raise ValueError(f"--worker {shown!r}: give http://HOST:PORT (the worker's metrics port)")
     return url
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,36 @@ def test_normalize_says_at_once_when_the_traces_file_cannot_be_written(
     spans.write_text('{"resourceSpans": []}')
     assert _exit_code(["normalize", str(spans), "--traces", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("reader_closed", "expected"), [(True, "True"), (False, "False")])
+def test_only_stdout_whose_reader_went_away_counts_as_gone(
+    reader_closed: bool, expected: str
+) -> None:
+    # A broken pipe elsewhere (a store's socket, a --traces FIFO) stays the command's failure.
+    script = (
+        "import os, sys; r, w = os.pipe(); os.dup2(w, 1)\n"
+        + ("os.close(r)\n" if reader_closed else "")
+        + "from driftline.cli import _stdout_reader_gone\n"
+        "sys.stderr.write(str(_stdout_reader_gone()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stderr.strip().endswith(expected), done.stderr
+
+
+@pytest.mark.parametrize("worker", ["user:S3CRETPW@:9464", "ops:S3CRETPW@"])
+def test_a_refused_worker_url_is_not_echoed_with_its_password(
+    worker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code(["status", "--once", "--worker", worker]) == 2
+    assert "S3CRETPW" not in capsys.readouterr().err
+
+
+def test_normalize_writes_traces_to_an_existing_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spans = tmp_path / "spans.json"
+    spans.write_text('{"resourceSpans": []}')
+    assert _exit_code(["normalize", str(spans), "--traces", "/dev/null"]) == 0
