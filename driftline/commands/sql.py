@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_UNUSABLE
+    for name, type_ in query_params(sql).items():
+        if name in params and (problem := integer_param_problem(type_, params[name])):
+            print(f"driftline sql: --param {name}: {problem}", file=sys.stderr)
+            return EXIT_UNUSABLE
     url, store_settings = store_target(args.store, settings.store, writing=args.write)
     try:
         store = open_store(url, store_settings, read_only=not args.write)
@@ -220,6 +224,32 @@ def library_listing() -> str:
 def _is_reading(sql: str) -> bool:
     code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines()).lstrip()
     return code.upper().startswith(_READING)
+
+
+_INTEGER_TYPE = re.compile(r"(U?)Int(8|16|32|64)")
+
+
+def integer_param_problem(type_: str, value: str) -> str | None:
+    """Why ``value`` is no ``type_`` when that is an integer type, else None: the embedded
+    engine wraps an integer out of range (999999 as UInt8 is 63) where a server refuses it.
+
+    >>> integer_param_problem("UInt8", "999999"), integer_param_problem("Int64", "-5")
+    ('999999 is outside UInt8 (0 to 255)', None)
+    >>> integer_param_problem("UInt32", "1e3"), integer_param_problem("String", "x")
+    ("'1e3' is not a whole number", None)
+    """
+    match = _INTEGER_TYPE.fullmatch(type_.strip())
+    if match is None:
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        return f"{value[:40]!r} is not a whole number"
+    bits = int(match.group(2))
+    low, high = (0, 2**bits - 1) if match.group(1) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if not low <= number <= high:
+        return f"{number} is outside {type_.strip()} ({low} to {high})"
+    return None
 
 
 def reading_refusal(store: Store, sql: str, params: dict[str, Any]) -> str | None:

@@ -144,3 +144,15 @@ def test_normalize_writes_traces_to_an_existing_device(
     spans = tmp_path / "spans.json"
     spans.write_text('{"resourceSpans": []}')
     assert _exit_code(["normalize", str(spans), "--traces", "/dev/null"]) == 0
+
+
+def test_sql_refuses_an_integer_parameter_its_type_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The embedded engine wrapped it (999999 as UInt8 read as 63); a server refuses it.
+    url = f"chdb://{tmp_path / 'db'}"
+    assert _exit_code(["sql", "SELECT 1", "--write", "--store", url]) == 0
+    query = "SELECT {x:UInt8} AS x"
+    assert _exit_code(["sql", query, "--param", "x=999999", "--store", url]) == 2
+    assert "outside UInt8" in capsys.readouterr().err
+    assert _exit_code(["sql", query, "--param", "x=200", "--store", url]) == 0
