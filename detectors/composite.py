@@ -1125,6 +1125,8 @@ class MetricDetector:
         state = {"_tail": None, "_warm_inflation": None, "_episode": NO_EPISODE, **state}
         decode_fields(det, state, cls._STATE, name)
         det._check_state()
+        if det.kind == "continuous" and det._growth is not None and not det._growth.held:
+            det._growth.held = HELD_BLOCKS  # a snapshot from before blocks were held aside
         return det
 
     def _check_state(self) -> None:

@@ -75,3 +75,13 @@ def test_held_blocks_survive_a_snapshot() -> None:
         state = g.to_state()
         state["held"] = np.ones((6, 2))
         ReferenceGrowth.from_state(state)
+
+
+def test_a_snapshot_from_before_held_blocks_holds_them_once_restored() -> None:
+    det = MetricDetector("continuous", warmup=500, window=500, arl0=2.7e7)
+    det.update_many(np.random.default_rng(0).normal(size=3000))
+    state = det.to_state()
+    growth = state["_growth"]
+    del growth["args"]["held"], growth["held"]  # as written before blocks were held aside
+    restored = MetricDetector.from_state(state)
+    assert restored._growth is not None and restored._growth.held == composite.HELD_BLOCKS
