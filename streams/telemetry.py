@@ -1027,8 +1027,12 @@ def self_reading(p: Any, now_s: float, notifiers: Iterable[Any] = ()) -> Reading
         assigned = bool(counters.get("worker.ready"))
         store_open = not assigned or all(sink.store is not None for sink in sinks)
         failures = max((sink.failures for sink in sinks), default=0)
+    # Every write to the dead-letter topic: spans and engine reports refused at decode,
+    # records the store set aside, and llm_events messages not in the layout decode writes.
     dead_letters = sum(
-        int(v) for k, v in counters.items() if k.startswith(("rejects.", "store.rejected."))
+        int(v)
+        for k, v in counters.items()
+        if k.startswith(("rejects.", "store.rejected.")) or k == "llm_events.bad_messages"
     )
     failed = int(counters.get(f"pages.{FAILED_PERMANENT}", 0) + counters.get(f"pages.{GAVE_UP}", 0))
     main_notifier = state.notifier if state is not None else None

@@ -128,6 +128,8 @@ DEAD_LETTER_METRICS: Final = {
     "driftline_engine_metrics_rejected_total": "reason",
     "driftline_store_rejected_records_total": "kind",
 }
+# Dead-letter writes counted without a label, and the reason their records carry.
+UNLABELED_DEAD_LETTERS: Final = {"driftline_llm_events_bad_messages_total": "bad_llm_events"}
 
 
 def describe(last: Scrape, first: Scrape | None) -> tuple[list[str], bool]:
@@ -154,6 +156,7 @@ def describe(last: Scrape, first: Scrape | None) -> tuple[list[str], bool]:
     lines.append("  consumer lag  " + _per_topic(lag, "records behind"))
 
     dead = {name: last.by_label(name, label) for name, label in DEAD_LETTER_METRICS.items()}
+    dead |= {name: {why: last.total(name)} for name, why in UNLABELED_DEAD_LETTERS.items()}
     dead_total = sum(sum(v.values()) for v in dead.values())
     reasons: dict[str, float] = {}
     for values in dead.values():
@@ -171,7 +174,9 @@ def describe(last: Scrape, first: Scrape | None) -> tuple[list[str], bool]:
         def rate(name: str) -> str:
             return _rate(max(0.0, last.total(name) - first.total(name)) / span)
 
-        first_dead = sum(first.total(name) for name in DEAD_LETTER_METRICS)
+        first_dead = sum(
+            first.total(name) for name in [*DEAD_LETTER_METRICS, *UNLABELED_DEAD_LETTERS]
+        )
         lines.append(
             f"  spans         {rate('driftline_spans_received_total')} received, "
             f"{rate('driftline_spans_rejected_total')} rejected; events "

@@ -32,6 +32,8 @@ driftline_spans_rejected_total{{reason="not_otlp"}} {rejected}
 driftline_spans_rejected_total{{reason="negative_tokens"}} 1
 # TYPE driftline_store_rejected_records_total counter
 driftline_store_rejected_records_total{{kind="events"}} 2
+# TYPE driftline_llm_events_bad_messages_total counter
+driftline_llm_events_bad_messages_total 3
 # TYPE driftline_events_decoded_total counter
 driftline_events_decoded_total {events}
 # TYPE driftline_events_completed_total counter
@@ -143,7 +145,8 @@ def test_once_prints_totals_and_exits_0_for_a_ready_worker(
         "  consumer lag  otlp_spans 42, llm_spans 0, llm_events 5, llm_alerts 0 records behind",
         "  spans         1,000 received, 41 rejected; events 900 decoded, 100 completed "
         "(since start)",
-        "  dead letters  43 since start (not_otlp 40, events 2, negative_tokens 1)",
+        "  dead letters  46 since start "
+        "(not_otlp 40, bad_llm_events 3, events 2, negative_tokens 1)",
         "  store         reachable; 1,500 rows pending; 0 failed writes in a row (9 since start)",
         "  traces        7 open; workflows tracked 3",
         "  pages         12 delivered, 1 failed, 4 retries; alerts 3 opened, 2 resolved",
@@ -167,7 +170,9 @@ def test_rates_come_from_two_scrapes(
     assert 700 <= received <= 1000, spans
     assert ("/s rejected; events" in spans and "(over 0 s)" in spans) or "(over 1 s)" in spans
     dead = next(line for line in lines if line.startswith("  dead letters"))
-    assert dead.endswith("(53 since start: not_otlp 50, events 2, negative_tokens 1)"), dead
+    assert dead.endswith(
+        "(56 since start: not_otlp 50, bad_llm_events 3, events 2, negative_tokens 1)"
+    ), dead
     assert worker.paths == ["/metrics", "/readyz", "/metrics", "/readyz"]
 
 

@@ -306,6 +306,7 @@ def test_self_alerts_read_the_same_state_and_their_gauge_is_exported() -> None:
         {
             "rejects.not_otlp": 3,
             "store.rejected.events": 2,
+            "llm_events.bad_messages": 4,  # dead-lettered too (bad_llm_events)
             "pages.gave_up": 1,
             "alerts.open.drift": 4,
         }
@@ -324,7 +325,7 @@ def test_self_alerts_read_the_same_state_and_their_gauge_is_exported() -> None:
         lag_records={("otlp_spans", 0): 20, ("otlp_spans", 1): 0},
         store_open=True,
         store_failures=2,
-        dead_letters=5,
+        dead_letters=9,
         deliveries_failed=1,
         routes_held=("pagerduty[0]", "webhook[1]"),
     )
