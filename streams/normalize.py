@@ -1091,10 +1091,15 @@ def safe_name(name: str, field: str, originals: dict[str, str]) -> str:
     'zz___ OR 1_1 --~07418b00'
     >>> found == {"driftline.original.workflow": quote_and_backslash}
     True
+    >>> _ = safe_name("wf\x1b[2J\u202e", "workflow", found)
+    >>> found["driftline.original.workflow"]
+    'wf\ufffd[2J\ufffd'
     """
     if not name or UNSAFE_NAME_CHAR.search(name) is None:
         return name
-    originals[a.ORIGINAL_NAME_PREFIX + field] = name
+    # The original is kept for lookups, as free text: no control character reaches a
+    # terminal, a CSV file or a dashboard through it.
+    originals[a.ORIGINAL_NAME_PREFIX + field] = printable(name)
     digest = hashlib.blake2b(name.encode("utf-8", "replace"), digest_size=4).hexdigest()
     return f"{UNSAFE_NAME_CHAR.sub('_', name)}~{digest}"
 

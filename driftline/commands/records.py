@@ -153,7 +153,7 @@ def bounded_attributes(
     for key in attributes:
         if key.startswith(ORIGINAL_NAME_PREFIX):
             if key in _ORIGINAL_KEYS:
-                carried[key] = attributes[key]
+                carried[key] = printable(attributes[key])  # as the normalizer keeps them
         elif bounds.keep_key is None or bounds.keep_key(key):
             free.append(key)
     out = {key[:cut]: attributes[key][:cut] for key in sorted(free)[: bounds.max_attributes]}

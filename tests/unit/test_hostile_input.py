@@ -21,6 +21,7 @@ from driftline.streams.normalize import (
     IngestPolicy,
     NormalizedBatch,
     normalize_message,
+    printable,
     safe_name,
 )
 from tests.utils import otlp_factory as f
@@ -305,7 +306,9 @@ def test_names_that_could_break_sql_are_made_safe_and_kept_as_attributes(
     for field in fields:
         assert event[field] == safe_name(name, field, {})
         assert not set(event[field]) & set("'\\$\n")
-        assert event["attributes"][f"{a.ORIGINAL_NAME_PREFIX}{field}"] == name
+        # Kept for lookups as free text: a control character (the newline) is replaced.
+        assert event["attributes"][f"{a.ORIGINAL_NAME_PREFIX}{field}"] == printable(name)
+        assert "\n" not in event["attributes"][f"{a.ORIGINAL_NAME_PREFIX}{field}"]
     (record,) = batch.spans
     assert all(record[field] == event[field] for field in ("workflow", "tenant", "service"))
 
