@@ -87,8 +87,10 @@ def check_control(control: Any) -> None:
     if not isinstance(requested_at, int) or isinstance(requested_at, bool) or requested_at < 0:
         raise ControlError("control.requested_at must be microseconds since the epoch")
     by = control.get("requested_by", "")
-    if not isinstance(by, str) or len(by) > MAX_IDENTITY_CHARS:
-        raise ControlError(f"control.requested_by must be a string of at most {MAX_IDENTITY_CHARS}")
+    if not isinstance(by, str) or len(by) > MAX_IDENTITY_CHARS or not by.isprintable():
+        raise ControlError(
+            f"control.requested_by must be printable text of at most {MAX_IDENTITY_CHARS}"
+        )
 
 
 def _is_safe_name(name: Any) -> bool:

@@ -156,3 +156,11 @@ def test_sql_refuses_an_integer_parameter_its_type_cannot_hold(
     assert _exit_code(["sql", query, "--param", "x=999999", "--store", url]) == 2
     assert "outside UInt8" in capsys.readouterr().err
     assert _exit_code(["sql", query, "--param", "x=200", "--store", url]) == 0
+
+
+def test_a_control_record_names_its_requester_in_printable_text() -> None:
+    from driftline.streams.monitor.control import ControlError, accept_baseline_message
+
+    assert accept_baseline_message("chat", None, None, 5, "ops oncall")
+    with pytest.raises(ControlError, match="requested_by"):
+        accept_baseline_message("chat", None, None, 5, "\x1b[31mEVIL\u202e\n")
