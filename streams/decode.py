@@ -360,7 +360,8 @@ def _decode_json(payload: bytes) -> DecodedTraces:
         rs = data.resource_spans.add()
         resource_doc = rs_doc.get("resource")
         if isinstance(resource_doc, dict):
-            _set_attributes(rs.resource.attributes, resource_doc.get("attributes"))
+            # Not a list: every span of the resource would lose its service and workflow.
+            _set_attributes(rs.resource.attributes, _list(resource_doc, "attributes", "attributes"))
         schema_url = _get(rs_doc, "schemaUrl", "schema_url")
         if isinstance(schema_url, str):
             rs.schema_url = _text(schema_url)
@@ -503,7 +504,11 @@ def _set_span(span: Any, doc: dict[str, Any]) -> tuple[str, str] | None:
             error = error or ("bad_timestamps", f"{camel} {str(value)[:64]!r} is not a uint64")
         else:
             setattr(span, snake, nanos)
-    _set_attributes(span.attributes, doc.get("attributes"))
+    attributes = doc.get("attributes")
+    if attributes is not None and not isinstance(attributes, list):
+        # Read as none, an LLM span would pass for another kind and be skipped unseen.
+        error = error or ("bad_attributes", f"attributes is a {type(attributes).__name__}")
+    _set_attributes(span.attributes, attributes)
     events = doc.get("events")
     if isinstance(events, list) and events:
         # Unknown to the lean span, as in a parsed protobuf span: field 11, one per event.

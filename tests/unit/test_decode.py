@@ -129,6 +129,20 @@ def test_json_span_with_bad_hex_id_is_flagged_not_fatal() -> None:
     assert decoded.span_errors[(0, 0, 0)][0] == "bad_id_encoding"
 
 
+@pytest.mark.parametrize("attributes", ["gen_ai.system=openai", {"key": "k"}, 3])
+def test_json_span_whose_attributes_are_not_a_list_is_flagged(attributes: object) -> None:
+    span = {"traceId": "01" * 16, "spanId": "02" * 8, "attributes": attributes}
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    decoded = decode_traces(json.dumps(doc).encode())
+    assert decoded.span_errors[(0, 0, 0)][0] == "bad_attributes"
+
+
+def test_json_resource_whose_attributes_are_not_a_list_is_not_otlp() -> None:
+    doc = {"resourceSpans": [{"resource": {"attributes": "service.name=x"}, "scopeSpans": []}]}
+    with pytest.raises(NotOtlpError, match="attributes must be a list"):
+        decode_traces(json.dumps(doc).encode())
+
+
 def test_json_values_of_the_wrong_type_are_kept_as_strings() -> None:
     doc = {
         "resourceSpans": [
