@@ -1142,6 +1142,14 @@ def test_collector_sends_otlp_proto_keyed_by_trace_to_otlp_spans(
             endpoint = (receiver["protocols"].get(protocol) or {}).get("endpoint", "")
             assert endpoint.startswith("0.0.0.0:"), f"{name}.{protocol}: listen on all interfaces"
             assert endpoint.rsplit(":", 1)[1] in published
+        # A request no Kafka message can hold is refused, not accepted and then lost.
+        message_limit = min(
+            int(collector_config["exporters"][e].get("producer", {}).get("max_message_bytes"))
+            for e in kafka_exporters
+        )
+        http, grpc = receiver["protocols"]["http"], receiver["protocols"]["grpc"]
+        assert int(http["max_request_body_size"]) <= message_limit
+        assert int(grpc.get("max_recv_msg_size_mib", 4)) * 2**20 <= message_limit
 
 
 def test_collector_sends_engine_metrics_as_otlp_proto_to_otlp_metrics(
