@@ -5,43 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.bench_cycles import alerts, cycling
 from driftline.detectors import composite
 from driftline.detectors.composite import MetricDetector
 from driftline.detectors.growth import ReferenceGrowth
-
-
-def _cycling(seed: int, n: int, amplitude: float, period: float) -> np.ndarray:
-    """Stationary log-scale values (sd 0.6) with a cycle of ``amplitude`` over ``period``."""
-    rng = np.random.default_rng(seed)
-    phase = rng.uniform(0.0, 2.0 * np.pi)
-    cycle = amplitude * np.sin(2.0 * np.pi * np.arange(n) / period + phase)
-    return 5.0 + cycle + 0.6 * rng.normal(size=n)
-
-
-def _alerts(values: np.ndarray) -> int:
-    """Alerts opened by the lifecycle of bench/bench_detectors.py (batches of 100,
-    resolved after 300 values without a detection or ``shift_holds``)."""
-    det = MetricDetector("continuous", warmup=500, window=500, arl0=2.7e7 / 4)
-    opened, is_open, quiet = 0, False, 0
-    for start in range(0, values.shape[0], 100):
-        found = det.update_many(values[start : start + 100])
-        if found and not is_open:
-            opened, is_open, quiet = opened + 1, True, 0
-        elif is_open:
-            quiet = 0 if (found or det.shift_holds()) else quiet + 100
-            is_open = quiet < 300
-    return opened
 
 
 def test_a_slow_cycle_alarms_once_not_every_cycle() -> None:
     # A +-9% cycle (0.15 sd) of 5,000 values: the first alert comes while the reference
     # is young and knows one phase. Its blocks used to be dropped while the alert held,
     # so the reference learned only the other phases and alarmed on every cycle after.
-    streams = [_cycling(seed, 40_000, 0.09, 5_000) for seed in (0, 1, 3, 5)]
-    held = [_alerts(x) for x in streams]
+    # The slow-cycle bench's streams and lifecycle (bench/bench_cycles.py).
+    streams = [cycling(seed, 40_000, 0.09, 5_000) for seed in (0, 1, 3, 5)]
+    held = [alerts(x) for x in streams]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(composite, "HELD_BLOCKS", 0)
-        dropped = [_alerts(x) for x in streams]
+        dropped = [alerts(x) for x in streams]
     assert max(held) <= 2, held
     assert min(dropped) >= 6, dropped
 
