@@ -534,7 +534,7 @@ def _add_decode(p: Pipeline) -> None:
                 route_sourced(result.events, result.spans, source, partitions, routed)
                 p.counters["spans.in"] += result.span_count
                 p.counters["events.decoded"] += len(result.events)
-                p.counters.update(result.counters())  # decode.tokenless.<reason>
+                p.counters.update(result.counters())  # decode.tokenless.*, rejects.*
             p.counters["events.unpriced"] = sum(prices.unknown_models.values())
             # Requests first: they are what a page waits for.
             for workflow, wire_events in requests:

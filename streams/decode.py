@@ -237,12 +237,18 @@ def _decode_proto(payload: bytes) -> DecodedTraces:
         span_out.CopyFrom(ss.spans[pi])
         if keep is None:
             return bytes(out.SerializeToString())
+        # What a redacted dead letter keeps is listed, not what it drops: a field this code
+        # does not know (or one the sender made up) may hold content.
+        rs_out.resource.DiscardUnknownFields()
         _drop_keys(rs_out.resource.attributes, keep)
+        if ss_out.HasField("scope"):
+            ss_out.scope = _only_fields(ss_out.scope, _PROTO_SCOPE_KEPT)
         _drop_keys(span_out.attributes, keep)
         if span_out.HasField("status"):
             span_out.status.ClearField("message")
-        # Events and links are unknown fields of the lean span: cut them from its bytes.
-        span_bytes = _without_fields(span_out.SerializeToString(), _SPAN_CONTENT_FIELDS)
+            span_out.status.DiscardUnknownFields()
+        # Fields the lean span does not know (events, links, kind, ...) are in its bytes.
+        span_bytes = _only_fields(span_out.SerializeToString(), _PROTO_SPAN_KEPT)
         ss_out.ClearField("spans")
         ss_out.spans.add().MergeFromString(span_bytes)
         return bytes(out.SerializeToString())
@@ -250,8 +256,11 @@ def _decode_proto(payload: bytes) -> DecodedTraces:
     return DecodedTraces(data, encode_span)
 
 
-# Span fields that hold content: events (11, with their attributes) and links (13).
-_SPAN_CONTENT_FIELDS: Final = frozenset((11, 13))
+# The Span fields a redacted dead letter keeps: all but events (11, with their attributes)
+# and links (13), and any number OTLP does not define.
+_PROTO_SPAN_KEPT: Final = frozenset((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15, 16))
+# InstrumentationScope: name, version, dropped_attributes_count; not its attributes (3).
+_PROTO_SCOPE_KEPT: Final = frozenset((1, 2, 4))
 
 
 def _drop_keys(attributes: Any, keep: KeyFilter) -> None:
@@ -294,30 +303,36 @@ def without_credentials(address: str) -> str:
     return host.split(":", 1)[0]
 
 
-def _without_fields(message: bytes, numbers: frozenset[int]) -> bytes:
-    """Protobuf ``message`` bytes without its top-level fields ``numbers``.
+def _only_fields(message: bytes, numbers: frozenset[int]) -> bytes:
+    """Protobuf ``message`` bytes with only its top-level fields ``numbers``; from a field
+    that cannot be read on (a group, a length past the end) on, nothing.
 
-    >>> _without_fields(bytes([0x08, 0x01, 0x5A, 0x01, 0x41, 0x10, 0x02]), frozenset({11}))
+    >>> _only_fields(bytes([0x08, 0x01, 0x5A, 0x01, 0x41, 0x10, 0x02]), frozenset({1, 2}))
     b'\\x08\\x01\\x10\\x02'
     """
     out = bytearray()
     position = 0
     while position < len(message):
         start = position
-        tag, position = _varint(message, position)
-        wire_type = tag & 7
-        if wire_type == 0:
-            _, position = _varint(message, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 2:
-            length, position = _varint(message, position)
-            position += length
-        elif wire_type == 5:
-            position += 4
-        else:  # groups are not used by OTLP; keep the rest as is rather than guess
-            return bytes(out) + message[start:]
-        if tag >> 3 not in numbers:
+        try:
+            tag, position = _varint(message, position)
+            wire_type = tag & 7
+            if wire_type == 0:
+                _, position = _varint(message, position)
+            elif wire_type == 1:
+                position += 8
+            elif wire_type == 2:
+                length, position = _varint(message, position)
+                position += length
+            elif wire_type == 5:
+                position += 4
+            else:  # groups are not used by OTLP
+                break
+        except IndexError:  # a varint cut off by the end (a scope's bytes are not parsed)
+            break
+        if position > len(message):
+            break
+        if tag >> 3 in numbers:
             out += message[start:position]
     return bytes(out)
 
@@ -386,9 +401,16 @@ def _decode_json(payload: bytes) -> DecodedTraces:
         scope_out = {k: v for k, v in ss_doc.items() if k not in ("spans",)}
         rs_out = {k: v for k, v in rs_doc.items() if k not in ("scopeSpans", "scope_spans")}
         if keep is not None:
+            # What a redacted dead letter keeps is listed, not what it drops: a field this
+            # code does not know (or one the sender made up) may hold content.
             span_doc = _redacted_span_doc(span_doc, keep)
+            scope_out = _only(scope_out, _JSON_SCOPE_SPANS_KEPT)
+            if isinstance(scope_out.get("scope"), dict):
+                scope_out["scope"] = _only(scope_out["scope"], _JSON_SCOPE_KEPT)
+            rs_out = _only(rs_out, _JSON_RESOURCE_SPANS_KEPT)
             if isinstance(rs_out.get("resource"), dict):
-                rs_out["resource"] = _with_kept_attributes(rs_out["resource"], keep)
+                resource = _only(rs_out["resource"], _JSON_RESOURCE_KEPT)
+                rs_out["resource"] = _with_kept_attributes(resource, keep)
         rs_out["scopeSpans"] = [{**scope_out, "spans": [span_doc]}]
         return json.dumps({"resourceSpans": [rs_out]}).encode()
 
@@ -426,11 +448,35 @@ def _cut_deep_json(payload: bytes, max_nesting: int) -> bytes:
     return bytes(out)
 
 
+def _both_spellings(*names: str) -> frozenset[str]:
+    """OTLP/JSON field names in lowerCamelCase and as in the proto (both are accepted)."""
+    snake = (re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in names)
+    return frozenset(names) | frozenset(snake)
+
+
+# The fields a redacted OTLP/JSON dead letter keeps: no events, links, status message or
+# scope attributes, nothing unknown.
+_JSON_SPAN_KEPT: Final = _both_spellings(
+    "traceId", "spanId", "traceState", "parentSpanId", "flags", "name", "kind",
+    "startTimeUnixNano", "endTimeUnixNano", "attributes", "droppedAttributesCount",
+    "droppedEventsCount", "droppedLinksCount", "status",
+)  # fmt: skip
+_JSON_STATUS_KEPT: Final = frozenset({"code"})
+_JSON_SCOPE_KEPT: Final = _both_spellings("name", "version", "droppedAttributesCount")
+_JSON_SCOPE_SPANS_KEPT: Final = _both_spellings("scope", "schemaUrl")
+_JSON_RESOURCE_SPANS_KEPT: Final = _both_spellings("resource", "schemaUrl")
+_JSON_RESOURCE_KEPT: Final = _both_spellings("attributes", "droppedAttributesCount")
+
+
+def _only(doc: dict[str, Any], kept: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k in kept}
+
+
 def _redacted_span_doc(span_doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
-    out = {k: v for k, v in span_doc.items() if k not in ("events", "links")}
+    out = _only(span_doc, _JSON_SPAN_KEPT)
     status = out.get("status")
     if isinstance(status, dict):
-        out["status"] = {k: v for k, v in status.items() if k != "message"}
+        out["status"] = _only(status, _JSON_STATUS_KEPT)
     return _with_kept_attributes(out, keep)
 
 
@@ -439,19 +485,22 @@ def _with_kept_attributes(doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any
     if not isinstance(attributes, list):
         return {k: v for k, v in doc.items() if k != "attributes"}
     kept = [
-        _address_without_credentials(kv) if kv["key"] == SERVER_ADDRESS else kv
+        _address_without_credentials(kv) if kv["key"] == SERVER_ADDRESS else _only(kv, _JSON_KV)
         for kv in attributes
         if isinstance(kv, dict) and isinstance(kv.get("key"), str) and keep(kv["key"])
     ]
     return {**doc, "attributes": kept}
 
 
+_JSON_KV: Final = frozenset({"key", "value"})
+
+
 def _address_without_credentials(kv: dict[str, Any]) -> dict[str, Any]:
     value = kv.get("value")
     address = _get(value, "stringValue", "string_value") if isinstance(value, dict) else None
     if not isinstance(address, str) or "@" not in address:
-        return kv
-    return {**kv, "value": {"stringValue": without_credentials(address)}}
+        return _only(kv, _JSON_KV)
+    return {"key": kv["key"], "value": {"stringValue": without_credentials(address)}}
 
 
 def _get(doc: dict[str, Any], camel: str, snake: str) -> Any:

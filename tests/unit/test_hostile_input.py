@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from driftline.schemas import attributes as a
 from driftline.schemas.event import MAX_CALL_SECONDS, MAX_STEPS, MAX_TOKENS
 from driftline.streams.normalize import (
+    MAX_SPAN_REJECTS,
+    TOO_MANY_REJECTS,
     IngestPolicy,
     NormalizedBatch,
     normalize_message,
@@ -274,6 +277,78 @@ def test_dead_letters_carry_reason_and_ids_not_content(as_json: bool) -> None:
 
     (whole,) = normalize_message(payload, policy=IngestPolicy(dlq_content=True)).rejects
     assert whole.payload.count(SECRET.encode()) == 4
+
+
+def test_a_json_dead_letter_keeps_only_the_fields_it_lists() -> None:
+    doc = json.loads(encode(span({a.GEN_AI_USAGE_INPUT_TOKENS: -1}), as_json=True))
+    (resource_spans,) = doc["resourceSpans"]
+    resource_spans["note"] = resource_spans.setdefault("resource", {})["note"] = SECRET
+    (scope_spans,) = resource_spans["scopeSpans"]
+    scope_spans["note"] = SECRET
+    scope_spans.setdefault("scope", {})["attributes"] = [
+        {"key": "gen_ai.prompt", "value": {"stringValue": SECRET}}
+    ]
+    (bad,) = scope_spans["spans"]
+    bad["prompt"] = SECRET
+    bad["status"] = {"code": 2, "description": SECRET}
+    bad["attributes"][0]["note"] = SECRET  # beside an attribute that is kept
+
+    (reject,) = normalize_message(json.dumps(doc).encode()).rejects
+    assert SECRET.encode() not in reject.payload
+    assert reasons(normalize_message(reject.payload)) == [reject.reason]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _field(number: int, wire_type: int, payload: bytes = b"") -> bytes:
+    """One protobuf field, written by hand (a group's tags, fields no schema defines)."""
+    length = _varint(len(payload)) + payload if wire_type == 2 else b""
+    return _varint(number << 3 | wire_type) + length
+
+
+def test_a_protobuf_dead_letter_keeps_only_the_fields_it_lists() -> None:
+    bad = span({a.GEN_AI_USAGE_INPUT_TOKENS: -1})
+    bad.events.add(name="gen_ai.content.prompt").attributes.extend(
+        f.key_values({"gen_ai.prompt": SECRET})
+    )
+    # An unknown group before the span's fields: it hid the events from their removal.
+    group = _field(20, 3) + _field(20, 4)
+    scope = InstrumentationScope(name="s", attributes=f.key_values({"gen_ai.prompt": SECRET}))
+    resource = _field(15, 2, SECRET.encode())  # a field Resource does not define
+    scope_spans = _field(1, 2, scope.SerializeToString()) + _field(
+        2, 2, group + bad.SerializeToString()
+    )
+    payload = _field(1, 2, _field(1, 2, resource) + _field(2, 2, scope_spans))
+
+    (reject,) = normalize_message(payload, content_type="otlp_proto").rejects
+    assert reject.reason == f"negative_tokens:{a.GEN_AI_USAGE_INPUT_TOKENS}"
+    assert SECRET.encode() not in reject.payload
+
+
+@both_encodings
+def test_past_the_cap_a_message_of_bad_spans_is_dead_lettered_once_whole(as_json: bool) -> None:
+    bad = [
+        span({a.GEN_AI_USAGE_INPUT_TOKENS: -1}, span_id=i.to_bytes(8, "big"))
+        for i in range(1, MAX_SPAN_REJECTS + 501)
+    ]
+    payload = encode(*bad, as_json=as_json)
+    batch = normalize_message(payload)
+    assert len(batch.rejects) == MAX_SPAN_REJECTS + 1
+    whole = batch.rejects[-1]
+    assert (whole.reason, whole.payload) == (TOO_MANY_REJECTS, b"")
+    assert "500 more spans" in whole.detail
+    # Every span is counted by its reason: one by one, or within the whole message.
+    reason = f"negative_tokens:{a.GEN_AI_USAGE_INPUT_TOKENS}"
+    assert reasons(batch)[:-1] == [reason] * MAX_SPAN_REJECTS
+    assert batch.counters() == {f"rejects.{reason}": 500}
+    kept = normalize_message(payload, policy=IngestPolicy(dlq_content=True)).rejects[-1]
+    assert kept.payload == payload
 
 
 # --- names ------------------------------------------------------------------------------------

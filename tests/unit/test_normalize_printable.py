@@ -145,3 +145,23 @@ def test_dead_letters_carry_no_credentials_from_server_address(as_json: bool) ->
     # With the content opted in, the dead letter is the span as sent.
     [whole] = normalize_message(payload, policy=IngestPolicy(dlq_content=True)).rejects
     assert b"s3cr3t" in whole.payload
+
+
+@both_encodings
+@both_policies
+def test_the_attributes_map_holds_no_control_characters(
+    as_json: bool, policy: IngestPolicy
+) -> None:
+    hostile = {
+        "gen_ai.response.id": ESCAPES + "\u202eabc\x00",
+        "gen_ai.request.stop_sequences": [ESCAPES, CONTROLS],
+        "driftline.prompt.version": CONTROLS + "v2",
+        "driftline.\x1b[31mred\u202e": "v",
+    }
+    for _ in range(2):  # the second span is served from the normalizer's memo
+        shown = event_for(hostile, as_json, policy)["attributes"]
+        assert "gen_ai.response.id" in shown and "gen_ai.request.stop_sequences" in shown
+        for key, value in shown.items():
+            assert is_clean(key) and is_clean(value), (key, value)
+            assert "\u202e" not in key + value
+        assert shown["gen_ai.response.id"].endswith("abc\ufffd")
