@@ -739,16 +739,18 @@ def _kvlist_bytes(docs: Any, depth: int = 0) -> bytes:
     return b"".join(out)
 
 
+_JSON_INT64: Final = re.compile(r"-?[0-9]{1,19}")
+
+
 def _int64(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        if len(value) > 24:
+        # Decimal digits only, as the proto3 JSON mapping writes them: Python's int() also
+        # takes spaces, underscores and other scripts' digits.
+        if _JSON_INT64.fullmatch(value) is None:
             return None
-        try:
-            value = int(value)
-        except ValueError:
-            return None
+        value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:

@@ -167,6 +167,17 @@ def test_json_values_of_the_wrong_type_are_kept_as_strings() -> None:
     assert any_value_to_python(span.attributes["flag"]) == "yes"
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("12", 12), ("-5", -5), (" 12", " 12"), ("1_200", "1_200"), ("+5", "+5"), ("١٢", "١٢")],
+)
+def test_json_int_values_are_decimal_digits(text: str, value: int | str) -> None:
+    attribute = {"key": "tokens", "value": {"intValue": text}}
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [attribute]}]}]}]}
+    span = decode_traces(json.dumps(doc).encode()).data.resource_spans[0].scope_spans[0].spans[0]
+    assert any_value_to_python(span.attributes["tokens"]) == value
+
+
 scalars = st.one_of(
     st.text(max_size=300),
     st.booleans(),
