@@ -191,8 +191,14 @@ _RESOURCE_KEYS: Final = frozenset((a.SERVICE_NAME, *a.ENVIRONMENT_KEYS, *_RESOUR
 # "RateLimitError: slow down" -> "RateLimitError" (the OTel SDKs' status description form).
 _EXCEPTION_CLASS: Final = re.compile(r"([A-Za-z_][\w.]*):")
 # Characters that steer a terminal or break a CSV line: C0 controls, DEL, C1 controls (ESC
-# sequences, OSC titles, bells), and the bidirectional overrides that reorder what is shown.
-_CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# sequences, OSC titles, bells); the bidirectional overrides, isolates and marks that
+# reorder what is shown; the line and paragraph separators that end a line in JavaScript
+# and some log viewers; and invisible ones that carry hidden text (the byte-order mark, the
+# tag characters). Joiners stay: scripts such as Persian need them inside words.
+_CONTROL_CHARS: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\ufeff\U000e0000-\U000e007f]"
+)
 _REPLACEMENT: Final = "\ufffd"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.schemas import attributes as a
-from driftline.streams.normalize import IngestPolicy, normalize_message
+from driftline.streams.normalize import IngestPolicy, normalize_message, printable
 from tests.utils import otlp_factory as f
 
 TRACE_ID = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -165,3 +165,16 @@ def test_the_attributes_map_holds_no_control_characters(
             assert is_clean(key) and is_clean(value), (key, value)
             assert "\u202e" not in key + value
         assert shown["gen_ai.response.id"].endswith("abc\ufffd")
+
+
+@pytest.mark.parametrize(
+    "hidden", ["\u2028", "\u2029", "\u200f", "\u200e", "\u061c", "\ufeff", "\U000e0041"]
+)
+def test_separators_marks_and_hidden_characters_are_replaced(hidden: str) -> None:
+    assert printable(f"stop{hidden}x") == "stop\ufffdx"
+
+
+def test_joiners_inside_words_are_kept() -> None:
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a ZWNJ inside
+    emoji = "\U0001f469\u200d\U0001f4bb"  # joined by a ZWJ
+    assert printable(persian) == persian and printable(emoji) == emoji
