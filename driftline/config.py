@@ -383,7 +383,7 @@ class WorkerSettings(_Section):
     self_alert_for_s: float = Field(60.0, ge=0)  # a condition holds this long before it opens
     self_alert_hold_down_s: float = Field(300.0, ge=0)  # clear this long before it resolves
     self_alert_lag_records: int = Field(10_000, ge=1)  # records behind, all source partitions
-    self_alert_dead_letters_per_s: float = Field(1.0, gt=0)  # DLQ writes per second
+    self_alert_dead_letters_per_s: float = Field(1.0, gt=0)  # dead-lettered spans, records /s
     # Dead man's switch: while the worker is ready and no self-alert is open, it requests
     # the URL held in this environment variable every heartbeat_s (a heartbeat monitor's
     # ping URL carries its token, so it is never written in the file).

@@ -256,11 +256,17 @@ def _decode_proto(payload: bytes) -> DecodedTraces:
     return DecodedTraces(data, encode_span)
 
 
-# The Span fields a redacted dead letter keeps: all but events (11, with their attributes)
-# and links (13), and any number OTLP does not define.
-_PROTO_SPAN_KEPT: Final = frozenset((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15, 16))
+# The Span fields a redacted dead letter keeps, each with its wire type (a field of another
+# type was made up by the sender): all but events (11, with their attributes) and links (13).
+_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+_PROTO_SPAN_KEPT: Final = {
+    **dict.fromkeys((1, 2, 3, 4, 5, 9, 15), _LENGTH_DELIMITED),  # ids, state, name, attributes
+    **dict.fromkeys((6, 10, 12, 14), _VARINT),  # kind, dropped counts
+    **dict.fromkeys((7, 8), _FIXED64),  # times
+    16: _FIXED32,  # flags
+}
 # InstrumentationScope: name, version, dropped_attributes_count; not its attributes (3).
-_PROTO_SCOPE_KEPT: Final = frozenset((1, 2, 4))
+_PROTO_SCOPE_KEPT: Final = {1: _LENGTH_DELIMITED, 2: _LENGTH_DELIMITED, 4: _VARINT}
 
 
 def _drop_keys(attributes: Any, keep: KeyFilter) -> None:
@@ -273,7 +279,18 @@ def _drop_keys(attributes: Any, keep: KeyFilter) -> None:
             address = any_value_to_python(value)
             if type(address) is str and address != (host := without_credentials(address)):
                 value = lean.AnyValue(string_value=host).SerializeToString()
-        attributes[key] = value
+        attributes[key] = _without_unknown_fields(value)
+
+
+def _without_unknown_fields(encoded: bytes) -> bytes:
+    """An encoded AnyValue without fields AnyValue does not define (at any depth but inside
+    a key-value list's bytes); as it was if it does not parse (it is then rejected again)."""
+    try:
+        value = lean.AnyValue.FromString(encoded)
+    except DecodeError:
+        return encoded
+    value.DiscardUnknownFields()
+    return bytes(value.SerializeToString())
 
 
 # An attribute that names an endpoint: stored (events, redacted dead letters) without the
@@ -303,12 +320,15 @@ def without_credentials(address: str) -> str:
     return host.split(":", 1)[0]
 
 
-def _only_fields(message: bytes, numbers: frozenset[int]) -> bytes:
-    """Protobuf ``message`` bytes with only its top-level fields ``numbers``; from a field
-    that cannot be read on (a group, a length past the end) on, nothing.
+def _only_fields(message: bytes, kept: dict[int, int]) -> bytes:
+    """Protobuf ``message`` bytes with only its top-level fields ``kept`` (number: wire
+    type) that have that wire type; from a field that cannot be read on (a group, a length
+    past the end) on, nothing.
 
-    >>> _only_fields(bytes([0x08, 0x01, 0x5A, 0x01, 0x41, 0x10, 0x02]), frozenset({1, 2}))
+    >>> _only_fields(bytes([0x08, 0x01, 0x5A, 0x01, 0x41, 0x10, 0x02]), {1: 0, 2: 0})
     b'\\x08\\x01\\x10\\x02'
+    >>> _only_fields(bytes([0x0A, 0x01, 0x41, 0x10, 0x02]), {1: 0, 2: 0})  # 1 is not a varint
+    b'\\x10\\x02'
     """
     out = bytearray()
     position = 0
@@ -332,7 +352,7 @@ def _only_fields(message: bytes, numbers: frozenset[int]) -> bytes:
             break
         if position > len(message):
             break
-        if tag >> 3 in numbers:
+        if kept.get(tag >> 3) == wire_type:
             out += message[start:position]
     return bytes(out)
 
@@ -469,11 +489,29 @@ _JSON_RESOURCE_KEPT: Final = _both_spellings("attributes", "droppedAttributesCou
 
 
 def _only(doc: dict[str, Any], kept: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k in kept}
+    """The fields of ``doc`` named in ``kept`` that hold a scalar or ``attributes``'s list
+    or ``status``'s / ``scope``'s / ``resource``'s / ``value``'s object; no other shape."""
+    return {
+        k: v
+        for k, v in doc.items()
+        if k in kept and (type(v) in _JSON_SCALARS or type(v) is _JSON_SHAPES.get(k))
+    }
+
+
+_JSON_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_JSON_SHAPES: Final = {
+    "attributes": list,
+    "status": dict,
+    "scope": dict,
+    "resource": dict,
+    "value": dict,
+}
 
 
 def _redacted_span_doc(span_doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
     out = _only(span_doc, _JSON_SPAN_KEPT)
+    if span_doc.get("attributes") is not None and "attributes" not in out:
+        out["attributes"] = ""  # its content goes, its shape stays: rejected for it again
     status = out.get("status")
     if isinstance(status, dict):
         out["status"] = _only(status, _JSON_STATUS_KEPT)
@@ -482,25 +520,54 @@ def _redacted_span_doc(span_doc: dict[str, Any], keep: KeyFilter) -> dict[str, A
 
 def _with_kept_attributes(doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
     attributes = doc.get("attributes")
-    if not isinstance(attributes, list):
-        return {k: v for k, v in doc.items() if k != "attributes"}
+    if attributes is not None and not isinstance(attributes, list):
+        return {**doc, "attributes": ""}
     kept = [
-        _address_without_credentials(kv) if kv["key"] == SERVER_ADDRESS else _only(kv, _JSON_KV)
-        for kv in attributes
+        _kept_attribute(kv)
+        for kv in attributes or ()
         if isinstance(kv, dict) and isinstance(kv.get("key"), str) and keep(kv["key"])
     ]
-    return {**doc, "attributes": kept}
+    return {**doc, "attributes": kept} if "attributes" in doc else doc
 
 
-_JSON_KV: Final = frozenset({"key", "value"})
+def _kept_attribute(kv: dict[str, Any]) -> dict[str, Any]:
+    value = _json_any_value(kv.get("value"))
+    address = _get(value, "stringValue", "string_value")
+    if kv["key"] == SERVER_ADDRESS and isinstance(address, str) and "@" in address:
+        value = {"stringValue": without_credentials(address)}
+    return {"key": kv["key"], "value": value}
 
 
-def _address_without_credentials(kv: dict[str, Any]) -> dict[str, Any]:
-    value = kv.get("value")
-    address = _get(value, "stringValue", "string_value") if isinstance(value, dict) else None
-    if not isinstance(address, str) or "@" not in address:
-        return _only(kv, _JSON_KV)
-    return {"key": kv["key"], "value": {"stringValue": without_credentials(address)}}
+_JSON_SCALAR_VALUES: Final = _both_spellings(
+    "stringValue", "boolValue", "intValue", "doubleValue", "bytesValue"
+)
+_JSON_LIST_VALUES: Final = _both_spellings("arrayValue", "kvlistValue")
+
+
+def _json_any_value(doc: Any, depth: int = 0) -> dict[str, Any]:
+    """An OTLP/JSON AnyValue with nothing the mapping does not define, at any depth."""
+    if not isinstance(doc, dict) or depth > MAX_VALUE_DEPTH:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _JSON_SCALAR_VALUES and type(value) in _JSON_SCALARS:
+            out[key] = value
+        elif key in _JSON_LIST_VALUES and isinstance(value, dict):
+            items = value.get("values")
+            if key.startswith("array"):
+                kept = [_json_any_value(item, depth + 1) for item in _as_list(items)]
+            else:
+                kept = [
+                    {"key": kv.get("key"), "value": _json_any_value(kv.get("value"), depth + 1)}
+                    for kv in _as_list(items)
+                    if isinstance(kv, dict) and type(kv.get("key")) is str
+                ]
+            out[key] = {"values": kept} if "values" in value else {}
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _get(doc: dict[str, Any], camel: str, snake: str) -> Any:

@@ -57,6 +57,7 @@ class OfflineResult:
     # beyond the events, are spans that are not LLM calls.
     rejected_spans: int = 0
     duplicate_spans: int = 0
+    rejected_documents: int = 0  # whole documents that are not OTLP
 
     @property
     def skipped_spans(self) -> int:
@@ -98,6 +99,7 @@ class OfflinePipeline:
         self._documents = 0
         self._otlp_documents = 0
         self._rejected_spans = 0
+        self._rejected_documents = 0
         self._seen_spans: set[tuple[str, str]] = set()
         self._duplicate_spans = 0
 
@@ -132,8 +134,12 @@ class OfflinePipeline:
             self._otlp_documents += 1
         self._rejects.extend(SourcedReject(self._documents, r) for r in batch.rejects)
         self._span_count += batch.span_count
-        if batch.span_count:  # else the one reject is the whole document's
-            self._rejected_spans += len(batch.rejects)
+        if batch.span_count:
+            # Past a message's first rejects the rest go within one whole-message reject.
+            within = sum(batch.rejected_within_message.values())
+            self._rejected_spans += len(batch.rejects) - (1 if within else 0) + within
+        else:  # the one reject is the whole document's
+            self._rejected_documents += len(batch.rejects)
         seen = self._seen_spans
         for span in batch.spans:  # every span read, LLM call or not, that was not rejected
             key = (span["trace_id"], span["span_id"])
@@ -160,6 +166,7 @@ class OfflinePipeline:
             unknown_models=dict(self.price_book.unknown_models),
             rejected_spans=self._rejected_spans,
             duplicate_spans=self._duplicate_spans,
+            rejected_documents=self._rejected_documents,
         )
 
 

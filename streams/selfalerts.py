@@ -10,7 +10,9 @@ condition                 bad while                                             
 ``consumer_lag``          records behind on the assigned source partitions      ``error``
                           > ``self_alert_lag_records``
 ``store_failing``         the store is not open, or its last write failed       ``critical``
-``dead_letters``          DLQ writes per second, over the last minute,          ``warning``
+``dead_letters``          spans and records dead-lettered per second, over the  ``warning``
+                          last minute (a span past a message's first 1,000
+                          rejects counts, though the message goes as one),
                           > ``self_alert_dead_letters_per_s``
 ``deliveries_failing``    a paging route is held (its events kept for           ``error``
                           redelivery), or a delivery failed for good in the
@@ -81,9 +83,9 @@ class Reading:
 
     ``lag_records``: records behind per ``(topic, partition)`` of its assigned source
     partitions; ``store_open`` None when the worker has no store stages; ``dead_letters``
-    and ``deliveries_failed`` are counters since start (DLQ writes; deliveries ended
-    ``failed_permanent`` or ``gave_up``); ``routes_held`` the routes whose events are kept
-    for redelivery now.
+    and ``deliveries_failed`` are counters since start (spans and records dead-lettered;
+    deliveries ended ``failed_permanent`` or ``gave_up``); ``routes_held`` the routes whose
+    events are kept for redelivery now.
     """
 
     at_s: float

@@ -1027,8 +1027,9 @@ def self_reading(p: Any, now_s: float, notifiers: Iterable[Any] = ()) -> Reading
         assigned = bool(counters.get("worker.ready"))
         store_open = not assigned or all(sink.store is not None for sink in sinks)
         failures = max((sink.failures for sink in sinks), default=0)
-    # Every write to the dead-letter topic: spans and engine reports refused at decode,
-    # records the store set aside, and llm_events messages not in the layout decode writes.
+    # Everything dead-lettered: spans (each, also those sent within one too_many_rejects
+    # message) and engine reports refused at decode, records the store set aside, and
+    # llm_events messages not in the layout decode writes.
     dead_letters = sum(
         int(v)
         for k, v in counters.items()

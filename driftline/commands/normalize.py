@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             "document": sourced.document,
         }
         print(json.dumps(line), file=sys.stderr)
-    rejected_documents = len(result.rejects) - result.rejected_spans
+    rejected_documents = result.rejected_documents
     read = f"{result.documents} documents" + (
         f" ({rejected_documents} rejected)" if rejected_documents else ""
     )

@@ -291,7 +291,15 @@ def test_a_json_dead_letter_keeps_only_the_fields_it_lists() -> None:
     (bad,) = scope_spans["spans"]
     bad["prompt"] = SECRET
     bad["status"] = {"code": 2, "description": SECRET}
+    bad["kind"] = {"prompt": SECRET}  # a field it keeps, holding what that field never does
     bad["attributes"][0]["note"] = SECRET  # beside an attribute that is kept
+    bad["attributes"][0]["value"]["note"] = SECRET
+    bad["attributes"].append(
+        {
+            "key": "gen_ai.request.stop_sequences",
+            "value": {"arrayValue": {"values": [{"stringValue": "x", "note": SECRET}]}},
+        }
+    )
 
     (reject,) = normalize_message(json.dumps(doc).encode()).rejects
     assert SECRET.encode() not in reject.payload
@@ -329,6 +337,39 @@ def test_a_protobuf_dead_letter_keeps_only_the_fields_it_lists() -> None:
     (reject,) = normalize_message(payload, content_type="otlp_proto").rejects
     assert reject.reason == f"negative_tokens:{a.GEN_AI_USAGE_INPUT_TOKENS}"
     assert SECRET.encode() not in reject.payload
+
+
+def test_a_protobuf_dead_letter_keeps_fields_only_of_their_own_type() -> None:
+    bad = span({a.GEN_AI_USAGE_INPUT_TOKENS: -1}).SerializeToString()
+    kind_as_bytes = _field(6, 2, SECRET.encode())  # kind is a varint
+    # A kept attribute whose AnyValue carries a field AnyValue does not define.
+    value = _field(1, 2, b"0.2") + _field(9, 2, SECRET.encode())
+    attribute = _field(9, 2, _field(1, 2, b"gen_ai.request.temperature") + _field(2, 2, value))
+    payload = _field(1, 2, _field(2, 2, _field(2, 2, bad + kind_as_bytes + attribute)))
+
+    (reject,) = normalize_message(payload, content_type="otlp_proto").rejects
+    assert SECRET.encode() not in reject.payload
+    assert reasons(normalize_message(reject.payload)) == [reject.reason]
+
+
+def test_a_dead_letter_for_attributes_not_a_list_is_rejected_for_it_again() -> None:
+    doc = json.loads(encode(span(), as_json=True))
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"] = {"prompt": SECRET}
+    (reject,) = normalize_message(json.dumps(doc).encode()).rejects
+    assert reject.reason == "bad_attributes" and SECRET.encode() not in reject.payload
+    assert reasons(normalize_message(reject.payload)) == ["bad_attributes"]
+
+
+@pytest.mark.parametrize("dlq_content", [False, True], ids=["redacted", "content"])
+def test_dead_letters_of_one_message_take_a_bounded_multiple_of_it(dlq_content: bool) -> None:
+    # A large resource is copied into each span's dead letter: past a budget of twice the
+    # message, the message goes once instead.
+    timeless = [span(span_id=i.to_bytes(8, "big"), start_ns=0, end_ns=0) for i in range(1, 1001)]
+    payload = encode(*timeless, resource={a.SERVICE_NAME: "s" * 500_000})
+    batch = normalize_message(payload, policy=IngestPolicy(dlq_content=dlq_content))
+    assert sum(len(r.payload) for r in batch.rejects) <= 4 * len(payload)
+    assert batch.rejects[-1].reason == TOO_MANY_REJECTS
+    assert len(batch.rejects) - 1 + sum(batch.rejected_within_message.values()) == 1000
 
 
 @both_encodings

@@ -230,6 +230,21 @@ def test_rejected_span_is_reported_on_stderr_and_the_rest_printed(
     assert reject["reason"] and reject["detail"]
 
 
+def test_spans_past_a_messages_first_rejects_count_as_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = [
+        make_span(trace_id=b"", span_id=sid(n), attributes=semconv_chat_attributes(), name="x")
+        for n in range(1, 1501)
+    ]
+    path = tmp_path / "traces.pb"
+    path.write_bytes(traces_data(resources(broken, "svc")).SerializeToString())
+    code, events, err = run_cli([str(path)], capsys)
+    assert (code, events) == (1, [])
+    assert "1 documents, 1500 spans: 0 events, 1500 rejected, 0 duplicates, 0 skipped" in err
+    assert '"too_many_rejects"' in err
+
+
 @pytest.mark.parametrize(
     "content",
     [b"hello, this is a text file\n", b'{"resource": "spans?"}\n', b"\x00\xff\xfe garbage"],
