@@ -280,6 +280,8 @@ class EventSink:
         self._buffers: dict[RecordKind, _Buffer] = {kind: _Buffer() for kind in KINDS}
         self._pending = 0
         self._failures = 0
+        # Rollup keys left short after a repeated insert (see rebuild_rollups), until counted.
+        self.rollup_keys_not_rebuilt = 0
         # Unix time of the last flush that wrote everything it held (None: none yet).
         self.last_success_s: float | None = None
         # Each write attempt's time, by outcome (streams.stages.flush_until_stored times it).
@@ -395,7 +397,7 @@ class EventSink:
             table, kept, spec.partition_by, self.max_partitions_per_insert, token
         ):
             stored += self._insert_isolating(spec, piece, rejected, kind, records, positions)
-        rebuild_rollups(self.store, spec.table, stale)
+        self.rollup_keys_not_rebuilt += len(rebuild_rollups(self.store, spec.table, stale))
         return stored, rejected
 
     def _insert_isolating(

@@ -200,6 +200,15 @@ async def flush_until_stored(
                 delay,
             )
             await asyncio.sleep(delay)
+    if sink.rollup_keys_not_rebuilt:
+        log.warning(
+            "%d (workflow, minute) rollup keys not recomputed after a repeated insert of %s:"
+            " workflow names too long to list in one statement",
+            sink.rollup_keys_not_rebuilt,
+            what,
+        )
+        counters["store.rollup_keys_not_rebuilt"] += sink.rollup_keys_not_rebuilt
+        sink.rollup_keys_not_rebuilt = 0
     for rejected in sink.take_rejected():
         counters[f"store.rejected.{rejected.kind}"] += 1
         log.error("%s record set aside: %s", rejected.kind, rejected.detail)

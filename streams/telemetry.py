@@ -322,6 +322,12 @@ COUNTERS: Final[tuple[CounterSpec, ...]] = (
         "Failed writes of events, traces or alerts to the store (each is retried).",
     ),
     CounterSpec(
+        "store.rollup_keys_not_rebuilt",
+        "driftline_store_rollup_keys_not_rebuilt_total",
+        "Per-minute rollup keys left uncorrected after a repeated insert: their workflow name"
+        " was too long to list in one statement.",
+    ),
+    CounterSpec(
         "store.rejected.",
         "driftline_store_rejected_records_total",
         "Records the store can never take, dead-lettered, by kind.",

@@ -36,6 +36,10 @@ __all__ = ["RollupView", "rebuild_rollups", "rollup_views", "stored_minutes"]
 
 MinuteKey = tuple[str, int]  # workflow, minute as Unix seconds
 _MINUTE: Final = "toUInt32(toStartOfMinute(start_ts))"
+# The keys one statement lists, as SQL text: a backlog sent again (6,400 minutes of one
+# workflow) made a statement past the server's max_query_size (256 KiB), which failed on
+# every retry and held the sink for good. A key longer than this alone is not rebuilt.
+MAX_KEYS_SQL_CHARS: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +105,37 @@ def rollup_views(store: Store, table_name: str) -> list[RollupView]:
     return out
 
 
+def key_chunks(keys: set[MinuteKey]) -> tuple[list[list[MinuteKey]], list[MinuteKey]]:
+    """``keys`` in sorted chunks whose SQL list stays within :data:`MAX_KEYS_SQL_CHARS`, and
+    the keys too long for any.
+
+    >>> chunks, too_long = key_chunks({("a", 60), ("b", 0), ("x" * 70_000, 0)})
+    >>> chunks, [(w[:3], m) for w, m in too_long]
+    ([[('a', 60), ('b', 0)]], [('xxx', 0)])
+    """
+    chunks: list[list[MinuteKey]] = []
+    too_long: list[MinuteKey] = []
+    size = MAX_KEYS_SQL_CHARS + 1
+    for key in sorted(keys):
+        length = len(_pair(key)) + 2
+        if length > MAX_KEYS_SQL_CHARS:
+            too_long.append(key)
+            continue
+        if size + length > MAX_KEYS_SQL_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(key)
+        size += length
+    return chunks, too_long
+
+
+def _pair(key: MinuteKey) -> str:
+    return f"({sql_literal(key[0])}, {int(key[1])})"
+
+
 def rebuild_statements(view: RollupView, table_name: str, keys: set[MinuteKey]) -> list[str]:
-    """Delete ``keys`` from the view's rollup and insert them again from ``FINAL`` rows.
+    """Delete ``keys`` (at most :data:`MAX_KEYS_SQL_CHARS` of them as SQL) from the view's
+    rollup and insert them again from ``FINAL`` rows.
 
     >>> view = RollupView("db.r_mv", "db.r", ("minute", "workflow", "requests"),
     ...     "SELECT toStartOfMinute(r.start_ts) AS minute, r.workflow AS workflow, "
@@ -117,7 +150,7 @@ def rebuild_statements(view: RollupView, table_name: str, keys: set[MinuteKey]) 
     """
     if not keys:
         return []
-    pairs = ", ".join(f"({sql_literal(w)}, {int(m)})" for w, m in sorted(keys))
+    pairs = ", ".join(_pair(key) for key in sorted(keys))
     low = min(m for _, m in keys)
     high = max(m for _, m in keys) + 60
     rows = (
@@ -136,12 +169,15 @@ def rebuild_statements(view: RollupView, table_name: str, keys: set[MinuteKey]) 
     ]
 
 
-def rebuild_rollups(store: Store, table_name: str, keys: set[MinuteKey]) -> int:
-    """Recompute ``keys`` in every rollup fed from ``table_name``; returns the rollups done."""
+def rebuild_rollups(store: Store, table_name: str, keys: set[MinuteKey]) -> list[MinuteKey]:
+    """Recompute ``keys`` in every rollup fed from ``table_name``, a chunk of them per
+    statement; returns the keys too long to list in one (not recomputed)."""
     if not keys:
-        return 0
+        return []
+    chunks, too_long = key_chunks(keys)
     views = rollup_views(store, table_name)
     for view in views:
-        for statement in rebuild_statements(view, table_name, keys):
-            store.command(statement)
-    return len(views)
+        for chunk in chunks:
+            for statement in rebuild_statements(view, table_name, set(chunk)):
+                store.command(statement)
+    return too_long

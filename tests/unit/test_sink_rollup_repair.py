@@ -109,3 +109,45 @@ def test_a_first_delivery_finds_nothing_stored(store: ChdbStore) -> None:
     sink.flush()
     assert stored_minutes(store, raw, rows, skip) == set(per_minute(store, "llm_requests"))
     assert {v.target for v in rollup_views(store, raw)} == {f"driftline.{t}" for t in ROLLUPS}
+
+
+def test_a_backlog_delivered_again_is_repaired_in_statements_the_store_takes(
+    store: ChdbStore,
+) -> None:
+    # 2,000 minutes of a workflow with a long (but safe) name: listed in one statement, the
+    # keys to recompute passed ClickHouse's max_query_size (256 KiB), the statement failed on
+    # every retry, and the sink held its batch for good.
+    events, _ = generate_traffic(700, seed=11)
+    events = events[:2_000]
+    for minute, event in enumerate(events):  # each in a minute of its own
+        shift = minute * 60_000_000 - (event["start_ts"] - events[0]["start_ts"])
+        event["start_ts"] += shift
+        event["end_ts"] += shift
+        event["workflow"] = "w" * 400
+    first = EventSink(store, batch_rows=100_000)
+    for offset, event in enumerate(events):
+        first.add("events", event, ("llm_events", 0, offset))
+    first.flush()
+    minutes = per_minute(store, "llm_requests")
+    assert len(minutes) > 1_000
+
+    again = EventSink(store, batch_rows=100_000)
+    for offset, event in enumerate(events):
+        again.add("events", event, ("llm_events", 0, offset))
+    again.flush()
+    assert again.rollup_keys_not_rebuilt == 0
+    for table in ROLLUPS:
+        assert per_minute(store, table) == minutes, table
+
+
+def test_a_key_too_long_for_any_statement_is_counted_not_retried(store: ChdbStore) -> None:
+    events, _ = generate_traffic(3, seed=12)
+    for event in events:
+        event["workflow"] = "x" * 70_000  # only a record written straight to llm_events
+    for _ in range(2):
+        sink = EventSink(store, batch_rows=100_000)
+        for offset, event in enumerate(events):
+            sink.add("events", event, ("llm_events", 0, offset))
+        sink.flush()
+    assert sink.pending_rows == 0
+    assert sink.rollup_keys_not_rebuilt == len(per_minute(store, "llm_requests")) > 0
