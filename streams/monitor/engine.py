@@ -38,6 +38,9 @@ LATE_HORIZON_HOLDS: Final = 4
 # Where the monitor keeps its own capacity alert: "*" never survives ingestion in a
 # workflow name (schemas.event.UNSAFE_NAME_CHAR), so no real workflow can share it.
 UNTRACKED: Final = "*"
+# A workflow with fewer records than this so far is the first to give up its place at
+# detectors.max_workflows (see Monitor._admit).
+PROBATION_RECORDS: Final = 10
 
 
 @dataclass(slots=True)
@@ -75,6 +78,9 @@ class Monitor:
         # their kind open (exported as a counter).
         self.alerts_over_cap = 0
         self._seen: OrderedDict[str, None] = OrderedDict()  # tracked, least recent first
+        # Of those, the ones with fewer than PROBATION_RECORDS records so far and how many,
+        # least recent first: a flood of one-off names gives up its own places first.
+        self._probation: OrderedDict[str, int] = OrderedDict()
         self._no_room = False  # this batch found no workflow to replace
 
     # --- public API ---------------------------------------------------------
@@ -96,7 +102,7 @@ class Monitor:
         self._no_room = False
         for workflow in sorted(by_workflow):
             wf_events, wf_traces = by_workflow[workflow]
-            if not self._admit(workflow):
+            if not self._admit(workflow, len(wf_events) + len(wf_traces)):
                 untracked.append((workflow, wf_events, wf_traces))
                 continue
             for part, part_times, part_traces in _slices(wf_events, wf_traces, self._slice_us):
@@ -258,39 +264,52 @@ class Monitor:
         self._dirty.add(workflow)
         return state
 
-    def _admit(self, workflow: str) -> bool:
+    def _admit(self, workflow: str, records: int) -> bool:
         """Whether ``workflow`` is (or may now be) tracked under ``detectors.max_workflows``.
 
-        At the cap a new workflow takes the place of the least recently seen one that has
-        no reference yet and no open alert (a flood of one-off names replaces its own
-        names); established workflows are never pushed out. A search that finds no room
-        is not repeated within the batch (each is one pass over the tracked workflows).
+        At the cap a new workflow takes the place of one that has no reference yet and no
+        open alert: the least recently seen of those with fewer than
+        :data:`PROBATION_RECORDS` records so far, else the least recently seen of all. So
+        a flood of one-off names replaces its own names, not a workflow warming up (a flood
+        of more new names per batch than the cap used to push such a workflow out every
+        batch, so it never got a reference); established workflows are never pushed out. A
+        search that finds no room is not repeated within the batch (each is one pass over
+        the tracked workflows).
         """
+        probation = self._probation
         if workflow in self._states:
             self._seen.move_to_end(workflow)
+            if workflow in probation:
+                seen = probation.pop(workflow) + records
+                if seen < PROBATION_RECORDS:
+                    probation[workflow] = seen
             return True
         if self.tracked_workflows >= self._settings.detectors.max_workflows:
-            stale = None if self._no_room else self._evictable()
+            stale = None if self._no_room else self._evictable(probation)
+            stale = stale or (None if self._no_room else self._evictable(self._seen))
             if stale is None:
                 self._no_room = True
                 return False
             del self._states[stale]
             del self._seen[stale]
+            probation.pop(stale, None)
             self._alerting.discard(stale)
             self._dirty.add(stale)  # its checkpoint becomes an empty state, not a stale one
             self.evicted_workflows += 1
         self._seen[workflow] = None
+        if records < PROBATION_RECORDS:
+            probation[workflow] = records
         return True
 
-    def _evictable(self) -> str | None:
-        """The least recently seen workflow without a reference or open alert, if any;
+    def _evictable(self, candidates: OrderedDict[str, Any]) -> str | None:
+        """The least recent of ``candidates`` without a reference or open alert, if any;
         the ones passed over move to the back, so the next search starts past them."""
-        for _ in range(len(self._seen)):
-            name = next(iter(self._seen))
+        for _ in range(len(candidates)):
+            name = next(iter(candidates))
             state = self._states[name]
             if not state.alerts and not _has_reference(state):
                 return name
-            self._seen.move_to_end(name)
+            candidates.move_to_end(name)
         return None
 
     def _refuse(self, untracked: list[tuple[str, list[dict], list[dict]]]) -> list[dict]:

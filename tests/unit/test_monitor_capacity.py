@@ -33,6 +33,19 @@ def test_one_off_names_replace_each_other_not_established_workflows() -> None:
     assert monitor.evicted_workflows == 999 and monitor.untracked_records == 0
 
 
+def test_a_flood_of_one_off_names_does_not_keep_a_new_workflow_from_its_reference() -> None:
+    # More new names per batch than the cap: each used to push out the least recently seen
+    # workflow without a reference, the one warming up too, batch after batch.
+    monitor = Monitor(capped(4))
+    for batch in range(6):
+        at = T0 + batch * S
+        calls = [event(i, at + i, 400 + i % 7, workflow="zz-new") for i in range(20)]
+        calls += [event(i, at, 400, workflow=f"a{batch}-{i}") for i in range(6)]
+        monitor.process(calls, [])
+    assert "zz-new" in monitor.workflows() and monitor.evicted_workflows > 0
+    assert [s["frozen"] for _, _, s, _ in monitor.detector_summaries("zz-new")] == [True]
+
+
 def test_at_the_cap_new_workflows_raise_one_warning_that_resolves() -> None:
     monitor = Monitor(capped(2, hold_s=60.0))
     established(monitor, ["chat", "search"])
