@@ -509,25 +509,27 @@ _JSON_SHAPES: Final = {
 
 
 def _redacted_span_doc(span_doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
-    out = _only(span_doc, _JSON_SPAN_KEPT)
+    out = _with_kept_attributes(_only(span_doc, _JSON_SPAN_KEPT), keep)
     if span_doc.get("attributes") is not None and "attributes" not in out:
         out["attributes"] = ""  # its content goes, its shape stays: rejected for it again
     status = out.get("status")
     if isinstance(status, dict):
         out["status"] = _only(status, _JSON_STATUS_KEPT)
-    return _with_kept_attributes(out, keep)
+    return out
 
 
 def _with_kept_attributes(doc: dict[str, Any], keep: KeyFilter) -> dict[str, Any]:
+    """``doc`` (passed through :func:`_only`: its attributes, if any, are a list) with the
+    attributes ``keep`` accepts, each as :func:`_kept_attribute` makes it."""
     attributes = doc.get("attributes")
-    if attributes is not None and not isinstance(attributes, list):
-        return {**doc, "attributes": ""}
+    if attributes is None:
+        return doc
     kept = [
         _kept_attribute(kv)
-        for kv in attributes or ()
+        for kv in attributes
         if isinstance(kv, dict) and isinstance(kv.get("key"), str) and keep(kv["key"])
     ]
-    return {**doc, "attributes": kept} if "attributes" in doc else doc
+    return {**doc, "attributes": kept}
 
 
 def _kept_attribute(kv: dict[str, Any]) -> dict[str, Any]:
