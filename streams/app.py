@@ -41,9 +41,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,14 +51,15 @@ from faust.sensors import Sensor
 from driftline.config import Settings
 from driftline.schemas.event import TRACE_FIELDS, internal_copy
 from driftline.streams import topics as names
-from driftline.streams.changelog import AcknowledgedSender, ChangelogWriter, Header, Message
+from driftline.streams.changelog import AcknowledgedSender, Header, Message
+from driftline.streams.checkpoints import CheckpointedTable, Recovered
 from driftline.streams.codec import dumps, encode_in_parts, loads
 from driftline.streams.commits import guard_commits
 from driftline.streams.engine_alerts import add_engine_alerts
 from driftline.streams.engine_attribution import EngineAttribution
 from driftline.streams.engine_feed import EngineMetricsFeed
 from driftline.streams.kafka import bootstrap_of, faust_settings, page_path_wait_s
-from driftline.streams.paging import NOTIFIER_LEDGER_TABLE
+from driftline.streams.paging import NOTIFIER_LEDGER_TABLE, add_notify
 from driftline.streams.positions import (
     MARKS_KEY_PREFIX,
     SEQ_FIELD,
@@ -73,13 +72,8 @@ from driftline.streams.positions import (
     target_partition,
 )
 from driftline.streams.requests import EARLY_FIELD, encode_requests, route_requests
-from driftline.streams.stages import (
-    MONITOR_STATE_TABLE,
-    GovernanceState,
-    add_governance,
-    build_state,
-    changelog_tail,
-)
+from driftline.streams.runtime import Pipeline, Topics
+from driftline.streams.stages import MONITOR_STATE_TABLE, add_governance, build_state
 
 __all__ = ["Pipeline", "create_app", "group_by_workflow", "target_partition"]
 
@@ -182,57 +176,6 @@ def describe_assignment(assigned: Iterable[Any]) -> str:
 
 
 # -- declarations ---------------------------------------------------------------
-
-
-# A step run when a rebalance completes; Faust's signal passes its sender.
-RebalanceStep = Callable[[Any], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Topics:
-    otlp_spans: Any
-    otlp_spans_dlq: Any
-    otlp_metrics: Any
-    llm_spans: Any
-    llm_events: Any
-    llm_alerts: Any
-
-
-@dataclass
-class Pipeline:
-    """The app plus what its agents share; tests and commands reach parts through it."""
-
-    settings: Settings
-    app: faust.App
-    topics: Topics
-    open_traces: Any  # faust Table: trace id bytes -> TraceAssembler.export_trace(...)
-    tables: dict[str, Any] = field(default_factory=dict)  # every state table, by name
-    counters: Counter[str] = field(default_factory=Counter)
-    assemblers: dict[int, Any] = field(default_factory=dict)  # llm_spans partition -> assembler
-    marks: dict[int, SourceMarks] = field(default_factory=dict)  # llm_spans partition -> marks
-    bootstrap_servers: str | None = None  # the explicit --bootstrap-servers, if any
-    # Every engine's recent state for the as-of join at decode ([engines]; None when off).
-    engine_feed: EngineMetricsFeed | None = None
-    governance: GovernanceState | None = None  # storage, monitoring, paging (with_governance)
-    # Traces closed, by how, by assemblers of partitions this worker no longer owns.
-    closed_elsewhere: Counter[str] = field(default_factory=Counter)
-    started_s: float = field(default_factory=time.time)
-    # Alerts about the worker itself and its heartbeat (streams.telemetry.SelfWatch).
-    self_watch: Any = None
-    # Per source partition, how long the last record read had waited (streams.telemetry).
-    read_delays: Any = None
-    # What runs when a rebalance completes (state restores, then readiness), in this order.
-    rebalance_steps: list[RebalanceStep] = field(default_factory=list)
-
-    def after_rebalance(self, step: RebalanceStep) -> None:
-        """Run ``step`` each time a rebalance completes, after the steps added before it.
-
-        Faust's signal keeps its receivers in a set, so receivers connected to it one by one
-        run in an order that changes from one process to the next: the readiness file was
-        written before the monitor had restored its state in some runs and after it in
-        others. The steps run from one receiver, in the order the stages added them.
-        """
-        self.rebalance_steps.append(step)
 
 
 def _declare_topics(app: faust.App, partitions: int) -> Topics:
@@ -423,8 +366,10 @@ def create_app(
     _add_decode(pipeline)
     _add_assemble(pipeline)
     if with_governance:
-        pipeline.governance = build_state(pipeline)
-        add_governance(pipeline, pipeline.governance)
+        state = pipeline.governance = build_state(pipeline)
+        add_governance(pipeline, state)
+        if state.notifier is not None:
+            add_notify(pipeline, state)
         if pipeline.engine_feed is not None and settings.engines.alerts:
             add_engine_alerts(pipeline)
     _add_gc_tuning(pipeline)
@@ -564,9 +509,9 @@ def _add_assemble(p: Pipeline) -> None:
     partitions = settings.kafka.partitions
     table = p.open_traces
 
-    def assembler_for(
-        partition: int, tail: dict[bytes, bytes | None] | None = None
-    ) -> TraceAssembler:
+    def assembler_for(partition: int, saved: dict[bytes, Any] | None = None) -> TraceAssembler:
+        """The partition's assembler, rebuilt from ``saved`` (default: the table as it is)
+        the first time it is asked for."""
         assembler = p.assemblers.get(partition)
         if assembler is None:
             assembler = p.assemblers[partition] = TraceAssembler(
@@ -575,20 +520,14 @@ def _add_assemble(p: Pipeline) -> None:
                 settings.streams.max_open_traces,
                 settings.streams.max_trace_spans,
             )
-            saved = dict(table.items())
-            # Records recovery may have missed: a closed trace's deletion among them, which
-            # would otherwise reopen the trace and publish its events a second time, late.
-            for key, raw in (tail or {}).items():
-                if raw is None:
-                    saved.pop(key, None)
-                else:
-                    saved[key] = loads(raw)
+            if saved is None:
+                saved = checkpoints.saved()
             saved_marks = saved.get(marks_key(partition, partitions).encode())
             p.marks[partition] = SourceMarks.load(saved_marks)
             heads: dict[str, dict[str, Any]] = {}
             chunks: dict[str, dict[int, dict[str, Any]]] = {}
             for key, state in saved.items():
-                trace_id = key.decode() if isinstance(key, bytes) else str(key)
+                trace_id = key.decode()
                 if state is None or trace_id.startswith(MARKS_KEY_PREFIX):
                     continue
                 chunk = parse_chunk_key(trace_id)
@@ -606,16 +545,35 @@ def _add_assemble(p: Pipeline) -> None:
                 log.info("partition %d: restored %d open traces", partition, restored)
         return assembler
 
-    writer: ChangelogWriter | None = None
+    def restore_assemblers(recovered: Recovered) -> None:
+        # Traces checkpointed on partitions this worker now owns resume here, even if no new
+        # span arrives for them; the recovered values hold what Faust's recovery missed, a
+        # closed trace's deletion among them, which would otherwise reopen the trace and
+        # publish its events a second time, late.
+        for partition in list(p.assemblers):
+            if partition not in recovered.owned:
+                p.closed_elsewhere.update(p.assemblers[partition].closed_counts)
+                del p.assemblers[partition]  # another worker rebuilds it from the table
+                p.marks.pop(partition, None)
+        for partition in recovered.owned:
+            assembler_for(partition, recovered.values)
+
+    # Held by each batch, each closing round and the restore after a rebalance: a batch
+    # that reached a newly assigned partition while the restore read the changelog's tail
+    # built that partition's assembler without the tail (closed traces' deletions, the
+    # latest marks), and the restore then kept it: closed traces reopened and their events
+    # were published again. Seen once in test_scaling after a kill: 1,553 of 12,968 events
+    # published twice, and of the two partitions taken over only one restored its traces.
+    lock = asyncio.Lock()
+    checkpoints = CheckpointedTable(
+        p, table, p.topics.llm_spans.get_topic_name(), restore_assemblers, lock=lock
+    )
 
     async def checkpoint(
         partition: int, closed: Sequence[str] = (), marks_changed: bool = False
     ) -> None:
         """Deletions of closed traces, then touched open traces, then the marks covering them:
         one acknowledged write, in that order (an evicted trace can be open again by now)."""
-        nonlocal writer
-        if writer is None:
-            writer = ChangelogWriter(p, table)
         assembler = p.assemblers[partition]
         changes: list[tuple[bytes, Any]] = []
         for trace_id in closed:
@@ -629,15 +587,7 @@ def _add_assemble(p: Pipeline) -> None:
             changes.append((trace_id.encode(), head))
         if marks_changed:
             changes.append((marks_key(partition, partitions).encode(), p.marks[partition].export()))
-        await writer.write(changes)
-
-    # Held by each batch, each closing round and the restore after a rebalance: a batch
-    # that reached a newly assigned partition while the restore read the changelog's tail
-    # built that partition's assembler without the tail (closed traces' deletions, the
-    # latest marks), and the restore then kept it: closed traces reopened and their events
-    # were published again. Seen once in test_scaling after a kill: 1,553 of 12,968 events
-    # published twice, and of the two partitions taken over only one restored its traces.
-    lock = asyncio.Lock()
+        await checkpoints.write(changes)
 
     @p.app.agent(p.topics.llm_spans, name="assemble")
     async def assemble(stream: Any) -> None:
@@ -687,30 +637,6 @@ def _add_assemble(p: Pipeline) -> None:
                 await closed_sender.send(closed_messages(p, closed.events, closed.traces))
             # Also traces restored or evicted since the last batch.
             await checkpoint(partition, closed=assembler.closed_trace_ids)
-
-    async def restore_assemblers(sender: Any, *args: Any, **kwargs: Any) -> None:
-        async with lock:
-            await restore_owned()
-
-    async def restore_owned() -> None:
-        # Traces checkpointed on partitions this worker now owns resume here, even if
-        # no new span arrives for them.
-        owned = {
-            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == names.LLM_SPANS
-        }
-        for partition in list(p.assemblers):
-            if partition not in owned:
-                p.closed_elsewhere.update(p.assemblers[partition].closed_counts)
-                del p.assemblers[partition]  # another worker rebuilds it from the table
-                p.marks.pop(partition, None)
-        moved = owned - set(p.assemblers)
-        tail = await asyncio.get_running_loop().run_in_executor(
-            None, changelog_tail, p, table, moved
-        )
-        for partition in owned:
-            assembler_for(partition, tail)
-
-    p.after_rebalance(restore_assemblers)
 
 
 def closed_messages(

@@ -32,7 +32,7 @@ from driftline.streams.codec import dumps
 from driftline.streams.positions import target_partition
 
 if TYPE_CHECKING:
-    from driftline.streams.app import Pipeline
+    from driftline.streams.runtime import Pipeline
 
 __all__ = ["AcknowledgedSender", "ChangelogWriter"]
 

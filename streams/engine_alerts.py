@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import to_wire
+from driftline.streams.checkpoints import CheckpointedTable, Recovered
 from driftline.streams.codec import dumps, loads
 from driftline.streams.engine_attribution import EngineAttribution
 from driftline.streams.monitor import SnapshotError
@@ -38,6 +39,9 @@ from driftline.streams.monitor.engine_conditions import (
     EngineKey,
 )
 from driftline.streams.positions import target_partition
+
+if TYPE_CHECKING:
+    from driftline.streams.runtime import Pipeline
 
 __all__ = ["ENGINE_CONDITIONS_TABLE", "add_engine_alerts", "engine_id", "judge", "owner_partition"]
 
@@ -104,19 +108,14 @@ def _snapshot_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def add_engine_alerts(p: Any) -> None:
-    """Register on ``p`` (a :class:`~driftline.streams.app.Pipeline`, which imports this
-    module) the engine alerts' table, the timer that judges new reports and the restore on
-    rebalance; needs the feed (``engines.enabled`` and governance)."""
-    from driftline.streams.changelog import ChangelogWriter
-    from driftline.streams.stages import changelog_tail
-
+def add_engine_alerts(p: Pipeline) -> None:
+    """Register on ``p`` the engine alerts' table, the timer that judges new reports and the
+    restore on rebalance; needs the feed (``engines.enabled`` and governance)."""
     feed = p.engine_feed
     if feed is None:
         raise ValueError("engine alerts need the engine metrics feed (engines.enabled)")
     settings = p.settings
     partitions = settings.kafka.partitions
-    events_topic = p.topics.llm_events.get_topic_name()
     table = p.app.Table(
         ENGINE_CONDITIONS_TABLE,
         default=None,
@@ -125,16 +124,39 @@ def add_engine_alerts(p: Any) -> None:
         key_type=bytes,  # engine_id; value: EngineConditions.snapshot as text
     )
     p.tables[ENGINE_CONDITIONS_TABLE] = table
-    state: dict[str, Any] = {
-        "watch": EngineConditions(settings.engines, settings.alerts),
-        "owned": set(),
-        "writer": None,
-    }
+    watch = EngineConditions(settings.engines, settings.alerts)
+
+    def restore_engines(recovered: Recovered) -> None:
+        for engine in watch.engines():
+            if owner_partition(engine, partitions) not in recovered.owned:
+                watch.drop(engine)  # its new owner continues from the table
+        restored = 0
+        for key, value in recovered.values.items():
+            engine = engine_of_id(key.decode())
+            if not value or owner_partition(engine, partitions) not in recovered.moved:
+                continue
+            try:
+                watch.restore(engine, _snapshot_bytes(value))
+                restored += 1
+            except SnapshotError as exc:
+                log.warning("engine state %r dropped, starting again: %s", key, exc)
+        if restored:
+            log.info("engine alerts: state of %d engines resumed from the changelog", restored)
+
+    # Held by each judging round and by the restore: a round in the middle of a restore would
+    # judge engines of partitions this worker has just lost.
+    lock = asyncio.Lock()
+    conditions = CheckpointedTable(
+        p, table, p.topics.llm_events.get_topic_name(), restore_engines, lock=lock, decode=bytes
+    )
 
     @p.app.timer(settings.engines.check_s, name="engine_alerts")
     async def judge_engines() -> None:
-        watch: EngineConditions = state["watch"]
-        owned: set[int] = state["owned"]
+        async with lock:
+            await judge_and_checkpoint()
+
+    async def judge_and_checkpoint() -> None:
+        owned = set(conditions.owned)
         if not owned:
             return
         with feed.locked() as book:
@@ -161,36 +183,4 @@ def add_engine_alerts(p: Any) -> None:
         if changes:
             # Acknowledged at once (not behind the shared producer buffer): a worker killed
             # right after a page must leave the state that remembers it.
-            if state["writer"] is None:
-                state["writer"] = ChangelogWriter(p, table)
-            await state["writer"].write(changes)
-
-    async def restore_engines(sender: Any, *args: Any, **kwargs: Any) -> None:
-        watch: EngineConditions = state["watch"]
-        owned = {
-            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == events_topic
-        }
-        for engine in watch.engines():
-            if owner_partition(engine, partitions) not in owned:
-                watch.drop(engine)  # its new owner continues from the table
-        moved = owned - state["owned"]
-        values = {k if isinstance(k, bytes) else str(k).encode(): v for k, v in table.items()}
-        tail = await asyncio.get_running_loop().run_in_executor(
-            None, changelog_tail, p, table, moved
-        )
-        values.update(tail)
-        restored = 0
-        for key, value in values.items():
-            engine = engine_of_id(key.decode())
-            if not value or owner_partition(engine, partitions) not in moved:
-                continue
-            try:
-                watch.restore(engine, _snapshot_bytes(value))
-                restored += 1
-            except SnapshotError as exc:
-                log.warning("engine state %r dropped, starting again: %s", key, exc)
-        state["owned"] = owned
-        if restored:
-            log.info("engine alerts: state of %d engines resumed from the changelog", restored)
-
-    p.after_rebalance(restore_engines)
+            await conditions.write(changes)

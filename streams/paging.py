@@ -9,7 +9,7 @@ pages nothing twice, even an older alert of the same dedup key.
 
 Durability: an entry is written to the table's changelog as soon as its delivery was
 accepted, before the next send, and acknowledged by the broker within milliseconds
-(:class:`streams.changelog.ChangelogWriter`). Through the worker's shared producer the entry
+(:class:`streams.checkpoints.CheckpointedTable`). Through the worker's shared producer the entry
 would wait behind everything else buffered: under a backlog that took seconds, and a worker
 killed in those seconds paged again after its restart. What remains is the time of
 the HTTP exchange itself plus that write: a worker killed then pages once more, and PagerDuty
@@ -22,7 +22,6 @@ the table stays bounded by the alerts of that period.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -30,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import from_wire
-from driftline.streams.changelog import ChangelogWriter
+from driftline.streams.checkpoints import CheckpointedTable, Recovered
 from driftline.streams.kafka import page_path_wait_s
 from driftline.streams.notifier.ledger import SOURCE_OFFSET
 
 if TYPE_CHECKING:
-    from driftline.streams.app import Pipeline
+    from driftline.streams.runtime import Pipeline
     from driftline.streams.stages import GovernanceState
 
 __all__ = ["NOTIFIER_LEDGER_TABLE", "add_notify", "owned_transitions"]
@@ -67,28 +66,30 @@ def owned_transitions(
 def add_notify(p: Pipeline, state: GovernanceState) -> None:
     """Register the ``notify`` agent, its ledger checkpoints, restore and pruning."""
     from driftline.streams.codec import loads
-    from driftline.streams.stages import changelog_tail, store_deliveries
+    from driftline.streams.stages import store_deliveries
 
     notifier = state.notifier
     assert notifier is not None
     table = p.tables[NOTIFIER_LEDGER_TABLE]
-    alerts_topic = p.topics.llm_alerts.get_topic_name()
     retention_s = p.settings.pagerduty.ledger_retention_s
-    owned_before: set[int] = set()
-    writer: ChangelogWriter | None = None
 
-    def owned_partitions() -> set[int]:
-        return {tp.partition for tp in p.app.consumer.assignment() if tp.topic == alerts_topic}
+    def restore_ledger(recovered: Recovered) -> None:
+        entries: dict[str, dict[str, Any]] = {}
+        for value in recovered.values.values():
+            if value:
+                entries.update(value)
+        if entries:
+            notifier.import_state(entries)
+            log.info("notifier: resumed delivery state of %d alerts", len(entries))
+
+    ledger = CheckpointedTable(p, table, p.topics.llm_alerts.get_topic_name(), restore_ledger)
 
     async def checkpoint_delivery(entry: dict[str, Any]) -> None:
-        nonlocal writer
-        if writer is None:
-            writer = ChangelogWriter(p, table)
         for ledger_key, value in entry.items():
             key = str(value.get("dedup_key", "")).encode()
             merged = dict(table.get(key) or {})
             merged[ledger_key] = value
-            await writer.write([(key, merged)])
+            await ledger.write([(key, merged)])
 
     notifier.on_delivered = checkpoint_delivery
 
@@ -102,7 +103,7 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
                 for e in batch
                 for m in (e.message,)
             ]
-            records = await notifier.deliver(owned_transitions(items, owned_partitions()))
+            records = await notifier.deliver(owned_transitions(items, ledger.assigned_now()))
             notifier.ledger.pop_changes()  # each was checkpointed when it was delivered
             for record in records:
                 p.counters[f"pages.{record['outcome']}"] += 1
@@ -114,41 +115,11 @@ def add_notify(p: Pipeline, state: GovernanceState) -> None:
         gone = notifier.ledger.prune(cutoff_us)
         if not gone:
             return
-        nonlocal writer
-        if writer is None:
-            writer = ChangelogWriter(p, table)
         remaining = notifier.ledger.dedup_keys()
         changes: list[tuple[bytes, Any]] = []
         for dedup_key in {key.split(":", 1)[1] for key in gone}:
             key = dedup_key.encode()
             kept = {k: v for k, v in (table.get(key) or {}).items() if k not in gone}
             changes.append((key, kept if dedup_key in remaining and kept else None))
-        await writer.write(changes)
+        await ledger.write(changes)
         log.info("notifier: forgot %d deliveries of alerts resolved long ago", len(gone))
-
-    async def restore_ledger(sender: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal owned_before
-        owned = {
-            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == alerts_topic
-        }
-        tail = await asyncio.get_running_loop().run_in_executor(
-            None, changelog_tail, p, table, owned - owned_before
-        )
-        owned_before = owned
-        entries: dict[str, dict[str, Any]] = {}
-        for _key, value in list(table.items()):
-            if value:
-                entries.update(value)
-        for raw in tail.values():  # newer than what recovery read (see changelog_tail)
-            if raw:
-                entries.update(loads(raw))
-        if entries:
-            notifier.import_state(entries)
-            log.info("notifier: resumed delivery state of %d alerts", len(entries))
-
-    async def close_writer(sender: Any, *args: Any, **kwargs: Any) -> None:
-        if writer is not None:
-            writer.close()
-
-    p.after_rebalance(restore_ledger)
-    p.app.on_before_shutdown.connect(close_writer)  # type: ignore[arg-type]

@@ -51,16 +51,16 @@ from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.checks import record_problem
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, from_wire, to_wire
 from driftline.schemas.tables import BASELINES, DELIVERIES
+from driftline.streams.checkpoints import CheckpointedTable, Recovered
 from driftline.streams.notifier.routing import ENV_ROUTING_KEY
-from driftline.streams.paging import add_notify
 from driftline.streams.positions import SourceMarks
 from driftline.streams.topics import REASON_BAD_LLM_EVENTS, REASON_STORE_REJECTED, dlq_headers
 
 if TYPE_CHECKING:
     from driftline.store import Store
-    from driftline.streams.app import Pipeline
     from driftline.streams.monitor import Monitor
     from driftline.streams.notifier import Notifier
+    from driftline.streams.runtime import Pipeline
     from driftline.streams.sink import EventSink
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MONITOR_STATE_TABLE: Final = "monitor_state"
-CHANGELOG_TAIL_MARGIN: Final = 1000
-CHANGELOG_FENCE_KEY: Final = b"\x00changelog-fence"  # deleted, never set: restores skip it
-CHANGELOG_TAIL_IDLE_POLLS: Final = 3  # 3 x 0.2 s without a record: the end of the changelog
 CHECKPOINT_MAGIC_V1: Final = b"DLPOS1 "  # monitor_state value: magic, offset, newline, snapshot
 # ... then the workflow's request marks (JSON) after the offset, before the newline
 CHECKPOINT_MAGIC: Final = b"DLPOS2 "
@@ -155,7 +152,6 @@ class GovernanceState:
     applied_offsets: dict[str, int] = field(default_factory=dict)
     # workflow -> highest source position of the requests applied (streams.requests)
     request_marks: dict[str, SourceMarks] = field(default_factory=dict)
-    owned_partitions: set[int] = field(default_factory=set)  # llm_events partitions, last seen
     baselines_due: set[str] = field(default_factory=set)  # workflows changed since a snapshot
     # workflow -> bytes of its last monitor checkpoint (written or restored): the state's size
     snapshot_bytes: dict[str, int] = field(default_factory=dict)
@@ -424,72 +420,6 @@ def parse_checkpoint(value: bytes) -> tuple[int, SourceMarks, bytes]:
     return -1, SourceMarks(), value
 
 
-def changelog_tail(
-    p: Pipeline, table: Any, partitions: set[int], margin: int = CHANGELOG_TAIL_MARGIN
-) -> dict[bytes, bytes | None]:
-    """The last value per key in the tail of ``table``'s changelog partitions (None: deleted).
-
-    Faust's recovery stops at the broker's high watermark; tansu reports it at the start of
-    the last record batch, so the newest records of a partition can be missing from a
-    recovered table. This reads from ``margin`` records before that watermark until nothing
-    more arrives, counting records read rather than trusting offsets. Blocking: run it in an
-    executor.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    from driftline.streams.kafka import consumer_config
-
-    if not partitions:
-        return {}
-    topic = table.changelog_topic.get_topic_name()
-    consumer = Consumer(
-        consumer_config(
-            p.settings.kafka,
-            f"{p.settings.kafka.consumer_group}-tail",
-            p.bootstrap_servers,
-            **{"enable.auto.commit": False},
-        )
-    )
-    latest: dict[bytes, bytes | None] = {}
-    try:
-        assigned = []
-        for partition in sorted(partitions):
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10
-            )
-            assigned.append(TopicPartition(topic, partition, max(0, high - margin)))
-        _fence(p, topic, partitions)
-        consumer.assign(assigned)
-        idle_polls = 0
-        while idle_polls < CHANGELOG_TAIL_IDLE_POLLS:
-            messages = consumer.consume(1000, timeout=0.2)
-            idle_polls = 0 if messages else idle_polls + 1
-            for message in messages:
-                key = message.key()
-                if message.error() is None and key is not None:
-                    latest[bytes(key)] = message.value() or None
-    finally:
-        consumer.close()
-    return latest
-
-
-def _fence(p: Pipeline, topic: str, partitions: set[int]) -> None:
-    """A tombstone after whatever the partitions' previous owner wrote last.
-
-    The broker may hold back a partition's last record batch until another follows it (tansu
-    reports its high watermark at that batch's start); a previous owner killed right after a
-    checkpoint leaves that checkpoint as the last batch. Fenced, it is read like the rest.
-    """
-    from confluent_kafka import Producer
-
-    from driftline.streams.kafka import producer_config
-
-    producer = Producer(producer_config(p.settings.kafka, p.bootstrap_servers))
-    for partition in sorted(partitions):
-        producer.produce(topic, key=CHANGELOG_FENCE_KEY, value=None, partition=partition)
-    producer.flush(10)
-
-
 def fresh_records(
     events: list[dict[str, Any]],
     traces: list[dict[str, Any]],
@@ -647,14 +577,12 @@ async def _attach_store(state: GovernanceState) -> None:
 
 
 def add_governance(p: Pipeline, state: GovernanceState) -> None:
-    """Register the storage, monitoring and paging agents on ``p``."""
+    """Register the storage and monitoring agents on ``p`` (paging: ``streams.paging``)."""
     _add_store_events(p, state)
     if p.settings.engines.enabled:
         _add_store_engine_metrics(p, state)
     _add_monitor(p, state)
     _add_store_alerts(p, state)
-    if state.notifier is not None:
-        add_notify(p, state)
 
     async def close_store(sender: Any, *args: Any, **kwargs: Any) -> None:
         if state.notifier is not None:
@@ -749,9 +677,6 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
     partitions = settings.kafka.partitions
     events_topic = p.topics.llm_events.get_topic_name()
 
-    def owned_partitions() -> set[int]:
-        return {tp.partition for tp in p.app.consumer.assignment() if tp.topic == events_topic}
-
     @p.app.agent(p.topics.llm_events, name="monitor")
     async def monitor_events(stream: Any) -> None:
         async for batch in stream.take_events(
@@ -761,7 +686,7 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 await apply_batch(batch)
 
     async def apply_batch(batch: list[Any]) -> None:
-        owned = owned_partitions()
+        owned = checkpoints.assigned_now()
         applied = state.applied_offsets
         monitor = state.monitor
         untracked, evicted = monitor.untracked_records, monitor.evicted_workflows
@@ -826,16 +751,10 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 table[workflow.encode()] = value
                 state.snapshot_bytes[workflow] = len(value)
 
-    async def restore_monitor(sender: Any, *args: Any, **kwargs: Any) -> None:
-        async with state.monitor_lock:
-            await _restore_monitor()
-
-    async def _restore_monitor() -> None:
+    def restore_monitor(recovered: Recovered) -> None:
         from driftline.streams.monitor import Monitor
 
-        owned = {
-            tp.partition for tp in p.app.assignor.assigned_actives() if tp.topic == events_topic
-        }
+        owned = recovered.owned
         previous, fresh = state.monitor, Monitor(settings)
         applied: dict[str, int] = {}
         marks: dict[str, SourceMarks] = {}
@@ -848,16 +767,8 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
                 applied[workflow] = state.applied_offsets.get(workflow, -1)
                 marks[workflow] = state.request_marks.get(workflow) or SourceMarks()
                 kept += 1
-        # Workflows that moved here: their state as the previous owner checkpointed it,
-        # completed from the changelog's tail (see changelog_tail).
-        values = {k if isinstance(k, bytes) else str(k).encode(): v for k, v in table.items()}
-        moved = owned - state.owned_partitions
-        tail = await asyncio.get_running_loop().run_in_executor(
-            None, changelog_tail, p, table, moved
-        )
-        values.update(tail)
-        state.owned_partitions = owned
-        for key, value in values.items():
+        # Workflows that moved here: their state as the previous owner checkpointed it.
+        for key, value in recovered.values.items():
             workflow = key.decode()
             if not value or workflow in applied:
                 continue
@@ -876,7 +787,10 @@ def _add_monitor(p: Pipeline, state: GovernanceState) -> None:
             restored,
         )
 
-    p.after_rebalance(restore_monitor)
+    # The restore holds the monitor's lock for the whole swap (see GovernanceState).
+    checkpoints = CheckpointedTable(
+        p, table, events_topic, restore_monitor, lock=state.monitor_lock, decode=bytes
+    )
 
     @p.app.timer(settings.store.baseline_snapshot_s, name="snapshot_baselines")
     async def snapshot_baselines() -> None:
