@@ -172,7 +172,10 @@ def redacted_url(url: str) -> str:
     >>> redacted_url("https://events.pagerduty.com")
     'https://events.pagerduty.com'
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a broken IPv6 host
+        return "<redacted>"
     host = parts.netloc.rpartition("@")[2]
     if not parts.scheme or not host:
         return "<redacted>"
@@ -181,12 +184,16 @@ def redacted_url(url: str) -> str:
 
 
 def printable(settings: Settings) -> dict[str, Any]:
-    """The resolved settings as JSON-ready data, with each route's URL redacted.
+    """The resolved settings as JSON-ready data, with each route's URL (and the events URL's
+    query) redacted.
 
     A webhook URL (Slack's) carries its secret in the path; the other URLs are refused at
     load when they carry one (:func:`refuse_credentials`).
     """
     data = settings.model_dump(mode="json")
+    events_url = data["pagerduty"]["events_url"]
+    if "?" in events_url or "#" in events_url:  # a query may carry a code the check missed
+        data["pagerduty"]["events_url"] = redacted_url(events_url)
     for route in data["pagerduty"]["routes"]:
         if route.get("url"):
             route["url"] = redacted_url(route["url"])
@@ -494,6 +501,14 @@ class PagerDutySettings(_Section):
     max_events_per_minute: int = Field(120, ge=1)
     ledger_retention_s: float = Field(7 * 86400.0, gt=0)
     routes: list[PagerDutyRoute] = []
+
+    @field_validator("events_url")
+    @classmethod
+    def _events_url_without_credentials(cls, url: str) -> str:
+        # config check prints it, and the HTTP client would send a user and password in it
+        # with every event as Basic auth.
+        remedy = "PagerDuty takes the routing key (routing_key_env), nothing in the URL"
+        return refuse_credentials(url, remedy)
 
 
 class PriceOverride(_Section):

@@ -10,6 +10,7 @@ configuration.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 
@@ -18,6 +19,8 @@ import pyarrow as pa
 from driftline.schemas.ddl import DATABASE, MIGRATIONS_TABLE, Migration, load_migrations
 from driftline.schemas.tables import SCHEMA_MIGRATIONS
 from driftline.store.base import Store, StoreError, StoreQueryError
+
+log = logging.getLogger(__name__)
 
 
 class SchemaTooNewError(StoreError):
@@ -158,6 +161,7 @@ def apply_ttl(store: Store, ttl_days: int) -> list[str]:
         {"db": DATABASE},
     )
     changed = []
+    was: set[int] = set()
     for name, ddl in zip(tables.column(0).to_pylist(), tables.column(1).to_pylist(), strict=True):
         match = _TTL.search(ddl)
         if match is None or int(match.group(2)) == ttl_days:
@@ -165,4 +169,16 @@ def apply_ttl(store: Store, ttl_days: int) -> list[str]:
         expression = match.group(1)[: -len(f"{match.group(2)})")] + f"{int(ttl_days)})"
         store.command(f"ALTER TABLE {DATABASE}.{name} MODIFY TTL {expression}")
         changed.append(name)
+        was.add(int(match.group(2)))
+    if changed:
+        # Said out loud: a shorter retention deletes rows, and an explicit store.ttl_days in a
+        # file or the environment of any command that writes is enough to set it.
+        level = logging.WARNING if min(was) > ttl_days else logging.INFO
+        log.log(
+            level,
+            "store retention set to %d days on %d tables (was %s days): store.ttl_days",
+            ttl_days,
+            len(changed),
+            "/".join(str(days) for days in sorted(was)),
+        )
     return changed

@@ -23,7 +23,7 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from driftline.config import StoreSettings
+from driftline.config import StoreSettings, redacted_url, refuse_credentials
 from driftline.schemas.ddl import DATABASE
 from driftline.store.base import (
     SkipExisting,
@@ -46,25 +46,34 @@ def parse_server_url(url: str, secure_default: bool = False) -> dict[str, Any]:
     >>> parse_server_url("clickhouse://localhost:8123")["port"]
     8123
     """
-    parts = urlsplit(url)
+    shown = redacted_url(url)  # errors never repeat a secret the URL might carry
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a broken IPv6 host
+        raise StoreUrlError(f"{shown}: not a server URL ({exc})") from None
     if parts.scheme not in ("clickhouse", "clickhouses"):
-        raise StoreUrlError(f"{url!r}: a server URL starts with clickhouse:// or clickhouses://")
+        raise StoreUrlError(f"{shown}: a server URL starts with clickhouse:// or clickhouses://")
     if parts.password:
         raise StoreUrlError(
             f"{parts.scheme}://{parts.username}:***@...: put the password in the environment "
             "variable named by store.password_env, not in the URL"
         )
+    try:
+        refuse_credentials(url, "put the password in store.password_env's variable", users=True)
+    except ValueError as exc:
+        raise StoreUrlError(f"{shown}: {exc}") from None
     if not parts.hostname:
-        raise StoreUrlError(f"{url!r}: give a host, e.g. clickhouse://default@localhost:8123")
+        raise StoreUrlError(f"{shown}: give a host, e.g. clickhouse://default@localhost:8123")
     database = parts.path.strip("/")
     if database and database != DATABASE:
         raise StoreUrlError(
-            f"{url!r}: the schema lives in database {DATABASE!r}; use .../{DATABASE} or no path"
+            f"{shown}: the schema lives in database {DATABASE!r}; use .../{DATABASE} or no path"
         )
     secure = parts.scheme == "clickhouses" or secure_default
     return {
         "host": parts.hostname,
-        "port": parts.port or (8443 if secure else 8123),
+        "port": port or (8443 if secure else 8123),
         "username": unquote(parts.username or "default"),
         "secure": secure,
     }
@@ -81,7 +90,9 @@ class ServerStore(Store):
                 **options, password=settings.password or "", **client_options
             )
         except OperationalError as exc:
-            raise StoreUnavailableError(f"cannot reach ClickHouse at {url}: {exc}") from exc
+            raise StoreUnavailableError(
+                f"cannot reach ClickHouse at {redacted_url(url)}: {exc}"
+            ) from exc
         except DatabaseError as exc:
             raise error_from_message(str(exc)) from exc
         self._closed = False

@@ -91,6 +91,21 @@ def test_password_in_store_url_is_rejected(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_credentials_in_the_pagerduty_events_url_are_refused_or_not_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "driftline.toml"
+    path.write_text(
+        "[pagerduty]\nevents_url = 'https://admin:chpass-SECRET@pd.example.com/v2/enqueue'\n"
+    )
+    with pytest.raises(ConfigError, match=r"pagerduty\.events_url: .*password") as refused:
+        load_settings(path)
+    assert "SECRET" not in str(refused.value)
+    path.write_text("[pagerduty]\nevents_url = 'https://pd.example.com/v2/enqueue?code=EVSECRET'\n")
+    assert main(["--config", str(path), "config", "check"]) == 0
+    assert "EVSECRET" not in capsys.readouterr().out
+
+
 def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
     good.write_text("[kafka]\npartitions = 2\n")

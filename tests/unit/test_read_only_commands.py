@@ -165,3 +165,34 @@ def test_an_unusable_store_url_is_one_line_of_error_not_a_traceback(
     assert done.returncode != 0
     assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "a-file").read_text() == "not a store"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("clickhouse://u@127.0.0.1:99999/driftline", "not a server URL"),
+        ("clickhouse://u@127.0.0.1:notaport/driftline", "not a server URL"),
+        ("clickhouse://u@[::1/driftline", "not a server URL"),
+        ("clickhouse://u@127.0.0.1:1/driftline?password=chpass-SECRET", "query parameter"),
+        ("clickhouse://u@127.0.0.1:1/other?access_token=chpass-SECRET", "query parameter"),
+        ("clickhouse://S3CR3T_token@127.0.0.1:1/driftline", "looks like a token"),
+    ],
+    ids=["port-range", "port-text", "ipv6", "password-param", "token-param", "token-user"],
+)
+def test_a_server_url_given_on_the_command_line_is_checked_like_the_configured_one(
+    tmp_path: Path, url: str, words: str
+) -> None:
+    done = driftline("sql", "SELECT 1", "--store", url, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "SECRET" not in done.stderr + done.stdout
+
+
+def test_a_writing_command_that_shortens_retention_says_so(year_store: str, tmp_path: Path) -> None:
+    (tmp_path / "empty.ndjson").write_text("")
+    env = {"DRIFTLINE_STORE__TTL_DAYS": "1"}
+    done = driftline("load", "empty.ndjson", "--store", year_store, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "store retention set to 1 days on" in done.stderr
+    assert "(was 365 days)" in done.stderr
+    assert "toIntervalDay(1)" in schema(year_store, tmp_path)["llm_requests_raw"]
