@@ -146,6 +146,8 @@ def bounded_attributes(
     {'a': 1, 'b': 16}
     >>> bounded_attributes({"driftline.original.workflow": "w'", "e": "4"}, {}, bounds)
     {'e': '4', 'driftline.original.workflow': "w'"}
+    >>> bounded_attributes({"e\x1b]0;x": "\x1b[2J"}, {}, bounds)
+    {'e�]0;x': '�[2J'}
     """
     cut = bounds.max_chars
     carried: dict[str, str] = {}
@@ -156,7 +158,12 @@ def bounded_attributes(
                 carried[key] = printable(attributes[key])  # as the normalizer keeps them
         elif bounds.keep_key is None or bounds.keep_key(key):
             free.append(key)
-    out = {key[:cut]: attributes[key][:cut] for key in sorted(free)[: bounds.max_attributes]}
+    # Control characters replaced, as the normalizer does: terminals, CSV files and
+    # dashboards show stored attributes as they are.
+    out = {
+        printable(key[:cut]): printable(attributes[key][:cut])
+        for key in sorted(free)[: bounds.max_attributes]
+    }
     address = out.get(SERVER_ADDRESS)
     if address is not None:
         out[SERVER_ADDRESS] = without_credentials(address)

@@ -10,6 +10,7 @@ the alerts about the worker itself that are open. Read-only: two GETs per worker
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import time
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from driftline.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
+from driftline.commands.sql import escape_controls
 
 DEFAULT_INTERVAL_S: Final = 5.0
 MAX_INTERVAL_S: Final = 3600.0  # rates over longer than an hour say little about now
@@ -32,6 +34,10 @@ Samples = dict[str, dict[Labels, float]]
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _unescaped(raw: str) -> str:
+    return raw.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
 
 
 def parse_metrics(text: str) -> Samples:
@@ -47,7 +53,9 @@ def parse_metrics(text: str) -> Samples:
             continue
         name, labels_text, value = match.groups()
         labels = tuple(
-            (key, raw.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\"))
+            # Unescaped, then control characters escaped again: a label value comes from
+            # the network and is printed; a newline in it would forge a line of the screen.
+            (key, escape_controls(_unescaped(raw)))
             for key, raw in _LABEL.findall(labels_text or "")
         )
         try:
@@ -94,13 +102,15 @@ def scrape(client: httpx.Client, url: str) -> Scrape:
         result.samples = parse_metrics(metrics.text)
         ready = client.get(f"{url}/readyz")
         result.ready = ready.status_code == 200
-        result.ready_text = ready.text.strip() or f"HTTP {ready.status_code}"
+        result.ready_text = escape_controls(ready.text.strip()) or f"HTTP {ready.status_code}"
     except httpx.HTTPError as exc:
         result.error = f"no answer ({type(exc).__name__}: {exc})"
     return result
 
 
 def _n(value: float) -> str:
+    if not math.isfinite(value):  # a gauge may be NaN; nothing here is, unless a peer lies
+        return str(value)
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
@@ -243,6 +253,10 @@ def normalize_url(text: str) -> str:
         url = f"http://{url}"
     url = url.removesuffix("/metrics").removesuffix("/readyz")
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError:
+        parts = parts._replace(scheme="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = shown_url(url)  # with its scheme: "user:pw@host" alone parses as a scheme
         raise ValueError(f"--worker {shown!r}: give http://HOST:PORT (the worker's metrics port)")

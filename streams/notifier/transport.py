@@ -12,6 +12,8 @@ from typing import Protocol
 
 import httpx
 
+from driftline.streams.normalize import printable
+
 # Bounds memory only. The notifier scrubs secrets from a response before it cuts it to the
 # length it logs and stores (MAX_ERROR_CHARS, far shorter): cutting first can split an echoed
 # secret so that scrubbing no longer finds it.
@@ -80,7 +82,9 @@ class HttpxTransport:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
         return TransportResponse(
             status_code=response.status_code,
-            text=response.text[:MAX_RESPONSE_CHARS],
+            # The peer's words, printed by doctor and replay and stored with the delivery:
+            # without control characters (an escape sequence would reach a terminal).
+            text=printable(response.text[:MAX_RESPONSE_CHARS]),
             retry_after_s=_retry_after(response.headers.get("Retry-After")),
         )
 

@@ -143,6 +143,19 @@ def test_a_refused_event_fails_its_route_without_printing_the_secret(
     assert secrets_in(out) == []
 
 
+def test_a_refusal_body_reaches_the_terminal_without_its_control_characters(
+    receiver: HttpReceiver, store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, receiver)
+    hostile = "bad \x1b]0;HACKED\x07\x1b[2J\u202eevil"
+    receiver.respond_with(lambda r: Reply(400, body=hostile) if r.path == PAGERDUTY_PATH else 202)
+    code = main(["--config", str(config), "doctor", "--store", store, "--page-test"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "HTTP 400: bad " in out
+    assert not {"\x1b", "\x07", "\u202e"} & set(out), out
+
+
 waits: list[float] = []
 
 

@@ -271,3 +271,50 @@ def test_reads_what_the_worker_really_exports() -> None:
     source = (Path(__file__).resolve().parents[2] / "driftline/commands/status.py").read_text()
     read = set(re.findall(r'"(driftline_[a-z_]+)"', source))
     assert read - exported == set()
+
+
+class HostileWorker(LocalServer):
+    """A peer that lies: control characters and a forged line in labels and /readyz, NaN."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body = (
+                        'driftline_build_info{version="1.0\x1b]0;HACKED\x07\x1b[2J"} 1\n'
+                        'driftline_pipeline_alert_open{condition="c\\nFAKE LINE: all ready"} 1\n'
+                        "driftline_spans_received_total NaN\n"
+                        "driftline_events_decoded_total +Inf\n"
+                    )
+                else:
+                    body = "ready \x1b[31mRED\x1b]0;HACKED\x07\n"
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(Handler)
+
+
+def test_what_a_worker_answers_cannot_reach_the_terminal_raw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with HostileWorker() as hostile:
+        code = main(["status", "--worker", hostile.url, "--once"])
+    out = capsys.readouterr().out
+    assert code in (0, 1), out
+    assert "\x1b" not in out and "\x07" not in out, out
+    assert not any(line.startswith("FAKE LINE") for line in out.splitlines()), out
+    assert "nan" in out.lower()
+
+
+@pytest.mark.parametrize("worker_url", ["http://127.0.0.1:abc", "http://127.0.0.1:99999"])
+def test_a_worker_url_with_a_bad_port_is_an_error_not_a_traceback(
+    worker_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--worker", worker_url, "--once"]) == 2
+    assert "give http://HOST:PORT" in capsys.readouterr().err
