@@ -28,7 +28,7 @@ from driftline.schemas.event import (
     Field,
 )
 
-__all__ = ["event_problem", "record_problem"]
+__all__ = ["event_problem", "record_problem", "trace_times_problem"]
 
 MAX_INT: Final = 2**63 - 1
 # Accepted Python types per field kind, as JSON decodes them (a float field may arrive as
@@ -196,6 +196,20 @@ MAX_USD_PER_TOKEN: Final = 1.0
 MAX_SAFE_NAME_CHARS: Final = MAX_IDENTITY_CHARS + 9
 _MILLISECOND_FIELDS: Final = ("latency_ms", "ttft_ms", "queue_ms")
 STATUSES: Final = frozenset({"ok", "error", "unset"})
+
+
+def trace_times_problem(record: Any) -> str | None:
+    """Why a trace summary's times (internal form, microseconds) are none a trace could have,
+    or ``None``: the window events are held to, and no end before the start.
+
+    >>> trace_times_problem({"start_ts": 1_767_225_600_000_000, "end_ts": 1_767_225_601_000_000})
+    >>> trace_times_problem({"start_ts": 1_767_225_601_000_000, "end_ts": 1_767_225_600_000_000})
+    'start_ts, end_ts: outside 2000-2090 or ending before the start'
+    """
+    start, end = record["start_ts"], record["end_ts"]
+    if not (EARLIEST_TIME_NS // 1000 <= start <= end < LATEST_TIME_NS // 1000):
+        return "start_ts, end_ts: outside 2000-2090 or ending before the start"
+    return None
 
 
 def event_problem(record: Any) -> str | None:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftline normalize: {path}: cannot read: {exc.strerror}", file=sys.stderr)
         return EXIT_UNUSABLE_INPUT
 
-    if args.traces and (problem := _unwritable(Path(args.traces))):
+    if args.traces and (problem := _unwritable(Path(args.traces), path)):
         # Said before any work: found after it, the events decoded were never printed.
         print(f"driftline normalize: cannot write {args.traces}: {problem}", file=sys.stderr)
         return EXIT_UNUSABLE_INPUT
@@ -128,10 +128,12 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SOME_REJECTED if result.rejects else EXIT_OK
 
 
-def _unwritable(path: Path) -> str | None:
+def _unwritable(path: Path, recording: Path) -> str | None:
     """Why ``path`` cannot take the traces, or None (it is not created here)."""
     if path.is_dir():
         return "is a directory"
+    if path.is_file() and recording.is_file() and path.samefile(recording):
+        return "it is the recording being read (it would be overwritten)"
     if path.exists():  # a file, or a device such as /dev/null or /dev/stdout
         return None if os.access(path, os.W_OK) else "permission denied"
     parent = path.parent if str(path.parent) else Path(".")

@@ -20,6 +20,7 @@ from driftline.schemas.checks import (
     SAFE_NAME_FIELDS,
     event_problem,
     record_problem,
+    trace_times_problem,
 )
 from driftline.schemas.event import (
     EVENT_FIELDS,
@@ -100,7 +101,11 @@ def checked_record(
     (None, True, {'ok': 'true', 'try': '2'})
     """
     if fields is not EVENT_FIELDS:
-        return record_problem(record, fields) or _trace_text_problem(record, fields)
+        return (
+            record_problem(record, fields)
+            or trace_times_problem(record)
+            or _trace_text_problem(record, fields)
+        )
     _read_leniently(record)
     problem = event_problem(record)
     if problem is not None:

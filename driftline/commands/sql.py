@@ -227,6 +227,7 @@ def _is_reading(sql: str) -> bool:
 
 
 _INTEGER_TYPE = re.compile(r"(U?)Int(8|16|32|64)")
+_WRAPPER_TYPE = re.compile(r"(?:Nullable|LowCardinality)\((.*)\)")
 
 
 def integer_param_problem(type_: str, value: str) -> str | None:
@@ -237,9 +238,16 @@ def integer_param_problem(type_: str, value: str) -> str | None:
     ('999999 is outside UInt8 (0 to 255)', None)
     >>> integer_param_problem("UInt32", "1e3"), integer_param_problem("String", "x")
     ("'1e3' is not a whole number", None)
+    >>> integer_param_problem("Nullable(UInt8)", "999999")
+    '999999 is outside UInt8 (0 to 255)'
     """
-    match = _INTEGER_TYPE.fullmatch(type_.strip())
+    inner = type_.strip()
+    while (wrapped := _WRAPPER_TYPE.fullmatch(inner)) is not None:
+        inner = wrapped.group(1).strip()  # Nullable(UInt8) wraps as UInt8 does
+    match = _INTEGER_TYPE.fullmatch(inner)
     if match is None:
+        return None
+    if inner != type_.strip() and value.strip().upper() == "NULL":
         return None
     try:
         number = int(value.strip())
@@ -248,7 +256,7 @@ def integer_param_problem(type_: str, value: str) -> str | None:
     bits = int(match.group(2))
     low, high = (0, 2**bits - 1) if match.group(1) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
     if not low <= number <= high:
-        return f"{number} is outside {type_.strip()} ({low} to {high})"
+        return f"{number} is outside {inner} ({low} to {high})"
     return None
 
 

@@ -227,3 +227,23 @@ def test_a_byte_order_mark_is_no_part_of_the_first_record(tmp_path: Path) -> Non
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_a_trace_summary_ending_before_its_start_or_past_2090_is_rejected() -> None:
+    from driftline.commands.records import checked_record
+    from driftline.schemas.event import TRACE_FIELDS, from_wire
+
+    def trace(start: str, end: str) -> dict[str, Any]:
+        return from_wire(
+            {"trace_id": "t1", "workflow": "w", "start_ts": start, "end_ts": end}, TRACE_FIELDS
+        )
+
+    assert (
+        checked_record(trace("2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z"), TRACE_FIELDS) is None
+    )
+    for start, end in (
+        ("2026-01-01T00:00:05Z", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z"),
+    ):
+        problem = checked_record(trace(start, end), TRACE_FIELDS)
+        assert problem is not None and problem.startswith("start_ts, end_ts"), (start, end)

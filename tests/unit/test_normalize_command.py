@@ -260,6 +260,20 @@ def test_not_otlp_exits_2_with_a_clear_message(
     assert "is not OTLP traces" in err
 
 
+def test_traces_are_not_written_over_the_recording_being_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "recording.pb"
+    recording = message().SerializeToString()
+    path.write_bytes(recording)
+    code, events, err = run_cli(
+        [str(path), "--traces", str(tmp_path / "." / "recording.pb")], capsys
+    )
+    assert (code, events) == (2, [])
+    assert "it is the recording being read" in err
+    assert path.read_bytes() == recording
+
+
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, events, err = run_cli([str(tmp_path / "absent.pb")], capsys)
     assert (code, events) == (2, [])
