@@ -164,3 +164,11 @@ def test_a_control_record_names_its_requester_in_printable_text() -> None:
     assert accept_baseline_message("chat", None, None, 5, "ops oncall")
     with pytest.raises(ControlError, match="requested_by"):
         accept_baseline_message("chat", None, None, 5, "\x1b[31mEVIL\u202e\n")
+
+
+def test_load_names_a_directory_given_as_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code(["load", str(tmp_path), "--store", f"chdb://{tmp_path}/s"]) == 2
+    assert "a directory, not a file" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
