@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         inputs.append(("traces", Path(args.traces), TRACE_FIELDS))
     for _, path, _ in inputs:
         if not path.is_file():
-            why = "a directory, not a file" if path.is_dir() else "no such file"
-            print(f"driftline load: {path}: {why}", file=sys.stderr)
+            missing = "a directory, not a file" if path.is_dir() else "no such file"
+            print(f"driftline load: {path}: {missing}", file=sys.stderr)
             return EXIT_UNUSABLE
         if why := _not_text(path):
             print(f"driftline load: {path}: {why}", file=sys.stderr)
