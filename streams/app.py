@@ -545,16 +545,18 @@ def _add_assemble(p: Pipeline) -> None:
                 log.info("partition %d: restored %d open traces", partition, restored)
         return assembler
 
+    def release_assemblers(owned: frozenset[int]) -> None:
+        for partition in list(p.assemblers):
+            if partition not in owned:
+                p.closed_elsewhere.update(p.assemblers[partition].closed_counts)
+                del p.assemblers[partition]  # another worker rebuilds it from the table
+                p.marks.pop(partition, None)
+
     def restore_assemblers(recovered: Recovered) -> None:
         # Traces checkpointed on partitions this worker now owns resume here, even if no new
         # span arrives for them; the recovered values hold what Faust's recovery missed, a
         # closed trace's deletion among them, which would otherwise reopen the trace and
         # publish its events a second time, late.
-        for partition in list(p.assemblers):
-            if partition not in recovered.owned:
-                p.closed_elsewhere.update(p.assemblers[partition].closed_counts)
-                del p.assemblers[partition]  # another worker rebuilds it from the table
-                p.marks.pop(partition, None)
         for partition in recovered.owned:
             assembler_for(partition, recovered.values)
 
@@ -566,7 +568,12 @@ def _add_assemble(p: Pipeline) -> None:
     # published twice, and of the two partitions taken over only one restored its traces.
     lock = asyncio.Lock()
     checkpoints = CheckpointedTable(
-        p, table, p.topics.llm_spans.get_topic_name(), restore_assemblers, lock=lock
+        p,
+        table,
+        p.topics.llm_spans.get_topic_name(),
+        restore_assemblers,
+        release=release_assemblers,
+        lock=lock,
     )
 
     async def checkpoint(

@@ -9,10 +9,11 @@ partition of that topic also holds the state of its keys. A stage gives
 does the rest, the same way for all four:
 
 * after every rebalance (Faust has recovered the tables by then) it works out which
-  partitions this worker owns now and which of them it did not own before, reads what
-  recovery may have missed of those (:func:`changelog_tail`), and calls ``restore`` with
-  every key's newest value, under the stage's lock when it has one, so no batch is applied
-  to state that is being replaced;
+  partitions this worker owns now and which of them it did not own before, lets the stage
+  ``release`` what it no longer owns, reads what recovery may have missed of the others
+  (:func:`changelog_tail`, written into the table), and calls ``restore`` with every
+  key's newest value, under the stage's lock when it has one, so no batch is applied to
+  state that is being replaced;
 * ``await write(changes)`` checkpoints through one acknowledged writer
   (:class:`streams.changelog.ChangelogWriter`), made on first use and closed at shutdown.
 
@@ -64,6 +65,7 @@ class CheckpointedTable:
         source_topic: str,
         restore: Callable[[Recovered], None],
         *,
+        release: Callable[[frozenset[int]], None] | None = None,
         lock: asyncio.Lock | None = None,
         decode: Callable[[bytes], Any] = loads,
     ) -> None:
@@ -71,6 +73,7 @@ class CheckpointedTable:
         self._p = p
         self._source_topic = source_topic
         self._restore = restore
+        self._release = release
         self._lock = lock
         self._decode = decode
         self._owned: frozenset[int] = frozenset()
@@ -110,21 +113,31 @@ class CheckpointedTable:
         assigned = self._p.app.assignor.assigned_actives()
         owned = frozenset(tp.partition for tp in assigned if tp.topic == self._source_topic)
         moved = owned - self._owned
+        if self._release is not None:
+            # Before the tail is read: were the read to fail, the state of partitions now
+            # another worker's must not go on being worked (traces closed twice).
+            self._release(owned)
         tail = await asyncio.get_running_loop().run_in_executor(
             None, changelog_tail, self._p, self.table, set(moved)
         )
-        values = self.saved()
-        for key, raw in tail.items():  # newer than what recovery read (see changelog_tail)
+        # Newer than what recovery read (see changelog_tail): into the table too, so that
+        # what reads the table later (a lazily built assembler, the ledger's merges) sees it.
+        data = self.table.data
+        for key, raw in tail.items():
             if raw is None:
-                values.pop(key, None)
+                data.pop(key, None)
             else:
-                values[key] = self._decode(raw)
+                data[key] = self._decode(raw)
+        self._restore(Recovered(self.saved(), owned, moved))
+        # Only once restored: a restore that failed reads the tail again next time.
         self._owned = owned
-        self._restore(Recovered(values, owned, moved))
 
     async def _close(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         if self._writer is not None:
             self._writer.close()
+            # A round still running when shutdown begins (a timer's) writes through a new
+            # writer, acknowledged as ever, rather than failing on a closed one.
+            self._writer = None
 
 
 def changelog_tail(

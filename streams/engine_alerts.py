@@ -126,10 +126,12 @@ def add_engine_alerts(p: Pipeline) -> None:
     p.tables[ENGINE_CONDITIONS_TABLE] = table
     watch = EngineConditions(settings.engines, settings.alerts)
 
-    def restore_engines(recovered: Recovered) -> None:
+    def release_engines(owned: frozenset[int]) -> None:
         for engine in watch.engines():
-            if owner_partition(engine, partitions) not in recovered.owned:
+            if owner_partition(engine, partitions) not in owned:
                 watch.drop(engine)  # its new owner continues from the table
+
+    def restore_engines(recovered: Recovered) -> None:
         restored = 0
         for key, value in recovered.values.items():
             engine = engine_of_id(key.decode())
@@ -147,7 +149,13 @@ def add_engine_alerts(p: Pipeline) -> None:
     # judge engines of partitions this worker has just lost.
     lock = asyncio.Lock()
     conditions = CheckpointedTable(
-        p, table, p.topics.llm_events.get_topic_name(), restore_engines, lock=lock, decode=bytes
+        p,
+        table,
+        p.topics.llm_events.get_topic_name(),
+        restore_engines,
+        release=release_engines,
+        lock=lock,
+        decode=bytes,
     )
 
     @p.app.timer(settings.engines.check_s, name="engine_alerts")
