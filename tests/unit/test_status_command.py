@@ -90,15 +90,7 @@ class FakeWorker(LocalServer):
                 if self.path == "/metrics":
                     status, body = 200, worker.metrics()
                 elif self.path == "/readyz":
-                    ok = worker.ready and not worker.failing_store
-                    reason = (
-                        "ready: 10 partitions assigned"
-                        if ok
-                        else "not ready: store unavailable (4 failed writes in a row)"
-                        if worker.failing_store
-                        else "not ready: rebalancing"
-                    )
-                    status, body = (200 if ok else 503), reason + "\n"
+                    status, body = worker.readyz()
                 else:
                     status, body = 404, "not found\n"
                 data = body.encode()
@@ -112,6 +104,17 @@ class FakeWorker(LocalServer):
                 pass
 
         super().__init__(Handler)
+
+    def readyz(self) -> tuple[int, str]:
+        ok = self.ready and not self.failing_store
+        reason = (
+            "ready: 10 partitions assigned"
+            if ok
+            else "not ready: store unavailable (4 failed writes in a row)"
+            if self.failing_store
+            else "not ready: rebalancing"
+        )
+        return (200 if ok else 503), reason + "\n"
 
     def metrics(self) -> str:
         n = self.scrapes
@@ -273,31 +276,19 @@ def test_reads_what_the_worker_really_exports() -> None:
     assert read - exported == set()
 
 
-class HostileWorker(LocalServer):
+class HostileWorker(FakeWorker):
     """A peer that lies: control characters and a forged line in labels and /readyz, NaN."""
 
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    body = (
-                        'driftline_build_info{version="1.0\x1b]0;HACKED\x07\x1b[2J"} 1\n'
-                        'driftline_pipeline_alert_open{condition="c\\nFAKE LINE: all ready"} 1\n'
-                        "driftline_spans_received_total NaN\n"
-                        "driftline_events_decoded_total +Inf\n"
-                    )
-                else:
-                    body = "ready \x1b[31mRED\x1b]0;HACKED\x07\n"
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def metrics(self) -> str:
+        return (
+            'driftline_build_info{version="1.0\x1b]0;HACKED\x07\x1b[2J"} 1\n'
+            'driftline_pipeline_alert_open{condition="c\\nFAKE LINE: all ready"} 1\n'
+            "driftline_spans_received_total NaN\n"
+            "driftline_events_decoded_total +Inf\n"
+        )
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        super().__init__(Handler)
+    def readyz(self) -> tuple[int, str]:
+        return 200, "ready \x1b[31mRED\x1b]0;HACKED\x07\n"
 
 
 def test_what_a_worker_answers_cannot_reach_the_terminal_raw(
