@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
@@ -49,9 +50,13 @@ _UNREACHABLE_CODES: Final = frozenset({209, 210, 1000})  # socket timeout, netwo
 # Control characters (C0, DEL, C1) a terminal may act on, and the text-direction overrides
 # and isolates that make a value display as other text: stored text is span-controlled.
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# A CSV cell a spreadsheet would read as a formula (OWASP, CSV injection): =, +, - and @,
+# and the tab and carriage return some spreadsheets skip before one.
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 FORMAT_HELP: Final = (
     "pretty (aligned columns) or csv, both with control characters shown escaped "
-    "(ESC as \\x1b), or json (one object per row; NaN and infinities are null)"
+    "(ESC as \\x1b; in csv, text starting with = + - @ gets a leading ' so a spreadsheet "
+    "does not run it as a formula), or json (one object per row; NaN and infinities are null)"
 )
 
 
@@ -354,9 +359,9 @@ def render(table: pa.Table, fmt: str) -> str:
 
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([escape_controls(n) for n in table.column_names])
+        writer.writerow([csv_cell(n) for n in table.column_names])
         for r in rows:
-            writer.writerow(["" if v is None else escape_controls(str(v)) for v in r.values()])
+            writer.writerow([csv_cell(v) for v in r.values()])
         return out.getvalue()
     names = [escape_controls(n) for n in table.column_names]
     cells = [[_cell(r[n]) for n in table.column_names] for r in rows]
@@ -384,6 +389,24 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.10g}"
     return escape_controls(str(value))
+
+
+def csv_cell(value: Any) -> str:
+    r"""A CSV cell: numbers as they are, text with its control characters escaped and, when
+    it starts as a formula would (``=``, ``+``, ``-``, ``@``, tab, carriage return), after a
+    single quote, so a spreadsheet shows a stored value instead of running it (OWASP's
+    advice on CSV injection). A negative number is a number, not text.
+
+    >>> [csv_cell(v) for v in ("=1+1", "-2", "@SUM(A1)", "\tx", "a=b", -2, -1.5, None)]
+    ["'=1+1", "'-2", "'@SUM(A1)", "'\\x09x", 'a=b', '-2', '-1.5', '']
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float | Decimal):
+        return str(value)
+    raw = str(value)
+    text = escape_controls(raw)
+    return f"'{text}" if raw.startswith(_FORMULA_START) else text
 
 
 def escape_controls(text: str) -> str:

@@ -262,3 +262,46 @@ def test_a_query_failing_at_run_time_exits_1(guarded_store: tuple[str, Path], qu
     done = run_sql(store, directory, query)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("driftline sql: Code: "), done.stderr
+
+
+def test_csv_text_a_spreadsheet_would_run_as_a_formula_is_quoted_numbers_are_not() -> None:
+    # OWASP CSV injection: a stored value (from a span) starting with = + - @ tab or CR is
+    # written after a single quote; numbers, negative ones too, stay numbers.
+    import csv
+    import io
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    from driftline.commands.sql import render
+
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\ry", "a=b", None]
+    table = pa.table(
+        {
+            "workflow": hostile,
+            "delta": [-1, 2, -3, 4, -5, 6, -7, 8],
+            "spend": [-1.5, 0.0, None, 2.5, -0.25, 1.0, 3.0, -4.0],
+            "cost": pa.array([Decimal("-1.50")] * 8, pa.decimal128(10, 2)),
+            "=-sum": ["ok"] * 8,
+        }
+    )
+    rows = list(csv.reader(io.StringIO(render(table, "csv"))))
+    assert rows[0] == ["workflow", "delta", "spend", "cost", "'=-sum"]
+    assert [r[0] for r in rows[1:]] == [
+        '\'=HYPERLINK("http://x")',
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\\x09x",
+        "'\\x0dy",
+        "a=b",
+        "",
+    ]
+    assert [r[1] for r in rows[1:]] == ["-1", "2", "-3", "4", "-5", "6", "-7", "8"]
+    assert [r[2] for r in rows[1:]] == ["-1.5", "0.0", "", "2.5", "-0.25", "1.0", "3.0", "-4.0"]
+    assert {r[3] for r in rows[1:]} == {"-1.50"}
+
+
+def test_help_says_how_csv_keeps_formulas_from_running(tmp_path: Path) -> None:
+    text = " ".join(driftline("sql", "--help", cwd=tmp_path).stdout.split())
+    assert "text starting with = + - @ gets a leading '" in text
