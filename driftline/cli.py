@@ -14,6 +14,7 @@ import os
 import select
 import sys
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from driftline import __version__
 from driftline.commands.exits import EXIT_CODES_HELP
@@ -83,6 +84,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    error_output = sys.stderr
+    sys.stderr = _ErrorOutput(error_output)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr = error_output
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     module = modules[args.command]
@@ -97,6 +107,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     return code
+
+
+class _ErrorOutput:
+    """``sys.stderr`` while a command runs: what can no longer be written there (its reader
+    has gone, ``2>&1 | head -0``, or stderr is closed) is dropped, and the command ends with
+    its own exit status. A broken pipe raised by an error message ended the command as if
+    the reader of its output had gone: exit 0, the failure hidden."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        stream, self._stream = self._stream, None
+        # The interpreter flushes stderr once more at exit (a failed flush is exit 120):
+        # point its descriptor at /dev/null, where what is still buffered can go.
+        try:
+            fd = stream.fileno() if stream is not None else -1
+        except (OSError, ValueError):
+            return
+        if fd >= 0:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _stdout_reader_gone() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from driftline.cli import main
 from driftline.config import MAX_CONFIG_BYTES
 from driftline.detectors import BurnRate
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -128,6 +131,41 @@ def test_only_stdout_whose_reader_went_away_counts_as_gone(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.stderr.strip().endswith(expected), done.stderr
+
+
+@pytest.mark.parametrize(
+    "streams",
+    [
+        "both to a pipe whose reader has gone",  # driftline ... 2>&1 | head -0
+        "stderr to a pipe whose reader has gone",  # driftline ... 2> >(head -0)
+        "stderr closed, stdout to a pipe whose reader has gone",  # 2>&- | head -0
+    ],
+)
+def test_an_error_message_nobody_reads_keeps_the_failure_status(
+    tmp_path: Path, streams: str
+) -> None:
+    # The message of a failing command hits a broken (or no) stderr: the command still ends
+    # with its own exit status (2 here), not 0 as if the reader of its output had gone.
+    reader, writer = os.pipe()
+    os.close(reader)  # no reader: every write to the pipe fails with EPIPE
+    command = [sys.executable, "-m", "driftline.cli", "sql", "no_such_query"]
+    stdout: int | None = writer
+    if streams.startswith("stderr closed"):
+        command = ["/bin/sh", "-c", 'exec "$0" "$@" 2>&-', *command]
+    elif streams.startswith("stderr to"):
+        stdout = subprocess.DEVNULL
+    try:
+        done = subprocess.run(
+            command,
+            stdout=stdout,
+            stderr=writer,
+            cwd=tmp_path,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    finally:
+        os.close(writer)
+    assert done.returncode == 2
 
 
 @pytest.mark.parametrize("worker", ["user:S3CRETPW@:9464", "ops:S3CRETPW@"])
