@@ -23,10 +23,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -63,7 +64,28 @@ MAX_PRICE_PER_MTOK: Final = 1_000_000.0
 
 
 class ConfigError(ValueError):
-    """The configuration is invalid; the message names every bad field."""
+    """The configuration is invalid; the message names every bad field, one line each.
+
+    ``lines`` holds the message's lines as given (a line may quote a name from the file or
+    the environment, control characters included), for a command to print one by one.
+    """
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines: tuple[str, ...] = lines
+
+
+def _exact_workflow_name(name: str) -> str:
+    if name != WORKFLOW_DEFAULTS and _GLOB_CHARACTERS & set(name):
+        raise ValueError(
+            "workflow names are matched exactly, so a glob matches nothing; name each "
+            'workflow, or put shared settings in [workflows."*"]'
+        )
+    return name
+
+
+# A key of [workflows]: checked one by one, so every glob is named with the other errors.
+WorkflowName = Annotated[str, AfterValidator(_exact_workflow_name)]
 
 
 def check_env_name(name: str, environ: Mapping[str, str] | None = None) -> str:
@@ -536,7 +558,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     engines: EngineSettings = EngineSettings()
     worker: WorkerSettings = WorkerSettings()
-    workflows: dict[str, WorkflowSettings] = {}
+    workflows: dict[WorkflowName, WorkflowSettings] = {}
     detectors: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
@@ -574,12 +596,6 @@ class Settings(BaseSettings):
         if not isinstance(data, dict) or not isinstance(data.get("workflows"), dict):
             return data
         workflows: dict[str, Any] = data["workflows"]
-        globs = [n for n in workflows if n != WORKFLOW_DEFAULTS and _GLOB_CHARACTERS & set(n)]
-        if globs:
-            raise ValueError(
-                f"workflows.{globs[0]}: workflow names are matched exactly, so a glob matches "
-                'nothing; name each workflow, or put shared settings in [workflows."*"]'
-            )
         if WORKFLOW_DEFAULTS not in workflows:
             return data
         defaults = _plain(workflows[WORKFLOW_DEFAULTS])
@@ -667,16 +683,16 @@ def _source_of(loc: tuple[str, ...], file_data: dict[str, Any], file: str | None
 
 def _format_errors(
     err: ValidationError, source: str, file_data: dict[str, Any], file: str | None
-) -> str:
+) -> list[str]:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
+        loc = tuple(str(p) for p in e["loc"] if p != "[key]")  # a bad key: the key's path
         message = str(e["msg"]).removeprefix("Value error, ")
         if not loc:  # a check across sections: its message starts with the field
             lines.append(f"  {message}")
             continue
         lines.append(f"  {'.'.join(loc)}: {message} ({_source_of(loc, file_data, file)})")
-    return "\n".join(lines)
+    return lines
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -729,14 +745,14 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        text = _format_errors(exc, source, file_data, str(file) if file else None)
-        raise ConfigError("\n".join([text, *unknown_sections])) from None
+        lines = _format_errors(exc, source, file_data, str(file) if file else None)
+        raise ConfigError(*lines, *unknown_sections) from None
     except SettingsError as exc:
         # A variable for a list or table field must hold JSON; pydantic-settings raises before
         # validation and names only the section.
         raise ConfigError(_unparsable_variables(exc)) from None
     if unknown_sections:
-        raise ConfigError("\n".join([f"invalid configuration ({source}):", *unknown_sections]))
+        raise ConfigError(f"invalid configuration ({source}):", *unknown_sections)
     return settings
 
 

@@ -3,7 +3,9 @@
 Prints the resolved configuration, or names every bad field and where its value came from
 (the file, an environment variable, the defaults). A secret a configured route or connection
 needs but cannot read is an error here, as it is at worker start; values are never printed,
-nor the path or query of a route's URL (a Slack webhook's secret is its path).
+nor the path or query of a route's URL (a Slack webhook's secret is its path). Names from
+the file or the environment are printed with their control characters escaped
+(:func:`~driftline.commands.sql.escape_controls`): a workflow key may hold anything.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import sys
 
 from driftline.commands.exits import EXIT_OK, EXIT_UNUSABLE
+from driftline.commands.sql import escape_controls
 from driftline.config import ConfigError, config_path, load_settings, printable
 
 
@@ -27,15 +30,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        for line in exc.lines:
+            print(escape_controls(line), file=sys.stderr)
         return EXIT_UNUSABLE
     errors, warnings = preflight(settings)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {escape_controls(warning)}", file=sys.stderr)
     if errors:
         print("invalid configuration:", file=sys.stderr)
         for error in errors:
-            print(f"  {error}", file=sys.stderr)
+            print(f"  {escape_controls(error)}", file=sys.stderr)
         return EXIT_UNUSABLE
     source = config_path(args.config)
     origin = source or "none, defaults"

@@ -167,6 +167,43 @@ def test_a_workflow_glob_is_refused_because_it_would_match_nothing(
     assert "workflows.support-*: workflow names are matched exactly" in err
 
 
+def test_every_error_is_reported_one_per_line_with_control_characters_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = check(
+        tmp_path,
+        '[workflows."support-*"]\n[workflows."chat?"]\n'
+        '[workflows."\\u001bcbot".budgets]\nmax_tokens_per_request = 0\n'
+        "[detectors]\nwarmup_events = 1\n[kafka]\npartitions = 0\n",
+        capsys,
+    )
+    assert code == 2
+    assert "\x1b" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("invalid configuration (")
+    expected = [
+        "  workflows.support-*: workflow names are matched exactly",
+        "  workflows.chat?: workflow names are matched exactly",
+        "  workflows.\\x1bcbot.budgets.max_tokens_per_request: Input should be greater than 0",
+        "  detectors.warmup_events: Input should be greater than or equal to 20",
+        "  kafka.partitions: Input should be greater than or equal to 1",
+    ]
+    for start in expected:
+        assert sum(line.startswith(start) for line in lines) == 1, (start, err)
+    assert len(lines) == 1 + len(expected), err
+
+
+def test_a_workflow_key_with_an_escape_sequence_is_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ESC c resets the terminal; the key is quoted from the file, so it is shown, not run.
+    toml = '[workflows."\\u001bcbot".budgets]\nmax_tokens_per_request = 0\n'
+    code, err = check(tmp_path, toml, capsys)
+    assert code == 2
+    assert "\x1b" not in err
+    assert "  workflows.\\x1bcbot.budgets.max_tokens_per_request: Input should be" in err
+
+
 def test_a_misspelled_metric_fails_the_check_and_replay_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
