@@ -5,7 +5,8 @@ Runs the preflight (``config check``), then connects to what the configuration n
 - Kafka: every driftline topic exists with ``kafka.partitions`` partitions, and the worker
   group's lag (records between its committed offsets and the end of each source topic);
 - the store: it exists at this version's schema (opened read-only: no DDL, no TTL change);
-- paging: each route's destination and whether its secret is set (never its value).
+- paging: each route's destination and whether its secret is set (never its value), and
+  whether a PagerDuty routing key has the shape of one (32 letters and digits).
 
 Nothing is sent to a pager unless asked: ``--page-test`` sends every configured route one
 test event (:func:`page_test_findings`). Each line is ``ok``, ``warn`` or ``FAIL`` with what
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import secrets
 import socket
 import sys
@@ -40,6 +42,11 @@ TIMEOUT_S: Final = 10.0
 PAGE_TEST_ATTEMPTS: Final = 3
 MAX_RETRY_AFTER_S: Final = 5.0
 PAGE_TEST_CLASS: Final = "driftline_page_test"
+# An Events API v2 integration (routing) key: 32 letters and digits (lowercase in older
+# accounts, uppercase in newer ones). Another shape is a paste gone wrong (a cut, a newline,
+# quotes, the service URL), and PagerDuty refuses every event sent with it.
+ROUTING_KEY: Final = re.compile(r"[A-Za-z0-9]{32}")
+ROUTING_KEY_LENGTH: Final = 32
 
 EXIT_CODES_HELP: Final = """exit codes:
   0  every check ok or warn (with --page-test: every route took its test event, and
@@ -211,16 +218,44 @@ def paging_findings(settings: Settings) -> Iterator[Finding]:
         url = route.url or (None if route.kind == "webhook" else router.events_url)
         # Host only: a webhook URL carries its secret in the path.
         destination = urlsplit(url).hostname if url else f"the URL in ${route.routing_key_env}"
-        has_secret = bool(router.environ.get(route.routing_key_env))
+        value = router.environ.get(route.routing_key_env, "")
+        has_secret = bool(value)
         needs_secret = route.kind == "pagerduty" or route.url is None
         status: Status = "ok" if has_secret or not needs_secret else "warn"
         secret = "set" if has_secret else "NOT SET"
+        if route.kind == "pagerduty" and has_secret and (problem := routing_key_problem(value)):
+            # PagerDuty refuses every event with it: a warning, the key never printed
+            status = "warn"
+            secret = (
+                f"set, but not shaped as a routing key ({ROUTING_KEY_LENGTH} letters and "
+                f"digits): {problem}"
+            )
         yield Finding(
             "paging",
             status,
             f"{route.name} ({route.kind}, workflow {route.workflow!r}, >= {route.min_severity})"
             f" -> {destination}; {route.routing_key_env} {secret}",
         )
+
+
+def routing_key_problem(key: str) -> str | None:
+    """Why ``key`` is not shaped as a PagerDuty routing key, or None; never the key itself.
+
+    >>> routing_key_problem("0123456789abcdef0123456789abcdef") is None
+    True
+    >>> routing_key_problem("0123456789abcdef0123456789abcdef\\n")
+    '33 characters, with a space or newline at an end'
+    >>> routing_key_problem("https://events.pagerduty.com/x")
+    '30 characters, not only letters and digits'
+    """
+    if ROUTING_KEY.fullmatch(key):
+        return None
+    what = [f"{len(key)} characters"]
+    if key != key.strip():
+        what.append("with a space or newline at an end")
+    elif not (key.isascii() and key.isalnum()):
+        what.append("not only letters and digits")
+    return ", ".join(what)
 
 
 # -- --page-test ---------------------------------------------------------------------------

@@ -56,3 +56,43 @@ def test_a_missing_route_secret_fails_in_the_config_line(
     out = capsys.readouterr().out
     assert "FAIL  config    pagerduty.routes[0].routing_key_env: TEAM_PD_KEY is not set" in out
     assert "warn  paging    pagerduty[0]" in out and "TEAM_PD_KEY NOT SET" in out
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("0123456789abcdef0123456789abcde", "31 characters"),  # cut short
+        ("0123456789abcdef0123456789abcdef\n", "33 characters, with a space or newline at"),
+        ('"0123456789abcdef0123456789abcd"', "32 characters, not only letters and digits"),
+        ("https://events.pagerduty.com/v2/enqueue", "39 characters, not only letters and"),
+    ],
+)
+def test_a_routing_key_of_another_shape_is_a_warning_that_never_prints_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    problem: str,
+) -> None:
+    monkeypatch.setenv("TEAM_PD_KEY", key)
+    config = tmp_path / "driftline.toml"
+    config.write_text('[[pagerduty.routes]]\nrouting_key_env = "TEAM_PD_KEY"\n')
+    main(["--config", str(config), "doctor", "--store", f"chdb://{tmp_path}/x"])
+    out = capsys.readouterr().out
+    paging = [line for line in out.splitlines() if "  paging  " in line]
+    assert len(paging) == 1 and paging[0].startswith("warn  paging    pagerduty[0]"), out
+    assert "TEAM_PD_KEY set, but not shaped as a routing key (32 letters and digits)" in out
+    assert problem in paging[0]
+    assert key.strip().strip('"') not in out and "0123456789" not in out
+
+
+@pytest.mark.parametrize(
+    "key", ["0123456789abcdef0123456789abcdef", "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY01"]
+)
+def test_a_routing_key_of_the_right_shape_is_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", key)
+    main(["doctor", "--store", f"chdb://{tmp_path}/x"])
+    out = capsys.readouterr().out
+    assert "ok    paging    default (pagerduty" in out and "PAGERDUTY_ROUTING_KEY set\n" in out
