@@ -293,27 +293,39 @@ def _without_unknown_fields(encoded: bytes) -> bytes:
     return bytes(value.SerializeToString())
 
 
-# An attribute that names an endpoint: stored (events, redacted dead letters) without the
-# credentials a URL may carry in it.
+# An attribute that names an endpoint: stored (events, redacted dead letters) as its host
+# only, without the credentials a URL may carry in it.
 SERVER_ADDRESS: Final = "server.address"
 
 
 def without_credentials(address: str) -> str:
-    """An endpoint with user information (``user:password@``) reduced to its host; any other
-    value as is.
+    """An endpoint given as a URL, or with user information (``user:password@``), reduced to
+    its host: a key may sit in the user information, the path or the query. A bare host (or
+    ``host:port``) as is. Give it the whole value, before any cut: a cut can fall inside the
+    user information and leave no ``@`` to find.
 
     >>> without_credentials("https://user:secret@api.example.com:443/v1")
     'api.example.com'
+    >>> without_credentials("https://generativelanguage.googleapis.com/v1?key=AIza-secret")
+    'generativelanguage.googleapis.com'
     >>> without_credentials("api.openai.com"), without_credentials("[::1]")
     ('api.openai.com', '[::1]')
+    >>> without_credentials("api.openai.com:443")
+    'api.openai.com:443'
     >>> without_credentials("key@[2001:db8::1]:8080")
     '[2001:db8::1]'
+    >>> without_credentials("gateway.internal/v1/token/abc")
+    'gateway.internal'
     """
-    if "@" not in address:
-        return address
-    host = address.split("://", 1)[-1].rpartition("@")[2]
+    scheme, found, rest = address.partition("://")
+    if not found:
+        rest = scheme
+        if not any(mark in rest for mark in "@/?#"):
+            return address
+    host = rest
     for end in "/?#":
         host = host.split(end, 1)[0]
+    host = host.rpartition("@")[2]
     if host.startswith("["):
         bracket = host.find("]")
         return host[: bracket + 1] if bracket > 0 else host

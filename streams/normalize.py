@@ -1021,7 +1021,7 @@ def _json_string_list(text: str) -> list[str] | str:
     """``text`` parsed when it is a JSON array of strings; otherwise ``text`` itself."""
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[...": nested past the parser's depth
         return text
     if type(parsed) is list and all(type(item) is str for item in parsed):
         return parsed
@@ -1055,10 +1055,9 @@ def _free_attributes(
         text = _display_cache_get(raw)
         if text is None:
             text = _display_and_cache(raw)
+        if key == SERVER_ADDRESS:  # the whole value: a cut may fall inside a password
+            text = without_credentials(text)
         out[_shown_key(key, max_chars)] = text if len(text) <= max_chars else text[:max_chars]
-    address = out.get(SERVER_ADDRESS)
-    if address is not None:
-        out[SERVER_ADDRESS] = without_credentials(address)
     if originals:
         out.update(_shown_originals(originals, max_chars))
     return out
@@ -1082,8 +1081,13 @@ def _key_plan(keys: tuple[Any, ...], keep: Any) -> tuple[tuple[str, ...], tuple[
             key
             for key in keys
             # keys off the allow list are dropped, and so are keys that are not valid
-            # UTF-8 (they arrive as bytes and cannot be looked up again)
-            if type(key) is str and key not in _MAPPED_KEYS and keep(key)
+            # UTF-8 (they arrive as bytes and cannot be looked up again) and the originals
+            # of names made safe, which only the normalizer writes (a span sending its own
+            # would point lookups by original name at another workflow)
+            if type(key) is str
+            and key not in _MAPPED_KEYS
+            and not key.startswith(a.ORIGINAL_NAME_PREFIX)
+            and keep(key)
         )
         plan = (mapped, tuple(free))
         if len(_plans) >= _PLAN_LIMIT:
@@ -1382,7 +1386,7 @@ def _values_getter(keys: tuple[str, ...]) -> Any:
 class _Limits:
     """Plans and displayed attribute texts for one (max_attributes, max_chars, policy)."""
 
-    __slots__ = ("keep", "max_attributes", "max_chars", "plans", "texts")
+    __slots__ = ("hosts", "keep", "max_attributes", "max_chars", "plans", "texts")
 
     def __init__(self, max_attributes: int, max_chars: int, policy: IngestPolicy) -> None:
         self.max_attributes = max_attributes
@@ -1390,6 +1394,7 @@ class _Limits:
         self.keep = _key_filter(policy)  # which free attribute keys are kept
         self.plans: dict[tuple[Any, ...], _Plan] = {}
         self.texts: dict[bytes, str] = {}  # encoded AnyValue -> its truncated display text
+        self.hosts: dict[bytes, str] = {}  # encoded server.address -> its host, as stored
 
     def plan(self, keys: tuple[Any, ...]) -> _Plan:
         plan = _Plan(keys, self.max_attributes, self.max_chars, self.keep)
@@ -1397,6 +1402,19 @@ class _Limits:
             self.plans.clear()
         self.plans[keys] = plan
         return plan
+
+    def address(self, raw: bytes) -> str:
+        """``server.address`` as stored: its host, found in the whole value before the cut
+        (a cut inside a long password would leave no ``@`` to find)."""
+        host = self.hosts.get(raw)
+        if host is None:
+            host = without_credentials(printable(_display(any_value_to_python(raw))))
+            host = host[: self.max_chars]
+            if len(raw) <= _CACHEABLE_BYTES:
+                if len(self.hosts) >= _CACHE_LIMIT:
+                    self.hosts.clear()
+                self.hosts[raw] = host
+        return host
 
     def text(self, raw: bytes) -> str:
         text = printable(_display(any_value_to_python(raw)))
@@ -1537,7 +1555,7 @@ def _normalize_span_fast(
             ]
         kept = event["attributes"] = dict(zip(plan.free_names, shown, strict=False))
         if plan.has_address:
-            kept[SERVER_ADDRESS] = without_credentials(kept[SERVER_ADDRESS])
+            kept[SERVER_ADDRESS] = limits.address(attrs[SERVER_ADDRESS])
     else:
         event["attributes"] = {}
     if originals:

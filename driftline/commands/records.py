@@ -169,9 +169,8 @@ def bounded_attributes(
         printable(key[:cut]): printable(attributes[key][:cut])
         for key in sorted(free)[: bounds.max_attributes]
     }
-    address = out.get(SERVER_ADDRESS)
-    if address is not None:
-        out[SERVER_ADDRESS] = without_credentials(address)
+    if SERVER_ADDRESS in out:  # from the whole value: a cut may fall inside a password
+        out[SERVER_ADDRESS] = printable(without_credentials(attributes[SERVER_ADDRESS]))[:cut]
     out.update({key: value[:cut] for key, value in {**carried, **originals}.items()})
     return out
 
