@@ -27,12 +27,15 @@ scores them per family against the labels:
 
 Run: ``.venv/bin/python bench/bench_replay.py`` (seed 2026, about 3-4 minutes);
 ``--seed S --seeds N`` for seeds S..S+N-1; ``--keep DIR`` keeps the NDJSON files and the
-replay's output.
+replay's output; ``--families blind`` draws the workflows from ``bench/blind_families.py``
+instead (a held-out generator with other families, written without the detectors' code
+in view).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import subprocess
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from replay_families import FAMILIES, Workflow, day_of, event_lines
+from replay_families import Workflow
 from river import drift
 from river.base import DriftDetector
 
@@ -159,9 +162,11 @@ MIX_FEEDS = ("each", "oracle")
 
 def natural(w: Workflow, metric: str, mix: str = "oracle") -> list[tuple[np.ndarray, np.ndarray]]:
     """The metric's values on the primary bundle, natural scale, and their event indices:
-    one stream, or one per category of a finish mix fed ``each``."""
+    one stream, or one per category of a finish mix fed ``each``. (The primary bundle is
+    the workflow's ``primary_bundle``: the primary model's, the rows not on the fallback,
+    in replay_families; the bundle the change is on in blind_families.)"""
     c = w.columns
-    rows = ~c["fallback"]
+    rows = c["bundle_id"] == w.primary_bundle
     if metric != "retries":
         rows &= c["error_type"] == ""
     index = np.flatnonzero(rows)
@@ -367,7 +372,17 @@ def main(argv: list[str] | None = None) -> int:
         help="ADWIN on each finish category, or on the one the shift raises",
     )
     ap.add_argument("--verbose", action="store_true", help="print every alarm, miss and flap")
+    ap.add_argument(
+        "--families",
+        choices=("replay", "blind"),
+        default="replay",
+        help="the workflow generator: bench/replay_families.py or bench/blind_families.py",
+    )
     args = ap.parse_args(argv)
+    generator = importlib.import_module(f"{args.families}_families")
+    families = generator.FAMILIES
+    family_kind = {f.name: f.shift.kind for f in families}
+    day_of, event_lines = generator.day_of, generator.event_lines
     started = time.monotonic()
     all_outcomes: list[Outcome] = []
     replay_s = 0.0
@@ -405,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                     quiet.append(x[index < o.change_index])
         for name in RIVER:
             params[name][group] = tune(name, quiet, args.steps)
-    rows: dict[str, Row] = {f.name: Row() for f in FAMILIES}
+    rows: dict[str, Row] = {f.name: Row() for f in families}
     for o in all_outcomes:
         row = rows[o.workflow.family.name]
         score(o, row, args.horizon)
@@ -414,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in RIVER:
                 river_score(name, o, params[name][group], row, args.horizon, args.adwin_mix)
     print(
-        f"# seeds {args.seed}..{args.seed + args.seeds - 1}; {args.controls} controls and "
+        f"# {'blind families, ' if args.families == 'blind' else ''}seeds {args.seed}.."
+        f"{args.seed + args.seeds - 1}; {args.controls} controls and "
         f"{args.per_family} workflows per family per seed, ~{args.calls:,} calls each over a "
         f"day, {args.per_file} per file; `driftline replay FILE` with the defaults; "
         f"missed = no alert within {args.horizon:,} events"
@@ -435,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(head)
     ratios: dict[str, list[float]] = {name: [] for name in RIVER}
-    for fam in FAMILIES:
+    for fam in families:
         r = rows[fam.name]
         shifted = fam.shift.kind != "none"
         ratio = {
@@ -471,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         total.cross += r.cross
         total.unresolved += r.unresolved
         total.resolve_after_end += r.resolve_after_end
-    shifted_n = sum(r.workflows for f, r in rows.items() if FAMILY_KIND[f] != "none")
+    shifted_n = sum(r.workflows for f, r in rows.items() if family_kind[f] != "none")
     print(
         f"# total: {total.false_alarms} false alarms in {total.stationary_events:,} stationary "
         f"events ({1e6 * total.false_alarms / max(total.stationary_events, 1):.2f} per 1M); "
@@ -491,9 +507,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"#   {name}: {note}")
     print(f"# replay {replay_s:.0f}s; total {time.monotonic() - started:.0f}s")
     return 0
-
-
-FAMILY_KIND = {f.name: f.shift.kind for f in FAMILIES}
 
 
 def _within(resolves: list[int]) -> int:
