@@ -16,11 +16,12 @@ sql-assistant-001-26 --metric output_tokens [--from -500] [--to 6000]``
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 import numpy as np
-from replay_families import Workflow, day_of, event_lines
+from replay_families import Workflow
 
 from driftline.commands.replay import BATCH_EVENTS
 from driftline.config import load_settings
@@ -28,8 +29,11 @@ from driftline.schemas.event import EVENT_FIELDS, from_wire
 from driftline.streams.monitor import Monitor, event_time
 
 
-def regenerate(seed: int, name: str, calls: int, controls: int, per_family: int) -> Workflow:
-    for w in day_of(seed, calls, controls, per_family):
+def regenerate(
+    seed: int, name: str, calls: int, controls: int, per_family: int, families: str = "replay"
+) -> Workflow:
+    generator = importlib.import_module(f"{families}_families")
+    for w in generator.day_of(seed, calls, controls, per_family):
         if w.name == name:
             return w
     raise SystemExit(f"no workflow {name} on seed {seed}")
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--workflow", required=True)
+    ap.add_argument("--families", choices=("replay", "blind"), default="replay")
     ap.add_argument("--metric", required=True)
     ap.add_argument("--calls", type=int, default=24_000)
     ap.add_argument("--controls", type=int, default=6)
@@ -46,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="first", type=int, default=-1_000_000_000)
     ap.add_argument("--to", dest="last", type=int, default=1_000_000_000)
     args = ap.parse_args(argv)
-    w = regenerate(args.seed, args.workflow, args.calls, args.controls, args.per_family)
-    events = [from_wire(json.loads(line), EVENT_FIELDS) for line in event_lines([w])]
+    w = regenerate(
+        args.seed, args.workflow, args.calls, args.controls, args.per_family, args.families
+    )
+    generator = importlib.import_module(f"{args.families}_families")
+    events = [from_wire(json.loads(line), EVENT_FIELDS) for line in generator.event_lines([w])]
     events.sort(key=lambda e: (event_time(e), e["trace_id"], e["span_id"]))
     change = 0
     if w.change_ts is not None:
