@@ -10,11 +10,13 @@ Per ``dedup_key`` (DESIGN.md, "Alerts"):
   the workflow's event time. A condition is either *state* (``drift``, ``canary``,
   ``window``, ``burn``) or *recent* (per-call rules: it holds while hits keep coming, so
   it is clear from the last hit). A state condition is re-tested on every review by the
-  rule that raised it, with a lower bar to stay open than to open; once it has been seen
-  below that bar, only a new hit (the opening bar crossed again) keeps the alert open, so
-  a stay-open test that flickers above its bar on noise after a recovery does not hold
-  the alert open for ever. A shift that persists stays open whatever the timer; one that
-  ends resolves once.
+  rule that raised it, with a lower bar to stay open than to open, and must be seen clear
+  at every review of ``hold_down_s`` (Prometheus' ``keep_firing_for``): seen holding
+  again, its clear time starts over. A shift that sits near the stay-open bar dips below
+  it on noise now and then; counting clear from the first dip resolved such alerts while
+  the shift lasted, and the next detection reopened them (4 flaps on 3 held-out seeds of
+  ``bench/bench_replay.py --families blind``, 1 after). A shift that persists stays open
+  whatever the timer; one that ends resolves once.
 - ``resolve`` with reason ``accepted`` when an operator accepts the new behaviour
   (``driftline baseline accept``): :func:`resolve_now`.
 
@@ -97,17 +99,17 @@ def review(
     holds: Callable[[OpenAlert], bool] | None,
 ) -> list[dict]:
     """Re-test state conditions at ``now`` (``holds`` None: only resolve what is due),
-    then resolve every alert clear for ``hold_us``; in dedup-key order."""
+    then resolve every alert clear for ``hold_us`` at every review since; in dedup-key
+    order."""
     out = []
     for key in sorted(alerts):
         alert = alerts[key]
-        if (
-            holds is not None
-            and alert.condition != "recent"
-            and alert.clear_since is None
-            and not holds(alert)
-        ):
-            alert.clear_since = max(now, alert.last_hit_ts)
+        if holds is not None and alert.condition != "recent":
+            if not holds(alert):
+                if alert.clear_since is None:
+                    alert.clear_since = max(now, alert.last_hit_ts)
+            else:
+                alert.clear_since = None  # seen holding again: clear is counted anew
         due = alert.resolve_at(hold_us)
         if due is not None and due <= now:
             out.append(resolve_now(alerts, key, due, RESOLVED_RECOVERED))

@@ -144,3 +144,19 @@ def test_late_evidence_of_a_resolved_incident_opens_nothing() -> None:
     # A new breach after the resolve is a new incident.
     again = monitor.process([event(99, T0 + 60 * S, 4000)], [])
     assert kinds(again) == ["open"] and again[0]["alert_id"] != first[0]["alert_id"]
+
+
+def test_a_condition_seen_holding_again_starts_its_clear_time_over() -> None:
+    # A shift near the stay-open bar dips under it on noise: the alert resolves only once
+    # it has been clear at every review for the hold-down, not from the first dip.
+    from driftline.streams.monitor.lifecycle import OpenAlert, review
+
+    hold = 300
+    alerts = {"k": OpenAlert({"dedup_key": "k", "state": "open"}, "drift", 0, 1.0, "warning")}
+    answers = iter([False, True, False, False])
+    assert review(alerts, 100, hold, lambda _: next(answers)) == []  # clear from 100
+    assert review(alerts, 200, hold, lambda _: next(answers)) == []  # holds again
+    assert review(alerts, 450, hold, lambda _: next(answers)) == []  # clear from 450 on
+    (resolved,) = review(alerts, 800, hold, lambda _: next(answers))
+    assert resolved["transition"] == "resolve" and resolved["event_ts"] == 450 + hold
+    assert alerts == {}
