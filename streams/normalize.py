@@ -1409,22 +1409,22 @@ class _Limits:
         host = self.hosts.get(raw)
         if host is None:
             host = without_credentials(printable(_display(any_value_to_python(raw))))
-            host = host[: self.max_chars]
-            if len(raw) <= _CACHEABLE_BYTES:
-                if len(self.hosts) >= _CACHE_LIMIT:
-                    self.hosts.clear()
-                self.hosts[raw] = host
+            host = _remembered(self.hosts, raw, host[: self.max_chars])
         return host
 
     def text(self, raw: bytes) -> str:
         text = printable(_display(any_value_to_python(raw)))
-        if len(text) > self.max_chars:
-            text = text[: self.max_chars]
-        if len(raw) <= _CACHEABLE_BYTES:
-            if len(self.texts) >= _CACHE_LIMIT:
-                self.texts.clear()
-            self.texts[raw] = text
-        return text
+        return _remembered(self.texts, raw, text[: self.max_chars])
+
+
+def _remembered(cache: dict[bytes, str], raw: bytes, text: str) -> str:
+    """``text``, kept in ``cache`` under ``raw`` when ``raw`` is small (bounded: cleared
+    when full)."""
+    if len(raw) <= _CACHEABLE_BYTES:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[raw] = text
+    return text
 
 
 _limits: dict[tuple[int, int, IngestPolicy], _Limits] = {}
