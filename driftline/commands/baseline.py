@@ -17,6 +17,7 @@ import getpass
 import sys
 import time
 
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, load_settings
 from driftline.detectors import METRIC_NAMES
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return 2
 
     from confluent_kafka import KafkaException, Producer

@@ -5,7 +5,7 @@ Prints the resolved configuration, or names every bad field and where its value 
 needs but cannot read is an error here, as it is at worker start; values are never printed,
 nor the path or query of a route's URL (a Slack webhook's secret is its path). Names from
 the file or the environment are printed with their control characters escaped
-(:func:`~driftline.commands.sql.escape_controls`): a workflow key may hold anything.
+(:mod:`~driftline.commands.terminal`): a workflow key may hold anything.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import sys
 
 from driftline.commands.exits import EXIT_OK, EXIT_UNUSABLE
-from driftline.commands.sql import escape_controls
+from driftline.commands.terminal import escape_controls, print_config_error
 from driftline.config import ConfigError, config_path, load_settings, printable
 
 
@@ -30,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        for line in exc.lines:
-            print(escape_controls(line), file=sys.stderr)
+        print_config_error(exc)
         return EXIT_UNUSABLE
     errors, warnings = preflight(settings)
     for warning in warnings:

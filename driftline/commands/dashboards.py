@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, load_settings
 
 EXIT_OK = 0
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return EXIT_UNUSABLE
     try:
         paths = write_all(args.out, BuildContext.from_settings(settings))

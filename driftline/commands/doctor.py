@@ -20,7 +20,6 @@ import asyncio
 import re
 import secrets
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from driftline.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return EXIT_UNUSABLE
     findings = [
         *config_findings(settings),

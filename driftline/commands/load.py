@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.commands.records import AttributeBounds, checked_record, loads_strict
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.attributes import DEFAULT_ATTRIBUTES_ALLOW
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return EXIT_UNUSABLE
     inputs: list[tuple[RecordKind, Path, tuple[Field, ...]]] = [
         ("events", Path(args.events), EVENT_FIELDS)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from driftline.commands.exits import EXIT_FAILED, EXIT_OK
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, load_settings
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, to_wire
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return EXIT_UNUSABLE_INPUT
     path = Path(args.file)
     try:

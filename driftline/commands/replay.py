@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from driftline.commands.records import checked_record, loads_strict
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.schemas.alert import TRANSITION_FIELDS
 from driftline.schemas.event import EVENT_FIELDS, TRACE_FIELDS, Field, from_wire, to_wire
@@ -290,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.replay_config or args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return EXIT_USAGE
     from driftline.commands.preflight import metric_problems
 

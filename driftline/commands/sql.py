@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
+from driftline.commands.terminal import escape_controls, print_config_error
 from driftline.config import ConfigError, StoreSettings, load_settings
 
 if TYPE_CHECKING:
@@ -47,9 +48,6 @@ _QUERY_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _ENGINE_CODE: Final = re.compile(r"Code: (\d+)\.")
 # Codes that say the store could not be reached, not that the query failed in it.
 _UNREACHABLE_CODES: Final = frozenset({209, 210, 1000})  # socket timeout, network, Poco
-# Control characters (C0, DEL, C1) a terminal may act on, and the text-direction overrides
-# and isolates that make a value display as other text: stored text is span-controlled.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # A CSV cell a spreadsheet would read as a formula (OWASP, CSV injection): =, +, - and @,
 # and the tab and carriage return some spreadsheets skip before one.
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
@@ -99,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return EXIT_UNUSABLE
     params: dict[str, Any] = {}
     for item in args.param:
@@ -407,27 +405,6 @@ def csv_cell(value: Any) -> str:
     raw = str(value)
     text = escape_controls(raw)
     return f"'{text}" if raw.startswith(_FORMULA_START) else text
-
-
-def escape_controls(text: str) -> str:
-    r"""``text`` with every C0 control character, DEL and C1 control character as ``\xNN``,
-    and every text-direction override or isolate as ``\uNNNN``.
-
-    Stored values come from spans; printed raw, an escape sequence in one would retitle,
-    clear or reprogram the analyst's terminal, and a right-to-left override would show a
-    value as other text.
-
-    >>> print(escape_controls("a\x1b]0;title\x07b\tc\x9b"))
-    a\x1b]0;title\x07b\x09c\x9b
-    >>> print(escape_controls("cost\u202egpj.exe"))
-    cost\u202egpj.exe
-    """
-    return _CONTROL.sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def _finite(value: Any) -> Any:

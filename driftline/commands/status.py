@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from driftline.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
-from driftline.commands.sql import escape_controls
+from driftline.commands.terminal import escape_controls
 
 DEFAULT_INTERVAL_S: Final = 5.0
 MAX_INTERVAL_S: Final = 3600.0  # rates over longer than an hour say little about now

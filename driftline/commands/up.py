@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, config_path, load_settings
 
 POLL_S = 0.5
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return 2
 
     from driftline.collectors.process import PortInUseError, ProcessStartError

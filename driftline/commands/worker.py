@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from driftline.commands.terminal import print_config_error
 from driftline.config import ConfigError, load_settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print_config_error(exc)
         return 2
     from driftline.commands.preflight import preflight
 

@@ -204,6 +204,29 @@ def test_a_workflow_key_with_an_escape_sequence_is_printed_escaped(
     assert "  workflows.\\x1bcbot.budgets.max_tokens_per_request: Input should be" in err
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sql", "SELECT 1"],
+        ["doctor"],
+        ["dashboards", "build", "--out", "{tmp}"],
+        ["worker"],
+        ["baseline", "accept", "w"],
+    ],
+)
+def test_every_command_prints_a_bad_key_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # Not only config check: each command refuses the file and quotes the key from it.
+    config = tmp_path / "driftline.toml"
+    config.write_text('[workflows."\\u001bcbot".budgets]\nmax_tokens_per_request = 0\n')
+    arguments = [a.format(tmp=tmp_path / "out") for a in command]
+    assert main(["--config", str(config), *arguments]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    assert "workflows.\\x1bcbot.budgets.max_tokens_per_request" in err
+
+
 def test_a_misspelled_metric_fails_the_check_and_replay_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
