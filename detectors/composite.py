@@ -89,6 +89,12 @@ CREEP_SHIFT = 0.2
 # one sits at one phase of it; measured on cycles of +-2..5% (bench/families.py), the
 # level tests alarmed on the phase alone without it.
 TOLERANCE = 0.05
+# A continuous reference's scale is at least this: standardized values are clipped at
+# CLIP, so on a metric steadier than the tolerance (a fixed prompt's input tokens,
+# sd 0.5%) the tolerance would be more sd than any value can weigh and no level test
+# could fire or hold, whatever the shift (a x4 prompt was found only by its shape, and
+# resolved while it lasted). Such a metric is judged in units of the tolerance instead.
+LEVEL_MIN_SCALE = TOLERANCE / 2.0
 # Rate ratios of the count and category CUSUMs (a tripling is found by the first).
 RATE_RATIOS = (2.5, 6.0)
 # A categorical metric's tests: two G-tests and a share CUSUM per tracked category
@@ -280,6 +286,7 @@ class MetricDetector:
         "_spread",
         "_square",
         "_tail",
+        "_tests_spread",
         "_warm",
         "_warm_inflation",
         "arl0",
@@ -327,6 +334,7 @@ class MetricDetector:
         window: int = 500,
         arl0: float = 1e6,
         ewma_lam: float = 0.02,
+        spread: bool = True,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -338,11 +346,17 @@ class MetricDetector:
             raise ValueError(f"arl0 must exceed 4 windows ({4 * window} events), got {arl0}")
         if not 0.0 < ewma_lam <= 1.0:
             raise ValueError(f"ewma_lam must be in (0, 1], got {ewma_lam}")
+        if not isinstance(spread, bool):
+            raise ValueError(f"spread must be True or False, got {spread!r}")
         self.kind = kind
         self.warmup = warmup
         self.window = window
         self.arl0 = arl0
         self.ewma_lam = ewma_lam
+        # Whether a wider spread is a detection (and keeps an alert open); the other
+        # tests keep their share of arl0 either way. Not a slot of its own in the state:
+        # it is an argument.
+        self._tests_spread = spread
         self._warm = np.zeros(0 if kind == "categorical" else warmup, dtype=np.float32)
         # Cluster codes of the warm-up values (trace ids): the reference's design effect.
         self._groups: np.ndarray | None = None
@@ -486,7 +500,9 @@ class MetricDetector:
             self._set_rate_reference()
             self._warm = np.zeros(0, dtype=np.float32)
         else:
-            ref = FrozenReference.from_values(values, "continuous", self._groups)
+            ref = FrozenReference.from_values(
+                values, "continuous", self._groups, min_scale=LEVEL_MIN_SCALE
+            )
             self._ks = KSWindow.from_reference(
                 values, ref, self.window, self.window // 5, self._share()
             )
@@ -551,7 +567,9 @@ class MetricDetector:
         # Squares of clustered values are clustered too: their reference is at least
         # as dependent as the values' own (the trace codes are gone after warm-up).
         squares = FrozenReference.from_values(z2, min_inflation=ref.inflation)
-        self._spread = CUSUM.from_reference(squares, (1.0,), share, long_run=long_run)
+        self._spread = None
+        if self._tests_spread:
+            self._spread = CUSUM.from_reference(squares, (1.0,), share, long_run=long_run)
         self._hold = (float(z2.mean()), float(z2.std()) + 1e-6)
         self._level = 0.0
         self._square = self._hold[0]
@@ -576,7 +594,7 @@ class MetricDetector:
         inflation = max(
             floor, batch_means_inflation(self._growth.block_sums, self._growth.block, var)
         )
-        scale = math.sqrt(max(var, MIN_SCALE**2) * inflation)
+        scale = max(math.sqrt(max(var, MIN_SCALE**2) * inflation), LEVEL_MIN_SCALE)
         # The warm-up sample keeps its shape (tails, autocorrelation) for calibration,
         # on the grown scale and centred where its clipped values average to zero (as
         # in-control values do against the grown reference).
@@ -1081,6 +1099,8 @@ class MetricDetector:
             return True
         # Spread: wider only (a calmer metric is no incident), and the square's sd no
         # less than a Gaussian's (sqrt(2) m2): a warm-up rarely shows the tails.
+        if not self._tests_spread:
+            return False
         m2, sd2 = self._hold
         sd2 = max(sd2, math.sqrt(2.0) * m2)
         se_square = sd2 * math.sqrt(ref.inflation / self.window + ref.inflation / ref.n)
@@ -1093,7 +1113,9 @@ class MetricDetector:
         fresh sample is used rather than the recent window because the window may
         straddle the change being accepted.
         """
-        fresh = MetricDetector(self.kind, self.warmup, self.window, self.arl0, self.ewma_lam)
+        fresh = MetricDetector(
+            self.kind, self.warmup, self.window, self.arl0, self.ewma_lam, self._tests_spread
+        )
         for name in self.__slots__:
             setattr(self, name, getattr(fresh, name))
 
@@ -1110,6 +1132,7 @@ class MetricDetector:
                 "window": self.window,
                 "arl0": self.arl0,
                 "ewma_lam": self.ewma_lam,
+                "spread": self._tests_spread,
             },
             **encode_fields(self, self._STATE),
         }
@@ -1156,9 +1179,11 @@ class MetricDetector:
         if (self._categorical is None) != (self.kind != "categorical"):
             raise ValueError(f"{name}._categorical: present exactly for a categorical kind")
         if self.kind == "continuous":
-            armed = (self._ref, self._cusum, self._ks, self._spread, self._growth)
+            armed = (self._ref, self._cusum, self._ks, self._growth)
             if self._rate is not None or len({p is None for p in armed}) != 1:
-                raise ValueError(f"{name}._cusum/_ks/_spread/_growth: a partial reference")
+                raise ValueError(f"{name}._cusum/_ks/_growth: a partial reference")
+            if (self._spread is not None) != (self._tests_spread and self._ref is not None):
+                raise ValueError(f"{name}._spread: present exactly when spread is tested")
             columns = LEVEL_COLUMNS + (0 if self._ks is None else self._ks.bins)
             if self._growth is not None and self._growth.columns != columns:
                 raise ValueError(f"{name}._growth: not the level sums and the KS bins")

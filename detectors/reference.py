@@ -59,6 +59,7 @@ class FrozenReference:
         model: Model = "continuous",
         groups: NDArray[np.int64] | None = None,
         min_inflation: float = 1.0,
+        min_scale: float = MIN_SCALE,
     ) -> FrozenReference:
         """Freeze ``values`` (already on the natural scale).
 
@@ -68,7 +69,7 @@ class FrozenReference:
         inflates the scale when it exceeds the lag-1 inflation, because the calls of one
         trace interleave with other traces' and lag-1 in arrival order does not see them.
         ``min_inflation`` is a floor for it (known from elsewhere, e.g. the values whose
-        squares these are).
+        squares these are), and ``min_scale`` one for the scale.
 
         >>> ref = FrozenReference.from_values(np.array([1.0, 2.0, 3.0, 4.0]))
         >>> round(ref.mean, 2), ref.n
@@ -102,7 +103,7 @@ class FrozenReference:
         inflation = max(inflation, min_inflation)
         # A constant warm-up (a fixed TTFT, a pinned KV limit) still needs a finite scale;
         # on the log and logit scales 1e-3 is a 0.1% change.
-        scale = float(np.sqrt(max(var, MIN_SCALE**2) * inflation))
+        scale = max(float(np.sqrt(max(var, MIN_SCALE**2) * inflation)), min_scale)
         if model == "continuous":
             mean = huber_location(y, mean, scale)
         z: FloatArray

@@ -296,6 +296,7 @@ class DriftRules:
                 det.warmup_events,
                 det.window_events,
                 self.test_arl0 / (CONTINUOUS_TESTS if m.kind == "continuous" else 1),
+                spread=m.spread,
             )
             for m in self.metrics
         }
