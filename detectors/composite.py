@@ -676,7 +676,6 @@ class MetricDetector:
                 ev = self._rate.last_detection
                 ev["shift_sd"] = (ev["rate_ratio"] - 1.0) * ref.mean / ref.scale
                 ev["reference_rate"] = ref.mean  # the rate itself, not the scaled one
-                ev["recent_rate"] = float(recent[i])  # over about one window
                 ev["dispersion"] = dispersion
                 found.append(self._make(start + i, "cusum", ev, recent[i], ref))
             self._recover(found, start, lambda _col: scaled)
@@ -838,15 +837,12 @@ class MetricDetector:
             dispersion = float(ev.get("dispersion", 1.0))
             r, reference_rate = float(ev["rate_ratio"]), float(ev["reference_rate"])
             p0 = reference_rate / dispersion
-            # A count's rate or a category's share as measured when its member fired,
-            # when below the member's ratio: a larger member fires by chance within a
-            # smaller shift, and "still at two thirds of its ratio" then sits near the
-            # shift itself and resolves it while it lasts (bench/bench_replay.py seed 62:
-            # the 6 member on a x3 `length` share, resolved with the window at 3.5 times
-            # the reference; held-out seed 501, onboarding-s501-w24: the 6 member on a
-            # retry rate at 1.4 times its reference's upper bound, resolved and reopened).
-            recent = ev.get("recent_rate", ev.get("recent_share", 0.0))
-            measured = float(recent) / max(reference_rate, 1e-12)
+            # A category's share as measured when its member fired, when below the
+            # member's ratio: a larger member fires by chance within a smaller shift, and
+            # "still at two thirds of its ratio" then sits near the shift itself and
+            # resolves it while it lasts (bench/bench_replay.py seed 62: the 6 member on a
+            # x3 `length` share, resolved with the window at 3.5 times the reference).
+            measured = float(ev.get("recent_share", 0.0)) / max(reference_rate, 1e-12)
             if 1.0 < measured < r:
                 r = measured
             # "Back to the reference rate" against "still at two thirds of the detected
