@@ -244,6 +244,9 @@ class MetricDetector:
         In-control run length of the metric as a whole, split evenly over its tests.
     ewma_lam
         Weight of the newest observation in the creep EWMA.
+    spread
+        Whether a wider spread (a continuous metric) is a detection and keeps an alert
+        open; the other tests keep their share of ``arl0`` either way.
 
     Examples
     --------
@@ -564,11 +567,11 @@ class MetricDetector:
         # Spread: a CUSUM on squared standardized values (calibrated on their own
         # warm-up distribution) sees a variance change long before a KS window does.
         z2 = ref.z_sample.astype(np.float64) ** 2
-        # Squares of clustered values are clustered too: their reference is at least
-        # as dependent as the values' own (the trace codes are gone after warm-up).
-        squares = FrozenReference.from_values(z2, min_inflation=ref.inflation)
         self._spread = None
         if self._tests_spread:
+            # Squares of clustered values are clustered too: their reference is at least
+            # as dependent as the values' own (the trace codes are gone after warm-up).
+            squares = FrozenReference.from_values(z2, min_inflation=ref.inflation)
             self._spread = CUSUM.from_reference(squares, (1.0,), share, long_run=long_run)
         self._hold = (float(z2.mean()), float(z2.std()) + 1e-6)
         self._level = 0.0
@@ -972,6 +975,10 @@ class MetricDetector:
     ) -> Detection:
         stat, thr = float(ev["statistic"]), float(ev["threshold"])
         effect = (float(current) - ref.mean) / ref.scale
+        if ref.model == "continuous":
+            # The level members aim at their shift plus twice this (``shift_sd`` includes
+            # it): what a reader needs to tell the member's own shift.
+            ev = {**ev, "tolerance_sd": TOLERANCE / ref.scale}
         return Detection(
             index, test, abs(stat) / thr, stat, thr, ref.mean, float(current), effect, dict(ev)
         )
@@ -1069,8 +1076,9 @@ class MetricDetector:
         shape detections without a level effect, arm none; on a bundle with a tenth of a
         workflow's calls a window is ten of the workflow's); then, continuous: the level
         (an EWMA of the standardized value over about one window) beyond ``HOLD_SE``
-        standard errors plus the tolerance, or the spread (the same of its square) above
-        its reference by as many; counts and rates: the level above half the bar;
+        standard errors plus the tolerance, or (where spread is tested) the spread (the
+        same of its square) above its reference by as many; counts and rates: the level
+        above half the bar;
         categorical: a category's recent share above its reference rate by as much, or
         the short window's G-test at level ``HOLD_P``. False before the reference is
         frozen. A shift that ends falls below the bar within about one window.
@@ -1105,6 +1113,15 @@ class MetricDetector:
         sd2 = max(sd2, math.sqrt(2.0) * m2)
         se_square = sd2 * math.sqrt(ref.inflation / self.window + ref.inflation / ref.n)
         return self._square - m2 > HOLD_SE * se_square
+
+    def stop_testing_spread(self) -> None:
+        """Drop the spread test (and the spread's part of :meth:`shift_holds`) from here on.
+
+        For a detector restored from a snapshot taken before its metric's spread went
+        untested (:attr:`detectors.metrics.Metric.spread`); the other tests go on as they were.
+        """
+        self._tests_spread = False
+        self._spread = None
 
     def rebaseline(self) -> None:
         """Accept the current behaviour: forget the reference and re-warm from the next values.

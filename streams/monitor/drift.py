@@ -384,8 +384,13 @@ class DriftRules:
         det = self._det
         categorical = metric.kind == "categorical"
         severity = "warning"
-        large = d.test == "cusum" and float(d.evidence.get("shift_sd", 0.0)) >= ERROR_MEMBER_SD
-        if large or (not categorical and abs(d.effect) >= ERROR_EFFECT_SD):
+        # In reference sd beyond the tolerance: a member's shift_sd includes twice the
+        # tolerance, which on a metric as steady as the tolerance (its scale at the floor,
+        # detectors.composite.LEVEL_MIN_SCALE) is 2 sd, and one sd there is a 2.5% change.
+        tolerance = float(d.evidence.get("tolerance_sd", 0.0))
+        member = float(d.evidence.get("shift_sd", 0.0)) - 2.0 * tolerance
+        large = d.test == "cusum" and member >= ERROR_MEMBER_SD
+        if large or (not categorical and abs(d.effect) >= max(ERROR_EFFECT_SD, 2 * tolerance)):
             severity = "error"
         evidence = {
             "test": d.test,

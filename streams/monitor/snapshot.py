@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from driftline.detectors import BurnRate, MetricDetector, WindowSum
+from driftline.detectors.metrics import METRICS_BY_NAME
 from driftline.schemas.alert import ALERT_FIELD_NAMES
 from driftline.streams.monitor.budgets import Scope
 from driftline.streams.monitor.clock import WorkflowClock
@@ -171,7 +172,12 @@ def bundle_state(bundle: Bundle) -> dict[str, Any]:
 def bundle_from_state(
     state: Any, where: str, metrics: dict[str, tuple[int, int]], window: int
 ) -> Bundle:
-    """``metrics``: name -> (warm-up, window) the settings give each detector."""
+    """``metrics``: name -> (warm-up, window) the settings give each detector.
+
+    A detector saved while its metric's spread was tested stops testing it here when the
+    metric no longer does (:attr:`detectors.metrics.Metric.spread`), so a restart (not only
+    a new bundle) applies the change; the reverse is left to a re-baseline.
+    """
     doc = _dict(state, where)
     detectors_doc = _dict(doc.get("detectors"), f"{where}.detectors")
     if set(detectors_doc) != set(metrics):
@@ -187,6 +193,9 @@ def bundle_from_state(
             raise SnapshotError(f"{where}.detectors.{name}: {exc}") from None
         if (detector.warmup, detector.window) != metrics[name]:
             raise SnapshotError(f"{where}.detectors.{name}: taken with other warm-up or window")
+        metric = METRICS_BY_NAME.get(name)
+        if metric is not None and not metric.spread:
+            detector.stop_testing_spread()
         detectors[name] = detector
     ring = doc.get("ts_ring")
     if not isinstance(ring, np.ndarray) or ring.dtype != np.int64 or ring.shape != (window,):

@@ -10,6 +10,7 @@ from driftline.config import DetectorSettings
 from driftline.detectors import MetricDetector
 from driftline.detectors.metrics import INPUT_TOKENS, METRICS, METRICS_BY_NAME
 from driftline.streams.monitor.drift import DriftRules
+from driftline.streams.monitor.snapshot import bundle_from_state, bundle_state
 
 
 def wider(seed: int) -> np.ndarray:
@@ -67,3 +68,31 @@ def test_only_input_tokens_leave_their_spread_untested() -> None:
     tested = {name: d._tests_spread for name, d in bundle.detectors.items()}
     assert tested == {m.name: m.spread for m in METRICS if m.name in tested}
     assert tested[INPUT_TOKENS] is False
+
+
+def test_a_wider_spread_keeps_nothing_open_where_spread_is_untested() -> None:
+    # The stay-open condition's spread part alone: no detection, no recovery test, the
+    # level at the reference, the recent square far above its reference.
+    for spread in (True, False):
+        det = MetricDetector("continuous", warmup=500, window=500, arl0=1e7, spread=spread)
+        fired_tests(det, wider(11)[:1500])
+        det._since_detection, det._recovery, det._level = 10**9, (0.0,) * 4 + (-1.0,), 0.0
+        det._square = 100.0 * det._hold[0]
+        assert det.shift_holds() is spread
+
+
+def test_a_restart_stops_the_spread_test_of_a_snapshot_from_before() -> None:
+    # A bundle saved while input tokens' spread was tested (as every snapshot before).
+    settings = DetectorSettings()
+    bundle = DriftRules(settings)._new_bundle(0)
+    old = MetricDetector("continuous", settings.warmup_events, settings.window_events, 1e7)
+    fired_tests(old, wider(12)[:1000])
+    assert old._spread is not None
+    bundle.detectors[INPUT_TOKENS] = old
+    shapes = {name: (d.warmup, d.window) for name, d in bundle.detectors.items()}
+    restored = bundle_from_state(bundle_state(bundle), "b", shapes, settings.window_events)
+    after = restored.detectors[INPUT_TOKENS]
+    assert after._spread is None and not after._tests_spread
+    assert MetricDetector.from_state(after.to_state())._spread is None
+    after.rebaseline()
+    assert not after._tests_spread
