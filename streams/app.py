@@ -423,11 +423,7 @@ def _add_engine_feed(p: Pipeline) -> None:
 
 
 def _add_decode(p: Pipeline) -> None:
-    from driftline.streams.normalize import (
-        REJECTS_COUNTER_PREFIX,
-        IngestPolicy,
-        normalize_message,
-    )
+    from driftline.streams.normalize import IngestPolicy, normalize_message
     from driftline.streams.pricing import PriceBook
 
     settings = p.settings
@@ -461,7 +457,7 @@ def _add_decode(p: Pipeline) -> None:
                     arrival_ns=int(message.timestamp * 1e9) if message.timestamp > 0 else None,
                 )
                 for reject in result.rejects:
-                    p.counters[REJECTS_COUNTER_PREFIX + reject.reason] += 1
+                    p.counters[f"rejects.{reject.reason}"] += 1
                     await p.topics.otlp_spans_dlq.send(
                         value=reject.payload if reject.payload is not None else payload,
                         headers=names.dlq_headers(
