@@ -176,7 +176,8 @@ def bundle_from_state(
 
     A detector saved while its metric's spread was tested stops testing it here when the
     metric no longer does (:attr:`detectors.metrics.Metric.spread`), so a restart (not only
-    a new bundle) applies the change; the reverse is left to a re-baseline.
+    a new bundle) applies the change. The reverse (a metric that tests spread again) reaches
+    only new bundles: a restored detector, re-baselined or not, keeps its own choice.
     """
     doc = _dict(state, where)
     detectors_doc = _dict(doc.get("detectors"), f"{where}.detectors")
