@@ -7,7 +7,9 @@ batch: the workflow events so far (relative to the change), each bundle's detect
 state (reference size, recent level in reference sd, the running recovery test's
 statistic against its bar, whether the shift holds) and every transition of that
 metric. Alone, a workflow batches differently from the bench's interleaved files, so a
-transition can move by a few events.
+transition can move: ``--batch-events`` sets the batch (about ``BATCH_EVENTS`` / 11
+reproduces a file of 11 interleaved workflows; the reference's growth is decided batch by
+batch, so a borderline detection can come or go with it).
 
 Run: ``.venv/bin/python bench/trace_replay_workflow.py --seed 1 --workflow
 sql-assistant-001-26 --metric output_tokens [--from -500] [--to 6000]``
@@ -50,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-family", type=int, default=3)
     ap.add_argument("--from", dest="first", type=int, default=-1_000_000_000)
     ap.add_argument("--to", dest="last", type=int, default=1_000_000_000)
+    ap.add_argument(
+        "--batch-events",
+        type=int,
+        default=BATCH_EVENTS,
+        help="events per monitor batch (the replay command's by default)",
+    )
     args = ap.parse_args(argv)
     w = regenerate(
         args.seed, args.workflow, args.calls, args.controls, args.per_family, args.families
@@ -62,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         change = int(np.searchsorted([e["start_ts"] for e in events], w.change_ts))
     print(f"# {w.name} {w.family.name} params {w.params} change at event {change}")
     monitor = Monitor(load_settings(None))
-    for start in range(0, len(events), BATCH_EVENTS):
-        batch = events[start : start + BATCH_EVENTS]
+    step = max(1, args.batch_events)
+    for start in range(0, len(events), step):
+        batch = events[start : start + step]
         out = monitor.process(batch, [])
         at = start + len(batch) - change
         state = monitor._states.get(w.name)
