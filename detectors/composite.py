@@ -706,8 +706,9 @@ class MetricDetector:
     def _hold_without_one_trace(
         self, found: list[Detection], rest: FloatArray, start: int, groups: np.ndarray
     ) -> list[Detection]:
-        """The detections that hold without their heaviest trace (detectors.one_trace);
-        then remember this batch's latest values and traces for the next."""
+        """The detections that hold without their heaviest trace and without their two
+        heaviest (detectors.one_trace); then remember this batch's latest values and
+        traces for the next."""
         before = self._recent_values
         known = before is not None and self._recent_groups is not None
         values = np.concatenate([before, rest]) if known else rest
