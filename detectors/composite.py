@@ -134,7 +134,7 @@ HELD_BAND = 0.3
 # floors. The larger members add over a hundred values or fewer, which the lags see.
 # Taking the 0.5 sd member in as well removed one false alarm of the fresh blind seeds
 # and missed a change on a fallback bundle, whose reference stays young for most of a
-# day, and found large shifts on young references 35-75% later (docs/detection.md).
+# day, and found large shifts on young references 35-74% later (docs/detection.md).
 PROVISIONAL_LONG_RUN = 1.5
 PROVISIONAL_UNTIL = 2000
 SLOW_MEMBER_SHIFT = 0.5
