@@ -123,7 +123,11 @@ def ewma_rests_on_one_trace(
     weights = lam * (1.0 - lam) ** np.arange(x.shape[0] - 1, -1, -1, dtype=np.float64)
     sign = 1.0 if statistic > 0 else -1.0
     pushed = sign * weights * x
+
+    def kept(left_out: NDArray[np.bool_]) -> float:
+        return sign * statistic - float(pushed[left_out].sum())
+
     one, two = _heaviest(pushed, np.asarray(groups, dtype=np.int64))
-    if sign * statistic - float(pushed[one].sum()) < (1.0 - ONE_TRACE_SHARE) * abs(statistic):
+    if kept(one) < (1.0 - ONE_TRACE_SHARE) * abs(statistic):
         return True
-    return sign * statistic - float(pushed[two].sum()) < (1.0 - TWO_TRACES_SHARE) * abs(statistic)
+    return kept(two) < (1.0 - TWO_TRACES_SHARE) * abs(statistic)

@@ -38,13 +38,8 @@ def clustered(seed: int, n: int, calls: int, skewed: bool, shift_at: int = -1) -
 
 
 def detections(values: np.ndarray, calls: int) -> list[int]:
-    det = MetricDetector("continuous", warmup=500, window=500, arl0=1e6)
-    found: list[int] = []
-    for start in range(0, values.shape[0], BATCH):
-        stop = min(start + BATCH, values.shape[0])
-        groups = (np.arange(start, stop) // calls).astype(np.int64)
-        found.extend(start + d.index for d in det.update_many(values[start:stop], groups))
-    return found
+    """Detections in values whose traces are runs of ``calls`` consecutive values."""
+    return detections_in(values, (np.arange(values.shape[0]) // calls).astype(np.int64))
 
 
 def agent_loops(
