@@ -52,7 +52,7 @@ class Field:
 class DriftDetector:
     """Base of the drift detectors: flag, evidence, warm-up preamble and state."""
 
-    __slots__ = ("_drift_detected", "_last", "_warm")
+    __slots__ = ("_drift_detected", "_evidence", "_last", "_warm")
     # Constructor arguments, stored under their own names.
     _ARGS: ClassVar[tuple[str, ...]] = ()
     # Changing state restored by from_state (besides the flag, the evidence, the warm-up).
@@ -62,6 +62,8 @@ class DriftDetector:
     def __init__(self) -> None:
         self._drift_detected = False
         self._last: dict[str, Any] = {}
+        # The evidence of each detection of the latest batch, in order (not state).
+        self._evidence: list[dict[str, Any]] = []
         self._warm: list[Any] = []
 
     @property
@@ -73,6 +75,12 @@ class DriftDetector:
     def last_detection(self) -> dict[str, Any]:
         """Evidence of the latest detection (empty before the first)."""
         return self._last
+
+    @property
+    def batch_evidence(self) -> list[dict[str, Any]]:
+        """The evidence of each detection :meth:`update_many` just returned, in order
+        (:attr:`last_detection` is only the batch's latest)."""
+        return self._evidence
 
     def update(self, x: Any) -> None:
         self.update_many([x])
@@ -87,13 +95,20 @@ class DriftDetector:
         The caller freezes its reference when this first returns an index.
         """
         self._drift_detected = False
+        self._evidence = []
         start = fill_warmup(self._warm, warmup, values)
         return start if len(self._warm) >= warmup else None
 
     def _flag(self, found: list[int], n: int) -> list[int]:
         # The flag describes the batch's last observation, as a one-by-one update would.
         self._drift_detected = bool(found) and found[-1] == n - 1
+        self._evidence = self._evidence[len(self._evidence) - len(found) :]
         return found
+
+    def _note(self, evidence: dict[str, Any]) -> None:
+        """Record a detection's evidence (each detector's one way to set it)."""
+        self._last = evidence
+        self._evidence.append(evidence)
 
     # --- plain state ----------------------------------------------------------------
 

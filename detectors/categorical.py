@@ -266,15 +266,17 @@ class CategoricalShift(DriftDetector):
         names = list(self._categories)
         ref_mix = (self._ref_counts / self._ref_counts.sum()).round(4).tolist()
         window_mix = (window_counts / max(window_counts.sum(), 1.0)).round(4).tolist()
-        self._last = {
-            "statistic": g,
-            "threshold": self._critical,
-            "jensen_shannon": jensen_shannon(self._ref_counts + 0.5, window_counts + 0.5),
-            "reference_mix": dict(zip(names, ref_mix, strict=True)),
-            "window_mix": dict(zip(names, window_mix, strict=True)),
-            "window_size": self.window,
-            "reference_size": int(self._ref_counts.sum()),
-        }
+        self._note(
+            {
+                "statistic": g,
+                "threshold": self._critical,
+                "jensen_shannon": jensen_shannon(self._ref_counts + 0.5, window_counts + 0.5),
+                "reference_mix": dict(zip(names, ref_mix, strict=True)),
+                "window_mix": dict(zip(names, window_mix, strict=True)),
+                "window_size": self.window,
+                "reference_size": int(self._ref_counts.sum()),
+            }
+        )
         self._drift_detected = True
         self._count = 0
         self._since_test = 0

@@ -33,7 +33,7 @@ or rate 2.7 KB; a categorical mix (two windows of int8 codes, a rate CUSUM per c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
@@ -164,6 +164,7 @@ RATE_RECOVERY_SPAN = 1500
 RATE_RECOVERY_SHARE = 2.0 / 3.0
 NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 NO_EPISODE = (0.0, 0.0)
+NO_ARMS = np.zeros((0, 1 + len(NO_RECOVERY)))
 UNSEEN = 2**62
 # A count or rate's tests arm once its reference holds this many events: before that
 # the reference grows freely (no detection, no hold). A 500-event warm-up of a 1% rate
@@ -267,6 +268,9 @@ class MetricDetector:
 
     # Slots: thousands of these live per worker, a __dict__ each would double the state.
     __slots__ = (
+        "_block",
+        "_block_arms",
+        "_block_last",
         "_calibrated_n",
         "_categorical",
         "_cusum",
@@ -331,6 +335,11 @@ class MetricDetector:
         # The latest values and their traces: a detection must hold without one trace.
         "_recent_values": Field("array", dtype="float32", optional=True),
         "_recent_groups": Field("array", dtype="int64", optional=True),
+        # The growth block being filled (values, or category codes), its detections that
+        # arm a recovery test (a row each: its index, then the test), and its latest one.
+        "_block": Field("array", dtype="float64", optional=True),
+        "_block_arms": Field("array", dtype="float64", ndim=2, optional=True),
+        "_block_last": Field("int", lo=-1),
     }
 
     def __init__(
@@ -405,9 +414,15 @@ class MetricDetector:
         # (sum, count) of the standardized values since the running level recovery test
         # was first armed: the shift's estimate over the whole episode (see _recover).
         self._episode: tuple[float, ...] = NO_EPISODE
-        # Where in the batch being fed a recovery test decided "back" (None: it did not);
-        # not state: every batch starts without one.
+        # Where in the block just ended a recovery test decided "back" (None: it did not);
+        # not state: set and read at the block's end.
         self._decided_at: int | None = None
+        # Decisions wait for the end of each growth block (see update_many): the block's
+        # values so far, its detections that arm a recovery test (a row each: the index
+        # in the block, then the test's five numbers) and its latest detection (-1: none).
+        self._block = np.zeros(0)
+        self._block_arms = NO_ARMS
+        self._block_last = -1
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
         self._warm_inflation: float | None = None
         # The latest RECENT_VALUES values fed with their trace codes (continuous only).
@@ -636,10 +651,17 @@ class MetricDetector:
     ) -> list[Detection]:
         """Feed a batch; ``groups`` (int64 per value, e.g. hashed trace ids) marks values
         that are not independent of each other: for the reference's effective size, and
-        so that no detection rests on one trace (:mod:`detectors.one_trace`)."""
+        so that no detection rests on one trace (:mod:`detectors.one_trace`).
+
+        The tests see every value at once. What they decide for later (arming or feeding
+        the recovery test, growing the reference, discarding what waits to join it) is
+        decided at the end of each growth block (``GROWTH_BLOCK`` values counted from the
+        warm-up's end), whatever the batches: the same stream cut into other batches
+        gives the same detections. A stream's batches are small (a poll's events of one
+        bundle) and a replay's large; decided per batch, the two differed near a threshold.
+        """
         if self._categorical is not None:
-            labels = [str(v) for v in values]
-            return self._count_since(self._update_categorical(labels), len(labels))
+            return self._update_categorical([str(v) for v in values])
         x = np.asarray(values, dtype=np.float64)
         start = 0
         if self._ref is None:
@@ -658,9 +680,68 @@ class MetricDetector:
         if not rest.shape[0]:
             return []
         rest_groups = None if groups is None else np.asarray(groups, dtype=np.int64)[start:]
-        found = self._count_since(self._tests(rest, start, rest_groups), x.shape[0])
-        self._grow(rest, bool(found))
+        found: list[Detection] = []
+        for lo, hi in self._pieces(rest.shape[0]):
+            piece = rest[lo:hi]
+            piece_groups = None if rest_groups is None else rest_groups[lo:hi]
+            got = self._tests(piece, start + lo, piece_groups)
+            self._take_piece(got, piece, start + lo)
+            found.extend(got)
         return found
+
+    def _pieces(self, n: int) -> Iterator[tuple[int, int]]:
+        """``n`` new values cut where growth blocks end (each piece taken before the next
+        is cut: a block's end decides what the next piece is tested against)."""
+        lo = 0
+        while lo < n:
+            assert self._growth is not None
+            hi = min(n, lo + self._growth.room - self._block.shape[0])
+            yield lo, hi
+            lo = hi
+
+    def _take_piece(self, found: list[Detection], piece: FloatArray, start: int) -> None:
+        """Count a tested piece of the block (``found``: its detections, indexed from
+        ``start``); at the block's end, decide on the block."""
+        n, offset = piece.shape[0], self._block.shape[0] - start
+        if found:
+            self._since_detection = n - 1 - (found[-1].index - start)
+            self._block_last = offset + found[-1].index
+            arms = [(offset + d.index, *a) for d in found if (a := self._arm_recovery(d))]
+            if arms:
+                self._block_arms = np.concatenate([self._block_arms, np.array(arms, float)])
+        else:
+            self._since_detection = min(self._since_detection + n, UNSEEN)
+        self._block = np.concatenate([self._block, piece])
+        assert self._growth is not None
+        if self._block.shape[0] >= self._growth.room:
+            self._end_block()
+
+    def _end_block(self) -> None:
+        """Feed the recovery test the block, then grow the reference with it or set it aside."""
+        block, arms, last = self._block, self._block_arms, self._block_last
+        self._block, self._block_arms, self._block_last = np.zeros(0), NO_ARMS, -1
+        ref = self._ref
+        codes = block.astype(np.int64)
+        if self._categorical is not None:
+            self._recover(arms, lambda column: (codes == column).astype(np.float64))
+        elif self.kind == "continuous":
+            assert ref is not None
+            self._recover(arms, lambda _col: ref.standardize(block))
+        elif self._rate_armed():
+            dispersion = self._dispersion()  # as the tests saw it: growth waits for this
+            self._recover(arms, lambda _col: block / dispersion)
+        decided, self._decided_at = self._decided_at, None
+        if self.kind == "continuous" and decided is not None and decided >= last:
+            # A recovery test decided "back" after the latest detection: the window after
+            # that detection holds no longer. A detection after the decision keeps it.
+            # Not for counts and categories: their recent level is too noisy to hold a
+            # lasting shift alone until its next detection when a test decides "back" by
+            # chance (bench/bench_detectors.py seed 9001: a 1% -> 3% rate flapped).
+            self._since_detection = max(self._since_detection, self.window)
+        if self._categorical is not None:
+            self._grow_shares(codes, last >= 0)
+        else:
+            self._grow(block, last >= 0)
 
     def _tests(
         self, rest: FloatArray, start: int, groups: np.ndarray | None = None
@@ -678,13 +759,12 @@ class MetricDetector:
                 return []
             dispersion = self._dispersion()
             scaled = rest / dispersion
-            for i in self._rate.update_many(scaled):
-                ev = self._rate.last_detection
+            hits = self._rate.update_many(scaled)
+            for i, ev in zip(hits, self._rate.batch_evidence, strict=True):
                 ev["shift_sd"] = (ev["rate_ratio"] - 1.0) * ref.mean / ref.scale
                 ev["reference_rate"] = ref.mean  # the rate itself, not the scaled one
                 ev["dispersion"] = dispersion
                 found.append(self._make(start + i, "cusum", ev, recent[i], ref))
-            self._recover(found, start, lambda _col: scaled)
             return found
         self._square = float(ewma_filter(z**2, alpha, self._square)[-1])
         named = (
@@ -695,12 +775,12 @@ class MetricDetector:
         )
         for test, det, data in named:
             if det is not None:
-                for i in det.update_many(data):
-                    found.append(self._make(start + i, test, det.last_detection, recent[i], ref))
+                hits = det.update_many(data)
+                for i, ev in zip(hits, det.batch_evidence, strict=True):
+                    found.append(self._make(start + i, test, ev, recent[i], ref))
         found.sort(key=lambda d: (d.index, d.test))
         if groups is not None:
             found = self._hold_without_one_trace(found, rest, start, groups)
-        self._recover(found, start, lambda _col: z)
         return found
 
     def _hold_without_one_trace(
@@ -737,10 +817,10 @@ class MetricDetector:
             return ewma_rests_on_one_trace(z, groups, self._ewma.lam, float(ev["statistic"]))
         return False
 
-    def _recover(
-        self, found: list[Detection], start: int, data: Callable[[int], FloatArray]
-    ) -> None:
-        """Arm the recovery test at the latest level or rate detection, then feed it.
+    def _recover(self, arms: FloatArray, data: Callable[[int], FloatArray]) -> None:
+        """At a block's end, feed the recovery test the block, and at each of the block's
+        detections that arm one (``arms``: rows of its index in the block, then the test),
+        in order, decide which test runs from there (as if fed one value at a time).
 
         A running test for a larger level shift is kept: a small member that fires late
         in a large shift must not slow the recovery from it. Which level test runs is
@@ -752,50 +832,59 @@ class MetricDetector:
         (bench/bench_replay.py seed 2026: a 1% -> 3% validation rate resolved 11,138
         events after its change, and reopened).
         """
-        skip = 0
         z = data(-1) if self.kind == "continuous" else None
-        running = self._recovery[2] > 0.0
-        for d in reversed(found):
-            armed = self._arm_recovery(d)
-            if armed is not None:
-                current = self._recovery
-                if z is not None:
-                    # The shift as the episode so far measures it, up to this detection.
-                    level = self._episode_level(z[: d.index - start + 1])
-                    if current[0] > armed[0]:
-                        # A larger test gives way when the level sits between the two
-                        # tests' shifts and it has gathered no evidence of a return
-                        # yet; a shift that is ending it recognises sooner.
-                        keep = not (
-                            self._level_at(armed, level)
-                            and not self._level_at(current, level)
-                            and current[3] < 0.25 * current[2]
-                        )
-                    else:
-                        # A larger member takes over only when the episode stands at
-                        # its shift: one fires on a burst within a smaller shift.
-                        keep = current[0] < armed[0] and not self._level_at(armed, level)
-                    keep = keep and running
-                else:  # the same count or category, weighed nearer its reference
-                    keep = running and current[4] == armed[4] and current[1] < armed[1]
-                if not keep:
-                    self._recovery = armed
-                    skip = d.index - start + 1
-                    if not running and z is not None:
-                        self._episode = NO_EPISODE
-                break
+        pos = 0
+        for row in arms:
+            at = int(row[0])
+            self._feed_recovery(data, z, pos, at + 1)
+            pos = at + 1
+            self._arm(tuple(float(v) for v in row[1:]))
+        self._feed_recovery(data, z, pos, None)
+
+    def _arm(self, armed: tuple[float, ...]) -> None:
+        """A detection that arms ``armed``: it replaces the running test, or not."""
+        current = self._recovery
+        running = current[2] > 0.0
+        if self.kind == "continuous":
+            # The shift as the episode so far measures it, up to this detection.
+            level = self._episode_level()
+            if current[0] > armed[0]:
+                # A larger test gives way when the level sits between the two tests'
+                # shifts and it has gathered no evidence of a return yet; a shift that
+                # is ending it recognises sooner.
+                keep = not (
+                    self._level_at(armed, level)
+                    and not self._level_at(current, level)
+                    and current[3] < 0.25 * current[2]
+                )
+            else:
+                # A larger member takes over only when the episode stands at its
+                # shift: one fires on a burst within a smaller shift.
+                keep = current[0] < armed[0] and not self._level_at(armed, level)
+            keep = keep and running
+        else:  # the same count or category, weighed nearer its reference
+            keep = running and current[4] == armed[4] and current[1] < armed[1]
+        if not keep:
+            self._recovery = armed
+            if not running:
+                self._episode = NO_EPISODE
+
+    def _feed_recovery(
+        self, data: Callable[[int], FloatArray], z: FloatArray | None, lo: int, hi: int | None
+    ) -> None:
+        """Feed the running recovery test the block's values ``lo:hi``."""
         a, b, h, s, column = self._recovery
         if h <= 0.0:
             return
-        x = data(int(column))[skip:]
+        x = data(int(column))[lo:hi]
         if not x.shape[0]:
             return
         path = cusum_path(a - b * x, s)
         if bool(np.any(path > h)):
             self._recovery, self._episode = NO_RECOVERY, NO_EPISODE
-            # The test has decided "back" (:meth:`_count_since` ends the window after
+            # The test has decided "back" (:meth:`_end_block` ends the window after
             # the detections before this point).
-            self._decided_at = start + skip + int(np.argmax(path > h))
+            self._decided_at = lo + int(np.argmax(path > h))
             # The shape test's window, which still holds the shift's values, starts
             # over: left full, it found the shift again after the alert had resolved
             # (bench/bench_replay.py seed 41, agent-planner-041-22: a 0.26 sd shape
@@ -806,20 +895,18 @@ class MetricDetector:
                 self._ks.restart()
             return
         self._recovery = (a, b, h, path[-1], column)
-        if z is not None:  # the episode's values: the whole batch if it ran before it
-            first = 0 if running else skip
+        if z is not None:  # the episode's values
             total, n = self._episode
-            self._episode = (total + float(z[first:].sum()), n + float(z.shape[0] - first))
+            self._episode = (total + float(z[lo:hi].sum()), n + float(x.shape[0]))
 
-    def _episode_level(self, upto: FloatArray) -> float:
-        """The mean standardized value since the running test was first armed, through
-        ``upto`` (this batch's values to the detection); the recent level while the
-        episode is shorter than a window (no test running: a new episode)."""
+    def _episode_level(self) -> float:
+        """The mean standardized value since the running test was first armed; the
+        recent level while the episode is shorter than a window (no test running: a new
+        episode)."""
         if self._recovery[2] <= 0.0:
             return self._level
         total, n = self._episode
-        n += upto.shape[0]
-        return (total + float(upto.sum())) / n if n >= self.window else self._level
+        return total / n if n >= self.window else self._level
 
     def _level_at(self, test: tuple[float, ...], level: float) -> bool:
         """Whether ``level`` is still at the shift a running level recovery
@@ -958,22 +1045,6 @@ class MetricDetector:
         quiet = not holds and not building
         return self._growth.push(rows, quiet=quiet, building=building, band=band)
 
-    def _count_since(self, found: list[Detection], n: int) -> list[Detection]:
-        if found:
-            self._since_detection = n - 1 - found[-1].index
-        else:
-            self._since_detection = min(self._since_detection + n, UNSEEN)
-        decided, self._decided_at = self._decided_at, None
-        continuous = self.kind == "continuous"
-        if continuous and decided is not None and (not found or decided >= found[-1].index):
-            # A recovery test decided "back" after the latest detection: the window after
-            # that detection holds no longer. A detection after the decision keeps it.
-            # Not for counts and categories: their recent level is too noisy to hold a
-            # lasting shift alone until its next detection when a test decides "back" by
-            # chance (bench/bench_detectors.py seed 9001: a 1% -> 3% rate flapped).
-            self._since_detection = max(self._since_detection, self.window)
-        return found
-
     def _make(
         self, index: int, test: str, ev: dict[str, Any], current: float, ref: FrozenReference
     ) -> Detection:
@@ -991,26 +1062,39 @@ class MetricDetector:
 
     def _update_categorical(self, values: list[str]) -> list[Detection]:
         assert self._categorical is not None
-        before = self._n_warm
-        found = []
-        for det in self._categorical:
-            for i in det.update_many(values):
-                ev = det.last_detection
-                stat, thr = float(ev["statistic"]), float(ev["threshold"])
-                js = float(ev["jensen_shannon"])
-                found.append(Detection(i, "g_test", stat / thr, stat, thr, 0.0, js, js, dict(ev)))
-        self._n_warm = min(before + len(values), self.warmup)
-        if not self.frozen:
-            return found
         start = 0
+        found: list[Detection] = []
         if self._shares is None:
-            start = self.warmup - before  # the labels of this batch past the warm-up
+            # The share tests start from the warm-up's counts: the G tests see the labels
+            # past the warm-up only after that (their reference grows while they are quiet).
+            start = min(len(values), self.warmup - self._n_warm)
+            found = self._g_tests(values[:start], 0)
+            self._n_warm = min(self._n_warm + len(values), self.warmup)
+            if not self.frozen:
+                return found
             self._start_shares()
         codes = self._categorical[0].encode(values[start:])
-        if codes.shape[0]:
-            found.extend(self._update_shares(codes, start))
-            found.sort(key=lambda d: (d.index, -d.score))
-            self._grow_shares(codes, bool(found))
+        for lo, hi in self._pieces(codes.shape[0]):
+            begin, end = start + lo, start + hi
+            # Piece by piece: a block's end reads the G tests' state (shift_holds).
+            got = self._g_tests(values[begin:end], begin)
+            got.extend(self._update_shares(codes[lo:hi], begin))
+            got.sort(key=lambda d: (d.index, -d.score))
+            self._take_piece(got, codes[lo:hi].astype(np.float64), begin)
+            found.extend(got)
+        return found
+
+    def _g_tests(self, values: list[str], start: int) -> list[Detection]:
+        """The short and the long window's G tests over ``values`` (indexed from ``start``)."""
+        assert self._categorical is not None
+        found = []
+        for det in self._categorical:
+            hits = det.update_many(values)
+            for i, ev in zip(hits, det.batch_evidence, strict=True):
+                stat, thr = float(ev["statistic"]), float(ev["threshold"])
+                js = float(ev["jensen_shannon"])
+                d = Detection(start + i, "g_test", stat / thr, stat, thr, 0.0, js, js, dict(ev))
+                found.append(d)
         return found
 
     def _start_shares(self) -> None:
@@ -1045,15 +1129,14 @@ class MetricDetector:
         for c, det in enumerate(self._shares):
             if not armed[c]:
                 continue  # the reference is still learning this category's share
-            for i in det.update_many(hits[c]):
-                ev = dict(det.last_detection)
+            found_c = det.update_many(hits[c])
+            for i, ev in zip(found_c, [dict(e) for e in det.batch_evidence], strict=True):
                 js = jensen_shannon(reference, recent[:, i] * reference.sum() + 0.5)
                 ev.update(category=names[c], recent_share=float(recent[c, i]), jensen_shannon=js)
                 ev["column"] = c
                 stat, thr = float(ev["statistic"]), float(ev["threshold"])
                 found.append(Detection(start + i, "share", stat / thr, stat, thr, 0.0, js, js, ev))
         found.sort(key=lambda d: d.index)
-        self._recover(found, start, lambda column: hits[column])
         return found
 
     def _grow_shares(self, codes: np.ndarray, detected: bool) -> None:
@@ -1175,8 +1258,22 @@ class MetricDetector:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}.args: {exc}") from exc
         # Snapshots from before the dispersion and the warm-up's inflation were kept.
-        state = {"_tail": None, "_warm_inflation": None, "_episode": NO_EPISODE, **state}
+        state = {
+            "_tail": None,
+            "_warm_inflation": None,
+            "_episode": NO_EPISODE,
+            # Snapshots from before decisions waited for a block's end (its growth keeps
+            # the partial block).
+            "_block": None,
+            "_block_arms": None,
+            "_block_last": -1,
+            **state,
+        }
         decode_fields(det, state, cls._STATE, name)
+        if det._block is None:
+            det._block = np.zeros(0)
+        if det._block_arms is None:
+            det._block_arms = NO_ARMS
         det._check_state()
         if det.kind == "continuous" and det._growth is not None and not det._growth.held:
             det._growth.held = HELD_BLOCKS  # a snapshot from before blocks were held aside
@@ -1199,6 +1296,20 @@ class MetricDetector:
                 raise ValueError(f"{name}._recent_values: at most {RECENT_VALUES} values")
         if (self._categorical is None) != (self.kind != "categorical"):
             raise ValueError(f"{name}._categorical: present exactly for a categorical kind")
+        room = 0 if self._growth is None else self._growth.room
+        if self._block.ndim != 1 or self._block.shape[0] >= max(room, 1):
+            raise ValueError(f"{name}._block: expected fewer values than the block's room")
+        if not -1 <= self._block_last < self._block.shape[0]:
+            raise ValueError(f"{name}._block_last: not an index into the block")
+        arms = self._block_arms
+        if arms.ndim != 2 or arms.shape[1] != NO_ARMS.shape[1]:
+            raise ValueError(f"{name}._block_arms: expected rows of {NO_ARMS.shape[1]} numbers")
+        at = arms[:, 0]
+        outside = (at < 0) | (at >= self._block.shape[0]) | (at % 1 != 0)
+        if np.any(outside) or np.any(np.diff(at) < 0):
+            raise ValueError(f"{name}._block_arms: not indices into the block, in order")
+        if not np.all(np.isfinite(arms)):
+            raise ValueError(f"{name}._block_arms: not finite")
         if self.kind == "continuous":
             armed = (self._ref, self._cusum, self._ks, self._growth)
             if self._rate is not None or len({p is None for p in armed}) != 1:

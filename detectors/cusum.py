@@ -173,12 +173,14 @@ class CUSUM(DriftDetector):
 
     def _detect(self, member: int) -> None:
         self._drift_detected = True
-        self._last = {
-            "direction": "up" if self._directions[member] > 0 else "down",
-            "shift_sd": float(self._drifts[member] * 2.0),
-            "statistic": float(self._s[member]),
-            "threshold": float(self._thresholds[member]),
-        }
+        self._note(
+            {
+                "direction": "up" if self._directions[member] > 0 else "down",
+                "shift_sd": float(self._drifts[member] * 2.0),
+                "statistic": float(self._s[member]),
+                "threshold": float(self._thresholds[member]),
+            }
+        )
         self._s = np.zeros_like(self._s)
 
     def move_reference(self, mean: float) -> None:

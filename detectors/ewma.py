@@ -153,7 +153,7 @@ class EWMA(DriftDetector):
                 z = z[chunk.shape[0] :]
                 continue
             at = int(over[0])
-            self._last = {"statistic": float(e[at]), "threshold": self._limit, "lam": lam}
+            self._note({"statistic": float(e[at]), "threshold": self._limit, "lam": lam})
             self._drift_detected = True
             self._e = 0.0
             found.append(start + at)

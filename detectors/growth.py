@@ -107,6 +107,11 @@ class ReferenceGrowth:
         return self._totals
 
     @property
+    def room(self) -> int:
+        """Observations still missing from the block being filled."""
+        return self.block - self._filled
+
+    @property
     def full(self) -> bool:
         return bool(self._totals[0] >= self.cap)
 

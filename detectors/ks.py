@@ -286,14 +286,16 @@ class KSWindow(DriftDetector):
         self._score = d / self._critical
         if d <= self._critical:
             return False
-        self._last = {
-            "statistic": d,
-            "threshold": self._critical,
-            "window_mean": float(self._buf.mean()),
-            "reference_mean": float(self._ref_sorted.mean()),
-            "window_size": self.window,
-            "reference_size": round(self._ref_n),
-        }
+        self._note(
+            {
+                "statistic": d,
+                "threshold": self._critical,
+                "window_mean": float(self._buf.mean()),
+                "reference_mean": float(self._ref_sorted.mean()),
+                "window_size": self.window,
+                "reference_size": round(self._ref_n),
+            }
+        )
         self._drift_detected = True
         self.restart()
         return True

@@ -159,13 +159,15 @@ class RateCUSUM(DriftDetector):
                 continue
             at = int(crossed[0])
             member = int(np.argmax(paths[:, at] / h[:, 0]))
-            self._last = {
-                "direction": "up",
-                "rate_ratio": self.ratios[member],
-                "reference_rate": self._p0,
-                "statistic": float(paths[member, at]),
-                "threshold": float(h[member, 0]),
-            }
+            self._note(
+                {
+                    "direction": "up",
+                    "rate_ratio": self.ratios[member],
+                    "reference_rate": self._p0,
+                    "statistic": float(paths[member, at]),
+                    "threshold": float(h[member, 0]),
+                }
+            )
             self._s = np.zeros_like(self._s)
             found.append(start + at)
             start += at + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -50,51 +52,61 @@ def _clustered(rng: np.random.Generator, n: int) -> np.ndarray:
     return 0.8 * ar + np.repeat(rng.normal(0.0, 0.5, n // 4 + 1), 4)[:n]
 
 
-@pytest.mark.parametrize("seed", [15, 16, 18, 19, 20, 21, 22, 24, 25, 26])
-def test_level_shift_that_lasts_holds_whichever_member_found_it(seed: int) -> None:
-    # A 0.25 shift of clustered values can be found by a member larger than it, by
-    # chance; the recovery test of that member ("still at half its shift") then sits
-    # near break-even and, before a smaller member's detection could take over, resolved
-    # the shift while it lasted (seed 19: 6 of 60 checks).
+def _found_shift(seed: int) -> tuple[MetricDetector, np.random.Generator, list[Any]]:
+    """A clustered stream, then a 0.25 shift fed in batches of 100 until a detection
+    (none within 10,000 values: no detections)."""
     rng = np.random.default_rng(seed)
     det = MetricDetector("continuous", warmup=500, window=500, arl0=2.7e7)
     det.update_many(_clustered(rng, 4000))
     for _ in range(100):
-        if det.update_many(0.25 + _clustered(rng, 100)):
-            break
-    else:
-        raise AssertionError("not found within 10,000 values")
-    for _ in range(60):
-        det.update_many(0.25 + _clustered(rng, 100))
-        assert det.shift_holds()
+        found = det.update_many(0.25 + _clustered(rng, 100))
+        if found:
+            return det, rng, list(found)
+    return det, rng, []
 
 
-@pytest.mark.parametrize("seed", [10, 12, 14, 18, 21, 27, 31, 32])
-def test_burst_within_a_lasting_shift_does_not_end_it(seed: int) -> None:
+def test_level_shift_that_lasts_holds_whichever_member_found_it() -> None:
+    # A 0.25 shift of clustered values can be found by a member larger than it, by
+    # chance; the recovery test of that member ("still at half its shift") then sits
+    # near break-even and, before a smaller member's detection could take over, resolved
+    # the shift while it lasted (seed 19: 6 of 60 checks).
+    checked = 0
+    for seed in range(10, 40):
+        det, rng, found = _found_shift(seed)
+        if not found:
+            continue  # a small shift, not found within 10,000 values: nothing to hold
+        checked += 1
+        for _ in range(60):
+            det.update_many(0.25 + _clustered(rng, 100))
+            assert det.shift_holds(), seed
+    assert checked >= 20  # 24 of 30 found it when written
+
+
+def test_burst_within_a_lasting_shift_does_not_end_it() -> None:
     # A larger member fires on a burst inside a small shift that lasts; its recovery
     # test ("still at half its shift") would sit near break-even once the burst is over
     # and resolve the shift while it lasts (bench/bench_replay.py seed 1: an output x1.2
     # shift resolved 4,763 events in, reopened 580 later; here seeds 18, 27, 31 and 32
     # before). It takes the test over only when the episode since the first detection
     # stands at its shift.
-    rng = np.random.default_rng(seed)
-    det = MetricDetector("continuous", warmup=500, window=500, arl0=2.7e7)
-    det.update_many(_clustered(rng, 4000))
-    found = []
-    for _ in range(100):
-        found = det.update_many(0.25 + _clustered(rng, 100))
-        if found:
-            break
-    else:
-        raise AssertionError("not found within 10,000 values")
-    for _ in range(30):
-        det.update_many(0.25 + _clustered(rng, 100))
-    burst = det.update_many(1.0 + _clustered(rng, 150))
-    first = min(float(d.evidence.get("shift_sd", 0.0)) for d in found)
-    assert any(float(d.evidence.get("shift_sd", 0.0)) > first for d in burst if d.test == "cusum")
-    for _ in range(60):
-        det.update_many(0.25 + _clustered(rng, 100))
-        assert det.shift_holds()
+    checked = 0
+    for seed in range(10, 40):
+        det, rng, found = _found_shift(seed)
+        if not found:
+            continue
+        for _ in range(30):
+            det.update_many(0.25 + _clustered(rng, 100))
+        burst = det.update_many(1.0 + _clustered(rng, 150))
+        first = min(float(d.evidence.get("shift_sd", 0.0)) for d in found)
+        if not any(
+            float(d.evidence.get("shift_sd", 0.0)) > first for d in burst if d.test == "cusum"
+        ):
+            continue  # the burst fired no larger member: not the case under test
+        checked += 1
+        for _ in range(60):
+            det.update_many(0.25 + _clustered(rng, 100))
+            assert det.shift_holds(), seed
+    assert checked >= 18  # 21 of 30 when written
 
 
 def test_a_decided_recovery_ends_the_window_after_the_detection() -> None:
