@@ -16,6 +16,10 @@ estimate); rate CUSUMs follow it block by block. The KS window's reference grows
 the same blocks (counts in 64 bins cut at the warm-up's quantiles, :meth:`KSWindow.grow`):
 a warm-up that saw one phase of a slow cycle is not its reference for good.
 
+The tests see each value as it comes; what they decide for later (the recovery test,
+growth, what waits to join) is decided at each growth block's end, so a worker's small
+batches and a replay's large ones give the same detections (:meth:`MetricDetector.update_many`).
+
 State (``W`` = warm-up, ``N`` = window, defaults 500 and 500): a continuous metric
 keeps its warm-up sample in arrival order (``4 W`` bytes, for recalibration; ``12 W``
 with trace codes while warming up), a sorted copy for KS and one KS window (``4 (W +
@@ -27,7 +31,8 @@ window's grown reference adds 64 bin counts to the reference's sums and to each 
 block, and its 63 edges and ECDF: about 4.5 KB (bench/bench_detector_speed.py: 111 ->
 142 KiB traced per workflow of nine metrics); a count
 or rate 2.7 KB; a categorical mix (two windows of int8 codes, a rate CUSUM per category)
-8.5 KB.
+8.5 KB. Each also holds the growth block being filled until its end: up to 100 values
+(0.8 KB).
 """
 
 from __future__ import annotations
@@ -164,7 +169,8 @@ RATE_RECOVERY_SPAN = 1500
 RATE_RECOVERY_SHARE = 2.0 / 3.0
 NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 NO_EPISODE = (0.0, 0.0)
-NO_ARMS = np.zeros((0, 1 + len(NO_RECOVERY)))
+NO_ARMS = np.zeros((0, 2 + len(NO_RECOVERY)))  # index in the block, shape test?, the test
+NO_LATEST = (-1.0, -1.0)
 UNSEEN = 2**62
 # A count or rate's tests arm once its reference holds this many events: before that
 # the reference grows freely (no detection, no hold). A 500-event warm-up of a 1% rate
@@ -336,10 +342,11 @@ class MetricDetector:
         "_recent_values": Field("array", dtype="float32", optional=True),
         "_recent_groups": Field("array", dtype="int64", optional=True),
         # The growth block being filled (values, or category codes), its detections that
-        # arm a recovery test (a row each: its index, then the test), and its latest one.
+        # arm a recovery test (a row each: its index, whether the shape test's, then the
+        # test), and the index of its latest detection other than a shape one, and shape.
         "_block": Field("array", dtype="float64", optional=True),
         "_block_arms": Field("array", dtype="float64", ndim=2, optional=True),
-        "_block_last": Field("int", lo=-1),
+        "_block_last": Field("numbers", ndim=2, lo=-1.0),
     }
 
     def __init__(
@@ -419,10 +426,11 @@ class MetricDetector:
         self._decided_at: int | None = None
         # Decisions wait for the end of each growth block (see update_many): the block's
         # values so far, its detections that arm a recovery test (a row each: the index
-        # in the block, then the test's five numbers) and its latest detection (-1: none).
+        # in the block, 1 for the shape test, then the test's five numbers) and the index
+        # of its latest detection by a test other than shape, and by shape (-1: none).
         self._block = np.zeros(0)
         self._block_arms = NO_ARMS
-        self._block_last = -1
+        self._block_last: tuple[float, ...] = NO_LATEST
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
         self._warm_inflation: float | None = None
         # The latest RECENT_VALUES values fed with their trace codes (continuous only).
@@ -705,8 +713,15 @@ class MetricDetector:
         n, offset = piece.shape[0], self._block.shape[0] - start
         if found:
             self._since_detection = n - 1 - (found[-1].index - start)
-            self._block_last = offset + found[-1].index
-            arms = [(offset + d.index, *a) for d in found if (a := self._arm_recovery(d))]
+            latest = list(self._block_last)
+            for d in found:
+                latest[int(d.test == "ks")] = float(offset + d.index)
+            self._block_last = tuple(latest)
+            arms = [
+                (offset + d.index, float(d.test == "ks"), *a)
+                for d in found
+                if (a := self._arm_recovery(d))
+            ]
             if arms:
                 self._block_arms = np.concatenate([self._block_arms, np.array(arms, float)])
         else:
@@ -718,19 +733,24 @@ class MetricDetector:
 
     def _end_block(self) -> None:
         """Feed the recovery test the block, then grow the reference with it or set it aside."""
-        block, arms, last = self._block, self._block_arms, self._block_last
-        self._block, self._block_arms, self._block_last = np.zeros(0), NO_ARMS, -1
+        block, arms, (last_other, last_shape) = self._block, self._block_arms, self._block_last
+        self._block, self._block_arms, self._block_last = np.zeros(0), NO_ARMS, NO_LATEST
         ref = self._ref
         codes = block.astype(np.int64)
+        first: int | None = None
         if self._categorical is not None:
-            self._recover(arms, lambda column: (codes == column).astype(np.float64))
+            first = self._recover(arms, lambda column: (codes == column).astype(np.float64))
         elif self.kind == "continuous":
             assert ref is not None
-            self._recover(arms, lambda _col: ref.standardize(block))
+            first = self._recover(arms, lambda _col: ref.standardize(block))
         elif self._rate_armed():
             dispersion = self._dispersion()  # as the tests saw it: growth waits for this
-            self._recover(arms, lambda _col: block / dispersion)
+            first = self._recover(arms, lambda _col: block / dispersion)
         decided, self._decided_at = self._decided_at, None
+        # A shape detection after the block's first decision came from the window that
+        # decision starts over (see _feed_recovery): it holds nothing.
+        shape_counts = first is None or last_shape <= first
+        last = max(last_other, last_shape) if shape_counts else last_other
         if self.kind == "continuous" and decided is not None and decided >= last:
             # A recovery test decided "back" after the latest detection: the window after
             # that detection holds no longer. A detection after the decision keeps it.
@@ -739,9 +759,9 @@ class MetricDetector:
             # chance (bench/bench_detectors.py seed 9001: a 1% -> 3% rate flapped).
             self._since_detection = max(self._since_detection, self.window)
         if self._categorical is not None:
-            self._grow_shares(codes, last >= 0)
+            self._grow_shares(codes, max(last_other, last_shape) >= 0)
         else:
-            self._grow(block, last >= 0)
+            self._grow(block, max(last_other, last_shape) >= 0)
 
     def _tests(
         self, rest: FloatArray, start: int, groups: np.ndarray | None = None
@@ -817,10 +837,13 @@ class MetricDetector:
             return ewma_rests_on_one_trace(z, groups, self._ewma.lam, float(ev["statistic"]))
         return False
 
-    def _recover(self, arms: FloatArray, data: Callable[[int], FloatArray]) -> None:
+    def _recover(self, arms: FloatArray, data: Callable[[int], FloatArray]) -> int | None:
         """At a block's end, feed the recovery test the block, and at each of the block's
-        detections that arm one (``arms``: rows of its index in the block, then the test),
-        in order, decide which test runs from there (as if fed one value at a time).
+        detections that arm one (``arms``: rows of its index in the block, whether the
+        shape test's, then the test), in order, decide which test runs from there (as if
+        fed one value at a time). Return where in the block a test first decided "back"
+        (None: none did); a shape detection after that arms nothing (the window it came
+        from starts over at that decision).
 
         A running test for a larger level shift is kept: a small member that fires late
         in a large shift must not slow the recovery from it. Which level test runs is
@@ -834,12 +857,16 @@ class MetricDetector:
         """
         z = data(-1) if self.kind == "continuous" else None
         pos = 0
+        first: int | None = None
         for row in arms:
             at = int(row[0])
             self._feed_recovery(data, z, pos, at + 1)
             pos = at + 1
-            self._arm(tuple(float(v) for v in row[1:]))
+            first = self._decided_at if first is None else first
+            if not (row[1] and first is not None):
+                self._arm(tuple(float(v) for v in row[2:]))
         self._feed_recovery(data, z, pos, None)
+        return self._decided_at if first is None else first
 
     def _arm(self, armed: tuple[float, ...]) -> None:
         """A detection that arms ``armed``: it replaces the running test, or not."""
@@ -1266,7 +1293,7 @@ class MetricDetector:
             # the partial block).
             "_block": None,
             "_block_arms": None,
-            "_block_last": -1,
+            "_block_last": list(NO_LATEST),
             **state,
         }
         decode_fields(det, state, cls._STATE, name)
@@ -1299,8 +1326,8 @@ class MetricDetector:
         room = 0 if self._growth is None else self._growth.room
         if self._block.ndim != 1 or self._block.shape[0] >= max(room, 1):
             raise ValueError(f"{name}._block: expected fewer values than the block's room")
-        if not -1 <= self._block_last < self._block.shape[0]:
-            raise ValueError(f"{name}._block_last: not an index into the block")
+        if not all(-1 <= at < self._block.shape[0] and at % 1 == 0 for at in self._block_last):
+            raise ValueError(f"{name}._block_last: not indices into the block")
         arms = self._block_arms
         if arms.ndim != 2 or arms.shape[1] != NO_ARMS.shape[1]:
             raise ValueError(f"{name}._block_arms: expected rows of {NO_ARMS.shape[1]} numbers")
