@@ -62,8 +62,9 @@ class DriftDetector:
     def __init__(self) -> None:
         self._drift_detected = False
         self._last: dict[str, Any] = {}
-        # The evidence of each detection of the latest batch, in order (not state).
-        self._evidence: list[dict[str, Any]] = []
+        # The evidence of each detection of the latest batch, in order (not state; a
+        # tuple: thousands of detectors hold an empty one, the same object).
+        self._evidence: tuple[dict[str, Any], ...] = ()
         self._warm: list[Any] = []
 
     @property
@@ -77,7 +78,7 @@ class DriftDetector:
         return self._last
 
     @property
-    def batch_evidence(self) -> list[dict[str, Any]]:
+    def batch_evidence(self) -> tuple[dict[str, Any], ...]:
         """The evidence of each detection :meth:`update_many` just returned, in order
         (:attr:`last_detection` is only the batch's latest)."""
         return self._evidence
@@ -95,20 +96,20 @@ class DriftDetector:
         The caller freezes its reference when this first returns an index.
         """
         self._drift_detected = False
-        self._evidence = []
+        self._evidence = ()
         start = fill_warmup(self._warm, warmup, values)
         return start if len(self._warm) >= warmup else None
 
     def _flag(self, found: list[int], n: int) -> list[int]:
         # The flag describes the batch's last observation, as a one-by-one update would.
         self._drift_detected = bool(found) and found[-1] == n - 1
-        self._evidence = self._evidence[len(self._evidence) - len(found) :]
+        self._evidence = self._evidence[len(self._evidence) - len(found) :] if found else ()
         return found
 
     def _note(self, evidence: dict[str, Any]) -> None:
         """Record a detection's evidence (each detector's one way to set it)."""
         self._last = evidence
-        self._evidence.append(evidence)
+        self._evidence = (*self._evidence, evidence)
 
     # --- plain state ----------------------------------------------------------------
 

@@ -171,6 +171,9 @@ NO_RECOVERY = (0.0, 0.0, 0.0, 0.0, -1.0)
 NO_EPISODE = (0.0, 0.0)
 NO_ARMS = np.zeros((0, 2 + len(NO_RECOVERY)))  # index in the block, shape test?, the test
 NO_LATEST = (-1.0, -1.0)
+NO_VALUES = np.zeros(0)  # the empty block of thousands of detectors, one object
+NO_ARMS.setflags(write=False)
+NO_VALUES.setflags(write=False)
 UNSEEN = 2**62
 # A count or rate's tests arm once its reference holds this many events: before that
 # the reference grows freely (no detection, no hold). A 500-event warm-up of a 1% rate
@@ -428,7 +431,7 @@ class MetricDetector:
         # values so far, its detections that arm a recovery test (a row each: the index
         # in the block, 1 for the shape test, then the test's five numbers) and the index
         # of its latest detection by a test other than shape, and by shape (-1: none).
-        self._block = np.zeros(0)
+        self._block = NO_VALUES
         self._block_arms = NO_ARMS
         self._block_last: tuple[float, ...] = NO_LATEST
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
@@ -734,7 +737,7 @@ class MetricDetector:
     def _end_block(self) -> None:
         """Feed the recovery test the block, then grow the reference with it or set it aside."""
         block, arms, (last_other, last_shape) = self._block, self._block_arms, self._block_last
-        self._block, self._block_arms, self._block_last = np.zeros(0), NO_ARMS, NO_LATEST
+        self._block, self._block_arms, self._block_last = NO_VALUES, NO_ARMS, NO_LATEST
         ref = self._ref
         codes = block.astype(np.int64)
         first: int | None = None
@@ -1297,10 +1300,11 @@ class MetricDetector:
             **state,
         }
         decode_fields(det, state, cls._STATE, name)
-        if det._block is None:
-            det._block = np.zeros(0)
-        if det._block_arms is None:
+        if det._block is None or not det._block.size:
+            det._block = NO_VALUES
+        if det._block_arms is None or not det._block_arms.size:
             det._block_arms = NO_ARMS
+        det._block_last = tuple(det._block_last)
         det._check_state()
         if det.kind == "continuous" and det._growth is not None and not det._growth.held:
             det._growth.held = HELD_BLOCKS  # a snapshot from before blocks were held aside
