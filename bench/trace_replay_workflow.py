@@ -6,10 +6,10 @@ replay command's event-time batches (``BATCH_EVENTS``). For one metric it prints
 batch: the workflow events so far (relative to the change), each bundle's detector
 state (reference size, recent level in reference sd, the running recovery test's
 statistic against its bar, whether the shift holds) and every transition of that
-metric. Alone, a workflow batches differently from the bench's interleaved files, so a
-transition can move: ``--batch-events`` sets the batch (about ``BATCH_EVENTS`` / 11
-reproduces a file of 11 interleaved workflows; the reference's growth is decided batch by
-batch, so a borderline detection can come or go with it).
+metric. Alone, a workflow batches differently from the bench's interleaved files; the
+detectors decide the same for any batching (at each growth block's end), but the
+monitor's lifecycle reads them after each batch, so a transition can move by up to a
+batch: ``--batch-events`` sets the batch (smaller shows the state more finely).
 
 Run: ``.venv/bin/python bench/trace_replay_workflow.py --seed 1 --workflow
 sql-assistant-001-26 --metric output_tokens [--from -500] [--to 6000]``

@@ -7,7 +7,8 @@ order. Prints one NDJSON alert record per lifecycle transition (open, resolve; u
 with ``--updates``), in event-time order. The same input always gives the same bytes.
 An alert still open when the recording ends stays open: no resolve is invented.
 Events go through the monitor in event-time batches of ``BATCH_EVENTS``; the stream
-batches differently, which can move a canary comparison by a few events.
+batches differently, which can move a canary comparison or an alert's transition by a
+few events (the detectors' decisions do not depend on the batches).
 
 With ``--notify`` the printed transitions are then sent through the stream's notifier
 and routing (``[pagerduty]`` config; with no routes, ``$PAGERDUTY_ROUTING_KEY`` to
