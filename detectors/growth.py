@@ -30,12 +30,22 @@ does not (0.1-0.25 sd held for 40,000 values left the reference where it was).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Self
 
 import numpy as np
 
 from driftline.detectors._kernels import FloatArray
 from driftline.detectors.base import STATE_VERSION, Field, check_array, decode
+
+
+@cache
+def _zeros(rows: int, columns: int) -> FloatArray:
+    """A read-only zero array shared by every growth of that width: thousands of idle
+    detectors hold one (an empty queue, an empty partial block) and copy nothing."""
+    out = np.zeros((rows, columns))
+    out.setflags(write=False)
+    return out
 
 
 class ReferenceGrowth:
@@ -94,11 +104,11 @@ class ReferenceGrowth:
         self.wait = wait
         self.history = history
         self.held = held
-        self._held = np.zeros((0, columns))  # blocks held aside while a shift held
+        self._held = _zeros(0, columns)  # blocks held aside while a shift held
         self._history = np.zeros(0)  # column 1's sum per joined block, oldest first
         self._totals = np.zeros(columns)  # column 0 counts observations
-        self._pending = np.zeros((0, columns))  # whole blocks, oldest first
-        self._partial = np.zeros(columns)
+        self._pending = _zeros(0, columns)  # whole blocks, oldest first
+        self._partial = _zeros(1, columns)[0]
         self._filled = 0  # observations in the partial block
 
     @property
@@ -129,8 +139,8 @@ class ReferenceGrowth:
     def discard(self) -> None:
         """A detection: nothing waiting may join now (it may hold the change)."""
         self._hold_aside(self._pending)
-        self._pending = np.zeros((0, self.columns))
-        self._partial = np.zeros(self.columns)
+        self._pending = _zeros(0, self.columns)
+        self._partial = _zeros(1, self.columns)[0]
         self._filled = 0
 
     def push(
@@ -150,18 +160,18 @@ class ReferenceGrowth:
         rows = np.asarray(rows, dtype=np.float64)
         need = self.block - self._filled
         head, rest = rows[:need], rows[need:]
-        self._partial += head.sum(axis=0)
+        self._partial = self._partial + head.sum(axis=0)
         self._filled += head.shape[0]
         blocks = [self._pending]
         if self._filled == self.block:
             blocks.append(self._partial[None, :])
-            self._partial = np.zeros(self.columns)
+            self._partial = _zeros(1, self.columns)[0]
             self._filled = 0
             whole = rest.shape[0] // self.block * self.block
             if whole:
                 blocks.append(rest[:whole].reshape(-1, self.block, self.columns).sum(axis=1))
             tail = rest[whole:]
-            self._partial = tail.sum(axis=0)
+            self._partial = tail.sum(axis=0) if tail.shape[0] else _zeros(1, self.columns)[0]
             self._filled = tail.shape[0]
         pending = np.concatenate(blocks)
         keep = self.lag // self.block
@@ -177,7 +187,7 @@ class ReferenceGrowth:
                 means = self._held[:, 1] / self._held[:, 0]
                 within = (band[0] <= means) & (means <= band[1])
                 ripe = np.concatenate([self._held[within], ripe])
-            self._held = np.zeros((0, self.columns))
+            self._held = _zeros(0, self.columns)
         if not ripe.shape[0]:
             return 0
         for block in ripe:
@@ -247,6 +257,10 @@ class ReferenceGrowth:
         if np.any(pending[:, 0] != out.block):
             raise ValueError(f"{name}.pending: a block holds other than {out.block} observations")
         out._totals, out._pending, out._partial = totals, pending, partial
+        if not pending.shape[0]:
+            out._pending = _zeros(0, c)
+        if not partial.any():
+            out._partial = _zeros(1, c)[0]
         out._filled = decode(state, "filled", Field("int", lo=0, hi=out.block - 1), name)
         if state.get("history") is not None:
             sums = check_array(state["history"], f"{name}.history", "float64", 1, Field("array"))
