@@ -754,6 +754,9 @@ class MetricDetector:
         # decision starts over (see _feed_recovery): it holds nothing.
         shape_counts = first is None or last_shape <= first
         last = max(last_other, last_shape) if shape_counts else last_other
+        if not shape_counts and last_other >= 0:
+            # The window is counted from the latest detection that holds.
+            self._since_detection = block.shape[0] - 1 - int(last_other)
         if self.kind == "continuous" and decided is not None and decided >= last:
             # A recovery test decided "back" after the latest detection: the window after
             # that detection holds no longer. A detection after the decision keeps it.
@@ -866,7 +869,7 @@ class MetricDetector:
             self._feed_recovery(data, z, pos, at + 1)
             pos = at + 1
             first = self._decided_at if first is None else first
-            if not (row[1] and first is not None):
+            if not (row[1] and first is not None and at > first):
                 self._arm(tuple(float(v) for v in row[2:]))
         self._feed_recovery(data, z, pos, None)
         return self._decided_at if first is None else first
@@ -1330,6 +1333,7 @@ class MetricDetector:
         room = 0 if self._growth is None else self._growth.room
         if self._block.ndim != 1 or self._block.shape[0] >= max(room, 1):
             raise ValueError(f"{name}._block: expected fewer values than the block's room")
+        self._check_block_values()
         if not all(-1 <= at < self._block.shape[0] and at % 1 == 0 for at in self._block_last):
             raise ValueError(f"{name}._block_last: not indices into the block")
         arms = self._block_arms
@@ -1356,6 +1360,22 @@ class MetricDetector:
                 raise ValueError(f"{name}._rate/_growth: a partial reference")
         else:
             self._check_categorical()
+
+    def _check_block_values(self) -> None:
+        """The held block's values are what this kind is fed (category codes, counts)."""
+        name, block, arms = "MetricDetector", self._block, self._block_arms
+        if arms.size and not np.all(np.isin(arms[:, 1], (0.0, 1.0))):
+            raise ValueError(f"{name}._block_arms: the shape flag is 0 or 1")
+        if not np.all(np.isfinite(block)):
+            raise ValueError(f"{name}._block: not finite")
+        if self.kind == "continuous" or not block.size:
+            return
+        if np.any(block < 0):
+            raise ValueError(f"{name}._block: negative counts or codes")
+        if self.kind == "categorical":
+            k = 0 if self._shares is None else len(self._shares)
+            if np.any(block % 1 != 0) or np.any(block >= k):
+                raise ValueError(f"{name}._block: category codes must be 0..{k - 1}")
 
     def _check_categorical(self) -> None:
         name = "MetricDetector"

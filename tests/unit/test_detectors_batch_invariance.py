@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,15 +44,23 @@ def _stream(kind: str, seed: int, shift_at: int) -> tuple[Any, np.ndarray | None
     return np.where(length, "length", np.where(u < 0.6, "stop", "tool")).tolist(), None
 
 
-def _run(kind: str, values: Any, codes: np.ndarray | None, cuts: list[int]) -> list[Any]:
+def _run(
+    kind: str, values: Any, codes: np.ndarray | None, cuts: list[int], restore: bool = False
+) -> list[Any]:
+    """Detections (with their evidence's statistic) and the alert state where the stream
+    ends; with ``restore``, the detector is rebuilt from its snapshot after every batch
+    (mid-block: the held block and its arming rows must come back)."""
     det = MetricDetector(kind, warmup=150, window=100, arl0=1e5)
     seen: list[Any] = []
     bounds = [0, *sorted(set(cuts) - {0, N}), N]
     for lo, hi in itertools.pairwise(bounds):
         batch_codes = None if codes is None else codes[lo:hi]
         for d in det.update_many(values[lo:hi], batch_codes):
-            seen.append((lo + d.index, d.test, round(d.score, 9), round(d.effect, 9)))
+            ev = round(float(d.evidence["statistic"]), 9)
+            seen.append((lo + d.index, d.test, round(d.score, 9), round(d.effect, 9), ev))
         seen.append(("after", hi, det.shift_holds()))
+        if restore:
+            det = MetricDetector.from_state(det.to_state())
     # The state after each batch is read only where both runs cut.
     return [s for s in seen if s[0] != "after" or s[1] == N], seen
 
@@ -62,23 +71,42 @@ def _run(kind: str, values: Any, codes: np.ndarray | None, cuts: list[int]) -> l
     seed=st.integers(0, 10_000),
     shift_at=st.integers(400, 2_000),
     cuts=st.lists(st.integers(1, N - 1), max_size=40),
+    restore=st.booleans(),
 )
 def test_detections_do_not_depend_on_the_batches(
-    kind: str, seed: int, shift_at: int, cuts: list[int]
+    kind: str, seed: int, shift_at: int, cuts: list[int], restore: bool
 ) -> None:
     values, codes = _stream(kind, seed, shift_at)
     whole, _ = _run(kind, values, codes, [])
-    batched, _ = _run(kind, values, codes, cuts)
+    batched, _ = _run(kind, values, codes, cuts, restore)
     assert batched == whole
 
 
 def test_small_batches_and_one_batch_agree_on_a_found_shift() -> None:
-    # Not vacuous: the shifts are found, and then resolved, in both.
+    # Not vacuous: the shifts are found, held while they last and resolved after, in both;
+    # the small batches also go through a snapshot after each.
     for kind in KINDS:
         values, codes = _stream(kind, 7, 1_000)
         whole, _ = _run(kind, values, codes, [])
-        small, states = _run(kind, values, codes, list(range(7, N, 7)))
+        small, states = _run(kind, values, codes, list(range(7, N, 7)), restore=True)
         assert small == whole
         assert any(s[0] != "after" and 1_000 <= s[0] < 1_600 for s in whole), kind
         holds = [s[2] for s in states if s[0] == "after" and 1_100 <= s[1] < 1_600]
         assert holds and all(holds), kind
+        assert whole[-1] == ("after", N, False), kind  # resolved by the end
+
+
+def test_a_snapshot_with_a_held_block_of_the_wrong_kind_is_refused() -> None:
+    values, _ = _stream("categorical", 3, 1_000)
+    det = MetricDetector("categorical", warmup=150, window=100, arl0=1e5)
+    det.update_many(values[:230])  # 80 labels past the warm-up: a block being filled
+    state = det.to_state()
+    assert len(state["_block"]) == 80
+    MetricDetector.from_state(state)  # as it is: accepted
+    for bad in (9.0, -1.0, 0.5, float("nan")):
+        with pytest.raises(ValueError, match="_block"):
+            MetricDetector.from_state({**state, "_block": np.full(80, bad)})
+    counts = MetricDetector("poisson", warmup=150, window=100, arl0=1e5)
+    counts.update_many(np.ones(230))
+    with pytest.raises(ValueError, match="_block"):
+        MetricDetector.from_state({**counts.to_state(), "_block": np.full(80, -2.0)})
