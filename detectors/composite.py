@@ -267,7 +267,7 @@ class MetricDetector:
     >>> stream = np.concatenate([rng.normal(6, 0.5, 2000), rng.normal(6.7, 0.5, 500)])
     >>> det = MetricDetector("continuous", warmup=500, window=500, arl0=1e6)
     >>> [(d.index, d.test) for d in det.update_many(stream)][:2]
-    [(2017, 'cusum'), (2027, 'ewma')]
+    [(2017, 'cusum'), (2023, 'ewma')]
 
     References
     ----------
