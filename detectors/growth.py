@@ -7,8 +7,13 @@ join the reference once they are ``lag`` events old, in blocks of ``block``, and
 while the detector is quiet: a detection discards everything still waiting (it may
 hold the change), and a block is dropped instead of absorbed while the shift holds.
 While a test is only building up evidence (not yet a shift), ripe blocks wait, up to
-``wait`` events more: they join once the tests calm down, or when that much longer
-has passed without a detection (what moves that slowly is followed, not alarmed).
+``wait`` events more (a young reference, under two lags, no more than a quarter of its
+length): they join once the tests calm down, or when that much longer has passed
+without a detection (what moves that slowly is followed, not alarmed). A young
+reference's own error keeps the tests building; held the full ``wait``, a 500-value
+reference that sat 0.2 sd below the stream stayed 500 values long for 2,400 more and
+alarmed on its own error (input tokens of a stationary stretch,
+``bench/bench_replay.py --families blind --seed 500``).
 So a change is never learned as normal, and a stable stream's reference ends up
 ``cap`` events long; past that it slides (older sums fade as new blocks join), so it
 follows what moves slower than about ``cap`` events (a daily cycle) and stays put for
@@ -37,6 +42,13 @@ import numpy as np
 
 from driftline.detectors._kernels import FloatArray
 from driftline.detectors.base import STATE_VERSION, Field, check_array, decode
+
+# A reference of fewer than this many lags of observations is young: ripe blocks wait at
+# most a quarter of its length while a test builds up (``ReferenceGrowth.waiting``).
+# Young, it sat where its warm-up happened to sit; once it has grown through two lags the
+# full wait applies, so a small shift after a quiet stretch is weighed as before
+# (``bench/bench_detectors.py --change-at 1500``; tests/unit/test_detectors_recovery.py).
+YOUNG_LAGS = 2
 
 
 @cache
@@ -153,8 +165,9 @@ class ReferenceGrowth:
         """Queue ``rows`` (one per observation, column 0 all ones); return blocks absorbed.
 
         Blocks older than ``lag`` join the reference if ``quiet``; if not, they wait
-        while the tests are only ``building`` (joining once older than ``lag + wait``)
-        and are dropped otherwise (a shift holds), or held aside (``held``). When
+        while the tests are only ``building`` (joining once older than ``lag`` plus
+        :meth:`waiting`) and are dropped otherwise (a shift holds), or held aside
+        (``held``). When
         ``quiet``, the blocks held aside whose mean lies within ``band`` join first.
         """
         rows = np.asarray(rows, dtype=np.float64)
@@ -176,7 +189,7 @@ class ReferenceGrowth:
         pending = np.concatenate(blocks)
         keep = self.lag // self.block
         if not quiet and building:
-            keep += self.wait // self.block
+            keep += self.waiting() // self.block
         cut = max(0, pending.shape[0] - keep)
         ripe, self._pending = pending[:cut], pending[cut:]
         if not quiet and not building:
@@ -200,6 +213,26 @@ class ReferenceGrowth:
             joined = np.concatenate([self._history, ripe[:, 1]])
             self._history = joined[-self.history :]
         return int(ripe.shape[0])
+
+    def waiting(self) -> int:
+        """How long ripe blocks wait while a test builds up: ``wait``, but no more than a
+        quarter of the reference's length while it holds fewer than ``YOUNG_LAGS`` lags of
+        observations (a young reference's own error keeps the tests building, and would
+        hold its growth for longer than it has lived).
+
+        >>> g = ReferenceGrowth(columns=2, lag=500, wait=2000)
+        >>> g.start(np.array([500.0, 0.0]))
+        >>> g.waiting()
+        125
+        >>> g = ReferenceGrowth(columns=2, lag=500, wait=2000)
+        >>> g.start(np.array([1000.0, 0.0]))  # two lags
+        >>> g.waiting()
+        2000
+        """
+        reference = int(self._totals[0])
+        if reference < YOUNG_LAGS * self.lag:
+            return min(self.wait, reference // 4)
+        return self.wait
 
     def _hold_aside(self, blocks: FloatArray) -> None:
         if self.held and blocks.shape[0]:

