@@ -167,8 +167,8 @@ class ReferenceGrowth:
         Blocks older than ``lag`` join the reference if ``quiet``; if not, they wait
         while the tests are only ``building`` (joining once older than ``lag`` plus
         :meth:`waiting`) and are dropped otherwise (a shift holds), or held aside
-        (``held``). When
-        ``quiet``, the blocks held aside whose mean lies within ``band`` join first.
+        (``held``). When ``quiet``, the blocks held aside whose mean lies within ``band``
+        join first.
         """
         rows = np.asarray(rows, dtype=np.float64)
         need = self.block - self._filled
