@@ -198,7 +198,10 @@ class KSWindow(DriftDetector):
     def bin_codes(self, values: FloatArray) -> np.ndarray:
         """Each value's bin (0 .. ``bins`` - 1): how many edges lie below it."""
         assert self._edges is not None, "bins exist once the reference is frozen"
-        return np.searchsorted(self._edges, values, side="left")
+        # At the precision the window and the reference hold (float32): a value tied
+        # with an edge must fall on the edge's side of it as it does in the window.
+        held = np.asarray(values, dtype=np.float32).astype(np.float64)
+        return np.searchsorted(self._edges, held, side="left")
 
     def grow(self, counts: FloatArray) -> None:
         """Take the grown reference: its values' counts per bin (they may be fractional:
