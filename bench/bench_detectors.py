@@ -35,7 +35,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from families import NOISES, TRACE_NOISES, Change, bernoulli, continuous, finish_mix, poisson
+from families import (
+    NOISES,
+    REPEATED_NOISES,
+    TRACE_NOISES,
+    Change,
+    bernoulli,
+    continuous,
+    finish_mix,
+    poisson,
+)
 from river import drift
 from river.base import DriftDetector
 
@@ -69,6 +78,9 @@ class Family:
     make: Callable[[np.random.Generator, int, int, Change], Any]
     change: Change
     required: bool  # must be found (x1.2 or more, or a rate that triples)
+    # Drawn after every stream of the families before it and of the skewed-trace
+    # controls, so that those stay as they were.
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,15 @@ def families() -> list[Family]:
             _cont(lambda _r: TRACE_NOISES[0]),
             Change("level", 1.5),
             True,
+        ),
+        Family(
+            "level x1.2 repeated values",
+            "continuous",
+            "continuous",
+            _cont(lambda _r: REPEATED_NOISES[0]),
+            Change("level", 1.2),
+            True,
+            late=True,
         ),
     ]
     return out
@@ -345,19 +366,23 @@ def main(argv: list[str] | None = None) -> int:
             control_streams[g].append(
                 (label, kind, make(rng, CONTROL_LEN, CONTROL_LEN, Change("none")))
             )
-    labeled = {
-        f.name: [
+
+    def draw(f: Family) -> list[Any]:
+        return [
             f.make(np.random.default_rng(next(seeds)), change_at + HORIZON, change_at, f.change)
             for _ in range(args.streams)
         ]
-        for f in fams
-    }
-    # Controls on skewed traces, as many as of each other structure, drawn after the rest.
-    for i in range(n_streams["continuous"] // len(NOISES)):
-        label = TRACE_NOISES[i % len(TRACE_NOISES)]
-        rng = np.random.default_rng(next(seeds))
-        values = _cont(lambda _r, n=label: n)(rng, CONTROL_LEN, CONTROL_LEN, Change("none"))
-        control_streams["continuous"].append((label, "continuous", values))
+
+    labeled = {f.name: draw(f) for f in fams if not f.late}
+    # Controls on skewed traces, then on repeated values, as many as of each other
+    # structure, drawn after the rest (and the late families after those).
+    for later in (TRACE_NOISES, REPEATED_NOISES):
+        for i in range(n_streams["continuous"] // len(NOISES)):
+            label = later[i % len(later)]
+            rng = np.random.default_rng(next(seeds))
+            values = _cont(lambda _r, n=label: n)(rng, CONTROL_LEN, CONTROL_LEN, Change("none"))
+            control_streams["continuous"].append((label, "continuous", values))
+    labeled.update({f.name: draw(f) for f in fams if f.late})
     # Every stream is drawn above whatever the groups chosen; only the chosen ones run.
     groups = tuple(g for g in groups if g in chosen)
     fams = [f for f in fams if f.group in chosen]

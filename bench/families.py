@@ -15,6 +15,9 @@ setting. What a family varies:
   law (a few traces carry far longer documents), 30..50% of the variance;
 - rates (validation failures, ``length`` finishes): Bernoulli at 0.5..5% with a slow
   +-20% cycle; counts (retry attempts): Poisson at 0.02..0.08 per call, same cycle;
+- apart (``REPEATED_NOISES``, drawn last), values that repeat: a template's input tokens
+  (log sd 0.3..3%, a few dozen counts) or a latency rounded to the power of ten below its
+  median (10, 100 or 1,000 ms: a handful to a few dozen values);
 - categorical finish mixes: stop / length 1..3% / tool_calls 5..15% / content_filter.
 
 Changes (``Change``) act on the latent level: a factor on the median (x1.1 .. x2), a
@@ -32,6 +35,10 @@ from scipy.signal import lfilter
 
 NOISES = ("iid", "ar1", "clustered", "heavy", "outliers", "cycle", "mixed")
 TRACE_NOISES = ("skewed traces",)
+# Drawn after every other stream too: values that repeat, as a fixed prompt template's
+# input tokens (a log sd of 0.3..3%: a few dozen token counts) or a latency an
+# instrumentation rounds (to 10, 100 or 1,000 ms: a handful to a few dozen values).
+REPEATED_NOISES = ("repeated values",)
 FINISH = ("stop", "length", "tool_calls", "content_filter")
 
 
@@ -122,6 +129,12 @@ def continuous(
     """
     mu = math.log(rng.uniform(100, 2000))
     sd = rng.uniform(0.4, 1.0)
+    quantum = 1.0
+    if noise == "repeated values":
+        if rng.random() < 0.5:  # a template's tokens: the sd of a few tokens
+            sd = rng.uniform(0.003, 0.03)
+        else:  # rounded latency: about a tenth of the median or coarser
+            quantum = 10.0 ** math.floor(math.log10(math.exp(mu)))
     y = mu + np.zeros(n)
     if noise in ("cycle", "mixed"):
         y += _cycle(rng, n, rng.uniform(0.02, 0.05))
@@ -136,7 +149,7 @@ def continuous(
     if noise in ("outliers", "mixed"):
         hit = rng.random(n) < rng.uniform(0.001, 0.005)
         out[hit] *= np.exp(rng.uniform(math.log(10), math.log(100), int(hit.sum())))
-    return np.log1p(np.round(out))
+    return np.log1p(np.round(out / quantum) * quantum)
 
 
 def _rate_path(
