@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
 from driftline.commands.replay import replay
@@ -134,3 +135,28 @@ def test_each_incident_is_detected_and_nothing_before_it(
     found = [d for d in drift if d["workflow"] == workflow and d["metric"] in metrics]
     assert found, f"{incident} on {workflow} not detected; drift alerts: {drift}"
     assert found[0]["opened_at"] < at + 60 * 1_000_000  # within a minute of event time
+
+
+def test_traffic_whose_values_repeat_opens_no_drift_alert(
+    quiet_traffic: list[dict[str, Any]],
+) -> None:
+    # A fixed prompt template's input tokens (a few dozen counts) and a latency rounded
+    # to 100 ms: a grown KS reference once binned values tied with its edges on the
+    # wrong side of them, and such traffic paged every few hours per workflow.
+    rng = np.random.default_rng(5)
+    base = {
+        name: 400 + 150 * i for i, name in enumerate(sorted({e["workflow"] for e in quiet_traffic}))
+    }
+    repeated = [
+        {
+            **e,
+            "input_tokens": base[e["workflow"]] + int(rng.poisson(3)),
+            "latency_ms": float(np.round(e["latency_ms"], -2)),
+        }
+        for e in quiet_traffic
+    ]
+    assert len({e["input_tokens"] for e in repeated}) < 100
+    drift = opened(replay(Settings(), repeated), "drift")
+    arrivals_end = min(e["start_ts"] for e in repeated) + int(QUIET_S * 1_000_000)
+    steady = [d for d in drift if d["opened_at"] <= arrivals_end]
+    assert [(d["workflow"], d["metric"], d["evidence"]["test"]) for d in steady] == []
