@@ -38,11 +38,17 @@ from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
 from driftline.detectors.ks import ks_critical_value, ks_statistic
 from driftline.detectors.metrics import KV_PRESSURE, Metric
 from driftline.streams.engine_attribution import ENGINE_INSTANCE, ENGINE_KV_REPORT_NS
+from driftline.streams.monitor import untracked
 from driftline.streams.monitor.hits import TRACKED_BUNDLES, Hit, cap_warning, event_time
 from driftline.streams.monitor.routing import MAX_OFFENDER_CHARS
+from driftline.streams.monitor.untracked import Sighting
 
 _US: Final = 1_000_000
 CANARY_STAY_FRACTION: Final = 0.8
+# A bundle left out for this many canary_active_s is warned of: at a rollout the new
+# version's bundles wait one for the old ones to go idle (at 1, the two raced: a warning
+# opened and resolved at each of a replay's deploys).
+WARN_LEFT_OUT_ACTIVE: Final = 2
 # A measured shift of at least one reference standard deviation (or one caught by the CUSUM
 # member aimed at 1.5) is an error, a smaller one a warning; an alert that grows into it
 # is updated (not paged again).
@@ -146,12 +152,6 @@ def shift_holds(detector: MetricDetector) -> bool:
     return detector.shift_holds()
 
 
-# A bundle is retired after this many of its own mean gaps between calls without one (a
-# Poisson stream's gap is that long with probability e^-50; at a night's fifth of the mean
-# rate, e^-10: one gap in 22,000).
-RETIRED_GAPS: Final = 50
-
-
 class DriftRules:
     """Drift and canary rules for every workflow, on state the caller keeps per workflow."""
 
@@ -172,12 +172,14 @@ class DriftRules:
         events: list[dict],
         now: int,
         times: list[int] | None = None,
+        left_out: dict[str, Sighting] | None = None,
     ) -> list[Hit]:
         """Feed one workflow's events (event-time order); the drift and canary hits.
 
         Event times are capped at the workflow's clock ``now``: a record dated far ahead
         must not start a bundle in the future (it would never settle). ``times``: the
-        events' :func:`event_time` s when the caller has them.
+        events' :func:`event_time` s when the caller has them. ``left_out``: the
+        workflow's bundles serving without a place (:mod:`.untracked`), kept up to date.
 
         The metrics' values are read once per call, column by column
         (:class:`_Columns`); each bundle then takes its rows of every column.
@@ -195,10 +197,12 @@ class DriftRules:
                 else:
                     rows.append(i)
             columns = _Columns(events, self.metrics)
+            seen = {} if left_out is None else left_out
             for bundle_id in sorted(by_bundle, key=lambda b: (times[by_bundle[b][0]], b)):
+                rows = by_bundle[bundle_id]
                 hits.extend(
                     self._bundle_hits(
-                        workflow, bundles, bundle_id, events, by_bundle[bundle_id], capped, columns
+                        workflow, bundles, seen, bundle_id, events, rows, capped, columns
                     )
                 )
         hits.extend(self._canary(workflow, bundles))
@@ -208,6 +212,7 @@ class DriftRules:
         self,
         workflow: str,
         bundles: dict[str, Bundle],
+        left_out: dict[str, Sighting],
         bundle_id: str,
         events: list[dict],
         rows: list[int],
@@ -218,12 +223,19 @@ class DriftRules:
         ts = capped[idx]
         errors = columns.errors
         all_failed = all(errors[i] for i in rows)
-        bundle = self._bundle(bundles, bundle_id, int(ts[0]), all_failed)
+        bundle = self._bundle(bundles, left_out, bundle_id, int(ts[0]), all_failed)
         if bundle is None:
             if all_failed:
                 return []
             self.untracked_bundle_records += len(rows)
-            return [self._no_room_hit(workflow, bundle_id, events[rows[0]], int(ts[-1]))]
+            seen = untracked.record(left_out, bundle_id, int(ts[0]), int(ts[-1]), len(rows))
+            if (
+                seen.last_ts - seen.first_ts
+                < WARN_LEFT_OUT_ACTIVE * self._det.canary_active_s * _US
+            ):
+                return []  # a rollout's new bundle: the old ones are idle by then
+            return [self._no_room_hit(workflow, bundle_id, events[rows[0]], seen.last_ts)]
+        left_out.pop(bundle_id, None)
         if bundle.slot == ("", ""):
             bundle.slot = canary_slot(events[rows[0]])
         if not bundle.context:
@@ -243,10 +255,12 @@ class DriftRules:
         return hits
 
     def _no_room_hit(self, workflow: str, bundle_id: str, event: dict[str, Any], ts: int) -> Hit:
-        """The warning that a bundle serves ``workflow`` unmonitored: every tracked bundle
-        is armed and serving (``detectors.max_bundles_per_workflow``). One incident per
-        workflow (``budget/<workflow>/tracked_bundles/``), listing the bundles left out; it
-        resolves once none has come for the hold-down."""
+        """The warning that a bundle serves ``workflow`` unmonitored: it has been left out
+        for ``WARN_LEFT_OUT_ACTIVE`` x ``canary_active_s`` while every tracked bundle
+        served (``detectors.max_bundles_per_workflow``). Not sooner: at a rollout, the new
+        version's bundles wait ``canary_active_s`` for the old ones to count as idle. One incident
+        per workflow (``budget/<workflow>/tracked_bundles/``), listing the bundles left out;
+        it holds while one of them still serves (:func:`untracked.serving`)."""
         model = bundle_context(event)["model"]
         return cap_warning(
             ts,
@@ -255,7 +269,12 @@ class DriftRules:
             "detectors.max_bundles_per_workflow",
             self._det.max_bundles_per_workflow,
             {"offenders": [f"{bundle_id} ({model})"[:MAX_OFFENDER_CHARS]]},
+            condition="untracked",
         )
+
+    def left_out_serving(self, left_out: dict[str, Sighting], now: int) -> bool:
+        """The ``tracked_bundles`` warning's condition: a bundle left out still serves."""
+        return untracked.serving(left_out, now, self._det.canary_active_s * _US)
 
     def holds(self, bundles: dict[str, Bundle], record: dict[str, Any], now: int) -> bool:
         """Whether a drift or canary alert's condition still holds at ``now``.
@@ -285,8 +304,9 @@ class DriftRules:
         a tenth of a quiet workflow's calls goes 10 minutes without one at night while it
         still serves (bench/bench_replay.py seed 11: a latency creep on such a bundle
         resolved twice while it lasted, each time after a 10-minute gap, and reopened)."""
-        mean_gap = (bundle.last_ts - bundle.first_ts) / max(bundle.n_events - 1, 1)
-        return max(self._det.canary_active_s * _US, RETIRED_GAPS * mean_gap)
+        return untracked.retired_after_us(
+            bundle.first_ts, bundle.last_ts, bundle.n_events, self._det.canary_active_s * _US
+        )
 
     def _new_bundle(self, ts: int) -> Bundle:
         det = self._det
@@ -303,16 +323,24 @@ class DriftRules:
         return Bundle(detectors, np.zeros(det.window_events, dtype=np.int64), first_ts=ts)
 
     def _bundle(
-        self, bundles: dict[str, Bundle], bundle_id: str, ts: int, all_failed: bool
+        self,
+        bundles: dict[str, Bundle],
+        left_out: dict[str, Sighting],
+        bundle_id: str,
+        ts: int,
+        all_failed: bool,
     ) -> Bundle | None:
         """The bundle's state; a new one is tracked only when there is room for it.
 
-        Room: a free place, or a tracked bundle idle for ``canary_active_s`` (the least
-        recently seen goes), or one that has not armed a detector yet. An armed bundle
-        that still serves traffic keeps its baseline: dropping it for a newcomer and the
-        newcomer for it again (a workflow calling more models than the bound) would keep
-        every baseline in warm-up for ever. Failed calls alone never start a bundle
-        (they answer with no model snapshot, so their bundle id is not the served one).
+        Room: a free place, or a tracked bundle idle for ``canary_active_s``, or one seen
+        at one instant only (the least recently seen goes). A bundle that still serves
+        keeps its place, armed or still warming up: dropping it for a newcomer and the
+        newcomer for it again (a workflow calling more models than the bound, an A/B test
+        of two prompts with a fallback model each) kept every baseline in warm-up for ever,
+        with no warning. The bundles left out are listed by the ``tracked_bundles``
+        warning while they serve. A flood of one-off names passes through one place.
+        Failed calls alone never start a bundle (they answer with no model snapshot, so
+        their bundle id is not the served one).
         """
         bundle = bundles.get(bundle_id)
         if bundle is not None:
@@ -323,14 +351,14 @@ class DriftRules:
         if len(bundles) >= det.max_bundles_per_workflow:
             idle_before = ts - int(det.canary_active_s * _US)
             evictable = [
-                b
-                for b, s in bundles.items()
-                if s.last_ts < idle_before or not any(d.frozen for d in s.detectors.values())
+                b for b, s in bundles.items() if s.last_ts < idle_before or s.last_ts <= s.first_ts
             ]
             if not evictable:
                 return None
             stale = min(evictable, key=lambda b: (bundles[b].last_ts, b))
-            del bundles[stale]
+            gone = bundles.pop(stale)
+            if gone.last_ts > gone.first_ts:  # it may still serve, now unmonitored
+                untracked.record(left_out, stale, gone.first_ts, gone.last_ts, gone.n_events)
         bundle = bundles[bundle_id] = self._new_bundle(ts)
         return bundle
 

@@ -30,6 +30,7 @@ from driftline.streams.monitor.routing import (
     with_offenders_of,
 )
 from driftline.streams.monitor.snapshot import SnapshotError
+from driftline.streams.monitor.untracked import Sighting
 
 _US: Final = 1_000_000
 _DEFAULT_WORKFLOW = WorkflowSettings()
@@ -53,6 +54,8 @@ class WorkflowState:
     clock: WorkflowClock = field(default_factory=WorkflowClock)
     # dedup key -> when its last alert resolved, while late evidence may still arrive
     resolved: dict[str, int] = field(default_factory=dict)
+    # bundles serving without a place (detectors.max_bundles_per_workflow)
+    left_out: dict[str, Sighting] = field(default_factory=dict)
 
 
 class Monitor:
@@ -183,6 +186,10 @@ class Monitor:
             "alerts": {k: snapshot.alert_state(a) for k, a in sorted(state.alerts.items())},
             "resolved": dict(sorted(state.resolved.items())),
         }
+        if state.left_out:  # only with bundles left out: else as before
+            doc["left_out"] = {
+                b: snapshot.sighting_state(s) for b, s in sorted(state.left_out.items())
+            }
         return snapshot.dumps(workflow, doc)
 
     def restore(self, workflow: str, blob: bytes) -> None:
@@ -213,6 +220,7 @@ class Monitor:
             },
             clock=snapshot.clock_from_state(doc.get("clock"), f"{where}.clock"),
             resolved=snapshot.times_from_state(doc.get("resolved"), f"{where}.resolved"),
+            left_out=snapshot.left_out_from_state(doc.get("left_out"), f"{where}.left_out"),
         )
         self._states[workflow] = state
         if workflow != UNTRACKED:
@@ -357,7 +365,7 @@ class Monitor:
         state.clock.step(times + trace_times, self._step_us, floor)
         now = state.clock.now
         wf = self._workflow_settings(workflow)
-        hits = self._drift.hits(workflow, state.bundles, events, now, times)
+        hits = self._drift.hits(workflow, state.bundles, events, now, times, state.left_out)
         if events:
             capped = [t if t < now else now for t in times]
             hits.extend(routing_hits_of(workflow, wf, events, capped))
@@ -444,6 +452,8 @@ class Monitor:
                 return self._drift.holds(state.bundles, alert.record, now)
             if alert.condition in ("window", "burn"):
                 return budgets.holds(state.scopes, str(alert.record["metric"]), now)
+            if alert.condition == "untracked":
+                return self._drift.left_out_serving(state.left_out, now)
             return True
 
         return lifecycle.review(state.alerts, now, self._hold_us, holds)

@@ -3,8 +3,8 @@
 A hit names its alert (``kind`` + ``workflow`` + ``metric`` + ``bundle_id`` make the
 dedup key), how bad it is (``severity``, ``score``) and what was seen (``evidence``).
 ``condition`` says how the alert it opens is kept open afterwards (see
-:mod:`streams.monitor.lifecycle`): re-tested state for drift, canary and window budgets,
-recent hits for per-call rules.
+:mod:`streams.monitor.lifecycle`): re-tested state for drift, canary and window budgets
+and bundles left out of monitoring, recent hits for per-call rules.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Final, Literal
 
 from driftline.schemas.alert import dedup_key
 
-Condition = Literal["recent", "drift", "canary", "window", "burn"]
-CONDITIONS: Final = ("recent", "drift", "canary", "window", "burn")
+Condition = Literal["recent", "drift", "canary", "window", "burn", "untracked"]
+CONDITIONS: Final = ("recent", "drift", "canary", "window", "burn", "untracked")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,9 +53,12 @@ def cap_warning(
     cap: int,
     evidence: dict[str, Any],
     severity: str = "warning",
+    condition: Condition = "recent",
 ) -> Hit:
     """The warning that a cardinality cap (``setting``, at ``cap``) left something
     unmonitored: one incident per workflow and cap, ``evidence`` listing what was left out.
+    ``condition``: ``untracked`` for a bundle left out (held while one still serves),
+    else ``recent`` (held while more is left out).
 
     >>> cap_warning(1, "w", "tracked_bundles", "detectors.x", 2, {"offenders": ["b3"]}).key
     'budget/w/tracked_bundles/'
@@ -72,6 +75,7 @@ def cap_warning(
         baseline=None,
         current=float(cap + 1),
         evidence={**evidence, "setting": setting},
+        condition=condition,
     )
 
 

@@ -8,10 +8,10 @@ Per ``dedup_key`` (DESIGN.md, "Alerts"):
   second page (the notifier does not send updates to PagerDuty);
 - ``resolve`` once the alert's condition has been clear for ``alerts.hold_down_s`` of
   the workflow's event time. A condition is either *state* (``drift``, ``canary``,
-  ``window``, ``burn``) or *recent* (per-call rules: it holds while hits keep coming, so
-  it is clear from the last hit). A state condition is re-tested on every review by the
-  rule that raised it, with a lower bar to stay open than to open, and must be seen clear
-  at every review of ``hold_down_s`` (Prometheus' ``keep_firing_for``): seen holding
+  ``window``, ``burn``, ``untracked``) or *recent* (per-call rules: it holds while hits
+  keep coming, so it is clear from the last hit). A state condition is re-tested on every
+  review by the rule that raised it, with a lower bar to stay open than to open, and must
+  be seen clear at every review of ``hold_down_s`` (Prometheus' ``keep_firing_for``): seen holding
   again, its clear time starts over. A shift that sits near the stay-open bar dips below
   it on noise now and then; counting clear from the first dip resolved such alerts while
   the shift lasted, and the next detection reopened them (4 flaps on 3 held-out seeds of

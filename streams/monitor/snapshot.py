@@ -33,6 +33,7 @@ from driftline.streams.monitor.clock import WorkflowClock
 from driftline.streams.monitor.drift import KV_REPORTS_KEPT, MAX_KV_ENGINES, Bundle
 from driftline.streams.monitor.hits import CONDITIONS
 from driftline.streams.monitor.lifecycle import OpenAlert
+from driftline.streams.monitor.untracked import MAX_SIGHTINGS, Sighting
 
 SNAPSHOT_MAGIC: Final = b"DLMON3\n"
 SNAPSHOT_VERSION: Final = 3
@@ -299,6 +300,32 @@ def alert_from_state(state: Any, key: str, workflow: str, where: str) -> OpenAle
         emitted_severity=severity,
         clear_since=None if clear_since is None else _int(doc, "clear_since", where),
     )
+
+
+def sighting_state(seen: Sighting) -> list[int]:
+    return [seen.first_ts, seen.last_ts, seen.n_events]
+
+
+def left_out_from_state(value: Any, where: str) -> dict[str, Sighting]:
+    """The bundles left out of monitoring; none in a snapshot taken before they were kept
+    (the ``tracked_bundles`` warning then resolves unless they are seen again)."""
+    if value is None:
+        return {}
+    doc = _dict(value, where)
+    if len(doc) > MAX_SIGHTINGS:
+        raise SnapshotError(f"{where}: {len(doc)} bundles, at most {MAX_SIGHTINGS}")
+    out = {}
+    for bundle_id, seen in doc.items():
+        if (
+            not isinstance(seen, list)
+            or len(seen) != 3
+            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in seen)
+            or seen[0] > seen[1]
+            or seen[2] < 1
+        ):
+            raise SnapshotError(f"{where}.{bundle_id}: expected [first_ts, last_ts, calls]")
+        out[bundle_id] = Sighting(*seen)
+    return out
 
 
 def clock_from_state(state: Any, where: str) -> WorkflowClock:

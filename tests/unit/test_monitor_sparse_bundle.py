@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from driftline.config import Settings
 from driftline.streams.monitor import Monitor
-from driftline.streams.monitor.drift import RETIRED_GAPS
+from driftline.streams.monitor.untracked import RETIRED_GAPS
 from tests.unit.test_monitor import T0, S, event, run, small_settings
 
 ACTIVE_S = 600
