@@ -37,6 +37,7 @@ from driftline.detectors import METRICS, MetricDetector
 from driftline.detectors.composite import CONTINUOUS_TESTS, Detection
 from driftline.detectors.ks import ks_critical_value, ks_statistic
 from driftline.detectors.metrics import KV_PRESSURE, Metric
+from driftline.detectors.seasonal import HourProfile, at_times
 from driftline.streams.engine_attribution import ENGINE_INSTANCE, ENGINE_KV_REPORT_NS
 from driftline.streams.monitor import untracked
 from driftline.streams.monitor.hits import TRACKED_BUNDLES, Hit, cap_warning, event_time
@@ -87,6 +88,8 @@ class Bundle:
     context: dict[str, str] = field(default_factory=dict)
     # Engine instance -> times (ns, ascending) of the newest KV reports its KV detector took.
     kv_reports: dict[str, list[int]] = field(default_factory=dict)
+    # Continuous metric -> its level by hour of day (detectors.seasonal).
+    seasons: dict[str, HourProfile] = field(default_factory=dict)
 
 
 def take_report(taken: dict[str, list[int]], engine: str, report_ns: int) -> bool:
@@ -376,13 +379,14 @@ class DriftRules:
         if not positions.shape[0]:
             return []
         detector = bundle.detectors[metric.name]
-        was_frozen = detector.frozen
-        warm_before = detector.n_warm
+        ts = rows.ts
         groups = None
         if metric.kind == "continuous":  # the reference's design effect, then one_trace
             groups = rows.groups()[positions]
+            values = _by_hour(bundle, metric.name, detector, ts[positions], values)
+        was_frozen = detector.frozen
+        warm_before = detector.n_warm
         detections = detector.update_many(values, groups)
-        ts = rows.ts
         if detector.frozen and not was_frozen and metric.kind != "categorical":
             last_warm = self._det.warmup_events - warm_before - 1
             at = int(positions[min(last_warm, positions.shape[0] - 1)])
@@ -440,6 +444,10 @@ class DriftRules:
             **bundle.context,
             **{k: v for k, v in d.evidence.items() if k not in {"statistic", "threshold"}},
         }
+        if _corrected(bundle, metric.name):
+            # Values corrected by hour of day (detectors.seasonal): baseline and current
+            # are on the day's average level.
+            evidence["by_hour_of_day"] = True
         return Hit(
             ts=ts,
             workflow=workflow,
@@ -479,8 +487,8 @@ class DriftRules:
         window = self._det.window_events
         stride = max(1, window // 5)
         critical = ks_critical_value(window, window, stride / self.test_arl0)
-        a = incumbent.detectors[metric].recent_values()
-        b = candidate.detectors[metric].recent_values()
+        a = _recent_values(incumbent, metric)
+        b = _recent_values(candidate, metric)
         if a is None or b is None:
             return None, critical
         return ks_statistic(np.sort(a), b), critical
@@ -500,8 +508,8 @@ class DriftRules:
                 d, critical = self._canary_statistic(incumbent, candidate, metric.name)
                 if d is None or d <= critical:
                     continue
-                a = incumbent.detectors[metric.name].recent_values()
-                b = candidate.detectors[metric.name].recent_values()
+                a = _recent_values(incumbent, metric.name)
+                b = _recent_values(candidate, metric.name)
                 assert a is not None and b is not None
                 evidence = {
                     "test": "ks_canary",
@@ -530,6 +538,46 @@ class DriftRules:
                     )
                 )
         return hits
+
+
+def _by_hour(
+    bundle: Bundle, metric: str, detector: MetricDetector, times: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """A continuous metric's values with their hour's offset taken off, once the bundle's
+    profile by hour of day is worth using (:mod:`detectors.seasonal`). The detector's
+    reference then starts over on such values (it held the hours it had seen), at a
+    moment no shift holds."""
+    profile = bundle.seasons.get(metric)
+    if profile is None:
+        profile = bundle.seasons[metric] = HourProfile()
+    profile.learn(times, values)
+    if not profile.active:
+        # Not while a shift holds: starting the reference over would accept it unseen.
+        if (
+            not detector.frozen
+            or not profile.due_for_check()
+            or detector.shift_holds()
+            or not profile.worth_using()
+        ):
+            return values
+        profile.active = True
+        detector.rebaseline()
+    return values - at_times(profile.offsets_in_use(), times)
+
+
+def _corrected(bundle: Bundle, metric: str) -> bool:
+    profile = bundle.seasons.get(metric)
+    return profile is not None and profile.active
+
+
+def _recent_values(bundle: Bundle, metric: str) -> np.ndarray | None:
+    """A bundle's latest window of ``metric`` as measured: a bundle corrected by hour of
+    day gets its latest hour's offset back, so a canary compares like with like."""
+    values = bundle.detectors[metric].recent_values()
+    if values is None or not _corrected(bundle, metric):
+        return values
+    offsets = bundle.seasons[metric].offsets_in_use()
+    return values + at_times(offsets, np.array([bundle.last_ts]))[0]
 
 
 def _bundle_of(event: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ import orjson
 
 from driftline.detectors import BurnRate, MetricDetector, WindowSum
 from driftline.detectors.metrics import METRICS_BY_NAME
+from driftline.detectors.seasonal import HourProfile
 from driftline.schemas.alert import ALERT_FIELD_NAMES
 from driftline.streams.monitor.budgets import Scope
 from driftline.streams.monitor.clock import WorkflowClock
@@ -167,6 +168,8 @@ def bundle_state(bundle: Bundle) -> dict[str, Any]:
     }
     if bundle.kv_reports:  # only with KV joined from engine reports: else as before
         state["kv_reports"] = {e: list(t) for e, t in sorted(bundle.kv_reports.items())}
+    if bundle.seasons:  # absent from snapshots taken before: profiles start over
+        state["seasons"] = {m: p.to_state() for m, p in sorted(bundle.seasons.items())}
     return state
 
 
@@ -216,7 +219,23 @@ def bundle_from_state(
         slot=(slot[0], slot[1]),
         context=_str_dict(doc.get("context"), f"{where}.context"),
         kv_reports=_kv_reports(doc.get("kv_reports"), f"{where}.kv_reports"),
+        seasons=_seasons(doc.get("seasons"), f"{where}.seasons", metrics),
     )
+
+
+def _seasons(value: Any, where: str, metrics: dict[str, tuple[int, int]]) -> dict[str, HourProfile]:
+    """The bundle's profiles by hour of day; none in a snapshot taken before them."""
+    if value is None:
+        return {}
+    out = {}
+    for name, state in _dict(value, where).items():
+        if name not in metrics:
+            raise SnapshotError(f"{where}.{name}: not an enabled metric")
+        try:
+            out[name] = HourProfile.from_state(state)
+        except ValueError as exc:
+            raise SnapshotError(f"{where}.{name}: {exc}") from None
+    return out
 
 
 def _kv_reports(value: Any, where: str) -> dict[str, list[int]]:
