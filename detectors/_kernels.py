@@ -13,6 +13,11 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
 
+# Batches up to this long are scanned by the plain recursion rather than vectorized: a
+# monitor feeds each bundle a poll's events (a few to a few dozen), where numpy's per-call
+# cost is most of the work.
+SMALL_BATCH = 128
+
 # Scan at most this many observations past a reset before looking for the next
 # crossing; keeps a batch with several alarms linear in its length.
 SCAN_CHUNK = 4096
@@ -113,6 +118,14 @@ def ewma_filter(x: FloatArray, lam: float, y0: float | FloatArray = 0.0) -> Floa
     a = 1.0 - lam
     if a <= 0.0:
         return x.copy()
+    if x.ndim == 1 and x.shape[0] <= SMALL_BATCH and np.ndim(y0) == 0:
+        # A poll's few values of one bundle: the recursion itself costs less than the
+        # vectorized form's dozen array operations (about 2 us against 16 us at 7 values).
+        y, out_list = float(y0), []
+        for value in x.tolist():
+            y = a * y + lam * value
+            out_list.append(y)
+        return np.array(out_list, dtype=np.float64)
     chunk = max(1, int(np.log(1e-6) / np.log(a)))
     out = np.empty_like(x)
     prev = np.broadcast_to(np.asarray(y0, dtype=np.float64), x.shape[:-1]).copy()

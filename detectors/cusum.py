@@ -211,19 +211,25 @@ class CUSUM(DriftDetector):
             self._freeze()
         assert self._ref is not None
         z = self._ref.standardize(x[start:])
+        directions, drifts = self._directions[:, None], self._drifts[:, None]
+        thresholds = self._thresholds[:, None]
         while z.shape[0]:
             # At most a chunk past the last detection: many detections stay linear.
             chunk = z[:SCAN_CHUNK]
-            incr = self._directions[:, None] * chunk[None, :] - self._drifts[:, None]
-            paths = cusum_path(incr, self._s)
-            ratio = paths / self._thresholds[:, None]
-            crossed = np.flatnonzero((ratio > 1.0).any(axis=0))
-            if not crossed.size:
+            # cusum_path, spelled out: a poll's few values make each array call count.
+            paths = directions * chunk - drifts
+            np.cumsum(paths, axis=1, out=paths)
+            floor = np.minimum.accumulate(paths, axis=1)
+            np.minimum(floor, -self._s[:, None], out=floor)
+            paths -= floor
+            ratio = paths / thresholds
+            crossed = (ratio > 1.0).any(axis=0)
+            if not crossed.any():
                 self._s = paths[:, -1].copy()
                 start += chunk.shape[0]
                 z = z[chunk.shape[0] :]
                 continue
-            at = int(crossed[0])
+            at = int(crossed.argmax())
             self._s = paths[:, at].copy()
             self._detect(int(np.argmax(ratio[:, at])))
             found.append(start + at)

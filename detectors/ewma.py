@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from driftline.detectors._kernels import SCAN_CHUNK, FloatArray, ewma_filter
+from driftline.detectors._kernels import SCAN_CHUNK, SMALL_BATCH, FloatArray, ewma_filter
 from driftline.detectors.base import DriftDetector, Field
 from driftline.detectors.calibration import DEFAULT_GUARD, ewma_limits
 from driftline.detectors.reference import FrozenReference
@@ -143,6 +143,8 @@ class EWMA(DriftDetector):
         assert self._ref is not None
         z = self._ref.standardize(x[start:])
         lam = self.lam
+        if z.shape[0] <= SMALL_BATCH:  # a poll's few values: the recursion, value by value
+            return self._flag(self._scan_small(z.tolist(), start), x.shape[0])
         while z.shape[0]:
             chunk = z[:SCAN_CHUNK]  # bounded rescans after a detection
             e = ewma_filter(chunk, lam, self._e)
@@ -160,6 +162,20 @@ class EWMA(DriftDetector):
             start += at + 1
             z = z[at + 1 :]
         return self._flag(found, x.shape[0])
+
+    def _scan_small(self, z: list[float], start: int) -> list[int]:
+        """:meth:`update_many`'s scan as the recursion ``ewma_filter`` runs on short batches."""
+        lam, keep, limit, e = self.lam, 1.0 - self.lam, self._limit, self._e
+        found: list[int] = []
+        for i, value in enumerate(z):
+            e = keep * e + lam * value
+            if abs(e) > limit:
+                self._note({"statistic": e, "threshold": limit, "lam": lam})
+                self._drift_detected = True
+                e = 0.0
+                found.append(start + i)
+        self._e = e
+        return found
 
     def score(self) -> float:
         return abs(self._e) / self._limit if math.isfinite(self._limit) else 0.0

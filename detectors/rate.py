@@ -19,6 +19,7 @@ silence and a long one closes on the true rate.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -42,6 +43,26 @@ def rate_bound(events: float, exposure: float, level: float = RATE_GUARD) -> flo
     (0.0197, 0.0125)
     """
     return float(gamma.ppf(level, events + 0.5)) / exposure
+
+
+@functools.lru_cache(maxsize=16)
+def _members(ratios: tuple[float, ...]) -> tuple[FloatArray, FloatArray]:
+    """(ln R, R - 1) per member, as columns: shared by every detector with these ratios."""
+    r = np.asarray(ratios)
+    log_r, excess = np.log(r)[:, None], (r - 1.0)[:, None]
+    log_r.flags.writeable = excess.flags.writeable = False
+    return log_r, excess
+
+
+@functools.lru_cache(maxsize=16384)
+def _thresholds(ratios: tuple[float, ...], p0: float, arl0: float) -> FloatArray:
+    """:attr:`RateCUSUM.thresholds`, kept for the references in use: a rate's reference
+    changes once a growth block (a poll's few values are scanned many times between)."""
+    r = np.asarray(ratios)
+    kl = max(p0, 1e-12) * (r - 1.0 - np.log(r))
+    out = np.maximum(np.log(arl0 * r.shape[0] * kl), 1.0)
+    out.flags.writeable = False
+    return out
 
 
 class RateCUSUM(DriftDetector):
@@ -112,9 +133,7 @@ class RateCUSUM(DriftDetector):
         simulated at p0 0.2..30%, ARL0 1e5, the run lengths came out 1.0 to 30 times
         the target).
         """
-        r = np.asarray(self.ratios)
-        kl = max(self._p0, 1e-12) * (r - 1.0 - np.log(r))
-        return np.maximum(np.log(self.arl0 * r.shape[0] * kl), 1.0)
+        return _thresholds(self.ratios, self._p0, self.arl0).copy()
 
     @property
     def reference_rate(self) -> float:
@@ -144,9 +163,9 @@ class RateCUSUM(DriftDetector):
             start = begin
             self.set_reference(float(np.sum(self._warm)), len(self._warm))
             self._warm = []
-        log_r = np.log(np.asarray(self.ratios))[:, None]
-        drift = (np.asarray(self.ratios)[:, None] - 1.0) * self._p0
-        h = self.thresholds[:, None]
+        log_r, excess = _members(self.ratios)
+        drift = excess * self._p0
+        h = _thresholds(self.ratios, self._p0, self.arl0)[:, None]
         rest = x[start:]
         while rest.shape[0]:
             chunk = rest[:SCAN_CHUNK]
