@@ -28,9 +28,11 @@ def cusum_path(increments: FloatArray, s0: FloatArray | float = 0.0) -> FloatArr
     c = np.cumsum(increments, axis=-1)
     floor = np.minimum.accumulate(c, axis=-1)
     start = -np.asarray(s0, dtype=np.float64)
-    if np.ndim(start):
+    if start.ndim:
         start = start[..., None]
-    return c - np.minimum(floor, start)
+    # In place: on a poll's few values the allocations cost more than the arithmetic.
+    c -= np.minimum(floor, start, out=floor)
+    return c
 
 
 def scan_with_resets(

@@ -216,12 +216,7 @@ class CUSUM(DriftDetector):
         while z.shape[0]:
             # At most a chunk past the last detection: many detections stay linear.
             chunk = z[:SCAN_CHUNK]
-            # cusum_path, spelled out: a poll's few values make each array call count.
-            paths = directions * chunk - drifts
-            np.cumsum(paths, axis=1, out=paths)
-            floor = np.minimum.accumulate(paths, axis=1)
-            np.minimum(floor, -self._s[:, None], out=floor)
-            paths -= floor
+            paths = cusum_path(directions * chunk - drifts, self._s)
             ratio = paths / thresholds
             crossed = (ratio > 1.0).any(axis=0)
             if not crossed.any():
