@@ -7,7 +7,7 @@ opened an alert on every continuous metric about once a day (docs/detection.md).
 
 :class:`HourProfile` keeps, per hour of the UTC day and apart for even and odd days, the
 count and sum of a metric's values on its natural scale (and the sum of squares per
-parity). Once it has seen ``MIN_SPAN_US`` of event time and at least ``MIN_PER_BIN``
+parity). Once it has seen ``MIN_SPAN_US`` of event time and at least ``MIN_PER_HOUR``
 values in every hour, each hour's offset is its mean's distance from the overall mean,
 shrunk towards 0 by ``SHRINK_SE`` standard errors (an hour whose mean is within its noise
 gets none); the profile is worth using when the hours' pattern repeats from one day to
@@ -35,12 +35,11 @@ from numpy.typing import NDArray
 
 from driftline.detectors._kernels import FloatArray
 
-BINS: Final = 24
+HOURS: Final = 24
 HOUR_US: Final = 3_600_000_000
-BIN_US: Final = 24 * HOUR_US // BINS
 DAY_US: Final = 24 * HOUR_US
 MIN_SPAN_US: Final = 48 * HOUR_US
-MIN_PER_BIN: Final = 30
+MIN_PER_HOUR: Final = 30
 SHRINK_SE: Final = 1.0
 MIN_EFFECT_SD: Final = 0.1
 MIN_REPEAT_CORRELATION: Final = 0.6
@@ -56,18 +55,18 @@ MAX_ABS_VALUE: Final = 1e100
 
 # The one array: [parity][count, sum][bin], then per parity the sum of squares, then the
 # scalars below.
-SQUARES: Final = 4 * BINS
+SQUARES: Final = 4 * HOURS
 FIRST, LAST, COUNT, CHECKED_AT, OFFSETS_AT = range(SQUARES + 2, SQUARES + 7)
 SLOTS: Final = SQUARES + 7
 
 
-def bins_of(times_us: NDArray[np.int64]) -> NDArray[np.intp]:
+def hours_of(times_us: NDArray[np.int64]) -> NDArray[np.intp]:
     """Hour (0-23) of the UTC day of event times in microseconds.
 
-    >>> bins_of(np.array([0, 3_600_000_000 * 25 + 5])).tolist()
+    >>> hours_of(np.array([0, 3_600_000_000 * 25 + 5])).tolist()
     [0, 1]
     """
-    return ((np.asarray(times_us, dtype=np.int64) // BIN_US) % BINS).astype(np.intp)
+    return ((np.asarray(times_us, dtype=np.int64) // HOUR_US) % HOURS).astype(np.intp)
 
 
 def _offsets(counts: FloatArray, sums: FloatArray, squares: float, shrink_se: float) -> FloatArray:
@@ -75,7 +74,7 @@ def _offsets(counts: FloatArray, sums: FloatArray, squares: float, shrink_se: fl
     pooled variance over ``counts``); 0 for a bin with fewer than 2 values."""
     total = float(counts.sum())
     if total < 2:
-        return np.zeros(BINS)
+        return np.zeros(HOURS)
     overall = float(sums.sum()) / total
     var = max(squares / total - overall * overall, 0.0)
     seen = counts >= 2
@@ -93,11 +92,11 @@ def at_times(offsets: FloatArray, times_us: NDArray[np.int64]) -> FloatArray:
     >>> at_times(np.arange(24.0), minutes * 60_000_000).tolist()
     [0.0, 1.0, 17.25]
     """
-    position = (np.asarray(times_us, dtype=np.int64) % DAY_US) / BIN_US - 0.5
+    position = (np.asarray(times_us, dtype=np.int64) % DAY_US) / HOUR_US - 0.5
     below = np.floor(position)
     weight = position - below
-    lo = below.astype(np.intp) % BINS
-    return (1.0 - weight) * offsets[lo] + weight * offsets[(lo + 1) % BINS]
+    lo = below.astype(np.intp) % HOURS
+    return (1.0 - weight) * offsets[lo] + weight * offsets[(lo + 1) % HOURS]
 
 
 class HourProfile:
@@ -150,12 +149,12 @@ class HourProfile:
             return
         times_us = np.asarray(times_us, dtype=np.int64)
         parity = (times_us // DAY_US) % 2
-        slot = parity * BINS + bins_of(times_us)
-        width = 2 * BINS
+        slot = parity * HOURS + hours_of(times_us)
+        width = 2 * HOURS
         add = np.stack(
             [
-                np.bincount(slot, minlength=width).reshape(2, BINS),
-                np.bincount(slot, values, width).reshape(2, BINS),
+                np.bincount(slot, minlength=width).reshape(2, HOURS),
+                np.bincount(slot, values, width).reshape(2, HOURS),
             ],
             axis=1,
         )  # [parity][count, sum][bin], as the cells
@@ -172,9 +171,9 @@ class HourProfile:
             if not abs(x) <= MAX_ABS_VALUE:  # NaN, infinities, squares that overflow
                 continue
             parity = (t // DAY_US) % 2
-            k = parity * 2 * BINS + (t // BIN_US) % BINS
+            k = parity * 2 * HOURS + (t // HOUR_US) % HOURS
             cells[k] += 1.0
-            cells[k + BINS] += x
+            cells[k + HOURS] += x
             cells[SQUARES + parity] += x * x
             lo = t if lo < 0 else min(lo, t)
             hi = max(hi, t)
@@ -195,7 +194,7 @@ class HourProfile:
     def _parts(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Counts and sums per [parity][bin], sums of squares per parity."""
         view = self._view()
-        both = view[:SQUARES].reshape(2, 2, BINS)
+        both = view[:SQUARES].reshape(2, 2, HOURS)
         return both[:, 0], both[:, 1], view[SQUARES : SQUARES + 2]
 
     def offsets(self) -> FloatArray:
@@ -230,7 +229,7 @@ class HourProfile:
         if self.span_us < MIN_SPAN_US:
             return False
         counts, sums, squares = self._parts()
-        if counts.sum(axis=0).min() < MIN_PER_BIN:
+        if counts.sum(axis=0).min() < MIN_PER_HOUR:
             return False
         even = _offsets(counts[0], sums[0], float(squares[0]), 0.0)
         odd = _offsets(counts[1], sums[1], float(squares[1]), 0.0)
@@ -261,7 +260,7 @@ class HourProfile:
             or not np.all(np.isfinite(cells))
         ):
             raise ValueError(f"cells: expected {SLOTS} finite float64")
-        counts = cells[:SQUARES].reshape(2, 2, BINS)[:, 0]
+        counts = cells[:SQUARES].reshape(2, 2, HOURS)[:, 0]
         if (
             np.any(counts < 0)
             or np.any(cells[SQUARES : SQUARES + 2] < 0)
@@ -276,11 +275,11 @@ class HourProfile:
         offsets = state.get("offsets")
         if offsets is not None and (
             not isinstance(offsets, np.ndarray)
-            or offsets.shape != (BINS,)
+            or offsets.shape != (HOURS,)
             or offsets.dtype != np.float64
             or not np.all(np.isfinite(offsets))
         ):
-            raise ValueError(f"offsets: expected {BINS} finite float64 or null")
+            raise ValueError(f"offsets: expected {HOURS} finite float64 or null")
         out = cls()
         out._cells = array("d", np.ascontiguousarray(cells).tobytes())
         out.active = active

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.detectors.seasonal import BINS, HourProfile, at_times, bins_of
+from driftline.detectors.seasonal import HOURS, HourProfile, at_times, hours_of
 
 DAY_S = 86_400
 
@@ -45,13 +45,13 @@ def test_a_daily_cycle_is_found_once_two_days_are_seen() -> None:
     assert not profile.worth_using()  # a day and a half: not yet
     profile.learn(t[half:], y[half:])
     assert profile.worth_using()
-    middles = (np.arange(BINS) + 0.5) / BINS  # of each bin, in days
+    middles = (np.arange(HOURS) + 0.5) / HOURS  # of each bin, in days
     truth = 0.2 * np.sin(2 * np.pi * middles)
     assert np.abs(profile.offsets() - truth).max() < 0.05
     # Corrected, the cycle is gone: each bin's mean sits within noise of the others.
     corrected = y - at_times(profile.offsets(), t)
-    bins = bins_of(t)
-    means = np.array([corrected[bins == b].mean() for b in range(BINS)])
+    bins = hours_of(t)
+    means = np.array([corrected[bins == b].mean() for b in range(HOURS)])
     assert means.std() < 0.02
 
 

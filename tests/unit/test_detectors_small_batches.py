@@ -52,7 +52,7 @@ def _stream(seed: int, kind: str) -> np.ndarray:
     return rng.normal(np.where(on, 0.6, 0.0), 1.0)
 
 
-def _detectors() -> dict[str, tuple[object, str]]:
+def _detectors() -> dict[str, tuple[EWMA | CUSUM | RateCUSUM, str]]:
     return {
         "ewma": (EWMA(warmup=500, lam=0.05, arl0=1e4), "normal"),
         "cusum": (CUSUM(warmup=500, arl0=1e4), "normal"),
@@ -70,13 +70,13 @@ def test_batches_of_any_size_decide_as_one(sizes: list[int], seed: int) -> None:
         whole, kind = _detectors()[name]
         cut, _ = _detectors()[name]
         x = _stream(seed, kind)
-        expected = whole.update_many(x)  # type: ignore[attr-defined]
+        expected = whole.update_many(x)
         found: list[int] = []
         for lo, hi in _cuts(x.shape[0], sizes):
-            found += [lo + i for i in cut.update_many(x[lo:hi])]  # type: ignore[attr-defined]
+            found += [lo + i for i in cut.update_many(x[lo:hi])]
         assert found == expected, name
         assert expected, f"{name}: the shift must be found for this test to mean anything"
-        assert np.isclose(cut.score(), whole.score(), rtol=1e-9, atol=1e-12), name  # type: ignore[attr-defined]
+        assert np.isclose(cut.score(), whole.score(), rtol=1e-9, atol=1e-12), name
 
 
 def test_rate_thresholds_follow_the_reference() -> None:
