@@ -16,9 +16,10 @@ estimate); rate CUSUMs follow it block by block. The KS window's reference grows
 the same blocks (counts in 64 bins cut at the warm-up's quantiles, :meth:`KSWindow.grow`):
 a warm-up that saw one phase of a slow cycle is not its reference for good.
 
-The tests see each value as it comes; what they decide for later (the recovery test,
-growth, what waits to join) is decided at each growth block's end, so a worker's small
-batches and a replay's large ones give the same detections (:meth:`MetricDetector.update_many`).
+The tests see each value as it comes, and so does the recovery test that keeps an alert
+open (its decision "back" counts at the value where it is taken); what waits to join the
+reference is decided at each growth block's end, so a worker's small batches and a
+replay's large ones give the same detections (:meth:`MetricDetector.update_many`).
 
 State (``W`` = warm-up, ``N`` = window, defaults 500 and 500): a continuous metric
 keeps its warm-up sample in arrival order (``4 W`` bytes, for recalibration; ``12 W``
@@ -279,11 +280,11 @@ class MetricDetector:
     __slots__ = (
         "_block",
         "_block_arms",
+        "_block_decided",
         "_block_last",
         "_calibrated_n",
         "_categorical",
         "_cusum",
-        "_decided_at",
         "_episode",
         "_ewma",
         "_groups",
@@ -291,6 +292,7 @@ class MetricDetector:
         "_hold",
         "_ks",
         "_level",
+        "_levels",
         "_moments",
         "_n_warm",
         "_rate",
@@ -345,11 +347,14 @@ class MetricDetector:
         "_recent_values": Field("array", dtype="float32", optional=True),
         "_recent_groups": Field("array", dtype="int64", optional=True),
         # The growth block being filled (values, or category codes), its detections that
-        # arm a recovery test (a row each: its index, whether the shape test's, then the
-        # test), and the index of its latest detection other than a shape one, and shape.
+        # arm a recovery test and wait for it (a row each: its index, whether the shape
+        # test's, then the test; only in snapshots from before the test took each value
+        # as it came), the index of its latest detection other than a shape one, and
+        # shape, and where in it a recovery test first and last decided "back".
         "_block": Field("array", dtype="float64", optional=True),
         "_block_arms": Field("array", dtype="float64", ndim=2, optional=True),
         "_block_last": Field("numbers", ndim=2, lo=-1.0),
+        "_block_decided": Field("numbers", ndim=2, lo=-1.0, optional=True),
     }
 
     def __init__(
@@ -424,16 +429,17 @@ class MetricDetector:
         # (sum, count) of the standardized values since the running level recovery test
         # was first armed: the shift's estimate over the whole episode (see _recover).
         self._episode: tuple[float, ...] = NO_EPISODE
-        # Where in the block just ended a recovery test decided "back" (None: it did not);
-        # not state: set and read at the block's end.
-        self._decided_at: int | None = None
-        # Decisions wait for the end of each growth block (see update_many): the block's
-        # values so far, its detections that arm a recovery test (a row each: the index
-        # in the block, 1 for the shape test, then the test's five numbers) and the index
-        # of its latest detection by a test other than shape, and by shape (-1: none).
+        # Growth waits for the end of each growth block (see update_many): the block's
+        # values so far, the index of its latest detection by a test other than shape,
+        # and by shape, and where a recovery test first and last decided "back" in it
+        # (-1: none). Arming rows wait only in snapshots of earlier releases (from_state).
         self._block = NO_VALUES
         self._block_arms = NO_ARMS
         self._block_last: tuple[float, ...] = NO_LATEST
+        self._block_decided: tuple[float, ...] = NO_LATEST
+        # The recent level after each value of the piece being tested (continuous; not
+        # state): a detection arms its recovery test with the level at its own value.
+        self._levels: FloatArray = NO_VALUES
         self._tail: FloatArray | None = None  # a count's latest values (dispersion)
         self._warm_inflation: float | None = None
         # The latest RECENT_VALUES values fed with their trace codes (continuous only).
@@ -664,12 +670,15 @@ class MetricDetector:
         that are not independent of each other: for the reference's effective size, and
         so that no detection rests on one trace (:mod:`detectors.one_trace`).
 
-        The tests see every value at once. What they decide for later (arming or feeding
-        the recovery test, growing the reference, discarding what waits to join it) is
-        decided at the end of each growth block (``GROWTH_BLOCK`` values counted from the
-        warm-up's end), whatever the batches: the same stream cut into other batches
-        gives the same detections. A stream's batches are small (a poll's events of one
-        bundle) and a replay's large; decided per batch, the two differed near a threshold.
+        The tests see every value at once, and the recovery test after them (armed by a
+        detection with the level at that detection's value, so its decision "back" does
+        not depend on where a batch ends). What the tests are measured against (growing
+        the reference, discarding what waits to join it) is decided at the end of each
+        growth block (``GROWTH_BLOCK`` values counted from the warm-up's end), whatever
+        the batches: the same stream cut into other batches gives the same detections.
+        A stream's batches are small (a poll's events of one bundle) and a replay's
+        large; decided per batch, the two differed near a threshold. What
+        :meth:`shift_holds` reads is the state after the batch's last value.
         """
         if self._categorical is not None:
             return self._update_categorical([str(v) for v in values])
@@ -712,62 +721,88 @@ class MetricDetector:
 
     def _take_piece(self, found: list[Detection], piece: FloatArray, start: int) -> None:
         """Count a tested piece of the block (``found``: its detections, indexed from
-        ``start``); at the block's end, decide on the block."""
-        n, offset = piece.shape[0], self._block.shape[0] - start
+        ``start``), feed the recovery test its values (armed by its detections, in order);
+        at the block's end, decide on the block."""
+        n, base = piece.shape[0], self._block.shape[0]
+        offset = base - start
+        arms: list[tuple[float, ...]] = []
+        levels: list[float] = []
         if found:
             self._since_detection = n - 1 - (found[-1].index - start)
             latest = list(self._block_last)
             for d in found:
                 latest[int(d.test == "ks")] = float(offset + d.index)
             self._block_last = tuple(latest)
-            arms = [
-                (offset + d.index, float(d.test == "ks"), *a)
-                for d in found
-                if (a := self._arm_recovery(d))
-            ]
-            if arms:
-                self._block_arms = np.concatenate([self._block_arms, np.array(arms, float)])
+            for d in found:
+                if a := self._arm_recovery(d):
+                    arms.append((offset + d.index, float(d.test == "ks"), *a))
+                    at = d.index - start
+                    levels.append(float(self._levels[at]) if self._levels.size else self._level)
         else:
             self._since_detection = min(self._since_detection + n, UNSEEN)
+        self._levels = NO_VALUES  # thousands of detectors: keep no piece's path
         self._block = np.concatenate([self._block, piece])
+        self._recover_piece(np.array(arms, float) if arms else NO_ARMS, levels, base)
         assert self._growth is not None
         if self._block.shape[0] >= self._growth.room:
             self._end_block()
 
-    def _end_block(self) -> None:
-        """Feed the recovery test the block, then grow the reference with it or set it aside."""
-        block, arms, (last_other, last_shape) = self._block, self._block_arms, self._block_last
-        self._block, self._block_arms, self._block_last = NO_VALUES, NO_ARMS, NO_LATEST
+    def _recover_piece(self, arms: FloatArray, levels: list[float], base: int) -> None:
+        """Feed the recovery test the block's values from ``base`` on, armed at ``arms``
+        (rows as in :meth:`_recover`, indexed in the block) with the recent ``levels`` at
+        them; then count the window after the latest detection as the decision says."""
+        piece = self._block[base:]
         ref = self._ref
-        codes = block.astype(np.int64)
-        first: int | None = None
-        if self._categorical is not None:
-            first = self._recover(arms, lambda column: (codes == column).astype(np.float64))
+        if not arms.shape[0] and self._recovery[2] <= 0.0:
+            pass  # no test running, none armed: nothing to feed
+        elif self._categorical is not None:
+            codes = piece.astype(np.int64)
+            self._recover(arms, levels, base, lambda column: (codes == column).astype(np.float64))
         elif self.kind == "continuous":
             assert ref is not None
-            first = self._recover(arms, lambda _col: ref.standardize(block))
+            self._recover(arms, levels, base, lambda _col: ref.standardize(piece))
         elif self._rate_armed():
             dispersion = self._dispersion()  # as the tests saw it: growth waits for this
-            first = self._recover(arms, lambda _col: block / dispersion)
-        decided, self._decided_at = self._decided_at, None
+            self._recover(arms, levels, base, lambda _col: piece / dispersion)
+        first, decided = self._block_decided
+        if first < 0:
+            return  # no decision in this block: the detections count as they came
+        last_other, last_shape = self._block_last
         # A shape detection after the block's first decision came from the window that
         # decision starts over (see _feed_recovery): it holds nothing.
-        shape_counts = first is None or last_shape <= first
+        shape_counts = last_shape <= first
         last = max(last_other, last_shape) if shape_counts else last_other
         if not shape_counts and last_other >= 0:
             # The window is counted from the latest detection that holds.
-            self._since_detection = block.shape[0] - 1 - int(last_other)
-        if self.kind == "continuous" and decided is not None and decided >= last:
+            self._since_detection = self._block.shape[0] - 1 - int(last_other)
+        if self.kind == "continuous" and decided >= last:
             # A recovery test decided "back" after the latest detection: the window after
             # that detection holds no longer. A detection after the decision keeps it.
             # Not for counts and categories: their recent level is too noisy to hold a
             # lasting shift alone until its next detection when a test decides "back" by
             # chance (bench/bench_detectors.py seed 9001: a 1% -> 3% rate flapped).
             self._since_detection = max(self._since_detection, self.window)
+
+    def _end_block(self) -> None:
+        """Grow the reference with the block, or set it aside; the shape test's window
+        starts over if a recovery test decided "back" in it."""
+        block, (last_other, last_shape) = self._block, self._block_last
+        first = self._block_decided[0]
+        self._block, self._block_last, self._block_decided = NO_VALUES, NO_LATEST, NO_LATEST
+        if first >= 0 and self._ks is not None:
+            # The shape test's window, which still holds the shift's values, starts over
+            # at the block's end (where it is cut, whatever the batches): left full, it
+            # found the shift again after the alert had resolved (bench/bench_replay.py
+            # seed 41, agent-planner-041-22: a 0.26 sd shape effect reopened a fallback
+            # bundle's alert, and the small claim it armed held it to the end of the
+            # day). The level tests keep theirs: they are what finds a lasting shift
+            # again when a test decides "back" on it by chance.
+            self._ks.restart()
+        detected = max(last_other, last_shape) >= 0
         if self._categorical is not None:
-            self._grow_shares(codes, max(last_other, last_shape) >= 0)
+            self._grow_shares(block.astype(np.int64), detected)
         else:
-            self._grow(block, max(last_other, last_shape) >= 0)
+            self._grow(block, detected)
 
     def _tests(
         self, rest: FloatArray, start: int, groups: np.ndarray | None = None
@@ -778,7 +813,8 @@ class MetricDetector:
         recent = ewma_filter(rest, alpha, self._recent_mean)
         self._recent_mean = float(recent[-1])
         z = ref.standardize(rest)
-        self._level = float(ewma_filter(z, alpha, self._level)[-1])
+        self._levels = ewma_filter(z, alpha, self._level)
+        self._level = float(self._levels[-1])
         found: list[Detection] = []
         if self._rate is not None:
             if not self._rate_armed():
@@ -843,13 +879,19 @@ class MetricDetector:
             return ewma_rests_on_one_trace(z, groups, self._ewma.lam, float(ev["statistic"]))
         return False
 
-    def _recover(self, arms: FloatArray, data: Callable[[int], FloatArray]) -> int | None:
-        """At a block's end, feed the recovery test the block, and at each of the block's
-        detections that arm one (``arms``: rows of its index in the block, whether the
-        shape test's, then the test), in order, decide which test runs from there (as if
-        fed one value at a time). Return where in the block a test first decided "back"
-        (None: none did); a shape detection after that arms nothing (the window it came
-        from starts over at that decision).
+    def _recover(
+        self,
+        arms: FloatArray,
+        levels: list[float],
+        base: int,
+        data: Callable[[int], FloatArray],
+    ) -> None:
+        """Feed the recovery test the block's new values (``data``, from index ``base``
+        of the block), and at each of their detections that arm one (``arms``: rows of
+        its index in the block, whether the shape test's, then the test; ``levels``: the
+        recent level at each), in order, decide which test runs from there. A shape
+        detection after the block's first decision "back" arms nothing (the window it
+        came from starts over at the block's end, see :meth:`_end_block`).
 
         A running test for a larger level shift is kept: a small member that fires late
         in a large shift must not slow the recovery from it. Which level test runs is
@@ -863,24 +905,23 @@ class MetricDetector:
         """
         z = data(-1) if self.kind == "continuous" else None
         pos = 0
-        first: int | None = None
-        for row in arms:
-            at = int(row[0])
-            self._feed_recovery(data, z, pos, at + 1)
+        for row, level in zip(arms, levels, strict=True):
+            at = int(row[0]) - base
+            self._feed_recovery(data, z, pos, at + 1, base)
             pos = at + 1
-            first = self._decided_at if first is None else first
-            if not (row[1] and first is not None and at > first):
-                self._arm(tuple(float(v) for v in row[2:]))
-        self._feed_recovery(data, z, pos, None)
-        return self._decided_at if first is None else first
+            first = self._block_decided[0]
+            if not (row[1] and 0 <= first < row[0]):
+                self._arm(tuple(float(v) for v in row[2:]), level)
+        self._feed_recovery(data, z, pos, None, base)
 
-    def _arm(self, armed: tuple[float, ...]) -> None:
-        """A detection that arms ``armed``: it replaces the running test, or not."""
+    def _arm(self, armed: tuple[float, ...], level: float) -> None:
+        """A detection that arms ``armed`` (the recent ``level`` at it): it replaces the
+        running test, or not."""
         current = self._recovery
         running = current[2] > 0.0
         if self.kind == "continuous":
             # The shift as the episode so far measures it, up to this detection.
-            level = self._episode_level()
+            level = self._episode_level(level)
             if current[0] > armed[0]:
                 # A larger test gives way when the level sits between the two tests'
                 # shifts and it has gathered no evidence of a return yet; a shift that
@@ -903,9 +944,15 @@ class MetricDetector:
                 self._episode = NO_EPISODE
 
     def _feed_recovery(
-        self, data: Callable[[int], FloatArray], z: FloatArray | None, lo: int, hi: int | None
+        self,
+        data: Callable[[int], FloatArray],
+        z: FloatArray | None,
+        lo: int,
+        hi: int | None,
+        base: int,
     ) -> None:
-        """Feed the running recovery test the block's values ``lo:hi``."""
+        """Feed the running recovery test the new values ``lo:hi`` (block index ``base +
+        lo`` on)."""
         a, b, h, s, column = self._recovery
         if h <= 0.0:
             return
@@ -915,31 +962,25 @@ class MetricDetector:
         path = cusum_path(a - b * x, s)
         if bool(np.any(path > h)):
             self._recovery, self._episode = NO_RECOVERY, NO_EPISODE
-            # The test has decided "back" (:meth:`_end_block` ends the window after
-            # the detections before this point).
-            self._decided_at = lo + int(np.argmax(path > h))
-            # The shape test's window, which still holds the shift's values, starts
-            # over: left full, it found the shift again after the alert had resolved
-            # (bench/bench_replay.py seed 41, agent-planner-041-22: a 0.26 sd shape
-            # effect reopened a fallback bundle's alert, and the small claim it armed held
-            # it to the end of the day). The level tests keep theirs: they are what
-            # finds a lasting shift again when a test decides "back" on it by chance.
-            if self._ks is not None:
-                self._ks.restart()
+            # The test has decided "back" here: the window after the detections before
+            # this point holds no longer (:meth:`_recover_piece`).
+            at = float(base + lo + int(np.argmax(path > h)))
+            first = self._block_decided[0]
+            self._block_decided = (at if first < 0 else first, at)
             return
         self._recovery = (a, b, h, path[-1], column)
         if z is not None:  # the episode's values
             total, n = self._episode
             self._episode = (total + float(z[lo:hi].sum()), n + float(x.shape[0]))
 
-    def _episode_level(self) -> float:
+    def _episode_level(self, level: float) -> float:
         """The mean standardized value since the running test was first armed; the
-        recent level while the episode is shorter than a window (no test running: a new
-        episode)."""
+        recent ``level`` while the episode is shorter than a window (no test running: a
+        new episode)."""
         if self._recovery[2] <= 0.0:
-            return self._level
+            return level
         total, n = self._episode
-        return total / n if n >= self.window else self._level
+        return total / n if n >= self.window else level
 
     def _level_at(self, test: tuple[float, ...], level: float) -> bool:
         """Whether ``level`` is still at the shift a running level recovery
@@ -1300,6 +1341,7 @@ class MetricDetector:
             "_block": None,
             "_block_arms": None,
             "_block_last": list(NO_LATEST),
+            "_block_decided": None,
             **state,
         }
         decode_fields(det, state, cls._STATE, name)
@@ -1308,7 +1350,14 @@ class MetricDetector:
         if det._block_arms is None or not det._block_arms.size:
             det._block_arms = NO_ARMS
         det._block_last = tuple(det._block_last)
+        waiting = det._block_decided is None  # a snapshot from before decisions came at once
+        det._block_decided = NO_LATEST if waiting else tuple(det._block_decided)
         det._check_state()
+        if waiting and det._block.size:
+            # Its recovery test has not seen the block yet: feed it now, arming with
+            # the level as it stands (what the block's end would have done).
+            arms, det._block_arms = det._block_arms, NO_ARMS
+            det._recover_piece(arms, [det._level] * arms.shape[0], 0)
         if det.kind == "continuous" and det._growth is not None and not det._growth.held:
             det._growth.held = HELD_BLOCKS  # a snapshot from before blocks were held aside
         return det
@@ -1336,6 +1385,10 @@ class MetricDetector:
         self._check_block_values()
         if not all(-1 <= at < self._block.shape[0] and at % 1 == 0 for at in self._block_last):
             raise ValueError(f"{name}._block_last: not indices into the block")
+        first, latest = self._block_decided
+        inside = all(-1 <= at < self._block.shape[0] and at % 1 == 0 for at in (first, latest))
+        if not inside or first > latest or (first < 0) != (latest < 0):
+            raise ValueError(f"{name}._block_decided: not indices into the block, in order")
         arms = self._block_arms
         if arms.ndim != 2 or arms.shape[1] != NO_ARMS.shape[1]:
             raise ValueError(f"{name}._block_arms: expected rows of {NO_ARMS.shape[1]} numbers")

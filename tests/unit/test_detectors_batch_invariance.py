@@ -110,3 +110,60 @@ def test_a_snapshot_with_a_held_block_of_the_wrong_kind_is_refused() -> None:
     counts.update_many(np.ones(230))
     with pytest.raises(ValueError, match="_block"):
         MetricDetector.from_state({**counts.to_state(), "_block": np.full(80, -2.0)})
+
+
+def _one_by_one(kind: str, seed: int) -> tuple[list[int], list[int]]:
+    """Fed a value at a time: the values at which a running recovery test stopped
+    (decided "back"), and those after which the shift no longer held."""
+    values, codes = _stream(kind, seed, 1_000)
+    det = MetricDetector(kind, warmup=150, window=100, arl0=1e5)
+    decided, cleared = [], []
+    running = held = False
+    for i in range(N):
+        det.update_many(values[i : i + 1], None if codes is None else codes[i : i + 1])
+        now_running = det.to_state()["_recovery"][2] > 0.0
+        if running and not now_running:
+            decided.append(i)
+        running = now_running
+        if held and not det.shift_holds():
+            cleared.append(i)
+        held = det.shift_holds()
+    return decided, cleared
+
+
+def test_a_recovery_decision_counts_at_its_value_not_at_the_block_end() -> None:
+    # Growth blocks end at values 249, 349, ... (150 warm-up values, blocks of 100). A
+    # decision that waited for the block's end kept a transient's alert open up to 100
+    # of its bundle's values longer: on a fallback bundle with a tenth of a workflow's
+    # calls, up to 1,000 of the workflow's events.
+    ended_the_hold = []
+    for kind in KINDS:
+        decided, cleared = _one_by_one(kind, 7)
+        assert decided, kind  # the transient's test ran and decided
+        assert any((i - 150) % 100 != 99 for i in decided), (kind, decided)
+        # Where the decision was what still held the shift, it cleared there.
+        ended_the_hold += [i for i in decided if i in cleared and (i - 150) % 100 != 99]
+    assert ended_the_hold
+
+
+def test_a_snapshot_whose_arming_rows_wait_for_the_block_end_is_fed_at_restore() -> None:
+    # Earlier releases fed the recovery test at the block's end: their snapshots keep
+    # the block's arming rows and no decisions. Restored, the test arms and sees the
+    # block at once.
+    values, codes = _stream("continuous", 7, 1_000)
+    assert codes is not None
+    det = MetricDetector("continuous", warmup=150, window=100, arl0=1e5)
+    det.update_many(values[:1_040], codes[:1_040])  # 90 values into a block
+    state = det.to_state()
+    assert len(state["_block"]) == 90 and state["_recovery"][2] == 0.0
+    # "Back" weighed against a shift down: the in-control values drift it up by 0.3 each.
+    drift, h = 0.3, 100.0
+    old = {k: v for k, v in state.items() if k != "_block_decided"}
+    old["_block_arms"] = np.array([[10.0, 0.0, drift, -1.0, h, 0.0, -1.0]])
+    restored = MetricDetector.from_state(old)
+    after = restored.to_state()
+    assert not len(after["_block_arms"])
+    # Armed at value 10 of the block and fed its 79 values after it: running, and moved.
+    assert after["_recovery"][2] == h and 0.0 < after["_recovery"][3] < h
+    with pytest.raises(ValueError, match="_block_decided"):
+        MetricDetector.from_state({**state, "_block_decided": [50.0, 20.0]})
